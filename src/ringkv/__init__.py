@@ -1,0 +1,10 @@
+"""ringkv: a Dynamo-style distributed key-value store.
+
+- ``ringkv.core``: the pure parts (ring, placement, versions, quorum rules); no I/O, time is an argument.
+- ``ringkv.node``: the storage node, an aiohttp server around the core with RocksDB storage.
+- ``ringkv.client``: sync and asyncio clients for the HTTP API.
+- ``ringkv.cli``: the ``ringkv`` command (node, local cluster, put/get/delete/status).
+- ``ringkv.operator``: the Kubernetes operator (a later issue).
+"""
+
+__version__ = "0.1.0"
