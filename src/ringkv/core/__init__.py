@@ -1,0 +1,9 @@
+"""The pure core of ringkv: no sockets, no disk, no clock reads (time is always an argument).
+
+- ``ring``: the 64-bit consistent-hash ring with virtual nodes, token allocation and ownership.
+- ``placement``: the zone-aware preference list of replicas for a key (riak_core's ``get_apl``).
+- ``versions``: vector clocks, dotted versions, sibling sets, tombstones and hybrid logical clocks.
+- ``quorum``: r/w levels, consistency presets and their validation.
+- ``failure_detector``: the phi accrual failure detector, fed heartbeat arrival times.
+- ``gossip``: versioned endpoint states and the digest exchange that spreads membership.
+"""

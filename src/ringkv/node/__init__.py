@@ -1,0 +1,11 @@
+"""The ringkv storage node: the I/O shell around ``ringkv.core``.
+
+- ``config``: flags and ``RINGKV_*`` environment variables.
+- ``storage``: RocksDB (rocksdict) records of sibling versions, plus node metadata.
+- ``messaging``: the multiplexed node-to-node protocol (msgpack frames over TCP).
+- ``membership``: gossip, heartbeats, the phi accrual detector and the agreed ring.
+- ``coordinator``: quorum reads and writes across replicas, forwarding and read repair.
+- ``metrics``: the node's Prometheus instruments.
+- ``server``: the node lifecycle and the HTTP API (aiohttp).
+- ``main``: the ``ringkv node`` entry point.
+"""

@@ -1,0 +1,165 @@
+"""Node configuration: command-line flags, each also readable from ``RINGKV_<FLAG>``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ringkv.core.quorum import PRESETS
+from ringkv.core.ring import DEFAULT_VNODES
+from ringkv.core.versions import CONFLICT_MODES
+
+_NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    node_id: str
+    host: str = "127.0.0.1"
+    port: int = 7001
+    peer_port: int = 8001
+    advertise_host: str = ""  # address peers and clients use to reach us; defaults to host
+    zone: str = "default"
+    data_dir: str = "./data"
+    seeds: tuple[str, ...] = field(default_factory=tuple)
+    replication_factor: int = 3
+    vnodes: int = DEFAULT_VNODES
+    max_value_bytes: int = 1024 * 1024
+    conflict_mode: str = "siblings"
+    default_consistency: str = "balanced"
+    request_timeout: float = 2.0
+    gossip_interval: float = 1.0
+    heartbeat_interval: float = 0.5
+    phi_threshold: float = 8.0
+    fsync: bool = False
+    log_level: str = "info"
+
+    @property
+    def public_host(self) -> str:
+        return self.advertise_host or self.host
+
+    @property
+    def address(self) -> str:
+        return f"{self.public_host}:{self.port}"
+
+    @property
+    def peer_address(self) -> str:
+        return f"{self.public_host}:{self.peer_port}"
+
+
+def _env(name: str) -> str | None:
+    return os.environ.get("RINGKV_" + name.upper().replace("-", "_"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ringkv node",
+        description="Run one ringkv storage node. Every flag can also be set with the environment "
+        "variable RINGKV_<FLAG> (for example RINGKV_NODE_ID, RINGKV_SEEDS); flags win.",
+    )
+
+    def add(flag: str, **kw: object) -> None:
+        env = _env(flag)
+        if env is not None:
+            kw["default"] = env
+            kw.pop("required", None)
+        p.add_argument("--" + flag, **kw)  # type: ignore[arg-type]
+
+    add("node-id", required=True, help="stable node id, e.g. n1 (letters, digits, . _ -)")
+    add("host", default="127.0.0.1", help="address to bind the client API and peer port to")
+    add("port", type=int, default=7001, help="client HTTP API port")
+    add("peer-port", type=int, default=None, help="node-to-node port (default: --port + 1000)")
+    add("advertise-host", default="", help="address others use to reach this node (default --host)")
+    add("zone", default="default", help="failure zone (rack / availability zone)")
+    add("data-dir", default="./data", help="RocksDB directory; created if missing")
+    add("seeds", default="", help="comma-separated peer addresses HOST:PEER_PORT to join through")
+    add("replication-factor", type=int, default=3, help="N, copies of every key (default 3)")
+    add("vnodes", type=int, default=DEFAULT_VNODES, help="tokens per node (default 128)")
+    add("max-value-bytes", type=int, default=1024 * 1024, help="largest value accepted (1 MiB)")
+    add("conflict-mode", default="siblings", choices=CONFLICT_MODES, help="siblings or lww")
+    add(
+        "default-consistency",
+        default="balanced",
+        choices=sorted(PRESETS),
+        help="preset used when a request names none",
+    )
+    add("request-timeout", type=float, default=2.0, help="seconds to wait for replicas")
+    add("gossip-interval", type=float, default=1.0, help="seconds between gossip rounds")
+    add("heartbeat-interval", type=float, default=0.5, help="seconds between heartbeats")
+    add("phi-threshold", type=float, default=8.0, help="phi accrual conviction threshold")
+    add(
+        "fsync",
+        default="false",
+        choices=["true", "false"],
+        help="fsync every write batch (durable against power loss; costs a disk flush per write)",
+    )
+    add("log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return p
+
+
+def parse_args(argv: Sequence[str] | None) -> NodeConfig:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    try:
+        config = NodeConfig(
+            node_id=ns.node_id,
+            host=ns.host,
+            port=int(ns.port),
+            peer_port=int(ns.peer_port) if ns.peer_port not in (None, "") else int(ns.port) + 1000,
+            advertise_host=ns.advertise_host,
+            zone=ns.zone,
+            data_dir=ns.data_dir,
+            seeds=tuple(s.strip() for s in str(ns.seeds).split(",") if s.strip()),
+            replication_factor=int(ns.replication_factor),
+            vnodes=int(ns.vnodes),
+            max_value_bytes=int(ns.max_value_bytes),
+            conflict_mode=ns.conflict_mode,
+            default_consistency=ns.default_consistency,
+            request_timeout=float(ns.request_timeout),
+            gossip_interval=float(ns.gossip_interval),
+            heartbeat_interval=float(ns.heartbeat_interval),
+            phi_threshold=float(ns.phi_threshold),
+            fsync=str(ns.fsync).lower() == "true",
+            log_level=ns.log_level,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+    problems = validate(config)
+    if problems:
+        parser.error("; ".join(problems))
+    return config
+
+
+def validate(c: NodeConfig) -> list[str]:
+    problems = []
+    if not _NODE_ID.match(c.node_id):
+        problems.append(f"--node-id {c.node_id!r} must be 1-63 letters, digits, '.', '_' or '-'")
+    for name, port in (("--port", c.port), ("--peer-port", c.peer_port)):
+        if not 0 < port < 65536:
+            problems.append(f"{name} {port} is not a TCP port")
+    if c.port == c.peer_port:
+        problems.append("--port and --peer-port must differ")
+    if not c.zone:
+        problems.append("--zone must not be empty")
+    if not 1 <= c.replication_factor <= 15:
+        problems.append("--replication-factor must be between 1 and 15")
+    if not 1 <= c.vnodes <= 4096:
+        problems.append("--vnodes must be between 1 and 4096")
+    if not 1 <= c.max_value_bytes <= 64 * 1024 * 1024:
+        problems.append("--max-value-bytes must be between 1 and 64 MiB")
+    for name, value in (
+        ("--request-timeout", c.request_timeout),
+        ("--gossip-interval", c.gossip_interval),
+        ("--heartbeat-interval", c.heartbeat_interval),
+        ("--phi-threshold", c.phi_threshold),
+    ):
+        if not value > 0:
+            problems.append(f"{name} must be positive")
+    for seed in c.seeds:
+        host, _, port = seed.rpartition(":")
+        if not host or not port.isdigit():
+            problems.append(f"seed {seed!r} must be HOST:PEER_PORT")
+    return problems

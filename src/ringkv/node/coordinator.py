@@ -1,0 +1,302 @@
+"""Coordinator: runs one client request across the key's replicas.
+
+Writes are coordinated by a replica of the key (a node that holds none forwards the request to
+one that does, over the peer connection): it creates the new version over the client's context,
+stores it, sends it to the other replicas, and answers once W replicas (itself included) have
+acknowledged. Reads can be coordinated by any node: ask every live replica, answer once R have
+replied, reconcile to a value or siblings, and afterwards update any replica found stale
+(read repair).
+
+Before anything is sent, a request that cannot reach its quorum among live replicas is refused
+(``Unavailable``: nothing written). A quorum not reached in time is a ``QuorumTimeout``: the write
+may be partly applied, as in Cassandra.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Sequence
+from typing import Any, TypeVar
+
+from ringkv.core.placement import Replica, preference_list
+from ringkv.core.quorum import Quorum
+from ringkv.core.ring import key_hash
+from ringkv.core.versions import (
+    ConflictMode,
+    VClock,
+    Version,
+    context_of,
+    hlc_now,
+    hlc_observe,
+    merge_siblings,
+    new_version,
+    version_from_wire,
+    version_to_wire,
+)
+from ringkv.node.config import NodeConfig
+from ringkv.node.membership import Membership
+from ringkv.node.messaging import MessagingService, PeerError
+from ringkv.node.metrics import NodeMetrics
+from ringkv.node.storage import Storage
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Unavailable(Exception):
+    def __init__(self, required: int, alive: int) -> None:
+        super().__init__(f"{required} replicas required but only {alive} reachable")
+        self.required = required
+        self.alive = alive
+
+
+class QuorumTimeout(Exception):
+    def __init__(self, required: int, acks: int) -> None:
+        super().__init__(f"{required} replicas required but only {acks} answered in time")
+        self.required = required
+        self.acks = acks
+
+
+class Coordinator:
+    def __init__(
+        self,
+        config: NodeConfig,
+        storage: Storage,
+        membership: Membership,
+        messaging: MessagingService,
+        metrics: NodeMetrics,
+        actor: str,
+    ) -> None:
+        self.config = config
+        self.node_id = config.node_id
+        self.storage = storage
+        self.membership = membership
+        self.messaging = messaging
+        self.metrics = metrics
+        self.actor = actor
+        self.mode: ConflictMode = "lww" if config.conflict_mode == "lww" else "siblings"
+        self.n = config.replication_factor
+        self.timeout = config.request_timeout
+        self._hlc = 0
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # -- placement ------------------------------------------------------------------------------
+
+    def replicas(self, key: bytes) -> tuple[Replica, ...]:
+        ring = self.membership.ring
+        if not len(ring):
+            return ()
+        return preference_list(ring, key_hash(key), self.n)
+
+    def _live(self, replicas: Sequence[Replica]) -> list[Replica]:
+        return [r for r in replicas if self.membership.is_alive(r.node)]
+
+    def _tick(self) -> int:
+        self._hlc = hlc_now(self._hlc, int(time.time() * 1000))
+        return self._hlc
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    async def put(
+        self, key: bytes, value: bytes | None, context: VClock, quorum: Quorum
+    ) -> VClock:
+        """Write ``value`` (``None`` deletes) and return the context of the new version."""
+        replicas = self.replicas(key)
+        if not any(r.node == self.node_id for r in replicas):
+            return await self._forward_put(key, value, context, quorum, replicas)
+        live = self._live(replicas)
+        if len(live) < quorum.required:
+            raise Unavailable(quorum.required, len(live))
+        if value is None and not context:
+            # A delete without a context deletes what the replicas hold (as riak_client:delete
+            # does): read at the write's quorum and delete over everything seen.
+            context = context_of(await self.get(key, quorum))
+        current = self.storage.get(key)
+        version = new_version(current, context, self.actor, value, self._tick())
+        merged, _ = self.storage.merge(key, [version], self.mode)
+        wire = [version_to_wire(version)]
+        others = [r.node for r in live if r.node != self.node_id]
+        acks = 1 + await self._quorum(
+            [self._replicate(node, key, wire) for node in others], quorum.required - 1
+        )
+        if acks < quorum.required:
+            raise QuorumTimeout(quorum.required, acks)
+        return context_of(merged) if self.mode == "siblings" else version.clock()
+
+    async def _forward_put(
+        self,
+        key: bytes,
+        value: bytes | None,
+        context: VClock,
+        quorum: Quorum,
+        replicas: Sequence[Replica],
+    ) -> VClock:
+        live = self._live(replicas)
+        if len(live) < quorum.required or not live:
+            raise Unavailable(quorum.required, len(live))
+        target = live[0].node
+        address = self.membership.address_of(target)
+        self.metrics.forwarded.inc()
+        body = {
+            "key": key,
+            "value": value,
+            "context": context.to_wire(),
+            "required": quorum.required,
+            "strict": quorum.strict,
+        }
+        try:
+            answer = await self.messaging.request(
+                address or "", "coordinate_put", body, self.timeout + 1.0
+            )
+        except PeerError as exc:
+            log.debug("forwarding to %s failed: %s", target, exc)
+            raise QuorumTimeout(quorum.required, 0) from None
+        if answer.get("error") == "unavailable":
+            raise Unavailable(int(answer["required"]), int(answer["alive"]))
+        if answer.get("error") == "timeout":
+            raise QuorumTimeout(int(answer["required"]), int(answer["acks"]))
+        return VClock.from_wire(answer["context"])
+
+    async def _replicate(self, node: str, key: bytes, wire: list[Any]) -> bool:
+        address = self.membership.address_of(node)
+        started = time.perf_counter()
+        try:
+            await self.messaging.request(
+                address or "", "replicate", {"key": key, "versions": wire}, self.timeout
+            )
+        except PeerError:
+            self.metrics.replica_errors.labels("replicate").inc()
+            raise
+        self.metrics.replica_latency.labels("replicate").observe(time.perf_counter() - started)
+        return True
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    async def get(self, key: bytes, quorum: Quorum) -> tuple[Version, ...]:
+        """Read at ``quorum``: the reconciled sibling set (possibly empty or all tombstones)."""
+        replicas = self.replicas(key)
+        live = self._live(replicas)
+        if len(live) < quorum.required:
+            raise Unavailable(quorum.required, len(live))
+        answers: dict[str, tuple[Version, ...]] = {}
+        calls = []
+        for replica in live:
+            if replica.node == self.node_id:
+                answers[self.node_id] = self.storage.get(key)
+            else:
+                calls.append(self._read(replica.node, key, answers))
+        need = quorum.required - len(answers)
+        tasks = [asyncio.ensure_future(c) for c in calls]
+        got = await self._quorum(tasks, need, keep_tasks=True)
+        if got < need:
+            raise QuorumTimeout(quorum.required, got + quorum.required - need)
+        result = merge_siblings((), [v for vs in answers.values() for v in vs], self.mode)
+        self._spawn(self._read_repair(key, tasks, answers))
+        return result
+
+    async def _read(self, node: str, key: bytes, answers: dict[str, tuple[Version, ...]]) -> bool:
+        address = self.membership.address_of(node)
+        started = time.perf_counter()
+        try:
+            raw = await self.messaging.request(address or "", "read", {"key": key}, self.timeout)
+        except PeerError:
+            self.metrics.replica_errors.labels("read").inc()
+            raise
+        self.metrics.replica_latency.labels("read").observe(time.perf_counter() - started)
+        answers[node] = tuple(version_from_wire(v) for v in raw)
+        return True
+
+    async def _read_repair(
+        self, key: bytes, tasks: Sequence[asyncio.Future[bool]], answers: dict[str, Any]
+    ) -> None:
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.timeout)
+            for task in tasks:
+                if task.done() and not task.cancelled():
+                    task.exception()  # retrieved: a failed replica read is expected here
+        everything = [v for vs in answers.values() for v in vs]
+        final = merge_siblings((), everything, self.mode)
+        final_dots = {v.dot for v in final}
+        wire = [version_to_wire(v) for v in final]
+        for node, versions in list(answers.items()):
+            if {v.dot for v in versions} == final_dots:
+                continue
+            self.metrics.read_repairs.inc()
+            if node == self.node_id:
+                self.storage.merge(key, final, self.mode)
+            else:
+                try:
+                    await self._replicate(node, key, wire)
+                except PeerError:
+                    pass
+
+    # -- peer verbs -----------------------------------------------------------------------------
+
+    def handle_replicate(self, body: dict[str, Any]) -> bool:
+        key = body["key"]
+        versions = [version_from_wire(v) for v in body["versions"]]
+        for v in versions:
+            self._hlc = hlc_observe(self._hlc, v.timestamp, int(time.time() * 1000))
+        self.storage.merge(bytes(key), versions, self.mode)
+        return True
+
+    def handle_read(self, body: dict[str, Any]) -> list[Any]:
+        return [version_to_wire(v) for v in self.storage.get(bytes(body["key"]))]
+
+    async def handle_coordinate_put(self, body: dict[str, Any]) -> dict[str, Any]:
+        quorum = Quorum(self.n, int(body["required"]), bool(body.get("strict")))
+        try:
+            clock = await self.put(
+                bytes(body["key"]), body["value"], VClock.from_wire(body["context"]), quorum
+            )
+        except Unavailable as exc:
+            return {"error": "unavailable", "required": exc.required, "alive": exc.alive}
+        except QuorumTimeout as exc:
+            return {"error": "timeout", "required": exc.required, "acks": exc.acks}
+        return {"context": clock.to_wire()}
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    async def _quorum(
+        self, calls: Sequence[Awaitable[bool]], need: int, keep_tasks: bool = False
+    ) -> int:
+        """Run calls concurrently; return as soon as ``need`` succeeded (or can no longer)."""
+        if need <= 0:
+            for call in calls:  # fire and forget: the rest still reach their replicas
+                self._spawn(call)
+            return 0
+        tasks = [asyncio.ensure_future(c) for c in calls]
+        ok = 0
+        pending = set(tasks)
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        while pending and ok < need and ok + len(pending) >= need:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                break
+            done, pending = await asyncio.wait(
+                pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in done:
+                if not task.cancelled() and task.exception() is None:
+                    ok += 1
+        for task in pending:
+            if not keep_tasks:
+                self._spawn(task)
+        return ok
+
+    def _spawn(self, awaitable: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(awaitable)
+        self._background.add(task)
+        task.add_done_callback(self._finish_background)
+
+    def _finish_background(self, task: asyncio.Future[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("background replica call failed: %r", task.exception())
+
+    async def drain(self, timeout: float) -> None:
+        """Wait for background replication and repairs (at shutdown)."""
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=timeout)

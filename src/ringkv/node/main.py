@@ -1,0 +1,49 @@
+"""``ringkv node``: parse the configuration and serve until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from ringkv.node.config import parse_args
+from ringkv.node.server import create_app
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    config = parse_args(argv)
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format=f"%(asctime)s {config.node_id} %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    loop_factory = None
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
+        pass
+    import asyncio
+
+    if loop_factory is not None:
+        asyncio.set_event_loop(loop_factory())
+    try:
+        # run_app turns SIGTERM/SIGINT into a graceful shutdown: stop accepting, wait for
+        # in-flight requests (up to shutdown_timeout), then run the cleanup that flushes RocksDB.
+        web.run_app(
+            create_app(config),
+            host=config.host,
+            port=config.port,
+            shutdown_timeout=10.0,
+            access_log=None,
+            print=None,
+            handle_signals=True,
+            reuse_address=True,
+        )
+    except OSError as exc:
+        logging.getLogger("ringkv").error("cannot start node: %s", exc)
+        return 1
+    return 0

@@ -1,0 +1,294 @@
+"""Membership: gossip, heartbeats, failure detection and the ring they agree on.
+
+The single interface the rest of the node uses to ask "who is in the cluster, where, and alive?":
+``ring``, ``is_alive``, ``address_of``, ``members``. It drives the pure ``Gossiper`` and
+``PhiAccrualFailureDetector`` with real time and the messaging service.
+
+Token claim (formation and later joins): a node that has no tokens yet waits until it has talked
+to its seeds, then takes its turn -- the lowest id among live tokenless nodes claims first, against
+the ring it sees -- using the deterministic, balanced ``allocate_tokens``; the tokens are persisted
+in the data directory and published through gossip, and never change afterwards. A node that
+finds its own id already holding tokens in gossip (a replacement with an empty disk) adopts them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from typing import Any
+
+from ringkv.core import gossip as g
+from ringkv.core.failure_detector import PhiAccrualFailureDetector
+from ringkv.core.ring import Ring, allocate_tokens
+from ringkv.node.config import NodeConfig
+from ringkv.node.messaging import MessagingService, PeerError
+from ringkv.node.storage import Storage
+
+log = logging.getLogger(__name__)
+
+RING_STATUSES = (g.NORMAL, g.LEAVING)
+SEED_SETTLE_SECONDS = 3.0
+
+
+class Membership:
+    def __init__(
+        self,
+        config: NodeConfig,
+        storage: Storage,
+        messaging: MessagingService,
+        incarnation: int,
+    ) -> None:
+        self.config = config
+        self.node_id = config.node_id
+        self.storage = storage
+        self.messaging = messaging
+        self.incarnation = incarnation
+        self.detector = PhiAccrualFailureDetector(
+            threshold=config.phi_threshold, first_interval=config.heartbeat_interval
+        )
+        tokens = storage.get_meta("tokens")
+        self.tokens: tuple[int, ...] = tuple(tokens) if isinstance(tokens, list) else ()
+        self.gossiper = g.Gossiper(
+            self.node_id,
+            generation=int(time.time() * 1000),
+            app={
+                g.ZONE: config.zone,
+                g.ADDRESS: config.address,
+                g.PEER_ADDRESS: config.peer_address,
+                g.INCARNATION: incarnation,
+                g.STATUS: g.NORMAL if self.tokens else g.STARTING,
+                g.TOKENS: list(self.tokens),
+            },
+        )
+        self.ring = Ring({}, {})
+        self._seed_contacted = False
+        self._started_at = time.monotonic()
+        self._ring_listeners: list[Any] = []
+        self._rebuild_ring()
+
+    # -- queries ------------------------------------------------------------------------------
+
+    def is_alive(self, node: str) -> bool:
+        if node == self.node_id:
+            return True
+        address = self.address_of(node)
+        if address is None:
+            return False
+        conn = self.messaging.peer(address)
+        if conn.down:
+            return False
+        return self.detector.is_available(node, time.monotonic())
+
+    def phi(self, node: str) -> float | None:
+        if node == self.node_id:
+            return None
+        value = self.detector.phi(node, time.monotonic())
+        return None if value == float("inf") else round(value, 3)
+
+    def address_of(self, node: str) -> str | None:
+        state = self.gossiper.states.get(node)
+        return None if state is None else state.get(g.PEER_ADDRESS)
+
+    def status_of(self, node: str) -> str:
+        state = self.gossiper.states.get(node)
+        return g.STARTING if state is None else str(state.get(g.STATUS, g.STARTING))
+
+    @property
+    def ready(self) -> bool:
+        """Tokens claimed and no live member still waiting to claim (the ring has settled)."""
+        if not self.tokens or self.node_id not in self.ring:
+            return False
+        for node, state in self.gossiper.states.items():
+            if node != self.node_id and not state.get(g.TOKENS) and self.is_alive(node):
+                return False
+        return True
+
+    def members(self) -> list[dict[str, Any]]:
+        ownership = self.ring.ownership() if len(self.ring) else {}
+        out = []
+        for node in sorted(self.gossiper.states):
+            state = self.gossiper.states[node]
+            out.append(
+                {
+                    "id": node,
+                    "zone": state.get(g.ZONE),
+                    "address": state.get(g.ADDRESS),
+                    "peer_address": state.get(g.PEER_ADDRESS),
+                    "state": state.get(g.STATUS, g.STARTING),
+                    "alive": self.is_alive(node),
+                    "ownership": round(ownership.get(node, 0.0), 4),
+                    "phi": self.phi(node),
+                    "incarnation": state.get(g.INCARNATION),
+                    "generation": state.generation,
+                }
+            )
+        return out
+
+    def on_ring_change(self, callback: Any) -> None:
+        self._ring_listeners.append(callback)
+
+    # -- peer verbs ---------------------------------------------------------------------------
+
+    def handle_heartbeat(self, body: dict[str, Any]) -> dict[str, Any]:
+        node = str(body.get("node"))
+        if node != self.node_id:
+            self.detector.heartbeat(node, time.monotonic())
+        return {"node": self.node_id}
+
+    def handle_syn(self, body: dict[str, Any]) -> dict[str, Any]:
+        deltas, requests = self.gossiper.handle_syn(body.get("digests", {}))
+        return {"deltas": deltas, "requests": requests}
+
+    def handle_ack2(self, body: dict[str, Any]) -> dict[str, Any]:
+        self._apply(body.get("deltas", {}))
+        return {}
+
+    # -- loops ------------------------------------------------------------------------------
+
+    async def run_heartbeats(self) -> None:
+        while True:
+            self.gossiper.beat()
+            now = time.monotonic()
+            targets = [
+                (node, address)
+                for node in list(self.gossiper.states)
+                if node != self.node_id and (address := self.address_of(node))
+            ]
+            await asyncio.gather(*(self._heartbeat(node, addr) for node, addr in targets))
+            await asyncio.sleep(max(0.0, self.config.heartbeat_interval - (time.monotonic() - now)))
+
+    async def _heartbeat(self, node: str, address: str) -> None:
+        try:
+            await self.messaging.request(
+                address, "heartbeat", {"node": self.node_id}, self.config.heartbeat_interval
+            )
+            self.detector.heartbeat(node, time.monotonic())
+        except PeerError:
+            pass
+
+    async def run_gossip(self) -> None:
+        while True:
+            await self._gossip_round()
+            self._maybe_claim_tokens()
+            await asyncio.sleep(self.config.gossip_interval * random.uniform(0.8, 1.2))
+
+    async def bootstrap(self) -> None:
+        """Before gossiping our own state: if the cluster already knows our id with tokens (we
+        are a replacement, or our disk was wiped), adopt those tokens; then meet the seeds."""
+        if not self.tokens:
+            seeds = [s for s in self.config.seeds if s != self.config.peer_address]
+            deadline = time.monotonic() + SEED_SETTLE_SECONDS
+            while seeds and time.monotonic() < deadline:
+                answers = await asyncio.gather(
+                    *(self._lookup_self(seed) for seed in seeds), return_exceptions=True
+                )
+                found = [a for a in answers if isinstance(a, list) and a]
+                if found:
+                    self._adopt_tokens(tuple(found[0]))
+                    log.info("adopted this id's existing tokens from the cluster")
+                    break
+                if any(a == [] for a in answers):
+                    break  # a seed answered and does not know us: a new node
+                await asyncio.sleep(0.2)
+        await self._gossip_round()
+        self._maybe_claim_tokens()
+
+    async def _lookup_self(self, seed: str) -> list[int]:
+        answer = await self.messaging.request(seed, "lookup_node", {"node": self.node_id}, 1.0)
+        tokens = answer.get("tokens") if isinstance(answer, dict) else None
+        return [int(t) for t in tokens] if tokens else []
+
+    def handle_lookup(self, body: dict[str, Any]) -> dict[str, Any]:
+        state = self.gossiper.states.get(str(body.get("node")))
+        return {"tokens": None if state is None else state.get(g.TOKENS)}
+
+    async def _gossip_round(self) -> None:
+        live = [n for n in self.gossiper.states if n != self.node_id and self.is_alive(n)]
+        dead = [n for n in self.gossiper.states if n != self.node_id and n not in live]
+        targets: list[str] = []
+        if live:
+            address = self.address_of(random.choice(live))
+            if address:
+                targets.append(address)
+        if dead and random.random() < len(dead) / (len(live) + 1):
+            address = self.address_of(random.choice(dead))
+            if address:
+                targets.append(address)
+        seeds = [s for s in self.config.seeds if s != self.config.peer_address]
+        if seeds and (not self._seed_contacted or not live or random.random() < 0.1):
+            targets.extend(seeds if not self._seed_contacted else [random.choice(seeds)])
+        await asyncio.gather(*(self._exchange(address) for address in dict.fromkeys(targets)))
+
+    async def _exchange(self, address: str) -> None:
+        timeout = max(self.config.gossip_interval, 0.5)
+        try:
+            ack = await self.messaging.request(
+                address, "gossip_syn", {"digests": self.gossiper.digests()}, timeout
+            )
+            self._apply(ack.get("deltas", {}))
+            requests = ack.get("requests", {})
+            if requests:
+                await self.messaging.request(
+                    address, "gossip_ack2", {"deltas": self.gossiper.deltas_for(requests)}, timeout
+                )
+            if address in self.config.seeds:
+                self._seed_contacted = True
+        except PeerError as exc:
+            log.debug("gossip with %s failed: %s", address, exc)
+
+    def _apply(self, deltas: dict[str, Any]) -> None:
+        changed = self.gossiper.apply(deltas)
+        now = time.monotonic()
+        for node in changed:
+            if not self.detector.known(node):
+                self.detector.heartbeat(node, now)
+        if changed:
+            self._rebuild_ring()
+
+    # -- tokens and the ring ------------------------------------------------------------------
+
+    def _rebuild_ring(self) -> None:
+        tokens: dict[str, list[int]] = {}
+        zones: dict[str, str] = {}
+        for node, state in self.gossiper.states.items():
+            node_tokens = state.get(g.TOKENS)
+            if node_tokens and state.get(g.STATUS) in RING_STATUSES:
+                tokens[node] = node_tokens
+                zones[node] = str(state.get(g.ZONE))
+        try:
+            ring = Ring(tokens, zones)
+        except ValueError as exc:
+            log.error("ignoring inconsistent ring update: %s", exc)
+            return
+        if ring != self.ring:
+            self.ring = ring
+            for callback in self._ring_listeners:
+                callback(ring)
+
+    def _maybe_claim_tokens(self) -> None:
+        if self.tokens:
+            return
+        settled = self._seed_contacted or (
+            time.monotonic() - self._started_at > SEED_SETTLE_SECONDS
+        )
+        if not settled and any(s != self.config.peer_address for s in self.config.seeds):
+            return
+        tokenless_alive = sorted(
+            node
+            for node, state in self.gossiper.states.items()
+            if not state.get(g.TOKENS) and self.is_alive(node)
+        )
+        if tokenless_alive and tokenless_alive[0] != self.node_id:
+            return  # a lower id claims first; we see its tokens through gossip
+        tokens = allocate_tokens(self.ring, self.node_id, self.config.vnodes)
+        self._adopt_tokens(tokens)
+
+    def _adopt_tokens(self, tokens: tuple[int, ...]) -> None:
+        self.storage.put_meta("tokens", list(tokens))
+        self.tokens = tokens
+        self.gossiper.set_app(g.TOKENS, list(tokens))
+        self.gossiper.set_app(g.STATUS, g.NORMAL)
+        self._rebuild_ring()
+        log.info("claimed %d tokens; ring has %d nodes", len(tokens), len(self.ring))

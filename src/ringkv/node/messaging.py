@@ -1,0 +1,280 @@
+"""Messaging: the node-to-node protocol (Cassandra's MessagingService, in miniature).
+
+One persistent TCP connection per peer and direction, multiplexed: every frame carries a request
+id, so many replica operations share one connection and answers may come back in any order.
+
+Frame: 4-byte big-endian length, then a msgpack array ``[kind, id, verb, body]`` where kind is
+0 (request), 1 (reply) or 2 (error reply, body = message). The first frame on a new connection is
+a ``hello`` request naming the caller; the answer names the callee.
+
+Outbound connections are opened lazily, fail fast while a peer is known down, and reconnect with
+exponential backoff (the heartbeat loop keeps trying, so a returning peer is found quickly).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import struct
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgpack
+
+log = logging.getLogger(__name__)
+
+REQUEST, REPLY, ERROR = 0, 1, 2
+MAX_FRAME = 64 * 1024 * 1024
+_HEADER = struct.Struct(">I")
+
+Handler = Callable[[str, Any], Awaitable[Any]]
+
+
+class PeerError(Exception):
+    """A replica operation failed."""
+
+
+class PeerUnavailable(PeerError):
+    """No connection to the peer (refused, reset, or backing off after failures)."""
+
+
+class PeerTimeout(PeerError):
+    """The peer did not answer in time."""
+
+
+class RemoteError(PeerError):
+    """The peer answered with an error."""
+
+
+def encode_frame(kind: int, request_id: int, verb: str, body: Any) -> bytes:
+    payload = msgpack.packb([kind, request_id, verb, body], use_bin_type=True)
+    return _HEADER.pack(len(payload)) + payload
+
+
+async def read_frame(reader: asyncio.StreamReader) -> tuple[int, int, str, Any]:
+    header = await reader.readexactly(4)
+    (length,) = _HEADER.unpack(header)
+    if length > MAX_FRAME:
+        raise ValueError(f"frame of {length} bytes exceeds the {MAX_FRAME} byte limit")
+    frame = msgpack.unpackb(await reader.readexactly(length), raw=False, strict_map_key=False)
+    if not isinstance(frame, list) or len(frame) != 4:
+        raise ValueError("malformed frame")
+    kind, request_id, verb, body = frame
+    if kind not in (REQUEST, REPLY, ERROR) or not isinstance(request_id, int):
+        raise ValueError("malformed frame header")
+    return kind, request_id, str(verb), body
+
+
+class PeerConnection:
+    """The outbound, multiplexed connection to one peer address."""
+
+    def __init__(self, local_id: str, address: str, connect_timeout: float = 1.0) -> None:
+        self.local_id = local_id
+        self.address = address
+        self.remote_id: str | None = None
+        self.connect_timeout = connect_timeout
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._next_id = 1
+        self._connecting: asyncio.Future[None] | None = None
+        self._failures = 0
+        self._retry_at = 0.0
+        self._closed = False
+
+    @property
+    def connected(self) -> bool:
+        return self._writer is not None and not self._writer.is_closing()
+
+    @property
+    def down(self) -> bool:
+        """Known unreachable: the last connection attempt failed or the connection broke."""
+        return not self.connected and self._failures > 0
+
+    async def request(self, verb: str, body: Any, timeout: float) -> Any:
+        if not self.connected:
+            await self._connect()
+        writer = self._writer
+        if writer is None:
+            raise PeerUnavailable(f"no connection to {self.address}")
+        request_id = self._next_id
+        self._next_id += 1
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        try:
+            writer.write(encode_frame(REQUEST, request_id, verb, body))
+            if writer.transport.get_write_buffer_size() > 4 * 1024 * 1024:
+                await writer.drain()
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise PeerTimeout(f"{verb} to {self.address} timed out after {timeout}s") from None
+        except (ConnectionError, OSError) as exc:
+            self._drop(exc)
+            raise PeerUnavailable(f"connection to {self.address} failed: {exc}") from None
+        finally:
+            self._pending.pop(request_id, None)
+
+    async def _connect(self) -> None:
+        if self._closed:
+            raise PeerUnavailable("messaging is shut down")
+        if self._connecting is not None:
+            await asyncio.shield(self._connecting)
+            if not self.connected:
+                raise PeerUnavailable(f"no connection to {self.address}")
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._retry_at:
+            raise PeerUnavailable(f"{self.address} is down (backing off)")
+        self._connecting = loop.create_future()
+        try:
+            host, _, port = self.address.rpartition(":")
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, int(port)), self.connect_timeout
+            )
+            writer.write(encode_frame(REQUEST, 0, "hello", {"node": self.local_id}))
+            kind, _, _, body = await asyncio.wait_for(read_frame(reader), self.connect_timeout)
+            if kind != REPLY:
+                writer.close()
+                raise PeerUnavailable(f"{self.address} refused the handshake: {body}")
+            self.remote_id = str(body.get("node"))
+            self._writer = writer
+            self._failures = 0
+            self._reader_task = asyncio.create_task(self._read_loop(reader, writer))
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
+            self._failures += 1
+            backoff = min(0.05 * 2 ** min(self._failures, 7), 2.0)
+            self._retry_at = loop.time() + backoff
+            raise PeerUnavailable(f"cannot connect to {self.address}: {exc!r}") from None
+        finally:
+            done, self._connecting = self._connecting, None
+            if not done.done():
+                done.set_result(None)
+
+    async def _read_loop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        error: BaseException | None = None
+        try:
+            while True:
+                kind, request_id, _verb, body = await read_frame(reader)
+                future = self._pending.get(request_id)
+                if future is None or future.done():
+                    continue
+                if kind == REPLY:
+                    future.set_result(body)
+                else:
+                    future.set_exception(RemoteError(str(body)))
+        except asyncio.CancelledError:
+            error = PeerUnavailable("connection closed")
+        except Exception as exc:  # EOF, reset, garbage: the connection is gone
+            error = exc
+        if self._writer is writer:
+            self._drop(error)
+        writer.close()
+
+    def _drop(self, error: BaseException | None) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
+            if error is not None:  # the peer went away: fail fast until a reconnect succeeds
+                self._failures += 1
+                self._retry_at = asyncio.get_running_loop().time() + 0.05
+        failure = PeerUnavailable(f"connection to {self.address} lost: {error!r}")
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(failure)
+        self._pending.clear()
+
+    async def close(self) -> None:
+        self._closed = True
+        task = self._reader_task
+        self._drop(None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+class MessagingService:
+    """Listens on the peer port and keeps one outbound connection per peer address."""
+
+    def __init__(self, node_id: str, host: str, port: int, handler: Handler) -> None:
+        self.node_id = node_id
+        self.host = host
+        self.port = port
+        self.handler = handler
+        self._server: asyncio.Server | None = None
+        self._peers: dict[str, PeerConnection] = {}
+        self._inbound: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for writer in list(self._inbound):
+            writer.close()
+        for conn in list(self._peers.values()):
+            await conn.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+
+    def peer(self, address: str) -> PeerConnection:
+        conn = self._peers.get(address)
+        if conn is None:
+            conn = PeerConnection(self.node_id, address)
+            self._peers[address] = conn
+        return conn
+
+    def is_connected(self, address: str) -> bool:
+        conn = self._peers.get(address)
+        return conn is not None and conn.connected
+
+    async def request(self, address: str, verb: str, body: Any, timeout: float) -> Any:
+        return await self.peer(address).request(verb, body, timeout)
+
+    # -- inbound ------------------------------------------------------------------------------
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._inbound.add(writer)
+        try:
+            kind, request_id, verb, body = await asyncio.wait_for(read_frame(reader), 5)
+            if kind != REQUEST or verb != "hello" or not isinstance(body, dict):
+                writer.write(encode_frame(ERROR, request_id, verb, "expected hello"))
+                return
+            writer.write(encode_frame(REPLY, request_id, verb, {"node": self.node_id}))
+            while True:
+                kind, request_id, verb, body = await read_frame(reader)
+                if kind != REQUEST:
+                    continue
+                task = asyncio.create_task(self._dispatch(writer, request_id, verb, body))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError, OSError):
+            pass
+        except (ValueError, msgpack.UnpackException) as exc:
+            log.warning("dropping peer connection after a malformed frame: %s", exc)
+        finally:
+            self._inbound.discard(writer)
+            writer.close()
+
+    async def _dispatch(
+        self, writer: asyncio.StreamWriter, request_id: int, verb: str, body: Any
+    ) -> None:
+        try:
+            result = await self.handler(verb, body)
+            frame = encode_frame(REPLY, request_id, verb, result)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.debug("peer request %s failed: %r", verb, exc)
+            frame = encode_frame(ERROR, request_id, verb, f"{type(exc).__name__}: {exc}")
+        if not writer.is_closing():
+            writer.write(frame)
+            if writer.transport.get_write_buffer_size() > 4 * 1024 * 1024:
+                with contextlib.suppress(ConnectionError, OSError):
+                    await writer.drain()

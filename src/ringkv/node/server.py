@@ -1,0 +1,395 @@
+"""Server: the node's lifecycle and its HTTP API (an aiohttp application).
+
+``Node`` owns the parts (storage, messaging, membership, coordinator, metrics) and their
+background loops; ``create_app`` wraps it in an aiohttp application whose cleanup context starts
+and stops it, so SIGTERM drains in-flight requests, then flushes and closes RocksDB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from base64 import b64encode
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+import ringkv
+from ringkv.core.quorum import Quorum, QuorumError, resolve
+from ringkv.core.versions import (
+    MalformedContext,
+    VClock,
+    context_of,
+    decode_context,
+    encode_context,
+    live_values,
+    make_actor,
+)
+from ringkv.node.config import NodeConfig
+from ringkv.node.coordinator import Coordinator, QuorumTimeout, Unavailable
+from ringkv.node.membership import Membership
+from ringkv.node.messaging import MessagingService
+from ringkv.node.metrics import NodeMetrics
+from ringkv.node.storage import Storage
+
+log = logging.getLogger(__name__)
+
+KV_PREFIX = "/v1/kv/"
+MAX_KEY_BYTES = 256
+CONTEXT_HEADER = "X-Ringkv-Context"
+_PARAMS = {"GET": {"r", "consistency", "strict"}, "PUT": {"w", "consistency", "strict"}}
+_PARAMS["DELETE"] = _PARAMS["PUT"]
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.extra = extra
+
+
+def error_response(status: int, code: str, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": code, "message": message, **extra}, status=status)
+
+
+class Node:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.metrics = NodeMetrics()
+        self.started = time.monotonic()
+        self.storage: Storage | None = None
+        self._loops: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        config = self.config
+        self.storage = Storage(config.data_dir, fsync=config.fsync)
+        incarnation = self.storage.get_meta("incarnation")
+        if not isinstance(incarnation, int):
+            # A fresh (or wiped) disk: a new incarnation, so our new dots never collide with
+            # versions an earlier life of this id created.
+            incarnation = int(time.time() * 1000)
+            self.storage.put_meta("incarnation", incarnation)
+        self.incarnation = incarnation
+        self.actor = make_actor(config.node_id, incarnation)
+        self.messaging = MessagingService(config.node_id, config.host, config.peer_port, self._peer)
+        await self.messaging.start()
+        self.membership = Membership(config, self.storage, self.messaging, incarnation)
+        self.coordinator = Coordinator(
+            config, self.storage, self.membership, self.messaging, self.metrics, self.actor
+        )
+        self.metrics.watch_storage(self.storage.approximate_keys, self.storage.approximate_bytes)
+        await self.membership.bootstrap()
+        self._loops = [
+            asyncio.create_task(self.membership.run_heartbeats()),
+            asyncio.create_task(self.membership.run_gossip()),
+        ]
+        log.info(
+            "node %s (zone %s, incarnation %s) serving %s, peers on %s",
+            config.node_id, config.zone, incarnation, config.address, config.peer_address,
+        )  # fmt: skip
+
+    async def stop(self) -> None:
+        for task in self._loops:
+            task.cancel()
+        for task in self._loops:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if hasattr(self, "coordinator"):
+            await self.coordinator.drain(timeout=self.config.request_timeout)
+        if hasattr(self, "messaging"):
+            await self.messaging.stop()
+        if self.storage is not None:
+            self.storage.close()
+        log.info("node %s stopped; storage flushed and closed", self.config.node_id)
+
+    async def _peer(self, verb: str, body: Any) -> Any:
+        if verb == "replicate":
+            return self.coordinator.handle_replicate(body)
+        if verb == "read":
+            return self.coordinator.handle_read(body)
+        if verb == "heartbeat":
+            return self.membership.handle_heartbeat(body)
+        if verb == "gossip_syn":
+            return self.membership.handle_syn(body)
+        if verb == "gossip_ack2":
+            return self.membership.handle_ack2(body)
+        if verb == "coordinate_put":
+            return await self.coordinator.handle_coordinate_put(body)
+        if verb == "lookup_node":
+            return self.membership.handle_lookup(body)
+        raise ValueError(f"unknown verb {verb!r}")
+
+    def status(self) -> dict[str, Any]:
+        members = self.membership.members()
+        zones: dict[str, list[str]] = {}
+        for member in members:
+            zones.setdefault(str(member["zone"]), []).append(member["id"])
+        ring = self.membership.ring
+        return {
+            "node": {
+                "id": self.config.node_id,
+                "zone": self.config.zone,
+                "address": self.config.address,
+                "peer_address": self.config.peer_address,
+                "incarnation": self.incarnation,
+                "state": self.membership.status_of(self.config.node_id),
+                "ready": self.membership.ready,
+                "version": ringkv.__version__,
+                "uptime_seconds": round(time.monotonic() - self.started, 3),
+            },
+            "cluster": {
+                "replication_factor": self.config.replication_factor,
+                "conflict_mode": self.config.conflict_mode,
+                "default_consistency": self.config.default_consistency,
+                "vnodes": self.config.vnodes,
+                "ring_version": ring.version,
+                "ring_nodes": len(ring),
+                "balance": round(ring.balance(), 4) if len(ring) else None,
+            },
+            "members": members,
+            "zones": zones,
+        }
+
+
+NODE_KEY = web.AppKey("node", Node)
+
+
+# -- HTTP handlers ------------------------------------------------------------------------------
+
+
+def _key(request: web.Request) -> bytes:
+    raw = request.rel_url.raw_path
+    if not raw.startswith(KV_PREFIX):
+        raise ApiError(400, "bad_request", "key path must be /v1/kv/{key}")
+    key = unquote_to_bytes(raw[len(KV_PREFIX) :])
+    if not key:
+        raise ApiError(400, "bad_request", "key must not be empty")
+    if len(key) > MAX_KEY_BYTES:
+        raise ApiError(
+            414, "key_too_long", f"key is {len(key)} bytes; the limit is {MAX_KEY_BYTES}"
+        )
+    return key
+
+
+def _quorum(request: web.Request, node: Node) -> Quorum:
+    query = request.rel_url.query
+    allowed = _PARAMS[request.method]
+    for name in query:
+        if name not in allowed:
+            raise ApiError(
+                400, "bad_request",
+                f"unknown parameter {name!r} for {request.method}; allowed: {sorted(allowed)}",
+            )  # fmt: skip
+        if len(query.getall(name)) > 1:
+            raise ApiError(400, "bad_request", f"parameter {name!r} given more than once")
+    op = "read" if request.method == "GET" else "write"
+    level = query.get("r" if op == "read" else "w")
+    try:
+        return resolve(
+            op,
+            node.config.replication_factor,
+            level=level,
+            consistency=query.get("consistency"),
+            strict=query.get("strict"),
+            default_consistency=node.config.default_consistency,
+        )
+    except QuorumError as exc:
+        raise ApiError(400, "bad_request", str(exc)) from None
+
+
+def _context(request: web.Request) -> VClock:
+    values = request.headers.getall(CONTEXT_HEADER, [])
+    if len(values) > 1:
+        raise ApiError(400, "bad_request", f"{CONTEXT_HEADER} given more than once")
+    if not values:
+        return VClock.empty()
+    try:
+        return decode_context(values[0])
+    except MalformedContext as exc:
+        raise ApiError(400, "bad_request", f"malformed {CONTEXT_HEADER}: {exc}") from None
+
+
+async def _timed(
+    node: Node, op: str, call: Callable[[], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    started = time.perf_counter()
+    outcome = "error"
+    try:
+        response = await call()
+        outcome = str(response.status)
+        return response
+    except ApiError as exc:
+        outcome = str(exc.status)
+        raise
+    finally:
+        node.metrics.requests.labels(op, outcome).inc()
+        node.metrics.request_latency.labels(op).observe(time.perf_counter() - started)
+
+
+async def handle_get(request: web.Request) -> web.StreamResponse:
+    node = request.app[NODE_KEY]
+
+    async def run() -> web.StreamResponse:
+        key = _key(request)
+        quorum = _quorum(request, node)
+        versions = await _call(node.coordinator.get(key, quorum))
+        values = live_values(versions)
+        headers = {CONTEXT_HEADER: encode_context(context_of(versions))} if versions else {}
+        if not values:
+            return web.json_response(
+                {"error": "not_found", "message": "key not found"}, status=404, headers=headers
+            )
+        if len(values) == 1:
+            return web.Response(
+                body=values[0], content_type="application/octet-stream", headers=headers
+            )
+        body = {"siblings": [{"value": b64encode(v).decode("ascii")} for v in values]}
+        return web.json_response(body, status=300, headers=headers)
+
+    return await _timed(node, "get", run)
+
+
+async def handle_put(request: web.Request) -> web.StreamResponse:
+    node = request.app[NODE_KEY]
+
+    async def run() -> web.StreamResponse:
+        key = _key(request)
+        quorum = _quorum(request, node)
+        context = _context(request)
+        limit = node.config.max_value_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise ApiError(
+                413, "value_too_large",
+                f"value is {request.content_length} bytes; the limit is {limit}",
+            )  # fmt: skip
+        value = await request.read()
+        if len(value) > limit:
+            raise ApiError(413, "value_too_large", f"value exceeds the {limit} byte limit")
+        clock = await _call(node.coordinator.put(key, value, context, quorum))
+        return web.Response(status=204, headers={CONTEXT_HEADER: encode_context(clock)})
+
+    return await _timed(node, "put", run)
+
+
+async def handle_delete(request: web.Request) -> web.StreamResponse:
+    node = request.app[NODE_KEY]
+
+    async def run() -> web.StreamResponse:
+        key = _key(request)
+        quorum = _quorum(request, node)
+        context = _context(request)
+        clock = await _call(node.coordinator.put(key, None, context, quorum))
+        return web.Response(status=204, headers={CONTEXT_HEADER: encode_context(clock)})
+
+    return await _timed(node, "delete", run)
+
+
+async def _call(awaitable: Awaitable[Any]) -> Any:
+    try:
+        return await awaitable
+    except Unavailable as exc:
+        raise ApiError(
+            503, "unavailable", str(exc), required=exc.required, alive=exc.alive
+        ) from None
+    except QuorumTimeout as exc:
+        raise ApiError(504, "timeout", str(exc), required=exc.required, acks=exc.acks) from None
+
+
+async def handle_live(request: web.Request) -> web.StreamResponse:
+    return web.json_response({"status": "live"})
+
+
+async def handle_ready(request: web.Request) -> web.StreamResponse:
+    node = request.app[NODE_KEY]
+    if node.membership.ready:
+        return web.json_response({"status": "ready", "ring_nodes": len(node.membership.ring)})
+    return error_response(503, "not_ready", "the node has not joined a settled ring yet")
+
+
+async def handle_status(request: web.Request) -> web.StreamResponse:
+    return web.json_response(request.app[NODE_KEY].status())
+
+
+async def handle_ring(request: web.Request) -> web.StreamResponse:
+    node = request.app[NODE_KEY]
+    ring = node.membership.ring
+    nodes = []
+    for member in node.membership.members():
+        nodes.append({**member, "tokens": [str(t) for t in ring.tokens_of(member["id"])]
+                      if member["id"] in ring else []})  # fmt: skip
+    return web.json_response(
+        {
+            "version": ring.version,
+            "replication_factor": node.config.replication_factor,
+            "hash": "blake2b-64",
+            "nodes": nodes,
+        },
+        dumps=lambda obj: json.dumps(obj, separators=(",", ":")),
+    )
+
+
+async def handle_metrics(request: web.Request) -> web.StreamResponse:
+    node = request.app[NODE_KEY]
+    alive = sum(1 for m in node.membership.members() if m["alive"])
+    node.metrics.members.labels("true").set(alive)
+    node.metrics.members.labels("false").set(len(node.membership.members()) - alive)
+    body = generate_latest(node.metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+@web.middleware
+async def errors_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc.status, exc.code, exc.message, **exc.extra)
+    except web.HTTPRequestEntityTooLarge as exc:
+        return error_response(413, "value_too_large", exc.text or "request body too large")
+    except web.HTTPNotFound:
+        return error_response(404, "not_found", f"no such endpoint: {request.path}")
+    except web.HTTPMethodNotAllowed as exc:
+        return error_response(405, "method_not_allowed", f"{exc.method} is not allowed here")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(exc.status, "bad_request", exc.text or exc.reason)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unexpected error serving %s %s", request.method, request.path)
+        return error_response(500, "internal", "internal error; see the node log")
+
+
+def create_app(config: NodeConfig) -> web.Application:
+    app = web.Application(
+        middlewares=[errors_middleware], client_max_size=config.max_value_bytes + 1
+    )
+    node = Node(config)
+    app[NODE_KEY] = node
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await node.start()
+        yield
+        await node.stop()
+
+    app.cleanup_ctx.append(lifecycle)
+    kv = KV_PREFIX + "{key:.*}"
+    app.router.add_get(kv, handle_get, allow_head=False)
+    app.router.add_put(kv, handle_put)
+    app.router.add_delete(kv, handle_delete)
+    app.router.add_get("/health/live", handle_live)
+    app.router.add_get("/health/ready", handle_ready)
+    app.router.add_get("/v1/status", handle_status)
+    app.router.add_get("/v1/ring", handle_ring)
+    app.router.add_get("/metrics", handle_metrics)
+    return app
