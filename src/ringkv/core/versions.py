@@ -131,7 +131,7 @@ class VClock:
 
     @staticmethod
     def from_wire(raw: object) -> VClock:
-        """Decode and validate; raises ``ValueError`` on anything that is not a well-formed clock."""
+        """Decode and validate; ``ValueError`` for anything but a well-formed clock."""
         if not isinstance(raw, dict):
             raise ValueError("clock must be a map")
         entries: dict[str, tuple[int, int]] = {}
@@ -261,7 +261,8 @@ def hlc_wall_ms(timestamp: int) -> int:
 
 
 def version_to_wire(version: Version) -> list[Any]:
-    return [version.actor, version.counter, version.context.to_wire(), version.timestamp, version.value]
+    v = version
+    return [v.actor, v.counter, v.context.to_wire(), v.timestamp, v.value]
 
 
 def version_from_wire(raw: object) -> Version:
@@ -285,7 +286,8 @@ def version_from_wire(raw: object) -> Version:
 
 def encode_record(versions: Sequence[Version]) -> bytes:
     """Serialize a key's sibling set for storage."""
-    return msgpack.packb([version_to_wire(v) for v in versions], use_bin_type=True)
+    packed: bytes = msgpack.packb([version_to_wire(v) for v in versions], use_bin_type=True)
+    return packed
 
 
 def decode_record(data: bytes) -> tuple[Version, ...]:
@@ -300,7 +302,7 @@ def decode_record(data: bytes) -> tuple[Version, ...]:
 
 def encode_context(clock: VClock) -> str:
     """The opaque ``X-Ringkv-Context`` token: base64url of the msgpack'd clock, unpadded."""
-    packed = msgpack.packb(clock.to_wire(), use_bin_type=True)
+    packed: bytes = msgpack.packb(clock.to_wire(), use_bin_type=True)
     return base64.urlsafe_b64encode(packed).rstrip(b"=").decode("ascii")
 
 

@@ -159,7 +159,7 @@ def validate(c: NodeConfig) -> list[str]:
         if not value > 0:
             problems.append(f"{name} must be positive")
     for seed in c.seeds:
-        host, _, port = seed.rpartition(":")
-        if not host or not port.isdigit():
+        seed_host, _, seed_port = seed.rpartition(":")
+        if not seed_host or not seed_port.isdigit():
             problems.append(f"seed {seed!r} must be HOST:PEER_PORT")
     return problems

@@ -15,6 +15,7 @@ may be partly applied, as in Cassandra.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Sequence
@@ -227,10 +228,8 @@ class Coordinator:
             if node == self.node_id:
                 self.storage.merge(key, final, self.mode)
             else:
-                try:
+                with contextlib.suppress(PeerError):
                     await self._replicate(node, key, wire)
-                except PeerError:
-                    pass
 
     # -- peer verbs -----------------------------------------------------------------------------
 

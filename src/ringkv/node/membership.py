@@ -135,6 +135,9 @@ class Membership:
         node = str(body.get("node"))
         if node != self.node_id:
             self.detector.heartbeat(node, time.monotonic())
+            address = self.address_of(node)
+            if address is not None:
+                self.messaging.peer(address).reset_backoff()
         return {"node": self.node_id}
 
     def handle_syn(self, body: dict[str, Any]) -> dict[str, Any]:

@@ -48,7 +48,7 @@ class RemoteError(PeerError):
 
 
 def encode_frame(kind: int, request_id: int, verb: str, body: Any) -> bytes:
-    payload = msgpack.packb([kind, request_id, verb, body], use_bin_type=True)
+    payload: bytes = msgpack.packb([kind, request_id, verb, body], use_bin_type=True)
     return _HEADER.pack(len(payload)) + payload
 
 
@@ -86,6 +86,12 @@ class PeerConnection:
     @property
     def connected(self) -> bool:
         return self._writer is not None and not self._writer.is_closing()
+
+    def reset_backoff(self) -> None:
+        """The peer was just heard from: let the next request connect right away."""
+        if not self.connected:
+            self._failures = 0
+            self._retry_at = 0.0
 
     @property
     def down(self) -> bool:
@@ -143,7 +149,7 @@ class PeerConnection:
             self._reader_task = asyncio.create_task(self._read_loop(reader, writer))
         except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
             self._failures += 1
-            backoff = min(0.05 * 2 ** min(self._failures, 7), 2.0)
+            backoff = min(0.05 * 2 ** min(self._failures, 5), 1.0)
             self._retry_at = loop.time() + backoff
             raise PeerUnavailable(f"cannot connect to {self.address}: {exc!r}") from None
         finally:

@@ -21,7 +21,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import ringkv
-from ringkv.core.quorum import Quorum, QuorumError, resolve
+from ringkv.core.quorum import Operation, Quorum, QuorumError, resolve
 from ringkv.core.versions import (
     MalformedContext,
     VClock,
@@ -190,7 +190,7 @@ def _quorum(request: web.Request, node: Node) -> Quorum:
             )  # fmt: skip
         if len(query.getall(name)) > 1:
             raise ApiError(400, "bad_request", f"parameter {name!r} given more than once")
-    op = "read" if request.method == "GET" else "write"
+    op: Operation = "read" if request.method == "GET" else "write"
     level = query.get("r" if op == "read" else "w")
     try:
         return resolve(

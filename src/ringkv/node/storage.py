@@ -20,7 +20,7 @@ import os
 from collections.abc import Iterator, Sequence
 
 import msgpack
-from rocksdict import Options, Rdict, ReadOptions, WriteOptions
+from rocksdict import Options, Rdict, WriteOptions
 
 from ringkv.core.versions import (
     ConflictMode,
@@ -72,9 +72,9 @@ class Storage:
 
     def items(self) -> Iterator[tuple[bytes, tuple[Version, ...]]]:
         """Every stored key and record (for anti-entropy and streaming in later issues)."""
-        for key, raw in self._db.items(read_opt=ReadOptions(raw_mode=True)):
+        for key, raw in self._db.items():
             try:
-                yield key, decode_record(raw)
+                yield bytes(key), decode_record(bytes(raw))  # type: ignore[arg-type]
             except MalformedRecord:
                 continue
 
