@@ -1,6 +1,6 @@
 """ringkv: a Dynamo-style distributed key-value store.
 
-- ``ringkv.core``: the pure parts (ring, placement, versions, quorum rules); no I/O, time is an argument.
+- ``ringkv.core``: the pure parts (ring, placement, versions, quorum); no I/O.
 - ``ringkv.node``: the storage node, an aiohttp server around the core with RocksDB storage.
 - ``ringkv.client``: sync and asyncio clients for the HTTP API.
 - ``ringkv.cli``: the ``ringkv`` command (node, local cluster, put/get/delete/status).

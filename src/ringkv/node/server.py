@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 import ringkv
 from ringkv.core.quorum import Operation, Quorum, QuorumError, resolve
 from ringkv.core.versions import (
+    MAX_CONTEXT_CHARS,
     MalformedContext,
     VClock,
     context_of,
@@ -372,7 +373,11 @@ async def errors_middleware(
 
 def create_app(config: NodeConfig) -> web.Application:
     app = web.Application(
-        middlewares=[errors_middleware], client_max_size=config.max_value_bytes + 1
+        middlewares=[errors_middleware],
+        client_max_size=config.max_value_bytes + 1,
+        # Room for a 256-byte key percent-encoded and a context header up to MAX_CONTEXT_CHARS,
+        # so oversized ones get our JSON error; beyond these aiohttp itself answers 400.
+        handler_args={"max_line_size": 8190, "max_field_size": 2 * MAX_CONTEXT_CHARS},
     )
     node = Node(config)
     app[NODE_KEY] = node

@@ -1,0 +1,485 @@
+"""Python clients for the ringkv HTTP API: `Client` (blocking) and `AsyncClient` (asyncio).
+
+Both take one or more endpoints ("http://127.0.0.1:7001" or "127.0.0.1:7001"; a single
+string may list several, comma separated). A request goes to the endpoint that answered
+last; when an endpoint cannot be reached (refused, reset, timed out) the next one is
+tried. An HTTP error answer is never retried: it is raised as a `RingkvError`.
+
+    with Client("http://127.0.0.1:7001") as kv:
+        ctx = kv.put("greeting", b"hello")
+        res = kv.get("greeting")          # GetResult(found=True, value=b"hello", ...)
+        kv.put("greeting", b"hi", context=res.context)
+        kv.delete("greeting", context=kv.get("greeting").context)
+
+`Client` keeps a small pool of keep-alive `http.client` connections per endpoint and may
+be shared by a few threads. `AsyncClient` uses one pooled `aiohttp.ClientSession`.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
+
+import aiohttp
+import yarl
+
+__all__ = [
+    "AsyncClient",
+    "BadRequest",
+    "Client",
+    "ConnectionFailed",
+    "GetResult",
+    "RingkvError",
+    "Timeout",
+    "Unavailable",
+]
+
+CONTEXT_HEADER = "X-Ringkv-Context"
+_CONTEXT = CONTEXT_HEADER.lower()  # key in the lower-cased response headers
+_POOL_SIZE = 8  # idle connections kept per endpoint by the sync client
+
+Key = bytes | str
+Level = int | str | None
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class RingkvError(Exception):
+    """An error answer from a node (or, for `ConnectionFailed`, no answer at all)."""
+
+    def __init__(self, status: int, code: str, message: str, body: dict[str, Any]) -> None:
+        super().__init__(f"{message} (HTTP {status} {code})" if status else message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.body = body
+
+
+class BadRequest(RingkvError):
+    """400 bad_request, 413 value_too_large or 414 key_too_long."""
+
+
+class Unavailable(RingkvError):
+    """503: fewer replicas reachable than the request needs; nothing was written."""
+
+    @property
+    def required(self) -> int | None:
+        return self.body.get("required")
+
+    @property
+    def alive(self) -> int | None:
+        return self.body.get("alive")
+
+
+class Timeout(RingkvError):
+    """504: replicas did not answer in time; a write may be partly applied."""
+
+    @property
+    def required(self) -> int | None:
+        return self.body.get("required")
+
+    @property
+    def acks(self) -> int | None:
+        return self.body.get("acks")
+
+
+class ConnectionFailed(RingkvError):
+    """No endpoint could be reached."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(0, "connection_failed", message, {})
+
+
+def error_from_response(status: int, body: bytes) -> RingkvError:
+    """Build the exception for an error answer, parsing its JSON body when there is one."""
+    try:
+        parsed = json.loads(body) if body else {}
+    except ValueError:
+        parsed = {}
+    if not isinstance(parsed, dict):
+        parsed = {}
+    code = str(parsed.get("error") or f"http_{status}")
+    message = str(parsed.get("message") or body.decode("utf-8", "replace").strip() or code)
+    cls: type[RingkvError] = RingkvError
+    if status in (400, 413, 414):
+        cls = BadRequest
+    elif status == 503:
+        cls = Unavailable
+    elif status == 504:
+        cls = Timeout
+    return cls(status, code, message, parsed)
+
+
+# --------------------------------------------------------------------------- requests
+
+
+@dataclass(frozen=True)
+class GetResult:
+    """The answer to a read. `siblings` holds every concurrent value (just one when the
+    key has a single version); `context` is what a follow-up write should send."""
+
+    found: bool
+    value: bytes | None
+    siblings: list[bytes] = field(default_factory=list)
+    context: str | None = None
+
+
+@dataclass(frozen=True)
+class _Endpoint:
+    scheme: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+
+def parse_endpoints(endpoints: str | Sequence[str]) -> list[_Endpoint]:
+    """Turn "http://h:p", "h:p" or a comma separated list of them into endpoints."""
+    items = endpoints.split(",") if isinstance(endpoints, str) else list(endpoints)
+    result = []
+    for item in (i.strip() for i in items):
+        if not item:
+            continue
+        url = urlsplit(item if "://" in item else f"http://{item}")
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(f"bad endpoint {item!r}: expected http://HOST:PORT or HOST:PORT")
+        port = url.port or (443 if url.scheme == "https" else 80)
+        result.append(_Endpoint(url.scheme, url.hostname, port))
+    if not result:
+        raise ValueError("no endpoint given")
+    return result
+
+
+def kv_path(key: Key) -> str:
+    raw = key.encode() if isinstance(key, str) else key
+    return "/v1/kv/" + quote(raw, safe="")
+
+
+def with_query(path: str, **params: Level | bool) -> str:
+    """Append the parameters that are not None (booleans as true/false)."""
+    pairs = [
+        (name, str(value).lower() if isinstance(value, bool) else str(value))
+        for name, value in params.items()
+        if value is not None
+    ]
+    return f"{path}?{urlencode(pairs)}" if pairs else path
+
+
+def _lower(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
+    return {name.lower(): value for name, value in headers}
+
+
+def _context_headers(context: str | None) -> dict[str, str]:
+    return {CONTEXT_HEADER: context} if context is not None else {}
+
+
+def _get_result(status: int, context: str | None, body: bytes) -> GetResult:
+    if status == 200:
+        return GetResult(True, body, [body], context)
+    if status == 300:
+        document = json.loads(body)
+        siblings = [
+            base64.b64decode(s["value"])
+            for s in document.get("siblings", [])
+            if s.get("value") is not None  # a deleted sibling carries no value
+        ]
+        return GetResult(True, None, siblings, context)
+    if status == 404:
+        return GetResult(False, None, [], context)
+    raise error_from_response(status, body)
+
+
+def _check(status: int, body: bytes) -> None:
+    if not 200 <= status < 300:
+        raise error_from_response(status, body)
+
+
+def _json(status: int, body: bytes) -> dict[str, Any]:
+    _check(status, body)
+    document = json.loads(body)
+    if not isinstance(document, dict):
+        raise RingkvError(status, "bad_response", "expected a JSON object", {})
+    return document
+
+
+# --------------------------------------------------------------------------- sync client
+
+
+class Client:
+    """Blocking client with keep-alive connections pooled per endpoint."""
+
+    def __init__(self, endpoints: str | Sequence[str], *, timeout: float = 5.0) -> None:
+        self.endpoints = parse_endpoints(endpoints)
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._idle: dict[_Endpoint, list[http.client.HTTPConnection]] = {
+            e: [] for e in self.endpoints
+        }
+        self._preferred = 0
+
+    # -- key-value operations
+
+    def put(
+        self,
+        key: Key,
+        value: bytes,
+        *,
+        context: str | None = None,
+        w: Level = None,
+        consistency: str | None = None,
+        strict: bool | None = None,
+    ) -> str:
+        path = with_query(kv_path(key), w=w, consistency=consistency, strict=strict)
+        status, headers, body = self._request("PUT", path, value, _context_headers(context))
+        _check(status, body)
+        return headers.get(_CONTEXT, "")
+
+    def get(
+        self,
+        key: Key,
+        *,
+        r: Level = None,
+        consistency: str | None = None,
+        strict: bool | None = None,
+    ) -> GetResult:
+        path = with_query(kv_path(key), r=r, consistency=consistency, strict=strict)
+        status, headers, body = self._request("GET", path)
+        return _get_result(status, headers.get(_CONTEXT), body)
+
+    def delete(
+        self,
+        key: Key,
+        *,
+        context: str | None = None,
+        w: Level = None,
+        consistency: str | None = None,
+        strict: bool | None = None,
+    ) -> None:
+        path = with_query(kv_path(key), w=w, consistency=consistency, strict=strict)
+        status, _, body = self._request("DELETE", path, None, _context_headers(context))
+        _check(status, body)
+
+    # -- cluster information
+
+    def status(self) -> dict[str, Any]:
+        status, _, body = self._request("GET", "/v1/status")
+        return _json(status, body)
+
+    def ring(self) -> dict[str, Any]:
+        """The ring layout (GET /v1/ring); raises RingkvError(404) on nodes without it."""
+        status, _, body = self._request("GET", "/v1/ring")
+        return _json(status, body)
+
+    def health(self) -> bool:
+        """True when a node answers 200 on /health/ready."""
+        try:
+            status, _, _ = self._request("GET", "/health/ready")
+        except ConnectionFailed:
+            return False
+        return status == 200
+
+    # -- connection handling
+
+    def close(self) -> None:
+        with self._lock:
+            idle = [c for conns in self._idle.values() for c in conns]
+            for conns in self._idle.values():
+                conns.clear()
+        for conn in idle:
+            conn.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, str], bytes]:
+        """Send to the preferred endpoint, moving on to the next when one is unreachable."""
+        start = self._preferred
+        failures = []
+        for step in range(len(self.endpoints)):
+            index = (start + step) % len(self.endpoints)
+            endpoint = self.endpoints[index]
+            try:
+                result = self._send(endpoint, method, path, body, headers or {})
+            except (OSError, http.client.HTTPException) as exc:
+                failures.append(f"{endpoint}: {str(exc) or type(exc).__name__}")
+                continue
+            self._preferred = index
+            return result
+        raise ConnectionFailed("no endpoint reachable: " + "; ".join(failures))
+
+    def _send(
+        self,
+        endpoint: _Endpoint,
+        method: str,
+        path: str,
+        body: bytes | None,
+        headers: dict[str, str],
+    ) -> tuple[int, dict[str, str], bytes]:
+        conn, reused = self._acquire(endpoint)
+        try:
+            try:
+                conn.request(method, path, body=body, headers=headers)
+                response = conn.getresponse()
+            except (ConnectionError, http.client.RemoteDisconnected):
+                if not reused:
+                    raise
+                # The server closed an idle keep-alive connection: retry once on a new one.
+                conn.close()
+                conn = self._connect(endpoint)
+                conn.request(method, path, body=body, headers=headers)
+                response = conn.getresponse()
+            data = response.read()
+        except BaseException:
+            conn.close()
+            raise
+        if response.will_close:
+            conn.close()
+        else:
+            self._release(endpoint, conn)
+        return response.status, _lower(response.getheaders()), data
+
+    def _connect(self, endpoint: _Endpoint) -> http.client.HTTPConnection:
+        if endpoint.scheme == "https":
+            return http.client.HTTPSConnection(endpoint.host, endpoint.port, timeout=self.timeout)
+        return http.client.HTTPConnection(endpoint.host, endpoint.port, timeout=self.timeout)
+
+    def _acquire(self, endpoint: _Endpoint) -> tuple[http.client.HTTPConnection, bool]:
+        with self._lock:
+            idle = self._idle[endpoint]
+            if idle:
+                return idle.pop(), True
+        return self._connect(endpoint), False
+
+    def _release(self, endpoint: _Endpoint, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            idle = self._idle[endpoint]
+            if len(idle) < _POOL_SIZE:
+                idle.append(conn)
+                return
+        conn.close()
+
+
+# --------------------------------------------------------------------------- async client
+
+
+class AsyncClient:
+    """asyncio client over one pooled aiohttp session; same surface as `Client`."""
+
+    def __init__(self, endpoints: str | Sequence[str], *, timeout: float = 5.0) -> None:
+        self.endpoints = parse_endpoints(endpoints)
+        self.timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+        self._preferred = 0
+
+    async def put(
+        self,
+        key: Key,
+        value: bytes,
+        *,
+        context: str | None = None,
+        w: Level = None,
+        consistency: str | None = None,
+        strict: bool | None = None,
+    ) -> str:
+        path = with_query(kv_path(key), w=w, consistency=consistency, strict=strict)
+        status, headers, body = await self._request("PUT", path, value, _context_headers(context))
+        _check(status, body)
+        return headers.get(_CONTEXT, "")
+
+    async def get(
+        self,
+        key: Key,
+        *,
+        r: Level = None,
+        consistency: str | None = None,
+        strict: bool | None = None,
+    ) -> GetResult:
+        path = with_query(kv_path(key), r=r, consistency=consistency, strict=strict)
+        status, headers, body = await self._request("GET", path)
+        return _get_result(status, headers.get(_CONTEXT), body)
+
+    async def delete(
+        self,
+        key: Key,
+        *,
+        context: str | None = None,
+        w: Level = None,
+        consistency: str | None = None,
+        strict: bool | None = None,
+    ) -> None:
+        path = with_query(kv_path(key), w=w, consistency=consistency, strict=strict)
+        status, _, body = await self._request("DELETE", path, None, _context_headers(context))
+        _check(status, body)
+
+    async def status(self) -> dict[str, Any]:
+        status, _, body = await self._request("GET", "/v1/status")
+        return _json(status, body)
+
+    async def ring(self) -> dict[str, Any]:
+        status, _, body = await self._request("GET", "/v1/ring")
+        return _json(status, body)
+
+    async def health(self) -> bool:
+        try:
+            status, _, _ = await self._request("GET", "/health/ready")
+        except ConnectionFailed:
+            return False
+        return status == 200
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, str], bytes]:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+            )
+        start = self._preferred
+        failures = []
+        for step in range(len(self.endpoints)):
+            index = (start + step) % len(self.endpoints)
+            endpoint = self.endpoints[index]
+            url = yarl.URL(f"{endpoint}{path}", encoded=True)  # the key is already quoted
+            try:
+                async with self._session.request(
+                    method, url, data=body, headers=headers
+                ) as response:
+                    data = await response.read()
+                    result = response.status, _lower(response.headers.items()), data
+            except (aiohttp.ClientConnectionError, TimeoutError, OSError) as exc:
+                failures.append(f"{endpoint}: {str(exc) or type(exc).__name__}")
+                continue
+            self._preferred = index
+            return result
+        raise ConnectionFailed("no endpoint reachable: " + "; ".join(failures))

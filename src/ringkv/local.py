@@ -1,0 +1,239 @@
+"""`ringkv local up`: a cluster of node processes on loopback, in the foreground.
+
+Node i (1-based) is `n{i}` in zone `z{(i-1) % zones + 1}`, serves clients on
+`base_port + i - 1` and its peers on `base_port + 1000 + i - 1`, keeps its data in
+`{data_dir}/n{i}` and logs to `{data_dir}/n{i}.log`. Running it again with the same data
+directory brings the same nodes back with their data.
+"""
+
+from __future__ import annotations
+
+import http.client
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+HOST = "127.0.0.1"
+PEER_PORT_OFFSET = 1000
+READY_DEADLINE = 30.0
+STOP_GRACE = 10.0
+
+
+@dataclass
+class LocalNode:
+    node_id: str
+    zone: str
+    port: int
+    peer_port: int
+    data_dir: Path
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def command(self, seeds: str, replication_factor: int) -> list[str]:
+        return [
+            sys.executable, "-m", "ringkv", "node",
+            "--node-id", self.node_id,
+            "--host", HOST,
+            "--port", str(self.port),
+            "--peer-port", str(self.peer_port),
+            "--zone", self.zone,
+            "--data-dir", str(self.data_dir),
+            "--seeds", seeds,
+            "--replication-factor", str(replication_factor),
+        ]  # fmt: skip
+
+    def start(self, seeds: str, replication_factor: int) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            log.write(f"=== ringkv local up: starting {self.node_id} ===\n".encode())
+            log.flush()
+            # A session of its own: Ctrl-C reaches only `local up`, which then stops the
+            # nodes one by one with SIGTERM so each can flush its data.
+            self.process = subprocess.Popen(
+                self.command(seeds, replication_factor),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def exited(self) -> bool:
+        return self.process is None or self.process.poll() is not None
+
+    def ready(self) -> bool:
+        conn = http.client.HTTPConnection(HOST, self.port, timeout=1.0)
+        try:
+            conn.request("GET", "/health/ready")
+            return conn.getresponse().status == 200
+        except OSError:
+            return False
+        finally:
+            conn.close()
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def plan(nodes: int, zones: int, data_dir: str | Path, base_port: int) -> list[LocalNode]:
+    root = Path(data_dir)
+    return [
+        LocalNode(
+            node_id=f"n{i}",
+            zone=f"z{(i - 1) % zones + 1}",
+            port=base_port + i - 1,
+            peer_port=base_port + PEER_PORT_OFFSET + i - 1,
+            data_dir=root / f"n{i}",
+            log_path=root / f"n{i}.log",
+        )
+        for i in range(1, nodes + 1)
+    ]
+
+
+def port_taken(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return True
+    return False
+
+
+def up(
+    nodes: int = 3,
+    zones: int = 3,
+    data_dir: str = ".ringkv",
+    base_port: int = 7001,
+    replication_factor: int = 3,
+) -> int:
+    """Start the cluster, wait until every node is ready, then run until Ctrl-C or SIGTERM."""
+    if nodes < 1 or zones < 1 or replication_factor < 1:
+        return fail("--nodes, --zones and --replication-factor must be at least 1")
+    if replication_factor > nodes:
+        return fail(f"--replication-factor {replication_factor} needs at least that many nodes")
+    if base_port < 1 or base_port + PEER_PORT_OFFSET + nodes - 1 > 65535:
+        return fail(f"--base-port {base_port} leaves no room for {nodes} client and peer ports")
+    cluster = plan(nodes, zones, data_dir, base_port)
+    taken = [p for n in cluster for p in (n.port, n.peer_port) if port_taken(p)]
+    if taken:
+        return fail(
+            f"port(s) {', '.join(map(str, taken))} on {HOST} already in use "
+            "(is another cluster running?); stop it or choose another --base-port"
+        )
+
+    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    seeds = ",".join(f"{HOST}:{n.peer_port}" for n in cluster)
+    previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+    code = 0
+    try:
+        for node in cluster:
+            node.start(seeds, replication_factor)
+        if not wait_ready(cluster):
+            code = 1
+        else:
+            print_banner(cluster, data_dir)
+            watch(cluster)
+            code = fail("every node has exited")
+    except KeyboardInterrupt:
+        print("\nstopping the nodes...", flush=True)
+    finally:
+        # A second Ctrl-C or SIGTERM must not leave nodes behind half-stopped.
+        previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stop(cluster)
+        signal.signal(signal.SIGINT, previous_int)
+        signal.signal(signal.SIGTERM, previous_term)
+    if code == 0:
+        print("all nodes stopped", flush=True)
+    return code
+
+
+def wait_ready(cluster: Sequence[LocalNode]) -> bool:
+    """Poll until every node is ready; on a crash or the deadline, show logs and give up."""
+    deadline = time.monotonic() + READY_DEADLINE
+    pending = list(cluster)
+    while pending:
+        for node in pending:
+            if node.exited():
+                fail(f"node {node.node_id} exited during startup; last lines of {node.log_path}:")
+                print(node.log_tail(), file=sys.stderr)
+                return False
+        pending = [node for node in pending if not node.ready()]
+        if pending and time.monotonic() > deadline:
+            ids = ", ".join(n.node_id for n in pending)
+            fail(f"not ready after {READY_DEADLINE:.0f} s: {ids}")
+            for node in pending:
+                print(f"--- {node.log_path} ---\n{node.log_tail()}", file=sys.stderr)
+            return False
+        if pending:
+            time.sleep(0.2)
+    return True
+
+
+def print_banner(cluster: Sequence[LocalNode], data_dir: str) -> None:
+    first = cluster[0].url
+    lines = [f"ringkv: {len(cluster)} nodes ready (data in {data_dir}, logs in {data_dir}/*.log)"]
+    lines += [f"  {n.node_id}  zone {n.zone}  {n.url}  (peers on :{n.peer_port})" for n in cluster]
+    lines += [
+        "",
+        "try:",
+        f"  ringkv put hello world --endpoint {first}",
+        f"  ringkv get hello --endpoint {cluster[-1].url}",
+        f"  ringkv status --endpoint {first}",
+        f"  curl -X PUT --data-binary world {first}/v1/kv/hello",
+        f"  curl -i {first}/v1/kv/hello",
+        f"  curl {first}/v1/status",
+        "",
+        "Ctrl-C stops every node; data stays for the next start.",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+def watch(cluster: Sequence[LocalNode]) -> None:
+    """Wait in the foreground; report nodes that die. Returns when every node has exited."""
+    reported: set[str] = set()
+    while True:
+        for node in cluster:
+            if node.exited() and node.node_id not in reported:
+                reported.add(node.node_id)
+                fail(f"node {node.node_id} exited; last lines of {node.log_path}:")
+                print(node.log_tail(), file=sys.stderr)
+        if len(reported) == len(cluster):
+            return
+        time.sleep(0.5)
+
+
+def stop(cluster: Sequence[LocalNode]) -> None:
+    """SIGTERM every node, give each up to STOP_GRACE seconds, then SIGKILL."""
+    running = [n.process for n in cluster if n.process is not None and n.process.poll() is None]
+    for process in running:
+        process.terminate()
+    for process in running:
+        try:
+            process.wait(timeout=STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def fail(message: str) -> int:
+    print(f"ringkv: error: {message}", file=sys.stderr, flush=True)
+    return 1
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
