@@ -295,7 +295,7 @@ def format_status(status: dict[str, Any]) -> str:
         ]
         if show_phi:
             phi = m.get("phi")
-            row.append(f"{phi:.1f}" if isinstance(phi, int | float) else "-")
+            row.append(f"{phi:.1f}".replace("-0.0", "0.0") if isinstance(phi, int | float) else "-")
         rows.append(row)
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines += [

@@ -138,6 +138,8 @@ def up(
     Path(data_dir).mkdir(parents=True, exist_ok=True)
     seeds = ",".join(f"{HOST}:{n.peer_port}" for n in cluster)
     previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+    # Ctrl-C must work even when started from a shell that ignores SIGINT in the background.
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     code = 0
     try:
         for node in cluster:
@@ -152,7 +154,7 @@ def up(
         print("\nstopping the nodes...", flush=True)
     finally:
         # A second Ctrl-C or SIGTERM must not leave nodes behind half-stopped.
-        previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stop(cluster)
         signal.signal(signal.SIGINT, previous_int)

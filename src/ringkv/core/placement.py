@@ -14,13 +14,13 @@ fallbacks (``primary=False``, ``hint_for=...``) will draw from.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from dataclasses import dataclass
 from itertools import chain, islice
 
 from ringkv.core.ring import _PLACEMENT_CACHE_LIMIT, Ring
 
-__all__ = ["Replica", "preference_list", "walk", "zone_quotas"]
+__all__ = ["Replica", "preference_list", "sloppy_preference_list", "walk", "zone_quotas"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,3 +122,33 @@ def preference_list(ring: Ring, h: int, n: int) -> tuple[Replica, ...]:
             cache.clear()
         cache[key] = found
     return found
+
+
+def sloppy_preference_list(
+    ring: Ring, h: int, n: int, up: Container[str]
+) -> tuple[Replica, ...]:
+    """The primaries that are up, plus one fallback for each primary that is not (riak_core's
+    ``get_apl_ann``; Dynamo's sloppy quorum).
+
+    Fallbacks are the next up nodes clockwise beyond the preference list, preferring a node in
+    the zone of the primary it stands in for, then one in a zone not yet used, then any; each
+    carries ``hint_for`` so the data can be handed back. When no node is left (a 3-node ring with
+    N=3), a down primary simply gets no fallback: the coordinator keeps the hint.
+    """
+    primaries = preference_list(ring, h, n)
+    chosen = [r for r in primaries if r.node in up]
+    down = [r.node for r in primaries if r.node not in up]
+    if not down:
+        return primaries
+    used = {r.node for r in primaries}
+    candidates = [node for node in walk(ring, h) if node not in used and node in up]
+    for missing in down:
+        if not candidates:
+            break
+        zones_in_use = {ring.zone_of(r.node) for r in chosen}
+        same_zone = [c for c in candidates if ring.zone_of(c) == ring.zone_of(missing)]
+        new_zone = [c for c in candidates if ring.zone_of(c) not in zones_in_use]
+        pick = (same_zone or new_zone or candidates)[0]
+        candidates.remove(pick)
+        chosen.append(Replica(pick, primary=False, hint_for=missing))
+    return tuple(chosen)

@@ -222,11 +222,17 @@ def new_version(
 ) -> Version:
     """Create the version a coordinator writes over ``current`` (its local record).
 
-    The new dot's counter is above every counter this actor has used for the key, so dots stay
-    unique; the context is the client's (what the client has seen), pruned to a bounded size.
+    The new dot's counter is above every counter this actor has used for the key and at least
+    the (per-node strictly increasing) HLC timestamp, so an actor never reuses a dot, not even
+    after a tombstone purge erased the key's history. The context is the client's (what the
+    client has seen), pruned to a bounded size.
+
+    Coordinators must replicate the whole merged record, not only the new version: a replica
+    holding dot (A, c) then also holds every live version A wrote before it, which is what makes
+    "context[A] >= c covers every dot (A, <= c)" safe.
     """
     highest = max((v.clock().get(actor) for v in current), default=0)
-    counter = max(highest, context.get(actor)) + 1
+    counter = max(highest + 1, context.get(actor) + 1, timestamp)
     pruned = context.prune(max_clock_entries)
     return Version(actor, counter, pruned, value, timestamp)
 

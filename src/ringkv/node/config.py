@@ -22,6 +22,7 @@ class NodeConfig:
     port: int = 7001
     peer_port: int = 8001
     advertise_host: str = ""  # address peers and clients use to reach us; defaults to host
+    peer_advertise: str = ""  # HOST:PORT peers dial for us (a proxy, a NodePort); default ours
     zone: str = "default"
     data_dir: str = "./data"
     seeds: tuple[str, ...] = field(default_factory=tuple)
@@ -35,6 +36,11 @@ class NodeConfig:
     heartbeat_interval: float = 0.5
     phi_threshold: float = 8.0
     fsync: bool = False
+    hint_window: float = 3 * 3600.0
+    hint_rate: float = 2000.0
+    anti_entropy_interval: float = 30.0
+    anti_entropy_rate: float = 5000.0
+    tombstone_grace: float = 10 * 86400.0
     log_level: str = "info"
 
     @property
@@ -47,7 +53,7 @@ class NodeConfig:
 
     @property
     def peer_address(self) -> str:
-        return f"{self.public_host}:{self.peer_port}"
+        return self.peer_advertise or f"{self.public_host}:{self.peer_port}"
 
 
 def _env(name: str) -> str | None:
@@ -73,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("port", type=int, default=7001, help="client HTTP API port")
     add("peer-port", type=int, default=None, help="node-to-node port (default: --port + 1000)")
     add("advertise-host", default="", help="address others use to reach this node (default --host)")
+    add(
+        "peer-advertise",
+        default="",
+        help="HOST:PORT other nodes dial to reach this node's peer port, when that is not "
+        "--advertise-host:--peer-port (behind a proxy or NAT)",
+    )
     add("zone", default="default", help="failure zone (rack / availability zone)")
     add("data-dir", default="./data", help="RocksDB directory; created if missing")
     add("seeds", default="", help="comma-separated peer addresses HOST:PEER_PORT to join through")
@@ -96,6 +108,26 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["true", "false"],
         help="fsync every write batch (durable against power loss; costs a disk flush per write)",
     )
+    add("hint-window", type=float, default=3 * 3600.0, help="seconds hints are kept (3 h)")
+    add("hint-rate", type=float, default=2000.0, help="hints delivered per second, at most")
+    add(
+        "anti-entropy-interval",
+        type=float,
+        default=30.0,
+        help="seconds between Merkle-tree exchanges with the next peer (0 disables)",
+    )
+    add(
+        "anti-entropy-rate",
+        type=float,
+        default=5000.0,
+        help="records per second anti-entropy may move, at most",
+    )
+    add(
+        "tombstone-grace",
+        type=float,
+        default=10 * 86400.0,
+        help="seconds a tombstone is kept at least (10 days)",
+    )
     add("log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p
 
@@ -110,6 +142,7 @@ def parse_args(argv: Sequence[str] | None) -> NodeConfig:
             port=int(ns.port),
             peer_port=int(ns.peer_port) if ns.peer_port not in (None, "") else int(ns.port) + 1000,
             advertise_host=ns.advertise_host,
+            peer_advertise=ns.peer_advertise,
             zone=ns.zone,
             data_dir=ns.data_dir,
             seeds=tuple(s.strip() for s in str(ns.seeds).split(",") if s.strip()),
@@ -123,6 +156,11 @@ def parse_args(argv: Sequence[str] | None) -> NodeConfig:
             heartbeat_interval=float(ns.heartbeat_interval),
             phi_threshold=float(ns.phi_threshold),
             fsync=str(ns.fsync).lower() == "true",
+            hint_window=float(ns.hint_window),
+            hint_rate=float(ns.hint_rate),
+            anti_entropy_interval=float(ns.anti_entropy_interval),
+            anti_entropy_rate=float(ns.anti_entropy_rate),
+            tombstone_grace=float(ns.tombstone_grace),
             log_level=ns.log_level,
         )
     except ValueError as exc:
@@ -155,10 +193,15 @@ def validate(c: NodeConfig) -> list[str]:
         ("--gossip-interval", c.gossip_interval),
         ("--heartbeat-interval", c.heartbeat_interval),
         ("--phi-threshold", c.phi_threshold),
+        ("--hint-window", c.hint_window),
+        ("--hint-rate", c.hint_rate),
+        ("--anti-entropy-rate", c.anti_entropy_rate),
     ):
         if not value > 0:
             problems.append(f"{name} must be positive")
-    for seed in c.seeds:
+    if c.anti_entropy_interval < 0 or c.tombstone_grace < 0:
+        problems.append("--anti-entropy-interval and --tombstone-grace must not be negative")
+    for seed in (*c.seeds, *([c.peer_advertise] if c.peer_advertise else [])):
         seed_host, _, seed_port = seed.rpartition(":")
         if not seed_host or not seed_port.isdigit():
             problems.append(f"seed {seed!r} must be HOST:PEER_PORT")

@@ -21,7 +21,7 @@ import time
 from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
 
-from ringkv.core.placement import Replica, preference_list
+from ringkv.core.placement import Replica, preference_list, sloppy_preference_list
 from ringkv.core.quorum import Quorum
 from ringkv.core.ring import key_hash
 from ringkv.core.versions import (
@@ -37,6 +37,7 @@ from ringkv.core.versions import (
     version_to_wire,
 )
 from ringkv.node.config import NodeConfig
+from ringkv.node.hints import HintStore
 from ringkv.node.membership import Membership
 from ringkv.node.messaging import MessagingService, PeerError
 from ringkv.node.metrics import NodeMetrics
@@ -69,7 +70,9 @@ class Coordinator:
         messaging: MessagingService,
         metrics: NodeMetrics,
         actor: str,
+        hints: HintStore,
     ) -> None:
+        self.hints = hints
         self.config = config
         self.node_id = config.node_id
         self.storage = storage
@@ -86,13 +89,24 @@ class Coordinator:
     # -- placement ------------------------------------------------------------------------------
 
     def replicas(self, key: bytes) -> tuple[Replica, ...]:
+        """The key's primary replicas (its preference list)."""
         ring = self.membership.ring
         if not len(ring):
             return ()
         return preference_list(ring, key_hash(key), self.n)
 
-    def _live(self, replicas: Sequence[Replica]) -> list[Replica]:
-        return [r for r in replicas if self.membership.is_alive(r.node)]
+    def targets(self, key: bytes, strict: bool) -> tuple[tuple[Replica, ...], list[Replica]]:
+        """(primaries, the live replicas to use): live primaries, plus a fallback for each
+        down primary unless the request is strict."""
+        ring = self.membership.ring
+        if not len(ring):
+            return (), []
+        h = key_hash(key)
+        primaries = preference_list(ring, h, self.n)
+        up = self.membership.up_nodes()
+        if strict:
+            return primaries, [r for r in primaries if r.node in up]
+        return primaries, list(sloppy_preference_list(ring, h, self.n, up))
 
     def _tick(self) -> int:
         self._hlc = hlc_now(self._hlc, int(time.time() * 1000))
@@ -100,27 +114,38 @@ class Coordinator:
 
     # -- writes ---------------------------------------------------------------------------------
 
-    async def put(
-        self, key: bytes, value: bytes | None, context: VClock, quorum: Quorum
-    ) -> VClock:
+    async def put(self, key: bytes, value: bytes | None, context: VClock, quorum: Quorum) -> VClock:
         """Write ``value`` (``None`` deletes) and return the context of the new version."""
-        replicas = self.replicas(key)
-        if not any(r.node == self.node_id for r in replicas):
-            return await self._forward_put(key, value, context, quorum, replicas)
-        live = self._live(replicas)
+        primaries, live = self.targets(key, quorum.strict)
+        me = next((r for r in live if r.node == self.node_id), None)
+        if me is None:
+            return await self._forward_put(key, value, context, quorum, live)
         if len(live) < quorum.required:
             raise Unavailable(quorum.required, len(live))
         if value is None and not context:
             # A delete without a context deletes what the replicas hold (as riak_client:delete
             # does): read at the write's quorum and delete over everything seen.
             context = context_of(await self.get(key, quorum))
-        current = self.storage.get(key)
-        version = new_version(current, context, self.actor, value, self._tick())
-        merged, _ = self.storage.merge(key, [version], self.mode)
-        wire = [version_to_wire(version)]
-        others = [r.node for r in live if r.node != self.node_id]
+        now = self._tick()
+        if me.primary:
+            current = self.storage.get(key)
+            version = new_version(current, context, self.actor, value, now)
+            merged, _ = self.storage.merge(key, [version], self.mode)
+        else:
+            target = me.hint_for or ""
+            current = self.hints.get(target, key)
+            version = new_version(current, context, self.actor, value, now)
+            merged = merge_siblings(current, [version], self.mode)
+            self._store_hint(target, key, merged)
+        wire = [version_to_wire(v) for v in merged]  # the whole record: see new_version
+        # Primaries that are down and got no fallback: the coordinator keeps their hint.
+        covered = {r.node for r in live} | {r.hint_for for r in live if r.hint_for}
+        for replica in primaries:
+            if replica.node not in covered:
+                self._store_hint(replica.node, key, merged)
+        others = [r for r in live if r.node != self.node_id]
         acks = 1 + await self._quorum(
-            [self._replicate(node, key, wire) for node in others], quorum.required - 1
+            [self._replicate(r, key, wire, merged) for r in others], quorum.required - 1
         )
         if acks < quorum.required:
             raise QuorumTimeout(quorum.required, acks)
@@ -132,9 +157,8 @@ class Coordinator:
         value: bytes | None,
         context: VClock,
         quorum: Quorum,
-        replicas: Sequence[Replica],
+        live: Sequence[Replica],
     ) -> VClock:
-        live = self._live(replicas)
         if len(live) < quorum.required or not live:
             raise Unavailable(quorum.required, len(live))
         target = live[0].node
@@ -160,57 +184,98 @@ class Coordinator:
             raise QuorumTimeout(int(answer["required"]), int(answer["acks"]))
         return VClock.from_wire(answer["context"])
 
-    async def _replicate(self, node: str, key: bytes, wire: list[Any]) -> bool:
-        address = self.membership.address_of(node)
+    def _store_hint(self, target: str, key: bytes, versions: Sequence[Version]) -> None:
+        if self.hints.add(target, key, versions, int(time.time() * 1000)):
+            self.metrics.hints_stored.inc()
+
+    async def _replicate(
+        self, replica: Replica, key: bytes, wire: list[Any], merged: Sequence[Version]
+    ) -> bool:
+        """Send the record to one replica; on failure keep a hint for it (as Cassandra does for
+        replicas that time out), so the write still reaches it later."""
+        address = self.membership.address_of(replica.node)
+        role = "primary" if replica.primary else "fallback"
+        body: dict[str, Any] = {"key": key, "versions": wire}
+        if replica.hint_for:
+            body["hint_for"] = replica.hint_for
+            self.metrics.fallback_writes.inc()
+        self.metrics.replica_requests.labels("write", role).inc()
         started = time.perf_counter()
         try:
-            await self.messaging.request(
-                address or "", "replicate", {"key": key, "versions": wire}, self.timeout
-            )
+            await self.messaging.request(address or "", "replicate", body, self.timeout)
         except PeerError:
             self.metrics.replica_errors.labels("replicate").inc()
+            self._store_hint(replica.hint_for or replica.node, key, merged)
             raise
         self.metrics.replica_latency.labels("replicate").observe(time.perf_counter() - started)
         return True
+
+    async def send_records(
+        self, node: str, items: Sequence[tuple[bytes, Sequence[Version]]]
+    ) -> None:
+        """Deliver whole records to a node (hint delivery, anti-entropy); raises on failure."""
+        address = self.membership.address_of(node)
+        if address is None:
+            raise PeerError(f"no address for {node}")
+        body = {"items": [[key, [version_to_wire(v) for v in vs]] for key, vs in items]}
+        await self.messaging.request(address, "replicate_batch", body, self.timeout * 2)
 
     # -- reads ----------------------------------------------------------------------------------
 
     async def get(self, key: bytes, quorum: Quorum) -> tuple[Version, ...]:
         """Read at ``quorum``: the reconciled sibling set (possibly empty or all tombstones)."""
-        replicas = self.replicas(key)
-        live = self._live(replicas)
+        _primaries, live = self.targets(key, quorum.strict)
         if len(live) < quorum.required:
             raise Unavailable(quorum.required, len(live))
         answers: dict[str, tuple[Version, ...]] = {}
         calls = []
         for replica in live:
             if replica.node == self.node_id:
-                answers[self.node_id] = self.storage.get(key)
+                answers[self.node_id] = self._local_read(key, replica.hint_for)
             else:
-                calls.append(self._read(replica.node, key, answers))
+                calls.append(self._read(replica, key, answers))
         need = quorum.required - len(answers)
         tasks = [asyncio.ensure_future(c) for c in calls]
         got = await self._quorum(tasks, need, keep_tasks=True)
         if got < need:
             raise QuorumTimeout(quorum.required, got + quorum.required - need)
         result = merge_siblings((), [v for vs in answers.values() for v in vs], self.mode)
-        self._spawn(self._read_repair(key, tasks, answers))
+        primaries = {r.node for r in live if r.primary}
+        self._spawn(self._read_repair(key, tasks, answers, primaries))
         return result
 
-    async def _read(self, node: str, key: bytes, answers: dict[str, tuple[Version, ...]]) -> bool:
-        address = self.membership.address_of(node)
+    def _local_read(self, key: bytes, hint_for: str | None) -> tuple[Version, ...]:
+        versions = self.storage.get(key)
+        if hint_for:
+            versions = merge_siblings(versions, self.hints.get(hint_for, key), self.mode)
+        return versions
+
+    async def _read(
+        self, replica: Replica, key: bytes, answers: dict[str, tuple[Version, ...]]
+    ) -> bool:
+        address = self.membership.address_of(replica.node)
+        body: dict[str, Any] = {"key": key}
+        if replica.hint_for:
+            body["hint_for"] = replica.hint_for
+        self.metrics.replica_requests.labels(
+            "read", "primary" if replica.primary else "fallback"
+        ).inc()
         started = time.perf_counter()
         try:
-            raw = await self.messaging.request(address or "", "read", {"key": key}, self.timeout)
+            raw = await self.messaging.request(address or "", "read", body, self.timeout)
         except PeerError:
             self.metrics.replica_errors.labels("read").inc()
             raise
         self.metrics.replica_latency.labels("read").observe(time.perf_counter() - started)
-        answers[node] = tuple(version_from_wire(v) for v in raw)
+        answers[replica.node] = tuple(version_from_wire(v) for v in raw)
         return True
 
     async def _read_repair(
-        self, key: bytes, tasks: Sequence[asyncio.Future[bool]], answers: dict[str, Any]
+        self,
+        key: bytes,
+        tasks: Sequence[asyncio.Future[bool]],
+        answers: dict[str, Any],
+        primaries: set[str],
     ) -> None:
         if tasks:
             await asyncio.wait(tasks, timeout=self.timeout)
@@ -222,27 +287,42 @@ class Coordinator:
         final_dots = {v.dot for v in final}
         wire = [version_to_wire(v) for v in final]
         for node, versions in list(answers.items()):
-            if {v.dot for v in versions} == final_dots:
+            if node not in primaries or {v.dot for v in versions} == final_dots:
                 continue
             self.metrics.read_repairs.inc()
             if node == self.node_id:
                 self.storage.merge(key, final, self.mode)
             else:
                 with contextlib.suppress(PeerError):
-                    await self._replicate(node, key, wire)
+                    await self._replicate(Replica(node), key, wire, final)
 
     # -- peer verbs -----------------------------------------------------------------------------
 
     def handle_replicate(self, body: dict[str, Any]) -> bool:
-        key = body["key"]
+        key = bytes(body["key"])
         versions = [version_from_wire(v) for v in body["versions"]]
+        wall = int(time.time() * 1000)
         for v in versions:
-            self._hlc = hlc_observe(self._hlc, v.timestamp, int(time.time() * 1000))
-        self.storage.merge(bytes(key), versions, self.mode)
+            self._hlc = hlc_observe(self._hlc, v.timestamp, wall)
+        hint_for = body.get("hint_for")
+        if hint_for:
+            self._store_hint(str(hint_for), key, versions)
+        else:
+            self.storage.merge(key, versions, self.mode)
         return True
 
+    def handle_replicate_batch(self, body: dict[str, Any]) -> int:
+        applied = 0
+        for key, wire in body["items"]:
+            versions = [version_from_wire(v) for v in wire]
+            _, changed = self.storage.merge(bytes(key), versions, self.mode)
+            applied += int(changed)
+        return applied
+
     def handle_read(self, body: dict[str, Any]) -> list[Any]:
-        return [version_to_wire(v) for v in self.storage.get(bytes(body["key"]))]
+        hint_for = body.get("hint_for")
+        versions = self._local_read(bytes(body["key"]), str(hint_for) if hint_for else None)
+        return [version_to_wire(v) for v in versions]
 
     async def handle_coordinate_put(self, body: dict[str, Any]) -> dict[str, Any]:
         quorum = Quorum(self.n, int(body["required"]), bool(body.get("strict")))

@@ -66,6 +66,9 @@ class Membership:
         self._seed_contacted = False
         self._started_at = time.monotonic()
         self._ring_listeners: list[Any] = []
+        self._up: frozenset[str] = frozenset()
+        self._up_at = 0.0
+        self._up_ring: Ring | None = None
         self._rebuild_ring()
 
     # -- queries ------------------------------------------------------------------------------
@@ -80,6 +83,15 @@ class Membership:
         if conn.down:
             return False
         return self.detector.is_available(node, time.monotonic())
+
+    def up_nodes(self) -> frozenset[str]:
+        """Ring members currently considered alive (cached for a few milliseconds: it is asked
+        on every request)."""
+        now = time.monotonic()
+        if now - self._up_at > 0.02 or self._up_ring is not self.ring:
+            self._up = frozenset(n for n in self.ring.nodes if self.is_alive(n))
+            self._up_at, self._up_ring = now, self.ring
+        return self._up
 
     def phi(self, node: str) -> float | None:
         if node == self.node_id:

@@ -32,6 +32,14 @@ class _StorageCollector(Collector):
         )
 
 
+class _GaugeCollector(Collector):
+    def __init__(self, name: str, doc: str, read: Callable[[], float]) -> None:
+        self._name, self._doc, self._read = name, doc, read
+
+    def collect(self) -> Iterable[Metric]:
+        yield GaugeMetricFamily(self._name, self._doc, value=self._read())
+
+
 class NodeMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -67,6 +75,37 @@ class NodeMetrics:
             "Writes forwarded to a replica because this node does not hold the key",
             registry=r,
         )
+        self.replica_requests = Counter(
+            "ringkv_replica_requests",
+            "Replica operations sent, by operation and replica role (primary or fallback)",
+            ["op", "role"],
+            registry=r,
+        )
+        self.fallback_writes = Counter(
+            "ringkv_fallback_writes", "Writes sent to a fallback for a down primary", registry=r
+        )
+        self.hints_stored = Counter("ringkv_hints_stored", "Hints stored", registry=r)
+        self.hints_delivered = Counter(
+            "ringkv_hints_delivered", "Hints handed to their target", registry=r
+        )
+        self.hints_dropped = Counter(
+            "ringkv_hints_dropped", "Hints dropped after the hint window", registry=r
+        )
+        self.anti_entropy_exchanges = Counter(
+            "ringkv_anti_entropy_exchanges",
+            "Completed anti-entropy range exchanges, by result",
+            ["result"],
+            registry=r,
+        )
+        self.anti_entropy_keys = Counter(
+            "ringkv_anti_entropy_keys",
+            "Records moved by anti-entropy, by direction (fetched or pushed)",
+            ["direction"],
+            registry=r,
+        )
+        self.tombstones_purged = Counter(
+            "ringkv_tombstones_purged", "Tombstones removed after the grace period", registry=r
+        )
         self.members = Gauge(
             "ringkv_members", "Cluster members seen by this node, by liveness", ["alive"],
             registry=r,
@@ -74,3 +113,7 @@ class NodeMetrics:
 
     def watch_storage(self, keys: Callable[[], int], size: Callable[[], int]) -> None:
         self.registry.register(_StorageCollector(keys, size))
+
+    def watch_hints(self, pending: Callable[[], int]) -> None:
+        self.registry.register(_GaugeCollector("ringkv_hints_pending", "Hints not yet delivered",
+                                               pending))  # fmt: skip

@@ -24,6 +24,7 @@ import ringkv
 from ringkv.core.quorum import Operation, Quorum, QuorumError, resolve
 from ringkv.core.versions import (
     MAX_CONTEXT_CHARS,
+    ConflictMode,
     MalformedContext,
     VClock,
     context_of,
@@ -34,6 +35,7 @@ from ringkv.core.versions import (
 )
 from ringkv.node.config import NodeConfig
 from ringkv.node.coordinator import Coordinator, QuorumTimeout, Unavailable
+from ringkv.node.hints import HintedHandoff, HintStore
 from ringkv.node.membership import Membership
 from ringkv.node.messaging import MessagingService
 from ringkv.node.metrics import NodeMetrics
@@ -83,14 +85,32 @@ class Node:
         self.messaging = MessagingService(config.node_id, config.host, config.peer_port, self._peer)
         await self.messaging.start()
         self.membership = Membership(config, self.storage, self.messaging, incarnation)
+        mode: ConflictMode = "lww" if config.conflict_mode == "lww" else "siblings"
+        self.hints = HintStore(self.storage, mode)
         self.coordinator = Coordinator(
-            config, self.storage, self.membership, self.messaging, self.metrics, self.actor
+            config,
+            self.storage,
+            self.membership,
+            self.messaging,
+            self.metrics,
+            self.actor,
+            self.hints,
+        )
+        self.handoff = HintedHandoff(
+            self.hints,
+            self.membership.is_alive,
+            self.coordinator.send_records,
+            self.metrics,
+            window_seconds=config.hint_window,
+            rate_per_second=config.hint_rate,
         )
         self.metrics.watch_storage(self.storage.approximate_keys, self.storage.approximate_bytes)
+        self.metrics.watch_hints(self.hints.total_pending)
         await self.membership.bootstrap()
         self._loops = [
             asyncio.create_task(self.membership.run_heartbeats()),
             asyncio.create_task(self.membership.run_gossip()),
+            asyncio.create_task(self.handoff.run()),
         ]
         log.info(
             "node %s (zone %s, incarnation %s) serving %s, peers on %s",
@@ -114,6 +134,8 @@ class Node:
     async def _peer(self, verb: str, body: Any) -> Any:
         if verb == "replicate":
             return self.coordinator.handle_replicate(body)
+        if verb == "replicate_batch":
+            return self.coordinator.handle_replicate_batch(body)
         if verb == "read":
             return self.coordinator.handle_read(body)
         if verb == "heartbeat":

@@ -3,12 +3,16 @@
 Column families:
 
 - ``default``: one record per key, holding the key's sibling versions and their clocks
-  (``ringkv.core.versions.encode_record``);
+  (``ringkv.core.versions.encode_record``). The RocksDB key is the key's 64-bit ring position
+  (big-endian) followed by the key itself, so the keys of a token range are one contiguous scan:
+  anti-entropy and range streaming never read what they do not need.
+- ``hints``: versions a fallback (or the coordinator) holds for a replica that was down
+  (see ``ringkv.node.hints``).
 - ``meta``: node-local facts that must survive restarts (incarnation, tokens).
 
 The write-ahead log is always on, so an acknowledged write survives a process crash. With
 ``fsync=True`` every write batch is also fsynced, which survives power loss at the price of one
-disk flush per write (see docs/architecture.md for the measured cost).
+disk flush per write (see docs/performance.md for the measured cost).
 
 RocksDB calls are synchronous and take microseconds; they run on the event loop thread, which
 also makes each read-merge-write of a record atomic with respect to other requests.
@@ -17,11 +21,12 @@ also makes each read-merge-write of a record atomic with respect to other reques
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import msgpack
 from rocksdict import Options, Rdict, WriteOptions
 
+from ringkv.core.ring import RING_SIZE, key_hash
 from ringkv.core.versions import (
     ConflictMode,
     MalformedRecord,
@@ -32,6 +37,14 @@ from ringkv.core.versions import (
 )
 
 META_CF = "meta"
+HINTS_CF = "hints"
+
+#: Called after a record changes: (ring position, key, old record, new record).
+ChangeListener = Callable[[int, bytes, Sequence[Version], Sequence[Version]], None]
+
+
+def storage_key(h: int, key: bytes) -> bytes:
+    return h.to_bytes(8, "big") + key
 
 
 class Storage:
@@ -42,41 +55,76 @@ class Storage:
         options.create_if_missing(True)
         options.create_missing_column_families(True)
         options.increase_parallelism(2)
-        self._db = Rdict(path, options, column_families={META_CF: Options(raw_mode=True)})
+        families = {META_CF: Options(raw_mode=True), HINTS_CF: Options(raw_mode=True)}
+        self._db = Rdict(path, options, column_families=families)
         self._meta = self._db.get_column_family(META_CF)
-        self._write_options = WriteOptions()
-        self._write_options.sync = fsync
+        self.hints = self._db.get_column_family(HINTS_CF)
+        self.write_options = WriteOptions()
+        self.write_options.sync = fsync
+        self._listeners: list[ChangeListener] = []
         self._closed = False
+
+    def on_change(self, listener: ChangeListener) -> None:
+        self._listeners.append(listener)
 
     # -- records ------------------------------------------------------------------------------
 
-    def get(self, key: bytes) -> tuple[Version, ...]:
-        raw = self._db.get(key)
+    def get(self, key: bytes, h: int | None = None) -> tuple[Version, ...]:
+        raw = self._db.get(storage_key(key_hash(key) if h is None else h, key))
         if raw is None:
             return ()
         return decode_record(raw)
-
-    def put(self, key: bytes, versions: Sequence[Version]) -> None:
-        self._db.put(key, encode_record(versions), self._write_options)
 
     def merge(
         self, key: bytes, incoming: Sequence[Version], mode: ConflictMode
     ) -> tuple[tuple[Version, ...], bool]:
         """Merge versions into the stored record; returns (record, whether it changed)."""
-        current = self.get(key)
+        h = key_hash(key)
+        current = self.get(key, h)
         merged = merge_siblings(current, incoming, mode)
-        changed = {v.dot for v in merged} != {v.dot for v in current}
+        changed = [v.dot for v in merged] != [v.dot for v in current]
         if changed:
-            self.put(key, merged)
+            self._db.put(storage_key(h, key), encode_record(merged), self.write_options)
+            for listener in self._listeners:
+                listener(h, key, current, merged)
         return merged, changed
 
-    def items(self) -> Iterator[tuple[bytes, tuple[Version, ...]]]:
-        """Every stored key and record (for anti-entropy and streaming in later issues)."""
-        for key, raw in self._db.items():
+    def remove(self, key: bytes, expected: Sequence[Version]) -> bool:
+        """Delete a record (tombstone purge) if it still holds exactly ``expected``."""
+        h = key_hash(key)
+        current = self.get(key, h)
+        if [v.dot for v in current] != [v.dot for v in expected]:
+            return False
+        self._db.delete(storage_key(h, key), self.write_options)
+        for listener in self._listeners:
+            listener(h, key, current, ())
+        return True
+
+    def scan(self, start: int, end: int) -> Iterator[tuple[int, bytes, tuple[Version, ...]]]:
+        """Records whose ring position h satisfies start < h <= end (wrapping when start >= end),
+        in ring order: (position, key, versions)."""
+        if start < end:
+            yield from self._scan_linear(start + 1, end)
+        else:
+            if start + 1 < RING_SIZE:
+                yield from self._scan_linear(start + 1, RING_SIZE - 1)
+            yield from self._scan_linear(0, end)
+
+    def _scan_linear(
+        self, first: int, last: int
+    ) -> Iterator[tuple[int, bytes, tuple[Version, ...]]]:
+        for raw_key, raw in self._db.items(from_key=first.to_bytes(8, "big")):
+            h = int.from_bytes(raw_key[:8], "big")
+            if h > last:
+                return
             try:
-                yield bytes(key), decode_record(bytes(raw))  # type: ignore[arg-type]
+                yield h, bytes(raw_key[8:]), decode_record(raw)
             except MalformedRecord:
                 continue
+
+    def items(self) -> Iterator[tuple[int, bytes, tuple[Version, ...]]]:
+        """Every record in ring order."""
+        return self._scan_linear(0, RING_SIZE - 1)
 
     # -- node metadata --------------------------------------------------------------------------
 
