@@ -4,6 +4,11 @@ Instead of a yes/no timeout, each peer gets a suspicion level ``phi`` computed f
 its heartbeat inter-arrival times: phi = -log10(P(a heartbeat arrives later than now)), modelled
 as a normal distribution over a bounded window of recent intervals. ``phi(now) > threshold``
 (default 8, Cassandra's ``phi_convict_threshold``) convicts the peer. Time is always an argument.
+
+The defaults (heartbeats every 0.5 s, an acceptable pause of 2 s, a standard deviation of at
+least 0.25 s) convict a silent peer about 3.8 s after its last heartbeat: long enough that a
+loaded 2-core machine does not flap, short enough that a paused node is routed around quickly.
+A crashed node is noticed sooner, when its connection breaks.
 """
 
 from __future__ import annotations
@@ -65,8 +70,8 @@ class PhiAccrualFailureDetector:
         self,
         threshold: float = DEFAULT_THRESHOLD,
         window: int = DEFAULT_WINDOW,
-        min_std_dev: float = 0.1,
-        acceptable_pause: float = 1.0,
+        min_std_dev: float = 0.25,
+        acceptable_pause: float = 2.0,
         first_interval: float = 0.5,
     ) -> None:
         if threshold <= 0 or window < 2 or min_std_dev <= 0 or acceptable_pause < 0:
@@ -111,6 +116,10 @@ def phi_normal(elapsed: float, mean: float, std_dev: float) -> float:
     Accurate to about 1e-4 and, unlike ``erfc``, it does not underflow to ``inf`` for long pauses
     before it has to.
     """
+    return max(0.0, _phi(elapsed, mean, std_dev))
+
+
+def _phi(elapsed: float, mean: float, std_dev: float) -> float:
     y = (elapsed - mean) / std_dev
     exponent = -y * (1.5976 + 0.070566 * y * y)
     if exponent < -700:  # exp underflows; the tail is astronomically small

@@ -124,9 +124,7 @@ def preference_list(ring: Ring, h: int, n: int) -> tuple[Replica, ...]:
     return found
 
 
-def sloppy_preference_list(
-    ring: Ring, h: int, n: int, up: Container[str]
-) -> tuple[Replica, ...]:
+def sloppy_preference_list(ring: Ring, h: int, n: int, up: Container[str]) -> tuple[Replica, ...]:
     """The primaries that are up, plus one fallback for each primary that is not (riak_core's
     ``get_apl_ann``; Dynamo's sloppy quorum).
 

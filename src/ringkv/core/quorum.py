@@ -95,9 +95,7 @@ def resolve(
         return Quorum(n, level_count(level, n, param), bool(strict_flag))
     preset = (consistency if consistency is not None else default_consistency).strip().lower()
     if preset not in PRESETS:
-        raise QuorumError(
-            f"consistency={preset!r} is not one of {', '.join(sorted(PRESETS))}"
-        )
+        raise QuorumError(f"consistency={preset!r} is not one of {', '.join(sorted(PRESETS))}")
     read_level, write_level = PRESETS[preset]
     if preset == "strong":
         if strict_flag is False:

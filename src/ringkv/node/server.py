@@ -33,6 +33,7 @@ from ringkv.core.versions import (
     live_values,
     make_actor,
 )
+from ringkv.node.anti_entropy import AntiEntropy
 from ringkv.node.config import NodeConfig
 from ringkv.node.coordinator import Coordinator, QuorumTimeout, Unavailable
 from ringkv.node.hints import HintedHandoff, HintStore
@@ -104,6 +105,9 @@ class Node:
             window_seconds=config.hint_window,
             rate_per_second=config.hint_rate,
         )
+        self.anti_entropy = AntiEntropy(
+            config, self.storage, self.membership, self.messaging, self.metrics
+        )
         self.metrics.watch_storage(self.storage.approximate_keys, self.storage.approximate_bytes)
         self.metrics.watch_hints(self.hints.total_pending)
         await self.membership.bootstrap()
@@ -112,6 +116,8 @@ class Node:
             asyncio.create_task(self.membership.run_gossip()),
             asyncio.create_task(self.handoff.run()),
         ]
+        if config.anti_entropy_interval > 0:
+            self._loops.append(asyncio.create_task(self.anti_entropy.run()))
         log.info(
             "node %s (zone %s, incarnation %s) serving %s, peers on %s",
             config.node_id, config.zone, incarnation, config.address, config.peer_address,
@@ -146,6 +152,13 @@ class Node:
             return self.membership.handle_ack2(body)
         if verb == "coordinate_put":
             return await self.coordinator.handle_coordinate_put(body)
+        if verb == "ae_roots":
+            self.anti_entropy.ensure_current()
+            return self.anti_entropy.handle_roots(body)
+        if verb == "ae_leaves":
+            return self.anti_entropy.handle_leaves(body)
+        if verb == "ae_fetch":
+            return self.anti_entropy.handle_fetch(body)
         if verb == "lookup_node":
             return self.membership.handle_lookup(body)
         raise ValueError(f"unknown verb {verb!r}")
@@ -179,6 +192,8 @@ class Node:
             },
             "members": members,
             "zones": zones,
+            "hints": {"pending": self.hints.total_pending(), "by_target": dict(self.hints.pending)},
+            "anti_entropy": self.anti_entropy.status(),
         }
 
 
@@ -359,6 +374,16 @@ async def handle_ring(request: web.Request) -> web.StreamResponse:
     )
 
 
+async def handle_trees(request: web.Request) -> web.StreamResponse:
+    """The Merkle tree roots of every range this node replicates (for operators and tests)."""
+    node = request.app[NODE_KEY]
+    node.anti_entropy.ensure_current()
+    await node.anti_entropy.build_pending()
+    return web.json_response(
+        {"node": node.config.node_id, "ranges": node.anti_entropy.tree_roots()}
+    )
+
+
 async def handle_metrics(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE_KEY]
     alive = sum(1 for m in node.membership.members() if m["alive"])
@@ -418,5 +443,6 @@ def create_app(config: NodeConfig) -> web.Application:
     app.router.add_get("/health/ready", handle_ready)
     app.router.add_get("/v1/status", handle_status)
     app.router.add_get("/v1/ring", handle_ring)
+    app.router.add_get("/v1/anti-entropy/trees", handle_trees)
     app.router.add_get("/metrics", handle_metrics)
     return app

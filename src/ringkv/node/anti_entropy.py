@@ -1,0 +1,278 @@
+"""Anti-entropy: Merkle-tree exchanges that converge replicas in the background (Dynamo 4.7).
+
+The node keeps one ``MerkleTree`` per token range it replicates. Trees are built by one scan of
+that range when the ring changes (or at start), then kept current by every write: the storage
+change hook XORs the old record out of its leaf and the new one in.
+
+Every ``--anti-entropy-interval`` the node exchanges with the next live peer in turn, over every
+range both replicate: compare roots (one message for all ranges), then the leaves of the ranges
+that differ, then fetch the peer's records of the differing leaves, merge them locally with the
+usual clock rules, and push back our records the peer lacks or holds differently. Records moved
+are throttled by ``--anti-entropy-rate`` so foreground latency does not suffer.
+
+Tombstone purge rides on the exchanges: a tombstone-only record is removed once it is older
+than ``--tombstone-grace`` and an exchange that started after it was written has completed with
+every other replica of its range -- so every replica holds the tombstone, and deleted data
+cannot come back from one that missed the delete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from ringkv.core.merkle import MerkleTree, record_digest
+from ringkv.core.placement import preference_list
+from ringkv.core.ring import Ring, TokenRange
+from ringkv.core.versions import Version, hlc_wall_ms, version_from_wire, version_to_wire
+from ringkv.node.config import NodeConfig
+from ringkv.node.membership import Membership
+from ringkv.node.messaging import MessagingService
+from ringkv.node.metrics import NodeMetrics
+from ringkv.node.storage import Storage
+
+log = logging.getLogger(__name__)
+
+LEAVES = 64
+
+
+class AntiEntropy:
+    def __init__(
+        self,
+        config: NodeConfig,
+        storage: Storage,
+        membership: Membership,
+        messaging: MessagingService,
+        metrics: NodeMetrics,
+    ) -> None:
+        self.config = config
+        self.node_id = config.node_id
+        self.storage = storage
+        self.membership = membership
+        self.messaging = messaging
+        self.metrics = metrics
+        self.mode: Any = "lww" if config.conflict_mode == "lww" else "siblings"
+        self.trees: dict[int, MerkleTree] = {}  # range end token -> tree
+        self.replicas: dict[int, tuple[str, ...]] = {}  # range end token -> replica nodes
+        self._ends: list[int] = []
+        self._to_build: list[TokenRange] = []
+        self._ring: Ring | None = None
+        self._peer_turn = 0
+        self.last_exchange: dict[tuple[int, str], int] = {}  # (range end, peer) -> wall ms
+        self._budget = 0.0
+        self._budget_at = time.monotonic()
+        self.completed_rounds = 0
+        storage.on_change(self._on_change)
+
+    # -- trees ----------------------------------------------------------------------------------
+
+    def _plan(self, ring: Ring) -> None:
+        """Decide which ranges we replicate; their trees are (re)built by ``build_pending``."""
+        self._ring = ring
+        self.trees = {}
+        self.replicas = {}
+        self._to_build = []
+        n = self.config.replication_factor
+        for token_range in ring.ranges():
+            nodes = tuple(r.node for r in preference_list(ring, token_range.end, n))
+            if self.node_id in nodes:
+                self.replicas[token_range.end] = nodes
+                self._to_build.append(token_range)
+        self._ends = list(ring.sorted_tokens)
+        self.last_exchange = {k: v for k, v in self.last_exchange.items() if k[0] in self.replicas}
+
+    async def build_pending(self) -> None:
+        """Build trees for planned ranges, one range per event-loop turn."""
+        while self._to_build:
+            token_range = self._to_build.pop()
+            tree = MerkleTree(token_range.start, token_range.end, LEAVES)
+            for h, key, versions in self.storage.scan(token_range.start, token_range.end):
+                tree.update(h, key, None, record_digest(versions))
+            self.trees[token_range.end] = tree
+            await asyncio.sleep(0)
+
+    def _range_end(self, h: int) -> int | None:
+        if not self._ends:
+            return None
+        i = bisect.bisect_left(self._ends, h)
+        return self._ends[i] if i < len(self._ends) else self._ends[0]
+
+    def _on_change(
+        self, h: int, key: bytes, old: Sequence[Version], new: Sequence[Version]
+    ) -> None:
+        end = self._range_end(h)
+        tree = self.trees.get(end) if end is not None else None
+        if tree is not None:
+            tree.update(
+                h, key, record_digest(old) if old else None, record_digest(new) if new else None
+            )
+
+    def ensure_current(self) -> None:
+        ring = self.membership.ring
+        if ring is not self._ring and ring != self._ring:
+            self._plan(ring)
+        elif ring is not self._ring:
+            self._ring = ring
+
+    # -- peer verbs ---------------------------------------------------------------------------
+
+    def handle_roots(self, body: dict[str, Any]) -> list[int | None]:
+        out: list[int | None] = []
+        for start, end in body["ranges"]:
+            tree = self.trees.get(end)
+            out.append(tree.root() if tree is not None and tree.start == start else None)
+        return out
+
+    def handle_leaves(self, body: dict[str, Any]) -> list[int] | None:
+        tree = self.trees.get(body["end"])
+        if tree is None or tree.start != body["start"]:
+            return None
+        return list(tree.leaves)
+
+    def handle_fetch(self, body: dict[str, Any]) -> list[Any]:
+        lo, hi = int(body["lo"]), int(body["hi"])
+        return [
+            [key, [version_to_wire(v) for v in versions]]
+            for _h, key, versions in self.storage.scan(lo, hi)
+        ]
+
+    # -- exchanges ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        interval = self.config.anti_entropy_interval
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.ensure_current()
+                await self.build_pending()
+                await self.exchange_with_next_peer()
+                self.purge_tombstones(int(time.time() * 1000))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("anti-entropy round failed")
+
+    def _peers(self) -> list[str]:
+        peers = sorted({n for nodes in self.replicas.values() for n in nodes} - {self.node_id})
+        return [p for p in peers if self.membership.is_alive(p)]
+
+    async def exchange_with_next_peer(self) -> int:
+        peers = self._peers()
+        if not peers:
+            return 0
+        peer = peers[self._peer_turn % len(peers)]
+        self._peer_turn += 1
+        return await self.exchange(peer)
+
+    async def exchange(self, peer: str) -> int:
+        """Compare and repair every range shared with ``peer``; returns records moved."""
+        address = self.membership.address_of(peer)
+        if address is None:
+            return 0
+        started_ms = int(time.time() * 1000)
+        shared = [tree for end, tree in self.trees.items() if peer in self.replicas.get(end, ())]
+        if not shared:
+            return 0
+        timeout = max(self.config.request_timeout, 5.0)
+        roots = await self.messaging.request(
+            address, "ae_roots", {"ranges": [[t.start, t.end] for t in shared]}, timeout
+        )
+        moved = 0
+        for tree, root in zip(shared, roots, strict=True):
+            if root is None:
+                self.metrics.anti_entropy_exchanges.labels("skipped").inc()
+                continue  # the peer does not (yet) see this range as we do
+            if root != tree.root():
+                leaves = await self.messaging.request(
+                    address, "ae_leaves", {"start": tree.start, "end": tree.end}, timeout
+                )
+                if leaves is None:
+                    continue
+                for index in tree.differing_leaves(leaves):
+                    lo, hi = tree.leaf_range(index)
+                    if lo == hi:
+                        continue  # an empty slice of a tiny range
+                    moved += await self._repair_leaf(address, lo, hi, timeout)
+                self.metrics.anti_entropy_exchanges.labels("repaired").inc()
+            else:
+                self.metrics.anti_entropy_exchanges.labels("equal").inc()
+            self.last_exchange[(tree.end, peer)] = started_ms
+        self.completed_rounds += 1
+        return moved
+
+    async def _repair_leaf(self, address: str, lo: int, hi: int, timeout: float) -> int:
+        remote = await self.messaging.request(address, "ae_fetch", {"lo": lo, "hi": hi}, timeout)
+        remote_digests: dict[bytes, bytes] = {}
+        fetched = 0
+        for key, wire in remote:
+            key = bytes(key)
+            versions = [version_from_wire(v) for v in wire]
+            _, changed = self.storage.merge(key, versions, self.mode)
+            remote_digests[key] = record_digest(versions)
+            if changed:
+                fetched += 1
+        push = [
+            [key, [version_to_wire(v) for v in versions]]
+            for _h, key, versions in self.storage.scan(lo, hi)
+            if remote_digests.get(key) != record_digest(versions)
+        ]
+        if push:
+            await self.messaging.request(address, "replicate_batch", {"items": push}, timeout)
+        self.metrics.anti_entropy_keys.labels("fetched").inc(fetched)
+        self.metrics.anti_entropy_keys.labels("pushed").inc(len(push))
+        await self._throttle(fetched + len(push))
+        return fetched + len(push)
+
+    async def _throttle(self, records: int) -> None:
+        """Token bucket: at most ``anti_entropy_rate`` records per second on average."""
+        rate = self.config.anti_entropy_rate
+        now = time.monotonic()
+        self._budget = min(rate, self._budget + (now - self._budget_at) * rate) - records
+        self._budget_at = now
+        if self._budget < 0:
+            await asyncio.sleep(-self._budget / rate)
+
+    # -- tombstones -----------------------------------------------------------------------------
+
+    def purge_tombstones(self, now_ms: int) -> int:
+        grace_ms = int(self.config.tombstone_grace * 1000)
+        purged = 0
+        for end, tree in list(self.trees.items()):
+            others = [n for n in self.replicas.get(end, ()) if n != self.node_id]
+            covered = min(
+                (self.last_exchange.get((end, peer), 0) for peer in others), default=now_ms
+            )
+            horizon = min(covered, now_ms - grace_ms)
+            if horizon <= 0:
+                continue
+            for _h, key, versions in list(self.storage.scan(tree.start, tree.end)):
+                expired = all(
+                    v.is_tombstone and hlc_wall_ms(v.timestamp) < horizon for v in versions
+                )
+                if versions and expired and self.storage.remove(key, versions):
+                    purged += 1
+        if purged:
+            self.metrics.tombstones_purged.inc(purged)
+        return purged
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "ranges": len(self.replicas),
+            "trees_built": len(self.trees),
+            "completed_rounds": self.completed_rounds,
+        }
+
+    def tree_roots(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "start": str(tree.start),
+                "end": str(end),
+                "root": f"{tree.root():016x}",
+                "replicas": list(self.replicas.get(end, ())),
+            }
+            for end, tree in sorted(self.trees.items())
+        ]
