@@ -60,6 +60,7 @@ class EndpointState:
         """Everything that changed after ``version`` (the whole state for version -1)."""
         return {
             "g": self.generation,
+            "f": version,  # the version this delta starts from; -1 means the whole state
             "h": self.heartbeat,
             "a": {k: [v, ver] for k, (v, ver) in self.app.items() if ver > version},
         }
@@ -148,6 +149,8 @@ class Gossiper:
             generation = int(delta["g"])
             mine = self.states.get(node)
             if mine is None or generation > mine.generation:
+                if int(delta.get("f", -1)) != -1:
+                    continue  # a partial delta cannot found a state; a full one will come
                 mine = EndpointState(generation)
                 self.states[node] = mine
             elif generation < mine.generation:

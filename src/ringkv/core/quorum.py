@@ -53,8 +53,8 @@ def level_count(level: str, n: int, param: str = "level") -> int:
         return majority(n)
     if value == "all":
         return n
-    if value.isdigit():
-        count = int(value)
+    if value.isascii() and value.isdigit():
+        count = int(value) if len(value) <= 6 else n + 1  # no giant int() on hostile input
         if 1 <= count <= n:
             return count
         raise QuorumError(f"{param}={level} is out of range: must be between 1 and N={n}")

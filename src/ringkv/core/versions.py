@@ -195,11 +195,15 @@ def merge_siblings(
     for version in (*current, *incoming):
         by_dot.setdefault(version.dot, version)
     candidates = list(by_dot.values())
+    if mode == "lww":
+        # The highest timestamp wins outright (ties by dot); taking it over all candidates,
+        # not only the causally surviving ones, keeps the merge associative under clock skew.
+        if not candidates:
+            return ()
+        return (max(candidates, key=lambda v: (v.timestamp, v.actor, v.counter)),)
     survivors = [
         v for v in candidates if not any(o is not v and o.obsoletes(v) for o in candidates)
     ]
-    if mode == "lww" and len(survivors) > 1:
-        survivors = [max(survivors, key=lambda v: (v.timestamp, v.actor, v.counter))]
     survivors.sort(key=lambda v: v.dot)
     return tuple(survivors)
 

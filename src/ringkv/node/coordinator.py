@@ -25,6 +25,7 @@ from ringkv.core.placement import Replica, preference_list, sloppy_preference_li
 from ringkv.core.quorum import Quorum
 from ringkv.core.ring import key_hash
 from ringkv.core.versions import (
+    HLC_LOGICAL_BITS,
     ConflictMode,
     VClock,
     Version,
@@ -126,9 +127,15 @@ class Coordinator:
             # A delete without a context deletes what the replicas hold (as riak_client:delete
             # does): read at the write's quorum and delete over everything seen.
             context = context_of(await self.get(key, quorum))
+        # Observe the timestamps the new version will supersede, so that (with lww) a write
+        # never loses to what it overwrites because this node's clock runs behind.
+        seen = max((ts for _, ts in context.entries.values()), default=0) << HLC_LOGICAL_BITS
+        self._hlc = max(self._hlc, seen)
         now = self._tick()
         if me.primary:
             current = self.storage.get(key)
+            now = max(now, max((v.timestamp + 1 for v in current), default=0))
+            self._hlc = now
             version = new_version(current, context, self.actor, value, now)
             merged, _ = self.storage.merge(key, [version], self.mode)
         else:
