@@ -166,6 +166,15 @@ def parse_args(argv: Sequence[str] | None) -> NodeConfig:
     except ValueError as exc:
         parser.error(str(exc))
     problems = validate(config)
+    # argparse checks `choices` only for values given as flags, not for RINGKV_* defaults.
+    for flag, value, allowed in (
+        ("--conflict-mode", ns.conflict_mode, CONFLICT_MODES),
+        ("--default-consistency", ns.default_consistency, tuple(sorted(PRESETS))),
+        ("--fsync", str(ns.fsync).lower(), ("true", "false")),
+        ("--log-level", ns.log_level, ("debug", "info", "warning", "error")),
+    ):
+        if value not in allowed:
+            problems.append(f"{flag} {value!r} must be one of {', '.join(allowed)}")
     if problems:
         parser.error("; ".join(problems))
     return config
