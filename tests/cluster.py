@@ -271,8 +271,8 @@ class Cluster:
         return self
 
     def wait_ready(self, deadline: float = 30) -> None:
-        """Wait until every running node answers /health/ready with 200 and sees every
-        other running node as alive in /v1/status."""
+        """Wait until every running node answers /health/ready with 200, sees every other
+        running node as alive in /v1/status, and sees no ring change under way."""
         end = time.monotonic() + deadline
         running = [node for node in self.nodes if node.running]
         for node in running:
@@ -283,7 +283,10 @@ class Cluster:
             for node in running:
                 with Client(node.url, timeout=2) as client:
                     members = client.status()["members"]
+                    progress = client.progress()
                 if not ids <= {m["id"] for m in members if m.get("alive")}:
+                    return False
+                if progress.get("in_progress") is not None:
                     return False
             return True
 

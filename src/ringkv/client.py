@@ -51,6 +51,8 @@ Level = int | str | None
 # --------------------------------------------------------------------------- errors
 
 
+_JSON_HEADERS = {"Content-Type": "application/json"}
+
 class RingkvError(Exception):
     """An error answer from a node (or, for `ConnectionFailed`, no answer at all)."""
 
@@ -278,6 +280,23 @@ class Client:
         status, _, body = self._request("GET", "/v1/ring")
         return _json(status, body)
 
+    def progress(self) -> dict[str, Any]:
+        """Ring changes under way and recently finished (GET /v1/admin/progress)."""
+        status, _, body = self._request("GET", "/v1/admin/progress")
+        return _json(status, body)
+
+    def plan(self, op: str, node: str) -> dict[str, Any]:
+        """What a ring change would move, without running it (POST /v1/admin/plan)."""
+        payload = json.dumps({"op": op, "node": node}).encode()
+        status, _, body = self._request("POST", "/v1/admin/plan", payload, _JSON_HEADERS)
+        return _json(status, body)
+
+    def admin(self, action: str, node: str | None = None) -> dict[str, Any]:
+        """Start a ring change: join, decommission, replace, remove; or cancel the running one."""
+        payload = json.dumps({} if node is None else {"node": node}).encode()
+        status, _, body = self._request("POST", f"/v1/admin/{action}", payload, _JSON_HEADERS)
+        return _json(status, body)
+
     def health(self) -> bool:
         """True when a node answers 200 on /health/ready."""
         try:
@@ -434,6 +453,22 @@ class AsyncClient:
 
     async def ring(self) -> dict[str, Any]:
         status, _, body = await self._request("GET", "/v1/ring")
+        return _json(status, body)
+
+    async def progress(self) -> dict[str, Any]:
+        status, _, body = await self._request("GET", "/v1/admin/progress")
+        return _json(status, body)
+
+    async def plan(self, op: str, node: str) -> dict[str, Any]:
+        payload = json.dumps({"op": op, "node": node}).encode()
+        status, _, body = await self._request("POST", "/v1/admin/plan", payload, _JSON_HEADERS)
+        return _json(status, body)
+
+    async def admin(self, action: str, node: str | None = None) -> dict[str, Any]:
+        payload = json.dumps({} if node is None else {"node": node}).encode()
+        status, _, body = await self._request(
+            "POST", f"/v1/admin/{action}", payload, _JSON_HEADERS
+        )
         return _json(status, body)
 
     async def health(self) -> bool:

@@ -217,3 +217,10 @@ def test_ring_is_shared_and_balanced(cluster3: Cluster) -> None:
         owned = [m["ownership"] for m in s["members"]]
         assert len(owned) == 3 and max(owned) / (sum(owned) / 3) <= 1.15
         assert sorted(s["zones"]) == ["z1", "z2", "z3"]
+
+
+def test_context_from_a_put_covers_the_new_version_not_other_siblings(cluster3: Cluster) -> None:
+    cluster3.client(1).put("seen", b"a")  # a blind write through n2 the next writer never reads
+    ctx = cluster3.client(0).put("seen", b"b")  # blind too, through n1: concurrent with "a"
+    cluster3.client(0).put("seen", b"c", context=ctx)  # supersedes "b" only
+    assert sorted(cluster3.client(2).get("seen", r="all").siblings) == [b"a", b"c"]

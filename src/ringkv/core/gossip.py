@@ -30,6 +30,9 @@ PEER_ADDRESS = "peer"
 STATUS = "status"
 TOKENS = "tokens"
 INCARNATION = "incarnation"
+REMOVED = "removed"  # {node: generation} this member force-removed
+REMOVING = "removing"  # {"node": id, "generation": g} while this member re-replicates it
+CHANGE = "change"  # progress of the membership change this member drives
 
 # Statuses (the ring-change issue adds joining/leaving/left transitions).
 NORMAL = "normal"
@@ -37,6 +40,7 @@ JOINING = "joining"
 LEAVING = "leaving"
 LEFT = "left"
 STARTING = "starting"
+REPLACING = "replacing"
 
 
 @dataclass(slots=True)

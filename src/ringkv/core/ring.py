@@ -294,6 +294,11 @@ def initial_tokens(node_id: str, count: int = DEFAULT_VNODES) -> tuple[int, ...]
     return tuple(offset + i * step for i in range(count))
 
 
+def _id_jitter(node_id: str, index: int) -> int:
+    digest = hashlib.blake2b(f"{node_id}/{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
 def allocate_tokens(ring: Ring, node_id: str, count: int = DEFAULT_VNODES) -> tuple[int, ...]:
     """Deterministic, balanced tokens (ascending) for ``node_id`` joining ``ring``.
 
@@ -342,6 +347,9 @@ def allocate_tokens(ring: Ring, node_id: str, count: int = DEFAULT_VNODES) -> tu
             # Every range of this node has width 1: it cannot give anything up.
         size = -neg_size
         take = min(quota, size - 1)
+        # Shave up to ~1.5% off by an amount derived from the id, so that two nodes that claim
+        # against the same ring view at the same moment never pick identical tokens.
+        take -= _id_jitter(node_id, left) % max(1, take // 64)
         token = (start + take) % RING_SIZE
         heapq.heapreplace(node_ranges[node], (take - size, token))
         heapq.heappush(by_load, (neg_load + take, node))

@@ -40,6 +40,13 @@ log = logging.getLogger(__name__)
 LEAVES = 64
 
 
+def expired_tombstones(versions: Sequence[Version], horizon_ms: int) -> bool:
+    """A record holding only tombstones all written before ``horizon_ms``."""
+    return bool(versions) and all(
+        v.is_tombstone and hlc_wall_ms(v.timestamp) < horizon_ms for v in versions
+    )
+
+
 class AntiEntropy:
     def __init__(
         self,
@@ -208,9 +215,15 @@ class AntiEntropy:
         remote = await self.messaging.request(address, "ae_fetch", {"lo": lo, "hi": hi}, timeout)
         remote_digests: dict[bytes, bytes] = {}
         fetched = 0
+        horizon = int(time.time() * 1000) - int(self.config.tombstone_grace * 1000)
         for key, wire in remote:
             key = bytes(key)
             versions = [version_from_wire(v) for v in wire]
+            if expired_tombstones(versions, horizon):
+                # Past the grace period tombstones are being purged everywhere: copying them
+                # back and forth would only resurrect what the other side just removed.
+                remote_digests[key] = b"expired"
+                continue
             _, changed = self.storage.merge(key, versions, self.mode)
             remote_digests[key] = record_digest(versions)
             if changed:
@@ -218,7 +231,8 @@ class AntiEntropy:
         push = [
             [key, [version_to_wire(v) for v in versions]]
             for _h, key, versions in self.storage.scan(lo, hi)
-            if remote_digests.get(key) != record_digest(versions)
+            if remote_digests.get(key) not in (record_digest(versions), b"expired")
+            and not expired_tombstones(versions, horizon)
         ]
         if push:
             await self.messaging.request(address, "replicate_batch", {"items": push}, timeout)
@@ -250,10 +264,7 @@ class AntiEntropy:
             if horizon <= 0:
                 continue
             for _h, key, versions in list(self.storage.scan(tree.start, tree.end)):
-                expired = all(
-                    v.is_tombstone and hlc_wall_ms(v.timestamp) < horizon for v in versions
-                )
-                if versions and expired and self.storage.remove(key, versions):
+                if expired_tombstones(versions, horizon) and self.storage.remove(key, versions):
                     purged += 1
         if purged:
             self.metrics.tombstones_purged.inc(purged)

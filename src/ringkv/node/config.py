@@ -36,6 +36,8 @@ class NodeConfig:
     heartbeat_interval: float = 0.5
     phi_threshold: float = 8.0
     fsync: bool = False
+    auto_join: bool = True
+    stream_rate: float = 50 * 1024 * 1024
     hint_window: float = 3 * 3600.0
     hint_rate: float = 2000.0
     anti_entropy_interval: float = 30.0
@@ -108,6 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["true", "false"],
         help="fsync every write batch (durable against power loss; costs a disk flush per write)",
     )
+    add(
+        "auto-join",
+        default="true",
+        help="join an existing cluster (or replace this id's dead node) at start-up; with "
+        "false the node waits for POST /v1/admin/join or /v1/admin/replace",
+    )
+    add("stream-rate", type=float, default=50 * 1024 * 1024,
+        help="bytes per second a ring change may stream, at most (50 MiB/s)")  # fmt: skip
     add("hint-window", type=float, default=3 * 3600.0, help="seconds hints are kept (3 h)")
     add("hint-rate", type=float, default=2000.0, help="hints delivered per second, at most")
     add(
@@ -156,6 +166,8 @@ def parse_args(argv: Sequence[str] | None) -> NodeConfig:
             heartbeat_interval=float(ns.heartbeat_interval),
             phi_threshold=float(ns.phi_threshold),
             fsync=str(ns.fsync).lower() == "true",
+            auto_join=str(ns.auto_join).lower() == "true",
+            stream_rate=float(ns.stream_rate),
             hint_window=float(ns.hint_window),
             hint_rate=float(ns.hint_rate),
             anti_entropy_interval=float(ns.anti_entropy_interval),
@@ -171,6 +183,7 @@ def parse_args(argv: Sequence[str] | None) -> NodeConfig:
         ("--conflict-mode", ns.conflict_mode, CONFLICT_MODES),
         ("--default-consistency", ns.default_consistency, tuple(sorted(PRESETS))),
         ("--fsync", str(ns.fsync).lower(), ("true", "false")),
+        ("--auto-join", str(ns.auto_join).lower(), ("true", "false")),
         ("--log-level", ns.log_level, ("debug", "info", "warning", "error")),
     ):
         if value not in allowed:
@@ -204,6 +217,7 @@ def validate(c: NodeConfig) -> list[str]:
         ("--phi-threshold", c.phi_threshold),
         ("--hint-window", c.hint_window),
         ("--hint-rate", c.hint_rate),
+        ("--stream-rate", c.stream_rate),
         ("--anti-entropy-rate", c.anti_entropy_rate),
     ):
         if not value > 0:

@@ -96,18 +96,35 @@ class Coordinator:
             return ()
         return preference_list(ring, key_hash(key), self.n)
 
-    def targets(self, key: bytes, strict: bool) -> tuple[tuple[Replica, ...], list[Replica]]:
-        """(primaries, the live replicas to use): live primaries, plus a fallback for each
-        down primary unless the request is strict."""
-        ring = self.membership.ring
+    def targets(
+        self, key: bytes, strict: bool, reading: bool = False
+    ) -> tuple[tuple[Replica, ...], list[Replica], list[Replica]]:
+        """(primaries, the live replicas to use, the pending replicas).
+
+        Live primaries, plus a fallback for each down primary unless the request is strict.
+        While the ring changes, writes also go to the key's pending replicas (nodes that will
+        replicate it once the change completes; they must ack too, as in Cassandra), and reads
+        skip nodes that are still being filled.
+        """
+        membership = self.membership
+        ring = membership.ring
         if not len(ring):
-            return (), []
+            return (), [], []
         h = key_hash(key)
         primaries = preference_list(ring, h, self.n)
-        up = self.membership.up_nodes()
+        up = membership.up_nodes()
+        if reading and membership.unreadable:
+            up = up - membership.unreadable
         if strict:
-            return primaries, [r for r in primaries if r.node in up]
-        return primaries, list(sloppy_preference_list(ring, h, self.n, up))
+            live = [r for r in primaries if r.node in up]
+        else:
+            live = list(sloppy_preference_list(ring, h, self.n, up))
+        pending: list[Replica] = []
+        future = membership.future_ring
+        if not reading and future is not ring and len(future):
+            current = {r.node for r in primaries}
+            pending = [r for r in preference_list(future, h, self.n) if r.node not in current]
+        return primaries, live, pending
 
     def _tick(self) -> int:
         self._hlc = hlc_now(self._hlc, int(time.time() * 1000))
@@ -117,12 +134,16 @@ class Coordinator:
 
     async def put(self, key: bytes, value: bytes | None, context: VClock, quorum: Quorum) -> VClock:
         """Write ``value`` (``None`` deletes) and return the context of the new version."""
-        primaries, live = self.targets(key, quorum.strict)
+        primaries, live, pending = self.targets(key, quorum.strict)
         me = next((r for r in live if r.node == self.node_id), None)
         if me is None:
             return await self._forward_put(key, value, context, quorum, live)
-        if len(live) < quorum.required:
-            raise Unavailable(quorum.required, len(live))
+        # Pending replicas (a ring change in progress) must acknowledge as well; a ring still
+        # smaller than N (a forming cluster) cannot demand more than it has.
+        required = min(quorum.required, len(primaries)) + len(pending)
+        live_pending = [r for r in pending if self.membership.is_alive(r.node)]
+        if len(live) + len(live_pending) < required:
+            raise Unavailable(required, len(live) + len(live_pending))
         if value is None and not context:
             # A delete without a context deletes what the replicas hold (as riak_client:delete
             # does): read at the write's quorum and delete over everything seen.
@@ -150,13 +171,15 @@ class Coordinator:
         for replica in primaries:
             if replica.node not in covered:
                 self._store_hint(replica.node, key, merged)
-        others = [r for r in live if r.node != self.node_id]
+        others = [r for r in live if r.node != self.node_id] + live_pending
         acks = 1 + await self._quorum(
-            [self._replicate(r, key, wire, merged) for r in others], quorum.required - 1
+            [self._replicate(r, key, wire, merged) for r in others], required - 1
         )
-        if acks < quorum.required:
-            raise QuorumTimeout(quorum.required, acks)
-        return context_of(merged) if self.mode == "siblings" else version.clock()
+        if acks < required:
+            raise QuorumTimeout(required, acks)
+        # What this client has seen: what it read (its context) plus its own write -- not the
+        # siblings the coordinator holds, or a write with this context would erase them unseen.
+        return version.clock()
 
     async def _forward_put(
         self,
@@ -231,8 +254,10 @@ class Coordinator:
 
     async def get(self, key: bytes, quorum: Quorum) -> tuple[Version, ...]:
         """Read at ``quorum``: the reconciled sibling set (possibly empty or all tombstones)."""
-        _primaries, live = self.targets(key, quorum.strict)
-        if len(live) < quorum.required:
+        replicas, live, _ = self.targets(key, quorum.strict, reading=True)
+        if len(replicas) < quorum.required:  # a ring smaller than N
+            quorum = Quorum(quorum.n, len(replicas), quorum.strict)
+        if len(live) < quorum.required or not live:
             raise Unavailable(quorum.required, len(live))
         answers: dict[str, tuple[Version, ...]] = {}
         calls = []

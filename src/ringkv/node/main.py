@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from collections.abc import Sequence
@@ -19,17 +20,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         format=f"%(asctime)s {config.node_id} %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    loop_factory = None
     try:
         import uvloop
 
-        loop_factory = uvloop.new_event_loop
+        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
     except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
-        pass
-    import asyncio
-
-    if loop_factory is not None:
-        asyncio.set_event_loop(loop_factory())
+        loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
     try:
         # run_app turns SIGTERM/SIGINT into a graceful shutdown: stop accepting, wait for
         # in-flight requests (up to shutdown_timeout), then run the cleanup that flushes RocksDB.
@@ -42,6 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print=None,
             handle_signals=True,
             reuse_address=True,
+            loop=loop,
         )
     except OSError as exc:
         logging.getLogger("ringkv").error("cannot start node: %s", exc)

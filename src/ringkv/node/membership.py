@@ -28,7 +28,13 @@ from ringkv.node.storage import Storage
 
 log = logging.getLogger(__name__)
 
-RING_STATUSES = (g.NORMAL, g.LEAVING)
+# Who owns ranges now (reads, and the "from" side of streaming) ...
+CURRENT_STATUSES = (g.NORMAL, g.LEAVING, g.REPLACING)
+# ... and once the change in progress completes (writes go to both).
+FUTURE_STATUSES = (g.NORMAL, g.JOINING, g.REPLACING)
+# Members that take writes but must not answer reads yet.
+UNREADABLE_STATUSES = (g.JOINING, g.REPLACING)
+CHANGE_STATUSES = (g.JOINING, g.LEAVING, g.REPLACING)
 SEED_SETTLE_SECONDS = 3.0
 
 
@@ -50,6 +56,13 @@ class Membership:
         )
         tokens = storage.get_meta("tokens")
         self.tokens: tuple[int, ...] = tuple(tokens) if isinstance(tokens, list) else ()
+        saved_status = storage.get_meta("status")
+        if not self.tokens:
+            status = g.STARTING
+        elif saved_status in (g.JOINING, g.LEAVING, g.REPLACING, g.LEFT):
+            status = str(saved_status)  # resume an interrupted change
+        else:
+            status = g.NORMAL
         self.gossiper = g.Gossiper(
             self.node_id,
             generation=int(time.time() * 1000),
@@ -58,11 +71,14 @@ class Membership:
                 g.ADDRESS: config.address,
                 g.PEER_ADDRESS: config.peer_address,
                 g.INCARNATION: incarnation,
-                g.STATUS: g.NORMAL if self.tokens else g.STARTING,
+                g.STATUS: status,
                 g.TOKENS: list(self.tokens),
             },
         )
         self.ring = Ring({}, {})
+        self.future_ring = self.ring
+        self.unreadable: frozenset[str] = frozenset()
+        self.replace_tokens: tuple[int, ...] = ()  # set when waiting for an admin replace
         self._seed_contacted = False
         self._started_at = time.monotonic()
         self._ring_listeners: list[Any] = []
@@ -109,8 +125,8 @@ class Membership:
 
     @property
     def ready(self) -> bool:
-        """Tokens claimed and no live member still waiting to claim (the ring has settled)."""
-        if not self.tokens or self.node_id not in self.ring:
+        """Tokens claimed, serving reads, and no live member waiting to claim (settled)."""
+        if not self.tokens or self.node_id not in self.ring or self.node_id in self.unreadable:
             return False
         for node, state in self.gossiper.states.items():
             if node != self.node_id and not state.get(g.TOKENS) and self.is_alive(node):
@@ -200,8 +216,14 @@ class Membership:
                     *(self._lookup_self(seed) for seed in seeds), return_exceptions=True
                 )
                 found = [a for a in answers if isinstance(a, list) and a]
+                if found and not self.config.auto_join:
+                    self.replace_tokens = tuple(found[0])
+                    log.info("this id holds tokens in the cluster; waiting for admin replace")
+                    break
                 if found:
-                    self._adopt_tokens(tuple(found[0]))
+                    # A replacement (or a wiped disk): same id and tokens, new incarnation;
+                    # it takes writes at once but answers reads only once refilled.
+                    self._adopt_tokens(tuple(found[0]), g.REPLACING)
                     log.info("adopted this id's existing tokens from the cluster")
                     break
                 if any(a == [] for a in answers):
@@ -264,26 +286,75 @@ class Membership:
 
     # -- tokens and the ring ------------------------------------------------------------------
 
-    def _rebuild_ring(self) -> None:
+    def removed_nodes(self) -> dict[str, int]:
+        """Nodes some member has removed (force), with the generation they had then."""
+        removed: dict[str, int] = {}
+        for state in self.gossiper.states.values():
+            for node, generation in dict(state.get(g.REMOVED) or {}).items():
+                removed[node] = max(removed.get(node, 0), int(generation))
+            removing = state.get(g.REMOVING)
+            if removing:
+                node, generation = removing["node"], int(removing["generation"])
+                removed[node] = max(removed.get(node, 0), generation)
+        return removed
+
+    def _ring_for(self, statuses: tuple[str, ...], removed: dict[str, int]) -> Ring | None:
         tokens: dict[str, list[int]] = {}
         zones: dict[str, str] = {}
         for node, state in self.gossiper.states.items():
             node_tokens = state.get(g.TOKENS)
-            if node_tokens and state.get(g.STATUS) in RING_STATUSES:
-                tokens[node] = node_tokens
-                zones[node] = str(state.get(g.ZONE))
+            if not node_tokens or state.get(g.STATUS) not in statuses:
+                continue
+            if node in removed and state.generation <= removed[node]:
+                continue
+            tokens[node] = node_tokens
+            zones[node] = str(state.get(g.ZONE))
         try:
-            ring = Ring(tokens, zones)
+            return Ring(tokens, zones)
         except ValueError as exc:
             log.error("ignoring inconsistent ring update: %s", exc)
+            return None
+
+    def _rebuild_ring(self) -> None:
+        removed = self.removed_nodes()
+        ring = self._ring_for(CURRENT_STATUSES, removed)
+        future = self._ring_for(FUTURE_STATUSES, removed)
+        if ring is None or future is None:
             return
-        if ring != self.ring:
+        self.unreadable = frozenset(
+            node
+            for node, state in self.gossiper.states.items()
+            if state.get(g.STATUS) in UNREADABLE_STATUSES
+        )
+        changed = ring != self.ring
+        if changed:
             self.ring = ring
+        # When no change is under way the future ring *is* the ring (an identity check is
+        # then enough on the hot path).
+        self.future_ring = self.ring if future == self.ring else future
+        if changed:
             for callback in self._ring_listeners:
                 callback(ring)
 
+    def change_in_progress(self) -> str | None:
+        """A description of the membership change under way anywhere, or None."""
+        for node, state in sorted(self.gossiper.states.items()):
+            status = state.get(g.STATUS)
+            if status in CHANGE_STATUSES and self.is_alive(node):
+                return f"{node} is {status}"
+            removing = state.get(g.REMOVING)
+            if removing and self.is_alive(node):
+                return f"{node} is removing {removing['node']}"
+        return None
+
+    def set_status(self, status: str) -> None:
+        self.storage.put_meta("status", status)
+        self.gossiper.set_app(g.STATUS, status)
+        self._rebuild_ring()
+        log.info("status is now %s", status)
+
     def _maybe_claim_tokens(self) -> None:
-        if self.tokens:
+        if self.tokens or self.replace_tokens:
             return
         settled = self._seed_contacted or (
             time.monotonic() - self._started_at > SEED_SETTLE_SECONDS
@@ -293,17 +364,38 @@ class Membership:
         tokenless_alive = sorted(
             node
             for node, state in self.gossiper.states.items()
-            if not state.get(g.TOKENS) and self.is_alive(node)
+            if not state.get(g.TOKENS) and self.is_alive(node) and state.get(g.STATUS) != g.LEFT
         )
         if tokenless_alive and tokenless_alive[0] != self.node_id:
             return  # a lower id claims first; we see its tokens through gossip
-        tokens = allocate_tokens(self.ring, self.node_id, self.config.vnodes)
-        self._adopt_tokens(tokens)
+        if not len(self.ring):
+            # Forming a new cluster: nobody holds data, so there is nothing to stream.
+            self.claim(g.NORMAL)
+        elif self.config.auto_join and self.change_in_progress() is None:
+            self.claim(g.JOINING)
 
-    def _adopt_tokens(self, tokens: tuple[int, ...]) -> None:
+    def claim(self, status: str) -> None:
+        """Take tokens against the current ring and enter ``status`` (normal or joining)."""
+        tokens = allocate_tokens(self.ring, self.node_id, self.config.vnodes)
+        self._adopt_tokens(tokens, status)
+
+    def replace(self) -> None:
+        """Take over this id's tokens (held back by --auto-join false) and refill."""
+        if not self.replace_tokens:
+            raise ValueError("this node does not stand in for a dead node")
+        tokens, self.replace_tokens = self.replace_tokens, ()
+        self._adopt_tokens(tokens, g.REPLACING)
+
+    def release_tokens(self) -> None:
+        """Leave the future ring (a cancelled join): forget our tokens."""
+        self.storage.put_meta("tokens", [])
+        self.tokens = ()
+        self.gossiper.set_app(g.TOKENS, [])
+        self.set_status(g.STARTING)
+
+    def _adopt_tokens(self, tokens: tuple[int, ...], status: str) -> None:
         self.storage.put_meta("tokens", list(tokens))
         self.tokens = tokens
         self.gossiper.set_app(g.TOKENS, list(tokens))
-        self.gossiper.set_app(g.STATUS, g.NORMAL)
-        self._rebuild_ring()
-        log.info("claimed %d tokens; ring has %d nodes", len(tokens), len(self.ring))
+        self.set_status(status)
+        log.info("claimed %d tokens (%s); ring has %d nodes", len(tokens), status, len(self.ring))

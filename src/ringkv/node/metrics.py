@@ -106,6 +106,12 @@ class NodeMetrics:
         self.tombstones_purged = Counter(
             "ringkv_tombstones_purged", "Tombstones removed after the grace period", registry=r
         )
+        self.stream_keys = Counter(
+            "ringkv_stream_keys", "Records streamed by ring changes this node drove", registry=r
+        )
+        self.stream_bytes = Counter(
+            "ringkv_stream_bytes", "Bytes streamed by ring changes this node drove", registry=r
+        )
         self.members = Gauge(
             "ringkv_members", "Cluster members seen by this node, by liveness", ["alive"],
             registry=r,

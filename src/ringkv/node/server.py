@@ -38,9 +38,10 @@ from ringkv.node.config import NodeConfig
 from ringkv.node.coordinator import Coordinator, QuorumTimeout, Unavailable
 from ringkv.node.hints import HintedHandoff, HintStore
 from ringkv.node.membership import Membership
-from ringkv.node.messaging import MessagingService
+from ringkv.node.messaging import MessagingService, PeerError
 from ringkv.node.metrics import NodeMetrics
 from ringkv.node.storage import Storage
+from ringkv.node.streaming import ChangeError, RingChanges
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,9 @@ class Node:
         self.anti_entropy = AntiEntropy(
             config, self.storage, self.membership, self.messaging, self.metrics
         )
+        self.changes = RingChanges(
+            config, self.storage, self.membership, self.messaging, self.metrics
+        )
         self.metrics.watch_storage(self.storage.approximate_keys, self.storage.approximate_bytes)
         self.metrics.watch_hints(self.hints.total_pending)
         await self.membership.bootstrap()
@@ -115,6 +119,7 @@ class Node:
             asyncio.create_task(self.membership.run_heartbeats()),
             asyncio.create_task(self.membership.run_gossip()),
             asyncio.create_task(self.handoff.run()),
+            asyncio.create_task(self.changes.run()),
         ]
         if config.anti_entropy_interval > 0:
             self._loops.append(asyncio.create_task(self.anti_entropy.run()))
@@ -159,6 +164,17 @@ class Node:
             return self.anti_entropy.handle_leaves(body)
         if verb == "ae_fetch":
             return self.anti_entropy.handle_fetch(body)
+        if verb == "stream_batch":
+            return self.changes.stream_batch(int(body["after"]), int(body["end"]))
+        if verb == "range_stats":
+            return self.changes.range_stats(int(body["start"]), int(body["end"]))
+        if verb == "member_view":
+            return self.changes.member_view(str(body["node"]))
+        if verb == "admin":
+            try:
+                return self.changes.request(str(body["action"]), str(body["node"]))
+            except ChangeError as exc:
+                return {"error": exc.code, "status": exc.status, "message": exc.message}
         if verb == "lookup_node":
             return self.membership.handle_lookup(body)
         raise ValueError(f"unknown verb {verb!r}")
@@ -194,6 +210,7 @@ class Node:
             "zones": zones,
             "hints": {"pending": self.hints.total_pending(), "by_target": dict(self.hints.pending)},
             "anti_entropy": self.anti_entropy.status(),
+            "changes": self.changes.cluster_progress(),
         }
 
 
@@ -384,6 +401,81 @@ async def handle_trees(request: web.Request) -> web.StreamResponse:
     )
 
 
+ADMIN_ACTIONS = ("join", "decommission", "replace", "remove", "cancel")
+
+
+async def _admin_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json() if request.can_read_body else {}
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "bad_request", "body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_request", "body must be a JSON object")
+    return body
+
+
+async def handle_admin(request: web.Request) -> web.StreamResponse:
+    """POST /v1/admin/{action} {"node": id}: start (or cancel) a ring change on that node."""
+    node = request.app[NODE_KEY]
+    action = request.match_info["action"]
+    if action not in ADMIN_ACTIONS:
+        raise ApiError(404, "not_found", f"unknown admin action {action!r}")
+    body = await _admin_body(request)
+    target = body.get("node")
+    if action == "cancel" and target is None:
+        running = [r for r in node.changes.cluster_progress() if r.get("state") == "running"]
+        if not running:
+            raise ApiError(409, "conflict", "no ring change is running")
+        target = running[0]["driver"]
+    if not isinstance(target, str) or not target:
+        raise ApiError(400, "bad_request", 'body must name the node: {"node": "n4"}')
+    # remove is driven by the node that receives it; everything else by the node itself
+    driver = node.config.node_id if action == "remove" else target
+    if driver == node.config.node_id:
+        try:
+            result = node.changes.request(action, target)
+        except ChangeError as exc:
+            raise ApiError(exc.status, exc.code, exc.message) from None
+    else:
+        address = node.membership.address_of(driver)
+        if address is None:
+            raise ApiError(404, "unknown_node", f"no member named {driver!r}")
+        try:
+            result = await node.messaging.request(
+                address, "admin", {"action": action, "node": target}, 10.0
+            )
+        except PeerError as exc:
+            raise ApiError(503, "unavailable", f"{driver} did not answer: {exc}") from None
+        if "error" in result:
+            raise ApiError(int(result["status"]), result["error"], result["message"])
+    return web.json_response(result, status=202)
+
+
+async def handle_plan(request: web.Request) -> web.StreamResponse:
+    """POST /v1/admin/plan {"op": ..., "node": id}: what a change would move (nothing runs)."""
+    node = request.app[NODE_KEY]
+    body = await _admin_body(request)
+    op, target = body.get("op"), body.get("node")
+    if op not in ("join", "decommission", "replace", "remove"):
+        raise ApiError(400, "bad_request", "op must be join, decommission, replace or remove")
+    if not isinstance(target, str) or not target:
+        raise ApiError(400, "bad_request", 'body must name the node: {"node": "n4"}')
+    try:
+        return web.json_response(await node.changes.describe(op, target))
+    except ChangeError as exc:
+        raise ApiError(exc.status, exc.code, exc.message) from None
+
+
+async def handle_progress(request: web.Request) -> web.StreamResponse:
+    node = request.app[NODE_KEY]
+    return web.json_response(
+        {
+            "in_progress": node.membership.change_in_progress(),
+            "changes": node.changes.cluster_progress(),
+        }
+    )
+
+
 async def handle_metrics(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE_KEY]
     alive = sum(1 for m in node.membership.members() if m["alive"])
@@ -444,5 +536,8 @@ def create_app(config: NodeConfig) -> web.Application:
     app.router.add_get("/v1/status", handle_status)
     app.router.add_get("/v1/ring", handle_ring)
     app.router.add_get("/v1/anti-entropy/trees", handle_trees)
+    app.router.add_post("/v1/admin/plan", handle_plan)
+    app.router.add_get("/v1/admin/progress", handle_progress)
+    app.router.add_post("/v1/admin/{action}", handle_admin)
     app.router.add_get("/metrics", handle_metrics)
     return app
