@@ -79,6 +79,7 @@ class Membership:
         self.future_ring = self.ring
         self.unreadable: frozenset[str] = frozenset()
         self.replace_tokens: tuple[int, ...] = ()  # set when waiting for an admin replace
+        self.auto_join = config.auto_join  # off after a cancelled join: wait to be asked
         self._seed_contacted = False
         self._started_at = time.monotonic()
         self._ring_listeners: list[Any] = []
@@ -371,7 +372,7 @@ class Membership:
         if not len(self.ring):
             # Forming a new cluster: nobody holds data, so there is nothing to stream.
             self.claim(g.NORMAL)
-        elif self.config.auto_join and self.change_in_progress() is None:
+        elif self.auto_join and self.change_in_progress() is None:
             self.claim(g.JOINING)
 
     def claim(self, status: str) -> None:
@@ -390,6 +391,7 @@ class Membership:
         """Leave the future ring (a cancelled join): forget our tokens."""
         self.storage.put_meta("tokens", [])
         self.tokens = ()
+        self.auto_join = False
         self.gossiper.set_app(g.TOKENS, [])
         self.set_status(g.STARTING)
 
