@@ -151,8 +151,9 @@ def test_grow_and_shrink_under_load_moves_only_what_changes_owner(big_cluster: C
             before = ring_of(cluster.client(0))
             cluster.client(0).admin("decommission", node.node_id)
             change = last_change(cluster, "decommission", node.node_id)
+            size = len(before)
             wait_until(
-                lambda n=node, size=len(before): all(
+                lambda n=node, size=size: all(
                     Client(m.url).status()["cluster"]["ring_nodes"] == size - 1
                     for m in cluster.nodes
                     if m.running and m is not n
