@@ -6,4 +6,6 @@
 - ``quorum``: r/w levels, consistency presets and their validation.
 - ``failure_detector``: the phi accrual failure detector, fed heartbeat arrival times.
 - ``gossip``: versioned endpoint states and the digest exchange that spreads membership.
+- ``merkle``: hash trees over token ranges, updated incrementally, compared by anti-entropy.
+- ``streaming``: which ranges move from where to where when the ring changes.
 """

@@ -3,8 +3,8 @@
 A request names its level either directly (``r=``/``w=``: ``one``, ``quorum`` = N/2+1, ``all`` or
 an integer 1..N) or through a consistency preset that sets both (``strong``: W=N, R=1;
 ``balanced``: W=quorum, R=quorum, the default; ``eventual``: W=1, R=1), as in the seed design.
-``strong`` requests, and any request with ``strict=true``, count only primary replicas
-(sloppy-quorum fallbacks arrive with hinted handoff).
+``strong`` requests, and any request with ``strict=true``, count only primary replicas;
+others may count sloppy-quorum fallbacks (hinted handoff).
 """
 
 from __future__ import annotations
