@@ -128,7 +128,7 @@ class NodeProc:
             log.write(f"=== harness: starting {self.node_id} ===\n".encode())
             log.flush()
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "ringkv", "node", *self.args],
+                [sys.executable, "-m", "ringkv.node", *self.args],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
