@@ -253,3 +253,35 @@ def test_interrupted_join_resumes_and_a_cancelled_one_loses_nothing(big_cluster:
     for key in keys:
         assert cluster.client(0).get(key, r="quorum").found
     print(f"resumed join streamed {change['keys_sent']} of {needed} key copies after the restart")
+
+
+def test_remove_a_dead_node_re_replicates_its_ranges(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    cluster = make_cluster(nodes=4, zones=3, extra_args=["--anti-entropy-interval", "0"])
+    keys = [f"rm{i}" for i in range(300)]
+    preload(cluster, keys)
+    cluster.node(3).kill()  # n4 will never come back
+    wait_until(
+        lambda: not next(m for m in cluster.client(0).status()["members"] if m["id"] == "n4")[
+            "alive"
+        ],
+        20,
+        message="n4 down",
+    )
+    plan = cluster.client(0).plan("remove", "n4")
+    assert plan["transfers"] and all(t["source"] != "n4" for t in plan["transfers"])
+    with pytest.raises(RingkvError) as alive:
+        cluster.client(0).admin("remove", "n3")  # a live node must be decommissioned instead
+    assert alive.value.status == 409
+    cluster.client(0).admin("remove", "n4")
+    change = last_change(cluster, "remove", "n4")
+    assert change["keys_sent"] == plan["keys"]
+    wait_until(
+        lambda: all(cluster.client(i).status()["cluster"]["ring_nodes"] == 3 for i in range(3)),
+        20,
+        message="n4 out of every ring",
+    )
+    # with 3 nodes left every node holds every key again
+    for i in range(3):
+        for key in keys:
+            got = cluster.client(i).get(key, r="one")
+            assert got.value == b"0", (i, key)
