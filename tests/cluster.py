@@ -281,6 +281,8 @@ class Cluster:
 
         def converged() -> bool:
             for node in running:
+                if not node.ready():
+                    return False
                 with Client(node.url, timeout=2) as client:
                     members = client.status()["members"]
                     progress = client.progress()

@@ -133,6 +133,7 @@ class PeerConnection:
         if loop.time() < self._retry_at:
             raise PeerUnavailable(f"{self.address} is down (backing off)")
         self._connecting = loop.create_future()
+        writer: asyncio.StreamWriter | None = None
         try:
             host, _, port = self.address.rpartition(":")
             reader, writer = await asyncio.wait_for(
@@ -148,6 +149,8 @@ class PeerConnection:
             self._failures = 0
             self._reader_task = asyncio.create_task(self._read_loop(reader, writer))
         except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
+            if writer is not None and self._writer is not writer:
+                writer.close()  # a handshake that failed half-way must not leak its socket
             self._failures += 1
             backoff = min(0.05 * 2 ** min(self._failures, 5), 1.0)
             self._retry_at = loop.time() + backoff
