@@ -1,4 +1,5 @@
-"""The `ringkv` command: run a node, run a local cluster, and read or write keys."""
+"""The `ringkv` command: run a node, run a local cluster, read or write keys, and plan, run,
+cancel and watch ring changes (`ringkv admin ...`)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,13 @@ import argparse
 import base64
 import json
 import os
+import shutil
 import sys
-from typing import Any
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TextIO
 
 from ringkv import __version__
 from ringkv.client import BadRequest, Client, ConnectionFailed, RingkvError, Timeout, Unavailable
@@ -18,14 +24,22 @@ EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 EXIT_SIBLINGS = 4
 EXIT_OTHER = 5
+# The admin commands reuse the numbers with meanings of the same kind:
+EXIT_CANCELLED = 1  # admin --wait/--watch: the change ended cancelled
+EXIT_FAILED = 3  # admin --wait/--watch: the change failed, stalled or outlived --wait-timeout
+EXIT_CONFLICT = 4  # admin: HTTP 409, another change runs or the node is in the wrong state
 
 EPILOG = """\
 exit codes:
-  0  success
-  1  key not found (get)
+  0  success (admin --wait/--watch: the change completed)
+  1  key not found (get); unknown node (admin, HTTP 404);
+     the change ended cancelled (admin --wait/--watch; for cancel --wait: it completed anyway)
   2  usage error or bad request (HTTP 400, 413, 414)
-  3  not enough replicas (HTTP 503), replicas timed out (HTTP 504) or no endpoint reachable
-  4  get returned siblings (only with --fail-on-siblings)
+  3  not enough replicas (HTTP 503), replicas timed out (HTTP 504) or no endpoint reachable;
+     a ring change failed, stalled or did not end within --wait-timeout (admin --wait/--watch)
+  4  get returned siblings (only with --fail-on-siblings);
+     admin request refused with HTTP 409 (another ring change is running, or the node is not
+     in a state that allows it)
   5  any other error answered by a node (for example HTTP 500)
 
 examples:
@@ -35,7 +49,15 @@ examples:
   ringkv get hello --consistency strong
   ringkv delete hello --w all
   ringkv status
+  ringkv admin plan decommission n4
+  ringkv admin decommission n4 --wait
+  ringkv admin progress --watch
 """
+
+ADMIN_CHANGES = ("join", "decommission", "replace", "remove")
+POLL_SECONDS = 0.5  # between two progress requests while following a change
+PLAIN_LINE_SECONDS = 2.0  # at most one plain progress line this often (not a terminal)
+STALL_SECONDS = 15.0  # no change in progress for this long while ours has not ended: stalled
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:7001"
 
@@ -54,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(args))
     except RingkvError as exc:
-        return report_error(exc)
+        return report_error(exc, admin=args.command == "admin")
     except ValueError as exc:  # a malformed --endpoint
         print(f"ringkv: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -91,13 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.set_defaults(handler=cmd_local_up)
 
-    def client_command(name: str, help_text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(
-            name,
-            help=help_text,
-            epilog=EPILOG,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
+    def connection_flags(sub: argparse.ArgumentParser) -> None:
         sub.add_argument(
             "--endpoint",
             default=os.environ.get("RINGKV_ENDPOINT", DEFAULT_ENDPOINT),
@@ -108,6 +124,15 @@ def build_parser() -> argparse.ArgumentParser:
             "--timeout", type=float, default=5.0, help="seconds per request (default 5)"
         )
         sub.add_argument("--json", action="store_true", help="print a JSON document")
+
+    def client_command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name,
+            help=help_text,
+            epilog=EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        connection_flags(sub)
         return sub
 
     def quorum_flags(sub: argparse.ArgumentParser, level: str) -> None:
@@ -144,6 +169,66 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = client_command("status", "show this node and its cluster")
     status.set_defaults(handler=cmd_status)
+
+    admin = commands.add_parser(
+        "admin",
+        help="plan, run, cancel and watch ring changes (see: ringkv admin -h)",
+        description="Ring changes (one at a time per cluster): see docs/operations-ring.md.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    admin_commands = admin.add_subparsers(dest="admin_command", required=True, metavar="COMMAND")
+
+    def admin_command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = admin_commands.add_parser(
+            name,
+            help=help_text,
+            description=help_text[0].upper() + help_text[1:] + ".",
+            epilog=EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        connection_flags(sub)
+        return sub
+
+    def wait_flags(sub: argparse.ArgumentParser, flag: str, what: str) -> None:
+        sub.add_argument(flag, action="store_true", help=what)
+        sub.add_argument(
+            "--wait-timeout",
+            type=float,
+            default=3600.0,
+            metavar="SECONDS",
+            help=f"with {flag}: give up after this long and exit 3 (default 3600)",
+        )
+
+    plan = admin_command("plan", "show what a ring change would move, without running it")
+    plan.add_argument("op", metavar="OP", choices=ADMIN_CHANGES, help=" | ".join(ADMIN_CHANGES))
+    plan.add_argument("node", metavar="NODE", help="the node the change is about")
+    plan.set_defaults(handler=cmd_admin_plan)
+
+    change_help = {
+        "join": "stream this node's future ranges to it, then make it normal (send it "
+        "to a node started with --auto-join false)",
+        "decommission": "stream the node's ranges to their new owners, then mark it left",
+        "replace": "refill a node that took over a dead node's id (same tokens, empty disk)",
+        "remove": "forget a dead node for good and re-replicate its ranges from the "
+        "survivors (driven by the --endpoint node)",
+    }
+    for action in ADMIN_CHANGES:
+        sub = admin_command(action, change_help[action])
+        sub.add_argument("node", metavar="NODE", help="the node the change is about")
+        wait_flags(sub, "--wait", "follow the progress until the change ends")
+        sub.set_defaults(handler=cmd_admin_change)
+
+    cancel = admin_command("cancel", "cancel the running ring change (undone safely)")
+    cancel.add_argument(
+        "node", metavar="NODE", nargs="?", help="the node driving it (default: the running one)"
+    )
+    wait_flags(cancel, "--wait", "follow the change until it ends (exit 0 once cancelled)")
+    cancel.set_defaults(handler=cmd_admin_change)
+
+    progress = admin_command("progress", "show the running (or the last) ring change")
+    wait_flags(progress, "--watch", "follow the running change until it ends")
+    progress.set_defaults(handler=cmd_admin_progress)
     return parser
 
 
@@ -261,6 +346,290 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------------- admin commands
+
+
+def cmd_admin_plan(args: argparse.Namespace) -> int:
+    with make_client(args) as client:
+        plan = client.plan(args.op, args.node)
+    if args.json:
+        print_json(plan)
+    else:
+        print(format_plan(plan))
+    return EXIT_OK
+
+
+def cmd_admin_change(args: argparse.Namespace) -> int:
+    """join / decommission / replace / remove NODE, and cancel [NODE]; optionally --wait."""
+    action: str = args.admin_command
+    node: str | None = args.node
+    with make_client(args) as client:
+        # What the driver reported before the request, to tell its next report from old ones.
+        baseline = report_times(client.progress()) if args.wait else {}
+        answer = client.admin(action, node)
+        if not args.wait:
+            if args.json:
+                print_json(answer)
+            else:
+                print(format_accepted(action, node, answer))
+            return EXIT_OK
+        if not args.json:
+            print(format_accepted(action, node, answer), flush=True)
+        driver = str(answer.get("driver") or node or "")
+        label = f"{action} {node}" if action != "cancel" else f"the change driven by {driver}"
+        outcome = follow_and_report(
+            client, args, driver=driver, baseline=baseline, label=label, op=action, node=node
+        )
+    if args.json:
+        print_json({**answer, "outcome": outcome.state, "change": outcome.report})
+    return outcome_exit_code(outcome.state, cancelling=action == "cancel")
+
+
+def cmd_admin_progress(args: argparse.Namespace) -> int:
+    with make_client(args) as client:
+        document = client.progress()
+        running = next(
+            (r for r in document.get("changes", []) if r.get("state") == "running"), None
+        )
+        if not args.watch or (running is None and document.get("in_progress") is None):
+            if args.json:
+                print_json(document)
+            else:
+                print(format_progress(document))
+            return EXIT_OK
+        if running is not None:  # follow that report
+            driver: str | None = str(running.get("reported_by"))
+            baseline: dict[str, int] = {}
+            label = change_label(running)
+        else:  # announced, not streaming yet: follow whichever report comes next
+            driver, baseline = None, report_times(document)
+            label = str(document.get("in_progress"))
+        outcome = follow_and_report(
+            client, args, driver=driver, baseline=baseline, label=label, op=None, node=None
+        )
+    if args.json:
+        print_json(outcome.document or document)
+    return outcome_exit_code(outcome.state)
+
+
+@dataclass
+class Outcome:
+    """How following a change ended: done, cancelled, failed, stalled or timeout."""
+
+    state: str
+    report: dict[str, Any] | None
+    document: dict[str, Any] | None
+
+
+def report_times(document: dict[str, Any]) -> dict[str, int]:
+    """updated_ms of every change report, by the node that published it."""
+    return {
+        str(r.get("reported_by")): int(r.get("updated_ms") or 0)
+        for r in document.get("changes", [])
+    }
+
+
+def pick_report(
+    document: dict[str, Any], driver: str | None, baseline: dict[str, int]
+) -> dict[str, Any] | None:
+    """The report of the change being followed: published by `driver` (any node when None)
+    after the baseline (reports are running first, then newest first)."""
+    reports: list[dict[str, Any]] = document.get("changes", [])
+    for report in reports:
+        by = str(report.get("reported_by"))
+        if driver is not None and by != driver:
+            continue
+        if int(report.get("updated_ms") or 0) > baseline.get(by, -1):
+            return report
+    return None
+
+
+def outcome_exit_code(state: str, cancelling: bool = False) -> int:
+    """0 done, 1 cancelled, 3 failed / stalled / timeout; `cancel --wait` swaps 0 and 1."""
+    if state == "done":
+        return EXIT_CANCELLED if cancelling else EXIT_OK
+    if state == "cancelled":
+        return EXIT_OK if cancelling else EXIT_CANCELLED
+    return EXIT_FAILED
+
+
+def follow_and_report(
+    client: Client,
+    args: argparse.Namespace,
+    *,
+    driver: str | None,
+    baseline: dict[str, int],
+    label: str,
+    op: str | None,
+    node: str | None,
+) -> Outcome:
+    """Follow the change with a live display (nothing shown with --json), then summarise."""
+    waiting = (
+        f"{label}: waiting for {driver} to stop after its current batch"
+        if op == "cancel"
+        else f"{label}: waiting for every member to see the change"
+    )
+    display = ProgressDisplay(sys.stdout, enabled=not args.json)
+    try:
+        outcome = follow_change(
+            client,
+            display,
+            driver=driver,
+            baseline=baseline,
+            label=label,
+            wait_timeout=args.wait_timeout,
+            op=op,
+            node=node,
+            waiting=waiting,
+        )
+    except KeyboardInterrupt:
+        display.close()
+        print(
+            "ringkv: stopped following; the change goes on "
+            "(ringkv admin progress --watch, ringkv admin cancel)",
+            file=sys.stderr,
+        )
+        raise
+    display.finish(summary_line(outcome, label, args.wait_timeout))
+    return outcome
+
+
+def follow_change(
+    client: Client,
+    display: ProgressDisplay,
+    *,
+    driver: str | None,
+    baseline: dict[str, int],
+    label: str,
+    wait_timeout: float,
+    op: str | None = None,
+    node: str | None = None,
+    waiting: str = "waiting for the change to start",
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Outcome:
+    """Poll GET /v1/admin/progress every POLL_SECONDS until the followed change ends.
+
+    A ``failed`` report while the change is still announced (``in_progress``) means the
+    driver retries, so following goes on. When no change has been in progress for
+    STALL_SECONDS and the followed one has not ended, the driver is down (``stalled``) -- or,
+    for a change that had nothing to stream (the first node of a cluster joining), already
+    complete, which the node states then show.
+    """
+    deadline = clock() + wait_timeout
+    quiet_since: float | None = None
+    report: dict[str, Any] | None = None
+    document: dict[str, Any] | None = None
+    while True:
+        now = clock()
+        try:
+            document = client.progress()
+        except (ConnectionFailed, Timeout, Unavailable) as exc:  # passing trouble: keep going
+            display.show(report, f"{label}: cannot read the progress ({exc.message}); retrying")
+        else:
+            found = pick_report(document, driver, baseline)
+            if found is not None:
+                report, driver = found, str(found.get("reported_by"))
+            state = report.get("state") if report is not None else None
+            in_progress = document.get("in_progress")
+            if state in ("done", "cancelled") or (state == "failed" and in_progress is None):
+                return Outcome(str(state), report, document)
+            if in_progress is None:
+                quiet_since = now if quiet_since is None else quiet_since
+                if now - quiet_since >= STALL_SECONDS:
+                    if report is None and settled(client, op, node):
+                        return Outcome("done", None, document)
+                    return Outcome("stalled", report, document)
+            else:
+                quiet_since = None
+            display.show(report, waiting)
+        remaining = deadline - clock()
+        if remaining <= 0:
+            return Outcome("timeout", report, document)
+        sleep(min(POLL_SECONDS, remaining))
+
+
+def settled(client: Client, op: str | None, node: str | None) -> bool:
+    """True when the node states show `op` on `node` complete (no streaming was needed)."""
+    final = {"join": "normal", "replace": "normal", "decommission": "left"}.get(op or "")
+    if final is None or node is None:
+        return False
+    try:
+        members = client.status().get("members", [])
+    except RingkvError:
+        return False
+    return any(m.get("id") == node and m.get("state") == final for m in members)
+
+
+class ProgressDisplay:
+    """Shows a followed change: in a terminal one line redrawn with \\r (a progress bar);
+    otherwise one plain line per update, only when it changed and at most every
+    PLAIN_LINE_SECONDS; `finish` ends with a summary line."""
+
+    def __init__(
+        self,
+        out: TextIO,
+        *,
+        tty: bool | None = None,
+        enabled: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+        width: int | None = None,
+    ) -> None:
+        self.out = out
+        self.tty = out.isatty() if tty is None else tty
+        self.enabled = enabled
+        self.clock = clock
+        self.width = width
+        self._drawn = 0  # characters on the current terminal line
+        self._last_line: str | None = None
+        self._last_at = float("-inf")
+
+    def _columns(self) -> int:
+        if self.width is not None:
+            return self.width
+        return max(20, shutil.get_terminal_size((80, 24)).columns - 1)
+
+    def show(self, report: dict[str, Any] | None, note: str) -> None:
+        """Display a report, or `note` while there is none (a failed report adds `note`)."""
+        if not self.enabled:
+            return
+        if self.tty:
+            line = progress_bar(report, self._columns()) if report is not None else note
+            self._redraw(line[: self._columns()])
+            return
+        line = plain_progress_line(report) if report is not None else note
+        now = self.clock()
+        if line != self._last_line and now - self._last_at >= PLAIN_LINE_SECONDS:
+            print(line, file=self.out, flush=True)
+            self._last_line, self._last_at = line, now
+
+    def finish(self, summary: str) -> None:
+        if not self.enabled:
+            return
+        if self.tty:
+            self._redraw(summary)
+            self.out.write("\n")
+            self.out.flush()
+            self._drawn = 0
+        else:
+            print(summary, file=self.out, flush=True)
+
+    def close(self) -> None:
+        """End a half-drawn terminal line (on Ctrl-C)."""
+        if self.enabled and self.tty and self._drawn:
+            self.out.write("\n")
+            self.out.flush()
+            self._drawn = 0
+
+    def _redraw(self, line: str) -> None:
+        if line == self._last_line and self._drawn:
+            return  # unchanged: no need to repaint
+        self._last_line = line
+        self.out.write("\r" + line.ljust(self._drawn))
+        self.out.flush()
+        self._drawn = len(line)
+
+
 # --------------------------------------------------------------------------- output
 
 
@@ -313,8 +682,274 @@ def format_seconds(seconds: object) -> str:
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
-def report_error(exc: RingkvError) -> int:
+def format_duration(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 60 else format_seconds(seconds)
+
+
+def format_bytes(size: object) -> str:
+    if not isinstance(size, int | float):
+        return "?"
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def format_rate(rate: object) -> str:
+    return f"{format_bytes(rate)}/s" if isinstance(rate, int | float) else "-"
+
+
+def format_plan(plan: dict[str, Any]) -> str:
+    """Riak-style `cluster plan`: what each target receives, from whom; totals; fraction."""
+    transfers: list[dict[str, Any]] = plan.get("transfers", [])
+    lines = [
+        f"plan: {plan.get('op')} {plan.get('node')}  "
+        f"(ring nodes {plan.get('ring_nodes_before')} -> {plan.get('ring_nodes_after')}); "
+        "nothing has been changed"
+    ]
+    if not transfers:
+        lines.append("no data moves")
+        return "\n".join(lines)
+
+    def amount(values: list[Any], render: Callable[[object], str]) -> str:
+        known = [v for v in values if isinstance(v, int | float)]
+        if not known:
+            return "?"
+        total = render(sum(known))
+        return total if len(known) == len(values) else ">=" + total
+
+    def sources(group: list[dict[str, Any]]) -> str:
+        counts = Counter(t.get("source") for t in group)
+        return ", ".join(
+            f"{source if source is not None else 'no live source'} ({count})"
+            for source, count in sorted(
+                counts.items(), key=lambda c: (-c[1], c[0] is None, str(c[0]))
+            )
+        )
+
+    by_target: dict[str, list[dict[str, Any]]] = {}
+    for t in transfers:
+        by_target.setdefault(str(t.get("target")), []).append(t)
+    header = ["TARGET", "RANGES", "KEYS", "BYTES", "FROM (RANGES)"]
+    rows = [header]
+    for target in sorted(by_target):
+        group = by_target[target]
+        rows.append(
+            [
+                target,
+                str(len(group)),
+                amount([t.get("keys") for t in group], str),
+                amount([t.get("bytes") for t in group], format_bytes),
+                sources(group),
+            ]
+        )
+    rows.append(
+        [
+            "total",
+            str(len(transfers)),
+            amount([t.get("keys") for t in transfers], str),
+            amount([t.get("bytes") for t in transfers], format_bytes),
+            sources(transfers),
+        ]
+    )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines.append("")
+    lines += [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    fraction = plan.get("moved_fraction_of_one_copy")
+    lines.append("")
+    if isinstance(fraction, int | float):
+        lines.append(
+            f"moves {fraction * 100:.1f}% of one copy of the data "
+            f"({plan.get('keys')} keys, {format_bytes(plan.get('bytes'))} in all)"
+        )
+    unsourced = plan.get("unsourced") or 0
+    if unsourced:
+        lines.append(
+            f"warning: {unsourced} ranges have no live source and cannot be streamed; "
+            "anti-entropy refills them if a replica comes back"
+        )
+    return "\n".join(lines)
+
+
+def format_accepted(action: str, node: str | None, answer: dict[str, Any]) -> str:
+    driver = answer.get("driver")
+    if action == "cancel":
+        return f"cancel requested: the change driven by {driver} is being undone"
+    what = {
+        "join": f"{node} is joining the ring",
+        "decommission": f"{node} is leaving the ring",
+        "replace": f"{node} is being refilled from its replicas",
+        "remove": f"{node} is being removed; its ranges are re-replicated",
+    }.get(action, f"{action} {node}")
+    return f"accepted: {what} (driven by {driver})"
+
+
+def change_label(report: dict[str, Any]) -> str:
+    if report.get("op") and report.get("node"):
+        return f"{report['op']} {report['node']}"
+    return f"the change driven by {report.get('driver') or report.get('reported_by')}"
+
+
+def progress_fraction(report: dict[str, Any]) -> float | None:
+    """Done share by bytes, else by transfers (None when neither is known)."""
+    if report.get("state") == "done":
+        return 1.0
+    total, sent = report.get("bytes_total"), report.get("bytes_sent")
+    if isinstance(total, int | float) and total > 0 and isinstance(sent, int | float):
+        return min(1.0, sent / total)
+    total, done = report.get("transfers"), report.get("transfers_done")
+    if isinstance(total, int) and total > 0 and isinstance(done, int):
+        return min(1.0, done / total)
+    return None
+
+
+def _of(done: object, total: object, render: Callable[[object], str] = str) -> str:
+    """done/total, with ? for an unknown side."""
+    left = render(done) if done is not None else "?"
+    right = render(total) if total is not None else "?"
+    return f"{left}/{right}"
+
+
+def format_eta(seconds: object) -> str:
+    return format_seconds(seconds) if isinstance(seconds, int | float) else "-"
+
+
+def plain_progress_line(report: dict[str, Any]) -> str:
+    """One line for logs: state, transfers, keys, bytes, rate and ETA."""
+    state = report.get("state")
+    parts = [f"{change_label(report)}: {state}"]
+    if report.get("transfers") is not None:
+        parts.append(f"transfers {_of(report.get('transfers_done'), report.get('transfers'))}")
+        parts.append(f"keys {_of(report.get('keys_sent'), report.get('keys_total'))}")
+        parts.append(
+            f"bytes {_of(report.get('bytes_sent'), report.get('bytes_total'), format_bytes)}"
+        )
+        fraction = progress_fraction(report)
+        if fraction is not None:
+            parts.append(f"{fraction * 100:.1f}%")
+        parts.append(f"rate {format_rate(report.get('rate_bytes_per_second'))}")
+        parts.append(f"ETA {format_eta(report.get('eta_seconds'))}")
+    if state == "failed":
+        parts.append("the driver retries")
+    return "  ".join(parts)
+
+
+def progress_bar(report: dict[str, Any], width: int = 79, bar: int = 24) -> str:
+    """`decommission n4 [#########---------]  45.2%  3/7 transfers  1.2 MiB/s  ETA 0m03s`,
+    the bar narrowed (down to 8 cells) to fit `width`, the line clipped past that."""
+    fraction = progress_fraction(report)
+    percent = f"{fraction * 100:5.1f}%" if fraction is not None else "    ?%"
+    head = f"{change_label(report)} ["
+    tail = (
+        f"] {percent}  "
+        f"{_of(report.get('transfers_done'), report.get('transfers'))} transfers  "
+        f"{format_rate(report.get('rate_bytes_per_second'))}  "
+        f"ETA {format_eta(report.get('eta_seconds'))}"
+    )
+    if report.get("state") == "failed":
+        tail += "  (failed; retrying)"
+    cells = max(8, min(bar, width - len(head) - len(tail)))
+    filled = round((fraction or 0.0) * cells)
+    return f"{head}{'#' * filled}{'-' * (cells - filled)}{tail}"[:width]
+
+
+def summary_line(outcome: Outcome, label: str, wait_timeout: float) -> str:
+    report = outcome.report or {}
+    what = change_label(report) if report.get("op") else label
+    took = ""
+    started, finished = report.get("started_ms"), report.get("finished_ms")
+    seconds = None
+    if isinstance(started, int) and isinstance(finished, int):
+        seconds = max(0, finished - started) / 1000
+        took = f" in {format_duration(seconds)}"
+    moved = ""
+    if report.get("transfers") is not None:
+        sent = report.get("bytes_sent")
+        moved = (
+            f": {_of(report.get('transfers_done'), report.get('transfers'))} transfers, "
+            f"{report.get('keys_sent')} keys, {format_bytes(sent)} sent"
+        )
+        if seconds and isinstance(sent, int | float):
+            moved += f" ({format_rate(sent / seconds)} on average)"
+    if outcome.state == "done":
+        return f"{what} done{took}{moved}"
+    if outcome.state == "cancelled":
+        return f"{what} cancelled{took}{moved}; the ring is as it was before"
+    if outcome.state == "failed":
+        return f"{what} failed{moved}; see the log of {report.get('reported_by', 'the driver')}"
+    if outcome.state == "stalled":
+        driver = report.get("reported_by")
+        return (
+            f"{what} stalled{moved}: no change is in progress any more "
+            f"(is {f'the driver {driver}' if driver else 'its driver'} down?); "
+            "a restarted driver resumes it"
+        )
+    return (
+        f"{what} still running after {format_duration(wait_timeout)}{moved}; "
+        "watch it with: ringkv admin progress --watch"
+    )
+
+
+def format_progress(document: dict[str, Any]) -> str:
+    """The current (or last) change in detail."""
+    in_progress = document.get("in_progress")
+    changes: list[dict[str, Any]] = document.get("changes", [])
+    lines = [f"in progress  {in_progress}" if in_progress else "in progress  none"]
+    if not changes:
+        lines.append("no ring change has been reported")
+        return "\n".join(lines)
+    report = changes[0]
+    state = report.get("state")
+    if state == "running" and not in_progress:
+        state = "running? (no change is announced: is the driver down?)"
+    elif in_progress and state != "running":
+        lines.append("(not streaming yet: waiting for every member to see the change)")
+    lines.append(f"change       {change_label(report)}  (driven by {report.get('reported_by')})")
+    lines.append(f"state        {state}")
+    if report.get("transfers") is not None:
+        unsourced = report.get("unsourced") or 0
+        lines.append(
+            f"transfers    {_of(report.get('transfers_done'), report.get('transfers'))} done"
+            + (f"  ({unsourced} without a live source)" if unsourced else "")
+        )
+        lines.append(f"keys         {_of(report.get('keys_sent'), report.get('keys_total'))} sent")
+        fraction = progress_fraction(report)
+        lines.append(
+            "bytes        "
+            f"{_of(report.get('bytes_sent'), report.get('bytes_total'), format_bytes)} sent"
+            + (f"  ({fraction * 100:.1f}%)" if fraction is not None else "")
+        )
+        lines.append(f"rate         {format_rate(report.get('rate_bytes_per_second'))}")
+        lines.append(f"eta          {format_eta(report.get('eta_seconds'))}")
+    for name, key in (("started", "started_ms"), ("updated", "updated_ms"),
+                      ("finished", "finished_ms")):  # fmt: skip
+        value = report.get(key)
+        if isinstance(value, int | float):
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value / 1000))
+            lines.append(f"{name:<13}{stamp}")
+    if len(changes) > 1:
+        lines.append(f"({len(changes) - 1} earlier reports; see --json)")
+    return "\n".join(lines)
+
+
+def report_error(exc: RingkvError, admin: bool = False) -> int:
     print(f"ringkv: error: {exc}", file=sys.stderr)
+    if admin:
+        if exc.status == 409:
+            if exc.code == "change_in_progress":
+                print(
+                    "ringkv: one ring change runs at a time: watch it with "
+                    "`ringkv admin progress --watch` or stop it with `ringkv admin cancel`",
+                    file=sys.stderr,
+                )
+            return EXIT_CONFLICT
+        if exc.status == 404:
+            return EXIT_NOT_FOUND
     if isinstance(exc, BadRequest):
         return EXIT_USAGE
     if isinstance(exc, Unavailable | Timeout | ConnectionFailed):

@@ -7,8 +7,9 @@ membership change only shifts the lists of the ranges next to the changed tokens
 nodes whose zone already holds its share: when the ring has at least ``n`` zones every replica
 lands in a different zone, and with fewer zones the replicas are spread as evenly as the zones'
 sizes allow (water-filling; ties go to whichever zone comes first clockwise). Results are
-memoized on the ``Ring`` per (token index, n), so a lookup is a bisect plus a dict hit. ``sloppy_preference_list`` replaces down primaries with fallbacks
-(``primary=False``, ``hint_for=...``) drawn from the rest of the clockwise ``walk``.
+memoized on the ``Ring`` per (token index, n), so a lookup is a bisect plus a dict hit.
+``sloppy_preference_list`` replaces down primaries with fallbacks (``primary=False``,
+``hint_for=...``) drawn from the rest of the clockwise ``walk``.
 """
 
 from __future__ import annotations

@@ -136,18 +136,19 @@ class PeerConnection:
         writer: asyncio.StreamWriter | None = None
         try:
             host, _, port = self.address.rpartition(":")
-            reader, writer = await asyncio.wait_for(
+            reader, opened = await asyncio.wait_for(
                 asyncio.open_connection(host, int(port)), self.connect_timeout
             )
-            writer.write(encode_frame(REQUEST, 0, "hello", {"node": self.local_id}))
+            writer = opened
+            opened.write(encode_frame(REQUEST, 0, "hello", {"node": self.local_id}))
             kind, _, _, body = await asyncio.wait_for(read_frame(reader), self.connect_timeout)
             if kind != REPLY:
-                writer.close()
+                opened.close()
                 raise PeerUnavailable(f"{self.address} refused the handshake: {body}")
             self.remote_id = str(body.get("node"))
-            self._writer = writer
+            self._writer = opened
             self._failures = 0
-            self._reader_task = asyncio.create_task(self._read_loop(reader, writer))
+            self._reader_task = asyncio.create_task(self._read_loop(reader, opened))
         except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
             if writer is not None and self._writer is not writer:
                 writer.close()  # a handshake that failed half-way must not leak its socket
