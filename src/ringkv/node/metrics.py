@@ -120,6 +120,14 @@ class NodeMetrics:
     def watch_storage(self, keys: Callable[[], int], size: Callable[[], int]) -> None:
         self.registry.register(_StorageCollector(keys, size))
 
+    def watch_streaming(self, keys: Callable[[], int], size: Callable[[], int]) -> None:
+        self.registry.register(_GaugeCollector(
+            "ringkv_stream_remaining_keys", "Records the running ring change must still stream",
+            keys))  # fmt: skip
+        self.registry.register(_GaugeCollector(
+            "ringkv_stream_remaining_bytes", "Bytes the running ring change must still stream",
+            size))  # fmt: skip
+
     def watch_hints(self, pending: Callable[[], int]) -> None:
         self.registry.register(_GaugeCollector("ringkv_hints_pending", "Hints not yet delivered",
                                                pending))  # fmt: skip

@@ -114,6 +114,9 @@ class Node:
         )
         self.metrics.watch_storage(self.storage.approximate_keys, self.storage.approximate_bytes)
         self.metrics.watch_hints(self.hints.total_pending)
+        self.metrics.watch_streaming(
+            lambda: self.changes.remaining()[0], lambda: self.changes.remaining()[1]
+        )
         await self.membership.bootstrap()
         self._loops = [
             asyncio.create_task(self.membership.run_heartbeats()),
@@ -472,6 +475,9 @@ async def handle_progress(request: web.Request) -> web.StreamResponse:
         {
             "in_progress": node.membership.change_in_progress(),
             "changes": node.changes.cluster_progress(),
+            # per-transfer detail of the change this node drives (the other drivers' detail is
+            # on their own /v1/admin/progress)
+            "transfers": node.changes.detail,
         }
     )
 

@@ -69,6 +69,7 @@ class RingChanges:
         self.metrics = metrics
         self.mode: Any = "lww" if config.conflict_mode == "lww" else "siblings"
         self.progress: dict[str, Any] | None = None
+        self.detail: list[dict[str, Any]] = []  # per-transfer progress of the change we drive
         self._cancel = False
         self._budget = 0.0
         self._budget_at = time.monotonic()
@@ -287,7 +288,9 @@ class RingChanges:
             "eta_seconds": None,
         }
         totals = [0, 0]
+        self.detail = []
         for t in transfers:
+            keys = size = None
             if t.source is not None:
                 try:
                     keys, size = await self._range_stats(t.source, t.start, t.end)
@@ -295,17 +298,24 @@ class RingChanges:
                     totals[1] += size
                 except PeerError:
                     pass
+            self.detail.append(
+                {"start": str(t.start), "end": str(t.end), "source": t.source,
+                 "target": t.target, "state": "pending" if t.source else "unsourced",
+                 "keys_sent": 0, "bytes_sent": 0, "keys_total": keys, "bytes_total": size}
+            )  # fmt: skip
         self.progress["keys_total"], self.progress["bytes_total"] = totals
         self._publish("running")
         started = time.monotonic()
-        for t in transfers:
+        for t, row in zip(transfers, self.detail, strict=True):
             if self._cancel:
                 break
             if t.source is None:
                 log.warning("no live replica holds (%d, %d] for %s", t.start, t.end, t.target)
                 self.progress["transfers_done"] += 1
                 continue
-            await self._execute(t, positions, started)
+            row["state"] = "running"
+            await self._execute(t, positions, started, row)
+            row["state"] = "done" if not self._cancel else "cancelled"
             self.progress["transfers_done"] += 1
             self._publish("running")
         if self._cancel:
@@ -365,7 +375,9 @@ class RingChanges:
             m._rebuild_ring()
         log.info("%s of %s complete", op, subject)
 
-    async def _execute(self, t: Transfer, positions: dict[str, int], started: float) -> None:
+    async def _execute(
+        self, t: Transfer, positions: dict[str, int], started: float, row: dict[str, Any]
+    ) -> None:
         assert self.progress is not None and t.source is not None
         key = _tkey(t)
         after = positions.get(key, t.start)
@@ -376,6 +388,8 @@ class RingChanges:
                 size = sum(len(k) + sum(len(v[4] or b"") for v in w) for k, w in records)
                 self.progress["keys_sent"] += len(records)
                 self.progress["bytes_sent"] += size
+                row["keys_sent"] += len(records)
+                row["bytes_sent"] += size
                 self.metrics.stream_keys.inc(len(records))
                 self.metrics.stream_bytes.inc(size)
                 elapsed = max(time.monotonic() - started, 1e-6)
@@ -436,6 +450,16 @@ class RingChanges:
         if state != "running":
             progress["finished_ms"] = progress["updated_ms"]
         self.membership.gossiper.set_app(g.CHANGE, progress)
+
+    def remaining(self) -> tuple[int, int]:
+        """(keys, bytes) the change this node drives has still to stream (for metrics)."""
+        p = self.progress
+        if not p or p.get("keys_total") is None:
+            return 0, 0
+        return (
+            max(0, p["keys_total"] - p["keys_sent"]),
+            max(0, p["bytes_total"] - p["bytes_sent"]),
+        )
 
     def cluster_progress(self) -> list[dict[str, Any]]:
         """The change reports every member publishes (running first, newest first)."""
