@@ -932,6 +932,22 @@ def format_progress(document: dict[str, Any]) -> str:
         if isinstance(value, int | float):
             stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value / 1000))
             lines.append(f"{name:<13}{stamp}")
+    detail: list[dict[str, Any]] = document.get("transfers") or []
+    if detail:  # per-transfer rows, given only by the node that drives the change
+        states = Counter(str(row.get("state")) for row in detail)
+        order = ("done", "running", "pending", "unsourced", "cancelled")
+        counts = ", ".join(
+            f"{states[name]} {name}"
+            for name in sorted(states, key=lambda n: order.index(n) if n in order else 99)
+        )
+        lines.append(f"per transfer {counts}  (this node drives the change)")
+        for row in detail:
+            if row.get("state") == "running":
+                lines.append(
+                    f"now          {row.get('source')} -> {row.get('target')}: keys "
+                    f"{_of(row.get('keys_sent'), row.get('keys_total'))}, bytes "
+                    f"{_of(row.get('bytes_sent'), row.get('bytes_total'), format_bytes)}"
+                )
     if len(changes) > 1:
         lines.append(f"({len(changes) - 1} earlier reports; see --json)")
     return "\n".join(lines)

@@ -53,6 +53,7 @@ Level = int | str | None
 
 _JSON_HEADERS = {"Content-Type": "application/json"}
 
+
 class RingkvError(Exception):
     """An error answer from a node (or, for `ConnectionFailed`, no answer at all)."""
 
@@ -466,9 +467,7 @@ class AsyncClient:
 
     async def admin(self, action: str, node: str | None = None) -> dict[str, Any]:
         payload = json.dumps({} if node is None else {"node": node}).encode()
-        status, _, body = await self._request(
-            "POST", f"/v1/admin/{action}", payload, _JSON_HEADERS
-        )
+        status, _, body = await self._request("POST", f"/v1/admin/{action}", payload, _JSON_HEADERS)
         return _json(status, body)
 
     async def health(self) -> bool:

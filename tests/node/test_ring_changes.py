@@ -280,6 +280,11 @@ def test_remove_a_dead_node_re_replicates_its_ranges(make_cluster) -> None:  # t
         20,
         message="n4 out of every ring",
     )
+    # the removal survives a restart of the node that drove it (and of any other)
+    cluster.node(0).restart()
+    cluster.node(1).restart()
+    for i in range(3):
+        assert cluster.client(i).status()["cluster"]["ring_nodes"] == 3
     # with 3 nodes left every node holds every key again
     for i in range(3):
         for key in keys:

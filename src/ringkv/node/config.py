@@ -38,6 +38,11 @@ class NodeConfig:
     fsync: bool = False
     auto_join: bool = True
     stream_rate: float = 50 * 1024 * 1024
+    cluster_secret_file: str = ""
+    auth_tokens_file: str = ""
+    max_concurrent_requests: int = 512
+    client_timeout: float = 30.0
+    max_siblings: int = 100
     hint_window: float = 3 * 3600.0
     hint_rate: float = 2000.0
     anti_entropy_interval: float = 30.0
@@ -118,6 +123,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("stream-rate", type=float, default=50 * 1024 * 1024,
         help="bytes per second a ring change may stream, at most (50 MiB/s)")  # fmt: skip
+    add("cluster-secret-file", default="",
+        help="file holding the shared secret peers must prove (HMAC) to talk to this node; "
+        "without it peer traffic is unauthenticated")  # fmt: skip
+    add("auth-tokens-file", default="",
+        help='JSON file {"tokens": [{"token", "role": read|readwrite|admin}]} for the client '
+        "API, reloaded when it changes; without it the API is open")  # fmt: skip
+    add("max-concurrent-requests", type=int, default=512,
+        help="client requests served at once; beyond it 503 with Retry-After")  # fmt: skip
+    add("client-timeout", type=float, default=30.0,
+        help="seconds a client may take to send a request body")  # fmt: skip
+    add("max-siblings", type=int, default=100,
+        help="refuse writes that would leave a key with more siblings (warns at 25)")  # fmt: skip
     add("hint-window", type=float, default=3 * 3600.0, help="seconds hints are kept (3 h)")
     add("hint-rate", type=float, default=2000.0, help="hints delivered per second, at most")
     add(
@@ -168,6 +185,11 @@ def parse_args(argv: Sequence[str] | None) -> NodeConfig:
             fsync=str(ns.fsync).lower() == "true",
             auto_join=str(ns.auto_join).lower() == "true",
             stream_rate=float(ns.stream_rate),
+            cluster_secret_file=ns.cluster_secret_file,
+            auth_tokens_file=ns.auth_tokens_file,
+            max_concurrent_requests=int(ns.max_concurrent_requests),
+            client_timeout=float(ns.client_timeout),
+            max_siblings=int(ns.max_siblings),
             hint_window=float(ns.hint_window),
             hint_rate=float(ns.hint_rate),
             anti_entropy_interval=float(ns.anti_entropy_interval),
@@ -218,6 +240,9 @@ def validate(c: NodeConfig) -> list[str]:
         ("--hint-window", c.hint_window),
         ("--hint-rate", c.hint_rate),
         ("--stream-rate", c.stream_rate),
+        ("--max-concurrent-requests", c.max_concurrent_requests),
+        ("--client-timeout", c.client_timeout),
+        ("--max-siblings", c.max_siblings),
         ("--anti-entropy-rate", c.anti_entropy_rate),
     ):
         if not value > 0:

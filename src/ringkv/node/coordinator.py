@@ -42,10 +42,11 @@ from ringkv.node.hints import HintStore
 from ringkv.node.membership import Membership
 from ringkv.node.messaging import MessagingService, PeerError
 from ringkv.node.metrics import NodeMetrics
-from ringkv.node.storage import Storage
+from ringkv.node.storage import Storage, StorageFull
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+SIBLINGS_WARNING = 25  # as Riak's warn_siblings
 
 
 class Unavailable(Exception):
@@ -53,6 +54,16 @@ class Unavailable(Exception):
         super().__init__(f"{required} replicas required but only {alive} reachable")
         self.required = required
         self.alive = alive
+
+
+class TooManySiblings(Exception):
+    def __init__(self, count: int, limit: int) -> None:
+        super().__init__(
+            f"the write would leave {count} siblings (limit {limit}); read the key and write "
+            "back with its context to resolve them"
+        )
+        self.count = count
+        self.limit = limit
 
 
 class QuorumTimeout(Exception):
@@ -158,6 +169,7 @@ class Coordinator:
             now = max(now, max((v.timestamp + 1 for v in current), default=0))
             self._hlc = now
             version = new_version(current, context, self.actor, value, now)
+            self._check_siblings(key, merge_siblings(current, [version], self.mode))
             merged, _ = self.storage.merge(key, [version], self.mode)
         else:
             target = me.hint_for or ""
@@ -180,6 +192,15 @@ class Coordinator:
         # What this client has seen: what it read (its context) plus its own write -- not the
         # siblings the coordinator holds, or a write with this context would erase them unseen.
         return version.clock()
+
+    def _check_siblings(self, key: bytes, merged: Sequence[Version]) -> None:
+        limit = self.config.max_siblings
+        if len(merged) > limit:
+            raise TooManySiblings(len(merged), limit)
+        if len(merged) >= SIBLINGS_WARNING:
+            self.metrics.sibling_warnings.inc()
+            log.warning("key %r has %d siblings; clients should resolve them", key[:64],
+                        len(merged))  # fmt: skip
 
     async def _forward_put(
         self,
@@ -212,6 +233,10 @@ class Coordinator:
             raise Unavailable(int(answer["required"]), int(answer["alive"]))
         if answer.get("error") == "timeout":
             raise QuorumTimeout(int(answer["required"]), int(answer["acks"]))
+        if answer.get("error") == "too_many_siblings":
+            raise TooManySiblings(int(answer["count"]), int(answer["limit"]))
+        if answer.get("error") == "insufficient_storage":
+            raise StorageFull(28, str(answer.get("message")))
         return VClock.from_wire(answer["context"])
 
     def _store_hint(self, target: str, key: bytes, versions: Sequence[Version]) -> None:
@@ -366,6 +391,10 @@ class Coordinator:
             return {"error": "unavailable", "required": exc.required, "alive": exc.alive}
         except QuorumTimeout as exc:
             return {"error": "timeout", "required": exc.required, "acks": exc.acks}
+        except TooManySiblings as exc:
+            return {"error": "too_many_siblings", "count": exc.count, "limit": exc.limit}
+        except StorageFull as exc:
+            return {"error": "insufficient_storage", "message": str(exc)}
         return {"context": clock.to_wire()}
 
     # -- plumbing -------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from ringkv.core.versions import (
     version_from_wire,
     version_to_wire,
 )
-from ringkv.node.storage import Storage, storage_key
+from ringkv.node.storage import Storage, StorageFull, storage_key
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,10 @@ class HintStore:
             created, current = self._decode(raw)
         merged = merge_siblings(current, versions, self.mode)
         value = msgpack.packb([created, [version_to_wire(v) for v in merged]], use_bin_type=True)
-        self.cf.put(hk, value, self.storage.write_options)
+        try:
+            self.cf.put(hk, value, self.storage.write_options)
+        except Exception as exc:
+            raise StorageFull(28, f"cannot store a hint: {exc}") from exc
         if raw is None:
             self.pending[target] = self.pending.get(target, 0) + 1
         return raw is None

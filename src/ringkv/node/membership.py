@@ -75,6 +75,12 @@ class Membership:
                 g.TOKENS: list(self.tokens),
             },
         )
+        removed = storage.get_meta("removed")
+        if isinstance(removed, dict) and removed:
+            self.gossiper.set_app(g.REMOVED, removed)
+        removing = storage.get_meta("removing")
+        if isinstance(removing, dict) and removing:
+            self.gossiper.set_app(g.REMOVING, removing)  # resume an interrupted removal
         self.ring = Ring({}, {})
         self.future_ring = self.ring
         self.unreadable: frozenset[str] = frozenset()
@@ -316,7 +322,26 @@ class Membership:
             log.error("ignoring inconsistent ring update: %s", exc)
             return None
 
+    def set_removing(self, marker: dict[str, Any] | None) -> None:
+        self.storage.put_meta("removing", marker or {})
+        self.gossiper.set_app(g.REMOVING, marker)
+        self._rebuild_ring()
+
+    def _adopt_removals(self) -> None:
+        """Make every completed removal we hear of our own (and durable), so a removed node
+        stays out of the ring even after the node that removed it restarts or leaves."""
+        mine = dict(self.gossiper.local.get(g.REMOVED) or {})
+        merged = dict(mine)
+        for state in self.gossiper.states.values():
+            for node, generation in dict(state.get(g.REMOVED) or {}).items():
+                if int(generation) > int(merged.get(node, -1)):
+                    merged[node] = int(generation)
+        if merged != mine:
+            self.storage.put_meta("removed", merged)
+            self.gossiper.set_app(g.REMOVED, merged)
+
     def _rebuild_ring(self) -> None:
+        self._adopt_removals()
         removed = self.removed_nodes()
         ring = self._ring_for(CURRENT_STATUSES, removed)
         future = self._ring_for(FUTURE_STATUSES, removed)

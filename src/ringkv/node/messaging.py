@@ -7,6 +7,11 @@ Frame: 4-byte big-endian length, then a msgpack array ``[kind, id, verb, body]``
 0 (request), 1 (reply) or 2 (error reply, body = message). The first frame on a new connection is
 a ``hello`` request naming the caller; the answer names the callee.
 
+With a cluster secret the handshake continues with an HMAC challenge-response in both
+directions (``ringkv.node.auth``): the answer to ``hello`` carries the callee's nonce and its
+proof over the caller's nonce, and the caller must send an ``auth`` frame with its own proof
+before anything else is served. Without the secret a process cannot talk to a node at all.
+
 Outbound connections are opened lazily, fail fast while a peer is known down, and reconnect with
 exponential backoff (the heartbeat loop keeps trying, so a returning peer is found quickly).
 """
@@ -22,10 +27,13 @@ from typing import Any
 
 import msgpack
 
+from ringkv.node import auth
+
 log = logging.getLogger(__name__)
 
 REQUEST, REPLY, ERROR = 0, 1, 2
 MAX_FRAME = 64 * 1024 * 1024
+HANDSHAKE_FRAME = 4096  # before authentication a peer may send only small frames
 _HEADER = struct.Struct(">I")
 
 Handler = Callable[[str, Any], Awaitable[Any]]
@@ -52,11 +60,13 @@ def encode_frame(kind: int, request_id: int, verb: str, body: Any) -> bytes:
     return _HEADER.pack(len(payload)) + payload
 
 
-async def read_frame(reader: asyncio.StreamReader) -> tuple[int, int, str, Any]:
+async def read_frame(
+    reader: asyncio.StreamReader, max_size: int = MAX_FRAME
+) -> tuple[int, int, str, Any]:
     header = await reader.readexactly(4)
     (length,) = _HEADER.unpack(header)
-    if length > MAX_FRAME:
-        raise ValueError(f"frame of {length} bytes exceeds the {MAX_FRAME} byte limit")
+    if length > max_size:
+        raise ValueError(f"frame of {length} bytes exceeds the {max_size} byte limit")
     frame = msgpack.unpackb(await reader.readexactly(length), raw=False, strict_map_key=False)
     if not isinstance(frame, list) or len(frame) != 4:
         raise ValueError("malformed frame")
@@ -69,8 +79,15 @@ async def read_frame(reader: asyncio.StreamReader) -> tuple[int, int, str, Any]:
 class PeerConnection:
     """The outbound, multiplexed connection to one peer address."""
 
-    def __init__(self, local_id: str, address: str, connect_timeout: float = 1.0) -> None:
+    def __init__(
+        self,
+        local_id: str,
+        address: str,
+        connect_timeout: float = 1.0,
+        secret: bytes | None = None,
+    ) -> None:
         self.local_id = local_id
+        self.secret = secret
         self.address = address
         self.remote_id: str | None = None
         self.connect_timeout = connect_timeout
@@ -140,16 +157,32 @@ class PeerConnection:
                 asyncio.open_connection(host, int(port)), self.connect_timeout
             )
             writer = opened
-            opened.write(encode_frame(REQUEST, 0, "hello", {"node": self.local_id}))
+            nonce = auth.new_nonce()
+            opened.write(encode_frame(REQUEST, 0, "hello", {"node": self.local_id, "nonce": nonce}))
             kind, _, _, body = await asyncio.wait_for(read_frame(reader), self.connect_timeout)
-            if kind != REPLY:
-                opened.close()
+            if kind != REPLY or not isinstance(body, dict):
                 raise PeerUnavailable(f"{self.address} refused the handshake: {body}")
-            self.remote_id = str(body.get("node"))
+            remote = str(body.get("node"))
+            if self.secret is not None:
+                their_nonce = body.get("nonce")
+                if not isinstance(their_nonce, bytes) or not auth.verify(
+                    self.secret, b"server", remote, their_nonce, nonce, body.get("proof")
+                ):
+                    raise PeerUnavailable(f"{self.address} failed to prove the cluster secret")
+                mine = auth.proof(self.secret, b"client", self.local_id, nonce, their_nonce)
+                opened.write(encode_frame(REQUEST, 0, "auth", {"proof": mine}))
+                kind, _, _, answer = await asyncio.wait_for(
+                    read_frame(reader), self.connect_timeout
+                )
+                if kind != REPLY:
+                    raise PeerUnavailable(f"{self.address} rejected our proof: {answer}")
+            self.remote_id = remote
             self._writer = opened
             self._failures = 0
             self._reader_task = asyncio.create_task(self._read_loop(reader, opened))
-        except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
+        except (
+            OSError, TimeoutError, asyncio.IncompleteReadError, ValueError, PeerUnavailable,
+        ) as exc:  # fmt: skip
             if writer is not None and self._writer is not writer:
                 writer.close()  # a handshake that failed half-way must not leak its socket
             self._failures += 1
@@ -207,8 +240,17 @@ class PeerConnection:
 class MessagingService:
     """Listens on the peer port and keeps one outbound connection per peer address."""
 
-    def __init__(self, node_id: str, host: str, port: int, handler: Handler) -> None:
+    def __init__(
+        self,
+        node_id: str,
+        host: str,
+        port: int,
+        handler: Handler,
+        secret: bytes | None = None,
+    ) -> None:
         self.node_id = node_id
+        self.secret = secret
+        self.rejected = 0  # handshakes refused (wrong or missing secret)
         self.host = host
         self.port = port
         self.handler = handler
@@ -236,7 +278,7 @@ class MessagingService:
     def peer(self, address: str) -> PeerConnection:
         conn = self._peers.get(address)
         if conn is None:
-            conn = PeerConnection(self.node_id, address)
+            conn = PeerConnection(self.node_id, address, secret=self.secret)
             self._peers[address] = conn
         return conn
 
@@ -252,11 +294,14 @@ class MessagingService:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._inbound.add(writer)
         try:
-            kind, request_id, verb, body = await asyncio.wait_for(read_frame(reader), 5)
+            kind, request_id, verb, body = await asyncio.wait_for(
+                read_frame(reader, HANDSHAKE_FRAME), 5
+            )
             if kind != REQUEST or verb != "hello" or not isinstance(body, dict):
                 writer.write(encode_frame(ERROR, request_id, verb, "expected hello"))
                 return
-            writer.write(encode_frame(REPLY, request_id, verb, {"node": self.node_id}))
+            if not await self._authenticate(reader, writer, request_id, body):
+                return
             while True:
                 kind, request_id, verb, body = await read_frame(reader)
                 if kind != REQUEST:
@@ -271,6 +316,47 @@ class MessagingService:
         finally:
             self._inbound.discard(writer)
             writer.close()
+
+    async def _authenticate(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        request_id: int,
+        hello: dict[str, Any],
+    ) -> bool:
+        if self.secret is None:
+            writer.write(encode_frame(REPLY, request_id, "hello", {"node": self.node_id}))
+            return True
+        caller, their_nonce = str(hello.get("node")), hello.get("nonce")
+        if not isinstance(their_nonce, bytes) or len(their_nonce) < 16:
+            self._reject(writer, request_id, "hello without a nonce")
+            return False
+        nonce = auth.new_nonce()
+        mine = auth.proof(self.secret, b"server", self.node_id, nonce, their_nonce)
+        writer.write(
+            encode_frame(REPLY, request_id, "hello", {"node": self.node_id, "nonce": nonce,
+                                                       "proof": mine})
+        )  # fmt: skip
+        kind, request_id, verb, body = await asyncio.wait_for(
+            read_frame(reader, HANDSHAKE_FRAME), 5
+        )
+        if (
+            kind != REQUEST
+            or verb != "auth"
+            or not isinstance(body, dict)
+            or not auth.verify(
+                self.secret, b"client", caller, their_nonce, nonce, body.get("proof")
+            )
+        ):
+            self._reject(writer, request_id, "authentication failed")
+            return False
+        writer.write(encode_frame(REPLY, request_id, "auth", {}))
+        return True
+
+    def _reject(self, writer: asyncio.StreamWriter, request_id: int, why: str) -> None:
+        self.rejected += 1
+        log.warning("refused a peer connection: %s", why)
+        writer.write(encode_frame(ERROR, request_id, "auth", why))
 
     async def _dispatch(
         self, writer: asyncio.StreamWriter, request_id: int, verb: str, body: Any

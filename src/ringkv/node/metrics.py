@@ -112,6 +112,16 @@ class NodeMetrics:
         self.stream_bytes = Counter(
             "ringkv_stream_bytes", "Bytes streamed by ring changes this node drove", registry=r
         )
+        self.sibling_warnings = Counter(
+            "ringkv_sibling_warnings", "Writes that left a key with 25 or more siblings",
+            registry=r,
+        )  # fmt: skip
+        self.rejected = Counter(
+            "ringkv_rejected_requests",
+            "Client requests refused before running, by reason",
+            ["reason"],
+            registry=r,
+        )
         self.members = Gauge(
             "ringkv_members", "Cluster members seen by this node, by liveness", ["alive"],
             registry=r,

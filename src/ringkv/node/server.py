@@ -34,13 +34,14 @@ from ringkv.core.versions import (
     make_actor,
 )
 from ringkv.node.anti_entropy import AntiEntropy
+from ringkv.node.auth import TokenStore, load_secret
 from ringkv.node.config import NodeConfig
-from ringkv.node.coordinator import Coordinator, QuorumTimeout, Unavailable
+from ringkv.node.coordinator import Coordinator, QuorumTimeout, TooManySiblings, Unavailable
 from ringkv.node.hints import HintedHandoff, HintStore
 from ringkv.node.membership import Membership
 from ringkv.node.messaging import MessagingService, PeerError
 from ringkv.node.metrics import NodeMetrics
-from ringkv.node.storage import Storage
+from ringkv.node.storage import Storage, StorageFull
 from ringkv.node.streaming import ChangeError, RingChanges
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,10 @@ class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self.metrics = NodeMetrics()
+        self.tokens = TokenStore(config.auth_tokens_file) if config.auth_tokens_file else None
+        if self.tokens is None:
+            log.warning("no --auth-tokens-file: the client API is open to anyone who reaches it")
+        self.in_flight = 0
         self.started = time.monotonic()
         self.storage: Storage | None = None
         self._loops: list[asyncio.Task[None]] = []
@@ -84,7 +89,12 @@ class Node:
             self.storage.put_meta("incarnation", incarnation)
         self.incarnation = incarnation
         self.actor = make_actor(config.node_id, incarnation)
-        self.messaging = MessagingService(config.node_id, config.host, config.peer_port, self._peer)
+        secret = load_secret(config.cluster_secret_file) if config.cluster_secret_file else None
+        if secret is None:
+            log.warning("no --cluster-secret-file: peer traffic is NOT authenticated")
+        self.messaging = MessagingService(
+            config.node_id, config.host, config.peer_port, self._peer, secret=secret
+        )
         await self.messaging.start()
         self.membership = Membership(config, self.storage, self.messaging, incarnation)
         mode: ConflictMode = "lww" if config.conflict_mode == "lww" else "siblings"
@@ -328,7 +338,13 @@ async def handle_put(request: web.Request) -> web.StreamResponse:
                 413, "value_too_large",
                 f"value is {request.content_length} bytes; the limit is {limit}",
             )  # fmt: skip
-        value = await request.read()
+        try:
+            value = await asyncio.wait_for(request.read(), node.config.client_timeout)
+        except TimeoutError:
+            raise ApiError(
+                408, "request_timeout",
+                f"the request body did not arrive within {node.config.client_timeout} s",
+            ) from None  # fmt: skip
         if len(value) > limit:
             raise ApiError(413, "value_too_large", f"value exceeds the {limit} byte limit")
         clock = await _call(node.coordinator.put(key, value, context, quorum))
@@ -353,6 +369,14 @@ async def handle_delete(request: web.Request) -> web.StreamResponse:
 async def _call(awaitable: Awaitable[Any]) -> Any:
     try:
         return await awaitable
+    except TooManySiblings as exc:
+        raise ApiError(
+            409, "too_many_siblings", str(exc), siblings=exc.count, limit=exc.limit
+        ) from None
+    except StorageFull:
+        raise ApiError(
+            507, "insufficient_storage", "the node's disk is full; nothing was written"
+        ) from None
     except Unavailable as exc:
         raise ApiError(
             503, "unavailable", str(exc), required=exc.required, alive=exc.alive
@@ -491,6 +515,59 @@ async def handle_metrics(request: web.Request) -> web.StreamResponse:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+def required_role(request: web.Request) -> str | None:
+    """The role a request needs (None: open, for probes)."""
+    path = request.path
+    if path.startswith("/health/"):
+        return None
+    if path.startswith("/v1/admin/"):
+        return "read" if request.method == "GET" else "admin"
+    if path.startswith(KV_PREFIX) and request.method not in ("GET", "HEAD"):
+        return "readwrite"
+    return "read"
+
+
+@web.middleware
+async def auth_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    node = request.app[NODE_KEY]
+    tokens = node.tokens
+    needed = required_role(request)
+    if tokens is not None and needed is not None:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            node.metrics.rejected.labels("unauthenticated").inc()
+            return error_response(
+                401, "unauthorized", "a bearer token is required (Authorization: Bearer ...)",
+            )  # fmt: skip
+        principal = tokens.authenticate(token.strip())
+        if principal is None:
+            node.metrics.rejected.labels("unauthenticated").inc()
+            return error_response(401, "unauthorized", "the bearer token is not valid")
+        if not principal.allows(needed):
+            node.metrics.rejected.labels("forbidden").inc()
+            return error_response(
+                403, "forbidden", f"{principal.name} has role {principal.role}; this needs {needed}"
+            )
+    if needed is None:
+        return await handler(request)
+    if node.in_flight >= node.config.max_concurrent_requests:
+        node.metrics.rejected.labels("overloaded").inc()
+        response = error_response(
+            503, "overloaded",
+            f"{node.in_flight} requests in flight (limit {node.config.max_concurrent_requests})",
+        )  # fmt: skip
+        response.headers["Retry-After"] = "1"
+        return response
+    node.in_flight += 1
+    try:
+        return await handler(request)
+    finally:
+        node.in_flight -= 1
+
+
 @web.middleware
 async def errors_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -518,11 +595,15 @@ async def errors_middleware(
 
 def create_app(config: NodeConfig) -> web.Application:
     app = web.Application(
-        middlewares=[errors_middleware],
+        middlewares=[errors_middleware, auth_middleware],
         client_max_size=config.max_value_bytes + 1,
         # Room for a 256-byte key percent-encoded and a context header up to MAX_CONTEXT_CHARS,
         # so oversized ones get our JSON error; beyond these aiohttp itself answers 400.
-        handler_args={"max_line_size": 8190, "max_field_size": 2 * MAX_CONTEXT_CHARS},
+        handler_args={
+            "max_line_size": 8190,
+            "max_field_size": 2 * MAX_CONTEXT_CHARS,
+            "keepalive_timeout": 75.0,  # idle keep-alive connections are closed after this
+        },
     )
     node = Node(config)
     app[NODE_KEY] = node

@@ -43,6 +43,17 @@ HINTS_CF = "hints"
 ChangeListener = Callable[[int, bytes, Sequence[Version], Sequence[Version]], None]
 
 
+class StorageFull(OSError):
+    """The disk is full (or RocksDB stopped writing after an I/O error): nothing was written."""
+
+
+def _write_error(exc: Exception) -> Exception:
+    text = str(exc)
+    if "No space left" in text or "IO error" in text or "NoSpace" in text:
+        return StorageFull(28, f"storage cannot write: {text}")
+    return exc
+
+
 def storage_key(h: int, key: bytes) -> bytes:
     return h.to_bytes(8, "big") + key
 
@@ -84,10 +95,16 @@ class Storage:
         merged = merge_siblings(current, incoming, mode)
         changed = [v.dot for v in merged] != [v.dot for v in current]
         if changed:
-            self._db.put(storage_key(h, key), encode_record(merged), self.write_options)
+            self._put(storage_key(h, key), encode_record(merged))
             for listener in self._listeners:
                 listener(h, key, current, merged)
         return merged, changed
+
+    def _put(self, raw_key: bytes, value: bytes) -> None:
+        try:
+            self._db.put(raw_key, value, self.write_options)
+        except Exception as exc:  # rocksdict raises plain exceptions for I/O errors
+            raise _write_error(exc) from exc
 
     def remove(self, key: bytes, expected: Sequence[Version]) -> bool:
         """Delete a record (tombstone purge) if it still holds exactly ``expected``."""

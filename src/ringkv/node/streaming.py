@@ -178,8 +178,7 @@ class RingChanges:
                 )
             self.plan("remove", node)  # validates
             state = self._state(node)
-            m.gossiper.set_app(g.REMOVING, {"node": node, "generation": state.generation})
-            m._rebuild_ring()
+            m.set_removing({"node": node, "generation": state.generation})
             return {"accepted": True, "driver": self.node_id}
         if node != self.node_id:
             raise ChangeError(400, "bad_request", f"{action} must be sent to {node} itself")
@@ -224,8 +223,7 @@ class RingChanges:
         elif status == g.LEAVING:
             m.set_status(g.NORMAL)
         if m.gossiper.local.get(g.REMOVING):
-            m.gossiper.set_app(g.REMOVING, None)
-            m._rebuild_ring()
+            m.set_removing(None)
         self.storage.put_meta("stream_positions", {})
         self._cancel = False
         self._publish("cancelled")
@@ -370,9 +368,9 @@ class RingChanges:
             state = m.gossiper.states.get(subject)
             removed = dict(m.gossiper.local.get(g.REMOVED) or {})
             removed[subject] = state.generation if state is not None else 0
+            m.storage.put_meta("removed", removed)
             m.gossiper.set_app(g.REMOVED, removed)
-            m.gossiper.set_app(g.REMOVING, None)
-            m._rebuild_ring()
+            m.set_removing(None)
         log.info("%s of %s complete", op, subject)
 
     async def _execute(

@@ -1,0 +1,355 @@
+"""Pure builders: every child object of a KVCluster as a plain dict, ready to apply.
+
+No Kubernetes access and no clock: the same spec (and owner) always gives the same objects, so
+applying them again is a no-op and the operator can re-apply them on every pass (level-based).
+The StatefulSets' ``replicas`` is an input, not derived from the spec: the reconcile plan
+(``plan.py``) moves it one node at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from ringkv.operator.spec import (
+    API_VERSION,
+    DATA_PATH,
+    DATA_VOLUME,
+    KIND,
+    NODE_ID_ANNOTATION,
+    ZONE_KEY,
+    ClusterSpec,
+)
+
+Obj = dict[str, Any]
+
+CONFIG_HASH_ANNOTATION = "ringkv.io/config-hash"
+CONTAINER = "ringkv"
+
+
+def owner_reference(owner: dict[str, Any]) -> Obj:
+    """The controller owner reference to a KVCluster (``owner`` holds its name and uid)."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": owner["name"],
+        "uid": owner["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _meta(spec: ClusterSpec, owner: dict[str, Any] | None, name: str, component: str) -> Obj:
+    meta: Obj = {"name": name, "namespace": spec.namespace, "labels": spec.labels(component)}
+    if owner is not None:
+        meta["ownerReferences"] = [owner_reference(owner)]
+    return meta
+
+
+def config_data(spec: ClusterSpec) -> dict[str, str]:
+    """The node settings shared by every node (RINGKV_* variables, through the ConfigMap)."""
+    data = {
+        "RINGKV_HOST": "0.0.0.0",
+        "RINGKV_PORT": str(spec.client_port),
+        "RINGKV_PEER_PORT": str(spec.peer_port),
+        "RINGKV_DATA_DIR": f"{DATA_PATH}/db",
+        "RINGKV_SEEDS": ",".join(spec.seeds()),
+        "RINGKV_REPLICATION_FACTOR": str(spec.replication_factor),
+        "RINGKV_VNODES": str(spec.vnodes),
+        "RINGKV_CONFLICT_MODE": spec.conflict_resolution,
+        "RINGKV_DEFAULT_CONSISTENCY": spec.consistency,
+        # A pod that starts with no tokens joins by itself, and one that starts on an empty
+        # volume under a known id replaces itself; the operator decides *when* a pod starts.
+        "RINGKV_AUTO_JOIN": "true",
+    }
+    for key, value in spec.settings:
+        data["RINGKV_" + key.upper().replace("-", "_")] = value
+    return data
+
+
+def config_hash(spec: ClusterSpec) -> str:
+    """A digest of the ConfigMap's data: in the pod template, so a change rolls the nodes."""
+    raw = json.dumps(config_data(spec), sort_keys=True).encode()
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def build_config_map(spec: ClusterSpec, owner: dict[str, Any] | None = None) -> Obj:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(spec, owner, spec.config_map, "config"),
+        "data": config_data(spec),
+    }
+
+
+def build_service_account(spec: ClusterSpec, owner: dict[str, Any] | None = None) -> Obj:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": _meta(spec, owner, spec.service_account, "node"),
+        "automountServiceAccountToken": True,
+    }
+
+
+def build_role(spec: ClusterSpec, owner: dict[str, Any] | None = None) -> Obj:
+    """What a node may read for peer discovery through the API: pods and endpoints, no more."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": _meta(spec, owner, spec.service_account, "node"),
+        "rules": [
+            {"apiGroups": [""], "resources": ["pods", "endpoints"],
+             "verbs": ["get", "list", "watch"]},
+        ],
+    }  # fmt: skip
+
+
+def build_role_binding(spec: ClusterSpec, owner: dict[str, Any] | None = None) -> Obj:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": _meta(spec, owner, spec.service_account, "node"),
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": spec.service_account,
+        },
+        "subjects": [
+            {"kind": "ServiceAccount", "name": spec.service_account, "namespace": spec.namespace}
+        ],
+    }
+
+
+def _ports(spec: ClusterSpec) -> list[Obj]:
+    return [
+        {"name": "client", "port": spec.client_port, "targetPort": "client", "protocol": "TCP"},
+        {"name": "peer", "port": spec.peer_port, "targetPort": "peer", "protocol": "TCP"},
+    ]
+
+
+def build_peer_service(spec: ClusterSpec, owner: dict[str, Any] | None = None) -> Obj:
+    """Headless: gives every node pod a stable DNS name, published before the pod is ready
+    (nodes must reach each other to become ready)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(spec, owner, spec.peer_service, "peers"),
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": spec.node_selector_labels(),
+            "ports": _ports(spec),
+        },
+    }
+
+
+def build_client_service(spec: ClusterSpec, owner: dict[str, Any] | None = None) -> Obj:
+    """Ready nodes only; any node coordinates any request."""
+    meta = _meta(spec, owner, spec.client_service, "client")
+    if spec.service_annotations:
+        meta["annotations"] = dict(spec.service_annotations)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta,
+        "spec": {
+            "type": spec.service_type,
+            "selector": spec.node_selector_labels(),
+            "ports": [
+                {"name": "client", "port": spec.client_port, "targetPort": "client",
+                 "protocol": "TCP"}
+            ],
+        },
+    }  # fmt: skip
+
+
+def build_pdb(spec: ClusterSpec, owner: dict[str, Any] | None = None) -> Obj:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _meta(spec, owner, spec.pdb_name, "node"),
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": spec.node_selector_labels()},
+        },
+    }
+
+
+def _probe(path: str, port: int, period: int, failures: int, delay: int = 0) -> Obj:
+    return {
+        "httpGet": {"path": path, "port": port, "scheme": "HTTP"},
+        "initialDelaySeconds": delay,
+        "periodSeconds": period,
+        "timeoutSeconds": 2,
+        "failureThreshold": failures,
+        "successThreshold": 1,
+    }
+
+
+def _field(path: str) -> Obj:
+    return {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}
+
+
+def build_pod_template(spec: ClusterSpec, zone: str) -> Obj:
+    """The node pods of one zone."""
+    labels = {**dict(spec.pod_labels), **spec.node_selector_labels(zone)}
+    annotations = {**dict(spec.pod_annotations), CONFIG_HASH_ANNOTATION: config_hash(spec)}
+    env = [
+        {"name": "POD_NAME", "valueFrom": _field("metadata.name")},
+        {"name": "POD_NAMESPACE", "valueFrom": _field("metadata.namespace")},
+        {"name": "POD_IP", "valueFrom": _field("status.podIP")},
+        {"name": "RINGKV_NODE_ID", "value": "$(POD_NAME)"},
+        {"name": "RINGKV_ZONE", "value": zone},
+        {"name": "RINGKV_ADVERTISE_HOST", "value": "$(POD_IP)"},
+        # The stable name, in the same form as the seeds, so a seed pod recognises itself.
+        {
+            "name": "RINGKV_PEER_ADVERTISE",
+            "value": f"$(POD_NAME).{spec.peer_service}.$(POD_NAMESPACE).svc.cluster.local:"
+            f"{spec.peer_port}",
+        },
+    ]
+    container: Obj = {
+        "name": CONTAINER,
+        "image": spec.image,
+        "imagePullPolicy": spec.image_pull_policy,
+        "command": ["ringkv", "node"],
+        "env": env,
+        "envFrom": [{"configMapRef": {"name": spec.config_map}}],
+        "ports": [
+            {"name": "client", "containerPort": spec.client_port, "protocol": "TCP"},
+            {"name": "peer", "containerPort": spec.peer_port, "protocol": "TCP"},
+        ],
+        # Ready = joined a settled ring and serving reads; live = the process answers.
+        "readinessProbe": _probe("/health/ready", spec.client_port, 5, 3),
+        "livenessProbe": _probe("/health/live", spec.client_port, 10, 6),
+        # Opening a large RocksDB can take a while: up to 10 minutes before liveness counts.
+        "startupProbe": _probe("/health/live", spec.client_port, 5, 120),
+        "volumeMounts": [{"name": DATA_VOLUME, "mountPath": DATA_PATH}],
+    }
+    if spec.resources:
+        container["resources"] = spec.resources
+    affinity: Obj = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [
+                        {"key": spec.topology_key, "operator": "In", "values": [zone]}
+                    ]}
+                ]
+            }
+        },
+        # Prefer one node of the cluster per machine; the zone pin above is the hard rule.
+        "podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "weight": 100,
+                    "podAffinityTerm": {
+                        "labelSelector": {"matchLabels": spec.node_selector_labels()},
+                        "topologyKey": "kubernetes.io/hostname",
+                    },
+                }
+            ]
+        },
+    }  # fmt: skip
+    pod_spec: Obj = {
+        "serviceAccountName": spec.service_account,
+        # A Service named like the RINGKV_* flags would otherwise inject RINGKV_PORT=tcp://...
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": spec.termination_grace_seconds,
+        "affinity": affinity,
+        "containers": [container],
+    }
+    if spec.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.node_selector)
+    if spec.tolerations:
+        pod_spec["tolerations"] = [dict(t) for t in spec.tolerations]
+    if spec.priority_class:
+        pod_spec["priorityClassName"] = spec.priority_class
+    if spec.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": s} for s in spec.image_pull_secrets]
+    return {"metadata": {"labels": labels, "annotations": annotations}, "spec": pod_spec}
+
+
+def build_statefulset(
+    spec: ClusterSpec, zone: str, replicas: int, owner: dict[str, Any] | None = None
+) -> Obj:
+    """One zone's nodes. ``OnDelete`` updates: the operator restarts pods one at a time;
+    ``Parallel``: the operator, not the controller, orders creations and removals."""
+    if zone not in spec.zones:
+        raise ValueError(f"zone {zone!r} is not in spec.zones")
+    if replicas < 0:
+        raise ValueError("replicas must not be negative")
+    meta = _meta(spec, owner, spec.statefulset_name(zone), "node")
+    meta["labels"][ZONE_KEY] = zone
+    claim: Obj = {
+        "metadata": {"name": DATA_VOLUME, "labels": spec.node_selector_labels(zone)},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": spec.storage_size}},
+        },
+    }
+    if spec.storage_class:
+        claim["spec"]["storageClassName"] = spec.storage_class
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": meta,
+        "spec": {
+            "replicas": replicas,
+            "serviceName": spec.peer_service,
+            "podManagementPolicy": "Parallel",
+            "updateStrategy": {"type": "OnDelete"},
+            "selector": {"matchLabels": spec.node_selector_labels(zone)},
+            "template": build_pod_template(spec, zone),
+            "volumeClaimTemplates": [claim],
+            # Volumes of decommissioned nodes are deleted by the operator once they are `left`.
+            "persistentVolumeClaimRetentionPolicy": {
+                "whenScaled": "Retain",
+                "whenDeleted": "Delete" if spec.delete_policy == "Delete" else "Retain",
+            },
+        },
+    }
+
+
+def node_id_of(spec: ClusterSpec, zone: str, ordinal: int) -> str:
+    """The ringkv node id of a pod: its name, ``<cluster>-<zone>-<ordinal>``."""
+    return spec.pod_name(zone, ordinal)
+
+
+def build_children(
+    spec: ClusterSpec, owner: dict[str, Any] | None, replicas: dict[str, int]
+) -> list[Obj]:
+    """Every child, in the order to apply them (StatefulSets last, with the given replicas)."""
+    objects = [
+        build_service_account(spec, owner),
+        build_role(spec, owner),
+        build_role_binding(spec, owner),
+        build_config_map(spec, owner),
+        build_peer_service(spec, owner),
+        build_client_service(spec, owner),
+        build_pdb(spec, owner),
+    ]
+    objects += [build_statefulset(spec, z, replicas.get(z, 0), owner) for z in spec.zones]
+    return objects
+
+
+__all__ = [
+    "CONFIG_HASH_ANNOTATION",
+    "CONTAINER",
+    "NODE_ID_ANNOTATION",
+    "build_children",
+    "build_client_service",
+    "build_config_map",
+    "build_pdb",
+    "build_peer_service",
+    "build_pod_template",
+    "build_role",
+    "build_role_binding",
+    "build_service_account",
+    "build_statefulset",
+    "config_data",
+    "config_hash",
+    "node_id_of",
+    "owner_reference",
+]

@@ -1,0 +1,293 @@
+"""The KVCluster spec as a typed value, its defaults, and the names of everything derived from it.
+
+Pure: no Kubernetes access. The API server applies the CRD's defaults; ``parse_spec`` applies the
+same ones again so that the operator behaves the same on an object that skipped them (tests,
+an older CRD).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+GROUP = "ringkv.io"
+VERSION = "v1alpha1"
+PLURAL = "kvclusters"
+KIND = "KVCluster"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+DEFAULT_IMAGE = "ringkv:0.1.0"
+ZONE_LABEL = "topology.kubernetes.io/zone"
+DATA_VOLUME = "data"
+DATA_PATH = "/var/lib/ringkv"
+FIELD_MANAGER = "ringkv-operator"
+
+# Labels on every child; the node pods also get COMPONENT=node and ZONE_KEY=<zone>.
+NAME_LABEL = "app.kubernetes.io/name"
+INSTANCE_LABEL = "app.kubernetes.io/instance"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+ZONE_KEY = "ringkv.io/zone"
+NODE_ID_ANNOTATION = "ringkv.io/node-id"
+
+# Node flags the operator sets itself; spec.settings may not override them.
+RESERVED_SETTINGS = frozenset(
+    {
+        "node-id", "host", "port", "peer-port", "advertise-host", "peer-advertise", "zone",
+        "data-dir", "seeds", "replication-factor", "vnodes", "conflict-mode",
+        "default-consistency", "auto-join",
+    }
+)  # fmt: skip
+
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[numkMGTPE])?$")
+_QUANTITY_UNITS = {
+    "": 1, "n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
+    "P": 1e15, "E": 1e18, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50,
+    "Ei": 2**60,
+}  # fmt: skip
+
+
+class SpecError(ValueError):
+    """A spec the operator cannot act on (the CRD's validation should have refused it)."""
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a Go-style duration such as ``10m``, ``1h30m``, ``45s``, ``500ms``."""
+    text = str(text).strip()
+    pos, total = 0, 0.0
+    for m in _DURATION.finditer(text):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+        pos = m.end()
+    if pos != len(text) or not text:
+        raise SpecError(f"{text!r} is not a duration such as 10m, 1h30m or 45s")
+    return total
+
+
+def parse_quantity(value: int | float | str) -> float:
+    """A Kubernetes quantity (``10Gi``, ``500M``, ``1.5``) as a number."""
+    if isinstance(value, int | float):
+        return float(value)
+    m = _QUANTITY.match(str(value).strip())
+    if not m:
+        raise SpecError(f"{value!r} is not a quantity such as 10Gi")
+    return float(m.group(1)) * _QUANTITY_UNITS[m.group(2) or ""]
+
+
+@dataclass(frozen=True)
+class Autoscaling:
+    enabled: bool = False
+    min_replicas: int = 3
+    max_replicas: int = 9
+    target_rps_per_node: float | None = None
+    target_disk_bytes_per_node: float | None = None
+    cooldown_seconds: float = 300.0
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """One KVCluster's spec, defaulted and checked."""
+
+    name: str
+    namespace: str
+    zones: tuple[str, ...]
+    replicas: int = 3
+    replication_factor: int = 3
+    consistency: str = "balanced"
+    conflict_resolution: str = "siblings"
+    vnodes: int = 128
+    image: str = DEFAULT_IMAGE
+    image_pull_policy: str = "IfNotPresent"
+    image_pull_secrets: tuple[str, ...] = ()
+    client_port: int = 7001
+    peer_port: int = 8001
+    topology_key: str = ZONE_LABEL
+    resources: dict[str, Any] = field(default_factory=dict)
+    storage_size: str = "1Gi"
+    storage_class: str | None = None
+    delete_policy: str = "Retain"
+    replace_enabled: bool = True
+    replace_after_seconds: float = 600.0
+    autoscaling: Autoscaling = Autoscaling()
+    paused: bool = False
+    settings: tuple[tuple[str, str], ...] = ()
+    service_type: str = "ClusterIP"
+    service_annotations: tuple[tuple[str, str], ...] = ()
+    pod_labels: tuple[tuple[str, str], ...] = ()
+    pod_annotations: tuple[tuple[str, str], ...] = ()
+    node_selector: tuple[tuple[str, str], ...] = ()
+    tolerations: tuple[dict[str, Any], ...] = ()
+    priority_class: str | None = None
+    termination_grace_seconds: int = 30
+
+    # -- names ----------------------------------------------------------------------------------
+
+    def statefulset_name(self, zone: str) -> str:
+        return f"{self.name}-{zone}"
+
+    def pod_name(self, zone: str, ordinal: int) -> str:
+        """Also the node id: ``<cluster>-<zone>-<ordinal>``."""
+        return f"{self.statefulset_name(zone)}-{ordinal}"
+
+    def pvc_name(self, zone: str, ordinal: int) -> str:
+        return f"{DATA_VOLUME}-{self.pod_name(zone, ordinal)}"
+
+    @property
+    def peer_service(self) -> str:
+        return f"{self.name}-peers"
+
+    @property
+    def client_service(self) -> str:
+        return self.name
+
+    @property
+    def config_map(self) -> str:
+        return f"{self.name}-config"
+
+    @property
+    def service_account(self) -> str:
+        return f"{self.name}-node"
+
+    @property
+    def pdb_name(self) -> str:
+        return self.name
+
+    def peer_host(self, pod: str) -> str:
+        """The stable DNS name of a node pod through the headless peer Service."""
+        return f"{pod}.{self.peer_service}.{self.namespace}.svc.cluster.local"
+
+    def seeds(self) -> tuple[str, ...]:
+        """Peer addresses of the first pod of each of the first three zones."""
+        return tuple(
+            f"{self.peer_host(self.pod_name(zone, 0))}:{self.peer_port}" for zone in self.zones[:3]
+        )
+
+    # -- labels ---------------------------------------------------------------------------------
+
+    def labels(self, component: str | None = None) -> dict[str, str]:
+        out = {NAME_LABEL: "ringkv", INSTANCE_LABEL: self.name, MANAGED_BY_LABEL: "ringkv-operator"}
+        if component:
+            out[COMPONENT_LABEL] = component
+        return out
+
+    def node_selector_labels(self, zone: str | None = None) -> dict[str, str]:
+        """The labels that select this cluster's node pods (of one zone)."""
+        out = {NAME_LABEL: "ringkv", INSTANCE_LABEL: self.name, COMPONENT_LABEL: "node"}
+        if zone is not None:
+            out[ZONE_KEY] = zone
+        return out
+
+    @property
+    def selector_string(self) -> str:
+        """The scale subresource's status.selector."""
+        return ",".join(f"{k}={v}" for k, v in sorted(self.node_selector_labels().items()))
+
+    def zone_targets(self, replicas: int | None = None) -> dict[str, int]:
+        """Nodes each zone should run: an even spread, the first zones get one more."""
+        total = self.replicas if replicas is None else replicas
+        base, extra = divmod(total, len(self.zones))
+        return {zone: base + (1 if i < extra else 0) for i, zone in enumerate(self.zones)}
+
+
+def _pairs(value: Any) -> tuple[tuple[str, str], ...]:
+    if not value:
+        return ()
+    if not isinstance(value, dict):
+        raise SpecError(f"expected a map of strings, got {value!r}")
+    return tuple(sorted((str(k), str(v)) for k, v in value.items()))
+
+
+def parse_spec(name: str, namespace: str, spec: dict[str, Any]) -> ClusterSpec:
+    """The typed, defaulted spec; raises SpecError for what the CRD's validation refuses."""
+    spec = dict(spec or {})
+    zones = tuple(str(z) for z in spec.get("zones") or ())
+    if not zones:
+        raise SpecError("spec.zones must name at least one zone")
+    if len(set(zones)) != len(zones):
+        raise SpecError("spec.zones must be unique")
+    for zone in zones:
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", zone) or len(zone) > 20:
+            raise SpecError(f"zone {zone!r} must be a DNS label of at most 20 characters")
+    replicas = int(spec.get("replicas", 3))
+    rf = int(spec.get("replicationFactor", 3))
+    if replicas < 1:
+        raise SpecError("spec.replicas must be at least 1")
+    if not 1 <= rf <= 15:
+        raise SpecError("spec.replicationFactor must be between 1 and 15")
+    if rf > replicas:
+        raise SpecError(f"spec.replicationFactor {rf} exceeds spec.replicas {replicas}")
+    if len(name) > 40:
+        raise SpecError("metadata.name must be at most 40 characters")
+    storage = dict(spec.get("storage") or {})
+    failure = dict(spec.get("failureReplacement") or {})
+    auto = dict(spec.get("autoscaling") or {})
+    service = dict(spec.get("service") or {})
+    pod = dict(spec.get("podTemplate") or {})
+    settings = _pairs(spec.get("settings"))
+    bad = sorted(k for k, _ in settings if k in RESERVED_SETTINGS)
+    if bad:
+        raise SpecError(f"spec.settings must not set {', '.join(bad)} (the operator sets them)")
+    target_disk = auto.get("targetDiskBytesPerNode")
+    autoscaling = Autoscaling(
+        enabled=bool(auto.get("enabled", False)),
+        min_replicas=int(auto.get("minReplicas", 3)),
+        max_replicas=int(auto.get("maxReplicas", 9)),
+        target_rps_per_node=(
+            float(auto["targetRequestsPerSecondPerNode"])
+            if auto.get("targetRequestsPerSecondPerNode") is not None
+            else None
+        ),
+        target_disk_bytes_per_node=(
+            parse_quantity(target_disk) if target_disk is not None else None
+        ),
+        cooldown_seconds=float(auto.get("cooldownSeconds", 300)),
+    )
+    if autoscaling.enabled and not (
+        rf <= autoscaling.min_replicas <= autoscaling.max_replicas
+    ):
+        raise SpecError("autoscaling needs replicationFactor <= minReplicas <= maxReplicas")
+    client_port = int(spec.get("clientPort", 7001))
+    peer_port = int(spec.get("peerPort", 8001))
+    if client_port == peer_port:
+        raise SpecError("spec.clientPort and spec.peerPort must differ")
+    size = storage.get("size", "1Gi")
+    parse_quantity(size)
+    return ClusterSpec(
+        name=name,
+        namespace=namespace,
+        zones=zones,
+        replicas=replicas,
+        replication_factor=rf,
+        consistency=str(spec.get("consistency", "balanced")),
+        conflict_resolution=str(spec.get("conflictResolution", "siblings")),
+        vnodes=int(spec.get("vnodes", 128)),
+        image=str(spec.get("image") or DEFAULT_IMAGE),
+        image_pull_policy=str(spec.get("imagePullPolicy", "IfNotPresent")),
+        image_pull_secrets=tuple(
+            str(s["name"]) for s in spec.get("imagePullSecrets") or () if s.get("name")
+        ),
+        client_port=client_port,
+        peer_port=peer_port,
+        topology_key=str(spec.get("topologyKey") or ZONE_LABEL),
+        resources=dict(spec.get("resources") or {}),
+        storage_size=str(size),
+        storage_class=storage.get("storageClassName") or None,
+        delete_policy=str(storage.get("deletePolicy", "Retain")),
+        replace_enabled=bool(failure.get("enabled", True)),
+        replace_after_seconds=parse_duration(str(failure.get("after", "10m"))),
+        autoscaling=autoscaling,
+        paused=bool(spec.get("paused", False)),
+        settings=settings,
+        service_type=str(service.get("type", "ClusterIP")),
+        service_annotations=_pairs(service.get("annotations")),
+        pod_labels=_pairs(pod.get("labels")),
+        pod_annotations=_pairs(pod.get("annotations")),
+        node_selector=_pairs(pod.get("nodeSelector")),
+        tolerations=tuple(dict(t) for t in pod.get("tolerations") or ()),
+        priority_class=pod.get("priorityClassName") or None,
+        termination_grace_seconds=int(pod.get("terminationGracePeriodSeconds", 30)),
+    )
