@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import os
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -219,9 +220,14 @@ def _json(status: int, body: bytes) -> dict[str, Any]:
 class Client:
     """Blocking client with keep-alive connections pooled per endpoint."""
 
-    def __init__(self, endpoints: str | Sequence[str], *, timeout: float = 5.0) -> None:
+    def __init__(
+        self, endpoints: str | Sequence[str], *, timeout: float = 5.0, token: str | None = None
+    ) -> None:
         self.endpoints = parse_endpoints(endpoints)
         self.timeout = timeout
+        # A bearer token for clusters with --auth-tokens-file (default: $RINGKV_TOKEN).
+        token = token if token is not None else os.environ.get("RINGKV_TOKEN") or None
+        self._auth = {"Authorization": f"Bearer {token}"} if token else {}
         self._lock = threading.Lock()
         self._idle: dict[_Endpoint, list[http.client.HTTPConnection]] = {
             e: [] for e in self.endpoints
@@ -336,7 +342,7 @@ class Client:
             index = (start + step) % len(self.endpoints)
             endpoint = self.endpoints[index]
             try:
-                result = self._send(endpoint, method, path, body, headers or {})
+                result = self._send(endpoint, method, path, body, {**self._auth, **(headers or {})})
             except (OSError, http.client.HTTPException) as exc:
                 failures.append(f"{endpoint}: {str(exc) or type(exc).__name__}")
                 continue
@@ -402,9 +408,14 @@ class Client:
 class AsyncClient:
     """asyncio client over one pooled aiohttp session; same surface as `Client`."""
 
-    def __init__(self, endpoints: str | Sequence[str], *, timeout: float = 5.0) -> None:
+    def __init__(
+        self, endpoints: str | Sequence[str], *, timeout: float = 5.0, token: str | None = None
+    ) -> None:
         self.endpoints = parse_endpoints(endpoints)
         self.timeout = timeout
+        # A bearer token for clusters with --auth-tokens-file (default: $RINGKV_TOKEN).
+        token = token if token is not None else os.environ.get("RINGKV_TOKEN") or None
+        self._auth = {"Authorization": f"Bearer {token}"} if token else {}
         self._session: aiohttp.ClientSession | None = None
         self._preferred = 0
 
@@ -507,7 +518,7 @@ class AsyncClient:
             url = yarl.URL(f"{endpoint}{path}", encoded=True)  # the key is already quoted
             try:
                 async with self._session.request(
-                    method, url, data=body, headers=headers
+                    method, url, data=body, headers={**self._auth, **(headers or {})}
                 ) as response:
                     data = await response.read()
                     result = response.status, _lower(response.headers.items()), data

@@ -73,6 +73,10 @@ class AntiEntropy:
         self._budget = 0.0
         self._budget_at = time.monotonic()
         self.completed_rounds = 0
+        # Purging scans every replicated range: do it rarely (a quarter of the grace period,
+        # at most every minute) and in slices, so that it never stalls foreground requests.
+        self._purge_every = max(config.anti_entropy_interval, min(config.tombstone_grace / 4, 60))
+        self._purged_at = time.monotonic()
         storage.on_change(self._on_change)
 
     # -- trees ----------------------------------------------------------------------------------
@@ -157,7 +161,10 @@ class AntiEntropy:
                 self.ensure_current()
                 await self.build_pending()
                 await self.exchange_with_next_peer()
-                self.purge_tombstones(int(time.time() * 1000))
+                now = time.monotonic()
+                if now - self._purged_at >= self._purge_every:
+                    self._purged_at = now
+                    await self.purge_tombstones(int(time.time() * 1000))
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -252,7 +259,7 @@ class AntiEntropy:
 
     # -- tombstones -----------------------------------------------------------------------------
 
-    def purge_tombstones(self, now_ms: int) -> int:
+    async def purge_tombstones(self, now_ms: int) -> int:
         grace_ms = int(self.config.tombstone_grace * 1000)
         purged = 0
         for end, tree in list(self.trees.items()):
@@ -263,9 +270,18 @@ class AntiEntropy:
             horizon = min(covered, now_ms - grace_ms)
             if horizon <= 0:
                 continue
-            for _h, key, versions in list(self.storage.scan(tree.start, tree.end)):
-                if expired_tombstones(versions, horizon) and self.storage.remove(key, versions):
+            expired = []
+            for scanned, (_h, key, versions) in enumerate(
+                self.storage.scan(tree.start, tree.end)
+            ):
+                if expired_tombstones(versions, horizon):
+                    expired.append((key, versions))
+                if scanned % 512 == 511:
+                    await asyncio.sleep(0)  # let requests run between slices
+            for key, versions in expired:
+                if self.storage.remove(key, versions):  # unless it changed meanwhile
                     purged += 1
+            await asyncio.sleep(0)
         if purged:
             self.metrics.tombstones_purged.inc(purged)
         return purged

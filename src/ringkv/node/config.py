@@ -43,6 +43,7 @@ class NodeConfig:
     max_concurrent_requests: int = 512
     client_timeout: float = 30.0
     max_siblings: int = 100
+    min_free_bytes: int = 64 * 1024 * 1024
     hint_window: float = 3 * 3600.0
     hint_rate: float = 2000.0
     anti_entropy_interval: float = 30.0
@@ -135,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds a client may take to send a request body")  # fmt: skip
     add("max-siblings", type=int, default=100,
         help="refuse writes that would leave a key with more siblings (warns at 25)")  # fmt: skip
+    add("min-free-bytes", type=int, default=64 * 1024 * 1024,
+        help="refuse writes (507) while the data disk has less free space (64 MiB)")  # fmt: skip
     add("hint-window", type=float, default=3 * 3600.0, help="seconds hints are kept (3 h)")
     add("hint-rate", type=float, default=2000.0, help="hints delivered per second, at most")
     add(
@@ -190,6 +193,7 @@ def parse_args(argv: Sequence[str] | None) -> NodeConfig:
             max_concurrent_requests=int(ns.max_concurrent_requests),
             client_timeout=float(ns.client_timeout),
             max_siblings=int(ns.max_siblings),
+            min_free_bytes=int(ns.min_free_bytes),
             hint_window=float(ns.hint_window),
             hint_rate=float(ns.hint_rate),
             anti_entropy_interval=float(ns.anti_entropy_interval),

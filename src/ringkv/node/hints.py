@@ -42,18 +42,22 @@ def hint_key(target: str, key: bytes) -> bytes:
 class HintStore:
     def __init__(self, storage: Storage, mode: ConflictMode) -> None:
         self.storage = storage
-        self.cf = storage.hints
         self.mode = mode
         self.pending: dict[str, int] = {}
         for raw_key in self.cf.keys():  # noqa: SIM118 (iterating an Rdict is not keys())
             target = bytes(raw_key).split(_SEP, 1)[0].decode()
             self.pending[target] = self.pending.get(target, 0) + 1
 
+    @property
+    def cf(self) -> Any:
+        return self.storage.hints  # looked up each time: storage may reopen its database
+
     def total_pending(self) -> int:
         return sum(self.pending.values())
 
     def add(self, target: str, key: bytes, versions: Sequence[Version], now_ms: int) -> bool:
         """Store (merge) a hint; returns True when it is a new hint rather than a merge."""
+        self.storage.ensure_writable()
         hk = hint_key(target, key)
         raw = self.cf.get(hk)
         created, current = now_ms, tuple[Version, ...]()
@@ -64,6 +68,7 @@ class HintStore:
         try:
             self.cf.put(hk, value, self.storage.write_options)
         except Exception as exc:
+            self.storage._failed = True
             raise StorageFull(28, f"cannot store a hint: {exc}") from exc
         if raw is None:
             self.pending[target] = self.pending.get(target, 0) + 1

@@ -337,9 +337,15 @@ class MessagingService:
             encode_frame(REPLY, request_id, "hello", {"node": self.node_id, "nonce": nonce,
                                                        "proof": mine})
         )  # fmt: skip
-        kind, request_id, verb, body = await asyncio.wait_for(
-            read_frame(reader, HANDSHAKE_FRAME), 5
-        )
+        try:
+            kind, request_id, verb, body = await asyncio.wait_for(
+                read_frame(reader, HANDSHAKE_FRAME), 5
+            )
+        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError, ValueError):
+            # The caller could not prove the secret (it hung up or went silent after our
+            # challenge): a process without the cluster secret.
+            self._reject(writer, request_id, f"{caller!r} did not complete authentication")
+            return False
         if (
             kind != REQUEST
             or verb != "auth"

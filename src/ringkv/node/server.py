@@ -80,7 +80,9 @@ class Node:
 
     async def start(self) -> None:
         config = self.config
-        self.storage = Storage(config.data_dir, fsync=config.fsync)
+        self.storage = Storage(
+            config.data_dir, fsync=config.fsync, min_free_bytes=config.min_free_bytes
+        )
         incarnation = self.storage.get_meta("incarnation")
         if not isinstance(incarnation, int):
             # A fresh (or wiped) disk: a new incarnation, so our new dots never collide with
@@ -207,6 +209,7 @@ class Node:
                 "incarnation": self.incarnation,
                 "state": self.membership.status_of(self.config.node_id),
                 "ready": self.membership.ready,
+                "in_flight": self.in_flight,
                 "version": ringkv.__version__,
                 "uptime_seconds": round(time.monotonic() - self.started, 3),
             },
@@ -551,8 +554,8 @@ async def auth_middleware(
             return error_response(
                 403, "forbidden", f"{principal.name} has role {principal.role}; this needs {needed}"
             )
-    if needed is None:
-        return await handler(request)
+    if not request.path.startswith(KV_PREFIX):
+        return await handler(request)  # status, metrics and admin stay usable under overload
     if node.in_flight >= node.config.max_concurrent_requests:
         node.metrics.rejected.labels("overloaded").inc()
         response = error_response(

@@ -36,6 +36,7 @@ from ringkv.core.versions import (
     merge_siblings,
 )
 
+WRITE_BUFFER_BYTES = 16 * 1024 * 1024
 META_CF = "meta"
 HINTS_CF = "hints"
 
@@ -59,21 +60,49 @@ def storage_key(h: int, key: bytes) -> bytes:
 
 
 class Storage:
-    def __init__(self, path: str, *, fsync: bool = False) -> None:
+    """A node's RocksDB.
+
+    Disk space: every write first checks the filesystem (one ``statvfs``, about a
+    microsecond) and is refused (``StorageFull``, HTTP 507) while less than ``min_free_bytes``
+    is available -- a reserve that also covers RocksDB's own flushes (a memtable of
+    ``WRITE_BUFFER_BYTES``) and compactions -- so writes resume by themselves once space is
+    freed, reads keep working, and nothing stored is damaged. Should RocksDB still meet ENOSPC,
+    it stops writing (its background-error state): writes then answer 507 until the node is
+    restarted, and reads keep working.
+    """
+
+    def __init__(self, path: str, *, fsync: bool = False, min_free_bytes: int = 0) -> None:
         os.makedirs(path, exist_ok=True)
         self.path = path
-        options = Options(raw_mode=True)
-        options.create_if_missing(True)
-        options.create_missing_column_families(True)
-        options.increase_parallelism(2)
-        families = {META_CF: Options(raw_mode=True), HINTS_CF: Options(raw_mode=True)}
-        self._db = Rdict(path, options, column_families=families)
-        self._meta = self._db.get_column_family(META_CF)
-        self.hints = self._db.get_column_family(HINTS_CF)
+        self.min_free_bytes = min_free_bytes
         self.write_options = WriteOptions()
         self.write_options.sync = fsync
         self._listeners: list[ChangeListener] = []
         self._closed = False
+        self._failed = False  # RocksDB refused a write: it needs a restart to write again
+        self._open()
+
+    def _open(self) -> None:
+        options = Options(raw_mode=True)
+        options.create_if_missing(True)
+        options.create_missing_column_families(True)
+        options.increase_parallelism(2)
+        options.set_write_buffer_size(WRITE_BUFFER_BYTES)
+        families = {META_CF: Options(raw_mode=True), HINTS_CF: Options(raw_mode=True)}
+        self._db = Rdict(self.path, options, column_families=families)
+        self._meta = self._db.get_column_family(META_CF)
+        self.hints = self._db.get_column_family(HINTS_CF)
+
+    def free_bytes(self) -> int:
+        st = os.statvfs(self.path)
+        return st.f_bavail * st.f_frsize
+
+    def ensure_writable(self) -> None:
+        """Raise ``StorageFull`` when the disk is (nearly) full."""
+        if self._failed:
+            raise StorageFull(28, "RocksDB stopped writing after an I/O error; restart the node")
+        if self.min_free_bytes and self.free_bytes() < self.min_free_bytes:
+            raise StorageFull(28, f"less than {self.min_free_bytes} bytes free in {self.path}")
 
     def on_change(self, listener: ChangeListener) -> None:
         self._listeners.append(listener)
@@ -90,6 +119,7 @@ class Storage:
         self, key: bytes, incoming: Sequence[Version], mode: ConflictMode
     ) -> tuple[tuple[Version, ...], bool]:
         """Merge versions into the stored record; returns (record, whether it changed)."""
+        self.ensure_writable()
         h = key_hash(key)
         current = self.get(key, h)
         merged = merge_siblings(current, incoming, mode)
@@ -104,7 +134,10 @@ class Storage:
         try:
             self._db.put(raw_key, value, self.write_options)
         except Exception as exc:  # rocksdict raises plain exceptions for I/O errors
-            raise _write_error(exc) from exc
+            error = _write_error(exc)
+            if isinstance(error, StorageFull):
+                self._failed = True
+            raise error from exc
 
     def remove(self, key: bytes, expected: Sequence[Version]) -> bool:
         """Delete a record (tombstone purge) if it still holds exactly ``expected``."""

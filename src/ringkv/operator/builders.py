@@ -256,6 +256,14 @@ def build_pod_template(spec: ClusterSpec, zone: str) -> Obj:
         "serviceAccountName": spec.service_account,
         # A Service named like the RINGKV_* flags would otherwise inject RINGKV_PORT=tcp://...
         "enableServiceLinks": False,
+        # The image runs as uid 10001; fsGroup makes the volume writable for it.
+        "securityContext": {
+            "runAsUser": 10001,
+            "runAsGroup": 10001,
+            "runAsNonRoot": True,
+            "fsGroup": 10001,
+            "fsGroupChangePolicy": "OnRootMismatch",
+        },
         "terminationGracePeriodSeconds": spec.termination_grace_seconds,
         "affinity": affinity,
         "containers": [container],

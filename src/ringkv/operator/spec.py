@@ -246,9 +246,7 @@ def parse_spec(name: str, namespace: str, spec: dict[str, Any]) -> ClusterSpec:
         ),
         cooldown_seconds=float(auto.get("cooldownSeconds", 300)),
     )
-    if autoscaling.enabled and not (
-        rf <= autoscaling.min_replicas <= autoscaling.max_replicas
-    ):
+    if autoscaling.enabled and not (rf <= autoscaling.min_replicas <= autoscaling.max_replicas):
         raise SpecError("autoscaling needs replicationFactor <= minReplicas <= maxReplicas")
     client_port = int(spec.get("clientPort", 7001))
     peer_port = int(spec.get("peerPort", 8001))

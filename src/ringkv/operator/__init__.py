@@ -1,0 +1,15 @@
+"""The ringkv Kubernetes operator: ``KVCluster`` resources (group ``ringkv.io``, ``v1alpha1``).
+
+- ``spec``: the KVCluster spec as a typed, defaulted value, and the names and labels of
+  everything derived from it.
+- ``builders``: pure functions that build every child object (a StatefulSet per zone, the peer
+  and client Services, the PodDisruptionBudget, the ConfigMap, the nodes' ServiceAccount, Role
+  and RoleBinding) as plain dicts.
+- ``plan``: pure reconcile decisions -- from the spec, the observed StatefulSets, pods, volumes
+  and ring, and the time, the next single action and the status with its conditions.
+- ``reconciler``: one reconcile pass -- fetch the observed state from Kubernetes and the nodes,
+  apply the children, carry out the action ``plan`` chose, write the status.
+- ``handlers``: the kopf handlers (create/resume/update apply the children; a timer runs the
+  reconcile pass), Kubernetes Events and Prometheus metrics.
+- ``main``: ``python -m ringkv.operator`` runs kopf with the handlers.
+"""

@@ -1,0 +1,3 @@
+from ringkv.operator.main import main
+
+raise SystemExit(main())

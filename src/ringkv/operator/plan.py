@@ -1,0 +1,791 @@
+"""Pure reconcile decisions: from the spec and what is observed, the next single action and the
+status to report.
+
+Nothing here talks to Kubernetes or to a node, and the time is an argument: ``decide`` is to the
+operator what riak_core's ``get_apl`` is to a request -- a function of its inputs, tested on its
+own, next to the code that fetches those inputs (``reconciler.py``).
+
+The rules, in the order they are tried (the first that applies wins; one action per pass):
+
+1. ``paused``: nothing.
+2. Finish a scale-down: the highest pod of a zone whose node reports ``left`` is removed by
+   lowering that StatefulSet's replicas; volumes of removed ``left`` nodes are deleted.
+3. A node that still holds data but whose pod is outside its StatefulSet (someone shrank it) is
+   brought back.
+4. While a ring change runs (a member joining, leaving or replacing): wait.
+5. A node down: wait; once it has been down ``failureReplacement.after`` (or its volume is
+   lost) and every other node is up, replace it (delete its pod and volume; the new pod on an
+   empty volume takes over the node id and streams the data back). Never during a roll: a node
+   failing on a new image stops the roll with ``Degraded``.
+6. Pods not ready yet (starting): wait.
+7. Rolling update: restart one outdated pod, once every node is up, normal and no hints are
+   pending.
+8. Scale up: one node, in the zone furthest below its share (zone order breaks ties).
+9. Scale down: decommission the highest-ordinal node of the zone furthest above its share;
+   its StatefulSet shrinks only once the node reports ``left`` (rule 2).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from ringkv.core.placement import preference_list
+from ringkv.core.quorum import majority
+from ringkv.core.ring import Ring
+from ringkv.operator.spec import DATA_VOLUME, ClusterSpec
+
+# Member states (ringkv.core.gossip)
+STARTING, JOINING, NORMAL, LEAVING, LEFT, REPLACING = (
+    "starting", "joining", "normal", "leaving", "left", "replacing",
+)  # fmt: skip
+CHANGE_STATES = (JOINING, LEAVING, REPLACING)
+HOLDS_DATA = (NORMAL, LEAVING, REPLACING, JOINING)
+SERVING = (NORMAL, LEAVING)  # answer reads
+IN_RING = (NORMAL, LEAVING, REPLACING)  # own ranges now
+
+# Action kinds
+NONE = "none"
+SCALE = "scale"  # set a zone's StatefulSet replicas
+DECOMMISSION = "decommission"  # POST /v1/admin/decommission for node
+DELETE_PVC = "delete_pvc"  # delete the volume claim `pvc`
+REPLACE = "replace"  # delete node's volume claim and pod: it comes back empty and refills
+RESTART = "restart"  # delete node's pod: the StatefulSet recreates it on the new template
+
+# How long a pod the operator restarted (or replaced) may stay down before it counts as failed.
+ROLL_GRACE_SECONDS = 180.0
+
+
+# -- observed state ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PodState:
+    name: str
+    zone: str
+    ordinal: int
+    phase: str = "Running"
+    ready: bool = True
+    deleting: bool = False
+    revision: str = ""  # the controller-revision-hash label
+    ip: str | None = None
+
+
+@dataclass(frozen=True)
+class StatefulSetState:
+    zone: str
+    replicas: int
+    update_revision: str = ""
+
+
+@dataclass(frozen=True)
+class PvcState:
+    name: str
+    phase: str = "Bound"  # Pending, Bound, Lost
+    deleting: bool = False
+
+
+@dataclass(frozen=True)
+class Member:
+    id: str
+    zone: str
+    state: str
+    alive: bool = True
+    tokens: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class RingView:
+    """What the nodes report: the members (from one live node's /v1/ring), the change under
+    way (/v1/admin/progress) and hints pending per target (summed over the nodes reached)."""
+
+    members: dict[str, Member]
+    in_progress: str | None = None
+    change: dict[str, Any] | None = None
+    hints_pending: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Observed:
+    statefulsets: dict[str, StatefulSetState]  # by zone; a missing zone has no StatefulSet yet
+    pods: dict[str, PodState] = field(default_factory=dict)  # by name
+    pvcs: dict[str, PvcState] = field(default_factory=dict)  # by name
+    ring: RingView | None = None  # None: no node answered
+    desired_replicas: int | None = None  # autoscaling's choice; None: spec.replicas
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: str = NONE
+    zone: str | None = None
+    node: str | None = None
+    replicas: int | None = None
+    pvc: str | None = None
+    reason: str = ""  # the Kubernetes Event reason
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    status: dict[str, Any]
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def iso(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_iso(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC).timestamp()
+    except ValueError:
+        return None
+
+
+def pvc_owner(spec: ClusterSpec, pvc_name: str) -> tuple[str, int] | None:
+    """(zone, ordinal) of a node volume claim of this cluster, else None."""
+    for zone in spec.zones:
+        prefix = f"{DATA_VOLUME}-{spec.statefulset_name(zone)}-"
+        rest = pvc_name[len(prefix) :]
+        if pvc_name.startswith(prefix) and rest.isdigit():
+            return zone, int(rest)
+    return None
+
+
+def sts_replicas(spec: ClusterSpec, observed: Observed) -> dict[str, int]:
+    return {
+        z: (observed.statefulsets[z].replicas if z in observed.statefulsets else 0)
+        for z in spec.zones
+    }
+
+
+def expected_nodes(spec: ClusterSpec, counts: dict[str, int]) -> list[tuple[str, int, str]]:
+    """(zone, ordinal, node id) of every pod the StatefulSets should run."""
+    return [(z, i, spec.pod_name(z, i)) for z in spec.zones for i in range(counts[z])]
+
+
+def quorum_gaps(members: dict[str, Member], rf: int) -> tuple[int, int] | None:
+    """(ranges lacking a serving read quorum, ranges) of the ring the members form, or None
+    when no member reported tokens. A range is served by its preference-list replicas that are
+    alive and ``normal`` or ``leaving``; it needs ``majority(rf)`` of them."""
+    in_ring = {m.id: m for m in members.values() if m.state in IN_RING and m.tokens}
+    if not in_ring:
+        return None
+    try:
+        ring = Ring({m.id: m.tokens for m in in_ring.values()},
+                    {m.id: m.zone for m in in_ring.values()})  # fmt: skip
+    except ValueError:
+        return None
+    need = majority(rf)
+    gaps = 0
+    ranges = ring.ranges()
+    for r in ranges:
+        serving = sum(
+            1
+            for rep in preference_list(ring, r.end, rf)
+            if in_ring[rep.node].alive and in_ring[rep.node].state in SERVING
+        )
+        if serving < need:
+            gaps += 1
+    return gaps, len(ranges)
+
+
+def quorum_available(members: dict[str, Member], rf: int) -> tuple[bool, str]:
+    """Whether a quorum of every range is serving, and why (for the Available condition)."""
+    gaps = quorum_gaps(members, rf)
+    need = majority(rf)
+    if gaps is not None:
+        missing, total = gaps
+        if missing:
+            return False, f"{missing} of {total} token ranges lack a serving quorum of {need}"
+        return True, f"every one of {total} token ranges has a serving quorum of {need}"
+    # No tokens reported: count serving nodes (exact when every range has rf distinct nodes).
+    ring_members = [m for m in members.values() if m.state in IN_RING]
+    serving = [m for m in ring_members if m.alive and m.state in SERVING]
+    down = len(ring_members) - len(serving)
+    if len(serving) >= majority(rf) and down <= rf - majority(rf):
+        return True, f"{len(serving)} of {len(ring_members)} nodes serving"
+    return False, f"{len(serving)} of {len(ring_members)} nodes serving; quorum {majority(rf)}"
+
+
+def change_progress(change: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The status.progress of a ring change report (/v1/admin/progress ``changes[]``)."""
+    if not change:
+        return None
+    out: dict[str, Any] = {
+        "operation": str(change.get("op", "")),
+        "node": str(change.get("node", "")),
+        "state": str(change.get("state", "")),
+    }
+    for src, dst in (
+        ("transfers", "transfers"), ("transfers_done", "transfersDone"),
+        ("keys_sent", "keysSent"), ("keys_total", "keysTotal"),
+        ("bytes_sent", "bytesSent"), ("bytes_total", "bytesTotal"),
+    ):  # fmt: skip
+        if isinstance(change.get(src), int):
+            out[dst] = change[src]
+    for src, dst in (
+        ("rate_bytes_per_second", "rateBytesPerSecond"),
+        ("eta_seconds", "etaSeconds"),
+    ):
+        if isinstance(change.get(src), int | float):
+            out[dst] = float(change[src])
+    if out.get("bytesTotal"):
+        out["percent"] = round(100.0 * out.get("bytesSent", 0) / out["bytesTotal"], 1)
+    elif out.get("transfers"):
+        out["percent"] = round(100.0 * out.get("transfersDone", 0) / out["transfers"], 1)
+    elif out["state"] == "done":
+        out["percent"] = 100.0
+    return out
+
+
+def _condition(
+    previous: list[dict[str, Any]],
+    type_: str,
+    status: bool,
+    reason: str,
+    message: str,
+    now: float,
+    generation: int | None,
+) -> dict[str, Any]:
+    value = "True" if status else "False"
+    before = next((c for c in previous if c.get("type") == type_), None)
+    since = (
+        before["lastTransitionTime"]
+        if before and before.get("status") == value and before.get("lastTransitionTime")
+        else iso(now)
+    )
+    cond: dict[str, Any] = {
+        "type": type_,
+        "status": value,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": since,
+    }
+    if generation is not None:
+        cond["observedGeneration"] = generation
+    return cond
+
+
+def scale_up_zone(spec: ClusterSpec, counts: dict[str, int], desired: int) -> str | None:
+    """The zone that gets the next node: the one furthest below its share, zone order first."""
+    targets = spec.zone_targets(desired)
+    short = [z for z in spec.zones if counts[z] < targets[z]]
+    if not short:
+        return None
+    return min(short, key=lambda z: (counts[z] - targets[z], counts[z], spec.zones.index(z)))
+
+
+def scale_down_zone(spec: ClusterSpec, counts: dict[str, int], desired: int) -> str | None:
+    """The zone that loses the next node: the one furthest above its share, last zone first
+    (the reverse of scale-up, so 3 -> 6 -> 3 returns to the same pods)."""
+    targets = spec.zone_targets(desired)
+    over = [z for z in spec.zones if counts[z] > targets[z]]
+    if not over:
+        return None
+    return max(over, key=lambda z: (counts[z] - targets[z], counts[z], spec.zones.index(z)))
+
+
+# -- the decision -----------------------------------------------------------------------------
+
+
+@dataclass
+class _Node:
+    zone: str
+    ordinal: int
+    id: str
+    pod: PodState | None
+    member: Member | None
+    down_since: float | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.pod is not None and self.pod.ready and not self.pod.deleting
+
+    @property
+    def busy(self) -> bool:
+        """Running a ring change of its own (joining, leaving, replacing) and alive."""
+        m = self.member
+        return m is not None and m.alive and m.state in CHANGE_STATES and self.pod is not None
+
+    @property
+    def up(self) -> bool:
+        return self.ready and self.member is not None and self.member.alive
+
+    @property
+    def down(self) -> bool:
+        """Holds data, runs no change of its own, and its pod is gone or not running or the
+        nodes see it dead. (A pod that never joined is starting, not down; a running pod that
+        is alive but not ready is waited for, not replaced.)"""
+        m = self.member
+        if m is None or m.state not in HOLDS_DATA or self.busy:
+            return False
+        if self.pod is None or self.pod.deleting or self.pod.phase != "Running":
+            return True
+        return not m.alive
+
+
+def decide(
+    spec: ClusterSpec,
+    observed: Observed,
+    previous_status: dict[str, Any] | None,
+    now: float,
+    generation: int | None = None,
+) -> Decision:
+    """The next action and the status to write (pure; ``now`` in seconds since the epoch)."""
+    prev = dict(previous_status or {})
+    counts = sts_replicas(spec, observed)
+    total = sum(counts.values())
+    desired = observed.desired_replicas if observed.desired_replicas is not None else spec.replicas
+    ring = observed.ring
+    members = ring.members if ring is not None else {}
+    prev_down = {
+        m.get("id"): parse_iso(m.get("downSince"))
+        for m in prev.get("members") or ()
+        if isinstance(m, dict)
+    }
+    nodes = [
+        _Node(z, i, nid, observed.pods.get(nid), members.get(nid))
+        for z, i, nid in expected_nodes(spec, counts)
+    ]
+    for n in nodes:
+        if n.down:
+            n.down_since = prev_down.get(n.id) or now
+    replacements = int(prev.get("replacements") or 0)
+    outdated = [
+        n
+        for n in nodes
+        if n.pod is not None
+        and observed.statefulsets.get(n.zone) is not None
+        and observed.statefulsets[n.zone].update_revision
+        and n.pod.revision != observed.statefulsets[n.zone].update_revision
+    ]
+    rolling = bool(outdated)
+
+    action = Action()
+    progressing: tuple[str, str] | None = None  # reason, message
+    degraded: tuple[str, str] | None = None
+    progress: dict[str, Any] | None = None
+
+    def lost_volume(n: _Node) -> bool:
+        pvc = observed.pvcs.get(spec.pvc_name(n.zone, n.ordinal))
+        return pvc is not None and pvc.phase == "Lost"
+
+    while True:  # one pass; `break` once an action or a wait is chosen
+        if spec.paused:
+            progressing = ("Paused", "spec.paused is true: the operator takes no action")
+            break
+
+        # 2. finish a scale-down: shrink past a `left` node, then delete its volume
+        done = False
+        for z in spec.zones:
+            if counts[z] == 0:
+                continue
+            top = spec.pod_name(z, counts[z] - 1)
+            m = members.get(top)
+            if m is not None and m.state == LEFT:
+                action = Action(
+                    SCALE, zone=z, node=top, replicas=counts[z] - 1, reason="NodeRemoved",
+                    message=f"{top} has left the ring; removing its pod "
+                    f"({spec.statefulset_name(z)} {counts[z]} -> {counts[z] - 1})",
+                )  # fmt: skip
+                progressing = ("ScalingDown", action.message)
+                done = True
+                break
+        if done:
+            break
+        if ring is not None:
+            for pvc in sorted(observed.pvcs.values(), key=lambda p: p.name):
+                owner = pvc_owner(spec, pvc.name)
+                if owner is None or pvc.deleting:
+                    continue
+                z, ordinal = owner
+                if ordinal < counts[z]:
+                    continue
+                node_id = spec.pod_name(z, ordinal)
+                m = members.get(node_id)
+                if (m is None or m.state == LEFT) and node_id not in observed.pods:
+                    action = Action(
+                        DELETE_PVC, zone=z, node=node_id, pvc=pvc.name, reason="VolumeDeleted",
+                        message=f"deleting the volume of removed node {node_id} ({pvc.name})",
+                    )  # fmt: skip
+                    progressing = ("ScalingDown", action.message)
+                    done = True
+                    break
+        if done:
+            break
+
+        # 3. a node that holds data but has no place in its StatefulSet: bring it back
+        for m in sorted(members.values(), key=lambda m: m.id):
+            if m.state not in HOLDS_DATA:
+                continue
+            for z in spec.zones:
+                prefix = spec.statefulset_name(z) + "-"
+                rest = m.id[len(prefix) :]
+                if m.id.startswith(prefix) and rest.isdigit() and int(rest) >= counts[z]:
+                    action = Action(
+                        SCALE, zone=z, node=m.id, replicas=int(rest) + 1, reason="NodeRestored",
+                        message=f"{m.id} is {m.state} and holds data, but its pod was removed "
+                        f"from {spec.statefulset_name(z)}; restoring it",
+                    )  # fmt: skip
+                    degraded = ("NodeRemovedUnsafely", action.message)
+                    done = True
+                    break
+            if done:
+                break
+        if done:
+            break
+
+        # fresh cluster: the first node of the first zone
+        if total == 0 and desired > 0:
+            z = spec.zones[0]
+            action = Action(
+                SCALE, zone=z, node=spec.pod_name(z, 0), replicas=1, reason="ScaleUp",
+                message=f"creating the first node {spec.pod_name(z, 0)}",
+            )  # fmt: skip
+            progressing = ("Creating", action.message)
+            break
+
+        # 4. a ring change under way: wait for it
+        busy = [n for n in nodes if n.busy]
+        if ring is not None and (ring.in_progress or busy):
+            progress = change_progress(ring.change)
+            what = ring.in_progress or f"{busy[0].id} is {busy[0].member.state}"  # type: ignore[union-attr]
+            state = busy[0].member.state if busy and busy[0].member else ""
+            reason = {
+                JOINING: "Joining", LEAVING: "Decommissioning", REPLACING: "Replacing",
+            }.get(state, "RingChange")  # fmt: skip
+            pct = f" ({progress['percent']}%)" if progress and "percent" in progress else ""
+            progressing = (reason, f"{what}{pct}")
+            break
+
+        # 5. nodes down
+        down = [n for n in nodes if n.down]
+        last = prev.get("lastAction") or {}
+        last_time = parse_iso(last.get("time"))
+        grace = max(ROLL_GRACE_SECONDS, 4.0 * spec.termination_grace_seconds)
+        just_restarted = (
+            last.get("action") in (RESTART, REPLACE) and last_time is not None
+            and now - last_time < grace
+        )  # fmt: skip
+        expected_down = [n for n in down if just_restarted and n.id == last.get("node")]
+        if down and expected_down == down:
+            n = down[0]
+            what = "restarted" if last.get("action") == RESTART else "replaced"
+            reason = "RollingUpdate" if last.get("action") == RESTART else "Replacing"
+            progressing = (reason, f"waiting for {what} {n.id} to come back")
+            break
+        if down:
+            others_up = all(n.up for n in nodes if n not in down)
+            first = down[0]
+            assert first.down_since is not None
+            long_down = [
+                n for n in down if n.down_since is not None
+                and (now - n.down_since >= spec.replace_after_seconds or lost_volume(n))
+            ]  # fmt: skip
+            desc = ", ".join(f"{n.id} ({int(now - (n.down_since or now))} s)" for n in down)
+            if rolling:
+                degraded = (
+                    "UpgradeStalled",
+                    f"rolling update stopped: {desc} down; fix the image or settings",
+                )
+                break
+            if spec.replace_enabled and long_down and others_up and len(down) == 1:
+                n = long_down[0]
+                why = "its volume is lost" if lost_volume(n) else (
+                    f"down for {int(now - (n.down_since or now))} s "
+                    f"(failureReplacement.after {int(spec.replace_after_seconds)} s)"
+                )  # fmt: skip
+                action = Action(
+                    REPLACE, zone=n.zone, node=n.id, pvc=spec.pvc_name(n.zone, n.ordinal),
+                    reason="ReplacingNode",
+                    message=f"replacing {n.id}: {why}; its pod and volume are recreated empty "
+                    "and it streams its ranges back from the other replicas",
+                )  # fmt: skip
+                replacements += 1
+                n.down_since = None
+                degraded = ("NodeDown", action.message)
+                progressing = ("Replacing", action.message)
+                break
+            if spec.replace_enabled and long_down and not others_up:
+                note = "not replaced while other nodes are down too"
+            elif spec.replace_enabled:
+                note = f"replaced after {int(spec.replace_after_seconds)} s"
+            else:
+                note = "failureReplacement is disabled"
+            degraded = ("NodeDown", f"down: {desc}; {note}")
+            break
+
+        # 6. pods starting
+        starting = [n for n in nodes if not n.ready]
+        if starting:
+            names = ", ".join(n.id for n in starting)
+            reason = "Creating" if not _ever_available(prev) else "WaitingForNodes"
+            progressing = (reason, f"waiting for {names} to become ready")
+            break
+        if ring is None:
+            degraded = ("ClusterUnreachable", "no node answered the operator")
+            break
+
+        # 7. rolling update, one pod at a time
+        if rolling:
+            pending = {k: v for k, v in ring.hints_pending.items() if v}
+            not_normal = [n.id for n in nodes if n.member is None or n.member.state != NORMAL
+                          or not n.member.alive]  # fmt: skip
+            updated = len(nodes) - len(outdated)
+            progress = {"operation": "upgrade", "state": "running",
+                        "updatedReplicas": updated,
+                        "percent": round(100.0 * updated / max(1, len(nodes)), 1)}  # fmt: skip
+            if pending:
+                hints = ", ".join(f"{k} ({v})" for k, v in sorted(pending.items()))
+                progressing = ("RollingUpdate", f"waiting for hints to be delivered to {hints}")
+                break
+            if not_normal:
+                progressing = ("RollingUpdate", "waiting for " + ", ".join(not_normal)
+                               + " to be normal")  # fmt: skip
+                break
+            order = {z: i for i, z in enumerate(spec.zones)}
+            n = sorted(outdated, key=lambda n: (order[n.zone], -n.ordinal))[0]
+            action = Action(
+                RESTART, zone=n.zone, node=n.id, reason="RollingUpdate",
+                message=f"restarting {n.id} on the new pod template "
+                f"({updated}/{len(nodes)} updated)",
+            )  # fmt: skip
+            progressing = ("RollingUpdate", action.message)
+            break
+
+        # 8. scale up
+        if total < desired:
+            z_up = scale_up_zone(spec, counts, desired)
+            if z_up is not None:
+                node_id = spec.pod_name(z_up, counts[z_up])
+                action = Action(
+                    SCALE, zone=z_up, node=node_id, replicas=counts[z_up] + 1, reason="ScaleUp",
+                    message=f"adding {node_id} ({total} -> {total + 1} of {desired} nodes)",
+                )  # fmt: skip
+                progressing = ("ScalingUp", action.message)
+                break
+
+        # 9. scale down: decommission first
+        if total > desired:
+            z_down = scale_down_zone(spec, counts, desired)
+            if z_down is not None:
+                node_id = spec.pod_name(z_down, counts[z_down] - 1)
+                action = Action(
+                    DECOMMISSION, zone=z_down, node=node_id, reason="Decommission",
+                    message=f"decommissioning {node_id} ({total} -> {total - 1} of {desired} "
+                    "nodes); its pod is removed once it reports left",
+                )  # fmt: skip
+                progressing = ("ScalingDown", action.message)
+                break
+        break
+
+    status = _status(
+        spec, observed, prev, nodes, counts, now, generation, action, progressing, degraded,
+        progress, replacements, rolling, desired,
+    )  # fmt: skip
+    return Decision(action, status)
+
+
+def _ever_available(prev: dict[str, Any]) -> bool:
+    return any(
+        c.get("type") == "Available" and c.get("status") == "True"
+        for c in prev.get("conditions") or ()
+    ) or prev.get("phase") in ("Running", "Scaling", "Upgrading", "Replacing", "Degraded")
+
+
+def _status(
+    spec: ClusterSpec,
+    observed: Observed,
+    prev: dict[str, Any],
+    nodes: list[_Node],
+    counts: dict[str, int],
+    now: float,
+    generation: int | None,
+    action: Action,
+    progressing: tuple[str, str] | None,
+    degraded: tuple[str, str] | None,
+    progress: dict[str, Any] | None,
+    replacements: int,
+    rolling: bool,
+    desired: int,
+) -> dict[str, Any]:
+    ring = observed.ring
+    members = ring.members if ring is not None else {}
+    ready = sum(1 for n in nodes if n.ready)
+    targets = spec.zone_targets(desired)
+    zones = [
+        {
+            "name": z,
+            "desired": targets[z],
+            "replicas": counts[z],
+            "readyReplicas": sum(1 for n in nodes if n.zone == z and n.ready),
+        }
+        for z in spec.zones
+    ]
+    listed: dict[str, dict[str, Any]] = {}
+    for n in nodes:
+        entry: dict[str, Any] = {
+            "id": n.id, "zone": n.zone, "pod": n.id, "ready": n.ready,
+            "state": n.member.state if n.member else "absent",
+            "alive": bool(n.member.alive) if n.member else False,
+        }  # fmt: skip
+        if n.pod is not None and n.pod.ip:
+            entry["podIP"] = n.pod.ip
+        if n.down_since is not None:
+            entry["downSince"] = iso(n.down_since)
+        listed[n.id] = entry
+    for m in sorted(members.values(), key=lambda m: m.id):
+        if m.id not in listed and (m.state != LEFT or m.id in observed.pods):
+            listed[m.id] = {"id": m.id, "zone": m.zone, "state": m.state, "alive": m.alive,
+                            "ready": False}  # fmt: skip
+    if ring is not None:
+        available, avail_msg = quorum_available(members, spec.replication_factor)
+        avail_reason = "QuorumAvailable" if available else "QuorumUnavailable"
+    else:
+        available, avail_reason = False, "NoNodeReachable"
+        avail_msg = "no node answered" if nodes else "no nodes yet"
+    if available and len([m for m in members.values() if m.state in IN_RING]) < min(
+        spec.replication_factor, desired
+    ):
+        available, avail_reason = False, "Forming"
+        avail_msg = "fewer ring members than the replication factor yet"
+    if action.kind == REPLACE:
+        progress = {"operation": "replace", "node": action.node or "", "state": "starting"}
+    prev_conditions = [c for c in prev.get("conditions") or () if isinstance(c, dict)]
+    conditions = [
+        _condition(prev_conditions, "Available", available, avail_reason, avail_msg, now,
+                   generation),
+        _condition(
+            prev_conditions, "Progressing", progressing is not None and progressing[0] != "Paused",
+            progressing[0] if progressing else "Reconciled",
+            progressing[1] if progressing else f"{sum(counts.values())} nodes match the spec",
+            now, generation,
+        ),
+        _condition(
+            prev_conditions, "Degraded", degraded is not None,
+            degraded[0] if degraded else "AsExpected",
+            degraded[1] if degraded else "every node is up",
+            now, generation,
+        ),
+    ]  # fmt: skip
+    if spec.paused:
+        phase = "Paused"
+    elif degraded is not None:
+        phase = "Degraded"
+    elif progressing is not None and progressing[0] == "Creating":
+        phase = "Creating" if sum(counts.values()) else "Pending"
+    elif progressing is not None and progressing[0] in ("Replacing",):
+        phase = "Replacing"
+    elif rolling:
+        phase = "Upgrading"
+    elif progressing is not None:
+        phase = "Scaling" if available or _ever_available(prev) else "Creating"
+    else:
+        phase = "Running" if available else "Degraded"
+    status: dict[str, Any] = {
+        "phase": phase,
+        "replicas": sum(counts.values()),
+        "readyReplicas": ready,
+        "updatedReplicas": len(nodes) - sum(
+            1 for n in nodes if n.pod is not None and observed.statefulsets.get(n.zone)
+            and observed.statefulsets[n.zone].update_revision
+            and n.pod.revision != observed.statefulsets[n.zone].update_revision
+        ),
+        "selector": spec.selector_string,
+        "image": spec.image,
+        "zones": zones,
+        "members": list(listed.values()),
+        "progress": progress,  # None deletes it in a merge patch
+        "replacements": replacements,
+        "conditions": conditions,
+    }  # fmt: skip
+    if generation is not None:
+        status["observedGeneration"] = generation
+    if action.kind != NONE:
+        status["lastAction"] = {
+            "action": action.kind, "node": action.node or "", "zone": action.zone or "",
+            "message": action.message, "time": iso(now),
+        }  # fmt: skip
+    elif prev.get("lastAction"):
+        status["lastAction"] = prev["lastAction"]
+    if prev.get("lastScaleTime"):
+        status["lastScaleTime"] = prev["lastScaleTime"]
+    return status
+
+
+# -- autoscaling --------------------------------------------------------------------------------
+
+
+def autoscale(
+    spec: ClusterSpec,
+    current: int,
+    requests_per_second: float | None,
+    disk_bytes: float | None,
+    last_scale_time: float | None,
+    now: float,
+    ring_change_running: bool,
+) -> int | None:
+    """The replicas autoscaling wants, or None to leave spec.replicas alone.
+
+    ``requests_per_second`` and ``disk_bytes`` are cluster totals measured from the nodes'
+    metrics. Like the HorizontalPodAutoscaler: desired = ceil(total / target per node), the
+    largest over the targets, clamped to [minReplicas, maxReplicas]; a 10% tolerance band;
+    nothing during the cool-down or while a ring change runs; one node at a time.
+    """
+    a = spec.autoscaling
+    if not a.enabled or ring_change_running:
+        return None
+    if last_scale_time is not None and now - last_scale_time < a.cooldown_seconds:
+        return None
+    wanted: list[int] = []
+    for total, target in (
+        (requests_per_second, a.target_rps_per_node),
+        (disk_bytes, a.target_disk_bytes_per_node),
+    ):
+        if total is None or not target:
+            continue
+        ratio = total / (target * max(1, current))
+        if abs(ratio - 1.0) <= 0.1:
+            wanted.append(current)
+        else:
+            wanted.append(math.ceil(total / target))
+    target_count = max(wanted) if wanted else current
+    target_count = max(a.min_replicas, min(a.max_replicas, target_count))
+    if target_count > current:
+        result = current + 1
+    elif target_count < current:
+        result = current - 1
+    else:
+        return None
+    return result
+
+
+__all__ = [
+    "Action",
+    "Decision",
+    "Member",
+    "Observed",
+    "PodState",
+    "PvcState",
+    "RingView",
+    "StatefulSetState",
+    "autoscale",
+    "change_progress",
+    "decide",
+    "expected_nodes",
+    "iso",
+    "parse_iso",
+    "pvc_owner",
+    "quorum_available",
+    "quorum_gaps",
+    "scale_down_zone",
+    "scale_up_zone",
+]

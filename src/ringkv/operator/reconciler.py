@@ -1,0 +1,475 @@
+"""One reconcile pass: fetch what is observed, ask ``plan.decide`` for the next action, carry
+it out, write the status.
+
+The I/O sits behind two small interfaces, ``Kube`` (the Kubernetes API) and ``Nodes`` (the
+ringkv nodes' HTTP API), so a pass can run against fakes in unit tests; ``KubeApi`` and
+``NodeHttp`` are the real ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ringkv.client import Client, RingkvError
+from ringkv.operator import builders
+from ringkv.operator.plan import (
+    DECOMMISSION,
+    DELETE_PVC,
+    NONE,
+    REPLACE,
+    RESTART,
+    SCALE,
+    Action,
+    Member,
+    Observed,
+    PodState,
+    PvcState,
+    RingView,
+    StatefulSetState,
+    autoscale,
+    decide,
+    iso,
+    parse_iso,
+)
+from ringkv.operator.spec import (
+    GROUP,
+    INSTANCE_LABEL,
+    PLURAL,
+    VERSION,
+    ZONE_KEY,
+    ClusterSpec,
+    SpecError,
+    parse_spec,
+)
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[str, str, str], None]  # (type Normal|Warning, reason, message)
+
+
+class Kube(Protocol):
+    def apply(self, obj: dict[str, Any]) -> None: ...
+    def list_statefulsets(self, namespace: str, selector: str) -> list[dict[str, Any]]: ...
+    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]: ...
+    def list_pvcs(self, namespace: str, selector: str) -> list[dict[str, Any]]: ...
+    def delete_pod(self, namespace: str, name: str, force: bool = False) -> None: ...
+    def delete_pvc(self, namespace: str, name: str) -> None: ...
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
+    def patch_replicas(self, namespace: str, name: str, replicas: int) -> None: ...
+
+
+class Nodes(Protocol):
+    def ring_view(self, endpoints: list[str]) -> RingView | None: ...
+    def decommission(self, endpoints: list[str], node: str) -> None: ...
+    def load(self, endpoints: list[str]) -> tuple[float | None, float | None]: ...
+
+
+# -- reading Kubernetes objects -------------------------------------------------------------
+
+
+def _get(obj: Any, *path: str, default: Any = None) -> Any:
+    for key in path:
+        if not isinstance(obj, dict):
+            return default
+        obj = obj.get(key)
+    return default if obj is None else obj
+
+
+def pod_state(spec: ClusterSpec, pod: dict[str, Any]) -> PodState | None:
+    name = _get(pod, "metadata", "name", default="")
+    zone = _get(pod, "metadata", "labels", ZONE_KEY, default="")
+    if zone not in spec.zones:
+        return None
+    prefix = spec.statefulset_name(zone) + "-"
+    rest = name[len(prefix) :]
+    if not name.startswith(prefix) or not rest.isdigit():
+        return None
+    conditions = _get(pod, "status", "conditions", default=[])
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    return PodState(
+        name=name,
+        zone=zone,
+        ordinal=int(rest),
+        phase=_get(pod, "status", "phase", default="Pending"),
+        ready=ready,
+        deleting=_get(pod, "metadata", "deletionTimestamp") is not None,
+        revision=_get(pod, "metadata", "labels", "controller-revision-hash", default=""),
+        ip=_get(pod, "status", "podIP"),
+    )
+
+
+def observe(spec: ClusterSpec, kube: Kube, nodes: Nodes) -> tuple[Observed, dict[str, PodState]]:
+    ns = spec.namespace
+    selector = f"{INSTANCE_LABEL}={spec.name},app.kubernetes.io/component=node"
+    statefulsets = {}
+    for sts in kube.list_statefulsets(ns, selector):
+        zone = _get(sts, "metadata", "labels", ZONE_KEY, default="")
+        if zone in spec.zones and _get(sts, "metadata", "name") == spec.statefulset_name(zone):
+            statefulsets[zone] = StatefulSetState(
+                zone=zone,
+                replicas=int(_get(sts, "spec", "replicas", default=0)),
+                update_revision=_get(sts, "status", "updateRevision", default=""),
+            )
+    pods = {}
+    for raw in kube.list_pods(ns, selector):
+        p = pod_state(spec, raw)
+        if p is not None:
+            pods[p.name] = p
+    pvcs = {}
+    for raw in kube.list_pvcs(ns, f"{INSTANCE_LABEL}={spec.name}"):
+        name = _get(raw, "metadata", "name", default="")
+        pvcs[name] = PvcState(
+            name=name,
+            phase=_get(raw, "status", "phase", default="Pending"),
+            deleting=_get(raw, "metadata", "deletionTimestamp") is not None,
+        )
+    ring = nodes.ring_view(endpoints_of(spec, pods.values()))
+    return Observed(statefulsets, pods, pvcs, ring), pods
+
+
+def endpoints_of(spec: ClusterSpec, pods: Iterable[PodState], only: str | None = None) -> list[str]:
+    """Client URLs of the pods with an IP: ready ones first (or only the pod ``only``)."""
+    usable = [p for p in pods if p.ip and not p.deleting and (only is None or p.name == only)]
+    usable.sort(key=lambda p: (not p.ready, p.zone, p.ordinal))
+    return [f"http://{p.ip}:{spec.client_port}" for p in usable]
+
+
+# -- the pass -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Memory:
+    """What a pass remembers for the next one (only for autoscaling's request rate)."""
+
+    requests: tuple[float, float] | None = None  # (time, requests counter sum)
+    # The status this process wrote last (the watched object may not show it yet).
+    status: dict[str, Any] | None = None
+    generation: int | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_memory: dict[tuple[str, str], _Memory] = {}
+_memory_lock = threading.Lock()
+
+
+def memory_for(namespace: str, name: str) -> _Memory:
+    with _memory_lock:
+        return _memory.setdefault((namespace, name), _Memory())
+
+
+def forget(namespace: str, name: str) -> None:
+    with _memory_lock:
+        _memory.pop((namespace, name), None)
+
+
+def owner_of(body: dict[str, Any]) -> dict[str, Any]:
+    return {"name": body["metadata"]["name"], "uid": body["metadata"]["uid"]}
+
+
+def ensure_children(
+    spec: ClusterSpec, body: dict[str, Any], kube: Kube, replicas: dict[str, int]
+) -> None:
+    """Create or patch every child (server-side apply), StatefulSets with ``replicas``."""
+    for obj in builders.build_children(spec, owner_of(body), replicas):
+        kube.apply(obj)
+
+
+def reconcile(
+    body: dict[str, Any],
+    kube: Kube,
+    nodes: Nodes,
+    emit: Emit,
+    now: float | None = None,
+    act: bool = True,
+) -> tuple[Action, dict[str, Any]]:
+    """One pass for one KVCluster (``body`` as the API returns it): children, observe, decide,
+    act (when ``act``), status. Returns the action taken and the status written."""
+    now = time.time() if now is None else now
+    meta = body["metadata"]
+    name, namespace = meta["name"], meta["namespace"]
+    generation = meta.get("generation")
+    memory = memory_for(namespace, name)
+    with memory.lock:
+        previous = dict(body.get("status") or {})
+        if memory.status is not None and _newer(memory.status, previous):
+            previous = dict(memory.status)
+        try:
+            spec = parse_spec(name, namespace, body.get("spec") or {})
+        except SpecError as exc:
+            status = invalid_spec_status(previous, str(exc), now, generation)
+            kube.patch_status(namespace, name, status)
+            emit("Warning", "InvalidSpec", str(exc))
+            return Action(), status
+        observed, pods = observe(spec, kube, nodes)
+        counts = {z: observed.statefulsets[z].replicas if z in observed.statefulsets else 0
+                  for z in spec.zones}  # fmt: skip
+        ensure_children(spec, body, kube, counts)
+        decision = decide(spec, observed, previous, now, generation)
+        action, status = decision.action, decision.status
+        if act and action.kind != NONE:
+            execute(spec, body, action, kube, nodes, pods, counts)
+            kind = "Warning" if action.kind == REPLACE else "Normal"
+            emit(kind, action.reason, action.message)
+        if act and action.kind == NONE and observed.ring is not None:
+            wanted = autoscale_step(spec, observed, previous, memory, nodes, pods, now)
+            if wanted is not None:
+                kube.patch_replicas(namespace, name, wanted)
+                status["lastScaleTime"] = iso(now)
+                emit("Normal", "Autoscale", f"replicas {spec.replicas} -> {wanted}")
+        kube.patch_status(namespace, name, status)
+        memory.status = status
+        return action, status
+
+
+def _newer(mine: dict[str, Any], seen: dict[str, Any]) -> bool:
+    """Whether the status this process wrote is at least as recent as the one on the object."""
+    a = parse_iso((mine.get("lastAction") or {}).get("time")) or 0.0
+    b = parse_iso((seen.get("lastAction") or {}).get("time")) or 0.0
+    return a >= b
+
+
+def execute(
+    spec: ClusterSpec,
+    body: dict[str, Any],
+    action: Action,
+    kube: Kube,
+    nodes: Nodes,
+    pods: dict[str, PodState],
+    counts: dict[str, int],
+) -> None:
+    ns = spec.namespace
+    log.info("%s/%s: %s", ns, spec.name, action.message)
+    if action.kind == SCALE:
+        assert action.zone is not None and action.replicas is not None
+        kube.apply(builders.build_statefulset(spec, action.zone, action.replicas, owner_of(body)))
+    elif action.kind == DECOMMISSION:
+        assert action.node is not None
+        own = endpoints_of(spec, pods.values(), only=action.node)
+        nodes.decommission(own + endpoints_of(spec, pods.values()), action.node)
+    elif action.kind == DELETE_PVC:
+        assert action.pvc is not None
+        kube.delete_pvc(ns, action.pvc)
+    elif action.kind == REPLACE:
+        assert action.pvc is not None and action.node is not None
+        # The claim goes first (it stays Terminating until the pod is gone), then the pod,
+        # forcefully: its Kubernetes node may be down. The StatefulSet recreates both, empty.
+        kube.delete_pvc(ns, action.pvc)
+        kube.delete_pod(ns, action.node, force=True)
+    elif action.kind == RESTART:
+        assert action.node is not None
+        kube.delete_pod(ns, action.node)
+
+
+def autoscale_step(
+    spec: ClusterSpec,
+    observed: Observed,
+    previous: dict[str, Any],
+    memory: _Memory,
+    nodes: Nodes,
+    pods: dict[str, PodState],
+    now: float,
+) -> int | None:
+    if not spec.autoscaling.enabled:
+        return None
+    requests, disk = nodes.load(endpoints_of(spec, [p for p in pods.values() if p.ready]))
+    rate = None
+    if requests is not None:
+        if memory.requests is not None and now > memory.requests[0]:
+            rate = max(0.0, (requests - memory.requests[1]) / (now - memory.requests[0]))
+        memory.requests = (now, requests)
+    current = sum(s.replicas for s in observed.statefulsets.values())
+    ring = observed.ring
+    busy = current != spec.replicas or (ring is not None and ring.in_progress is not None)
+    return autoscale(
+        spec, spec.replicas, rate, disk, parse_iso(previous.get("lastScaleTime")), now, busy
+    )
+
+
+def invalid_spec_status(
+    previous: dict[str, Any], message: str, now: float, generation: int | None
+) -> dict[str, Any]:
+    conditions = [c for c in previous.get("conditions") or () if c.get("type") != "Degraded"]
+    conditions.append(
+        {"type": "Degraded", "status": "True", "reason": "InvalidSpec", "message": message,
+         "lastTransitionTime": iso(now)}
+    )  # fmt: skip
+    status: dict[str, Any] = {"phase": "Degraded", "conditions": conditions}
+    if generation is not None:
+        status["observedGeneration"] = generation
+    return status
+
+
+# -- the real Kubernetes API ----------------------------------------------------------------
+
+
+class KubeApi:
+    """``Kube`` over the official client; children are applied server-side (field manager
+    ``ringkv-operator``, conflicts forced: the operator owns what it sets)."""
+
+    def __init__(self, api_client: Any = None) -> None:
+        from kubernetes import client, dynamic
+
+        self._client = client
+        self.api = api_client or client.ApiClient()
+        self.core = client.CoreV1Api(self.api)
+        self.apps = client.AppsV1Api(self.api)
+        self.custom = client.CustomObjectsApi(self.api)
+        self.dynamic = dynamic.DynamicClient(self.api)  # type: ignore[no-untyped-call]
+        self._resources: dict[tuple[str, str], Any] = {}
+
+    def _resource(self, api_version: str, kind: str) -> Any:
+        key = (api_version, kind)
+        if key not in self._resources:
+            self._resources[key] = self.dynamic.resources.get(api_version=api_version, kind=kind)
+        return self._resources[key]
+
+    def apply(self, obj: dict[str, Any]) -> None:
+        res = self._resource(obj["apiVersion"], obj["kind"])
+        res.server_side_apply(
+            body=obj,
+            name=obj["metadata"]["name"],
+            namespace=obj["metadata"].get("namespace"),
+            field_manager="ringkv-operator",
+            force_conflicts=True,
+        )
+
+    def _list(self, fn: Any, namespace: str, selector: str) -> list[dict[str, Any]]:
+        result = fn(namespace, label_selector=selector, _preload_content=False)
+        import json
+
+        items: list[dict[str, Any]] = json.loads(result.data).get("items", [])
+        return items
+
+    def list_statefulsets(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        return self._list(self.apps.list_namespaced_stateful_set, namespace, selector)
+
+    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        return self._list(self.core.list_namespaced_pod, namespace, selector)
+
+    def list_pvcs(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        return self._list(self.core.list_namespaced_persistent_volume_claim, namespace, selector)
+
+    def _ignore_404(self, fn: Callable[[], Any]) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            fn()
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def delete_pod(self, namespace: str, name: str, force: bool = False) -> None:
+        kw: dict[str, Any] = {"grace_period_seconds": 0} if force else {}
+        self._ignore_404(lambda: self.core.delete_namespaced_pod(name, namespace, **kw))
+
+    def delete_pvc(self, namespace: str, name: str) -> None:
+        self._ignore_404(
+            lambda: self.core.delete_namespaced_persistent_volume_claim(name, namespace)
+        )
+
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, PLURAL, name, {"status": status}
+        )
+
+    def patch_replicas(self, namespace: str, name: str, replicas: int) -> None:
+        self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, name, {"spec": {"replicas": replicas}}
+        )
+
+
+# -- the real node API ----------------------------------------------------------------------
+
+
+class NodeHttp:
+    """``Nodes`` over ``ringkv.client.Client``: short timeouts, the first node that answers."""
+
+    def __init__(self, timeout: float = 2.0) -> None:
+        self.timeout = timeout
+        self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ringkv-probe")
+
+    def _status(self, endpoint: str) -> dict[str, Any] | None:
+        try:
+            with Client(endpoint, timeout=self.timeout) as c:
+                return c.status()
+        except (RingkvError, OSError, ValueError):
+            return None
+
+    def ring_view(self, endpoints: list[str]) -> RingView | None:
+        for endpoint in endpoints:
+            try:
+                with Client(endpoint, timeout=self.timeout) as c:
+                    ring = c.ring()
+                    progress = c.progress()
+            except (RingkvError, OSError, ValueError):
+                continue
+            members = {}
+            for n in ring.get("nodes") or ():
+                members[str(n["id"])] = Member(
+                    id=str(n["id"]),
+                    zone=str(n.get("zone")),
+                    state=str(n.get("state")),
+                    alive=bool(n.get("alive")),
+                    tokens=tuple(int(t) for t in n.get("tokens") or ()),
+                )
+            running = [c for c in progress.get("changes") or () if c.get("state") == "running"]
+            change = running[0] if running else None
+            hints: dict[str, int] = {}
+            for status in self.pool.map(self._status, endpoints):
+                if status:
+                    for target, count in dict(_get(status, "hints", "by_target") or {}).items():
+                        hints[str(target)] = hints.get(str(target), 0) + int(count)
+            return RingView(members, progress.get("in_progress"), change, hints)
+        return None
+
+    def decommission(self, endpoints: list[str], node: str) -> None:
+        for endpoint in endpoints:
+            try:
+                with Client(endpoint, timeout=max(self.timeout, 10.0)) as c:
+                    c.admin("decommission", node)
+                return
+            except RingkvError as exc:
+                if exc.status == 409:  # already leaving, or another change runs: next pass
+                    log.info("decommission of %s refused for now: %s", node, exc)
+                    return
+                if exc.status:  # an answer other than a connection failure
+                    raise
+            except (OSError, ValueError):
+                continue
+        raise ConnectionError(f"no node answered the decommission of {node}")
+
+    def load(self, endpoints: list[str]) -> tuple[float | None, float | None]:
+        """(client requests served, stored bytes), summed over the nodes' /metrics."""
+        import http.client
+        from urllib.parse import urlsplit
+
+        from prometheus_client.parser import text_string_to_metric_families
+
+        def scrape(endpoint: str) -> tuple[float, float] | None:
+            u = urlsplit(endpoint)
+            try:
+                conn = http.client.HTTPConnection(u.hostname or "", u.port, timeout=self.timeout)
+                conn.request("GET", "/metrics")
+                text = conn.getresponse().read().decode()
+                conn.close()
+            except OSError:
+                return None
+            req = disk = 0.0
+            for fam in text_string_to_metric_families(text):
+                for s in fam.samples:
+                    if s.name == "ringkv_requests_total":
+                        req += s.value
+                    elif s.name == "ringkv_stored_bytes":
+                        disk += s.value
+            return req, disk
+
+        results = [r for r in self.pool.map(scrape, endpoints) if r is not None]
+        if not results:
+            return None, None
+        return sum(r[0] for r in results), sum(r[1] for r in results)
