@@ -115,8 +115,11 @@ def test_rogue_node_cannot_join_or_talk(secured: Cluster, tmp_path: Path) -> Non
          "--cluster-secret-file", str(wrong)],
     ).start()  # fmt: skip
     try:
-        wait_until(lambda: "refused a peer connection" in "".join(
-            n.log_path.read_text() for n in secured.nodes), 20, message="handshake refused")  # fmt: skip
+        def refused() -> bool:
+            logs = "".join(n.log_path.read_text() for n in secured.nodes)
+            return "refused a peer connection" in logs
+
+        wait_until(refused, 20, message="handshake refused")
         members = Client(secured.node(0).url, token=READ).status()["members"]
         assert "rogue" not in {m["id"] for m in members}
         rogue_view = wait_until(lambda: Client(rogue.url).status()["members"], 20,
