@@ -4,6 +4,7 @@ cannot join or read), request limits, a full disk, and fuzzed peer frames."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import json
 import os
@@ -115,6 +116,7 @@ def test_rogue_node_cannot_join_or_talk(secured: Cluster, tmp_path: Path) -> Non
          "--cluster-secret-file", str(wrong)],
     ).start()  # fmt: skip
     try:
+
         def refused() -> bool:
             logs = "".join(n.log_path.read_text() for n in secured.nodes)
             return "refused a peer connection" in logs
@@ -288,3 +290,112 @@ def test_fuzzed_peer_frames_never_crash_a_node(make_cluster) -> None:  # type: i
     fuzz()
     assert cluster.node(0).running
     assert cluster.client(1).get("stable", r="all").value == b"value"
+
+
+def _make_cert(
+    directory: Path, name: str, ca: tuple[Path, Path] | None = None
+) -> tuple[Path, Path]:
+    """A key and certificate for 127.0.0.1 (self-signed CA when ``ca`` is None)."""
+    key, cert = directory / f"{name}.key", directory / f"{name}.crt"
+    subject = f"/CN={name}"
+    if ca is None:
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                        "-keyout", str(key), "-out", str(cert), "-subj", subject],
+                       check=True, capture_output=True)  # fmt: skip
+        return key, cert
+    csr = directory / f"{name}.csr"
+    ext = directory / f"{name}.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+    request = ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+               "-out", str(csr), "-subj", subject]  # fmt: skip
+    subprocess.run(request, check=True, capture_output=True)
+    subprocess.run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca[1]), "-CAkey",
+                    str(ca[0]), "-CAcreateserial", "-days", "2", "-out", str(cert),
+                    "-extfile", str(ext)], check=True, capture_output=True)  # fmt: skip
+    return key, cert
+
+
+def test_tls_on_both_ports_with_certificate_reload(tmp_path: Path) -> None:
+    import ssl
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command")
+    ca = _make_cert(tmp_path, "ca")
+    key, cert = _make_cert(tmp_path, "node", ca)
+    ports = free_ports(6)
+    seeds = ",".join(f"127.0.0.1:{p}" for p in ports[3:])
+    nodes = [
+        NodeProc(
+            f"n{i + 1}",
+            f"z{i + 1}",
+            ports[i],
+            ports[3 + i],
+            tmp_path / f"n{i + 1}",
+            tmp_path / f"n{i + 1}.log",
+            [
+                "--node-id",
+                f"n{i + 1}",
+                "--port",
+                str(ports[i]),
+                "--peer-port",
+                str(ports[3 + i]),
+                "--zone",
+                f"z{i + 1}",
+                "--data-dir",
+                str(tmp_path / f"n{i + 1}"),
+                "--seeds",
+                seeds,
+                "--tls-cert-file",
+                str(cert),
+                "--tls-key-file",
+                str(key),
+                "--tls-ca-file",
+                str(ca[1]),
+            ],
+        )
+        for i in range(3)
+    ]
+    verified = ssl.create_default_context(cafile=str(ca[1]))
+
+    def https(i: int, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        conn = http.client.HTTPSConnection("127.0.0.1", ports[i], timeout=10, context=verified)
+        try:
+            conn.request(method, path, body=body)
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
+
+    try:
+        for node in nodes:
+            node.start()
+        for i in range(3):
+            wait_until(lambda i=i: https(i, "GET", "/health/ready")[0] == 200, 40,
+                       message=f"n{i + 1} ready over TLS")  # fmt: skip
+        assert https(0, "PUT", "/v1/kv/tls?w=all", b"encrypted")[0] == 204  # peers over TLS
+        assert https(2, "GET", "/v1/kv/tls?r=all") == (200, b"encrypted")
+        with pytest.raises((http.client.HTTPException, ConnectionError, OSError)):
+            plain = http.client.HTTPConnection("127.0.0.1", ports[0], timeout=5)
+            plain.request("GET", "/health/live")
+            plain.getresponse().read()
+        # a peer connection without TLS is not served
+        with socket.create_connection(("127.0.0.1", ports[3]), timeout=5) as sock:
+            payload = msgpack.packb([0, 0, "hello", {"node": "x", "nonce": os.urandom(16)}])
+            sock.sendall(struct.pack(">I", len(payload)) + payload)
+            with contextlib.suppress(ConnectionError, TimeoutError):
+                assert b"node" not in sock.recv(4096)
+
+        def served_serial() -> bytes:
+            raw_sock = socket.create_connection(("127.0.0.1", ports[1]), timeout=5)
+            with verified.wrap_socket(raw_sock, server_hostname="127.0.0.1") as tls_sock:
+                return tls_sock.getpeercert(binary_form=True) or b""
+
+        before = served_serial()
+        new_key, new_cert = _make_cert(tmp_path, "renewed", ca)
+        shutil.copy(new_key, key)
+        shutil.copy(new_cert, cert)
+        wait_until(lambda: served_serial() != before, 20, message="renewed certificate served")
+        assert https(1, "GET", "/v1/kv/tls") == (200, b"encrypted")
+    finally:
+        for node in nodes:
+            node.kill()

@@ -271,9 +271,7 @@ class AntiEntropy:
             if horizon <= 0:
                 continue
             expired = []
-            for scanned, (_h, key, versions) in enumerate(
-                self.storage.scan(tree.start, tree.end)
-            ):
+            for scanned, (_h, key, versions) in enumerate(self.storage.scan(tree.start, tree.end)):
                 if expired_tombstones(versions, horizon):
                     expired.append((key, versions))
                 if scanned % 512 == 511:

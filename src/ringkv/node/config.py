@@ -44,6 +44,9 @@ class NodeConfig:
     client_timeout: float = 30.0
     max_siblings: int = 100
     min_free_bytes: int = 64 * 1024 * 1024
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_ca_file: str = ""
     hint_window: float = 3 * 3600.0
     hint_rate: float = 2000.0
     anti_entropy_interval: float = 30.0
@@ -136,6 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds a client may take to send a request body")  # fmt: skip
     add("max-siblings", type=int, default=100,
         help="refuse writes that would leave a key with more siblings (warns at 25)")  # fmt: skip
+    add("tls-cert-file", default="", help="PEM certificate: serve the client API and peer port "
+        "over TLS (reloaded when the file changes)")  # fmt: skip
+    add("tls-key-file", default="", help="PEM private key for --tls-cert-file")
+    add("tls-ca-file", default="", help="CA bundle: peers must present a certificate it signed "
+        "(mutual TLS); clients of the API may use it to verify nodes")  # fmt: skip
     add("min-free-bytes", type=int, default=64 * 1024 * 1024,
         help="refuse writes (507) while the data disk has less free space (64 MiB)")  # fmt: skip
     add("hint-window", type=float, default=3 * 3600.0, help="seconds hints are kept (3 h)")
@@ -194,6 +202,9 @@ def parse_args(argv: Sequence[str] | None) -> NodeConfig:
             client_timeout=float(ns.client_timeout),
             max_siblings=int(ns.max_siblings),
             min_free_bytes=int(ns.min_free_bytes),
+            tls_cert_file=ns.tls_cert_file,
+            tls_key_file=ns.tls_key_file,
+            tls_ca_file=ns.tls_ca_file,
             hint_window=float(ns.hint_window),
             hint_rate=float(ns.hint_rate),
             anti_entropy_interval=float(ns.anti_entropy_interval),
@@ -251,6 +262,10 @@ def validate(c: NodeConfig) -> list[str]:
     ):
         if not value > 0:
             problems.append(f"{name} must be positive")
+    if bool(c.tls_cert_file) != bool(c.tls_key_file):
+        problems.append("--tls-cert-file and --tls-key-file go together")
+    if c.tls_ca_file and not c.tls_cert_file:
+        problems.append("--tls-ca-file needs --tls-cert-file and --tls-key-file")
     if c.anti_entropy_interval < 0 or c.tombstone_grace < 0:
         problems.append("--anti-entropy-interval and --tombstone-grace must not be negative")
     for seed in (*c.seeds, *([c.peer_advertise] if c.peer_advertise else [])):

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from ringkv.node.config import parse_args
-from ringkv.node.server import create_app
+from ringkv.node.server import NODE_KEY, create_app
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -30,8 +30,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         # run_app turns SIGTERM/SIGINT into a graceful shutdown: stop accepting, wait for
         # in-flight requests (up to shutdown_timeout), then run the cleanup that flushes RocksDB.
+        app = create_app(config)
+        tls = app[NODE_KEY].tls
         web.run_app(
-            create_app(config),
+            app,
+            ssl_context=tls.server if tls is not None else None,
             host=config.host,
             port=config.port,
             shutdown_timeout=10.0,

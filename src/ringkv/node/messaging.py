@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -85,9 +86,11 @@ class PeerConnection:
         address: str,
         connect_timeout: float = 1.0,
         secret: bytes | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.local_id = local_id
         self.secret = secret
+        self.ssl_context = ssl_context
         self.address = address
         self.remote_id: str | None = None
         self.connect_timeout = connect_timeout
@@ -154,7 +157,8 @@ class PeerConnection:
         try:
             host, _, port = self.address.rpartition(":")
             reader, opened = await asyncio.wait_for(
-                asyncio.open_connection(host, int(port)), self.connect_timeout
+                asyncio.open_connection(host, int(port), ssl=self.ssl_context),
+                self.connect_timeout,
             )
             writer = opened
             nonce = auth.new_nonce()
@@ -247,9 +251,13 @@ class MessagingService:
         port: int,
         handler: Handler,
         secret: bytes | None = None,
+        server_ssl: ssl.SSLContext | None = None,
+        client_ssl: ssl.SSLContext | None = None,
     ) -> None:
         self.node_id = node_id
         self.secret = secret
+        self.server_ssl = server_ssl
+        self.client_ssl = client_ssl
         self.rejected = 0  # handshakes refused (wrong or missing secret)
         self.host = host
         self.port = port
@@ -260,7 +268,9 @@ class MessagingService:
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        self._server = await asyncio.start_server(
+            self._serve, self.host, self.port, ssl=self.server_ssl
+        )
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -278,7 +288,9 @@ class MessagingService:
     def peer(self, address: str) -> PeerConnection:
         conn = self._peers.get(address)
         if conn is None:
-            conn = PeerConnection(self.node_id, address, secret=self.secret)
+            conn = PeerConnection(
+                self.node_id, address, secret=self.secret, ssl_context=self.client_ssl
+            )
             self._peers[address] = conn
         return conn
 

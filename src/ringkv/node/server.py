@@ -43,6 +43,7 @@ from ringkv.node.messaging import MessagingService, PeerError
 from ringkv.node.metrics import NodeMetrics
 from ringkv.node.storage import Storage, StorageFull
 from ringkv.node.streaming import ChangeError, RingChanges
+from ringkv.node.tls import TlsConfig
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,11 @@ class Node:
         if self.tokens is None:
             log.warning("no --auth-tokens-file: the client API is open to anyone who reaches it")
         self.in_flight = 0
+        self.tls = (
+            TlsConfig(config.tls_cert_file, config.tls_key_file, config.tls_ca_file)
+            if config.tls_cert_file
+            else None
+        )
         self.started = time.monotonic()
         self.storage: Storage | None = None
         self._loops: list[asyncio.Task[None]] = []
@@ -95,7 +101,13 @@ class Node:
         if secret is None:
             log.warning("no --cluster-secret-file: peer traffic is NOT authenticated")
         self.messaging = MessagingService(
-            config.node_id, config.host, config.peer_port, self._peer, secret=secret
+            config.node_id,
+            config.host,
+            config.peer_port,
+            self._peer,
+            secret=secret,
+            server_ssl=self.tls.peer_server_context() if self.tls else None,
+            client_ssl=self.tls.client if self.tls else None,
         )
         await self.messaging.start()
         self.membership = Membership(config, self.storage, self.messaging, incarnation)
@@ -138,6 +150,8 @@ class Node:
         ]
         if config.anti_entropy_interval > 0:
             self._loops.append(asyncio.create_task(self.anti_entropy.run()))
+        if self.tls is not None:
+            self._loops.append(asyncio.create_task(self.tls.watch()))
         log.info(
             "node %s (zone %s, incarnation %s) serving %s, peers on %s",
             config.node_id, config.zone, incarnation, config.address, config.peer_address,
