@@ -69,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
         args, extra = parser.parse_known_args(argv)
         if args.command == "node":
             return run_node(extra)
+        if args.command == "operator":
+            from ringkv.operator.main import main as operator_main  # imported lazily: kopf
+
+            return int(operator_main(extra))
         if extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exc:  # argparse exits on --help and on usage errors
@@ -96,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Everything after `node` goes to the node's own parser, untouched.
     commands.add_parser("node", add_help=False, help="run a storage node (see: ringkv node -h)")
+    commands.add_parser(
+        "operator", add_help=False, help="run the Kubernetes operator (see: ringkv operator -h)"
+    )
 
     local = commands.add_parser("local", help="run a cluster on this machine")
     local_commands = local.add_subparsers(dest="local_command", required=True, metavar="COMMAND")

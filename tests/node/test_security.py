@@ -399,3 +399,76 @@ def test_tls_on_both_ports_with_certificate_reload(tmp_path: Path) -> None:
     finally:
         for node in nodes:
             node.kill()
+
+
+def test_fuzzed_http_requests_never_get_a_500(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    from urllib.parse import quote
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    cluster = make_cluster()
+    cluster.client(0).put("stable", b"value", w="all")
+    port = cluster.node(0).port
+    paths = st.one_of(
+        st.sampled_from(
+            [
+                "/v1/kv/",
+                "/v1/status",
+                "/v1/ring",
+                "/metrics",
+                "/health/ready",
+                "/v1/admin/plan",
+                "/v1/admin/join",
+                "/v1/admin/remove",
+                "/v1/admin/cancel",
+                "/v1/admin/progress",
+                "/v1/anti-entropy/trees",
+                "/v1/admin/decommission",
+                "/nothing",
+            ]
+        ),
+        st.binary(max_size=300).map(lambda k: "/v1/kv/" + quote(k, safe="")),
+    )
+    params = st.dictionaries(
+        st.sampled_from(["r", "w", "consistency", "strict", "x"]),
+        st.one_of(st.sampled_from(["one", "quorum", "all", "strong", "true", "0", "9"]),
+                  st.text(max_size=8)),
+        max_size=3,
+    )  # fmt: skip
+    headers = st.dictionaries(
+        st.sampled_from(["X-Ringkv-Context", "Content-Type", "Authorization"]),
+        st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), max_size=80),
+        max_size=3,
+    )
+    bodies = st.one_of(
+        st.none(),
+        st.binary(max_size=256),
+        st.sampled_from([b'{"node": "n3"}', b'{"op": "join", "node": "n9"}', b"[]", b"{"]),
+    )
+    seen: list[int] = []
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(
+        st.sampled_from(["GET", "PUT", "DELETE", "POST", "HEAD"]), paths, params, headers, bodies
+    )
+    def fuzz(method: str, path: str, query: dict, header: dict, body: bytes | None) -> None:  # type: ignore[type-arg]
+        from urllib.parse import urlencode
+
+        if path in ("/v1/admin/decommission", "/v1/admin/remove") and method == "POST":
+            return  # a valid one would really start a ring change
+        target = path + ("?" + urlencode(query) if query else "")
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request(method, target, body=body, headers=header)
+            status = conn.getresponse().status
+        except http.client.HTTPException:
+            return  # the server closed a request it could not parse: fine
+        finally:
+            conn.close()
+        seen.append(status)
+        assert status < 500 or status in (503, 504, 507), (method, target, header, body, status)
+
+    fuzz()
+    assert cluster.node(0).running and len(seen) > 50
+    assert cluster.client(1).get("stable", r="all").value == b"value"

@@ -246,7 +246,13 @@ class Membership:
 
     def handle_lookup(self, body: dict[str, Any]) -> dict[str, Any]:
         state = self.gossiper.states.get(str(body.get("node")))
-        return {"tokens": None if state is None else state.get(g.TOKENS)}
+        if (
+            state is None
+            or state.get(g.STATUS) == g.LEFT
+            or body.get("node") in self.removed_nodes()
+        ):
+            return {"tokens": None}  # a node that left (or was removed) is not replaced
+        return {"tokens": state.get(g.TOKENS)}
 
     async def _gossip_round(self) -> None:
         live = [n for n in self.gossiper.states if n != self.node_id and self.is_alive(n)]

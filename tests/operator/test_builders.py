@@ -1,0 +1,242 @@
+"""The pure builders: every child of a KVCluster."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ringkv.node.config import parse_args
+from ringkv.operator import builders
+from ringkv.operator.spec import SpecError, parse_duration, parse_quantity, parse_spec
+
+from .conftest import ZONES, make_spec
+
+OWNER = {"name": "kv", "uid": "1234"}
+
+
+def children() -> dict[tuple[str, str], dict[str, Any]]:
+    spec = make_spec()
+    objs = builders.build_children(spec, OWNER, {"zone-a": 1, "zone-b": 2, "zone-c": 0})
+    return {(o["kind"], o["metadata"]["name"]): o for o in objs}
+
+
+def test_every_child_is_named_labelled_and_owned() -> None:
+    objs = children()
+    assert set(objs) == {
+        ("ServiceAccount", "kv-node"), ("Role", "kv-node"), ("RoleBinding", "kv-node"),
+        ("ConfigMap", "kv-config"), ("Service", "kv-peers"), ("Service", "kv"),
+        ("PodDisruptionBudget", "kv"), ("StatefulSet", "kv-zone-a"),
+        ("StatefulSet", "kv-zone-b"), ("StatefulSet", "kv-zone-c"),
+    }  # fmt: skip
+    for obj in objs.values():
+        meta = obj["metadata"]
+        assert meta["namespace"] == "ns"
+        assert meta["labels"]["app.kubernetes.io/instance"] == "kv"
+        assert meta["labels"]["app.kubernetes.io/name"] == "ringkv"
+        [ref] = meta["ownerReferences"]
+        assert ref == {"apiVersion": "ringkv.io/v1alpha1", "kind": "KVCluster", "name": "kv",
+                       "uid": "1234", "controller": True, "blockOwnerDeletion": True}  # fmt: skip
+        assert obj["apiVersion"] and obj["kind"]
+
+
+def test_builders_are_pure() -> None:
+    assert children() == children()
+
+
+def test_statefulset_selector_matches_template_and_services() -> None:
+    objs = children()
+    for zone, replicas in (("zone-a", 1), ("zone-b", 2), ("zone-c", 0)):
+        sts = objs[("StatefulSet", f"kv-{zone}")]
+        s = sts["spec"]
+        assert s["replicas"] == replicas
+        labels = s["template"]["metadata"]["labels"]
+        assert s["selector"]["matchLabels"].items() <= labels.items()
+        assert labels["ringkv.io/zone"] == zone
+        assert s["serviceName"] == "kv-peers"
+        assert s["updateStrategy"] == {"type": "OnDelete"}
+        assert s["podManagementPolicy"] == "Parallel"
+        for svc in (objs[("Service", "kv-peers")], objs[("Service", "kv")]):
+            assert svc["spec"]["selector"].items() <= labels.items()
+        pdb = objs[("PodDisruptionBudget", "kv")]
+        assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        assert pdb["spec"]["maxUnavailable"] == 1
+    # a zone's selector does not select another zone's pods
+    a = objs[("StatefulSet", "kv-zone-a")]["spec"]["selector"]["matchLabels"]
+    b = objs[("StatefulSet", "kv-zone-b")]["spec"]["template"]["metadata"]["labels"]
+    assert not a.items() <= b.items()
+
+
+def test_peer_service_is_headless_and_publishes_unready_pods() -> None:
+    svc = children()[("Service", "kv-peers")]["spec"]
+    assert svc["clusterIP"] == "None"
+    assert svc["publishNotReadyAddresses"] is True
+    assert {p["port"] for p in svc["ports"]} == {7001, 8001}
+    client = children()[("Service", "kv")]["spec"]
+    assert client["type"] == "ClusterIP"
+    assert [p["port"] for p in client["ports"]] == [7001]
+
+
+def test_zone_pinning_and_anti_affinity() -> None:
+    pod = children()[("StatefulSet", "kv-zone-b")]["spec"]["template"]["spec"]
+    terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    [term] = terms["nodeSelectorTerms"]
+    assert term["matchExpressions"] == [
+        {"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["zone-b"]}
+    ]
+    [pref] = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert pref["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert pod["serviceAccountName"] == "kv-node"
+    assert pod["enableServiceLinks"] is False
+
+
+def test_container_env_probes_and_volume() -> None:
+    sts = children()[("StatefulSet", "kv-zone-a")]["spec"]
+    [c] = sts["template"]["spec"]["containers"]
+    assert c["command"] == ["ringkv", "node"]
+    assert c["image"] == "ringkv:0.1.0"
+    env = {e["name"]: e for e in c["env"]}
+    assert env["RINGKV_NODE_ID"]["value"] == "$(POD_NAME)"
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    assert env["RINGKV_ZONE"]["value"] == "zone-a"
+    assert env["RINGKV_ADVERTISE_HOST"]["value"] == "$(POD_IP)"
+    assert (env["RINGKV_PEER_ADVERTISE"]["value"]
+            == "$(POD_NAME).kv-peers.$(POD_NAMESPACE).svc.cluster.local:8001")  # fmt: skip
+    assert c["envFrom"] == [{"configMapRef": {"name": "kv-config"}}]
+    assert c["readinessProbe"]["httpGet"]["path"] == "/health/ready"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/health/live"
+    assert c["readinessProbe"]["httpGet"]["port"] == 7001
+    assert c["volumeMounts"] == [{"name": "data", "mountPath": "/var/lib/ringkv"}]
+    assert "lifecycle" not in c  # the operator decommissions, not a preStop hook
+    [claim] = sts["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == "data"
+    assert claim["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert "storageClassName" not in claim["spec"]
+    assert sts["persistentVolumeClaimRetentionPolicy"] == {
+        "whenScaled": "Retain", "whenDeleted": "Retain",
+    }  # fmt: skip
+
+
+def test_storage_class_and_delete_policy() -> None:
+    spec = make_spec(storage={"size": "5Gi", "storageClassName": "fast", "deletePolicy": "Delete"})
+    sts = builders.build_statefulset(spec, "zone-a", 1)["spec"]
+    claim = sts["volumeClaimTemplates"][0]["spec"]
+    assert claim["storageClassName"] == "fast"
+    assert claim["resources"]["requests"]["storage"] == "5Gi"
+    assert sts["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Delete"
+
+
+def test_config_map_is_what_the_node_parses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ConfigMap plus the per-pod env is a configuration `ringkv node` accepts."""
+    spec = make_spec(consistency="strong", conflictResolution="lww", vnodes=64,
+                     settings={"stream-rate": "1000", "hint-window": "60"})  # fmt: skip
+    data = builders.build_config_map(spec)["data"]
+    assert data["RINGKV_SEEDS"] == ",".join(
+        f"kv-{z}-0.kv-peers.ns.svc.cluster.local:8001" for z in ZONES
+    )
+    assert data["RINGKV_STREAM_RATE"] == "1000"
+    env = dict(data)
+    env.update(
+        {
+            "RINGKV_NODE_ID": "kv-zone-b-1",
+            "RINGKV_ZONE": "zone-b",
+            "RINGKV_ADVERTISE_HOST": "10.0.0.7",
+            "RINGKV_PEER_ADVERTISE": "kv-zone-b-1.kv-peers.ns.svc.cluster.local:8001",
+        }
+    )
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    config = parse_args([])
+    assert config.node_id == "kv-zone-b-1"
+    assert config.port == 7001 and config.peer_port == 8001
+    assert config.replication_factor == 3 and config.vnodes == 64
+    assert config.conflict_mode == "lww" and config.default_consistency == "strong"
+    assert config.auto_join is True
+    assert config.stream_rate == 1000.0 and config.hint_window == 60.0
+    assert config.address == "10.0.0.7:7001"
+    # a seed pod advertises exactly its seed address, so it recognises (and skips) itself
+    own = "kv-zone-b-0.kv-peers.ns.svc.cluster.local:8001"
+    assert own in config.seeds
+
+
+def test_config_change_changes_the_pod_template() -> None:
+    a = builders.build_statefulset(make_spec(), "zone-a", 1)
+    b = builders.build_statefulset(make_spec(settings={"stream-rate": "5"}), "zone-a", 1)
+    c = builders.build_statefulset(make_spec(image="ringkv:0.2.0"), "zone-a", 1)
+    assert a["spec"]["template"] != b["spec"]["template"]
+    assert a["spec"]["template"] != c["spec"]["template"]
+    assert a["spec"]["volumeClaimTemplates"] == b["spec"]["volumeClaimTemplates"]
+
+
+def test_role_is_least_privilege() -> None:
+    role = children()[("Role", "kv-node")]
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["pods", "endpoints"],
+         "verbs": ["get", "list", "watch"]}
+    ]  # fmt: skip
+    rb = children()[("RoleBinding", "kv-node")]
+    assert rb["roleRef"]["name"] == "kv-node"
+    assert rb["subjects"] == [{"kind": "ServiceAccount", "name": "kv-node", "namespace": "ns"}]
+
+
+def test_pod_template_extras() -> None:
+    spec = make_spec(
+        resources={"requests": {"cpu": "500m", "memory": "1Gi"}},
+        podTemplate={"nodeSelector": {"disk": "ssd"}, "tolerations": [{"key": "k"}],
+                     "labels": {"team": "x"}, "priorityClassName": "high"},
+        imagePullSecrets=[{"name": "regcred"}],
+    )  # fmt: skip
+    pod = builders.build_pod_template(spec, "zone-c")
+    assert pod["metadata"]["labels"]["team"] == "x"
+    assert pod["spec"]["nodeSelector"] == {"disk": "ssd"}
+    assert pod["spec"]["tolerations"] == [{"key": "k"}]
+    assert pod["spec"]["priorityClassName"] == "high"
+    assert pod["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
+    assert pod["spec"]["containers"][0]["resources"]["requests"]["cpu"] == "500m"
+
+
+def test_unknown_zone_is_refused() -> None:
+    with pytest.raises(ValueError):
+        builders.build_statefulset(make_spec(), "zone-x", 1)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"zones": []},
+        {"zones": ["a", "a"]},
+        {"zones": ["A_b"]},
+        {"zones": ["a"], "replicas": 2, "replicationFactor": 3},
+        {"zones": ["a"], "settings": {"node-id": "x"}},
+        {"zones": ["a"], "clientPort": 7001, "peerPort": 7001},
+        {"zones": ["a"], "failureReplacement": {"after": "ten minutes"}},
+        {"zones": ["a"], "storage": {"size": "lots"}},
+        {"zones": ["a"], "autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 4}},
+    ],
+)
+def test_invalid_specs(raw: dict[str, Any]) -> None:
+    with pytest.raises(SpecError):
+        parse_spec("kv", "ns", raw)
+
+
+def test_durations_and_quantities() -> None:
+    assert parse_duration("10m") == 600
+    assert parse_duration("1h30m") == 5400
+    assert parse_duration("500ms") == 0.5
+    assert parse_quantity("1Gi") == 2**30
+    assert parse_quantity("500M") == 5e8
+    assert parse_quantity(3) == 3
+
+
+@given(replicas=st.integers(1, 200), zones=st.integers(1, 8))
+def test_zone_targets_are_even_and_sum_up(replicas: int, zones: int) -> None:
+    spec = parse_spec("kv", "ns", {"zones": [f"z{i}" for i in range(zones)],
+                                   "replicas": replicas, "replicationFactor": 1})  # fmt: skip
+    targets = spec.zone_targets()
+    assert sum(targets.values()) == replicas
+    assert max(targets.values()) - min(targets.values()) <= 1
+    assert list(targets.values()) == sorted(targets.values(), reverse=True)

@@ -1,0 +1,420 @@
+"""plan.decide: the next single action and the status, for each situation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ringkv.operator import plan
+from ringkv.operator.plan import (
+    DECOMMISSION,
+    DELETE_PVC,
+    NONE,
+    REPLACE,
+    RESTART,
+    SCALE,
+    Member,
+    Observed,
+    PvcState,
+    RingView,
+    decide,
+    iso,
+)
+from ringkv.operator.spec import ClusterSpec
+
+from .conftest import ZONES, cluster, condition, make_spec
+
+NOW = 1_800_000_000.0
+ONE = {"zone-a": 1, "zone-b": 1, "zone-c": 1}
+TWO = {"zone-a": 2, "zone-b": 2, "zone-c": 2}
+
+
+def step(spec: ClusterSpec, observed: Observed, prev: dict[str, Any] | None = None,
+         now: float = NOW) -> plan.Decision:  # fmt: skip
+    return decide(spec, observed, prev, now, generation=1)
+
+
+# -- create ------------------------------------------------------------------------------
+
+
+def test_fresh_create_starts_with_the_first_node_of_the_first_zone(spec: ClusterSpec) -> None:
+    d = step(spec, Observed({}, ring=None))
+    assert d.action.kind == SCALE
+    assert (d.action.zone, d.action.replicas, d.action.node) == ("zone-a", 1, "kv-zone-a-0")
+    assert d.status["phase"] == "Pending"
+    assert condition(d.status, "Available")["status"] == "False"
+    assert condition(d.status, "Progressing")["reason"] == "Creating"
+
+
+def test_create_waits_for_each_node_then_adds_the_next_zone(spec: ClusterSpec) -> None:
+    starting = cluster(spec, {"zone-a": 1}, not_ready={"kv-zone-a-0"},
+                       states={"kv-zone-a-0": "absent"}, ring=False)  # fmt: skip
+    d = step(spec, starting)
+    assert d.action.kind == NONE
+    assert d.status["phase"] == "Creating"
+    one = cluster(spec, {"zone-a": 1})
+    d = step(spec, one)
+    assert (d.action.kind, d.action.zone, d.action.replicas) == (SCALE, "zone-b", 1)
+    assert condition(d.status, "Available")["status"] == "False"  # 1 node < RF 3
+    d = step(spec, cluster(spec, {"zone-a": 1, "zone-b": 1}))
+    assert (d.action.kind, d.action.zone, d.action.replicas) == (SCALE, "zone-c", 1)
+
+
+def test_formed_cluster_is_available_and_idle(spec: ClusterSpec) -> None:
+    d = step(spec, cluster(spec, ONE))
+    assert d.action.kind == NONE
+    s = d.status
+    assert s["phase"] == "Running"
+    assert (s["replicas"], s["readyReplicas"], s["updatedReplicas"]) == (3, 3, 3)
+    assert s["selector"] == ("app.kubernetes.io/component=node,app.kubernetes.io/instance=kv,"
+                             "app.kubernetes.io/name=ringkv")  # fmt: skip
+    assert condition(s, "Available")["status"] == "True"
+    assert condition(s, "Progressing")["status"] == "False"
+    assert condition(s, "Degraded")["status"] == "False"
+    assert [z["replicas"] for z in s["zones"]] == [1, 1, 1]
+    assert {m["state"] for m in s["members"]} == {"normal"}
+    assert s["observedGeneration"] == 1
+
+
+# -- scale up ------------------------------------------------------------------------------
+
+
+def test_scale_up_3_to_6_adds_one_node_at_a_time_in_zone_order() -> None:
+    spec = make_spec(replicas=6)
+    counts = dict(ONE)
+    added = []
+    for _ in range(3):
+        d = step(spec, cluster(spec, counts))
+        assert d.action.kind == SCALE
+        assert d.action.replicas == counts[d.action.zone] + 1
+        added.append(d.action.node)
+        assert condition(d.status, "Progressing")["reason"] == "ScalingUp"
+        # the new pod is starting: nothing else happens until it is ready
+        counts[d.action.zone] += 1
+        new = d.action.node
+        waiting = cluster(spec, counts, not_ready={new}, states={new: "absent"})
+        assert step(spec, waiting).action.kind == NONE
+        joining = cluster(spec, counts, not_ready={new}, states={new: "joining"},
+                          in_progress=f"{new} is joining")  # fmt: skip
+        dj = step(spec, joining)
+        assert dj.action.kind == NONE
+        assert condition(dj.status, "Progressing")["reason"] == "Joining"
+        assert dj.status["phase"] == "Scaling"
+    assert added == ["kv-zone-a-1", "kv-zone-b-1", "kv-zone-c-1"]
+    d = step(spec, cluster(spec, counts))
+    assert d.action.kind == NONE and d.status["phase"] == "Running"
+
+
+def test_join_progress_is_reported(spec: ClusterSpec) -> None:
+    spec = make_spec(replicas=4)
+    obs = cluster(
+        spec,
+        {"zone-a": 2, "zone-b": 1, "zone-c": 1},
+        not_ready={"kv-zone-a-1"},
+        states={"kv-zone-a-1": "joining"},
+        in_progress="kv-zone-a-1 is joining",
+    )
+    change = {"op": "join", "node": "kv-zone-a-1", "state": "running", "transfers": 10,
+              "transfers_done": 4, "bytes_sent": 250, "bytes_total": 1000,
+              "rate_bytes_per_second": 50.0, "eta_seconds": 15.0}  # fmt: skip
+    obs = Observed(obs.statefulsets, obs.pods, obs.pvcs,
+                   RingView(obs.ring.members, obs.ring.in_progress, change))  # type: ignore[union-attr]  # fmt: skip
+    d = step(spec, obs)
+    p = d.status["progress"]
+    assert (p["operation"], p["node"], p["percent"], p["transfersDone"]) == (
+        "join", "kv-zone-a-1", 25.0, 4)  # fmt: skip
+    assert "25.0%" in condition(d.status, "Progressing")["message"]
+
+
+# -- scale down ----------------------------------------------------------------------------
+
+
+def test_scale_down_6_to_3_decommissions_before_shrinking() -> None:
+    spec = make_spec(replicas=3)
+    counts = dict(TWO)
+    removed = []
+    for _ in range(3):
+        d = step(spec, cluster(spec, counts))
+        assert d.action.kind == DECOMMISSION, d.action
+        node = d.action.node
+        assert node is not None
+        zone = d.action.zone
+        assert zone is not None
+        assert node == spec.pod_name(zone, counts[zone] - 1)
+        # leaving: never shrink the StatefulSet, just wait
+        leaving = cluster(spec, counts, states={node: "leaving"}, in_progress=f"{node} is leaving")
+        d2 = step(spec, leaving)
+        assert d2.action.kind == NONE
+        assert condition(d2.status, "Progressing")["reason"] == "Decommissioning"
+        # still normal (the request not seen yet): at most the same decommission again
+        d3 = step(spec, cluster(spec, counts))
+        assert (d3.action.kind, d3.action.node) == (DECOMMISSION, node)
+        # left: now shrink, by one
+        d4 = step(spec, cluster(spec, counts, states={node: "left"}))
+        assert (d4.action.kind, d4.action.zone, d4.action.replicas) == (
+            SCALE, zone, counts[zone] - 1)  # fmt: skip
+        counts[zone] -= 1
+        removed.append(node)
+        # its volume goes once the pod is gone
+        obs = cluster(spec, counts, extra_members={node: "left"})
+        obs = Observed(obs.statefulsets, obs.pods,
+                       {f"data-{node}": PvcState(f"data-{node}")}, obs.ring)  # fmt: skip
+        d5 = step(spec, obs)
+        assert (d5.action.kind, d5.action.pvc) == (DELETE_PVC, f"data-{node}")
+    assert removed == ["kv-zone-c-1", "kv-zone-b-1", "kv-zone-a-1"]
+    assert step(spec, cluster(spec, counts)).action.kind == NONE
+
+
+def test_no_statefulset_shrinks_unless_its_top_node_has_left() -> None:
+    spec = make_spec(replicas=3)
+    for state in ("normal", "leaving", "joining", "replacing", "starting"):
+        d = step(spec, cluster(spec, TWO, states={"kv-zone-c-1": state}))
+        assert d.action.kind != SCALE or d.action.replicas > 2  # type: ignore[operator]
+
+
+def test_volume_of_a_node_holding_data_is_never_deleted() -> None:
+    spec = make_spec(replicas=3)
+    # someone shrank the StatefulSet under a normal node: it is brought back, volume kept
+    obs = cluster(spec, ONE, extra_members={"kv-zone-a-1": "normal"})
+    obs = Observed(obs.statefulsets, obs.pods,
+                   {"data-kv-zone-a-1": PvcState("data-kv-zone-a-1")}, obs.ring)  # fmt: skip
+    d = step(spec, obs)
+    assert (d.action.kind, d.action.zone, d.action.replicas) == (SCALE, "zone-a", 2)
+    assert condition(d.status, "Degraded")["reason"] == "NodeRemovedUnsafely"
+
+
+# -- failures ------------------------------------------------------------------------------
+
+
+def test_node_down_less_than_after_waits_then_is_replaced() -> None:
+    spec = make_spec(failureReplacement={"after": "5m"})
+    down = cluster(spec, ONE, dead={"kv-zone-b-0"})
+    d = step(spec, down)
+    assert d.action.kind == NONE
+    assert condition(d.status, "Degraded")["reason"] == "NodeDown"
+    assert d.status["phase"] == "Degraded"
+    member = next(m for m in d.status["members"] if m["id"] == "kv-zone-b-0")
+    assert member["downSince"] == iso(NOW)
+    # 4 minutes later: still waiting (the first sighting is remembered in the status)
+    d2 = step(spec, down, d.status, NOW + 240)
+    assert d2.action.kind == NONE
+    assert next(m for m in d2.status["members"] if m["id"] == "kv-zone-b-0")["downSince"] == iso(
+        NOW
+    )
+    # past `after`: replace
+    d3 = step(spec, down, d2.status, NOW + 301)
+    assert d3.action.kind == REPLACE
+    assert (d3.action.node, d3.action.pvc) == ("kv-zone-b-0", "data-kv-zone-b-0")
+    assert d3.status["replacements"] == 1
+    assert d3.status["progress"]["operation"] == "replace"
+    # the replacement is not replaced again right away while it comes back
+    gone = cluster(spec, ONE, dead={"kv-zone-b-0"}, no_pod={"kv-zone-b-0"})
+    d4 = step(spec, gone, d3.status, NOW + 310)
+    assert d4.action.kind == NONE
+    # the new pod took the id over and streams: Progressing, not replaced again
+    refill = cluster(spec, ONE, not_ready={"kv-zone-b-0"}, states={"kv-zone-b-0": "replacing"},
+                     in_progress="kv-zone-b-0 is replacing")  # fmt: skip
+    d5 = step(spec, refill, d4.status, NOW + 1000)
+    assert d5.action.kind == NONE
+    assert condition(d5.status, "Progressing")["reason"] == "Replacing"
+
+
+def test_pod_gone_counts_as_down() -> None:
+    spec = make_spec(failureReplacement={"after": "1m"})
+    obs = cluster(spec, ONE, dead={"kv-zone-a-0"}, no_pod={"kv-zone-a-0"})
+    first = step(spec, obs)
+    assert step(spec, obs, first.status, NOW + 61).action.kind == REPLACE
+
+
+def test_lost_volume_is_replaced_at_once() -> None:
+    spec = make_spec()
+    obs = cluster(spec, ONE, dead={"kv-zone-c-0"})
+    obs = Observed(
+        obs.statefulsets,
+        obs.pods,
+        {"data-kv-zone-c-0": PvcState("data-kv-zone-c-0", phase="Lost")},
+        obs.ring,
+    )
+    d = step(spec, obs)
+    assert (d.action.kind, d.action.node) == (REPLACE, "kv-zone-c-0")
+    assert "volume is lost" in d.action.message
+
+
+def test_no_replacement_when_disabled_or_two_nodes_down() -> None:
+    spec = make_spec(failureReplacement={"enabled": False, "after": "1m"})
+    obs = cluster(spec, ONE, dead={"kv-zone-a-0"})
+    first = step(spec, obs)
+    assert step(spec, obs, first.status, NOW + 3600).action.kind == NONE
+    spec = make_spec(replicas=6, failureReplacement={"after": "1m"})
+    obs = cluster(spec, TWO, dead={"kv-zone-a-0", "kv-zone-b-0"})
+    first = step(spec, obs)
+    d = step(spec, obs, first.status, NOW + 3600)
+    assert d.action.kind == NONE
+    assert condition(d.status, "Degraded")["status"] == "True"
+
+
+def test_no_scaling_while_a_node_is_down() -> None:
+    spec = make_spec(replicas=6)
+    d = step(spec, cluster(spec, ONE, dead={"kv-zone-a-0"}))
+    assert d.action.kind == NONE
+
+
+def test_available_needs_a_quorum_of_every_range() -> None:
+    spec = make_spec()
+    one_down = step(spec, cluster(spec, ONE, dead={"kv-zone-a-0"}))
+    assert condition(one_down.status, "Available")["status"] == "True"
+    two_down = step(spec, cluster(spec, ONE, dead={"kv-zone-a-0", "kv-zone-b-0"}))
+    assert condition(two_down.status, "Available")["status"] == "False"
+
+
+def test_available_from_tokens() -> None:
+    """With tokens, every range's preference list is checked (zone-aware placement)."""
+    from ringkv.core.ring import Ring, allocate_tokens
+
+    ring = Ring({}, {})
+    members = {}
+    for z in ZONES:
+        for i in range(2):
+            node = f"kv-{z}-{i}"
+            tokens = allocate_tokens(ring, node, 16)
+            ring = ring.with_node(node, z, tokens)
+            members[node] = Member(node, z, "normal", True, tuple(tokens))
+    assert plan.quorum_available(members, 3)[0]
+    # a whole zone down: every range still has 2 of 3 replicas (one per zone)
+    zone_down = {k: Member(m.id, m.zone, m.state, m.zone != "zone-a", m.tokens)
+                 for k, m in members.items()}  # fmt: skip
+    assert plan.quorum_available(zone_down, 3)[0]
+    # two zones down: no quorum anywhere
+    two = {k: Member(m.id, m.zone, m.state, m.zone == "zone-c", m.tokens)
+           for k, m in members.items()}  # fmt: skip
+    ok, message = plan.quorum_available(two, 3)
+    assert not ok and "lack a serving quorum" in message
+
+
+# -- rolling update ------------------------------------------------------------------------
+
+
+def test_image_change_rolls_one_pod_at_a_time() -> None:
+    spec = make_spec(image="ringkv:0.2.0")
+    old = {f"kv-{z}-0": "rev0" for z in ZONES}
+    restarted = []
+    prev: dict[str, Any] | None = None
+    now = NOW
+    for _ in range(3):
+        d = step(spec, cluster(spec, ONE, revisions=old), prev, now)
+        assert d.action.kind == RESTART, d.action
+        node = d.action.node
+        assert node is not None
+        restarted.append(node)
+        assert d.status["phase"] == "Upgrading"
+        prev, now = d.status, now + 5
+        # the pod is going down and coming back: wait, not Degraded
+        d2 = step(spec, cluster(spec, ONE, revisions=old, dead={node}, no_pod={node}), prev, now)
+        assert d2.action.kind == NONE
+        assert condition(d2.status, "Degraded")["status"] == "False"
+        assert condition(d2.status, "Progressing")["reason"] == "RollingUpdate"
+        prev, now = d2.status, now + 5
+        del old[node]
+        # back on the new revision but not ready yet: wait
+        d3 = step(spec, cluster(spec, ONE, revisions=old, not_ready={node}), prev, now)
+        assert d3.action.kind == NONE
+        prev, now = d3.status, now + 5
+        # ready, but hints for it are still pending elsewhere: wait
+        if old:
+            d4 = step(spec, cluster(spec, ONE, revisions=old, hints={node: 7}), prev, now)
+            assert d4.action.kind == NONE
+            assert "hints" in condition(d4.status, "Progressing")["message"]
+            prev, now = d4.status, now + 5
+    assert sorted(restarted) == sorted(f"kv-{z}-0" for z in ZONES)
+    d = step(spec, cluster(spec, ONE), prev, now)
+    assert d.action.kind == NONE and d.status["phase"] == "Running"
+    assert d.status["updatedReplicas"] == 3
+
+
+def test_failed_node_stops_the_roll_with_degraded() -> None:
+    spec = make_spec(image="ringkv:bad", failureReplacement={"after": "1m"})
+    revisions = {"kv-zone-b-0": "rev0", "kv-zone-c-0": "rev0"}
+    # kv-zone-a-0 was restarted long ago on the new image and is still dead
+    prev = {"lastAction": {"action": RESTART, "node": "kv-zone-a-0", "time": iso(NOW - 3600)}}
+    obs = cluster(spec, ONE, revisions=revisions, dead={"kv-zone-a-0"})
+    d = step(spec, obs, prev)
+    d = step(spec, obs, d.status, NOW + 3600)
+    assert d.action.kind == NONE  # neither the next restart nor a replacement
+    assert condition(d.status, "Degraded")["reason"] == "UpgradeStalled"
+
+
+def test_paused_takes_no_action() -> None:
+    spec = make_spec(replicas=6, paused=True)
+    d = step(spec, cluster(spec, ONE))
+    assert d.action.kind == NONE and d.status["phase"] == "Paused"
+
+
+def test_condition_transition_times_are_kept() -> None:
+    spec = make_spec()
+    d1 = step(spec, cluster(spec, ONE), None, NOW)
+    d2 = step(spec, cluster(spec, ONE), d1.status, NOW + 100)
+    assert condition(d2.status, "Available")["lastTransitionTime"] == iso(NOW)
+    d3 = step(spec, cluster(spec, ONE, dead={"kv-zone-a-0", "kv-zone-b-0"}), d2.status, NOW + 200)
+    assert condition(d3.status, "Available")["lastTransitionTime"] == iso(NOW + 200)
+
+
+# -- properties ----------------------------------------------------------------------------
+
+
+@settings(max_examples=150, deadline=None)
+@given(start=st.integers(1, 12), goal=st.integers(1, 12), zones=st.integers(1, 4))
+def test_scaling_converges_one_node_at_a_time_and_stays_balanced(
+    start: int, goal: int, zones: int
+) -> None:
+    """Whatever the start and goal, following the plan (and the nodes doing what they are
+    told) reaches the goal's even spread; every step changes one StatefulSet by one, and a
+    StatefulSet only shrinks past a node that has left."""
+    names = [f"z{i}" for i in range(zones)]
+    spec = make_spec(zones=names, replicas=goal, replicationFactor=1)
+    counts = spec.zone_targets(start)
+    states: dict[str, str] = {}
+    for _ in range(4 * (abs(goal - start) + 2)):
+        d = step(spec, cluster(spec, counts, states=states))
+        a = d.action
+        if a.kind == NONE:
+            break
+        if a.kind == SCALE:
+            assert a.zone is not None and a.replicas is not None
+            assert abs(a.replicas - counts[a.zone]) == 1
+            if a.replicas < counts[a.zone]:
+                assert states.get(spec.pod_name(a.zone, a.replicas)) == "left"
+            counts[a.zone] = a.replicas
+            states = {k: v for k, v in states.items() if k != a.node}
+        elif a.kind == DECOMMISSION:
+            assert a.node is not None
+            states[a.node] = "left"  # the node streamed its data away
+        else:
+            raise AssertionError(a)
+    assert counts == spec.zone_targets(goal)
+    assert sum(counts.values()) == goal
+
+
+@given(replicas=st.integers(3, 30))
+def test_status_replicas_match_statefulsets(replicas: int) -> None:
+    spec = make_spec(replicas=replicas)
+    counts = spec.zone_targets()
+    s = step(spec, cluster(spec, counts)).status
+    assert s["replicas"] == replicas == s["readyReplicas"]
+    assert [z["replicas"] for z in s["zones"]] == [counts[z] for z in ZONES]
+
+
+def test_autoscale_decisions() -> None:
+    spec = make_spec(autoscaling={"enabled": True, "minReplicas": 3, "maxReplicas": 5,
+                                  "targetRequestsPerSecondPerNode": 100,
+                                  "cooldownSeconds": 60})  # fmt: skip
+    assert plan.autoscale(spec, 3, 1000.0, None, None, NOW, False) == 4  # one at a time
+    assert plan.autoscale(spec, 5, 1000.0, None, None, NOW, False) is None  # at max
+    assert plan.autoscale(spec, 3, 1000.0, None, NOW - 10, NOW, False) is None  # cool-down
+    assert plan.autoscale(spec, 3, 1000.0, None, None, NOW, True) is None  # change running
+    assert plan.autoscale(spec, 3, 310.0, None, None, NOW, False) is None  # within tolerance
+    assert plan.autoscale(spec, 4, 10.0, None, None, NOW, False) == 3  # down, not below min
+    assert plan.autoscale(spec, 3, 10.0, None, None, NOW, False) is None
+    off = make_spec()
+    assert plan.autoscale(off, 3, 1e6, None, None, NOW, False) is None
