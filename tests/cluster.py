@@ -222,6 +222,16 @@ class NodeProc:
         _live.discard(process)
 
 
+def _insecure_unless_configured(extra_args: Sequence[str]) -> list[str]:
+    """Test clusters run without auth unless a test configures it (nodes demand a choice)."""
+    out = []
+    if "--auth-tokens-file" not in extra_args and "--no-auth" not in extra_args:
+        out += ["--no-auth", "true"]
+    if "--cluster-secret-file" not in extra_args and "--no-peer-auth" not in extra_args:
+        out += ["--no-peer-auth", "true"]
+    return out
+
+
 class NodeExited(AssertionError):
     """A node process ended while we waited for it."""
 
@@ -256,6 +266,7 @@ class Cluster:
                 "--data-dir", str(data_dir),
                 "--seeds", seeds,
                 "--replication-factor", str(replication_factor),
+                *_insecure_unless_configured(extra_args),
                 *extra_args,
             ]  # fmt: skip
             log_path = self.root / f"{node_id}.log"

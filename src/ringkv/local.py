@@ -50,6 +50,9 @@ class LocalNode:
             "--data-dir", str(self.data_dir),
             "--seeds", seeds,
             "--replication-factor", str(replication_factor),
+            # a development cluster on loopback: said explicitly, and announced below
+            "--no-auth", "true",
+            "--no-peer-auth", "true",
         ]  # fmt: skip
 
     def start(self, seeds: str, replication_factor: int) -> None:
@@ -200,6 +203,8 @@ def print_banner(cluster: Sequence[LocalNode], data_dir: str) -> None:
         f"  curl -i {first}/v1/kv/hello",
         f"  curl {first}/v1/status",
         "",
+        "security: OFF (a development cluster on loopback: no API tokens, no cluster secret;",
+        "          see docs/security.md to turn them on)",
         "Ctrl-C stops every node; data stays for the next start.",
     ]
     print("\n".join(lines), flush=True)

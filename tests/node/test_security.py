@@ -113,7 +113,7 @@ def test_rogue_node_cannot_join_or_talk(secured: Cluster, tmp_path: Path) -> Non
         "rogue", "z1", port, peer_port, tmp_path / "rogue", tmp_path / "rogue.log",
         ["--node-id", "rogue", "--host", "127.0.0.1", "--port", str(port), "--peer-port",
          str(peer_port), "--zone", "z1", "--data-dir", str(tmp_path / "rogue"), "--seeds", seeds,
-         "--cluster-secret-file", str(wrong)],
+         "--cluster-secret-file", str(wrong), "--no-auth", "true"],
     ).start()  # fmt: skip
     try:
 
@@ -351,6 +351,10 @@ def test_tls_on_both_ports_with_certificate_reload(tmp_path: Path) -> None:
                 str(key),
                 "--tls-ca-file",
                 str(ca[1]),
+                "--no-auth",
+                "true",
+                "--no-peer-auth",
+                "true",
             ],
         )
         for i in range(3)

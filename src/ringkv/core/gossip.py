@@ -34,7 +34,7 @@ REMOVED = "removed"  # {node: generation} this member force-removed
 REMOVING = "removing"  # {"node": id, "generation": g} while this member re-replicates it
 CHANGE = "change"  # progress of the membership change this member drives
 
-# Statuses (the ring-change issue adds joining/leaving/left transitions).
+# Statuses: see ringkv.node.membership for what each means for reads, writes and the ring.
 NORMAL = "normal"
 JOINING = "joining"
 LEAVING = "leaving"

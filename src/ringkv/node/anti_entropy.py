@@ -73,8 +73,8 @@ class AntiEntropy:
         self._budget = 0.0
         self._budget_at = time.monotonic()
         self.completed_rounds = 0
-        # Purging scans every replicated range: do it rarely (a quarter of the grace period,
-        # at most every minute) and in slices, so that it never stalls foreground requests.
+        # Purging scans every replicated range: do it rarely (every quarter of the grace period,
+        # but at least once a minute) and in slices, so that it never stalls foreground requests.
         self._purge_every = max(config.anti_entropy_interval, min(config.tombstone_grace / 4, 60))
         self._purged_at = time.monotonic()
         storage.on_change(self._on_change)

@@ -40,6 +40,8 @@ class NodeConfig:
     stream_rate: float = 50 * 1024 * 1024
     cluster_secret_file: str = ""
     auth_tokens_file: str = ""
+    no_auth: bool = False
+    no_peer_auth: bool = False
     max_concurrent_requests: int = 512
     client_timeout: float = 30.0
     max_siblings: int = 100
@@ -133,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("auth-tokens-file", default="",
         help='JSON file {"tokens": [{"token", "role": read|readwrite|admin}]} for the client '
         "API, reloaded when it changes; without it the API is open")  # fmt: skip
+    add("no-auth", default="false", choices=["true", "false"],
+        help="run the client API without authentication (must be said explicitly)")  # fmt: skip
+    add("no-peer-auth", default="false", choices=["true", "false"],
+        help="accept peers without the cluster secret (must be said explicitly)")  # fmt: skip
     add("max-concurrent-requests", type=int, default=512,
         help="client requests served at once; beyond it 503 with Retry-After")  # fmt: skip
     add("client-timeout", type=float, default=30.0,
@@ -198,6 +204,8 @@ def parse_args(argv: Sequence[str] | None) -> NodeConfig:
             stream_rate=float(ns.stream_rate),
             cluster_secret_file=ns.cluster_secret_file,
             auth_tokens_file=ns.auth_tokens_file,
+            no_auth=str(ns.no_auth).lower() == "true",
+            no_peer_auth=str(ns.no_peer_auth).lower() == "true",
             max_concurrent_requests=int(ns.max_concurrent_requests),
             client_timeout=float(ns.client_timeout),
             max_siblings=int(ns.max_siblings),
@@ -221,6 +229,8 @@ def parse_args(argv: Sequence[str] | None) -> NodeConfig:
         ("--default-consistency", ns.default_consistency, tuple(sorted(PRESETS))),
         ("--fsync", str(ns.fsync).lower(), ("true", "false")),
         ("--auto-join", str(ns.auto_join).lower(), ("true", "false")),
+        ("--no-auth", str(ns.no_auth).lower(), ("true", "false")),
+        ("--no-peer-auth", str(ns.no_peer_auth).lower(), ("true", "false")),
         ("--log-level", ns.log_level, ("debug", "info", "warning", "error")),
     ):
         if value not in allowed:
@@ -262,6 +272,17 @@ def validate(c: NodeConfig) -> list[str]:
     ):
         if not value > 0:
             problems.append(f"{name} must be positive")
+    # Security is on unless switched off explicitly.
+    if not c.auth_tokens_file and not c.no_auth:
+        problems.append("give --auth-tokens-file FILE, or --no-auth true to leave the API open")
+    if c.auth_tokens_file and c.no_auth:
+        problems.append("--auth-tokens-file and --no-auth true contradict each other")
+    if not c.cluster_secret_file and not c.no_peer_auth:
+        problems.append(
+            "give --cluster-secret-file FILE, or --no-peer-auth true to accept any peer"
+        )
+    if c.cluster_secret_file and c.no_peer_auth:
+        problems.append("--cluster-secret-file and --no-peer-auth true contradict each other")
     if bool(c.tls_cert_file) != bool(c.tls_key_file):
         problems.append("--tls-cert-file and --tls-key-file go together")
     if c.tls_ca_file and not c.tls_cert_file:

@@ -180,8 +180,8 @@ class Coordinator:
         wire = [version_to_wire(v) for v in merged]  # the whole record: see new_version
         # Primaries that are down and got no fallback: the coordinator keeps their hint.
         covered = {r.node for r in live} | {r.hint_for for r in live if r.hint_for}
-        for replica in primaries:
-            if replica.node not in covered:
+        for replica in (*primaries, *pending):
+            if replica.node not in covered and replica not in live_pending:
                 self._store_hint(replica.node, key, merged)
         others = [r for r in live if r.node != self.node_id] + live_pending
         acks = 1 + await self._quorum(

@@ -28,7 +28,7 @@ from ringkv.core.versions import (
     version_from_wire,
     version_to_wire,
 )
-from ringkv.node.storage import Storage, StorageFull, storage_key
+from ringkv.node.storage import Storage, StorageFull, _write_error, storage_key
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,10 @@ class HintStore:
         try:
             self.cf.put(hk, value, self.storage.write_options)
         except Exception as exc:
-            self.storage._failed = True
-            raise StorageFull(28, f"cannot store a hint: {exc}") from exc
+            error = _write_error(exc)
+            if isinstance(error, StorageFull):
+                self.storage._failed = True
+            raise error from exc
         if raw is None:
             self.pending[target] = self.pending.get(target, 0) + 1
         return raw is None

@@ -29,11 +29,13 @@ from ringkv.node.storage import Storage
 log = logging.getLogger(__name__)
 
 # Who owns ranges now (reads, and the "from" side of streaming) ...
-CURRENT_STATUSES = (g.NORMAL, g.LEAVING, g.REPLACING)
+# (STARTING counts only for a node that holds tokens: a replacement waiting for an admin
+# `replace`, which keeps the dead node's place instead of dropping its ranges.)
+CURRENT_STATUSES = (g.NORMAL, g.LEAVING, g.REPLACING, g.STARTING)
 # ... and once the change in progress completes (writes go to both).
-FUTURE_STATUSES = (g.NORMAL, g.JOINING, g.REPLACING)
+FUTURE_STATUSES = (g.NORMAL, g.JOINING, g.REPLACING, g.STARTING)
 # Members that take writes but must not answer reads yet.
-UNREADABLE_STATUSES = (g.JOINING, g.REPLACING)
+UNREADABLE_STATUSES = (g.JOINING, g.REPLACING, g.STARTING)
 CHANGE_STATUSES = (g.JOINING, g.LEAVING, g.REPLACING)
 SEED_SETTLE_SECONDS = 3.0
 
@@ -85,7 +87,8 @@ class Membership:
         self.future_ring = self.ring
         self.unreadable: frozenset[str] = frozenset()
         self.replace_tokens: tuple[int, ...] = ()  # set when waiting for an admin replace
-        self.auto_join = config.auto_join  # off after a cancelled join: wait to be asked
+        # off after a cancelled join (remembered across restarts): wait to be asked
+        self.auto_join = config.auto_join and storage.get_meta("auto_join") is not False
         self._seed_contacted = False
         self._started_at = time.monotonic()
         self._ring_listeners: list[Any] = []
@@ -132,13 +135,9 @@ class Membership:
 
     @property
     def ready(self) -> bool:
-        """Tokens claimed, serving reads, and no live member waiting to claim (settled)."""
-        if not self.tokens or self.node_id not in self.ring or self.node_id in self.unreadable:
-            return False
-        for node, state in self.gossiper.states.items():
-            if node != self.node_id and not state.get(g.TOKENS) and self.is_alive(node):
-                return False
-        return True
+        """Tokens claimed and serving reads (in the ring, not still being filled)."""
+        me = self.node_id
+        return bool(self.tokens) and me in self.ring and me not in self.unreadable
 
     def members(self) -> list[dict[str, Any]]:
         ownership = self.ring.ownership() if len(self.ring) else {}
@@ -223,8 +222,11 @@ class Membership:
                     *(self._lookup_self(seed) for seed in seeds), return_exceptions=True
                 )
                 found = [a for a in answers if isinstance(a, list) and a]
-                if found and not self.config.auto_join:
+                if found and not self.auto_join:
+                    # Keep the dead node's place (its tokens, unreadable) until told to refill.
                     self.replace_tokens = tuple(found[0])
+                    self.gossiper.set_app(g.TOKENS, list(self.replace_tokens))
+                    self._rebuild_ring()
                     log.info("this id holds tokens in the cluster; waiting for admin replace")
                     break
                 if found:
@@ -408,6 +410,7 @@ class Membership:
 
     def claim(self, status: str) -> None:
         """Take tokens against the current ring and enter ``status`` (normal or joining)."""
+        self.storage.put_meta("auto_join", None)
         tokens = allocate_tokens(self.ring, self.node_id, self.config.vnodes)
         self._adopt_tokens(tokens, status)
 
@@ -421,6 +424,7 @@ class Membership:
     def release_tokens(self) -> None:
         """Leave the future ring (a cancelled join): forget our tokens."""
         self.storage.put_meta("tokens", [])
+        self.storage.put_meta("auto_join", False)
         self.tokens = ()
         self.auto_join = False
         self.gossiper.set_app(g.TOKENS, [])

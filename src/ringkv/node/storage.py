@@ -8,7 +8,8 @@ Column families:
   anti-entropy and range streaming never read what they do not need.
 - ``hints``: versions a fallback (or the coordinator) holds for a replica that was down
   (see ``ringkv.node.hints``).
-- ``meta``: node-local facts that must survive restarts (incarnation, tokens).
+- ``meta``: node-local facts that must survive restarts (incarnation, tokens, status,
+  removal markers, stream positions of an interrupted ring change).
 
 The write-ahead log is always on, so an acknowledged write survives a process crash. With
 ``fsync=True`` every write batch is also fsynced, which survives power loss at the price of one

@@ -71,6 +71,7 @@ class RingChanges:
         self.progress: dict[str, Any] | None = None
         self.detail: list[dict[str, Any]] = []  # per-transfer progress of the change we drive
         self._cancel = False
+        self._driving = False
         self._budget = 0.0
         self._budget_at = time.monotonic()
 
@@ -211,7 +212,7 @@ class RingChanges:
         if status not in (g.JOINING, g.LEAVING) and not removing:
             raise ChangeError(409, "conflict", "no change driven by this node is running")
         self._cancel = True
-        if self.progress is None:  # not started streaming yet: undo right away
+        if not self._driving:  # the driver has not picked the change up yet: undo right away
             self._undo()
         return {"cancelled": True, "driver": self.node_id}
 
@@ -257,6 +258,13 @@ class RingChanges:
         return None
 
     async def drive(self, op: str) -> None:
+        self._driving = True
+        try:
+            await self._drive(op)
+        finally:
+            self._driving = False
+
+    async def _drive(self, op: str) -> None:
         m = self.membership
         removing = m.gossiper.local.get(g.REMOVING)
         subject = removing["node"] if op == "remove" else self.node_id

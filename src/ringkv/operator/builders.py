@@ -62,6 +62,11 @@ def config_data(spec: ClusterSpec) -> dict[str, str]:
         # A pod that starts with no tokens joins by itself, and one that starts on an empty
         # volume under a known id replaces itself; the operator decides *when* a pod starts.
         "RINGKV_AUTO_JOIN": "true",
+        # Nodes refuse to start unless security is configured or switched off explicitly.
+        # Wiring API tokens, the cluster secret and TLS from Secrets is not built yet: until
+        # then the operator switches both off, explicitly (docs/security.md).
+        "RINGKV_NO_AUTH": "true",
+        "RINGKV_NO_PEER_AUTH": "true",
     }
     for key, value in spec.settings:
         data["RINGKV_" + key.upper().replace("-", "_")] = value
