@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint typecheck clean
+.PHONY: run test lint typecheck clean e2e-selftest
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,3 +24,10 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+# The e2e harness (e2e/localkube): build or reuse the control plane built from Go modules
+# (~10 min cold on 2 cores, cached in ~/.cache/ringkv/localkube), then its self-tests.
+.PHONY: e2e-selftest
+e2e-selftest: $(STAMP)
+	bash e2e/localkube/build.sh
+	$(VENV)/bin/python -m pytest e2e/tests -p no:cacheprovider

@@ -1,0 +1,1 @@
+"""localkube: a Kubernetes control plane from Go modules, pods as local processes."""
