@@ -62,7 +62,7 @@ class AntiEntropy:
         self.membership = membership
         self.messaging = messaging
         self.metrics = metrics
-        self.mode: Any = "lww" if config.conflict_mode == "lww" else "siblings"
+        self.mode = config.mode
         self.trees: dict[int, MerkleTree] = {}  # range end token -> tree
         self.replicas: dict[int, tuple[str, ...]] = {}  # range end token -> replica nodes
         self._ends: list[int] = []

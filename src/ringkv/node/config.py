@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from ringkv.core.quorum import PRESETS
 from ringkv.core.ring import DEFAULT_VNODES
-from ringkv.core.versions import CONFLICT_MODES
+from ringkv.core.versions import CONFLICT_MODES, ConflictMode
 
 _NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
@@ -55,6 +55,11 @@ class NodeConfig:
     anti_entropy_rate: float = 5000.0
     tombstone_grace: float = 10 * 86400.0
     log_level: str = "info"
+
+    @property
+    def mode(self) -> ConflictMode:
+        """The cluster's conflict mode, typed for ``ringkv.core.versions``."""
+        return "lww" if self.conflict_mode == "lww" else "siblings"
 
     @property
     def public_host(self) -> str:

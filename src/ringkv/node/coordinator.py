@@ -26,7 +26,6 @@ from ringkv.core.quorum import Quorum
 from ringkv.core.ring import key_hash
 from ringkv.core.versions import (
     HLC_LOGICAL_BITS,
-    ConflictMode,
     VClock,
     Version,
     context_of,
@@ -92,7 +91,7 @@ class Coordinator:
         self.messaging = messaging
         self.metrics = metrics
         self.actor = actor
-        self.mode: ConflictMode = "lww" if config.conflict_mode == "lww" else "siblings"
+        self.mode = config.mode
         self.n = config.replication_factor
         self.timeout = config.request_timeout
         self._hlc = 0

@@ -24,7 +24,6 @@ import ringkv
 from ringkv.core.quorum import Operation, Quorum, QuorumError, resolve
 from ringkv.core.versions import (
     MAX_CONTEXT_CHARS,
-    ConflictMode,
     MalformedContext,
     VClock,
     context_of,
@@ -111,8 +110,7 @@ class Node:
         )
         await self.messaging.start()
         self.membership = Membership(config, self.storage, self.messaging, incarnation)
-        mode: ConflictMode = "lww" if config.conflict_mode == "lww" else "siblings"
-        self.hints = HintStore(self.storage, mode)
+        self.hints = HintStore(self.storage, config.mode)
         self.coordinator = Coordinator(
             config,
             self.storage,

@@ -67,7 +67,7 @@ class RingChanges:
         self.membership = membership
         self.messaging = messaging
         self.metrics = metrics
-        self.mode: Any = "lww" if config.conflict_mode == "lww" else "siblings"
+        self.mode = config.mode
         self.progress: dict[str, Any] | None = None
         self.detail: list[dict[str, Any]] = []  # per-transfer progress of the change we drive
         self._cancel = False
