@@ -33,3 +33,9 @@ def test_latency_benchmark_quick_run(tmp_path: Path) -> None:
     run("benchmarks/latency.py", "--quick", "--json", str(result), timeout=180)
     document = json.loads(result.read_text())
     assert document  # it measured something and wrote it down
+
+
+@pytest.mark.slow
+def test_streaming_benchmark_quick_run() -> None:
+    out = run("benchmarks/streaming.py", "--keys", "200", timeout=180)
+    assert "records/s" in out
