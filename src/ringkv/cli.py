@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from ringkv import __version__
+from ringkv import __version__, bench
 from ringkv.client import BadRequest, Client, ConnectionFailed, RingkvError, Timeout, Unavailable
 
 EXIT_OK = 0
@@ -176,6 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = client_command("status", "show this node and its cluster")
     status.set_defaults(handler=cmd_status)
+    bench_cmd = commands.add_parser(
+        "bench", help="load generator: throughput and latency percentiles (see -h)"
+    )
+    bench.add_arguments(bench_cmd)
+    bench_cmd.set_defaults(handler=bench.run)
 
     admin = commands.add_parser(
         "admin",
