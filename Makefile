@@ -25,9 +25,14 @@ lint: $(STAMP)
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
-# The e2e harness (e2e/localkube): build or reuse the control plane built from Go modules
-# (~10 min cold on 2 cores, cached in ~/.cache/ringkv/localkube), then its self-tests.
-.PHONY: e2e-selftest
+# End-to-end tests on a real Kubernetes API (e2e/localkube: a control plane built from Go
+# modules, ~10 min cold on 2 cores, cached in ~/.cache/ringkv/localkube; pods run as local
+# processes): the harness self-tests, then the operator suite. Needs root.
+.PHONY: e2e e2e-selftest
+e2e: $(STAMP)
+	bash e2e/localkube/build.sh
+	$(VENV)/bin/python -m pytest e2e/tests e2e/operator -p no:cacheprovider
+
 e2e-selftest: $(STAMP)
 	bash e2e/localkube/build.sh
 	$(VENV)/bin/python -m pytest e2e/tests -p no:cacheprovider
