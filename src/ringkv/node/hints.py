@@ -144,7 +144,12 @@ class HintedHandoff:
         delivered = 0
         while self.is_alive(target):
             batch = []
-            for hk, key, _created, versions in self.store.for_target(target):
+            now_ms = int(time.time() * 1000)
+            for hk, key, created, versions in self.store.for_target(target):
+                if now_ms - created > self.window_ms:  # too old: anti-entropy repairs it
+                    self.store.remove(target, hk)
+                    self.metrics.hints_dropped.inc()
+                    continue
                 batch.append((hk, key, versions))
                 if len(batch) >= self.batch:
                     break

@@ -603,6 +603,9 @@ async def errors_middleware(
         return error_response(exc.status, "bad_request", exc.text or exc.reason)
     except asyncio.CancelledError:
         raise
+    except ConnectionResetError:  # the client went away mid-request: nobody to answer
+        log.debug("client disconnected during %s %s", request.method, request.path)
+        return error_response(400, "client_disconnected", "the connection was reset")
     except Exception:
         log.exception("unexpected error serving %s %s", request.method, request.path)
         return error_response(500, "internal", "internal error; see the node log")
