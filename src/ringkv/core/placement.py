@@ -75,10 +75,7 @@ def zone_quotas(zone_sizes: dict[str, int], n: int) -> tuple[int, dict[str, int]
 
 def _compute(ring: Ring, idx: int, n: int) -> tuple[Replica, ...]:
     """Uncached preference list: walk clockwise, taking a node while its zone is under quota."""
-    zone_sizes: dict[str, int] = {}
-    for node in ring.nodes:
-        zone = ring.zone_of(node)
-        zone_sizes[zone] = zone_sizes.get(zone, 0) + 1
+    zone_sizes = ring._zone_sizes  # counted once per ring, not per lookup
     level, base, extra = zone_quotas(zone_sizes, n)
     wanted = sum(base.values()) + extra
     taken = dict.fromkeys(zone_sizes, 0)

@@ -94,6 +94,7 @@ class Ring:
         "_tokens",
         "_version",
         "_zone_names",
+        "_zone_sizes",
         "_zones",
     )
 
@@ -128,6 +129,10 @@ class Ring:
         self._ranges: tuple[TokenRange, ...] | None = None
         # Owned by ringkv.core.placement: (token index, n) -> preference list.
         self._placement_cache: dict[tuple[int, int], tuple[Replica, ...]] = {}
+        sizes: dict[str, int] = {}
+        for zone in self._zones.values():
+            sizes[zone] = sizes.get(zone, 0) + 1
+        self._zone_sizes = sizes
 
     # -- membership -------------------------------------------------------------------------
 
@@ -145,6 +150,10 @@ class Ring:
     def token_owners(self) -> tuple[str, ...]:
         """Owner of each token, parallel to ``sorted_tokens``."""
         return self._owners
+
+    def zone_sizes(self) -> dict[str, int]:
+        """Nodes per zone (a copy)."""
+        return dict(self._zone_sizes)
 
     @property
     def zones(self) -> tuple[str, ...]:
