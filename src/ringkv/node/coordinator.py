@@ -99,13 +99,6 @@ class Coordinator:
 
     # -- placement ------------------------------------------------------------------------------
 
-    def replicas(self, key: bytes) -> tuple[Replica, ...]:
-        """The key's primary replicas (its preference list)."""
-        ring = self.membership.ring
-        if not len(ring):
-            return ()
-        return preference_list(ring, key_hash(key), self.n)
-
     def targets(
         self, key: bytes, strict: bool, reading: bool = False
     ) -> tuple[tuple[Replica, ...], list[Replica], list[Replica]]:

@@ -28,7 +28,7 @@ from ringkv.core.versions import (
     version_from_wire,
     version_to_wire,
 )
-from ringkv.node.storage import Storage, StorageFull, _write_error, storage_key
+from ringkv.node.storage import Storage, storage_key
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +65,7 @@ class HintStore:
             created, current = self._decode(raw)
         merged = merge_siblings(current, versions, self.mode)
         value = msgpack.packb([created, [version_to_wire(v) for v in merged]], use_bin_type=True)
-        try:
-            self.cf.put(hk, value, self.storage.write_options)
-        except Exception as exc:
-            error = _write_error(exc)
-            if isinstance(error, StorageFull):
-                self.storage._failed = True
-            raise error from exc
+        self.storage.put_into(self.cf, hk, value)
         if raw is None:
             self.pending[target] = self.pending.get(target, 0) + 1
         return raw is None

@@ -523,9 +523,10 @@ async def handle_progress(request: web.Request) -> web.StreamResponse:
 
 async def handle_metrics(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE_KEY]
-    alive = sum(1 for m in node.membership.members() if m["alive"])
+    members = node.membership.members()
+    alive = sum(1 for m in members if m["alive"])
     node.metrics.members.labels("true").set(alive)
-    node.metrics.members.labels("false").set(len(node.membership.members()) - alive)
+    node.metrics.members.labels("false").set(len(members) - alive)
     body = generate_latest(node.metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import msgpack
 from rocksdict import Options, Rdict, WriteOptions
@@ -126,14 +127,16 @@ class Storage:
         merged = merge_siblings(current, incoming, mode)
         changed = [v.dot for v in merged] != [v.dot for v in current]
         if changed:
-            self._put(storage_key(h, key), encode_record(merged))
+            self.put_into(self._db, storage_key(h, key), encode_record(merged))
             for listener in self._listeners:
                 listener(h, key, current, merged)
         return merged, changed
 
-    def _put(self, raw_key: bytes, value: bytes) -> None:
+    def put_into(self, column: Any, raw_key: bytes, value: bytes) -> None:
+        """Write to a column family (records or hints); a full disk becomes ``StorageFull``
+        and stops further writes until a restart (RocksDB's background-error state)."""
         try:
-            self._db.put(raw_key, value, self.write_options)
+            column.put(raw_key, value, self.write_options)
         except Exception as exc:  # rocksdict raises plain exceptions for I/O errors
             error = _write_error(exc)
             if isinstance(error, StorageFull):

@@ -22,7 +22,7 @@ import time
 from typing import Any
 
 from ringkv.core import gossip as g
-from ringkv.core.ring import Ring
+from ringkv.core.ring import Ring, allocate_tokens
 from ringkv.core.streaming import Transfer, moved_fraction, plan_rebuild, plan_transfers
 from ringkv.core.versions import version_from_wire, version_to_wire
 from ringkv.node.config import NodeConfig
@@ -85,8 +85,6 @@ class RingChanges:
 
     def plan(self, op: str, node: str) -> tuple[Ring, Ring, list[Transfer]]:
         """(ring now, ring after, transfers) for a change; raises ChangeError when invalid."""
-        from ringkv.core.ring import allocate_tokens
-
         m = self.membership
         n = self.config.replication_factor
         ring = m.ring
