@@ -11,6 +11,12 @@ No ``__init__.py`` here on purpose: with one, pytest would import this module as
 ``e2e/conftest.py`` (the ``k8s`` and ``namespace`` fixtures, ``--cluster``) applies to this
 directory as to ``e2e/tests``.
 
+Security is on, as the example has it: the operator generates the Secrets (API tokens, the
+cluster secret, its own token). ``cluster_ns`` reads the generated admin token from
+``example-tokens`` and puts it in ``$RINGKV_TOKEN``, which ``ringkv.client.Client`` sends
+when given no token, so the helpers below send it without a change to their signatures;
+``admin_token(k8s, ns)`` and ``auth_headers(k8s, ns)`` give it explicitly.
+
 Logs (operator, nodes, events, the KVCluster) are saved after the module to
 ``$RINGKV_E2E_LOGS`` (default ``/tmp/ringkv-e2e-operator``) so a failure can be read after the
 cluster is gone.
@@ -18,6 +24,7 @@ cluster is gone.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import random
@@ -62,6 +69,26 @@ def wait_for(fn: Callable[[], Any], timeout: float, what: str, every: float = 1.
                 return last
         time.sleep(every)
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}: last={last!r}")
+
+
+def secret_data(k8s: Any, ns: str, name: str) -> dict[str, str]:
+    """A Secret's data, decoded (``kubectl get secret``)."""
+    obj = json.loads(k8s.kubectl("-n", ns, "get", "secret", name, "-o", "json").stdout)
+    return {k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items()}
+
+
+def admin_token(k8s: Any, ns: str) -> str:
+    """The admin token the operator generated for the example cluster (``NAME-tokens``)."""
+    return secret_data(k8s, ns, f"{NAME}-tokens")["admin-token"]
+
+
+def auth_headers(k8s: Any, ns: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {admin_token(k8s, ns)}"}
+
+
+def _env_auth() -> dict[str, str]:
+    token = os.environ.get("RINGKV_TOKEN")
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def kvc(k8s: Any, ns: str) -> dict[str, Any]:
@@ -178,7 +205,8 @@ def changes(samples: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
 def metric(endpoint: str, name: str) -> float:
     import urllib.request
 
-    with urllib.request.urlopen(f"{endpoint}/metrics", timeout=5) as r:
+    request = urllib.request.Request(f"{endpoint}/metrics", headers=_env_auth())
+    with urllib.request.urlopen(request, timeout=5) as r:
         for line in r.read().decode().splitlines():
             if line.startswith(name + " ") or line.startswith(name + "{"):
                 return float(line.rsplit(" ", 1)[1])
@@ -227,6 +255,7 @@ class Workload:
     max_ops: int = 4000
     pause: float = 0.05
     acked: dict[str, bytes] = field(default_factory=dict)
+    token: str | None = None  # None: $RINGKV_TOKEN (set by ``cluster_ns``)
     write_failures: list[tuple[float, str]] = field(default_factory=list)
     read_failures: list[tuple[float, str]] = field(default_factory=list)
     wrong_reads: list[str] = field(default_factory=list)
@@ -248,7 +277,7 @@ class Workload:
 
     def _run(self) -> None:
         rng = random.Random(7)
-        with Client(self.endpoints, timeout=10) as c:
+        with Client(self.endpoints, timeout=10, token=self.token) as c:
             i = 0
             while not self._stop.is_set() and self.ops < self.max_ops:
                 key = f"{self.prefix}-{i}"
@@ -302,8 +331,19 @@ def save_logs(k8s: Any, ns: str, tag: str) -> Path:
 
 @pytest.fixture(scope="module")
 def operator(k8s: Any) -> Iterator[str]:
-    """The operator, in-cluster, from manifests/ (kustomize)."""
-    k8s.kubectl("apply", "-k", str(MANIFESTS))
+    """The operator, in-cluster, from manifests/ (kustomize). A module that ran before
+    deleted the manifests without waiting: its namespace and the CRD may still be going."""
+
+    def gone_or_live() -> bool:
+        for kind, name in (("namespace", OPERATOR_NS), ("crd", "kvclusters.ringkv.io")):
+            r = k8s.kubectl("get", kind, name, "-o", "json", check=False)
+            if r.returncode == 0 and json.loads(r.stdout)["metadata"].get("deletionTimestamp"):
+                return False
+        return True
+
+    wait_for(gone_or_live, 180, "the previous operator install to be deleted", every=2)
+    applied = k8s.kubectl("apply", "-k", str(MANIFESTS), check=False)
+    assert applied.returncode == 0, f"kubectl apply -k manifests/: {applied.stderr}"
     k8s.kubectl("wait", "--for=condition=Established", "crd/kvclusters.ringkv.io",
                 "--timeout=60s")
 
@@ -329,9 +369,17 @@ def cluster_ns(k8s: Any, operator: str) -> Iterator[str]:
     text = re.sub(r"(?m)^(\s+namespace:\s*)default\s*$", rf"\g<1>{ns}", text)
     assert f"namespace: {ns}" in text
     k8s.kubectl("apply", "-f", "-", input=text)
+    previous = os.environ.get("RINGKV_TOKEN")
     try:
+        # The operator generates the Secret on its first pass; every helper's client sends it.
+        os.environ["RINGKV_TOKEN"] = wait_for(
+            lambda: admin_token(k8s, ns), 120, f"the generated Secret {NAME}-tokens")
         yield ns
     finally:
+        if previous is None:
+            os.environ.pop("RINGKV_TOKEN", None)
+        else:
+            os.environ["RINGKV_TOKEN"] = previous
         path = save_logs(k8s, ns, ns)
         print(f"\noperator e2e logs saved to {path}")
         k8s.kubectl("delete", "namespace", ns, "--wait=false", check=False)
@@ -395,6 +443,112 @@ def test_example_cluster_becomes_available(k8s: Any, cluster_ns: str) -> None:
     # and through the client Service
     with k8s.forward(ns, f"svc/{NAME}", PORT) as (host, port):
         assert check_quorum_reads(f"http://{host}:{port}", data) == []
+
+
+def http_status(url: str, method: str = "GET", token: str | None = None,
+                body: bytes | None = None) -> int:
+    """The status of one request, with this bearer token or none (not $RINGKV_TOKEN)."""
+    import urllib.error
+    import urllib.request
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(url, data=body, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+@pytest.mark.timeout(600)
+def test_api_and_peers_are_authenticated(k8s: Any, available: str) -> None:
+    """Secure by default: the operator generated and owns the Secrets, a request without the
+    token gets 401, the generated token works, the nodes formed the cluster with peer
+    authentication on (the operator itself reached them with its own token), a peer without
+    the secret is refused, and no secret shows in logs, events or the status."""
+    from ringkv.node.messaging import REQUEST, encode_frame
+
+    ns = available
+    obj = kvc(k8s, ns)
+    uid = obj["metadata"]["uid"]
+    names = (f"{NAME}-tokens", f"{NAME}-cluster-secret", f"{NAME}-operator-token")
+    for name in names:
+        meta = json.loads(k8s.kubectl("-n", ns, "get", "secret", name, "-o", "json").stdout)
+        assert [o["uid"] for o in meta["metadata"]["ownerReferences"]] == [uid], name
+    token = admin_token(k8s, ns)
+    operator_token = secret_data(k8s, ns, f"{NAME}-operator-token")["token"]
+    cluster_secret = secret_data(k8s, ns, f"{NAME}-cluster-secret")["cluster-secret"]
+    assert len({token, operator_token, cluster_secret}) == 3 and len(cluster_secret) >= 32
+    config = json.loads(k8s.kubectl("-n", ns, "get", "configmap", f"{NAME}-config", "-o",
+                                    "json").stdout)["data"]
+    assert "RINGKV_NO_AUTH" not in config and "RINGKV_NO_PEER_AUTH" not in config
+    assert config["RINGKV_CLUSTER_SECRET_FILE"] and config["RINGKV_AUTH_TOKENS_FILE"]
+
+    with k8s.forward(ns, f"svc/{NAME}", PORT) as (host, port):
+        base = f"http://{host}:{port}"
+        assert http_status(f"{base}/health/ready") == 200  # probes need no token
+        for path in ("/v1/kv/sec-key", "/v1/status", "/metrics"):
+            assert http_status(base + path) == 401, path
+            assert http_status(base + path, token="wrong-token-0123456789abcdef") == 401
+        assert http_status(f"{base}/v1/kv/sec-key?w=quorum", "PUT", token, b"sec-value") == 204
+        assert http_status(f"{base}/v1/kv/sec-key", token=token) == 200
+        assert http_status(f"{base}/v1/status", token=operator_token) == 200
+        with Client(base, timeout=10, token=token) as c:
+            assert c.get("sec-key", r="quorum").value == b"sec-value"
+
+    # Peers authenticated each other: every node sees all three alive, normal.
+    for ep in endpoints(k8s, ns):
+        with Client(ep, timeout=10, token=token) as c:
+            members = {m["id"]: m for m in c.status()["members"]}
+        assert len(members) == 3 and all(m.get("alive") for m in members.values()), members
+    # A process without the secret: its hello is answered, its read is refused, nothing served.
+    victim = f"{NAME}-zone-a-0"
+    with k8s.forward(ns, f"pod/{victim}", 8001) as (host, port):
+        import socket
+
+        with socket.create_connection((host, port), timeout=5) as sock:
+            sock.sendall(encode_frame(REQUEST, 0, "hello", {"node": "rogue",
+                                                             "nonce": os.urandom(16)}))
+            sock.sendall(encode_frame(REQUEST, 1, "read", {"key": b"sec-key"}))
+            received = b""
+            try:
+                while chunk := sock.recv(65536):
+                    received += chunk
+            except TimeoutError:
+                pass
+    assert b"sec-value" not in received
+    wait_for(lambda: "refused a peer connection" in k8s.kubectl(
+        "-n", ns, "logs", victim, "--tail=-1").stdout, 30, "the refusal in the node's log")
+
+    # The API server refuses what would split a running cluster, and contradictions.
+    for patch, says in (({"peerAuth": {"enabled": False}}, "peerAuth cannot be changed"),
+                        ({"tls": {"enabled": True, "secretName": "x"}}, "tls.enabled cannot"),
+                        ({"auth": {"enabled": False, "tokensSecret": {"name": "t"}}},
+                         "auth.tokensSecret needs auth.enabled")):
+        r = k8s.kubectl("-n", ns, "patch", "kvc", NAME, "--type=merge", "--dry-run=server",
+                        "-p", json.dumps({"spec": {"security": patch}}), check=False)
+        assert r.returncode != 0 and says in r.stderr, (patch, r.stderr)
+    bad = {"apiVersion": "ringkv.io/v1alpha1", "kind": "KVCluster",
+           "metadata": {"name": "bad", "namespace": ns},
+           "spec": {"zones": ["zone-a"], "replicas": 1, "replicationFactor": 1,
+                    "security": {"tls": {"enabled": True}}}}
+    r = k8s.kubectl("apply", "--dry-run=server", "-f", "-", input=json.dumps(bad), check=False)
+    assert r.returncode != 0 and "tls.enabled needs tls.secretName" in r.stderr, r.stderr
+    r = k8s.kubectl("-n", ns, "patch", "kvc", NAME, "--type=merge", "--dry-run=server", "-p",
+                    json.dumps({"spec": {"settings": {"no-auth": "true"}}}), check=False)
+    assert r.returncode != 0 and "settings must not override" in r.stderr, r.stderr
+
+    # No secret in what people read: operator and node logs, events, the KVCluster.
+    shown = [
+        k8s.kubectl("-n", OPERATOR_NS, "logs", "deploy/ringkv-operator", "--tail=-1").stdout,
+        k8s.kubectl("-n", ns, "get", "events", "-o", "json").stdout,
+        k8s.kubectl("-n", ns, "get", "kvc", NAME, "-o", "json").stdout,
+        k8s.kubectl("-n", ns, "get", "configmap,statefulsets", "-o", "json").stdout,
+    ] + [k8s.kubectl("-n", ns, "logs", p["metadata"]["name"], "--tail=-1").stdout
+         for p in node_pods(k8s, ns)]
+    for text in shown:
+        for value in (token, operator_token, cluster_secret):
+            assert value not in text
 
 
 @pytest.mark.timeout(1500)
@@ -539,3 +693,112 @@ def check_all_reads(endpoint: str, data: dict[str, bytes]) -> list[str]:
             if not got.found or got.value != v:
                 bad.append(f"{k}: found={got.found} value={got.value!r}")
     return bad
+
+
+def _make_tls(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA and a node certificate it signed: (ca.crt, tls.crt, tls.key)."""
+    import subprocess
+
+    ca_key, ca_crt = directory / "ca.key", directory / "ca.crt"
+    key, csr, crt = directory / "tls.key", directory / "tls.csr", directory / "tls.crt"
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-keyout", str(ca_key),
+        "-out", str(ca_crt), "-subj", "/CN=ringkv-e2e-ca")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr),
+        "-subj", "/CN=ringkv-e2e-node")
+    run("x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key),
+        "-CAcreateserial", "-days", "2", "-out", str(crt))
+    return ca_crt, crt, key
+
+
+@pytest.mark.timeout(900)
+def test_tls_cluster_with_your_own_tokens(k8s: Any, operator: str, tmp_path: Path) -> None:
+    """A second KVCluster with TLS from a kubernetes.io/tls Secret (mutual TLS between nodes
+    against its ca.crt) and the users' tokens from a Secret of their own: the nodes form the
+    cluster over TLS, the operator reaches them over https with its own token (the status
+    lists the members), and a client needs the CA and one of those tokens."""
+    import shutil
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command")
+    ns = "e2e-tls-" + uuid.uuid4().hex[:6]
+    name = "tlskv"
+    token = "app-token-" + uuid.uuid4().hex
+    ca, crt, key = _make_tls(tmp_path)
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(json.dumps({"tokens": [{"token": token, "role": "readwrite",
+                                              "name": "app"}]}))
+    k8s.kubectl("create", "namespace", ns)
+    try:
+        k8s.kubectl("-n", ns, "create", "secret", "generic", "tlskv-tls",
+                    "--type=kubernetes.io/tls", f"--from-file=tls.crt={crt}",
+                    f"--from-file=tls.key={key}", f"--from-file=ca.crt={ca}")
+        k8s.kubectl("-n", ns, "create", "secret", "generic", "app-tokens",
+                    f"--from-file=tokens.json={tokens}")
+        k8s.kubectl("apply", "-f", "-", input=json.dumps({
+            "apiVersion": "ringkv.io/v1alpha1", "kind": "KVCluster",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"replicas": 3, "zones": list(ZONES), "replicationFactor": 3,
+                     "storage": {"deletePolicy": "Delete"},
+                     "security": {"auth": {"tokensSecret": {"name": "app-tokens"}},
+                                  "tls": {"enabled": True, "secretName": "tlskv-tls",
+                                          "verifyPeers": True}}},
+        }))
+
+        def formed() -> dict[str, Any] | None:
+            obj = json.loads(k8s.kubectl("-n", ns, "get", "kvc", name, "-o", "json").stdout)
+            st = obj.get("status") or {}
+            members = st.get("members") or []
+            if (condition(obj, "Available").get("status") == "True"
+                    and st.get("readyReplicas") == 3 and len(members) == 3
+                    and all(m.get("state") == "normal" and m.get("alive") for m in members)):
+                return dict(obj)
+            return None
+
+        t0 = time.monotonic()
+        obj = wait_for(formed, 600, f"{name} Available with 3 normal members", every=2)
+        print(f"\nTLS cluster formed in {time.monotonic() - t0:.0f}s")
+        # only the operator's token was generated: the users' tokens are theirs
+        secrets = json.loads(k8s.kubectl("-n", ns, "get", "secrets", "-o", "json").stdout)
+        owned = {s["metadata"]["name"] for s in secrets["items"]
+                 if any(o["uid"] == obj["metadata"]["uid"]
+                        for o in s["metadata"].get("ownerReferences") or ())}
+        assert owned == {f"{name}-operator-token", f"{name}-cluster-secret"}
+
+        verified = ssl.create_default_context(cafile=str(ca))
+        verified.check_hostname = False  # the certificate names no pod IP
+
+        def status(url: str, with_token: str | None = None, method: str = "GET",
+                   body: bytes | None = None) -> int:
+            headers = {"Authorization": f"Bearer {with_token}"} if with_token else {}
+            req = urllib.request.Request(url, data=body, method=method, headers=headers)
+            try:
+                with urllib.request.urlopen(req, timeout=10, context=verified) as r:
+                    return int(r.status)
+            except urllib.error.HTTPError as exc:
+                return int(exc.code)
+
+        with k8s.forward(ns, f"pod/{name}-zone-b-0", PORT) as (host, port):
+            base = f"https://{host}:{port}"
+            assert status(f"{base}/v1/kv/tls-key") == 401
+            assert status(f"{base}/v1/kv/tls-key?w=all", token, "PUT", b"over-tls") == 204
+            assert status(f"{base}/v1/kv/tls-key?r=all", token) == 200  # all 3 over mTLS
+
+            def plain_http_served() -> bool:
+                try:
+                    with urllib.request.urlopen(f"http://{host}:{port}/health/live",
+                                                timeout=5) as r:
+                        return bool(r.status == 200)
+                except Exception:
+                    return False
+
+            assert not plain_http_served()
+    finally:
+        print(k8s.kubectl("-n", ns, "get", "kvc,pods,secrets", "-o", "wide", check=False).stdout)
+        k8s.kubectl("delete", "namespace", ns, "--wait=false", check=False)

@@ -20,6 +20,8 @@ import msgpack
 import pytest
 
 from ringkv.client import Client, RingkvError
+from ringkv.node.auth import Principal, TokenFileError, TokenStore
+from ringkv.node.config import parse_args
 from tests.cluster import Cluster, NodeProc, free_ports, wait_until
 
 pytestmark = pytest.mark.slow
@@ -101,6 +103,84 @@ def test_token_file_is_reloaded_without_restart(secured: Cluster) -> None:
     wait_until(lambda: raw(port, "GET", "/v1/kv/x", fresh)[0] == 404, 10, message="reload")
     path.write_text("{not json")  # a broken file keeps the previous tokens
     assert raw(port, "GET", "/v1/kv/x", fresh)[0] == 404
+
+
+def _tokens_file(path: Path, *entries: tuple[str, str, str]) -> Path:
+    path.write_text(json.dumps(
+        {"tokens": [{"token": t, "role": r, "name": n} for t, r, n in entries]}
+    ))  # fmt: skip
+    return path
+
+
+def test_token_store_merges_several_files(tmp_path: Path) -> None:
+    """``--auth-tokens-file a,b``: the tokens of both files count, each file reloads on its own,
+    and a broken file keeps its own previous tokens without touching the other's."""
+    users = _tokens_file(tmp_path / "users.json", (READ, "read", "reader"))
+    ops = _tokens_file(tmp_path / "operator.json", (ADMIN, "admin", "ringkv-operator"))
+    store = TokenStore(f"{users}, {ops}")
+    assert store.paths == [str(users), str(ops)]
+    assert store.authenticate(READ) == Principal("reader", "read")
+    assert store.authenticate(ADMIN) == Principal("ringkv-operator", "admin")
+    assert store.authenticate(WRITE) is None
+    _tokens_file(users, (WRITE, "readwrite", "writer"))  # READ revoked, WRITE added
+    store.reload()
+    assert store.authenticate(WRITE) == Principal("writer", "readwrite")
+    assert store.authenticate(READ) is None
+    assert store.authenticate(ADMIN) is not None
+    ops.write_text("{broken")
+    store.reload()
+    assert store.authenticate(ADMIN) is not None and store.authenticate(WRITE) is not None
+    ops.unlink()
+    store.reload()
+    assert store.authenticate(ADMIN) is not None
+
+
+def test_token_store_refuses_a_missing_or_bad_file_at_start(tmp_path: Path) -> None:
+    good = _tokens_file(tmp_path / "good.json", (ADMIN, "admin", "ops"))
+    with pytest.raises(TokenFileError, match=r"missing\.json"):
+        TokenStore(f"{good},{tmp_path / 'missing.json'}")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"tokens": [{"token": "short-" + "x" * 5, "role": "admin"}]}))
+    with pytest.raises(TokenFileError) as exc:
+        TokenStore(f"{good},{bad}")
+    assert "bad.json" in str(exc.value) and "xxxxx" not in str(exc.value)
+    with pytest.raises(TokenFileError):
+        TokenStore(" , ")
+
+
+def test_node_config_takes_a_list_of_token_files() -> None:
+    base = ["--node-id", "n1", "--no-peer-auth", "true"]
+    assert parse_args([*base, "--auth-tokens-file", "/a.json,/b.json"]).auth_tokens_file == (
+        "/a.json,/b.json"
+    )
+    with pytest.raises(SystemExit):
+        parse_args([*base, "--auth-tokens-file", ","])
+
+
+def test_node_accepts_tokens_from_every_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real node with two token files (as the Kubernetes operator runs them: the users' file
+    and the operator's own): either file's tokens work, and a change to one file is picked up
+    without a restart."""
+    users = _tokens_file(tmp_path / "users.json", (WRITE, "readwrite", "app"))
+    ops = _tokens_file(tmp_path / "operator.json", (ADMIN, "admin", "ringkv-operator"))
+    cluster = Cluster(tmp_path / "c", nodes=1, zones=1, replication_factor=1,
+                      extra_args=["--auth-tokens-file", f"{users},{ops}"])  # fmt: skip
+    monkeypatch.setenv("RINGKV_TOKEN", ADMIN)  # the harness's own status polling
+    try:
+        cluster.start()
+        port = cluster.node(0).port
+        assert raw(port, "GET", "/v1/kv/k")[0] == 401
+        assert raw(port, "PUT", "/v1/kv/k", WRITE, b"v")[0] == 204
+        assert raw(port, "GET", "/v1/status", ADMIN)[0] == 200
+        assert raw(port, "POST", "/v1/admin/decommission", WRITE, b'{"node": "n1"}')[0] == 403
+        _tokens_file(ops, (READ, "read", "rotated"))
+        wait_until(lambda: raw(port, "GET", "/v1/kv/k", READ)[0] == 200, 10, message="reload")
+        assert raw(port, "GET", "/v1/status", ADMIN)[0] == 401
+        assert raw(port, "GET", "/v1/kv/k", WRITE)[0] == 200  # the other file is unaffected
+    finally:
+        cluster.stop()
 
 
 def test_rogue_node_cannot_join_or_talk(secured: Cluster, tmp_path: Path) -> None:

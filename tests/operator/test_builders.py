@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any
 
 import pytest
@@ -109,7 +111,7 @@ def test_container_env_probes_and_volume() -> None:
     assert c["readinessProbe"]["httpGet"]["path"] == "/health/ready"
     assert c["livenessProbe"]["httpGet"]["path"] == "/health/live"
     assert c["readinessProbe"]["httpGet"]["port"] == 7001
-    assert c["volumeMounts"] == [{"name": "data", "mountPath": "/var/lib/ringkv"}]
+    assert c["volumeMounts"][0] == {"name": "data", "mountPath": "/var/lib/ringkv"}
     assert "lifecycle" not in c  # the operator decommissions, not a preStop hook
     [claim] = sts["volumeClaimTemplates"]
     assert claim["metadata"]["name"] == "data"
@@ -240,3 +242,207 @@ def test_zone_targets_are_even_and_sum_up(replicas: int, zones: int) -> None:
     assert sum(targets.values()) == replicas
     assert max(targets.values()) - min(targets.values()) <= 1
     assert list(targets.values()) == sorted(targets.values(), reverse=True)
+
+
+# -- security: tokens, the cluster secret and TLS from Secrets ---------------------------------
+
+
+def _container(spec: Any, zone: str = "zone-a") -> dict[str, Any]:
+    pod = builders.build_pod_template(spec, zone)
+    [c] = pod["spec"]["containers"]
+    return dict(c)
+
+
+def _volumes(spec: Any) -> dict[str, dict[str, Any]]:
+    pod = builders.build_pod_template(spec, "zone-a")
+    return {v["name"]: v for v in pod["spec"].get("volumes") or ()}
+
+
+def test_secure_by_default_with_generated_secrets() -> None:
+    spec = make_spec()
+    data = builders.build_config_map(spec)["data"]
+    assert "RINGKV_NO_AUTH" not in data and "RINGKV_NO_PEER_AUTH" not in data
+    assert data["RINGKV_AUTH_TOKENS_FILE"] == (
+        "/etc/ringkv/tokens/tokens.json,/etc/ringkv/operator-token/tokens.json"
+    )
+    assert data["RINGKV_CLUSTER_SECRET_FILE"] == "/etc/ringkv/cluster-secret/cluster-secret"
+    assert not any(k.startswith("RINGKV_TLS") for k in data)
+    vols = _volumes(spec)
+    assert set(vols) == {"tokens", "operator-token", "cluster-secret"}
+    assert vols["tokens"]["secret"] == {
+        "secretName": "kv-tokens", "items": [{"key": "tokens.json", "path": "tokens.json"}],
+        "defaultMode": 0o440,
+    }  # fmt: skip
+    assert vols["operator-token"]["secret"]["secretName"] == "kv-operator-token"
+    assert vols["operator-token"]["secret"]["items"] == [
+        {"key": "tokens.json", "path": "tokens.json"}
+    ]
+    assert vols["cluster-secret"]["secret"]["secretName"] == "kv-cluster-secret"
+    assert vols["cluster-secret"]["secret"]["items"] == [
+        {"key": "cluster-secret", "path": "cluster-secret"}
+    ]
+    mounts = {m["name"]: m for m in _container(spec)["volumeMounts"]}
+    for name, path in (("tokens", "/etc/ringkv/tokens"),
+                       ("operator-token", "/etc/ringkv/operator-token"),
+                       ("cluster-secret", "/etc/ringkv/cluster-secret")):  # fmt: skip
+        # whole directories, read-only, never subPath (a subPath mount is never updated)
+        assert mounts[name] == {"name": name, "mountPath": path, "readOnly": True}
+    # the files the ConfigMap names are the mounted ones
+    paths = {f"{mounts[v['name']]['mountPath']}/{i['path']}"
+             for v in vols.values() for i in v["secret"]["items"]}  # fmt: skip
+    assert (
+        set(data["RINGKV_AUTH_TOKENS_FILE"].split(",")) | {data["RINGKV_CLUSTER_SECRET_FILE"]}
+        == paths
+    )
+
+
+SECURITY_VARIANTS = [
+    {},
+    {"auth": {"enabled": False}, "peerAuth": {"enabled": False}},
+    {"tls": {"enabled": True, "secretName": "kv-tls", "verifyPeers": True}},
+]
+
+
+@pytest.mark.parametrize("security", SECURITY_VARIANTS)
+def test_security_config_is_what_the_node_parses(
+    security: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for k in list(os.environ):
+        if k.startswith("RINGKV_"):
+            monkeypatch.delenv(k)
+    spec = make_spec(security=security)
+    for k, v in builders.config_data(spec).items():
+        monkeypatch.setenv(k, v)
+    config = parse_args(["--node-id", "kv-zone-a-0"])  # exits on a contradiction
+    sec = spec.security
+    assert config.no_auth is not sec.auth and config.no_peer_auth is not sec.peer_auth
+    assert len([f for f in config.auth_tokens_file.split(",") if f]) == (2 if sec.auth else 0)
+    assert bool(config.cluster_secret_file) is sec.peer_auth
+    assert bool(config.tls_cert_file) is bool(config.tls_key_file) is sec.tls
+    assert bool(config.tls_ca_file) is sec.tls_verify_peers
+
+
+def test_user_named_secrets_are_mounted_with_their_keys() -> None:
+    spec = make_spec(security={
+        "auth": {"tokensSecret": {"name": "app-tokens", "key": "ringkv.json"}},
+        "peerAuth": {"clusterSecret": {"name": "peer-secret"}},
+    })  # fmt: skip
+    vols = _volumes(spec)
+    assert vols["tokens"]["secret"]["secretName"] == "app-tokens"
+    assert vols["tokens"]["secret"]["items"] == [{"key": "ringkv.json", "path": "tokens.json"}]
+    # the operator's own token file is mounted even next to the users' Secret
+    assert vols["operator-token"]["secret"]["secretName"] == "kv-operator-token"
+    assert vols["cluster-secret"]["secret"]["secretName"] == "peer-secret"
+    assert vols["cluster-secret"]["secret"]["items"] == [
+        {"key": "cluster-secret", "path": "cluster-secret"}
+    ]
+    names = [o["metadata"]["name"] for o in builders.build_generated_secrets(spec, OWNER, str)]
+    assert names == ["kv-operator-token"]  # nothing else generated
+
+
+def test_security_switched_off_explicitly() -> None:
+    spec = make_spec(security={"auth": {"enabled": False}, "peerAuth": {"enabled": False}})
+    data = builders.build_config_map(spec)["data"]
+    assert data["RINGKV_NO_AUTH"] == "true" and data["RINGKV_NO_PEER_AUTH"] == "true"
+    assert "RINGKV_AUTH_TOKENS_FILE" not in data and "RINGKV_CLUSTER_SECRET_FILE" not in data
+    assert "volumes" not in builders.build_pod_template(spec, "zone-a")["spec"]
+    assert builders.build_generated_secrets(spec, OWNER, str) == []
+
+
+def test_tls_from_a_kubernetes_tls_secret() -> None:
+    spec = make_spec(security={"tls": {"enabled": True, "secretName": "kv-tls"}})
+    data = builders.build_config_map(spec)["data"]
+    assert data["RINGKV_TLS_CERT_FILE"] == "/etc/ringkv/tls/tls.crt"
+    assert data["RINGKV_TLS_KEY_FILE"] == "/etc/ringkv/tls/tls.key"
+    assert "RINGKV_TLS_CA_FILE" not in data
+    tls = _volumes(spec)["tls"]["secret"]
+    assert tls["secretName"] == "kv-tls"
+    assert [i["key"] for i in tls["items"]] == ["tls.crt", "tls.key"]
+    c = _container(spec)
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        assert c[probe]["httpGet"]["scheme"] == "HTTPS"
+    assert {"name": "tls", "mountPath": "/etc/ringkv/tls", "readOnly": True} in c["volumeMounts"]
+    assert spec.client_scheme == "https" and make_spec().client_scheme == "http"
+    assert _container(make_spec())["readinessProbe"]["httpGet"]["scheme"] == "HTTP"
+    mutual = make_spec(security={"tls": {"enabled": True, "secretName": "kv-tls",
+                                         "verifyPeers": True}})  # fmt: skip
+    assert builders.config_data(mutual)["RINGKV_TLS_CA_FILE"] == "/etc/ringkv/tls/ca.crt"
+    assert [i["key"] for i in _volumes(mutual)["tls"]["secret"]["items"]] == [
+        "tls.crt", "tls.key", "ca.crt"
+    ]  # fmt: skip
+
+
+def test_generated_secrets_hold_what_the_nodes_read() -> None:
+    from ringkv.node.auth import parse_tokens
+
+    values = iter(["operator-token-0123456789abcdef", "admin-token-0123456789abcdef",
+                   "cluster-secret-0123456789abcdef"])  # fmt: skip
+    objs = builders.build_generated_secrets(make_spec(), OWNER, lambda: next(values))
+    by_name = {o["metadata"]["name"]: o for o in objs}
+    assert set(by_name) == {"kv-operator-token", "kv-tokens", "kv-cluster-secret"}
+    for o in objs:
+        assert o["apiVersion"] == "v1" and o["kind"] == "Secret" and o["type"] == "Opaque"
+        assert o["metadata"]["namespace"] == "ns"
+        assert o["metadata"]["ownerReferences"][0]["uid"] == "1234"
+        assert o["metadata"]["labels"]["app.kubernetes.io/component"] == "credentials"
+    import base64
+
+    def data(name: str) -> dict[str, str]:
+        return {k: base64.b64decode(v).decode() for k, v in by_name[name]["data"].items()}
+
+    op = data("kv-operator-token")
+    assert op["token"] == "operator-token-0123456789abcdef"
+    [(_digest, principal)] = parse_tokens(op["tokens.json"]).items()
+    assert (principal.name, principal.role) == ("ringkv-operator", "admin")
+    users = data("kv-tokens")
+    assert users["admin-token"] == "admin-token-0123456789abcdef"
+    [principal] = parse_tokens(users["tokens.json"]).values()
+    assert (principal.name, principal.role) == ("admin", "admin")
+    assert data("kv-cluster-secret") == {"cluster-secret": "cluster-secret-0123456789abcdef"}
+
+
+def test_secret_wiring_depends_on_the_spec_only() -> None:
+    """The pod template names Secrets and paths, never their contents: a new token or a
+    renewed certificate changes no template (no roll: the nodes reload the files), while
+    pointing at another Secret or key (a mount change) does."""
+    base = builders.build_statefulset(make_spec(), "zone-a", 1)["spec"]["template"]
+    text = json.dumps(base)
+    for o in builders.build_generated_secrets(make_spec(), OWNER, lambda: "s3cret-" + "x" * 20):
+        for v in o["data"].values():
+            assert v not in text
+    assert "s3cret" not in text
+    again = builders.build_statefulset(make_spec(), "zone-a", 1)["spec"]["template"]
+    assert again == base
+    other = make_spec(security={"auth": {"tokensSecret": {"name": "mine"}}})
+    assert builders.build_statefulset(other, "zone-a", 1)["spec"]["template"] != base
+    assert builders.config_hash(other) == builders.config_hash(make_spec())  # paths unchanged
+
+
+@pytest.mark.parametrize(
+    "security",
+    [
+        {"auth": {"enabled": False, "tokensSecret": {"name": "t"}}},
+        {"auth": {"tokensSecret": {"key": "k"}}},
+        {"auth": {"tokensSecret": {"name": "Not_A_Name"}}},
+        {"auth": {"tokensSecret": {"name": "t", "key": "bad/key"}}},
+        {"auth": {"enabled": "yes"}},
+        {"peerAuth": {"enabled": False, "clusterSecret": {"name": "s"}}},
+        {"tls": {"enabled": True}},
+        {"tls": {"secretName": "kv-tls"}},
+        {"tls": {"verifyPeers": True}},
+        {"tls": "on"},
+    ],
+)
+def test_invalid_security(security: dict[str, Any]) -> None:
+    with pytest.raises(SpecError, match=r"spec\.security"):
+        parse_spec("kv", "ns", {"zones": ["a"], "security": security})
+
+
+SECURITY_FLAGS = ["auth-tokens-file", "no-auth", "cluster-secret-file", "no-peer-auth",
+                  "tls-cert-file", "tls-key-file", "tls-ca-file"]  # fmt: skip
+
+
+@pytest.mark.parametrize("flag", SECURITY_FLAGS)
+def test_settings_cannot_bypass_security(flag: str) -> None:
+    with pytest.raises(SpecError, match=flag):
+        parse_spec("kv", "ns", {"zones": ["a"], "settings": {flag: "true"}})

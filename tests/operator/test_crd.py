@@ -117,3 +117,71 @@ def test_every_status_field_declared() -> None:
 def test_manifests_crd_is_the_same() -> None:
     copy = ROOT / "manifests" / "operator" / "crd.yaml"
     assert yaml.safe_load(copy.read_text()) == load()
+
+
+def test_security_schema_defaults_and_rules() -> None:
+    """spec.security: secure by default (the defaults match parse_spec's), contradictions and
+    changes that would split a running cluster refused by the API server."""
+    from ringkv.operator.spec import Security, parse_spec
+
+    p = schema()["properties"]["spec"]["properties"]
+    sec = p["security"]
+    assert sec["default"] == {}
+    auth, peer, tls = (sec["properties"][k] for k in ("auth", "peerAuth", "tls"))
+    for section in (auth, peer, tls):
+        assert section["default"] == {}
+    assert auth["properties"]["enabled"]["default"] is True
+    assert peer["properties"]["enabled"]["default"] is True
+    assert tls["properties"]["enabled"]["default"] is False
+    assert tls["properties"]["verifyPeers"]["default"] is False
+    assert auth["properties"]["tokensSecret"]["required"] == ["name"]
+    assert auth["properties"]["tokensSecret"]["properties"]["key"]["default"] == "tokens.json"
+    assert peer["properties"]["clusterSecret"]["properties"]["key"]["default"] == "cluster-secret"
+    # the CRD's defaults are parse_spec's defaults
+    assert parse_spec("kv", "ns", {"zones": ["a"]}).security == Security()
+    rules = {r["rule"]: r for r in peer["x-kubernetes-validations"]}
+    assert rules["self == oldSelf"]["reason"] == "FieldValueForbidden"
+    assert "!has(self.clusterSecret) || !has(self.enabled) || self.enabled" in rules
+    assert [r["rule"] for r in tls["properties"]["enabled"]["x-kubernetes-validations"]] == [
+        "self == oldSelf"
+    ]
+    tls_rules = [r["rule"] for r in tls["x-kubernetes-validations"]]
+    assert "!has(self.enabled) || !self.enabled || has(self.secretName)" in tls_rules
+    assert "!has(self.secretName) || (has(self.enabled) && self.enabled)" in tls_rules
+    assert any("!self.verifyPeers" in r for r in tls_rules)
+    assert "!has(self.tokensSecret) || !has(self.enabled) || self.enabled" in [
+        r["rule"] for r in auth["x-kubernetes-validations"]
+    ]
+
+
+def test_reserved_settings_rule_matches_the_operator() -> None:
+    """The CRD refuses exactly the settings parse_spec refuses (security flags included)."""
+    import re
+
+    from ringkv.operator.spec import RESERVED_SETTINGS
+
+    settings = schema()["properties"]["spec"]["properties"]["settings"]
+    [rule] = [r["rule"] for r in settings["x-kubernetes-validations"]]
+    assert set(re.findall(r"'([a-z-]+)'", rule)) == RESERVED_SETTINGS
+
+
+def test_rules_in_defaulted_objects_guard_their_fields() -> None:
+    """The API server checks a default (``{}``) against the CEL rules before nested defaults
+    are applied, so a rule on a defaulted object must not read a field without ``has()``:
+    ``self.enabled`` on ``{}`` is an error and the whole CRD is refused."""
+    import re
+
+    def walk(node: dict[str, Any], path: str) -> list[str]:
+        bad = []
+        if "default" in node:
+            for r in node.get("x-kubernetes-validations") or ():
+                if "oldSelf" in r["rule"]:
+                    continue  # transition rules do not run on a default
+                for f in set(re.findall(r"(?<![\w.])self\.(\w+)", r["rule"])):
+                    if f"has(self.{f})" not in r["rule"]:
+                        bad.append(f"{path}: {r['rule']!r} reads self.{f} without has()")
+        for k, child in (node.get("properties") or {}).items():
+            bad += walk(child, f"{path}.{k}")
+        return bad
+
+    assert walk(schema()["properties"]["spec"], "spec") == []

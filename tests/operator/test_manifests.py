@@ -51,3 +51,22 @@ def test_example_is_a_valid_three_zone_cluster() -> None:
     assert kvc["apiVersion"] == "ringkv.io/v1alpha1" and kvc["kind"] == "KVCluster"
     spec = parse_spec(kvc["metadata"]["name"], kvc["metadata"]["namespace"], kvc["spec"])
     assert spec.replicas == 3 and len(spec.zones) == 3 and spec.replication_factor == 3
+
+
+def test_operator_secret_access_is_least_privilege() -> None:
+    """Secrets: get (its token, the TLS CA, checking named Secrets exist) and create (the
+    generated ones) -- no list or watch (it reads only Secrets it is pointed at by name), no
+    update, patch or delete (generated Secrets go with the KVCluster through owner refs)."""
+    rbac = {d["kind"]: d for d in docs(MANIFESTS / "operator" / "rbac.yaml")}
+    secret_rules = [r for r in rbac["ClusterRole"]["rules"] if "secrets" in r["resources"]]
+    assert secret_rules == [{"apiGroups": [""], "resources": ["secrets"],
+                             "verbs": ["get", "create"]}]  # fmt: skip
+
+
+def test_example_is_secure_with_generated_secrets() -> None:
+    [kvc] = docs(MANIFESTS / "example" / "kvcluster.yaml")
+    spec = parse_spec(kvc["metadata"]["name"], kvc["metadata"]["namespace"], kvc["spec"])
+    sec = spec.security
+    assert sec.auth and sec.peer_auth
+    assert sec.tokens_secret is None and sec.cluster_secret is None  # generated
+    assert spec.tokens_ref.name == "example-tokens"

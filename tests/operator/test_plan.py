@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from hypothesis import given, settings
@@ -345,6 +346,88 @@ def test_failed_node_stops_the_roll_with_degraded() -> None:
     assert condition(d.status, "Degraded")["reason"] == "UpgradeStalled"
 
 
+def test_restarted_pod_that_keeps_crashing_stalls_the_roll_at_once() -> None:
+    """A pod the roll restarted whose container keeps exiting (a template that cannot start)
+    stops the roll with UpgradeStalled right away, not after the restart grace; a pod that
+    is merely slow to come back is still waited for."""
+    spec = make_spec(settings={"stream-rate": "0"}, failureReplacement={"after": "20s"})
+    revisions = {"kv-zone-b-0": "rev0", "kv-zone-c-0": "rev0"}
+    prev = {"lastAction": {"action": RESTART, "node": "kv-zone-a-0", "time": iso(NOW - 20)}}
+    obs = cluster(spec, ONE, revisions=revisions, dead={"kv-zone-a-0"})
+    slow = step(spec, obs, prev)
+    assert slow.action.kind == NONE
+    assert condition(slow.status, "Degraded")["status"] == "False"
+    assert condition(slow.status, "Progressing")["reason"] == "RollingUpdate"
+    assert slow.status["phase"] == "Upgrading"
+    pod = dataclasses.replace(obs.pods["kv-zone-a-0"], restarts=2)
+    crashing = dataclasses.replace(obs, pods={**obs.pods, "kv-zone-a-0": pod})
+    d = step(spec, crashing, slow.status, NOW + 5)
+    assert d.action.kind == NONE  # no next restart, and no replacement either
+    deg = condition(d.status, "Degraded")
+    assert (deg["status"], deg["reason"]) == ("True", "UpgradeStalled")
+    assert "kv-zone-a-0 keeps crashing (2 restarts)" in deg["message"]
+    assert d.status["phase"] == "Degraded"
+    # long past failureReplacement.after: still stalled, never replaced (the volume is kept)
+    d = step(spec, crashing, d.status, NOW + 3600)
+    assert d.action.kind == NONE
+    assert condition(d.status, "Degraded")["reason"] == "UpgradeStalled"
+    # fixed (the pod on the current template is ready again): the roll goes on
+    fixed = cluster(spec, ONE, revisions=revisions)
+    d = step(spec, fixed, d.status, NOW + 3700)
+    assert d.action.kind == RESTART and d.action.node in revisions
+    assert condition(d.status, "Degraded")["status"] == "False"
+
+
+def test_phase_while_a_node_becomes_ready_says_why() -> None:
+    """A pod that is not ready yet after a roll's restart, a replacement, a scale-up or a
+    restart of its own: the phase says which (a replacement is not "Scaling")."""
+    spec = make_spec()
+    settled = step(spec, cluster(spec, ONE)).status
+    node = "kv-zone-c-0"
+
+    def waiting(action: str | None, **kw: Any) -> dict[str, Any]:
+        prev = dict(settled)
+        if action:  # as the acting pass writes it: the node reported not ready from then on
+            prev["lastAction"] = {"action": action, "node": node, "time": iso(NOW - 30)}
+            prev["members"] = [{**m, "ready": m["id"] != node} for m in settled["members"]]
+        d = step(spec, cluster(spec, ONE, not_ready={node}, **kw), prev)
+        assert d.action.kind == NONE
+        return d.status
+
+    def why(status: dict[str, Any]) -> tuple[str, str]:
+        return status["phase"], condition(status, "Progressing")["reason"]
+
+    # the last pod of a roll restarted on the new template (nothing is outdated any more)
+    assert why(waiting(RESTART)) == ("Upgrading", "RollingUpdate")
+    # the operator replaced it: refilled, not ready yet
+    assert why(waiting(REPLACE)) == ("Replacing", "Replacing")
+    # its pod was killed and came back on its volume: nothing scales
+    st_ = waiting(None)
+    assert why(st_) == ("Running", "WaitingForNodes")
+    assert condition(st_, "Degraded")["status"] == "False"
+    # a new node of a scale-up, not in the ring yet, or joined and not ready yet
+    assert why(waiting(SCALE, states={node: "absent"})) == ("Scaling", "ScalingUp")
+    assert why(waiting(SCALE)) == ("Scaling", "ScalingUp")
+    # restarted, came back (a status reported it ready), then killed 30 s later: a failure of
+    # its own, not the restart -- not "Upgrading", and a down node is NodeDown, not waited for
+    back = {**settled, "lastAction": {"action": RESTART, "node": node, "time": iso(NOW - 30)}}
+    assert why(step(spec, cluster(spec, ONE, not_ready={node}), back).status) == (
+        "Running",
+        "WaitingForNodes",
+    )
+    d = step(spec, cluster(spec, ONE, dead={node}, no_pod={node}), back)
+    assert condition(d.status, "Degraded")["reason"] == "NodeDown"
+    # the acting pass itself reports the node it restarts as not ready
+    spec2 = make_spec(image="ringkv:0.2.0")
+    d = step(spec2, cluster(spec2, ONE, revisions={f"kv-{z}-0": "rev0" for z in ZONES}))
+    assert d.action.kind == RESTART
+    assert [m["ready"] for m in d.status["members"] if m["id"] == d.action.node] == [False]
+    # long after the restart: a pod not ready is no longer the roll's
+    prev = {**settled, "lastAction": {"action": RESTART, "node": node, "time": iso(NOW - 3600)}}
+    d = step(spec, cluster(spec, ONE, not_ready={node}), prev)
+    assert d.status["phase"] == "Running"
+
+
 def test_paused_takes_no_action() -> None:
     spec = make_spec(replicas=6, paused=True)
     d = step(spec, cluster(spec, ONE))
@@ -418,3 +501,67 @@ def test_autoscale_decisions() -> None:
     assert plan.autoscale(spec, 3, 10.0, None, None, NOW, False) is None
     off = make_spec()
     assert plan.autoscale(off, 3, 1e6, None, None, NOW, False) is None
+
+
+def test_autoscaling_waits_for_a_settled_cluster() -> None:
+    """Autoscaling moves spec.replicas only when nothing else runs: not while the previous
+    step is still to be carried out, a node joins or is not ready yet after its join, a ring
+    change runs, or a node is down."""
+    spec = make_spec(replicas=4)
+    four = {"zone-a": 2, "zone-b": 1, "zone-c": 1}
+    assert not plan.scaling_blocked(spec, cluster(spec, four))
+    assert plan.scaling_blocked(spec, cluster(spec, ONE))  # the step 3 -> 4 not taken yet
+    new = "kv-zone-a-1"
+    starting = cluster(spec, four, not_ready={new}, states={new: "absent"})
+    assert plan.scaling_blocked(spec, starting)  # the new pod starts
+    assert plan.scaling_blocked(spec, cluster(spec, four, states={new: "joining"}))
+    joined = cluster(spec, four, not_ready={new})  # joined, not ready yet: still blocked
+    assert plan.scaling_blocked(spec, joined)
+    assert plan.scaling_blocked(spec, cluster(spec, four, in_progress="kv-zone-a-1 joining"))
+    assert plan.scaling_blocked(spec, cluster(spec, four, dead={"kv-zone-b-0"}))
+    assert plan.scaling_blocked(spec, cluster(spec, four, ring=False))
+    assert plan.scaling_blocked(spec, cluster(spec, four, extra_members={"kv-zone-c-1": "leaving"}))
+
+
+def test_request_rate_needs_every_node_both_times() -> None:
+    """A node whose /metrics scrape fails (a loaded node answering slowly) must not read as
+    the load going away -- or coming back as a burst the next pass."""
+    first, sample = plan.request_rate(None, {"a": 100.0, "b": 10.0}, NOW)
+    assert first is None and sample == {"a": (NOW, 100.0), "b": (NOW, 10.0)}
+    rate, sample2 = plan.request_rate(sample, {"a": 600.0, "b": 60.0}, NOW + 5)
+    assert rate == 110.0  # (500 + 50) / 5 s
+    # the busy node did not answer: no rate (and the next pass starts over)
+    assert plan.request_rate(sample2, {"a": None, "b": 70.0}, NOW + 10) == (None, None)
+    # a node joined (not in the last sample), or restarted (its counter went back): no rate
+    assert plan.request_rate(sample2, {"a": 700.0, "b": 70.0, "c": 0.0}, NOW + 10)[0] is None
+    assert plan.request_rate(sample2, {"a": 3.0, "b": 70.0}, NOW + 10)[0] is None
+    assert plan.request_rate(sample2, {}, NOW + 10) == (None, None)
+
+
+def test_node_failing_after_its_restart_came_back_is_a_failure() -> None:
+    """Restarted by the roll, back (a pass records ``lastAction.done``), then its machine
+    fails a minute later, well within the restart grace: Degraded NodeDown and replaced after
+    ``failureReplacement.after``, not "waiting for the restarted node" for 3 minutes."""
+    spec = make_spec(image="ringkv:0.2.0", failureReplacement={"after": "20s"})
+    node = "kv-zone-c-0"
+    # the last pod of the roll: restarted ...
+    d = step(spec, cluster(spec, ONE, revisions={node: "rev0"}))
+    assert (d.action.kind, d.action.node) == (RESTART, node)
+    # ... down while it restarts: waited for
+    d = step(spec, cluster(spec, ONE, dead={node}, no_pod={node}), d.status, NOW + 5)
+    assert condition(d.status, "Progressing")["reason"] == "RollingUpdate"
+    assert not d.status["lastAction"].get("done")
+    # ... back: the restart is done
+    d = step(spec, cluster(spec, ONE), d.status, NOW + 15)
+    assert d.status["lastAction"]["done"] is True and d.status["phase"] == "Running"
+    # its machine fails: the pod is no longer ready, then the others see it dead
+    d = step(spec, cluster(spec, ONE, not_ready={node}), d.status, NOW + 60)
+    assert (d.status["phase"], condition(d.status, "Progressing")["reason"]) == (
+        "Running",
+        "WaitingForNodes",
+    )
+    d = step(spec, cluster(spec, ONE, dead={node}), d.status, NOW + 65)
+    assert condition(d.status, "Degraded")["reason"] == "NodeDown"
+    assert d.status["lastAction"]["done"] is True  # kept
+    d = step(spec, cluster(spec, ONE, dead={node}), d.status, NOW + 86)
+    assert (d.action.kind, d.action.node) == (REPLACE, node)

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+import ssl
 from typing import Any
 
-from ringkv.operator import reconciler
-from ringkv.operator.plan import Member, RingView
+import pytest
+
+from ringkv.operator import builders, credentials, reconciler
+from ringkv.operator.credentials import CredentialsError
+from ringkv.operator.plan import Member, PodState, RingView
+from ringkv.operator.spec import parse_spec
 
 NOW = 1_800_000_000.0
+SECRET = "existing-secret-0123456789abcdef"
 
 
 class FakeKube:
@@ -18,9 +25,12 @@ class FakeKube:
         self.deleted: list[tuple[str, str, bool]] = []
         self.status: dict[str, Any] | None = None
         self.replicas: int | None = None
+        self.secrets: dict[str, dict[str, Any]] = {}
+        self.order: list[tuple[str, str]] = []
 
     def apply(self, obj: dict[str, Any]) -> None:
         self.objects[(obj["kind"], obj["metadata"]["name"])] = obj
+        self.order.append(("apply", obj["metadata"]["name"]))
 
     def list_statefulsets(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         return [o for (k, _), o in self.objects.items() if k == "StatefulSet"]
@@ -42,6 +52,14 @@ class FakeKube:
 
     def patch_replicas(self, namespace: str, name: str, replicas: int) -> None:
         self.replicas = replicas
+
+    def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.secrets.get(name)
+
+    def create(self, obj: dict[str, Any]) -> None:
+        assert obj["kind"] == "Secret" and obj["metadata"]["name"] not in self.secrets
+        self.secrets[obj["metadata"]["name"]] = obj
+        self.order.append(("create", obj["metadata"]["name"]))
 
 
 class FakeNodes:
@@ -78,6 +96,14 @@ def pod(name: str, zone: str, ip: str, ready: bool = True) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def with_secrets(kube: FakeKube, name: str) -> FakeKube:
+    """A cluster that runs already: its generated Secrets exist."""
+    spec = parse_spec(name, "ns", body(name)["spec"])
+    for obj in builders.build_generated_secrets(spec, None, lambda: SECRET):
+        kube.secrets[obj["metadata"]["name"]] = obj
+    return kube
+
+
 def test_fresh_create_applies_children_and_starts_the_first_node() -> None:
     reconciler.forget("ns", "kv")
     kube, nodes, events = FakeKube(), FakeNodes(), []
@@ -93,7 +119,7 @@ def test_fresh_create_applies_children_and_starts_the_first_node() -> None:
 
 def test_decommission_goes_to_the_node_itself_first() -> None:
     reconciler.forget("ns", "kv2")
-    kube = FakeKube()
+    kube = with_secrets(FakeKube(), "kv2")
     for z in ("zone-a", "zone-b", "zone-c"):
         kube.objects[("StatefulSet", f"kv2-{z}")] = {
             "metadata": {"name": f"kv2-{z}", "labels": {"ringkv.io/zone": z}},
@@ -128,7 +154,7 @@ def test_invalid_spec_is_reported_not_acted_on() -> None:
 
 def test_replace_deletes_claim_then_pod_forcefully() -> None:
     reconciler.forget("ns", "kv3")
-    kube = FakeKube()
+    kube = with_secrets(FakeKube(), "kv3")
     for z in ("zone-a", "zone-b", "zone-c"):
         kube.objects[("StatefulSet", f"kv3-{z}")] = {
             "metadata": {"name": f"kv3-{z}", "labels": {"ringkv.io/zone": z}},
@@ -147,3 +173,159 @@ def test_replace_deletes_claim_then_pod_forcefully() -> None:
     assert a2.kind == "replace"
     assert kube.deleted == [("pvc", "data-kv3-zone-b-0", False), ("pod", "kv3-zone-b-0", True)]
     assert events[-1][:2] == ("Warning", "ReplacingNode")
+
+
+# -- credentials: generated Secrets, named Secrets, the operator's access to nodes ------------
+
+
+def _secret_values(kube: FakeKube) -> list[str]:
+    """Every generated value, raw and base64 (the token inside tokens.json included)."""
+    import base64
+    import json
+
+    out = []
+    for obj in kube.secrets.values():
+        for encoded in obj["data"].values():
+            text = base64.b64decode(encoded).decode()
+            out += [encoded, text]
+            if text.startswith("{"):
+                out += [t["token"] for t in json.loads(text)["tokens"]]
+    return out
+
+
+def test_fresh_create_generates_owned_secrets_first_and_once() -> None:
+    reconciler.forget("ns", "kvs")
+    kube, events = FakeKube(), []
+    reconciler.reconcile(body("kvs"), kube, FakeNodes(), lambda *e: events.append(e), now=NOW)
+    created = [n for op, n in kube.order if op == "create"]
+    assert created == ["kvs-operator-token", "kvs-tokens", "kvs-cluster-secret"]
+    # before any child: a node pod never waits for its Secrets
+    assert kube.order[: len(created)] == [("create", n) for n in created]
+    for obj in kube.secrets.values():
+        [ref] = obj["metadata"]["ownerReferences"]
+        assert ref["uid"] == "u1" and ref["controller"] is True
+    values = _secret_values(kube)
+    assert len({v for v in values if len(v) >= 32}) >= 6  # random and distinct
+    before = {n: dict(o) for n, o in kube.secrets.items()}
+    template = kube.objects[("StatefulSet", "kvs-zone-a")]["spec"]["template"]
+    kube.order.clear()
+    reconciler.reconcile(body("kvs"), kube, FakeNodes(), lambda *e: events.append(e),
+                         now=NOW + 5)  # fmt: skip
+    assert [op for op, _ in kube.order if op == "create"] == []  # never re-generated
+    assert kube.secrets == before
+    assert kube.objects[("StatefulSet", "kvs-zone-a")]["spec"]["template"] == template
+
+
+def test_named_secrets_must_exist_with_their_keys() -> None:
+    reconciler.forget("ns", "kvn")
+    kube = FakeKube()
+    b = body("kvn", security={"auth": {"tokensSecret": {"name": "app-tokens", "key": "t.json"}},
+                              "peerAuth": {"clusterSecret": {"name": "peer"}}})  # fmt: skip
+    with pytest.raises(CredentialsError, match="Secret ns/app-tokens not found"):
+        reconciler.reconcile(b, kube, FakeNodes(), lambda *e: None, now=NOW)
+    assert not any(k == "StatefulSet" for k, _ in kube.objects)  # nothing started
+    kube.secrets["app-tokens"] = {"data": {"other": "eA=="}}
+    with pytest.raises(CredentialsError, match=r"has no key 't\.json'"):
+        reconciler.reconcile(b, kube, FakeNodes(), lambda *e: None, now=NOW)
+    kube.secrets["app-tokens"] = {"data": {"t.json": "e30="}}
+    kube.secrets["peer"] = {"data": {"cluster-secret": "c2VjcmV0"}}
+    reconciler.reconcile(b, kube, FakeNodes(), lambda *e: None, now=NOW)
+    assert ("StatefulSet", "kvn-zone-a") in kube.objects
+    # only the operator's own token is generated
+    assert [n for op, n in kube.order if op == "create"] == ["kvn-operator-token"]
+
+
+def test_a_lost_cluster_secret_is_not_regenerated_under_running_nodes() -> None:
+    reconciler.forget("ns", "kvl")
+    kube = with_secrets(FakeKube(), "kvl")
+    kube.objects[("StatefulSet", "kvl-zone-a")] = {
+        "metadata": {"name": "kvl-zone-a", "labels": {"ringkv.io/zone": "zone-a"}},
+        "spec": {"replicas": 1}, "status": {"updateRevision": "r1"},
+    }  # fmt: skip
+    del kube.secrets["kvl-operator-token"]  # re-created: the nodes reload tokens files
+    reconciler.reconcile(body("kvl"), kube, FakeNodes(), lambda *e: None, now=NOW)
+    assert ("create", "kvl-operator-token") in kube.order
+    del kube.secrets["kvl-cluster-secret"]  # a new one would split the cluster at a restart
+    with pytest.raises(CredentialsError, match="restore it"):
+        reconciler.reconcile(body("kvl"), kube, FakeNodes(), lambda *e: None, now=NOW)
+    assert "kvl-cluster-secret" not in kube.secrets
+
+
+def test_secrets_never_reach_logs_events_status_or_errors(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import json
+
+    reconciler.forget("ns", "kvq")
+    kube, events = FakeKube(), []
+    caplog.set_level(logging.DEBUG)
+    errors = []
+    reconciler.reconcile(body("kvq"), kube, FakeNodes(), lambda *e: events.append(e), now=NOW)
+    kube.objects[("StatefulSet", "kvq-zone-a")]["spec"]["replicas"] = 1
+    del kube.secrets["kvq-cluster-secret"]
+    try:
+        reconciler.reconcile(body("kvq"), kube, FakeNodes(), lambda *e: events.append(e), now=NOW)
+    except CredentialsError as exc:
+        errors.append(repr(exc))
+    assert errors
+    spec = parse_spec("kvq", "ns", body("kvq")["spec"])
+    access = credentials.node_access(spec, kube)
+    assert access.token and access.token not in repr(access)
+    children = [o for k, o in kube.objects.items() if k[0] != "Secret"]
+    shown = "\n".join(
+        [caplog.text, repr(events), json.dumps(kube.status), *errors, json.dumps(children)]
+    )
+    values = _secret_values(kube)
+    assert values
+    for value in values:
+        assert value not in shown
+
+
+def test_node_access_reads_the_operators_token_and_the_tls_ca() -> None:
+    reconciler.forget("ns", "kva")
+    kube = with_secrets(FakeKube(), "kva")
+    spec = parse_spec("kva", "ns", body("kva")["spec"])
+    access = credentials.node_access(spec, kube)
+    assert access.token == SECRET and access.ssl_context is None
+    assert access.headers() == {"Authorization": f"Bearer {SECRET}"}
+    off = parse_spec("kva", "ns", {**body("kva")["spec"], "security": {"auth": {"enabled": False}}})
+    assert credentials.node_access(off, kube) == credentials.NodeAccess()
+    on = {"tls": {"enabled": True, "secretName": "t"}}
+    tls = parse_spec("kva", "ns", {**body("kva")["spec"], "security": on})
+    kube.secrets["t"] = {"data": {"tls.crt": "eA==", "tls.key": "eA=="}}
+    access = credentials.node_access(tls, kube)
+    assert access.ssl_context is not None and access.ssl_context.verify_mode == ssl.CERT_NONE
+    assert reconciler.endpoints_of(tls, [PodState("kva-zone-a-0", "zone-a", 0, ip="10.0.0.1")]) \
+        == ["https://10.0.0.1:7001"]  # fmt: skip
+
+
+def test_the_timer_calls_nodes_with_the_clusters_access(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ringkv.operator import handlers
+
+    kube = with_secrets(FakeKube(), "kvt")
+    monkeypatch.setitem(handlers._apis, "kube", kube)
+    monkeypatch.setitem(handlers._apis, "nodes", reconciler.NodeHttp())
+    bound = handlers.nodes_for(body("kvt"), "kvt", "ns")
+    assert bound.access.token == SECRET and bound.pool is handlers.nodes().pool
+    bad = body("kvt")
+    bad["spec"]["zones"] = []
+    assert handlers.nodes_for(bad, "kvt", "ns").access == credentials.NodeAccess()
+
+
+def test_create_errors_carry_no_secret() -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    class Res:
+        def create(self, body: dict[str, Any], namespace: str | None) -> None:
+            exc = ApiException(status=422, reason="Unprocessable Entity")
+            exc.body = f'{{"message": "data.token: Invalid value: {SECRET!r}"}}'  # echoed back
+            raise exc
+
+    api = reconciler.KubeApi.__new__(reconciler.KubeApi)
+    api._resources = {("v1", "Secret"): Res()}
+    spec = parse_spec("kve", "ns", body("kve")["spec"])
+    [obj, *_] = builders.build_generated_secrets(spec, None, lambda: SECRET)
+    with pytest.raises(CredentialsError) as info:
+        api.create(obj)
+    assert "ns/kve-operator-token" in str(info.value) and "422" in str(info.value)
+    assert SECRET not in str(info.value) and info.value.__cause__ is None

@@ -1,7 +1,8 @@
 """Auth: who may use the client API, and proof that a peer belongs to the cluster.
 
 Client API: bearer tokens with roles ``read`` < ``readwrite`` < ``admin``, loaded from a file
-(a Kubernetes Secret mounted as a file works) and reloaded when it changes, without a restart.
+(a Kubernetes Secret mounted as a file works; several files may be given, comma-separated) and
+reloaded when they change, without a restart.
 The file is JSON: ``{"tokens": [{"token": "...", "role": "readwrite", "name": "svc-a"}]}``.
 Only SHA-256 digests of tokens are kept in memory, compared in constant time; tokens never
 reach logs, metrics or error messages.
@@ -21,6 +22,7 @@ import logging
 import os
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -70,43 +72,62 @@ def parse_tokens(text: str) -> dict[bytes, Principal]:
     return table
 
 
-class TokenStore:
-    """Tokens from a file, reloaded (at most once a second) when its mtime or size changes."""
+def split_paths(value: str) -> list[str]:
+    """The files of ``--auth-tokens-file``: a comma-separated list (one file is the usual case)."""
+    return [p.strip() for p in value.split(",") if p.strip()]
 
-    def __init__(self, path: str) -> None:
-        self.path = path
+
+class TokenStore:
+    """Tokens from one or more files, each reloaded (checked at most once a second) when its
+    mtime or size changes. The tokens in force are those of every file together, so a
+    Kubernetes operator can mount its own token file next to the users' one. A file that turns
+    unreadable or malformed keeps its previous tokens; the others are unaffected."""
+
+    def __init__(self, paths: str | Sequence[str]) -> None:
+        self.paths = split_paths(paths) if isinstance(paths, str) else list(paths)
+        if not self.paths:
+            raise TokenFileError("no token file given")
+        self._tables: dict[str, dict[bytes, Principal]] = {}
+        self._stamps: dict[str, tuple[float, int]] = {}
         self._table: dict[bytes, Principal] = {}
-        self._stamp: tuple[float, int] | None = None
         self._checked = 0.0
         self.reload(force=True)
 
+    @property
+    def path(self) -> str:
+        return ",".join(self.paths)
+
     def reload(self, force: bool = False) -> None:
+        changed = False
+        for path in self.paths:
+            changed = self._reload_file(path, force) or changed
+        if changed:
+            self._table = {d: p for path in self.paths for d, p in self._tables[path].items()}
+
+    def _reload_file(self, path: str, force: bool) -> bool:
         try:
-            stat = os.stat(self.path)
+            stat = os.stat(path)
         except OSError as exc:
             if force:
-                raise TokenFileError(
-                    f"cannot read token file {self.path}: {exc.strerror}"
-                ) from None
+                raise TokenFileError(f"cannot read token file {path}: {exc.strerror}") from None
             log.error(
-                "token file %s unreadable (%s); keeping the previous tokens",
-                self.path,
-                exc.strerror,
+                "token file %s unreadable (%s); keeping the previous tokens", path, exc.strerror
             )
-            return
+            return False
         stamp = (stat.st_mtime, stat.st_size)
-        if stamp == self._stamp and not force:
-            return
+        if stamp == self._stamps.get(path) and not force:
+            return False
         try:
-            with open(self.path, encoding="utf-8") as f:
+            with open(path, encoding="utf-8") as f:
                 table = parse_tokens(f.read())
         except (OSError, TokenFileError) as exc:
             if force:
-                raise TokenFileError(str(exc)) from None
-            log.error("token file %s rejected (%s); keeping the previous tokens", self.path, exc)
-            return
-        self._table, self._stamp = table, stamp
-        log.info("loaded %d API tokens from %s", len(table), self.path)
+                raise TokenFileError(f"{path}: {exc}") from None
+            log.error("token file %s rejected (%s); keeping the previous tokens", path, exc)
+            return False
+        self._tables[path], self._stamps[path] = table, stamp
+        log.info("loaded %d API tokens from %s", len(table), path)
+        return True
 
     def authenticate(self, token: str) -> Principal | None:
         now = time.monotonic()

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from ringkv.core.quorum import PRESETS
 from ringkv.core.ring import DEFAULT_VNODES
 from ringkv.core.versions import CONFLICT_MODES, ConflictMode
+from ringkv.node.auth import split_paths
 
 _NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
@@ -139,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
         "without it peer traffic is unauthenticated")  # fmt: skip
     add("auth-tokens-file", default="",
         help='JSON file {"tokens": [{"token", "role": read|readwrite|admin}]} for the client '
-        "API, reloaded when it changes; without it the API is open")  # fmt: skip
+        "API, reloaded when it changes; several files comma-separated (their tokens together); "
+        "without it the API is open")  # fmt: skip
     add("no-auth", default="false", choices=["true", "false"],
         help="run the client API without authentication (must be said explicitly)")  # fmt: skip
     add("no-peer-auth", default="false", choices=["true", "false"],
@@ -280,6 +282,8 @@ def validate(c: NodeConfig) -> list[str]:
     # Security is on unless switched off explicitly.
     if not c.auth_tokens_file and not c.no_auth:
         problems.append("give --auth-tokens-file FILE, or --no-auth true to leave the API open")
+    if c.auth_tokens_file and not split_paths(c.auth_tokens_file):
+        problems.append("--auth-tokens-file must name at least one file")
     if c.auth_tokens_file and c.no_auth:
         problems.append("--auth-tokens-file and --no-auth true contradict each other")
     if not c.cluster_secret_file and not c.no_peer_auth:

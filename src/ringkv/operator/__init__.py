@@ -5,6 +5,8 @@
 - ``builders``: pure functions that build every child object (a StatefulSet per zone, the peer
   and client Services, the PodDisruptionBudget, the ConfigMap, the nodes' ServiceAccount, Role
   and RoleBinding) as plain dicts.
+- ``credentials``: the Secrets the operator generates (API tokens, the cluster secret), and
+  the operator's own access to the nodes (its bearer token, the TLS CA).
 - ``plan``: pure reconcile decisions -- from the spec, the observed StatefulSets, pods, volumes
   and ring, and the time, the next single action and the status with its conditions.
 - ``reconciler``: one reconcile pass -- fetch the observed state from Kubernetes and the nodes,

@@ -8,16 +8,28 @@ The StatefulSets' ``replicas`` is an input, not derived from the spec: the recon
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 from ringkv.operator.spec import (
+    ADMIN_TOKEN_KEY,
     API_VERSION,
+    CLUSTER_SECRET_DIR,
+    CLUSTER_SECRET_FILE,
+    CLUSTER_SECRET_KEY,
     DATA_PATH,
     DATA_VOLUME,
     KIND,
     NODE_ID_ANNOTATION,
+    OPERATOR_TOKEN_DIR,
+    OPERATOR_TOKEN_KEY,
+    TLS_DIR,
+    TOKENS_DIR,
+    TOKENS_FILE,
+    TOKENS_KEY,
     ZONE_KEY,
     ClusterSpec,
 )
@@ -62,12 +74,25 @@ def config_data(spec: ClusterSpec) -> dict[str, str]:
         # A pod that starts with no tokens joins by itself, and one that starts on an empty
         # volume under a known id replaces itself; the operator decides *when* a pod starts.
         "RINGKV_AUTO_JOIN": "true",
-        # Nodes refuse to start unless security is configured or switched off explicitly.
-        # Wiring API tokens, the cluster secret and TLS from Secrets is not built yet: until
-        # then the operator switches both off, explicitly (docs/security.md).
-        "RINGKV_NO_AUTH": "true",
-        "RINGKV_NO_PEER_AUTH": "true",
     }
+    # Nodes refuse to start unless security is configured or switched off explicitly: only
+    # file paths here, the Secrets' contents stay out of the ConfigMap and the pod template.
+    sec = spec.security
+    if sec.auth:
+        data["RINGKV_AUTH_TOKENS_FILE"] = (
+            f"{TOKENS_DIR}/{TOKENS_FILE},{OPERATOR_TOKEN_DIR}/{TOKENS_FILE}"
+        )
+    else:
+        data["RINGKV_NO_AUTH"] = "true"
+    if sec.peer_auth:
+        data["RINGKV_CLUSTER_SECRET_FILE"] = f"{CLUSTER_SECRET_DIR}/{CLUSTER_SECRET_FILE}"
+    else:
+        data["RINGKV_NO_PEER_AUTH"] = "true"
+    if sec.tls:
+        data["RINGKV_TLS_CERT_FILE"] = f"{TLS_DIR}/tls.crt"
+        data["RINGKV_TLS_KEY_FILE"] = f"{TLS_DIR}/tls.key"
+        if sec.tls_verify_peers:
+            data["RINGKV_TLS_CA_FILE"] = f"{TLS_DIR}/ca.crt"
     for key, value in spec.settings:
         data["RINGKV_" + key.upper().replace("-", "_")] = value
     return data
@@ -86,6 +111,102 @@ def build_config_map(spec: ClusterSpec, owner: dict[str, Any] | None = None) -> 
         "metadata": _meta(spec, owner, spec.config_map, "config"),
         "data": config_data(spec),
     }
+
+
+# -- Secrets ----------------------------------------------------------------------------------
+
+# Secret volumes are readable by the node's group (fsGroup) only.
+SECRET_MODE = 0o440
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def tokens_document(token: str, role: str, name: str) -> str:
+    """A tokens file (``--auth-tokens-file``) holding one token."""
+    return json.dumps({"tokens": [{"token": token, "role": role, "name": name}]}, indent=2) + "\n"
+
+
+def _secret(
+    spec: ClusterSpec, owner: dict[str, Any] | None, name: str, data: dict[str, str]
+) -> Obj:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _meta(spec, owner, name, "credentials"),
+        "type": "Opaque",
+        "data": {k: _b64(v) for k, v in data.items()},
+    }
+
+
+def build_generated_secrets(
+    spec: ClusterSpec, owner: dict[str, Any] | None, new_secret: Callable[[], str]
+) -> list[Obj]:
+    """The Secrets the operator creates (once: never re-applied, so their random contents stay)
+    and owns for this spec, filled from ``new_secret()`` (random in the operator):
+
+    - ``NAME-operator-token`` (auth on): the operator's own admin token, as a tokens file the
+      nodes mount next to the users' one, and alone under ``token`` for the operator to read;
+    - ``NAME-tokens`` (auth on, no ``tokensSecret``): a tokens file with one generated admin
+      token, also alone under ``admin-token`` for ``kubectl get secret``;
+    - ``NAME-cluster-secret`` (peer auth on, no ``clusterSecret``): the peers' shared secret.
+    """
+    out = []
+    sec = spec.security
+    if sec.auth:
+        token = new_secret()
+        out.append(_secret(spec, owner, spec.operator_token_secret, {
+            TOKENS_KEY: tokens_document(token, "admin", "ringkv-operator"),
+            OPERATOR_TOKEN_KEY: token,
+        }))  # fmt: skip
+        if sec.tokens_secret is None:
+            admin = new_secret()
+            out.append(_secret(spec, owner, spec.generated_tokens_secret, {
+                TOKENS_KEY: tokens_document(admin, "admin", "admin"),
+                ADMIN_TOKEN_KEY: admin,
+            }))  # fmt: skip
+    if sec.peer_auth and sec.cluster_secret is None:
+        out.append(_secret(spec, owner, spec.generated_cluster_secret,
+                           {CLUSTER_SECRET_KEY: new_secret()}))  # fmt: skip
+    return out
+
+
+def _secret_volume(name: str, secret: str, items: list[tuple[str, str]]) -> Obj:
+    return {
+        "name": name,
+        "secret": {
+            "secretName": secret,
+            "items": [{"key": key, "path": path} for key, path in items],
+            "defaultMode": SECRET_MODE,
+        },
+    }
+
+
+def security_volumes(spec: ClusterSpec) -> tuple[list[Obj], list[Obj]]:
+    """(volumes, volume mounts) of the node pods for spec.security. Whole directories, never
+    subPath: the kubelet then updates the files when a Secret changes, and the nodes reload
+    them (tokens, certificates) without a restart. Only a change of these mounts (another
+    Secret, another key) changes the pod template and rolls the nodes."""
+    sec = spec.security
+    volumes: list[Obj] = []
+    mounts: list[Obj] = []
+
+    def add(name: str, secret: str, items: list[tuple[str, str]], path: str) -> None:
+        volumes.append(_secret_volume(name, secret, items))
+        mounts.append({"name": name, "mountPath": path, "readOnly": True})
+
+    if sec.auth:
+        add("tokens", spec.tokens_ref.name, [(spec.tokens_ref.key, TOKENS_FILE)], TOKENS_DIR)
+        add("operator-token", spec.operator_token_secret, [(TOKENS_KEY, TOKENS_FILE)],
+            OPERATOR_TOKEN_DIR)  # fmt: skip
+    if sec.peer_auth:
+        ref = spec.cluster_secret_ref
+        add("cluster-secret", ref.name, [(ref.key, CLUSTER_SECRET_FILE)], CLUSTER_SECRET_DIR)
+    if sec.tls and sec.tls_secret:
+        files = ["tls.crt", "tls.key"] + (["ca.crt"] if sec.tls_verify_peers else [])
+        add("tls", sec.tls_secret, [(f, f) for f in files], TLS_DIR)
+    return volumes, mounts
 
 
 def build_service_account(spec: ClusterSpec, owner: dict[str, Any] | None = None) -> Obj:
@@ -181,9 +302,11 @@ def build_pdb(spec: ClusterSpec, owner: dict[str, Any] | None = None) -> Obj:
     }
 
 
-def _probe(path: str, port: int, period: int, failures: int, delay: int = 0) -> Obj:
+def _probe(
+    path: str, port: int, period: int, failures: int, delay: int = 0, scheme: str = "HTTP"
+) -> Obj:
     return {
-        "httpGet": {"path": path, "port": port, "scheme": "HTTP"},
+        "httpGet": {"path": path, "port": port, "scheme": scheme},
         "initialDelaySeconds": delay,
         "periodSeconds": period,
         "timeoutSeconds": 2,
@@ -214,6 +337,8 @@ def build_pod_template(spec: ClusterSpec, zone: str) -> Obj:
             f"{spec.peer_port}",
         },
     ]
+    secret_volumes, secret_mounts = security_volumes(spec)
+    scheme = spec.client_scheme.upper()
     container: Obj = {
         "name": CONTAINER,
         "image": spec.image,
@@ -226,11 +351,12 @@ def build_pod_template(spec: ClusterSpec, zone: str) -> Obj:
             {"name": "peer", "containerPort": spec.peer_port, "protocol": "TCP"},
         ],
         # Ready = joined a settled ring and serving reads; live = the process answers.
-        "readinessProbe": _probe("/health/ready", spec.client_port, 5, 3),
-        "livenessProbe": _probe("/health/live", spec.client_port, 10, 6),
+        # (The health endpoints need no token; over TLS the kubelet does not verify.)
+        "readinessProbe": _probe("/health/ready", spec.client_port, 5, 3, scheme=scheme),
+        "livenessProbe": _probe("/health/live", spec.client_port, 10, 6, scheme=scheme),
         # Opening a large RocksDB can take a while: up to 10 minutes before liveness counts.
-        "startupProbe": _probe("/health/live", spec.client_port, 5, 120),
-        "volumeMounts": [{"name": DATA_VOLUME, "mountPath": DATA_PATH}],
+        "startupProbe": _probe("/health/live", spec.client_port, 5, 120, scheme=scheme),
+        "volumeMounts": [{"name": DATA_VOLUME, "mountPath": DATA_PATH}, *secret_mounts],
     }
     if spec.resources:
         container["resources"] = spec.resources
@@ -273,6 +399,8 @@ def build_pod_template(spec: ClusterSpec, zone: str) -> Obj:
         "affinity": affinity,
         "containers": [container],
     }
+    if secret_volumes:
+        pod_spec["volumes"] = secret_volumes
     if spec.node_selector:
         pod_spec["nodeSelector"] = dict(spec.node_selector)
     if spec.tolerations:
@@ -354,6 +482,7 @@ __all__ = [
     "build_children",
     "build_client_service",
     "build_config_map",
+    "build_generated_secrets",
     "build_pdb",
     "build_peer_service",
     "build_pod_template",
@@ -365,4 +494,6 @@ __all__ = [
     "config_hash",
     "node_id_of",
     "owner_reference",
+    "security_volumes",
+    "tokens_document",
 ]

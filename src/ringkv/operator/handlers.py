@@ -19,7 +19,7 @@ from typing import Any
 import kopf
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from ringkv.operator import reconciler
+from ringkv.operator import credentials, reconciler
 from ringkv.operator.spec import GROUP, PLURAL, VERSION, SpecError, parse_spec
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,17 @@ def nodes() -> reconciler.NodeHttp:
         _apis["nodes"] = reconciler.NodeHttp()
     api: reconciler.NodeHttp = _apis["nodes"]
     return api
+
+
+def nodes_for(body: dict[str, Any], name: str, namespace: str) -> reconciler.NodeHttp:
+    """The node API client with this cluster's credentials: the operator's admin token, read
+    from its Secret, and with TLS the CA from the TLS Secret (re-read every pass, so a rotated
+    token or certificate is picked up)."""
+    try:
+        spec = parse_spec(name, namespace, body.get("spec") or {})
+    except SpecError:
+        return nodes()  # the pass reports the spec and does not call the nodes
+    return nodes().using(credentials.node_access(spec, kube()))
 
 
 @kopf.on.startup()
@@ -131,7 +142,9 @@ def reconcile_timer(body: kopf.Body, name: str, namespace: str | None, **_: Any)
     started = time.monotonic()
     namespace = namespace or "default"
     try:
-        action, status = reconciler.reconcile(_plain(body), kube(), nodes(), _emit(body))
+        plain = _plain(body)
+        node_api = nodes_for(plain, name, namespace)
+        action, status = reconciler.reconcile(plain, kube(), node_api, _emit(body))
     except Exception as exc:
         ERRORS.labels(type(exc).__name__).inc()
         RECONCILES.labels("error").inc()

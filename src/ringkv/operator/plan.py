@@ -56,6 +56,9 @@ RESTART = "restart"  # delete node's pod: the StatefulSet recreates it on the ne
 
 # How long a pod the operator restarted (or replaced) may stay down before it counts as failed.
 ROLL_GRACE_SECONDS = 180.0
+# A pod whose container has exited this many times has failed to start, whatever the grace:
+# a roll onto a template that cannot start stops at once instead of after the grace.
+CRASH_LOOP_RESTARTS = 2
 
 
 # -- observed state ---------------------------------------------------------------------------
@@ -71,6 +74,7 @@ class PodState:
     deleting: bool = False
     revision: str = ""  # the controller-revision-hash label
     ip: str | None = None
+    restarts: int = 0  # container restarts of this pod (restartCount)
 
 
 @dataclass(frozen=True)
@@ -320,6 +324,11 @@ class _Node:
         return self.ready and self.member is not None and self.member.alive
 
     @property
+    def crash_looping(self) -> bool:
+        """Its container keeps exiting: the pod cannot start, waiting longer will not help."""
+        return self.pod is not None and not self.ready and self.pod.restarts >= CRASH_LOOP_RESTARTS
+
+    @property
     def down(self) -> bool:
         """Holds data, runs no change of its own, and its pod is gone or not running or the
         nodes see it dead. (A pod that never joined is starting, not down; a running pod that
@@ -368,6 +377,28 @@ def decide(
         and n.pod.revision != observed.statefulsets[n.zone].update_revision
     ]
     rolling = bool(outdated)
+
+    # The operator's last action on a node (restart, replace, scale-up) explains that node
+    # being down or not ready -- for a while (the grace), and only until the node is back:
+    # once a pass sees it up, ``lastAction.done`` records so and a later failure of the same
+    # node is a failure of its own (not "waiting for the restarted node"). Without ``done``
+    # (an older status) the node's ``ready`` in the last status says it: the acting pass
+    # writes it as not ready.
+    last = dict(prev.get("lastAction") or {})
+    last_time = parse_iso(last.get("time"))
+    grace = max(ROLL_GRACE_SECONDS, 4.0 * spec.termination_grace_seconds)
+    last_node = next((n for n in nodes if n.id == last.get("node")), None)
+    last_done = bool(last.get("done")) or (
+        last_node is not None and last_node.up and last_node.member is not None
+        and last_node.member.state == NORMAL
+    )  # fmt: skip
+    prev_ready = {
+        m.get("id"): bool(m.get("ready")) for m in prev.get("members") or () if isinstance(m, dict)
+    }  # fmt: skip
+    last_pending = (
+        last_time is not None and now - last_time < grace and not last_done
+        and not prev_ready.get(last.get("node"), False)
+    )  # fmt: skip
 
     action = Action()
     progressing: tuple[str, str] | None = None  # reason, message
@@ -468,14 +499,12 @@ def decide(
 
         # 5. nodes down
         down = [n for n in nodes if n.down]
-        last = prev.get("lastAction") or {}
-        last_time = parse_iso(last.get("time"))
-        grace = max(ROLL_GRACE_SECONDS, 4.0 * spec.termination_grace_seconds)
-        just_restarted = (
-            last.get("action") in (RESTART, REPLACE) and last_time is not None
-            and now - last_time < grace
-        )  # fmt: skip
-        expected_down = [n for n in down if just_restarted and n.id == last.get("node")]
+        just_restarted = last_pending and last.get("action") in (RESTART, REPLACE)
+        # A pod the roll restarted that keeps crashing is not waited for: the roll is stalled.
+        expected_down = [
+            n for n in down if just_restarted and n.id == last.get("node")
+            and not (rolling and n.crash_looping)
+        ]  # fmt: skip
         if down and expected_down == down:
             n = down[0]
             what = "restarted" if last.get("action") == RESTART else "replaced"
@@ -492,9 +521,13 @@ def decide(
             ]  # fmt: skip
             desc = ", ".join(f"{n.id} ({int(now - (n.down_since or now))} s)" for n in down)
             if rolling:
+                crashing = "".join(
+                    f"; {n.id} keeps crashing ({n.pod.restarts} restarts)"
+                    for n in down if n.crash_looping and n.pod is not None
+                )  # fmt: skip
                 degraded = (
                     "UpgradeStalled",
-                    f"rolling update stopped: {desc} down; fix the image or settings",
+                    f"rolling update stopped: {desc} down{crashing}; fix the image or settings",
                 )
                 break
             if spec.replace_enabled and long_down and others_up and len(down) == 1:
@@ -527,7 +560,19 @@ def decide(
         starting = [n for n in nodes if not n.ready]
         if starting:
             names = ", ".join(n.id for n in starting)
-            reason = "Creating" if not _ever_available(prev) else "WaitingForNodes"
+            # Say why they start (the phase follows): the node the operator just restarted
+            # or replaced, a new node of a scale-up, or a node restarting by itself.
+            if not _ever_available(prev):
+                reason = "Creating"
+            elif just_restarted and last.get("node") in {n.id for n in starting}:
+                reason = "RollingUpdate" if last.get("action") == RESTART else "Replacing"
+            elif any(n.member is None or n.member.state not in HOLDS_DATA for n in starting) or (
+                last_pending and last.get("action") == SCALE
+                and last.get("node") in {n.id for n in starting}
+            ):  # fmt: skip
+                reason = "ScalingUp"  # a new node, before or just after its join
+            else:
+                reason = "WaitingForNodes"
             progressing = (reason, f"waiting for {names} to become ready")
             break
         if ring is None:
@@ -591,6 +636,8 @@ def decide(
         spec, observed, prev, nodes, counts, now, generation, action, progressing, degraded,
         progress, replacements, rolling, desired,
     )  # fmt: skip
+    if action.kind == NONE and last and last_done and status.get("lastAction"):
+        status["lastAction"] = {**status["lastAction"], "done": True}
     return Decision(action, status)
 
 
@@ -641,6 +688,8 @@ def _status(
             entry["podIP"] = n.pod.ip
         if n.down_since is not None:
             entry["downSince"] = iso(n.down_since)
+        if action.kind in (RESTART, REPLACE) and action.node == n.id:
+            entry["ready"] = False  # going down now (see just_restarted in decide)
         listed[n.id] = entry
     for m in sorted(members.values(), key=lambda m: m.id):
         if m.id not in listed and (m.state != LEFT or m.id in observed.pods):
@@ -684,8 +733,11 @@ def _status(
         phase = "Creating" if sum(counts.values()) else "Pending"
     elif progressing is not None and progressing[0] in ("Replacing",):
         phase = "Replacing"
-    elif rolling:
-        phase = "Upgrading"
+    elif rolling or (progressing is not None and progressing[0] == "RollingUpdate"):
+        phase = "Upgrading"  # also while the last restarted pod comes back
+    elif progressing is not None and progressing[0] == "WaitingForNodes":
+        # a node restarting by itself (its pod was killed or crashed): nothing is scaling
+        phase = "Running" if available else "Degraded"
     elif progressing is not None:
         phase = "Scaling" if available or _ever_available(prev) else "Creating"
     else:
@@ -722,6 +774,54 @@ def _status(
 
 
 # -- autoscaling --------------------------------------------------------------------------------
+
+
+def scaling_blocked(spec: ClusterSpec, observed: Observed) -> bool:
+    """Whether autoscaling must leave spec.replicas alone now: a scaling step not carried out
+    yet (the StatefulSets do not add up to spec.replicas), a ring change under way, or a node
+    that is not up -- a pod missing or not ready (a new node before and after its join), a
+    member not alive or not ``normal``. Only a settled cluster gets its next step."""
+    counts = sts_replicas(spec, observed)
+    if sum(counts.values()) != spec.replicas:
+        return True
+    ring = observed.ring
+    if ring is None or ring.in_progress:
+        return True
+    for _, _, node_id in expected_nodes(spec, counts):
+        pod = observed.pods.get(node_id)
+        member = ring.members.get(node_id)
+        if pod is None or not pod.ready or pod.deleting:
+            return True
+        if member is None or member.state != NORMAL or not member.alive:
+            return True
+    return any(m.state in CHANGE_STATES for m in ring.members.values())
+
+
+def request_rate(
+    before: dict[str, tuple[float, float]] | None,
+    counts: dict[str, float | None],
+    now: float,
+) -> tuple[float | None, dict[str, tuple[float, float]] | None]:
+    """The cluster's client request rate from each node's request counter, and the sample to
+    keep for the next pass: ``(rate or None, sample)``.
+
+    The rate is the sum of each node's counter increase over the time since ``before``; it is
+    None -- no autoscaling decision this pass -- unless every node answered both times, the
+    same nodes both times, and no counter went backwards (a node restarted). A total over
+    whichever nodes answered would move with a slow node's scrape: a loaded node missing
+    once reads as the load vanishing, and back the next pass as a burst."""
+    if not counts or any(v is None for v in counts.values()):
+        return None, None
+    sample = {name: (now, float(v)) for name, v in counts.items() if v is not None}
+    if before is None or set(before) != set(sample):
+        return None, sample
+    total = 0.0
+    for name, (t0, c0) in before.items():
+        t1, c1 = sample[name]
+        if t1 <= t0 or c1 < c0:
+            return None, sample
+        total += (c1 - c0) / (t1 - t0)
+    return total, sample
 
 
 def autoscale(
@@ -786,6 +886,8 @@ __all__ = [
     "pvc_owner",
     "quorum_available",
     "quorum_gaps",
+    "request_rate",
     "scale_down_zone",
     "scale_up_zone",
+    "scaling_blocked",
 ]

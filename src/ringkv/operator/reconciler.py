@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ringkv.client import Client, RingkvError
-from ringkv.operator import builders
+from ringkv.operator import builders, credentials
 from ringkv.operator.plan import (
     DECOMMISSION,
     DELETE_PVC,
@@ -36,6 +36,8 @@ from ringkv.operator.plan import (
     decide,
     iso,
     parse_iso,
+    request_rate,
+    scaling_blocked,
 )
 from ringkv.operator.spec import (
     GROUP,
@@ -62,6 +64,8 @@ class Kube(Protocol):
     def delete_pvc(self, namespace: str, name: str) -> None: ...
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
     def patch_replicas(self, namespace: str, name: str, replicas: int) -> None: ...
+    def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    def create(self, obj: dict[str, Any]) -> None: ...
 
 
 class Nodes(Protocol):
@@ -101,6 +105,10 @@ def pod_state(spec: ClusterSpec, pod: dict[str, Any]) -> PodState | None:
         deleting=_get(pod, "metadata", "deletionTimestamp") is not None,
         revision=_get(pod, "metadata", "labels", "controller-revision-hash", default=""),
         ip=_get(pod, "status", "podIP"),
+        restarts=sum(
+            int(c.get("restartCount") or 0)
+            for c in _get(pod, "status", "containerStatuses", default=[])
+        ),
     )
 
 
@@ -137,7 +145,7 @@ def endpoints_of(spec: ClusterSpec, pods: Iterable[PodState], only: str | None =
     """Client URLs of the pods with an IP: ready ones first (or only the pod ``only``)."""
     usable = [p for p in pods if p.ip and not p.deleting and (only is None or p.name == only)]
     usable.sort(key=lambda p: (not p.ready, p.zone, p.ordinal))
-    return [f"http://{p.ip}:{spec.client_port}" for p in usable]
+    return [f"{spec.client_scheme}://{p.ip}:{spec.client_port}" for p in usable]
 
 
 # -- the pass -------------------------------------------------------------------------------
@@ -147,7 +155,7 @@ def endpoints_of(spec: ClusterSpec, pods: Iterable[PodState], only: str | None =
 class _Memory:
     """What a pass remembers for the next one (only for autoscaling's request rate)."""
 
-    requests: tuple[float, float] | None = None  # (time, requests counter sum)
+    requests: dict[str, tuple[float, float]] | None = None  # pod -> (time, requests counter)
     # The status this process wrote last (the watched object may not show it yet).
     status: dict[str, Any] | None = None
     generation: int | None = None
@@ -175,7 +183,9 @@ def owner_of(body: dict[str, Any]) -> dict[str, Any]:
 def ensure_children(
     spec: ClusterSpec, body: dict[str, Any], kube: Kube, replicas: dict[str, int]
 ) -> None:
-    """Create or patch every child (server-side apply), StatefulSets with ``replicas``."""
+    """Create or patch every child (server-side apply), StatefulSets with ``replicas``; first
+    the Secrets the operator generates (created once, never re-applied)."""
+    credentials.ensure_secrets(spec, owner_of(body), kube)
     for obj in builders.build_children(spec, owner_of(body), replicas):
         kube.apply(obj)
 
@@ -277,17 +287,22 @@ def autoscale_step(
 ) -> int | None:
     if not spec.autoscaling.enabled:
         return None
-    requests, disk = nodes.load(endpoints_of(spec, [p for p in pods.values() if p.ready]))
-    rate = None
-    if requests is not None:
-        if memory.requests is not None and now > memory.requests[0]:
-            rate = max(0.0, (requests - memory.requests[1]) / (now - memory.requests[0]))
-        memory.requests = (now, requests)
-    current = sum(s.replicas for s in observed.statefulsets.values())
-    ring = observed.ring
-    busy = current != spec.replicas or (ring is not None and ring.in_progress is not None)
+    # Only a settled cluster is scaled (no step pending, no ring change, every node up), and
+    # the request rate is measured between two settled passes from every node's own counter
+    # (plan.request_rate): a node missing from a sum must not read as the load going away.
+    busy = scaling_blocked(spec, observed)
+    counts: dict[str, float | None] = {}
+    disks: list[float | None] = []
+    for pod in sorted((p for p in pods.values() if p.ready), key=lambda p: p.name):
+        requests, disk = nodes.load(endpoints_of(spec, [pod]))
+        counts[pod.name] = requests
+        disks.append(disk)
+    rate, memory.requests = request_rate(None if busy else memory.requests, counts, now)
+    if busy:
+        memory.requests = None
+    disk_total = sum(d for d in disks if d is not None) if disks and None not in disks else None
     return autoscale(
-        spec, spec.replicas, rate, disk, parse_iso(previous.get("lastScaleTime")), now, busy
+        spec, spec.replicas, rate, disk_total, parse_iso(previous.get("lastScaleTime")), now, busy
     )
 
 
@@ -383,20 +398,66 @@ class KubeApi:
             GROUP, VERSION, namespace, PLURAL, name, {"spec": {"replicas": replicas}}
         )
 
+    def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Secret as the API returns it (``data`` base64), None when there is none."""
+        import json
+
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            result: Any = self.core.read_namespaced_secret(name, namespace, _preload_content=False)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        secret: dict[str, Any] = json.loads(result.data)
+        return secret
+
+    def create(self, obj: dict[str, Any]) -> None:
+        """Create ``obj`` (a Secret: never applied over an existing one, whose contents stay);
+        one that exists already is left alone. Errors carry no request or response body."""
+        from kubernetes.client.exceptions import ApiException
+
+        meta = obj["metadata"]
+        res = self._resource(obj["apiVersion"], obj["kind"])
+        try:
+            res.create(body=obj, namespace=meta.get("namespace"))
+        except ApiException as exc:
+            if exc.status == 409:
+                return
+            raise credentials.CredentialsError(
+                f"creating {obj['kind']} {meta.get('namespace')}/{meta['name']} failed: "
+                f"HTTP {exc.status} {exc.reason}"
+            ) from None
+
 
 # -- the real node API ----------------------------------------------------------------------
 
 
 class NodeHttp:
-    """``Nodes`` over ``ringkv.client.Client``: short timeouts, the first node that answers."""
+    """``Nodes`` over ``ringkv.client.Client``: short timeouts, the first node that answers.
+    Every request carries the cluster's ``access`` (the operator's bearer token, the TLS
+    context); ``using`` gives one for another cluster, sharing the thread pool."""
 
-    def __init__(self, timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        timeout: float = 2.0,
+        access: credentials.NodeAccess | None = None,
+        pool: ThreadPoolExecutor | None = None,
+    ) -> None:
         self.timeout = timeout
-        self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ringkv-probe")
+        self.access = access or credentials.NodeAccess()
+        self.pool = pool or ThreadPoolExecutor(max_workers=8, thread_name_prefix="ringkv-probe")
+
+    def using(self, access: credentials.NodeAccess) -> NodeHttp:
+        return NodeHttp(self.timeout, access, self.pool)
+
+    def _client(self, endpoint: str, timeout: float | None = None) -> Client:
+        return credentials.NodeClient(endpoint, self.access, timeout=timeout or self.timeout)
 
     def _status(self, endpoint: str) -> dict[str, Any] | None:
         try:
-            with Client(endpoint, timeout=self.timeout) as c:
+            with self._client(endpoint) as c:
                 return c.status()
         except (RingkvError, OSError, ValueError):
             return None
@@ -404,7 +465,7 @@ class NodeHttp:
     def ring_view(self, endpoints: list[str]) -> RingView | None:
         for endpoint in endpoints:
             try:
-                with Client(endpoint, timeout=self.timeout) as c:
+                with self._client(endpoint) as c:
                     ring = c.ring()
                     progress = c.progress()
             except (RingkvError, OSError, ValueError):
@@ -431,7 +492,7 @@ class NodeHttp:
     def decommission(self, endpoints: list[str], node: str) -> None:
         for endpoint in endpoints:
             try:
-                with Client(endpoint, timeout=max(self.timeout, 10.0)) as c:
+                with self._client(endpoint, max(self.timeout, 10.0)) as c:
                     c.admin("decommission", node)
                 return
             except RingkvError as exc:
@@ -453,12 +514,21 @@ class NodeHttp:
 
         def scrape(endpoint: str) -> tuple[float, float] | None:
             u = urlsplit(endpoint)
+            conn: http.client.HTTPConnection
             try:
-                conn = http.client.HTTPConnection(u.hostname or "", u.port, timeout=self.timeout)
-                conn.request("GET", "/metrics")
-                text = conn.getresponse().read().decode()
+                if u.scheme == "https":
+                    conn = http.client.HTTPSConnection(u.hostname or "", u.port,
+                        timeout=self.timeout, context=self.access.ssl_context)  # fmt: skip
+                else:
+                    conn = http.client.HTTPConnection(u.hostname or "", u.port,
+                                                      timeout=self.timeout)  # fmt: skip
+                conn.request("GET", "/metrics", headers=self.access.headers())
+                response = conn.getresponse()
+                text = response.read().decode()
                 conn.close()
             except OSError:
+                return None
+            if response.status != 200:
                 return None
             req = disk = 0.0
             for fam in text_string_to_metric_families(text):

@@ -37,8 +37,28 @@ RESERVED_SETTINGS = frozenset(
         "node-id", "host", "port", "peer-port", "advertise-host", "peer-advertise", "zone",
         "data-dir", "seeds", "replication-factor", "vnodes", "conflict-mode",
         "default-consistency", "auto-join",
+        # security: wired from spec.security
+        "auth-tokens-file", "no-auth", "cluster-secret-file", "no-peer-auth",
+        "tls-cert-file", "tls-key-file", "tls-ca-file",
     }
 )  # fmt: skip
+
+# Where the node pods find the files mounted from Secrets (directories: a Secret volume mounted
+# without subPath is updated in place when the Secret changes, and the nodes reload tokens and
+# certificates from it without a restart).
+TOKENS_DIR = "/etc/ringkv/tokens"
+OPERATOR_TOKEN_DIR = "/etc/ringkv/operator-token"
+CLUSTER_SECRET_DIR = "/etc/ringkv/cluster-secret"
+TLS_DIR = "/etc/ringkv/tls"
+TOKENS_FILE = "tokens.json"  # the file name in TOKENS_DIR and OPERATOR_TOKEN_DIR
+CLUSTER_SECRET_FILE = "cluster-secret"  # the file name in CLUSTER_SECRET_DIR
+# Keys of the Secrets the operator generates.
+TOKENS_KEY = "tokens.json"  # a tokens file, as nodes read it
+ADMIN_TOKEN_KEY = "admin-token"  # the generated admin token alone (NAME-tokens)
+OPERATOR_TOKEN_KEY = "token"  # the operator's admin token alone (NAME-operator-token)
+CLUSTER_SECRET_KEY = "cluster-secret"
+_SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
 
 _DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -89,6 +109,30 @@ class Autoscaling:
 
 
 @dataclass(frozen=True)
+class SecretKeyRef:
+    """A key of a Secret in the KVCluster's namespace."""
+
+    name: str
+    key: str
+
+
+@dataclass(frozen=True)
+class Security:
+    """spec.security: client tokens, the peer secret and TLS, each wired from Secrets.
+
+    ``tokens_secret`` / ``cluster_secret`` None means: the operator generates (and owns) one.
+    With auth on, the operator always mounts its own admin token as a second tokens file."""
+
+    auth: bool = True
+    tokens_secret: SecretKeyRef | None = None
+    peer_auth: bool = True
+    cluster_secret: SecretKeyRef | None = None
+    tls: bool = False
+    tls_secret: str | None = None  # a kubernetes.io/tls Secret: tls.crt, tls.key (ca.crt)
+    tls_verify_peers: bool = False  # mutual TLS between nodes against the Secret's ca.crt
+
+
+@dataclass(frozen=True)
 class ClusterSpec:
     """One KVCluster's spec, defaulted and checked."""
 
@@ -123,6 +167,7 @@ class ClusterSpec:
     tolerations: tuple[dict[str, Any], ...] = ()
     priority_class: str | None = None
     termination_grace_seconds: int = 30
+    security: Security = Security()
 
     # -- names ----------------------------------------------------------------------------------
 
@@ -155,6 +200,35 @@ class ClusterSpec:
     @property
     def pdb_name(self) -> str:
         return self.name
+
+    @property
+    def generated_tokens_secret(self) -> str:
+        """The users' tokens the operator generates when spec.security.auth names none."""
+        return f"{self.name}-tokens"
+
+    @property
+    def generated_cluster_secret(self) -> str:
+        return f"{self.name}-cluster-secret"
+
+    @property
+    def operator_token_secret(self) -> str:
+        """The operator's own admin token, mounted into the nodes as a second tokens file."""
+        return f"{self.name}-operator-token"
+
+    @property
+    def tokens_ref(self) -> SecretKeyRef:
+        """The users' tokens file the nodes mount (named in the spec, or generated)."""
+        return self.security.tokens_secret or SecretKeyRef(self.generated_tokens_secret, TOKENS_KEY)
+
+    @property
+    def cluster_secret_ref(self) -> SecretKeyRef:
+        return self.security.cluster_secret or SecretKeyRef(
+            self.generated_cluster_secret, CLUSTER_SECRET_KEY
+        )
+
+    @property
+    def client_scheme(self) -> str:
+        return "https" if self.security.tls else "http"
 
     def peer_host(self, pod: str) -> str:
         """The stable DNS name of a node pod through the headless peer Service."""
@@ -199,6 +273,73 @@ def _pairs(value: Any) -> tuple[tuple[str, str], ...]:
     if not isinstance(value, dict):
         raise SpecError(f"expected a map of strings, got {value!r}")
     return tuple(sorted((str(k), str(v)) for k, v in value.items()))
+
+
+def _map(value: Any, path: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise SpecError(f"{path} must be an object")
+    return dict(value)
+
+
+def _flag(section: dict[str, Any], key: str, default: bool, path: str) -> bool:
+    value = section.get(key, default)
+    if not isinstance(value, bool):
+        raise SpecError(f"{path}.{key} must be true or false")
+    return value
+
+
+def _secret_name(value: Any, path: str) -> str:
+    if not isinstance(value, str) or not _SECRET_NAME.match(value):
+        raise SpecError(f"{path} must name a Secret (a DNS subdomain), got {value!r}")
+    return value
+
+
+def _secret_ref(value: Any, default_key: str, path: str) -> SecretKeyRef | None:
+    if value is None:
+        return None
+    ref = _map(value, path)
+    key = ref.get("key", default_key)
+    if not isinstance(key, str) or not _SECRET_KEY.match(key):
+        raise SpecError(f"{path}.key must be a Secret key (letters, digits, '-', '_', '.')")
+    return SecretKeyRef(_secret_name(ref.get("name"), f"{path}.name"), key)
+
+
+def parse_security(value: Any) -> Security:
+    """spec.security, defaulted: auth and peer auth on (with generated Secrets), TLS off."""
+    sec = _map(value, "spec.security")
+    auth = _map(sec.get("auth"), "spec.security.auth")
+    peer = _map(sec.get("peerAuth"), "spec.security.peerAuth")
+    tls = _map(sec.get("tls"), "spec.security.tls")
+    out = Security(
+        auth=_flag(auth, "enabled", True, "spec.security.auth"),
+        tokens_secret=_secret_ref(
+            auth.get("tokensSecret"), TOKENS_KEY, "spec.security.auth.tokensSecret"
+        ),
+        peer_auth=_flag(peer, "enabled", True, "spec.security.peerAuth"),
+        cluster_secret=_secret_ref(
+            peer.get("clusterSecret"), CLUSTER_SECRET_KEY, "spec.security.peerAuth.clusterSecret"
+        ),
+        tls=_flag(tls, "enabled", False, "spec.security.tls"),
+        tls_secret=(
+            _secret_name(tls["secretName"], "spec.security.tls.secretName")
+            if tls.get("secretName") is not None
+            else None
+        ),
+        tls_verify_peers=_flag(tls, "verifyPeers", False, "spec.security.tls"),
+    )
+    if out.tokens_secret and not out.auth:
+        raise SpecError("spec.security.auth.tokensSecret is set but auth.enabled is false")
+    if out.cluster_secret and not out.peer_auth:
+        raise SpecError("spec.security.peerAuth.clusterSecret is set but peerAuth.enabled is false")
+    if out.tls and not out.tls_secret:
+        raise SpecError("spec.security.tls.enabled needs tls.secretName (a TLS Secret)")
+    if out.tls_secret and not out.tls:
+        raise SpecError("spec.security.tls.secretName is set but tls.enabled is false")
+    if out.tls_verify_peers and not out.tls:
+        raise SpecError("spec.security.tls.verifyPeers needs tls.enabled")
+    return out
 
 
 def parse_spec(name: str, namespace: str, spec: dict[str, Any]) -> ClusterSpec:
@@ -288,4 +429,5 @@ def parse_spec(name: str, namespace: str, spec: dict[str, Any]) -> ClusterSpec:
         tolerations=tuple(dict(t) for t in pod.get("tolerations") or ()),
         priority_class=pod.get("priorityClassName") or None,
         termination_grace_seconds=int(pod.get("terminationGracePeriodSeconds", 30)),
+        security=parse_security(spec.get("security")),
     )
