@@ -417,3 +417,37 @@ def test_format_status() -> None:
     status["members"] = [dict(m, phi=None) for m in status["members"]]  # type: ignore[attr-defined]
     assert "PHI" not in cli.format_status(status)
     assert json.dumps(status)  # the --json form is the document itself
+
+
+def test_ring_view_routes_keys_to_their_replicas() -> None:
+    from ringkv.client import RingView
+    from ringkv.core.placement import preference_list
+    from ringkv.core.ring import Ring, initial_tokens, key_hash
+
+    tokens = {f"n{i}": initial_tokens(f"n{i}", 16) for i in range(1, 5)}
+    zones = {f"n{i}": f"z{i}" for i in range(1, 5)}
+    answer = {
+        "version": "x",
+        "replication_factor": 2,
+        "nodes": [
+            {
+                "id": node,
+                "zone": zones[node],
+                "address": f"127.0.0.1:{7000 + int(node[1:])}",
+                "alive": node != "n4",
+                "tokens": [str(t) for t in tokens[node]],
+            }
+            for node in tokens
+        ],
+    }
+    view = RingView(answer)
+    ring = Ring(tokens, zones)
+    for i in range(200):
+        key = f"key-{i}"
+        expected = [
+            7000 + int(r.node[1:])
+            for r in preference_list(ring, key_hash(key.encode()), 2)
+            if r.node != "n4"  # not alive: not routed to
+        ]
+        assert [e.port for e in view.replicas(key)] == expected
+    assert RingView({"nodes": []}).replicas("k") == []

@@ -32,11 +32,12 @@ import systems
 
 REPO = systems.REPO
 WORKLOADS = ("write", "read", "mix")
-ALL_SYSTEMS = ("ringkv", "etcd", "ringkv-fsync", "redis", "redis-cluster")
-DEFAULT_SYSTEMS = ALL_SYSTEMS
+ALL_SYSTEMS = ("ringkv", "etcd", "ringkv-fsync", "redis", "redis-cluster", "ringkv-single")
+DEFAULT_SYSTEMS = ("ringkv", "etcd", "ringkv-fsync", "redis", "redis-cluster")
 SHORT_DURABILITY = {
     "ringkv": "W=2 of 3 replicas; WAL written, no fsync",
     "ringkv-fsync": "W=2 of 3 replicas; WAL fsync per write",
+    "ringkv-single": "1 node, N=1; WAL written, no fsync",
     "etcd": "Raft majority 2 of 3; WAL fsync per commit",
     "redis": "1 copy; AOF, fsync every 1 s",
     "redis-cluster": "WAIT 1: 2 copies in memory; AOF, fsync every 1 s",
@@ -52,6 +53,7 @@ TOOLS = {  # binary -> Debian package
 NEEDS = {
     "ringkv": ["wrk"],
     "ringkv-fsync": ["wrk"],
+    "ringkv-single": ["wrk"],
     "etcd": ["etcd", "wrk"],
     "redis": ["redis-server", "redis-cli", "redis-benchmark", "gcc"],
     "redis-cluster": ["redis-server", "redis-cli", "gcc"],
@@ -257,6 +259,8 @@ def make_system(
         return systems.Ringkv(root, keys, value, args.ringkv_conflict_mode)
     if name == "ringkv-fsync":
         return systems.RingkvFsync(root, keys, value, args.ringkv_conflict_mode)
+    if name == "ringkv-single":
+        return systems.RingkvSingle(root, keys, value, args.ringkv_conflict_mode)
     if name == "etcd":
         return systems.Etcd(root, keys, value)
     if name == "redis":
@@ -277,7 +281,7 @@ class Runner:
         self, system: Any, workload: str, duration: float, files: dict[str, Path]
     ) -> dict[str, Any]:
         a = self.args
-        if system.name in ("ringkv", "ringkv-fsync", "etcd"):
+        if system.name in ("ringkv", "ringkv-fsync", "ringkv-single", "etcd"):
             return loaders.run_wrk(system, workload, duration, a.connections, a.read_ratio, files)
         if system.name == "redis" and workload in ("write", "read"):
             test = "set" if workload == "write" else "get"
@@ -489,6 +493,13 @@ def ratios(rows: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
             out.setdefault("server CPU per op, etcd/ringkv (>1: ringkv cheaper)", {})[workload] = (
                 b["server_cpu_us_per_op"] / a["server_cpu_us_per_op"]
             )
+    # issue 7: a quorum write (3 nodes, N=3) against a local write (1 node, N=1)
+    for workload in WORKLOADS:
+        a, b = by.get(("ringkv", workload)), by.get(("ringkv-single", workload))
+        if a and b and a["server_cpu_us_per_op"] and b["server_cpu_us_per_op"]:
+            out.setdefault("server CPU per op, ringkv/ringkv-single (N=3 vs N=1)", {})[workload] = (
+                a["server_cpu_us_per_op"] / b["server_cpu_us_per_op"]
+            )
     return out
 
 
@@ -500,9 +511,19 @@ def targets(
     checks = []
 
     def add(
-        what: str, value: float | None, limit: float, higher_is_better: bool, unit: str
+        what: str,
+        value: float | None,
+        limit: float,
+        higher_is_better: bool,
+        unit: str,
+        inclusive: bool = False,
     ) -> None:
-        met = None if value is None else (value >= limit if higher_is_better else value < limit)
+        if value is None:
+            met = None
+        elif higher_is_better:
+            met = value >= limit
+        else:
+            met = value <= limit if inclusive else value < limit
         checks.append({"target": what, "value": value, "limit": limit, "unit": unit, "met": met})
 
     add("ringkv/etcd throughput, 100% writes >= 2x", vs_etcd.get("write"), 2.0, True, "x")
@@ -518,6 +539,9 @@ def targets(
             False,
             "ms",
         )
+    cpu = rat.get("server CPU per op, ringkv/ringkv-single (N=3 vs N=1)", {})
+    add("quorum write CPU <= 3x a single-node write (ringkv/ringkv-single CPU per op)",
+        cpu.get("write"), 3.0, False, "x", inclusive=True)  # fmt: skip
     return checks
 
 
@@ -657,7 +681,7 @@ def main(argv: list[str]) -> int:
         notes.append(
             "generator check, redis_load vs redis-benchmark on single Redis: " + "; ".join(parts)
         )
-    for name in ("ringkv", "ringkv-fsync"):
+    for name in ("ringkv", "ringkv-fsync", "ringkv-single"):
         counts: dict[str, int] = {}
         messages: list[str] = []
         for rnd in records.get(name, {}).get("rounds", []):

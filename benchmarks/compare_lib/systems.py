@@ -146,6 +146,8 @@ class Ringkv(System):
     generator = "wrk"
     wrk_script = "ringkv.lua"
     fsync = False
+    nodes = 3
+    replication_factor = 3
 
     def __init__(self, root: Path, keys: list[str], value: bytes, conflict_mode: str) -> None:
         super().__init__(root, keys, value)
@@ -157,8 +159,12 @@ class Ringkv(System):
             else "RocksDB WAL written on every write, no fsync (--fsync false, the default): "
             "survives a process crash, not a power loss"
         )
-        self.durability = f"3 replicas, W=2 acks; {sync}"
-        self.label = f"ringkv 3 nodes/3 zones N=3 W=R=quorum{' fsync' if self.fsync else ''}"
+        if self.replication_factor == 1:
+            self.durability = f"1 copy (1 node, N=1); {sync}"
+            self.label = "ringkv 1 node N=1 (the --replication-factor 1 baseline)"
+        else:
+            self.durability = f"3 replicas, W=2 acks; {sync}"
+            self.label = f"ringkv 3 nodes/3 zones N=3 W=R=quorum{' fsync' if self.fsync else ''}"
 
     def start(self) -> None:
         if str(REPO) not in sys.path:
@@ -172,7 +178,13 @@ class Ringkv(System):
             "true" if self.fsync else "false",
             *_no_auth_flags(),  # etcd and Redis run without auth and TLS here too
         ]
-        self.cluster = Cluster(self.root, nodes=3, zones=3, replication_factor=3, extra_args=extra)
+        self.cluster = Cluster(
+            self.root,
+            nodes=self.nodes,
+            zones=self.nodes,
+            replication_factor=self.replication_factor,
+            extra_args=extra,
+        )
         self.cluster.start(deadline=120)
         _, body, _ = http_call("GET", f"{self.cluster.urls[0]}/v1/status")
         cluster_info = json.loads(body)["cluster"]
@@ -181,7 +193,7 @@ class Ringkv(System):
             "zones": sorted({m["zone"] for m in json.loads(body)["members"]}),
             "args": extra,
         }
-        assert cluster_info["replication_factor"] == 3, cluster_info
+        assert cluster_info["replication_factor"] == self.replication_factor, cluster_info
 
     @property
     def targets(self) -> list[str]:
@@ -276,6 +288,15 @@ def _no_auth_flags() -> list[str]:
 class RingkvFsync(Ringkv):
     name = "ringkv-fsync"
     fsync = True
+
+
+class RingkvSingle(Ringkv):
+    """One node with --replication-factor 1: the local-write baseline of issue 7's CPU target
+    (a quorum write may cost at most 3x the CPU of a single-node write)."""
+
+    name = "ringkv-single"
+    nodes = 1
+    replication_factor = 1
 
 
 # ----------------------------------------------------------------------------- etcd

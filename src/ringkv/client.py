@@ -13,6 +13,13 @@ tried. An HTTP error answer is never retried: it is raised as a `RingkvError`.
 
 `Client` keeps a small pool of keep-alive `http.client` connections per endpoint and may
 be shared by a few threads. `AsyncClient` uses one pooled `aiohttp.ClientSession`.
+
+Token-aware routing (`token_aware=True`): the client fetches the ring (`GET /v1/ring`) and
+sends each key-value request straight to a live replica of the key (the key's first live
+replica first, then the others), so a node that does not hold the key never has to forward a
+write, and reads start on a node holding a copy. The endpoints given to the constructor stay
+the fallback. The ring is fetched again every `ring_refresh` seconds and whenever a replica
+cannot be reached.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import http.client
 import json
 import os
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +37,9 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import aiohttp
 import yarl
+
+from ringkv.core.placement import preference_list
+from ringkv.core.ring import Ring, key_hash
 
 __all__ = [
     "AsyncClient",
@@ -162,6 +173,40 @@ def parse_endpoints(endpoints: str | Sequence[str]) -> list[_Endpoint]:
     return result
 
 
+class RingView:
+    """Which endpoints hold a key, from a node's `GET /v1/ring` answer."""
+
+    def __init__(self, answer: dict[str, Any], scheme: str = "http") -> None:
+        self.version = str(answer.get("version", ""))
+        self.n = int(answer.get("replication_factor", 3))
+        tokens: dict[str, list[int]] = {}
+        zones: dict[str, str] = {}
+        self.endpoints: dict[str, _Endpoint] = {}
+        for node in answer.get("nodes", []):
+            node_id = str(node["id"])
+            if node.get("tokens"):
+                tokens[node_id] = [int(t) for t in node["tokens"]]
+                zones[node_id] = str(node.get("zone") or "default")
+            address = node.get("address")
+            if address and node.get("alive", True):
+                host, _, port = str(address).rpartition(":")
+                if host and port.isdigit():
+                    self.endpoints[node_id] = _Endpoint(scheme, host.strip("[]"), int(port))
+        self.ring = Ring(tokens, zones) if tokens else Ring.empty()
+
+    def replicas(self, key: Key) -> list[_Endpoint]:
+        """The live replicas' endpoints for a key, its preference-list order."""
+        if not len(self.ring):
+            return []
+        raw = key.encode() if isinstance(key, str) else key
+        found = []
+        for replica in preference_list(self.ring, key_hash(raw), self.n):
+            endpoint = self.endpoints.get(replica.node)
+            if endpoint is not None:
+                found.append(endpoint)
+        return found
+
+
 def kv_path(key: Key) -> str:
     raw = key.encode() if isinstance(key, str) else key
     return "/v1/kv/" + quote(raw, safe="")
@@ -221,10 +266,20 @@ class Client:
     """Blocking client with keep-alive connections pooled per endpoint."""
 
     def __init__(
-        self, endpoints: str | Sequence[str], *, timeout: float = 5.0, token: str | None = None
+        self,
+        endpoints: str | Sequence[str],
+        *,
+        timeout: float = 5.0,
+        token: str | None = None,
+        token_aware: bool = False,
+        ring_refresh: float = 10.0,
     ) -> None:
         self.endpoints = parse_endpoints(endpoints)
         self.timeout = timeout
+        self.token_aware = token_aware
+        self.ring_refresh = ring_refresh
+        self._ring: RingView | None = None
+        self._ring_fetched = -float("inf")
         # A bearer token for clusters with --auth-tokens-file (default: $RINGKV_TOKEN).
         token = token if token is not None else os.environ.get("RINGKV_TOKEN") or None
         self._auth = {"Authorization": f"Bearer {token}"} if token else {}
@@ -247,7 +302,9 @@ class Client:
         strict: bool | None = None,
     ) -> str:
         path = with_query(kv_path(key), w=w, consistency=consistency, strict=strict)
-        status, headers, body = self._request("PUT", path, value, _context_headers(context))
+        status, headers, body = self._request(
+            "PUT", path, value, _context_headers(context), self._replicas(key)
+        )
         _check(status, body)
         return headers.get(_CONTEXT, "")
 
@@ -260,7 +317,7 @@ class Client:
         strict: bool | None = None,
     ) -> GetResult:
         path = with_query(kv_path(key), r=r, consistency=consistency, strict=strict)
-        status, headers, body = self._request("GET", path)
+        status, headers, body = self._request("GET", path, None, None, self._replicas(key))
         return _get_result(status, headers.get(_CONTEXT), body)
 
     def delete(
@@ -273,8 +330,28 @@ class Client:
         strict: bool | None = None,
     ) -> None:
         path = with_query(kv_path(key), w=w, consistency=consistency, strict=strict)
-        status, _, body = self._request("DELETE", path, None, _context_headers(context))
+        status, _, body = self._request(
+            "DELETE", path, None, _context_headers(context), self._replicas(key)
+        )
         _check(status, body)
+
+    # -- token-aware routing
+
+    def _replicas(self, key: Key) -> list[_Endpoint]:
+        if not self.token_aware:
+            return []
+        now = time.monotonic()
+        if self._ring is None or now - self._ring_fetched >= self.ring_refresh:
+            self._ring_fetched = now  # also after a failure: retry after ring_refresh
+            try:
+                answer = self.ring()
+            except RingkvError:
+                return self._ring.replicas(key) if self._ring is not None else []
+            self._ring = RingView(answer, self.endpoints[0].scheme)
+        return self._ring.replicas(key)
+
+    def _ring_stale(self) -> None:
+        self._ring_fetched = -float("inf")
 
     # -- cluster information
 
@@ -334,15 +411,24 @@ class Client:
         path: str,
         body: bytes | None = None,
         headers: dict[str, str] | None = None,
+        replicas: Sequence[_Endpoint] = (),
     ) -> tuple[int, dict[str, str], bytes]:
-        """Send to the preferred endpoint, moving on to the next when one is unreachable."""
-        start = self._preferred
+        """Send to the key's replicas (token-aware), then to the preferred endpoint, moving on
+        to the next when one is unreachable."""
         failures = []
+        all_headers = {**self._auth, **(headers or {})}
+        for endpoint in replicas:
+            try:
+                return self._send(endpoint, method, path, body, all_headers)
+            except (OSError, http.client.HTTPException) as exc:
+                failures.append(f"{endpoint}: {str(exc) or type(exc).__name__}")
+                self._ring_stale()
+        start = self._preferred
         for step in range(len(self.endpoints)):
             index = (start + step) % len(self.endpoints)
             endpoint = self.endpoints[index]
             try:
-                result = self._send(endpoint, method, path, body, {**self._auth, **(headers or {})})
+                result = self._send(endpoint, method, path, body, all_headers)
             except (OSError, http.client.HTTPException) as exc:
                 failures.append(f"{endpoint}: {str(exc) or type(exc).__name__}")
                 continue
@@ -388,14 +474,14 @@ class Client:
 
     def _acquire(self, endpoint: _Endpoint) -> tuple[http.client.HTTPConnection, bool]:
         with self._lock:
-            idle = self._idle[endpoint]
+            idle = self._idle.setdefault(endpoint, [])
             if idle:
                 return idle.pop(), True
         return self._connect(endpoint), False
 
     def _release(self, endpoint: _Endpoint, conn: http.client.HTTPConnection) -> None:
         with self._lock:
-            idle = self._idle[endpoint]
+            idle = self._idle.setdefault(endpoint, [])
             if len(idle) < _POOL_SIZE:
                 idle.append(conn)
                 return
@@ -409,10 +495,20 @@ class AsyncClient:
     """asyncio client over one pooled aiohttp session; same surface as `Client`."""
 
     def __init__(
-        self, endpoints: str | Sequence[str], *, timeout: float = 5.0, token: str | None = None
+        self,
+        endpoints: str | Sequence[str],
+        *,
+        timeout: float = 5.0,
+        token: str | None = None,
+        token_aware: bool = False,
+        ring_refresh: float = 10.0,
     ) -> None:
         self.endpoints = parse_endpoints(endpoints)
         self.timeout = timeout
+        self.token_aware = token_aware
+        self.ring_refresh = ring_refresh
+        self._ring: RingView | None = None
+        self._ring_fetched = -float("inf")
         # A bearer token for clusters with --auth-tokens-file (default: $RINGKV_TOKEN).
         token = token if token is not None else os.environ.get("RINGKV_TOKEN") or None
         self._auth = {"Authorization": f"Bearer {token}"} if token else {}

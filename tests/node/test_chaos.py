@@ -107,9 +107,7 @@ def test_read_modify_write_under_kills_and_pauses(make_cluster) -> None:  # type
 
     # r=all needs every node alive again; the check itself must pass on the first full read
     wait_until(
-        lambda: all(
-            m["alive"] for n in cluster.nodes for m in Client(n.url).status()["members"]
-        ),
+        lambda: all(m["alive"] for n in cluster.nodes for m in Client(n.url).status()["members"]),
         30,
         message="all nodes alive",
     )

@@ -52,9 +52,7 @@ def all_up(cluster: Cluster) -> None:
 
 
 def pending_hints(cluster: Cluster) -> int:
-    return sum(
-        Client(n.url).status()["hints"]["pending"] for n in cluster.nodes if n.running
-    )
+    return sum(Client(n.url).status()["hints"]["pending"] for n in cluster.nodes if n.running)
 
 
 def local_value(cluster: Cluster, node: int, key: str) -> bytes | None:
@@ -115,9 +113,7 @@ def test_sloppy_quorum_uses_a_fallback_and_hands_off(make_cluster) -> None:  # t
         cluster.client(0).put(key, b"strong", consistency="strong")
     cluster.client(0).put(key, b"sloppy", w="all")  # succeeds through a fallback
     assert cluster.client(0).get(key, r="all").value == b"sloppy"
-    fallbacks = [
-        n for n in cluster.nodes if n.running and n.node_id not in primaries
-    ]
+    fallbacks = [n for n in cluster.nodes if n.running and n.node_id not in primaries]
     holding = [n.node_id for n in fallbacks if Client(n.url).status()["hints"]["pending"] > 0]
     assert holding, "a fallback should hold the hint"
     cluster.node(victim).start().wait_ready()
@@ -161,6 +157,7 @@ def test_deletes_stay_deleted_through_failures_and_anti_entropy(make_cluster) ->
     for key in keys:
         assert not cluster.client(2).get(key, r="all").found
         assert local_value(cluster, 2, key) is None
+
     # after the grace period and covering exchanges the tombstones are purged everywhere ...
     def purged() -> float:
         total = 0.0

@@ -158,9 +158,7 @@ def test_delete_with_and_without_context(cluster3: Cluster) -> None:
 
 def test_read_repair_updates_a_stale_replica(make_cluster) -> None:  # type: ignore[no-untyped-def]
     # Only read repair may fix n3: hints expire at once and anti-entropy is off.
-    cluster3 = make_cluster(
-        extra_args=["--hint-window", "0.001", "--anti-entropy-interval", "0"]
-    )
+    cluster3 = make_cluster(extra_args=["--hint-window", "0.001", "--anti-entropy-interval", "0"])
     cluster3.node(2).kill()
     c = cluster3.client(0)
     wait_until(
@@ -172,15 +170,15 @@ def test_read_repair_updates_a_stale_replica(make_cluster) -> None:  # type: ign
     for key in keys:
         c.put(key, key.encode(), w="quorum")
     cluster3.node(2).start().wait_ready()
-    wait_until(
-        lambda: all(m["alive"] for m in c.status()["members"]), 10, message="n3 back up"
-    )
+    wait_until(lambda: all(m["alive"] for m in c.status()["members"]), 10, message="n3 back up")
     before = sum(metric(n.url, "ringkv_read_repairs_total") for n in cluster3.nodes)
     for key in keys:
         assert c.get(key, r="all").value == key.encode()
     wait_until(
-        lambda: sum(metric(n.url, "ringkv_read_repairs_total") for n in cluster3.nodes)
-        >= before + len(keys),
+        lambda: (
+            sum(metric(n.url, "ringkv_read_repairs_total") for n in cluster3.nodes)
+            >= before + len(keys)
+        ),
         10,
         message="read repairs counted",
     )
@@ -200,6 +198,74 @@ def test_restarted_node_keeps_acknowledged_writes(cluster3: Cluster, graceful: b
     only_node_alive(cluster3, 0)
     for i in range(50):
         assert cluster3.client(0).get(f"durable-{i}", r="one").value == f"v{i}".encode()
+
+
+def test_fsync_group_commit_acknowledges_concurrent_writes(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    # --fsync true: replicas acknowledge once a shared WAL sync (group commit, off the event
+    # loop) covers the write. Concurrent writers through every node must all succeed, and the
+    # writes survive a SIGKILL of every node.
+    cluster = make_cluster(extra_args=["--fsync", "true"])
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            with Client(cluster.urls[n % 3], timeout=10) as c:
+                for i in range(20):
+                    c.put(f"sync-{n}-{i}", f"v{n}-{i}".encode(), w="all")
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for node in cluster.nodes:
+        node.restart(graceful=False)
+    cluster.wait_ready()
+    for n in range(6):
+        for i in range(20):
+            got = cluster.client(n % 3).get(f"sync-{n}-{i}", r="all")
+            assert got.value == f"v{n}-{i}".encode()
+
+
+def test_quorum_read_survives_a_paused_replica(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    # A quorum read asks only R replicas first; when one of them does not answer (paused, not
+    # yet seen as down), the coordinator asks the remaining one instead of failing.
+    cluster = make_cluster()
+    c = cluster.client(0, timeout=10)
+    keys = [f"paused-{i}" for i in range(20)]
+    for key in keys:
+        c.put(key, key.encode(), w="all")
+    cluster.node(1).pause()
+    try:
+        for key in keys:
+            assert c.get(key, r="quorum").value == key.encode()
+    finally:
+        cluster.node(1).resume()
+
+
+def test_token_aware_client_needs_no_forwarding(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    # With N=1 most keys live on one other node; a token-aware client sends each request
+    # straight to the key's replica, so no node forwards a write.
+    cluster = make_cluster(nodes=3, zones=3, replication_factor=1)
+    with Client(cluster.urls[0], token_aware=True) as c:
+        for i in range(30):
+            c.put(f"t{i}", b"v")
+        for i in range(30):
+            assert c.get(f"t{i}").value == b"v"
+        forwarded = sum(metric(n.url, "ringkv_forwarded_requests_total") for n in cluster.nodes)
+        assert forwarded == 0
+        puts = [
+            metric(n.url, 'ringkv_requests_total{op="put",outcome="204"}') for n in cluster.nodes
+        ]
+        assert sum(1 for p in puts if p > 0) >= 2  # the writes went to more than one node
+        # A replica that cannot be reached: the client falls back to its endpoints (and
+        # fetches the ring again), and the write still succeeds through a fallback.
+        cluster.node(2).kill()
+        for i in range(30):
+            c.put(f"t{i}", b"w")
 
 
 def test_forwarded_write_from_a_non_replica(make_cluster) -> None:  # type: ignore[no-untyped-def]

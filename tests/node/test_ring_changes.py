@@ -261,9 +261,9 @@ def test_remove_a_dead_node_re_replicates_its_ranges(make_cluster) -> None:  # t
     preload(cluster, keys)
     cluster.node(3).kill()  # n4 will never come back
     wait_until(
-        lambda: not next(m for m in cluster.client(0).status()["members"] if m["id"] == "n4")[
-            "alive"
-        ],
+        lambda: (
+            not next(m for m in cluster.client(0).status()["members"] if m["id"] == "n4")["alive"]
+        ),
         20,
         message="n4 down",
     )

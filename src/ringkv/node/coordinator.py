@@ -3,9 +3,16 @@
 Writes are coordinated by a replica of the key (a node that holds none forwards the request to
 one that does, over the peer connection): it creates the new version over the client's context,
 stores it, sends it to the other replicas, and answers once W replicas (itself included) have
-acknowledged. Reads can be coordinated by any node: ask every live replica, answer once R have
-replied, reconcile to a value or siblings, and afterwards update any replica found stale
-(read repair).
+acknowledged. Reads can be coordinated by any node: ask R live replicas (the coordinator's own
+copy first when it holds one), and the others only when one of those fails or has not answered
+within ``SPECULATIVE_READ_DELAY``; answer once R have replied, reconcile to a value or
+siblings, and afterwards update any replica found stale (read repair). A fraction
+``READ_REPAIR_CHANCE`` of reads asks every live replica, so that replicas a read does not need
+are still compared and repaired in the background (as Cassandra's ``read_repair_chance``).
+
+Replica calls are futures from ``MessagingService.call`` with done-callbacks (no task per
+replica): the coordinator waits on one future per request that the callbacks resolve once the
+quorum is reached or can no longer be.
 
 Before anything is sent, a request that cannot reach its quorum among live replicas is refused
 (``Unavailable``: nothing written). A quorum not reached in time is a ``QuorumTimeout``: the write
@@ -17,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
@@ -29,6 +37,7 @@ from ringkv.core.versions import (
     VClock,
     Version,
     context_of,
+    decode_record,
     hlc_now,
     hlc_observe,
     merge_siblings,
@@ -46,6 +55,11 @@ from ringkv.node.storage import Storage, StorageFull
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 SIBLINGS_WARNING = 25  # as Riak's warn_siblings
+#: Share of reads that ask every live replica (for background read repair), as Cassandra's
+#: read_repair_chance; the others ask only R replicas.
+READ_REPAIR_CHANCE = 0.1
+#: A read asks the remaining replicas when the first ones have not answered within this.
+SPECULATIVE_READ_DELAY = 0.1
 
 
 class Unavailable(Exception):
@@ -72,6 +86,11 @@ class QuorumTimeout(Exception):
         self.acks = acks
 
 
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class Coordinator:
     def __init__(
         self,
@@ -95,7 +114,7 @@ class Coordinator:
         self.n = config.replication_factor
         self.timeout = config.request_timeout
         self._hlc = 0
-        self._background: set[asyncio.Task[Any]] = set()
+        self._background: set[asyncio.Future[Any]] = set()
 
     # -- placement ------------------------------------------------------------------------------
 
@@ -162,8 +181,12 @@ class Coordinator:
             self._hlc = now
             version = new_version(current, context, self.actor, value, now)
             self._check_siblings(key, merge_siblings(current, [version], self.mode))
-            merged, _ = self.storage.merge(key, [version], self.mode)
+            merged, _ = self.storage.merge(
+                key, [version], self.mode, current=current, deferred_sync=True
+            )
+            synced = self.storage.durable() if self.storage.fsync else None
         else:
+            synced = None
             target = me.hint_for or ""
             current = self.hints.get(target, key)
             version = new_version(current, context, self.actor, value, now)
@@ -176,9 +199,13 @@ class Coordinator:
             if replica.node not in covered and replica not in live_pending:
                 self._store_hint(replica.node, key, merged)
         others = [r for r in live if r.node != self.node_id] + live_pending
-        acks = 1 + await self._quorum(
-            [self._replicate(r, key, wire, merged) for r in others], required - 1
-        )
+        try:
+            acks = 1 + await self._quorum(
+                [self._replicate_call(r, key, wire, merged) for r in others], required - 1
+            )
+        finally:
+            if synced is not None:  # group commit (--fsync): our own copy must be on disk
+                await synced
         if acks < required:
             raise QuorumTimeout(required, acks)
         # What this client has seen: what it read (its context) plus its own write -- not the
@@ -238,24 +265,32 @@ class Coordinator:
     async def _replicate(
         self, replica: Replica, key: bytes, wire: list[Any], merged: Sequence[Version]
     ) -> bool:
+        await self._replicate_call(replica, key, wire, merged)
+        return True
+
+    def _replicate_call(
+        self, replica: Replica, key: bytes, wire: list[Any], merged: Sequence[Version]
+    ) -> asyncio.Future[Any]:
         """Send the record to one replica; on failure keep a hint for it (as Cassandra does for
         replicas that time out), so the write still reaches it later."""
         address = self.membership.address_of(replica.node)
-        role = "primary" if replica.primary else "fallback"
         body: dict[str, Any] = {"key": key, "versions": wire}
         if replica.hint_for:
             body["hint_for"] = replica.hint_for
             self.metrics.fallback_writes.inc()
-        self.metrics.replica_requests.labels("write", role).inc()
+        self.metrics.replica_request("write", replica.primary).inc()
         started = time.perf_counter()
-        try:
-            await self.messaging.request(address or "", "replicate", body, self.timeout)
-        except PeerError:
-            self.metrics.replica_errors.labels("replicate").inc()
-            self._store_hint(replica.hint_for or replica.node, key, merged)
-            raise
-        self.metrics.replica_latency.labels("replicate").observe(time.perf_counter() - started)
-        return True
+        future = self.messaging.call(address or "", "replicate", body, self.timeout)
+
+        def done(f: asyncio.Future[Any]) -> None:
+            if f.cancelled() or f.exception() is not None:
+                self.metrics.replica_error("replicate").inc()
+                self._store_hint(replica.hint_for or replica.node, key, merged)
+            else:
+                self.metrics.replica_latency_of("replicate").observe(time.perf_counter() - started)
+
+        future.add_done_callback(done)
+        return future
 
     async def send_records(
         self, node: str, items: Sequence[tuple[bytes, Sequence[Version]]]
@@ -277,47 +312,112 @@ class Coordinator:
         if len(live) < quorum.required or not live:
             raise Unavailable(quorum.required, len(live))
         answers: dict[str, tuple[Version, ...]] = {}
-        calls = []
+        remote: list[Replica] = []
         for replica in live:
             if replica.node == self.node_id:
                 answers[self.node_id] = self._local_read(key, replica.hint_for)
             else:
-                calls.append(self._read(replica, key, answers))
+                remote.append(replica)
         need = quorum.required - len(answers)
-        tasks = [asyncio.ensure_future(c) for c in calls]
-        got = await self._quorum(tasks, need, keep_tasks=True)
+        if need < len(remote):
+            # Ask connected replicas first: one still being reconnected to would only be slow.
+            connected = self.messaging.is_connected
+            address_of = self.membership.address_of
+            remote.sort(key=lambda r: not connected(address_of(r.node) or ""))
+        if need >= len(remote) or random.random() < READ_REPAIR_CHANCE:
+            first, spare = remote, []
+        else:
+            first, spare = remote[:need], remote[need:]
+        got, calls = await self._read_quorum(key, first, spare, need, answers)
         if got < need:
             raise QuorumTimeout(quorum.required, got + quorum.required - need)
         result = merge_siblings((), [v for vs in answers.values() for v in vs], self.mode)
-        primaries = {r.node for r in live if r.primary}
-        self._spawn(self._read_repair(key, tasks, answers, primaries))
+        outstanding = [c for c in calls if not c.done()]
+        final_dots = {v.dot for v in result}
+        if outstanding or any({v.dot for v in vs} != final_dots for vs in answers.values()):
+            primaries = {r.node for r in live if r.primary}
+            self._spawn(self._read_repair(key, outstanding, answers, primaries))
         return result
+
+    async def _read_quorum(
+        self,
+        key: bytes,
+        first: Sequence[Replica],
+        spare: Sequence[Replica],
+        need: int,
+        answers: dict[str, tuple[Version, ...]],
+    ) -> tuple[int, list[asyncio.Future[Any]]]:
+        """Read ``first``; also ``spare`` once one fails or after SPECULATIVE_READ_DELAY.
+        Returns (replies received, every call made) once ``need`` replied or cannot."""
+        calls: list[asyncio.Future[Any]] = []
+        if need <= 0 and not first:
+            return 0, calls
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        spares = list(spare)
+        state = [0, 0]  # replies, failures
+
+        def settle() -> None:
+            ok, failed = state
+            if not waiter.done() and (ok >= need or ok + len(calls) - ok - failed < need):
+                waiter.set_result(None)
+
+        def launch(replica: Replica) -> None:
+            started = time.perf_counter()
+            self.metrics.replica_request("read", replica.primary).inc()
+            address = self.membership.address_of(replica.node) or ""
+            body: dict[str, Any] = {"key": key, "raw": True}
+            if replica.hint_for:
+                body["hint_for"] = replica.hint_for
+            call = self.messaging.call(address, "read", body, self.timeout)
+            calls.append(call)
+
+            def done(f: asyncio.Future[Any]) -> None:
+                try:
+                    if f.cancelled():
+                        raise PeerError("cancelled")
+                    raw = f.result()
+                    if isinstance(raw, bytes):  # the stored record as it is (see handle_read)
+                        answers[replica.node] = decode_record(raw) if raw else ()
+                    else:
+                        answers[replica.node] = tuple(version_from_wire(v) for v in raw)
+                except Exception as exc:
+                    if not isinstance(exc, PeerError):
+                        log.debug("bad read answer from %s: %r", replica.node, exc)
+                    self.metrics.replica_error("read").inc()
+                    state[1] += 1
+                    if spares and not waiter.done():
+                        launch(spares.pop(0))
+                else:
+                    self.metrics.replica_latency_of("read").observe(time.perf_counter() - started)
+                    state[0] += 1
+                settle()
+
+            call.add_done_callback(done)
+
+        def speculate() -> None:
+            while spares and not waiter.done():
+                launch(spares.pop(0))
+
+        for replica in first:
+            launch(replica)
+        settle()
+        timers = [loop.call_later(self.timeout, lambda: _resolve(waiter))]
+        if spares:
+            timers.append(loop.call_later(SPECULATIVE_READ_DELAY, speculate))
+        try:
+            if need > 0:
+                await waiter
+        finally:
+            for timer in timers:
+                timer.cancel()
+        return state[0], calls
 
     def _local_read(self, key: bytes, hint_for: str | None) -> tuple[Version, ...]:
         versions = self.storage.get(key)
         if hint_for:
             versions = merge_siblings(versions, self.hints.get(hint_for, key), self.mode)
         return versions
-
-    async def _read(
-        self, replica: Replica, key: bytes, answers: dict[str, tuple[Version, ...]]
-    ) -> bool:
-        address = self.membership.address_of(replica.node)
-        body: dict[str, Any] = {"key": key}
-        if replica.hint_for:
-            body["hint_for"] = replica.hint_for
-        self.metrics.replica_requests.labels(
-            "read", "primary" if replica.primary else "fallback"
-        ).inc()
-        started = time.perf_counter()
-        try:
-            raw = await self.messaging.request(address or "", "read", body, self.timeout)
-        except PeerError:
-            self.metrics.replica_errors.labels("read").inc()
-            raise
-        self.metrics.replica_latency.labels("read").observe(time.perf_counter() - started)
-        answers[replica.node] = tuple(version_from_wire(v) for v in raw)
-        return True
 
     async def _read_repair(
         self,
@@ -347,7 +447,9 @@ class Coordinator:
 
     # -- peer verbs -----------------------------------------------------------------------------
 
-    def handle_replicate(self, body: dict[str, Any]) -> bool:
+    def handle_replicate(self, body: dict[str, Any], deferred_sync: bool = False) -> bool:
+        """Apply a replicated record. ``deferred_sync``: the caller awaits
+        ``storage.durable()`` before answering (group commit)."""
         key = bytes(body["key"])
         versions = [version_from_wire(v) for v in body["versions"]]
         wall = int(time.time() * 1000)
@@ -357,7 +459,7 @@ class Coordinator:
         if hint_for:
             self._store_hint(str(hint_for), key, versions)
         else:
-            self.storage.merge(key, versions, self.mode)
+            self.storage.merge(key, versions, self.mode, deferred_sync=deferred_sync)
         return True
 
     def handle_replicate_batch(self, body: dict[str, Any]) -> int:
@@ -368,8 +470,13 @@ class Coordinator:
             applied += int(changed)
         return applied
 
-    def handle_read(self, body: dict[str, Any]) -> list[Any]:
+    def handle_read(self, body: dict[str, Any]) -> list[Any] | bytes:
+        """A replica's copy of a key: the versions in wire form, or -- when the caller asks
+        for ``raw`` and no hint is involved -- the stored record as it is (saves decoding and
+        re-encoding it here; ``b""`` means no record)."""
         hint_for = body.get("hint_for")
+        if body.get("raw") and not hint_for:
+            return self.storage.get_raw(bytes(body["key"])) or b""
         versions = self._local_read(bytes(body["key"]), str(hint_for) if hint_for else None)
         return [version_to_wire(v) for v in versions]
 
@@ -391,32 +498,46 @@ class Coordinator:
 
     # -- plumbing -------------------------------------------------------------------------------
 
-    async def _quorum(
-        self, calls: Sequence[Awaitable[bool]], need: int, keep_tasks: bool = False
-    ) -> int:
-        """Run calls concurrently; return as soon as ``need`` succeeded (or can no longer)."""
+    async def _quorum(self, calls: Sequence[asyncio.Future[Any]], need: int) -> int:
+        """Wait until ``need`` of the calls succeeded (or can no longer, or the request timeout
+        passed); return how many succeeded. The others go on in the background."""
         if need <= 0:
             for call in calls:  # fire and forget: the rest still reach their replicas
-                self._spawn(call)
+                self._track(call)
             return 0
-        tasks = [asyncio.ensure_future(c) for c in calls]
-        ok = 0
-        pending = set(tasks)
-        deadline = asyncio.get_running_loop().time() + self.timeout
-        while pending and ok < need and ok + len(pending) >= need:
-            remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0:
-                break
-            done, pending = await asyncio.wait(
-                pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
-            )
-            for task in done:
-                if not task.cancelled() and task.exception() is None:
-                    ok += 1
-        for task in pending:
-            if not keep_tasks:
-                self._spawn(task)
-        return ok
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        state = [0, 0]  # successes, failures
+        total = len(calls)
+
+        def done(f: asyncio.Future[Any]) -> None:
+            if f.cancelled() or f.exception() is not None:
+                state[1] += 1
+            else:
+                state[0] += 1
+            ok, failed = state
+            if not waiter.done() and (ok >= need or total - failed < need):
+                waiter.set_result(None)
+
+        for call in calls:
+            call.add_done_callback(done)
+        if total < need:
+            return 0
+        timer = loop.call_later(self.timeout, lambda: _resolve(waiter))
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+        for call in calls:
+            if not call.done():
+                self._track(call)
+        return state[0]
+
+    def _track(self, future: asyncio.Future[Any]) -> None:
+        """Keep an unfinished replica call for ``drain`` (at shutdown)."""
+        if not future.done():
+            self._background.add(future)
+            future.add_done_callback(self._background.discard)
 
     def _spawn(self, awaitable: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(awaitable)

@@ -14,6 +14,13 @@ before anything else is served. Without the secret a process cannot talk to a no
 
 Outbound connections are opened lazily, fail fast while a peer is known down, and reconnect with
 exponential backoff (the heartbeat loop keeps trying, so a returning peer is found quickly).
+
+Hot path (issue 7): frames written in one event-loop iteration go out in one ``write`` (an
+``_Outbox`` per connection, flushed by ``call_soon``); the receiving side reads whatever has
+arrived and decodes every complete frame in it; requests time out through one ``call_later``
+handle each instead of ``asyncio.wait_for``; ``call`` hands back the reply future itself, so a
+coordinator waits for replicas without a task per replica; and the verbs the node answers
+synchronously (``sync_handler``) are answered inline, without a task per inbound request.
 """
 
 from __future__ import annotations
@@ -37,7 +44,13 @@ MAX_FRAME = 64 * 1024 * 1024
 HANDSHAKE_FRAME = 4096  # before authentication a peer may send only small frames
 _HEADER = struct.Struct(">I")
 
+READ_CHUNK = 256 * 1024
+FLUSH_NOW = 4 * 1024 * 1024  # above this much queued output, wait for the socket to drain
+
 Handler = Callable[[str, Any], Awaitable[Any]]
+#: Answers a verb synchronously, or returns ``DEFER`` to have ``Handler`` run it in a task.
+SyncHandler = Callable[[str, Any], Any]
+DEFER: Any = object()
 
 
 class PeerError(Exception):
@@ -56,9 +69,76 @@ class RemoteError(PeerError):
     """The peer answered with an error."""
 
 
+_packer = msgpack.Packer(use_bin_type=True)
+
+
 def encode_frame(kind: int, request_id: int, verb: str, body: Any) -> bytes:
-    payload: bytes = msgpack.packb([kind, request_id, verb, body], use_bin_type=True)
+    payload: bytes = _packer.pack([kind, request_id, verb, body])
     return _HEADER.pack(len(payload)) + payload
+
+
+def _decode(payload: bytes | bytearray) -> tuple[int, int, str, Any]:
+    frame = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+    if not isinstance(frame, list) or len(frame) != 4:
+        raise ValueError("malformed frame")
+    kind, request_id, verb, body = frame
+    if kind not in (REQUEST, REPLY, ERROR) or not isinstance(request_id, int):
+        raise ValueError("malformed frame header")
+    return kind, request_id, str(verb), body
+
+
+def take_frames(buffer: bytearray, max_size: int = MAX_FRAME) -> list[tuple[int, int, str, Any]]:
+    """Decode and remove every complete frame at the start of ``buffer``."""
+    frames = []
+    pos, size = 0, len(buffer)
+    while size - pos >= 4:
+        (length,) = _HEADER.unpack_from(buffer, pos)
+        if length > max_size:
+            raise ValueError(f"frame of {length} bytes exceeds the {max_size} byte limit")
+        end = pos + 4 + length
+        if end > size:
+            break
+        frames.append(_decode(buffer[pos + 4 : end]))
+        pos = end
+    if pos:
+        del buffer[:pos]
+    return frames
+
+
+class _Outbox:
+    """Frames queued for one connection, written together once per loop iteration."""
+
+    __slots__ = ("on_error", "parts", "scheduled", "writer")
+
+    def __init__(
+        self,
+        writer: asyncio.StreamWriter,
+        on_error: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        self.writer = writer
+        self.parts: list[bytes] = []
+        self.scheduled = False
+        self.on_error = on_error
+
+    def add(self, frame: bytes) -> None:
+        self.parts.append(frame)
+        if not self.scheduled:
+            self.scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.scheduled = False
+        parts, self.parts = self.parts, []
+        if not parts or self.writer.is_closing():
+            return
+        try:
+            self.writer.write(parts[0] if len(parts) == 1 else b"".join(parts))
+        except (ConnectionError, OSError, RuntimeError) as exc:
+            if self.on_error is not None:
+                self.on_error(exc)
+
+    def backlog(self) -> int:
+        return self.writer.transport.get_write_buffer_size()
 
 
 async def read_frame(
@@ -68,13 +148,10 @@ async def read_frame(
     (length,) = _HEADER.unpack(header)
     if length > max_size:
         raise ValueError(f"frame of {length} bytes exceeds the {max_size} byte limit")
-    frame = msgpack.unpackb(await reader.readexactly(length), raw=False, strict_map_key=False)
-    if not isinstance(frame, list) or len(frame) != 4:
-        raise ValueError("malformed frame")
-    kind, request_id, verb, body = frame
-    if kind not in (REQUEST, REPLY, ERROR) or not isinstance(request_id, int):
-        raise ValueError("malformed frame header")
-    return kind, request_id, str(verb), body
+    return _decode(await reader.readexactly(length))
+
+
+_Pending = tuple[asyncio.Future[Any], asyncio.TimerHandle]
 
 
 class PeerConnection:
@@ -96,7 +173,8 @@ class PeerConnection:
         self.connect_timeout = connect_timeout
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
-        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._pending: dict[int, _Pending] = {}
+        self._outbox: _Outbox | None = None
         self._next_id = 1
         self._connecting: asyncio.Future[None] | None = None
         self._failures = 0
@@ -118,28 +196,50 @@ class PeerConnection:
         """Known unreachable: the last connection attempt failed or the connection broke."""
         return not self.connected and self._failures > 0
 
+    def call(self, verb: str, body: Any, timeout: float) -> asyncio.Future[Any]:
+        """Send a request; the future gets the reply (or a ``PeerError``). No task is created
+        while the connection is up."""
+        outbox = self._outbox
+        if outbox is not None and not self._writer_closing() and outbox.backlog() <= FLUSH_NOW:
+            return self._send(verb, body, timeout)
+        return asyncio.ensure_future(self.request(verb, body, timeout))
+
     async def request(self, verb: str, body: Any, timeout: float) -> Any:
         if not self.connected:
             await self._connect()
-        writer = self._writer
-        if writer is None:
+        outbox = self._outbox
+        if outbox is None or self._writer is None:
             raise PeerUnavailable(f"no connection to {self.address}")
+        future = self._send(verb, body, timeout)
+        if outbox.backlog() > FLUSH_NOW:
+            outbox.flush()
+            try:
+                await outbox.writer.drain()
+            except (ConnectionError, OSError) as exc:
+                self._drop(exc)
+        return await future
+
+    def _writer_closing(self) -> bool:
+        writer = self._writer
+        return writer is None or writer.is_closing()
+
+    def _send(self, verb: str, body: Any, timeout: float) -> asyncio.Future[Any]:
+        assert self._outbox is not None
+        loop = asyncio.get_running_loop()
         request_id = self._next_id
         self._next_id += 1
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = future
-        try:
-            writer.write(encode_frame(REQUEST, request_id, verb, body))
-            if writer.transport.get_write_buffer_size() > 4 * 1024 * 1024:
-                await writer.drain()
-            return await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            raise PeerTimeout(f"{verb} to {self.address} timed out after {timeout}s") from None
-        except (ConnectionError, OSError) as exc:
-            self._drop(exc)
-            raise PeerUnavailable(f"connection to {self.address} failed: {exc}") from None
-        finally:
-            self._pending.pop(request_id, None)
+        future: asyncio.Future[Any] = loop.create_future()
+        timer = loop.call_later(timeout, self._expire, request_id, verb, timeout)
+        self._pending[request_id] = (future, timer)
+        self._outbox.add(encode_frame(REQUEST, request_id, verb, body))
+        return future
+
+    def _expire(self, request_id: int, verb: str, timeout: float) -> None:
+        entry = self._pending.pop(request_id, None)
+        if entry is not None and not entry[0].done():
+            entry[0].set_exception(
+                PeerTimeout(f"{verb} to {self.address} timed out after {timeout}s")
+            )
 
     async def _connect(self) -> None:
         if self._closed:
@@ -182,6 +282,7 @@ class PeerConnection:
                     raise PeerUnavailable(f"{self.address} rejected our proof: {answer}")
             self.remote_id = remote
             self._writer = opened
+            self._outbox = _Outbox(opened, self._on_write_error(opened))
             self._failures = 0
             self._reader_task = asyncio.create_task(self._read_loop(reader, opened))
         except (
@@ -200,16 +301,26 @@ class PeerConnection:
 
     async def _read_loop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         error: BaseException | None = None
+        buffer = bytearray()
+        pending = self._pending
         try:
             while True:
-                kind, request_id, _verb, body = await read_frame(reader)
-                future = self._pending.get(request_id)
-                if future is None or future.done():
-                    continue
-                if kind == REPLY:
-                    future.set_result(body)
-                else:
-                    future.set_exception(RemoteError(str(body)))
+                chunk = await reader.read(READ_CHUNK)
+                if not chunk:
+                    raise ConnectionError("connection closed by the peer")
+                buffer += chunk
+                for kind, request_id, _verb, body in take_frames(buffer):
+                    entry = pending.pop(request_id, None)
+                    if entry is None:
+                        continue
+                    future, timer = entry
+                    timer.cancel()
+                    if future.done():
+                        continue
+                    if kind == REPLY:
+                        future.set_result(body)
+                    else:
+                        future.set_exception(RemoteError(str(body)))
         except asyncio.CancelledError:
             error = PeerUnavailable("connection closed")
         except Exception as exc:  # EOF, reset, garbage: the connection is gone
@@ -220,16 +331,27 @@ class PeerConnection:
 
     def _drop(self, error: BaseException | None) -> None:
         writer, self._writer = self._writer, None
+        outbox, self._outbox = self._outbox, None
+        if outbox is not None:
+            outbox.parts.clear()
         if writer is not None:
             writer.close()
             if error is not None:  # the peer went away: fail fast until a reconnect succeeds
                 self._failures += 1
                 self._retry_at = asyncio.get_running_loop().time() + 0.05
         failure = PeerUnavailable(f"connection to {self.address} lost: {error!r}")
-        for future in self._pending.values():
+        pending, self._pending = self._pending, {}
+        for future, timer in pending.values():
+            timer.cancel()
             if not future.done():
                 future.set_exception(failure)
-        self._pending.clear()
+
+    def _on_write_error(self, writer: asyncio.StreamWriter) -> Callable[[BaseException], None]:
+        def failed(exc: BaseException) -> None:
+            if self._writer is writer:
+                self._drop(exc)
+
+        return failed
 
     async def close(self) -> None:
         self._closed = True
@@ -253,8 +375,10 @@ class MessagingService:
         secret: bytes | None = None,
         server_ssl: ssl.SSLContext | None = None,
         client_ssl: ssl.SSLContext | None = None,
+        sync_handler: SyncHandler | None = None,
     ) -> None:
         self.node_id = node_id
+        self.sync_handler = sync_handler
         self.secret = secret
         self.server_ssl = server_ssl
         self.client_ssl = client_ssl
@@ -301,6 +425,10 @@ class MessagingService:
     async def request(self, address: str, verb: str, body: Any, timeout: float) -> Any:
         return await self.peer(address).request(verb, body, timeout)
 
+    def call(self, address: str, verb: str, body: Any, timeout: float) -> asyncio.Future[Any]:
+        """``request`` as a future (no task while the connection is up)."""
+        return self.peer(address).call(verb, body, timeout)
+
     # -- inbound ------------------------------------------------------------------------------
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -314,13 +442,37 @@ class MessagingService:
                 return
             if not await self._authenticate(reader, writer, request_id, body):
                 return
+            outbox = _Outbox(writer)
+            buffer = bytearray()
+            sync_handler = self.sync_handler
             while True:
-                kind, request_id, verb, body = await read_frame(reader)
-                if kind != REQUEST:
-                    continue
-                task = asyncio.create_task(self._dispatch(writer, request_id, verb, body))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                chunk = await reader.read(READ_CHUNK)
+                if not chunk:
+                    break
+                buffer += chunk
+                for kind, request_id, verb, body in take_frames(buffer):
+                    if kind != REQUEST:
+                        continue
+                    if sync_handler is not None:
+                        try:
+                            result = sync_handler(verb, body)
+                        except Exception as exc:
+                            log.debug("peer request %s failed: %r", verb, exc)
+                            outbox.add(
+                                encode_frame(
+                                    ERROR, request_id, verb, f"{type(exc).__name__}: {exc}"
+                                )
+                            )
+                            continue
+                        if result is not DEFER:
+                            outbox.add(encode_frame(REPLY, request_id, verb, result))
+                            continue
+                    task = asyncio.create_task(self._dispatch(outbox, request_id, verb, body))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+                if outbox.backlog() > FLUSH_NOW:
+                    outbox.flush()
+                    await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, TimeoutError, OSError):
             pass
         except (ValueError, msgpack.UnpackException) as exc:
@@ -376,9 +528,7 @@ class MessagingService:
         log.warning("refused a peer connection: %s", why)
         writer.write(encode_frame(ERROR, request_id, "auth", why))
 
-    async def _dispatch(
-        self, writer: asyncio.StreamWriter, request_id: int, verb: str, body: Any
-    ) -> None:
+    async def _dispatch(self, outbox: _Outbox, request_id: int, verb: str, body: Any) -> None:
         try:
             result = await self.handler(verb, body)
             frame = encode_frame(REPLY, request_id, verb, result)
@@ -387,8 +537,4 @@ class MessagingService:
         except Exception as exc:
             log.debug("peer request %s failed: %r", verb, exc)
             frame = encode_frame(ERROR, request_id, verb, f"{type(exc).__name__}: {exc}")
-        if not writer.is_closing():
-            writer.write(frame)
-            if writer.transport.get_write_buffer_size() > 4 * 1024 * 1024:
-                with contextlib.suppress(ConnectionError, OSError):
-                    await writer.drain()
+        outbox.add(frame)

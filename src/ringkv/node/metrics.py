@@ -6,6 +6,7 @@ Each node owns its registry, so several nodes can live in one process (tests) wi
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -43,6 +44,7 @@ class _GaugeCollector(Collector):
 class NodeMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry
         self.requests = Counter(
             "ringkv_requests",
@@ -126,6 +128,31 @@ class NodeMetrics:
             "ringkv_members", "Cluster members seen by this node, by liveness", ["alive"],
             registry=r,
         )  # fmt: skip
+
+    # Labelled children, cached: ``labels()`` takes a lock and builds a key on every call, and
+    # these are on the request path.
+
+    def replica_request(self, op: str, primary: bool) -> Any:
+        return self._child(self.replica_requests, op, "primary" if primary else "fallback")
+
+    def replica_error(self, verb: str) -> Any:
+        return self._child(self.replica_errors, verb)
+
+    def replica_latency_of(self, verb: str) -> Any:
+        return self._child(self.replica_latency, verb)
+
+    def request_count(self, op: str, outcome: str) -> Any:
+        return self._child(self.requests, op, outcome)
+
+    def request_latency_of(self, op: str) -> Any:
+        return self._child(self.request_latency, op)
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def watch_storage(self, keys: Callable[[], int], size: Callable[[], int]) -> None:
         self.registry.register(_StorageCollector(keys, size))

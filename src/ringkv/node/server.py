@@ -38,7 +38,7 @@ from ringkv.node.config import NodeConfig
 from ringkv.node.coordinator import Coordinator, QuorumTimeout, TooManySiblings, Unavailable
 from ringkv.node.hints import HintedHandoff, HintStore
 from ringkv.node.membership import Membership
-from ringkv.node.messaging import MessagingService, PeerError
+from ringkv.node.messaging import DEFER, MessagingService, PeerError
 from ringkv.node.metrics import NodeMetrics
 from ringkv.node.storage import Storage, StorageFull
 from ringkv.node.streaming import ChangeError, RingChanges
@@ -107,6 +107,7 @@ class Node:
             secret=secret,
             server_ssl=self.tls.peer_server_context() if self.tls else None,
             client_ssl=self.tls.client if self.tls else None,
+            sync_handler=self._peer_sync,
         )
         await self.messaging.start()
         self.membership = Membership(config, self.storage, self.messaging, incarnation)
@@ -169,21 +170,22 @@ class Node:
             self.storage.close()
         log.info("node %s stopped; storage flushed and closed", self.config.node_id)
 
-    async def _peer(self, verb: str, body: Any) -> Any:
+    def _peer_sync(self, verb: str, body: Any) -> Any:
+        """Peer verbs answered inline by the messaging layer (no task per request)."""
         if verb == "replicate":
+            if self.config.fsync:
+                return DEFER  # group commit: answered once storage.durable() is done
             return self.coordinator.handle_replicate(body)
-        if verb == "replicate_batch":
-            return self.coordinator.handle_replicate_batch(body)
         if verb == "read":
             return self.coordinator.handle_read(body)
+        if verb == "replicate_batch":
+            return self.coordinator.handle_replicate_batch(body)
         if verb == "heartbeat":
             return self.membership.handle_heartbeat(body)
         if verb == "gossip_syn":
             return self.membership.handle_syn(body)
         if verb == "gossip_ack2":
             return self.membership.handle_ack2(body)
-        if verb == "coordinate_put":
-            return await self.coordinator.handle_coordinate_put(body)
         if verb == "ae_roots":
             self.anti_entropy.ensure_current()
             return self.anti_entropy.handle_roots(body)
@@ -204,7 +206,20 @@ class Node:
                 return {"error": exc.code, "status": exc.status, "message": exc.message}
         if verb == "lookup_node":
             return self.membership.handle_lookup(body)
-        raise ValueError(f"unknown verb {verb!r}")
+        return DEFER
+
+    async def _peer(self, verb: str, body: Any) -> Any:
+        if verb == "coordinate_put":
+            return await self.coordinator.handle_coordinate_put(body)
+        if verb == "replicate" and self.config.fsync:
+            result = self.coordinator.handle_replicate(body, deferred_sync=True)
+            assert self.storage is not None
+            await self.storage.durable()
+            return result
+        result = self._peer_sync(verb, body)
+        if result is DEFER:
+            raise ValueError(f"unknown verb {verb!r}")
+        return result
 
     def status(self) -> dict[str, Any]:
         members = self.membership.members()
@@ -262,7 +277,34 @@ def _key(request: web.Request) -> bytes:
     return key
 
 
+_QUORUM_CACHE: dict[tuple[str, str, int, str], Quorum | ApiError] = {}
+
+
 def _quorum(request: web.Request, node: Node) -> Quorum:
+    """The request's quorum. The answer depends only on the method, the query string and the
+    node's settings, so it is cached (clients send the same few query strings over and over)."""
+    config = node.config
+    cache_key = (
+        request.method,
+        request.query_string,
+        config.replication_factor,
+        config.default_consistency,
+    )
+    cached = _QUORUM_CACHE.get(cache_key)
+    if cached is None:
+        try:
+            cached = _parse_quorum(request, node)
+        except ApiError as exc:
+            cached = exc
+        if len(_QUORUM_CACHE) >= 1024:
+            _QUORUM_CACHE.clear()
+        _QUORUM_CACHE[cache_key] = cached
+    if isinstance(cached, ApiError):
+        raise ApiError(cached.status, cached.code, cached.message, **cached.extra)
+    return cached
+
+
+def _parse_quorum(request: web.Request, node: Node) -> Quorum:
     query = request.rel_url.query
     allowed = _PARAMS[request.method]
     for name in query:
@@ -300,59 +342,58 @@ def _context(request: web.Request) -> VClock:
         raise ApiError(400, "bad_request", f"malformed {CONTEXT_HEADER}: {exc}") from None
 
 
-async def _timed(
-    node: Node, op: str, call: Callable[[], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    started = time.perf_counter()
-    outcome = "error"
-    try:
-        response = await call()
-        outcome = str(response.status)
-        return response
-    except ApiError as exc:
-        outcome = str(exc.status)
-        raise
-    finally:
-        node.metrics.requests.labels(op, outcome).inc()
-        node.metrics.request_latency.labels(op).observe(time.perf_counter() - started)
+def _count(node: Node, op: str, started: float, outcome: str) -> None:
+    node.metrics.request_count(op, outcome).inc()
+    node.metrics.request_latency_of(op).observe(time.perf_counter() - started)
+
+
+_OCTETS = "application/octet-stream"
 
 
 async def handle_get(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE_KEY]
-
-    async def run() -> web.StreamResponse:
+    started = time.perf_counter()
+    outcome = "error"
+    try:
         key = _key(request)
         quorum = _quorum(request, node)
         versions = await _call(node.coordinator.get(key, quorum))
         values = live_values(versions)
+        if len(values) == 1:
+            outcome = "200"
+            return web.Response(
+                body=values[0],
+                headers={
+                    "Content-Type": _OCTETS,
+                    CONTEXT_HEADER: encode_context(context_of(versions)),
+                },
+            )
         headers = {CONTEXT_HEADER: encode_context(context_of(versions))} if versions else {}
         if not values:
+            outcome = "404"
             return web.json_response(
                 {"error": "not_found", "message": "key not found"}, status=404, headers=headers
             )
-        if len(values) == 1:
-            return web.Response(
-                body=values[0], content_type="application/octet-stream", headers=headers
-            )
+        outcome = "300"
         body = {"siblings": [{"value": b64encode(v).decode("ascii")} for v in values]}
         return web.json_response(body, status=300, headers=headers)
+    except ApiError as exc:
+        outcome = str(exc.status)
+        raise
+    finally:
+        _count(node, "get", started, outcome)
 
-    return await _timed(node, "get", run)
 
-
-async def handle_put(request: web.Request) -> web.StreamResponse:
-    node = request.app[NODE_KEY]
-
-    async def run() -> web.StreamResponse:
-        key = _key(request)
-        quorum = _quorum(request, node)
-        context = _context(request)
-        limit = node.config.max_value_bytes
-        if request.content_length is not None and request.content_length > limit:
-            raise ApiError(
-                413, "value_too_large",
-                f"value is {request.content_length} bytes; the limit is {limit}",
-            )  # fmt: skip
+async def _read_body(request: web.Request, node: Node) -> bytes:
+    limit = node.config.max_value_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(
+            413, "value_too_large",
+            f"value is {request.content_length} bytes; the limit is {limit}",
+        )  # fmt: skip
+    if request.content.is_eof():
+        value = await request.read()  # all there already: no need for a timeout (and a task)
+    else:
         try:
             value = await asyncio.wait_for(request.read(), node.config.client_timeout)
         except TimeoutError:
@@ -360,25 +401,46 @@ async def handle_put(request: web.Request) -> web.StreamResponse:
                 408, "request_timeout",
                 f"the request body did not arrive within {node.config.client_timeout} s",
             ) from None  # fmt: skip
-        if len(value) > limit:
-            raise ApiError(413, "value_too_large", f"value exceeds the {limit} byte limit")
-        clock = await _call(node.coordinator.put(key, value, context, quorum))
-        return web.Response(status=204, headers={CONTEXT_HEADER: encode_context(clock)})
+    if len(value) > limit:
+        raise ApiError(413, "value_too_large", f"value exceeds the {limit} byte limit")
+    return value
 
-    return await _timed(node, "put", run)
+
+async def handle_put(request: web.Request) -> web.StreamResponse:
+    node = request.app[NODE_KEY]
+    started = time.perf_counter()
+    outcome = "error"
+    try:
+        key = _key(request)
+        quorum = _quorum(request, node)
+        context = _context(request)
+        value = await _read_body(request, node)
+        clock = await _call(node.coordinator.put(key, value, context, quorum))
+        outcome = "204"
+        return web.Response(status=204, headers={CONTEXT_HEADER: encode_context(clock)})
+    except ApiError as exc:
+        outcome = str(exc.status)
+        raise
+    finally:
+        _count(node, "put", started, outcome)
 
 
 async def handle_delete(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE_KEY]
-
-    async def run() -> web.StreamResponse:
+    started = time.perf_counter()
+    outcome = "error"
+    try:
         key = _key(request)
         quorum = _quorum(request, node)
         context = _context(request)
         clock = await _call(node.coordinator.put(key, None, context, quorum))
+        outcome = "204"
         return web.Response(status=204, headers={CONTEXT_HEADER: encode_context(clock)})
-
-    return await _timed(node, "delete", run)
+    except ApiError as exc:
+        outcome = str(exc.status)
+        raise
+    finally:
+        _count(node, "delete", started, outcome)
 
 
 async def _call(awaitable: Awaitable[Any]) -> Any:
@@ -543,13 +605,10 @@ def required_role(request: web.Request) -> str | None:
     return "read"
 
 
-@web.middleware
-async def auth_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    node = request.app[NODE_KEY]
+def _check_access(request: web.Request, node: Node) -> web.Response | None:
+    """An error response when the request may not proceed (auth, overload), else None."""
     tokens = node.tokens
-    needed = required_role(request)
+    needed = required_role(request) if tokens is not None else None
     if tokens is not None and needed is not None:
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
@@ -567,29 +626,35 @@ async def auth_middleware(
             return error_response(
                 403, "forbidden", f"{principal.name} has role {principal.role}; this needs {needed}"
             )
-    if not request.path.startswith(KV_PREFIX):
-        return await handler(request)  # status, metrics and admin stay usable under overload
-    if node.in_flight >= node.config.max_concurrent_requests:
-        node.metrics.rejected.labels("overloaded").inc()
-        response = error_response(
-            503, "overloaded",
-            f"{node.in_flight} requests in flight (limit {node.config.max_concurrent_requests})",
-        )  # fmt: skip
-        response.headers["Retry-After"] = "1"
-        return response
-    node.in_flight += 1
-    try:
-        return await handler(request)
-    finally:
-        node.in_flight -= 1
+    return None
 
 
 @web.middleware
-async def errors_middleware(
+async def api_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
+    """Authentication, the overload limit and error answers, in one middleware (one wrapper
+    less per request than separate ones)."""
+    node = request.app[NODE_KEY]
     try:
-        return await handler(request)
+        refused = _check_access(request, node)
+        if refused is not None:
+            return refused
+        if not request.path.startswith(KV_PREFIX):
+            return await handler(request)  # status, metrics and admin stay usable under overload
+        limit = node.config.max_concurrent_requests
+        if node.in_flight >= limit:
+            node.metrics.rejected.labels("overloaded").inc()
+            response = error_response(
+                503, "overloaded", f"{node.in_flight} requests in flight (limit {limit})"
+            )
+            response.headers["Retry-After"] = "1"
+            return response
+        node.in_flight += 1
+        try:
+            return await handler(request)
+        finally:
+            node.in_flight -= 1
     except ApiError as exc:
         return error_response(exc.status, exc.code, exc.message, **exc.extra)
     except web.HTTPRequestEntityTooLarge as exc:
@@ -614,7 +679,7 @@ async def errors_middleware(
 
 def create_app(config: NodeConfig) -> web.Application:
     app = web.Application(
-        middlewares=[errors_middleware, auth_middleware],
+        middlewares=[api_middleware],
         client_max_size=config.max_value_bytes + 1,
         # Room for a 256-byte key percent-encoded and a context header up to MAX_CONTEXT_CHARS,
         # so oversized ones get our JSON error; beyond these aiohttp itself answers 400.

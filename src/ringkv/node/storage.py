@@ -17,12 +17,22 @@ disk flush per write (see docs/performance.md for the measured cost).
 
 RocksDB calls are synchronous and take microseconds; they run on the event loop thread, which
 also makes each read-merge-write of a record atomic with respect to other requests.
+
+Group commit (``--fsync true``): on the request path (a coordinator's own write, a replica's
+``replicate``) the record is written without sync (``merge(..., deferred_sync=True)``) and the
+caller awaits ``durable()`` before it acknowledges. ``durable`` collects every caller of one
+loop iteration (and those arriving while a sync runs) and makes them durable with one WAL
+fsync (``flush_wal(True)``) in a worker thread, so the event loop keeps serving while the disk
+flushes and concurrent writes share one flush. Other writers (hints, anti-entropy, streaming,
+metadata) still sync each write.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import msgpack
@@ -77,8 +87,14 @@ class Storage:
         os.makedirs(path, exist_ok=True)
         self.path = path
         self.min_free_bytes = min_free_bytes
+        self.fsync = fsync
         self.write_options = WriteOptions()
         self.write_options.sync = fsync
+        self._deferred_options = WriteOptions()  # the WAL is written; durable() syncs it
+        self._deferred_options.sync = False
+        self._sync_waiters: list[asyncio.Future[None]] = []
+        self._sync_running = False
+        self._sync_pool: ThreadPoolExecutor | None = None
         self._listeners: list[ChangeListener] = []
         self._closed = False
         self._failed = False  # RocksDB refused a write: it needs a restart to write again
@@ -117,31 +133,97 @@ class Storage:
             return ()
         return decode_record(raw)
 
+    def get_raw(self, key: bytes) -> bytes | None:
+        """The stored record, encoded (``decode_record`` reads it); None when there is none."""
+        raw: bytes | None = self._db.get(storage_key(key_hash(key), key))
+        return raw
+
     def merge(
-        self, key: bytes, incoming: Sequence[Version], mode: ConflictMode
+        self,
+        key: bytes,
+        incoming: Sequence[Version],
+        mode: ConflictMode,
+        current: Sequence[Version] | None = None,
+        deferred_sync: bool = False,
     ) -> tuple[tuple[Version, ...], bool]:
-        """Merge versions into the stored record; returns (record, whether it changed)."""
+        """Merge versions into the stored record; returns (record, whether it changed).
+
+        ``current``: the record as the caller just read it (on the event loop, with nothing in
+        between), to save reading it again. ``deferred_sync``: do not fsync this write; the
+        caller awaits ``durable()`` before acknowledging it (group commit)."""
         self.ensure_writable()
         h = key_hash(key)
-        current = self.get(key, h)
+        if current is None:
+            current = self.get(key, h)
         merged = merge_siblings(current, incoming, mode)
         changed = [v.dot for v in merged] != [v.dot for v in current]
         if changed:
-            self.put_into(self._db, storage_key(h, key), encode_record(merged))
+            options = self._deferred_options if deferred_sync else self.write_options
+            self.put_into(self._db, storage_key(h, key), encode_record(merged), options)
             for listener in self._listeners:
                 listener(h, key, current, merged)
         return merged, changed
 
-    def put_into(self, column: Any, raw_key: bytes, value: bytes) -> None:
+    def put_into(
+        self, column: Any, raw_key: bytes, value: bytes, options: WriteOptions | None = None
+    ) -> None:
         """Write to a column family (records or hints); a full disk becomes ``StorageFull``
         and stops further writes until a restart (RocksDB's background-error state)."""
         try:
-            column.put(raw_key, value, self.write_options)
+            column.put(raw_key, value, options or self.write_options)
         except Exception as exc:  # rocksdict raises plain exceptions for I/O errors
             error = _write_error(exc)
             if isinstance(error, StorageFull):
                 self._failed = True
             raise error from exc
+
+    def durable(self) -> asyncio.Future[None]:
+        """A future done once every write made so far is on disk (at once without ``fsync``)."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        if not self.fsync:
+            waiter.set_result(None)
+            return waiter
+        self._sync_waiters.append(waiter)
+        if not self._sync_running:
+            self._sync_running = True
+            loop.call_soon(self._start_sync)  # the other writes of this iteration join in
+        return waiter
+
+    def _start_sync(self) -> None:
+        waiters, self._sync_waiters = self._sync_waiters, []
+        if not waiters or self._closed:
+            self._sync_running = False
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(StorageFull(5, "storage is closed"))
+            return
+        if self._sync_pool is None:
+            self._sync_pool = ThreadPoolExecutor(1, thread_name_prefix="ringkv-fsync")
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._sync_pool, self._sync_wal)
+        future.add_done_callback(lambda f: self._synced(f, waiters))
+
+    def _sync_wal(self) -> None:
+        self._db.flush_wal(True)
+
+    def _synced(self, future: asyncio.Future[None], waiters: list[asyncio.Future[None]]) -> None:
+        error = future.exception() if not future.cancelled() else StorageFull(5, "sync cancelled")
+        if error is not None:
+            failure = _write_error(error) if isinstance(error, Exception) else error
+            if isinstance(failure, StorageFull):
+                self._failed = True
+        for waiter in waiters:
+            if waiter.done():
+                continue
+            if error is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(failure)
+        if self._sync_waiters:
+            self._start_sync()  # the writes that arrived while this sync ran
+        else:
+            self._sync_running = False
 
     def remove(self, key: bytes, expected: Sequence[Version]) -> bool:
         """Delete a record (tombstone purge) if it still holds exactly ``expected``."""
@@ -205,6 +287,8 @@ class Storage:
         if self._closed:
             return
         self._closed = True
+        if self._sync_pool is not None:
+            self._sync_pool.shutdown(wait=True)
         self._db.flush()
         self._db.flush_wal(True)
         self._db.close()

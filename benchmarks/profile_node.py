@@ -1,0 +1,121 @@
+"""Profile one ringkv node under the benchmarks/compare workload (wrk, 1 KiB values).
+
+Starts the same cluster as benchmarks/compare (3 nodes/3 zones N=3, lww, no auth; or one node
+with ``--single``), preloads the keys, runs wrk for ``--duration`` seconds and records node n1
+with py-spy (``pip install py-spy``) meanwhile. Prints wrk's throughput, the nodes' CPU per
+request, and the hottest frames (self time and inclusive time, as % of the non-idle samples).
+
+    .venv/bin/python benchmarks/profile_node.py --workload mix --duration 15
+    .venv/bin/python benchmarks/profile_node.py --workload write --no-profile   # CPU/op only
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "compare_lib"))
+
+import loaders
+import procs
+import systems
+
+IDLE = ("epoll_wait", "select (selectors", "_run_once", "run_forever (")
+
+
+def summarise(collapsed: Path, top: int) -> None:
+    own: collections.Counter[str] = collections.Counter()
+    incl: collections.Counter[str] = collections.Counter()
+    total = idle = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack:
+            continue
+        count = int(count_text)
+        frames = stack.split(";")
+        total += count
+        leaf = frames[-1]
+        if any(word in leaf for word in IDLE) or ("poll" in leaf and "uvloop" in stack):
+            idle += count
+            continue
+        own[leaf] += count
+        for frame in set(frames):
+            incl[frame] += count
+    busy = max(1, total - idle)
+    print(f"samples {total}, idle {idle} ({100 * idle / max(1, total):.0f}%), busy {busy}")
+    print(f"-- self time, top {top} (% of busy samples)")
+    for frame, count in own.most_common(top):
+        print(f"{100 * count / busy:5.1f}%  {frame}")
+    print(f"-- inclusive time, top {top}")
+    for frame, count in incl.most_common(top):
+        print(f"{100 * count / busy:5.1f}%  {frame}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--workload", default="mix", help="write, read or mix; a comma-separated list runs each"
+    )
+    parser.add_argument("--duration", type=float, default=15)
+    parser.add_argument("--connections", type=int, default=30)
+    parser.add_argument("--keys", type=int, default=10000)
+    parser.add_argument("--single", action="store_true", help="1 node, --replication-factor 1")
+    parser.add_argument("--fsync", action="store_true")
+    parser.add_argument("--no-profile", action="store_true", help="measure only")
+    parser.add_argument("--top", type=int, default=40)
+    parser.add_argument("--out", type=Path, default=Path("/tmp/ringkv-profile.txt"))
+    args = parser.parse_args()
+
+    procs.install_parent_death_signal()
+    workdir = Path(tempfile.mkdtemp(prefix="ringkv-profile-"))
+    keys = systems.make_keys(args.keys)
+    value = b"v" * 1024
+    cls = systems.RingkvSingle if args.single else (
+        systems.RingkvFsync if args.fsync else systems.Ringkv
+    )  # fmt: skip
+    system = cls(workdir, keys, value, "lww")
+    try:
+        system.start()
+        system.preload()
+        files = {"keys": workdir / "keys.txt", "value": workdir / "value.bin"}
+        files["keys"].write_text("\n".join(system.encoded_keys()) + "\n")
+        files["value"].write_bytes(value)
+        loaders.run_wrk(system, "mix", 3, args.connections, 10, files)  # warm-up
+        spy = None
+        if not args.no_profile:
+            raw = args.out.with_suffix(".collapsed")
+            spy = subprocess.Popen(
+                [str(Path(sys.executable).parent / "py-spy"), "record", "--pid",
+                 str(system.pids()[0]), "--duration", str(int(args.duration) - 1), "--rate", "200",
+                 "--format", "raw", "--output", str(raw), "--nonblocking"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+        for workload in args.workload.split(","):
+            cpu0 = procs.cpu_seconds(system.pids())
+            result = loaders.run_wrk(system, workload, args.duration, args.connections, 10, files)
+            cpu = procs.cpu_seconds(system.pids()) - cpu0
+            requests = result["requests"]
+            print(
+                f"{workload}: {result['rps']:.0f} req/s, p50 {result['p50_ms']:.2f} ms, "
+                f"p99 {result['p99_ms']:.2f} ms, non-2xx {result['non_2xx']}, "
+                f"node CPU {cpu / max(1, requests) * 1e6:.0f} us/op over {requests} requests",
+                flush=True,
+            )
+        if spy is not None:
+            spy.wait(timeout=args.duration + 30)
+            time.sleep(0.5)
+            summarise(args.out.with_suffix(".collapsed"), args.top)
+    finally:
+        system.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
