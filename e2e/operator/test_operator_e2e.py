@@ -357,6 +357,10 @@ def operator(k8s: Any) -> Iterator[str]:
 
     pod = wait_for(running, 120, "the operator pod to be ready")
     yield pod
+    # Every KVCluster goes first, while the operator still runs to remove its finalizer: a
+    # KVCluster left behind would keep the CRD (and the next module's install) from going.
+    k8s.kubectl("delete", "kvc", "--all", "--all-namespaces", "--wait=true", "--timeout=180s",
+                check=False, timeout=200)  # fmt: skip
     k8s.kubectl("delete", "-k", str(MANIFESTS), "--wait=false", check=False)
 
 
@@ -427,8 +431,7 @@ def test_example_cluster_becomes_available(k8s: Any, cluster_ns: str) -> None:
     # The children are owned by the KVCluster.
     uid = s.obj["metadata"]["uid"]
     for kind, name in (("statefulset", f"{NAME}-zone-a"), ("service", NAME),
-                       ("service", f"{NAME}-peers"), ("configmap", f"{NAME}-config"),
-                       ("pdb", NAME)):
+                       ("service", f"{NAME}-peers"), ("pdb", NAME)):
         meta = json.loads(k8s.kubectl("-n", ns, "get", kind, name, "-o", "json").stdout)
         assert [o["uid"] for o in meta["metadata"]["ownerReferences"]] == [uid], (kind, name)
 
@@ -479,8 +482,10 @@ def test_api_and_peers_are_authenticated(k8s: Any, available: str) -> None:
     operator_token = secret_data(k8s, ns, f"{NAME}-operator-token")["token"]
     cluster_secret = secret_data(k8s, ns, f"{NAME}-cluster-secret")["cluster-secret"]
     assert len({token, operator_token, cluster_secret}) == 3 and len(cluster_secret) >= 32
-    config = json.loads(k8s.kubectl("-n", ns, "get", "configmap", f"{NAME}-config", "-o",
-                                    "json").stdout)["data"]
+    sts = json.loads(k8s.kubectl("-n", ns, "get", "statefulset", f"{NAME}-zone-a", "-o",
+                                 "json").stdout)
+    config = {e["name"]: e.get("value") for e in
+              sts["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert "RINGKV_NO_AUTH" not in config and "RINGKV_NO_PEER_AUTH" not in config
     assert config["RINGKV_CLUSTER_SECRET_FILE"] and config["RINGKV_AUTH_TOKENS_FILE"]
 
@@ -543,7 +548,7 @@ def test_api_and_peers_are_authenticated(k8s: Any, available: str) -> None:
         k8s.kubectl("-n", OPERATOR_NS, "logs", "deploy/ringkv-operator", "--tail=-1").stdout,
         k8s.kubectl("-n", ns, "get", "events", "-o", "json").stdout,
         k8s.kubectl("-n", ns, "get", "kvc", NAME, "-o", "json").stdout,
-        k8s.kubectl("-n", ns, "get", "configmap,statefulsets", "-o", "json").stdout,
+        k8s.kubectl("-n", ns, "get", "statefulsets", "-o", "json").stdout,
     ] + [k8s.kubectl("-n", ns, "logs", p["metadata"]["name"], "--tail=-1").stdout
          for p in node_pods(k8s, ns)]
     for text in shown:

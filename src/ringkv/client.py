@@ -28,6 +28,7 @@ import base64
 import http.client
 import json
 import os
+import ssl
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -273,9 +274,11 @@ class Client:
         token: str | None = None,
         token_aware: bool = False,
         ring_refresh: float = 10.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.endpoints = parse_endpoints(endpoints)
         self.timeout = timeout
+        self.ssl_context = ssl_context  # for https endpoints; None: the system's defaults
         self.token_aware = token_aware
         self.ring_refresh = ring_refresh
         self._ring: RingView | None = None
@@ -469,7 +472,9 @@ class Client:
 
     def _connect(self, endpoint: _Endpoint) -> http.client.HTTPConnection:
         if endpoint.scheme == "https":
-            return http.client.HTTPSConnection(endpoint.host, endpoint.port, timeout=self.timeout)
+            return http.client.HTTPSConnection(
+                endpoint.host, endpoint.port, timeout=self.timeout, context=self.ssl_context
+            )
         return http.client.HTTPConnection(endpoint.host, endpoint.port, timeout=self.timeout)
 
     def _acquire(self, endpoint: _Endpoint) -> tuple[http.client.HTTPConnection, bool]:

@@ -29,7 +29,7 @@ def test_every_child_is_named_labelled_and_owned() -> None:
     objs = children()
     assert set(objs) == {
         ("ServiceAccount", "kv-node"), ("Role", "kv-node"), ("RoleBinding", "kv-node"),
-        ("ConfigMap", "kv-config"), ("Service", "kv-peers"), ("Service", "kv"),
+        ("Service", "kv-peers"), ("Service", "kv"),
         ("PodDisruptionBudget", "kv"), ("StatefulSet", "kv-zone-a"),
         ("StatefulSet", "kv-zone-b"), ("StatefulSet", "kv-zone-c"),
     }  # fmt: skip
@@ -107,7 +107,7 @@ def test_container_env_probes_and_volume() -> None:
     assert env["RINGKV_ADVERTISE_HOST"]["value"] == "$(POD_IP)"
     assert (env["RINGKV_PEER_ADVERTISE"]["value"]
             == "$(POD_NAME).kv-peers.$(POD_NAMESPACE).svc.cluster.local:8001")  # fmt: skip
-    assert c["envFrom"] == [{"configMapRef": {"name": "kv-config"}}]
+    assert "envFrom" not in c and env["RINGKV_SEEDS"]["value"]
     assert c["readinessProbe"]["httpGet"]["path"] == "/health/ready"
     assert c["livenessProbe"]["httpGet"]["path"] == "/health/live"
     assert c["readinessProbe"]["httpGet"]["port"] == 7001
@@ -132,11 +132,11 @@ def test_storage_class_and_delete_policy() -> None:
     assert sts["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Delete"
 
 
-def test_config_map_is_what_the_node_parses(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The ConfigMap plus the per-pod env is a configuration `ringkv node` accepts."""
+def test_settings_are_what_the_node_parses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The settings plus the per-pod env are a configuration `ringkv node` accepts."""
     spec = make_spec(consistency="strong", conflictResolution="lww", vnodes=64,
                      settings={"stream-rate": "1000", "hint-window": "60"})  # fmt: skip
-    data = builders.build_config_map(spec)["data"]
+    data = builders.config_data(spec)
     assert data["RINGKV_SEEDS"] == ",".join(
         f"kv-{z}-0.kv-peers.ns.svc.cluster.local:8001" for z in ZONES
     )
@@ -260,7 +260,7 @@ def _volumes(spec: Any) -> dict[str, dict[str, Any]]:
 
 def test_secure_by_default_with_generated_secrets() -> None:
     spec = make_spec()
-    data = builders.build_config_map(spec)["data"]
+    data = builders.config_data(spec)
     assert "RINGKV_NO_AUTH" not in data and "RINGKV_NO_PEER_AUTH" not in data
     assert data["RINGKV_AUTH_TOKENS_FILE"] == (
         "/etc/ringkv/tokens/tokens.json,/etc/ringkv/operator-token/tokens.json"
@@ -287,7 +287,7 @@ def test_secure_by_default_with_generated_secrets() -> None:
                        ("cluster-secret", "/etc/ringkv/cluster-secret")):  # fmt: skip
         # whole directories, read-only, never subPath (a subPath mount is never updated)
         assert mounts[name] == {"name": name, "mountPath": path, "readOnly": True}
-    # the files the ConfigMap names are the mounted ones
+    # the files the settings name are the mounted ones
     paths = {f"{mounts[v['name']]['mountPath']}/{i['path']}"
              for v in vols.values() for i in v["secret"]["items"]}  # fmt: skip
     assert (
@@ -342,7 +342,7 @@ def test_user_named_secrets_are_mounted_with_their_keys() -> None:
 
 def test_security_switched_off_explicitly() -> None:
     spec = make_spec(security={"auth": {"enabled": False}, "peerAuth": {"enabled": False}})
-    data = builders.build_config_map(spec)["data"]
+    data = builders.config_data(spec)
     assert data["RINGKV_NO_AUTH"] == "true" and data["RINGKV_NO_PEER_AUTH"] == "true"
     assert "RINGKV_AUTH_TOKENS_FILE" not in data and "RINGKV_CLUSTER_SECRET_FILE" not in data
     assert "volumes" not in builders.build_pod_template(spec, "zone-a")["spec"]
@@ -351,7 +351,7 @@ def test_security_switched_off_explicitly() -> None:
 
 def test_tls_from_a_kubernetes_tls_secret() -> None:
     spec = make_spec(security={"tls": {"enabled": True, "secretName": "kv-tls"}})
-    data = builders.build_config_map(spec)["data"]
+    data = builders.config_data(spec)
     assert data["RINGKV_TLS_CERT_FILE"] == "/etc/ringkv/tls/tls.crt"
     assert data["RINGKV_TLS_KEY_FILE"] == "/etc/ringkv/tls/tls.key"
     assert "RINGKV_TLS_CA_FILE" not in data
@@ -415,7 +415,7 @@ def test_secret_wiring_depends_on_the_spec_only() -> None:
     assert again == base
     other = make_spec(security={"auth": {"tokensSecret": {"name": "mine"}}})
     assert builders.build_statefulset(other, "zone-a", 1)["spec"]["template"] != base
-    assert builders.config_hash(other) == builders.config_hash(make_spec())  # paths unchanged
+    assert builders.config_data(other) == builders.config_data(make_spec())  # paths unchanged
 
 
 @pytest.mark.parametrize(
@@ -446,3 +446,18 @@ SECURITY_FLAGS = ["auth-tokens-file", "no-auth", "cluster-secret-file", "no-peer
 def test_settings_cannot_bypass_security(flag: str) -> None:
     with pytest.raises(SpecError, match=flag):
         parse_spec("kv", "ns", {"zones": ["a"], "settings": {flag: "true"}})
+
+
+def test_settings_live_in_the_pod_template() -> None:
+    """Each StatefulSet revision carries its own settings (no shared ConfigMap): a pod of the
+    old revision restarting mid-roll keeps the old settings, and a change rolls the nodes."""
+    spec = make_spec(settings={"stream-rate": "1000"})
+    c = _container(spec)
+    assert "envFrom" not in c
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    for k, v in builders.config_data(spec).items():
+        assert env[k] == v
+    other = make_spec(settings={"stream-rate": "2000"})
+    assert builders.build_pod_template(other, "zone-a") != builders.build_pod_template(
+        spec, "zone-a"
+    )

@@ -565,3 +565,22 @@ def test_node_failing_after_its_restart_came_back_is_a_failure() -> None:
     assert d.status["lastAction"]["done"] is True  # kept
     d = step(spec, cluster(spec, ONE, dead={node}), d.status, NOW + 86)
     assert (d.action.kind, d.action.node) == (REPLACE, node)
+
+
+def test_pod_down_on_an_outdated_template_is_restarted_onto_the_current_one() -> None:
+    """After a stall the user reverts the spec: the crash-looping pod is now on an outdated
+    template, and with OnDelete nothing but the operator would move it to the fixed one."""
+    spec = make_spec(failureReplacement={"after": "20s"})
+    revisions = {"kv-zone-a-0": "rev-bad"}
+    prev = {"lastAction": {"action": RESTART, "node": "kv-zone-a-0", "time": iso(NOW - 60)}}
+    obs = cluster(spec, ONE, revisions=revisions, dead={"kv-zone-a-0"})
+    pod = dataclasses.replace(obs.pods["kv-zone-a-0"], restarts=5)
+    obs = dataclasses.replace(obs, pods={**obs.pods, "kv-zone-a-0": pod})
+    d = step(spec, obs, prev)
+    assert (d.action.kind, d.action.node) == (RESTART, "kv-zone-a-0")
+    assert condition(d.status, "Degraded")["status"] == "False"
+    # a pod already being deleted (its Kubernetes node is gone, say) is not restarted again
+    gone = dataclasses.replace(pod, deleting=True)
+    obs2 = dataclasses.replace(obs, pods={**obs.pods, "kv-zone-a-0": gone})
+    d2 = step(spec, obs2, prev)
+    assert d2.action.kind == NONE

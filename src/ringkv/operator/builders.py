@@ -9,7 +9,6 @@ The StatefulSets' ``replicas`` is an input, not derived from the spec: the recon
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 from collections.abc import Callable
 from typing import Any
@@ -36,7 +35,6 @@ from ringkv.operator.spec import (
 
 Obj = dict[str, Any]
 
-CONFIG_HASH_ANNOTATION = "ringkv.io/config-hash"
 CONTAINER = "ringkv"
 
 
@@ -60,7 +58,10 @@ def _meta(spec: ClusterSpec, owner: dict[str, Any] | None, name: str, component:
 
 
 def config_data(spec: ClusterSpec) -> dict[str, str]:
-    """The node settings shared by every node (RINGKV_* variables, through the ConfigMap)."""
+    """The node settings shared by every node: RINGKV_* variables, set in the pod template
+    itself (not through a ConfigMap) so that each StatefulSet revision carries its own: a pod
+    of the old revision that restarts in the middle of a roll keeps the old settings, and a
+    settings change reaches a node only when the roll restarts it."""
     data = {
         "RINGKV_HOST": "0.0.0.0",
         "RINGKV_PORT": str(spec.client_port),
@@ -76,7 +77,7 @@ def config_data(spec: ClusterSpec) -> dict[str, str]:
         "RINGKV_AUTO_JOIN": "true",
     }
     # Nodes refuse to start unless security is configured or switched off explicitly: only
-    # file paths here, the Secrets' contents stay out of the ConfigMap and the pod template.
+    # file paths here, the Secrets' contents stay out of the pod template.
     sec = spec.security
     if sec.auth:
         data["RINGKV_AUTH_TOKENS_FILE"] = (
@@ -96,21 +97,6 @@ def config_data(spec: ClusterSpec) -> dict[str, str]:
     for key, value in spec.settings:
         data["RINGKV_" + key.upper().replace("-", "_")] = value
     return data
-
-
-def config_hash(spec: ClusterSpec) -> str:
-    """A digest of the ConfigMap's data: in the pod template, so a change rolls the nodes."""
-    raw = json.dumps(config_data(spec), sort_keys=True).encode()
-    return hashlib.sha256(raw).hexdigest()[:16]
-
-
-def build_config_map(spec: ClusterSpec, owner: dict[str, Any] | None = None) -> Obj:
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": _meta(spec, owner, spec.config_map, "config"),
-        "data": config_data(spec),
-    }
 
 
 # -- Secrets ----------------------------------------------------------------------------------
@@ -322,7 +308,7 @@ def _field(path: str) -> Obj:
 def build_pod_template(spec: ClusterSpec, zone: str) -> Obj:
     """The node pods of one zone."""
     labels = {**dict(spec.pod_labels), **spec.node_selector_labels(zone)}
-    annotations = {**dict(spec.pod_annotations), CONFIG_HASH_ANNOTATION: config_hash(spec)}
+    annotations = dict(spec.pod_annotations)
     env = [
         {"name": "POD_NAME", "valueFrom": _field("metadata.name")},
         {"name": "POD_NAMESPACE", "valueFrom": _field("metadata.namespace")},
@@ -344,8 +330,7 @@ def build_pod_template(spec: ClusterSpec, zone: str) -> Obj:
         "image": spec.image,
         "imagePullPolicy": spec.image_pull_policy,
         "command": ["ringkv", "node"],
-        "env": env,
-        "envFrom": [{"configMapRef": {"name": spec.config_map}}],
+        "env": env + [{"name": k, "value": v} for k, v in sorted(config_data(spec).items())],
         "ports": [
             {"name": "client", "containerPort": spec.client_port, "protocol": "TCP"},
             {"name": "peer", "containerPort": spec.peer_port, "protocol": "TCP"},
@@ -466,7 +451,6 @@ def build_children(
         build_service_account(spec, owner),
         build_role(spec, owner),
         build_role_binding(spec, owner),
-        build_config_map(spec, owner),
         build_peer_service(spec, owner),
         build_client_service(spec, owner),
         build_pdb(spec, owner),
@@ -476,12 +460,10 @@ def build_children(
 
 
 __all__ = [
-    "CONFIG_HASH_ANNOTATION",
     "CONTAINER",
     "NODE_ID_ANNOTATION",
     "build_children",
     "build_client_service",
-    "build_config_map",
     "build_generated_secrets",
     "build_pdb",
     "build_peer_service",
@@ -491,7 +473,6 @@ __all__ = [
     "build_service_account",
     "build_statefulset",
     "config_data",
-    "config_hash",
     "node_id_of",
     "owner_reference",
     "security_volumes",

@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import http.client
 import logging
 import secrets
 import ssl
@@ -176,12 +175,6 @@ class NodeClient(Client):
     def __init__(
         self, endpoints: str | Sequence[str], access: NodeAccess, *, timeout: float = 5.0
     ) -> None:
-        super().__init__(endpoints, timeout=timeout, token=access.token or "")
-        self._ssl_context = access.ssl_context
-
-    def _connect(self, endpoint: Any) -> http.client.HTTPConnection:
-        if endpoint.scheme == "https":
-            return http.client.HTTPSConnection(
-                endpoint.host, endpoint.port, timeout=self.timeout, context=self._ssl_context
-            )
-        return super()._connect(endpoint)
+        super().__init__(
+            endpoints, timeout=timeout, token=access.token or "", ssl_context=access.ssl_context
+        )

@@ -520,6 +520,21 @@ def decide(
                 and (now - n.down_since >= spec.replace_after_seconds or lost_volume(n))
             ]  # fmt: skip
             desc = ", ".join(f"{n.id} ({int(now - (n.down_since or now))} s)" for n in down)
+            # A pod down on an outdated template (the spec was reverted or fixed after a
+            # stall, or it failed by itself mid-roll) is moved to the current template: with
+            # OnDelete, nothing else would ever restart it onto the fix.
+            stale_ids = {o.id for o in outdated}
+            stale = [n for n in down if n.id in stale_ids and n.pod is not None
+                     and not n.pod.deleting]  # fmt: skip
+            if rolling and stale:
+                n = stale[0]
+                action = Action(
+                    RESTART, zone=n.zone, node=n.id, reason="RollingUpdate",
+                    message=f"restarting {n.id} on the current pod template: it is down on "
+                    "an outdated one",
+                )  # fmt: skip
+                progressing = ("RollingUpdate", action.message)
+                break
             if rolling:
                 crashing = "".join(
                     f"; {n.id} keeps crashing ({n.pod.restarts} restarts)"

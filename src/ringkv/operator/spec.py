@@ -190,10 +190,6 @@ class ClusterSpec:
         return self.name
 
     @property
-    def config_map(self) -> str:
-        return f"{self.name}-config"
-
-    @property
     def service_account(self) -> str:
         return f"{self.name}-node"
 
