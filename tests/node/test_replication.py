@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 import urllib.request
 
 import pytest
 
 from ringkv.client import Client, Unavailable
+from ringkv.node.coordinator import SPECULATIVE_READ_DELAY
 from tests.cluster import Cluster, wait_until
 
 LEVELS = [
@@ -235,13 +237,19 @@ def test_quorum_read_survives_a_paused_replica(make_cluster) -> None:  # type: i
     # yet seen as down), the coordinator asks the remaining one instead of failing.
     cluster = make_cluster()
     c = cluster.client(0, timeout=10)
-    keys = [f"paused-{i}" for i in range(20)]
+    keys = [f"paused-{i}" for i in range(60)]
     for key in keys:
         c.put(key, key.encode(), w="all")
     cluster.node(1).pause()
     try:
+        slow = 0
         for key in keys:
+            started = time.monotonic()
             assert c.get(key, r="quorum").value == key.encode()
+            slow += time.monotonic() - started >= SPECULATIVE_READ_DELAY
+        # Once it missed the speculative delay, the paused replica is asked last: the delay is
+        # not added to every read whose preference list names it first.
+        assert slow <= 2, f"{slow} of {len(keys)} reads waited for the paused replica"
     finally:
         cluster.node(1).resume()
 

@@ -60,6 +60,10 @@ SIBLINGS_WARNING = 25  # as Riak's warn_siblings
 READ_REPAIR_CHANCE = 0.1
 #: A read asks the remaining replicas when the first ones have not answered within this.
 SPECULATIVE_READ_DELAY = 0.1
+#: A replica that failed a read or missed SPECULATIVE_READ_DELAY is asked last for this long
+#: (as Cassandra's dynamic snitch): one slow or unreachable replica -- a peer still dialled
+#: at an address it left -- must not add the delay to every read.
+SLOW_REPLICA_SECONDS = 5.0
 
 
 class Unavailable(Exception):
@@ -103,6 +107,7 @@ class Coordinator:
         hints: HintStore,
     ) -> None:
         self.hints = hints
+        self._slow: dict[str, float] = {}  # node -> monotonic time until it is asked last
         self.config = config
         self.node_id = config.node_id
         self.storage = storage
@@ -321,9 +326,13 @@ class Coordinator:
         need = quorum.required - len(answers)
         if need < len(remote):
             # Ask connected replicas first: one still being reconnected to would only be slow.
+            # Ask replicas that were slow lately last, then ones still being reconnected to.
             connected = self.messaging.is_connected
             address_of = self.membership.address_of
-            remote.sort(key=lambda r: not connected(address_of(r.node) or ""))
+            now, slow = time.monotonic(), self._slow
+            remote.sort(
+                key=lambda r: (slow.get(r.node, 0.0) > now, not connected(address_of(r.node) or ""))
+            )
         if need >= len(remote) or random.random() < READ_REPAIR_CHANCE:
             first, spare = remote, []
         else:
@@ -385,6 +394,7 @@ class Coordinator:
                     if not isinstance(exc, PeerError):
                         log.debug("bad read answer from %s: %r", replica.node, exc)
                     self.metrics.replica_error("read").inc()
+                    self._slow[replica.node] = time.monotonic() + SLOW_REPLICA_SECONDS
                     state[1] += 1
                     if spares and not waiter.done():
                         launch(spares.pop(0))
@@ -396,6 +406,11 @@ class Coordinator:
             call.add_done_callback(done)
 
         def speculate() -> None:
+            if spares and not waiter.done():
+                until = time.monotonic() + SLOW_REPLICA_SECONDS
+                for replica in first:
+                    if replica.node not in answers:
+                        self._slow[replica.node] = until
             while spares and not waiter.done():
                 launch(spares.pop(0))
 
