@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
 import struct
 from collections.abc import Awaitable, Callable
@@ -46,6 +47,21 @@ _HEADER = struct.Struct(">I")
 
 READ_CHUNK = 256 * 1024
 FLUSH_NOW = 4 * 1024 * 1024  # above this much queued output, wait for the socket to drain
+#: A peer connection whose sent data stays unacknowledged this long is dropped by the kernel
+#: (TCP_USER_TIMEOUT) and redialled by name. Without it, a peer that went away without a reset
+#: -- a pod replaced onto a new IP, its old address silent -- looks connected for the ~15
+#: minutes of TCP retries, and every request sent on it times out. Heartbeats (every 0.5 s)
+#: keep data in flight, so a silent address is noticed within this time.
+DEAD_PEER_SECONDS = 10
+
+
+def _drop_dead_peers(writer: asyncio.StreamWriter) -> None:
+    sock = writer.get_extra_info("socket")
+    if sock is None or not hasattr(socket, "TCP_USER_TIMEOUT"):
+        return
+    with contextlib.suppress(OSError, AttributeError, TypeError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, DEAD_PEER_SECONDS * 1000)
+
 
 Handler = Callable[[str, Any], Awaitable[Any]]
 #: Answers a verb synchronously, or returns ``DEFER`` to have ``Handler`` run it in a task.
@@ -261,6 +277,7 @@ class PeerConnection:
                 self.connect_timeout,
             )
             writer = opened
+            _drop_dead_peers(opened)
             nonce = auth.new_nonce()
             opened.write(encode_frame(REQUEST, 0, "hello", {"node": self.local_id, "nonce": nonce}))
             kind, _, _, body = await asyncio.wait_for(read_frame(reader), self.connect_timeout)
@@ -433,6 +450,7 @@ class MessagingService:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._inbound.add(writer)
+        _drop_dead_peers(writer)
         try:
             kind, request_id, verb, body = await asyncio.wait_for(
                 read_frame(reader, HANDSHAKE_FRAME), 5
