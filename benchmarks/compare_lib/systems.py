@@ -117,6 +117,7 @@ class System:
         self.keys = keys
         self.value = value
         self.info: dict[str, Any] = {}
+        self.daemons: list[Daemon] = []
 
     def start(self) -> None:
         raise NotImplementedError
@@ -128,14 +129,19 @@ class System:
         """Read one preloaded key back; raise if the system does not return the value (after
         the load, whose generator may write other bytes, only the length is checked)."""
 
+    # The default: the servers are ``self.daemons`` (etcd and Redis); ringkv overrides these.
+
     def pids(self) -> list[int]:
-        raise NotImplementedError
+        return [d.pid for d in self.daemons]
 
     def stop(self) -> None:
-        raise NotImplementedError
+        for d in self.daemons:
+            d.stop()
 
     def check_alive(self) -> None:
         """Raise if a server process died."""
+        for d in self.daemons:
+            d.check_alive()
 
 
 # ----------------------------------------------------------------------------- ringkv
@@ -314,7 +320,6 @@ class Etcd(System):
 
     def __init__(self, root: Path, keys: list[str], value: bytes) -> None:
         super().__init__(root, keys, value)
-        self.daemons: list[Daemon] = []
         self.client_ports: list[int] = []
 
     def start(self) -> None:
@@ -394,17 +399,6 @@ class Etcd(System):
             if not kvs or base64.b64decode(kvs[0]["value"]) != self.value:
                 raise RuntimeError(f"etcd range {key} on {target}: {status} {body[:200]!r}")
 
-    def pids(self) -> list[int]:
-        return [d.pid for d in self.daemons]
-
-    def check_alive(self) -> None:
-        for d in self.daemons:
-            d.check_alive()
-
-    def stop(self) -> None:
-        for d in self.daemons:
-            d.stop()
-
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
@@ -474,7 +468,6 @@ class RedisSingle(System):
 
     def __init__(self, root: Path, keys: list[str], value: bytes) -> None:
         super().__init__(root, keys, value)
-        self.daemons: list[Daemon] = []
         self.ports: list[int] = []
 
     def _server(self, name: str, port: int, extra: list[str]) -> Daemon:
@@ -539,17 +532,6 @@ class RedisSingle(System):
         owner = self.key_owner()
         path.write_text("".join(f"{owner[key]} {key}\n" for key in self.keys))
         return path
-
-    def pids(self) -> list[int]:
-        return [d.pid for d in self.daemons]
-
-    def check_alive(self) -> None:
-        for d in self.daemons:
-            d.check_alive()
-
-    def stop(self) -> None:
-        for d in self.daemons:
-            d.stop()
 
 
 class RedisCluster(RedisSingle):
