@@ -19,6 +19,7 @@ CORE = SRC / "ringkv" / "core"
 FORBIDDEN_TOP_LEVEL = frozenset(
     {
         "aiohttp",
+        "httptools",
         "rocksdict",
         "prometheus_client",
         "kopf",
@@ -47,7 +48,16 @@ FORBIDDEN_RINGKV = ("ringkv.node", "ringkv.operator", "ringkv.client", "ringkv.c
 # What must not even be loaded after importing the core (the interpreter itself loads os, time
 # and friends, so the stdlib part of the list above is checked statically only).
 FORBIDDEN_AT_RUNTIME = frozenset(
-    {"aiohttp", "rocksdict", "prometheus_client", "kopf", "kubernetes", "uvloop", "asyncio"}
+    {
+        "aiohttp",
+        "httptools",
+        "rocksdict",
+        "prometheus_client",
+        "kopf",
+        "kubernetes",
+        "uvloop",
+        "asyncio",
+    }
 )
 FORBIDDEN_CALLS = frozenset({"__import__", "open", "exec", "eval"})
 

@@ -6,6 +6,7 @@
 - ``membership``: gossip, heartbeats, the phi accrual detector and the agreed ring.
 - ``coordinator``: quorum reads and writes across replicas, forwarding and read repair.
 - ``metrics``: the node's Prometheus instruments.
-- ``server``: the node lifecycle and the HTTP API (aiohttp).
+- ``http``: a small HTTP/1.1 server (asyncio protocol + httptools) with the API's limits.
+- ``server``: the node lifecycle and the HTTP API's routes and handlers.
 - ``main``: the ``ringkv node`` entry point.
 """

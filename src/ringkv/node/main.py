@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
-from aiohttp import web
-
 from ringkv.node.config import parse_args
-from ringkv.node.server import NODE_KEY, create_app
+from ringkv.node.server import Api
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -27,24 +26,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
         loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
+    api = Api(config)
     try:
-        # run_app turns SIGTERM/SIGINT into a graceful shutdown: stop accepting, wait for
-        # in-flight requests (up to shutdown_timeout), then run the cleanup that flushes RocksDB.
-        app = create_app(config)
-        tls = app[NODE_KEY].tls
-        web.run_app(
-            app,
-            ssl_context=tls.server if tls is not None else None,
-            host=config.host,
-            port=config.port,
-            shutdown_timeout=10.0,
-            access_log=None,
-            print=None,
-            handle_signals=True,
-            reuse_address=True,
-            loop=loop,
-        )
+        loop.run_until_complete(_serve(api))
     except OSError as exc:
         logging.getLogger("ringkv").error("cannot start node: %s", exc)
         return 1
+    finally:
+        loop.close()
     return 0
+
+
+async def _serve(api: Api) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully: stop accepting, let in-flight
+    requests finish (up to 10 s), then stop the node, which flushes and closes RocksDB."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await api.serve(stop, shutdown_timeout=10.0)

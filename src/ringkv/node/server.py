@@ -1,23 +1,22 @@
-"""Server: the node's lifecycle and its HTTP API (an aiohttp application).
+"""Server: the node's lifecycle and its HTTP API.
 
 ``Node`` owns the parts (storage, messaging, membership, coordinator, metrics) and their
-background loops; ``create_app`` wraps it in an aiohttp application whose cleanup context starts
-and stops it, so SIGTERM drains in-flight requests, then flushes and closes RocksDB.
+background loops; ``Api`` routes the HTTP API (``ringkv.node.http``) to its handlers and
+``Api.serve`` runs both, so SIGTERM drains in-flight requests, then flushes and closes RocksDB.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from base64 import b64encode
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable
+from functools import partial
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import ringkv
@@ -37,6 +36,15 @@ from ringkv.node.auth import TokenStore, load_secret
 from ringkv.node.config import NodeConfig
 from ringkv.node.coordinator import Coordinator, QuorumTimeout, TooManySiblings, Unavailable
 from ringkv.node.hints import HintedHandoff, HintStore
+from ringkv.node.http import (
+    Handler,
+    HttpServer,
+    Request,
+    Response,
+    Router,
+    error_response,
+    json_response,
+)
 from ringkv.node.membership import Membership
 from ringkv.node.messaging import DEFER, MessagingService, PeerError
 from ringkv.node.metrics import NodeMetrics
@@ -60,10 +68,6 @@ class ApiError(Exception):
         self.code = code
         self.message = message
         self.extra = extra
-
-
-def error_response(status: int, code: str, message: str, **extra: Any) -> web.Response:
-    return web.json_response({"error": code, "message": message, **extra}, status=status)
 
 
 class Node:
@@ -257,14 +261,14 @@ class Node:
         }
 
 
-NODE_KEY = web.AppKey("node", Node)
-
-
 # -- HTTP handlers ------------------------------------------------------------------------------
+#
+# Each handler takes (node, request) through ``functools.partial`` and returns a ``Response``;
+# ``ApiError`` raised anywhere becomes the JSON error answer (see ``Api.wrap``).
 
 
-def _key(request: web.Request) -> bytes:
-    raw = request.rel_url.raw_path
+def _key(request: Request) -> bytes:
+    raw = request.path
     if not raw.startswith(KV_PREFIX):
         raise ApiError(400, "bad_request", "key path must be /v1/kv/{key}")
     key = unquote_to_bytes(raw[len(KV_PREFIX) :])
@@ -280,7 +284,7 @@ def _key(request: web.Request) -> bytes:
 _QUORUM_CACHE: dict[tuple[str, str, int, str], Quorum | ApiError] = {}
 
 
-def _quorum(request: web.Request, node: Node) -> Quorum:
+def _quorum(request: Request, node: Node) -> Quorum:
     """The request's quorum. The answer depends only on the method, the query string and the
     node's settings, so it is cached (clients send the same few query strings over and over)."""
     config = node.config
@@ -304,17 +308,18 @@ def _quorum(request: web.Request, node: Node) -> Quorum:
     return cached
 
 
-def _parse_quorum(request: web.Request, node: Node) -> Quorum:
-    query = request.rel_url.query
+def _parse_quorum(request: Request, node: Node) -> Quorum:
     allowed = _PARAMS[request.method]
-    for name in query:
+    query: dict[str, str] = {}
+    for name, value in request.query():
         if name not in allowed:
             raise ApiError(
                 400, "bad_request",
                 f"unknown parameter {name!r} for {request.method}; allowed: {sorted(allowed)}",
             )  # fmt: skip
-        if len(query.getall(name)) > 1:
+        if name in query:
             raise ApiError(400, "bad_request", f"parameter {name!r} given more than once")
+        query[name] = value
     op: Operation = "read" if request.method == "GET" else "write"
     level = query.get("r" if op == "read" else "w")
     try:
@@ -330,14 +335,17 @@ def _parse_quorum(request: web.Request, node: Node) -> Quorum:
         raise ApiError(400, "bad_request", str(exc)) from None
 
 
-def _context(request: web.Request) -> VClock:
-    values = request.headers.getall(CONTEXT_HEADER, [])
-    if len(values) > 1:
+_CONTEXT = CONTEXT_HEADER.lower()
+
+
+def _context(request: Request) -> VClock:
+    count = request.header_count(_CONTEXT)
+    if count > 1:
         raise ApiError(400, "bad_request", f"{CONTEXT_HEADER} given more than once")
-    if not values:
+    if not count:
         return VClock.empty()
     try:
-        return decode_context(values[0])
+        return decode_context(request.headers[_CONTEXT])
     except MalformedContext as exc:
         raise ApiError(400, "bad_request", f"malformed {CONTEXT_HEADER}: {exc}") from None
 
@@ -350,8 +358,7 @@ def _count(node: Node, op: str, started: float, outcome: str) -> None:
 _OCTETS = "application/octet-stream"
 
 
-async def handle_get(request: web.Request) -> web.StreamResponse:
-    node = request.app[NODE_KEY]
+async def handle_get(node: Node, request: Request) -> Response:
     started = time.perf_counter()
     outcome = "error"
     try:
@@ -361,22 +368,15 @@ async def handle_get(request: web.Request) -> web.StreamResponse:
         values = live_values(versions)
         if len(values) == 1:
             outcome = "200"
-            return web.Response(
-                body=values[0],
-                headers={
-                    "Content-Type": _OCTETS,
-                    CONTEXT_HEADER: encode_context(context_of(versions)),
-                },
-            )
-        headers = {CONTEXT_HEADER: encode_context(context_of(versions))} if versions else {}
+            context = encode_context(context_of(versions))
+            return Response(200, values[0], [(CONTEXT_HEADER, context)], _OCTETS)
+        headers = [(CONTEXT_HEADER, encode_context(context_of(versions)))] if versions else []
         if not values:
             outcome = "404"
-            return web.json_response(
-                {"error": "not_found", "message": "key not found"}, status=404, headers=headers
-            )
+            return json_response({"error": "not_found", "message": "key not found"}, 404, headers)
         outcome = "300"
         body = {"siblings": [{"value": b64encode(v).decode("ascii")} for v in values]}
-        return web.json_response(body, status=300, headers=headers)
+        return json_response(body, 300, headers)
     except ApiError as exc:
         outcome = str(exc.status)
         raise
@@ -384,63 +384,31 @@ async def handle_get(request: web.Request) -> web.StreamResponse:
         _count(node, "get", started, outcome)
 
 
-async def _read_body(request: web.Request, node: Node) -> bytes:
-    limit = node.config.max_value_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise ApiError(
-            413, "value_too_large",
-            f"value is {request.content_length} bytes; the limit is {limit}",
-        )  # fmt: skip
-    if request.content.is_eof():
-        value = await request.read()  # all there already: no need for a timeout (and a task)
-    else:
-        try:
-            value = await asyncio.wait_for(request.read(), node.config.client_timeout)
-        except TimeoutError:
-            raise ApiError(
-                408, "request_timeout",
-                f"the request body did not arrive within {node.config.client_timeout} s",
-            ) from None  # fmt: skip
-    if len(value) > limit:
-        raise ApiError(413, "value_too_large", f"value exceeds the {limit} byte limit")
-    return value
-
-
-async def handle_put(request: web.Request) -> web.StreamResponse:
-    node = request.app[NODE_KEY]
+async def _write(node: Node, request: Request, op: str, value: bytes | None) -> Response:
+    """PUT (a value) and DELETE (None): one versioned write through the coordinator."""
     started = time.perf_counter()
     outcome = "error"
     try:
         key = _key(request)
         quorum = _quorum(request, node)
         context = _context(request)
-        value = await _read_body(request, node)
         clock = await _call(node.coordinator.put(key, value, context, quorum))
         outcome = "204"
-        return web.Response(status=204, headers={CONTEXT_HEADER: encode_context(clock)})
+        return Response(204, b"", [(CONTEXT_HEADER, encode_context(clock))])
     except ApiError as exc:
         outcome = str(exc.status)
         raise
     finally:
-        _count(node, "put", started, outcome)
+        _count(node, op, started, outcome)
 
 
-async def handle_delete(request: web.Request) -> web.StreamResponse:
-    node = request.app[NODE_KEY]
-    started = time.perf_counter()
-    outcome = "error"
-    try:
-        key = _key(request)
-        quorum = _quorum(request, node)
-        context = _context(request)
-        clock = await _call(node.coordinator.put(key, None, context, quorum))
-        outcome = "204"
-        return web.Response(status=204, headers={CONTEXT_HEADER: encode_context(clock)})
-    except ApiError as exc:
-        outcome = str(exc.status)
-        raise
-    finally:
-        _count(node, "delete", started, outcome)
+async def handle_put(node: Node, request: Request) -> Response:
+    # The server read the whole body and refused one above the limit (413) already.
+    return await _write(node, request, "put", request.body)
+
+
+async def handle_delete(node: Node, request: Request) -> Response:
+    return await _write(node, request, "delete", None)
 
 
 async def _call(awaitable: Awaitable[Any]) -> Any:
@@ -462,55 +430,50 @@ async def _call(awaitable: Awaitable[Any]) -> Any:
         raise ApiError(504, "timeout", str(exc), required=exc.required, acks=exc.acks) from None
 
 
-async def handle_live(request: web.Request) -> web.StreamResponse:
-    return web.json_response({"status": "live"})
+async def handle_live(node: Node, request: Request) -> Response:
+    return json_response({"status": "live"})
 
 
-async def handle_ready(request: web.Request) -> web.StreamResponse:
-    node = request.app[NODE_KEY]
+async def handle_ready(node: Node, request: Request) -> Response:
     if node.membership.ready:
-        return web.json_response({"status": "ready", "ring_nodes": len(node.membership.ring)})
+        return json_response({"status": "ready", "ring_nodes": len(node.membership.ring)})
     return error_response(503, "not_ready", "the node has not joined a settled ring yet")
 
 
-async def handle_status(request: web.Request) -> web.StreamResponse:
-    return web.json_response(request.app[NODE_KEY].status())
+async def handle_status(node: Node, request: Request) -> Response:
+    return json_response(node.status())
 
 
-async def handle_ring(request: web.Request) -> web.StreamResponse:
-    node = request.app[NODE_KEY]
+async def handle_ring(node: Node, request: Request) -> Response:
     ring = node.membership.ring
     nodes = []
     for member in node.membership.members():
         nodes.append({**member, "tokens": [str(t) for t in ring.tokens_of(member["id"])]
                       if member["id"] in ring else []})  # fmt: skip
-    return web.json_response(
+    return json_response(
         {
             "version": ring.version,
             "replication_factor": node.config.replication_factor,
             "hash": "blake2b-64",
             "nodes": nodes,
-        },
-        dumps=lambda obj: json.dumps(obj, separators=(",", ":")),
+        }
     )
 
 
-async def handle_trees(request: web.Request) -> web.StreamResponse:
+async def handle_trees(node: Node, request: Request) -> Response:
     """The Merkle tree roots of every range this node replicates (for operators and tests)."""
-    node = request.app[NODE_KEY]
     node.anti_entropy.ensure_current()
     await node.anti_entropy.build_pending()
-    return web.json_response(
-        {"node": node.config.node_id, "ranges": node.anti_entropy.tree_roots()}
-    )
+    return json_response({"node": node.config.node_id, "ranges": node.anti_entropy.tree_roots()})
 
 
+ADMIN_PREFIX = "/v1/admin/"
 ADMIN_ACTIONS = ("join", "decommission", "replace", "remove", "cancel")
 
 
-async def _admin_body(request: web.Request) -> dict[str, Any]:
+def _admin_body(request: Request) -> dict[str, Any]:
     try:
-        body = await request.json() if request.can_read_body else {}
+        body = request.json()
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "bad_request", "body must be a JSON object") from None
     if not isinstance(body, dict):
@@ -518,13 +481,12 @@ async def _admin_body(request: web.Request) -> dict[str, Any]:
     return body
 
 
-async def handle_admin(request: web.Request) -> web.StreamResponse:
+async def handle_admin(node: Node, request: Request) -> Response:
     """POST /v1/admin/{action} {"node": id}: start (or cancel) a ring change on that node."""
-    node = request.app[NODE_KEY]
-    action = request.match_info["action"]
+    action = request.path[len(ADMIN_PREFIX) :]
     if action not in ADMIN_ACTIONS:
         raise ApiError(404, "not_found", f"unknown admin action {action!r}")
-    body = await _admin_body(request)
+    body = _admin_body(request)
     target = body.get("node")
     if action == "cancel" and target is None:
         running = [r for r in node.changes.cluster_progress() if r.get("state") == "running"]
@@ -552,27 +514,25 @@ async def handle_admin(request: web.Request) -> web.StreamResponse:
             raise ApiError(503, "unavailable", f"{driver} did not answer: {exc}") from None
         if "error" in result:
             raise ApiError(int(result["status"]), result["error"], result["message"])
-    return web.json_response(result, status=202)
+    return json_response(result, 202)
 
 
-async def handle_plan(request: web.Request) -> web.StreamResponse:
+async def handle_plan(node: Node, request: Request) -> Response:
     """POST /v1/admin/plan {"op": ..., "node": id}: what a change would move (nothing runs)."""
-    node = request.app[NODE_KEY]
-    body = await _admin_body(request)
+    body = _admin_body(request)
     op, target = body.get("op"), body.get("node")
     if op not in ("join", "decommission", "replace", "remove"):
         raise ApiError(400, "bad_request", "op must be join, decommission, replace or remove")
     if not isinstance(target, str) or not target:
         raise ApiError(400, "bad_request", 'body must name the node: {"node": "n4"}')
     try:
-        return web.json_response(await node.changes.describe(op, target))
+        return json_response(await node.changes.describe(op, target))
     except ChangeError as exc:
         raise ApiError(exc.status, exc.code, exc.message) from None
 
 
-async def handle_progress(request: web.Request) -> web.StreamResponse:
-    node = request.app[NODE_KEY]
-    return web.json_response(
+async def handle_progress(node: Node, request: Request) -> Response:
+    return json_response(
         {
             "in_progress": node.membership.change_in_progress(),
             "changes": node.changes.cluster_progress(),
@@ -583,34 +543,32 @@ async def handle_progress(request: web.Request) -> web.StreamResponse:
     )
 
 
-async def handle_metrics(request: web.Request) -> web.StreamResponse:
-    node = request.app[NODE_KEY]
+async def handle_metrics(node: Node, request: Request) -> Response:
     members = node.membership.members()
     alive = sum(1 for m in members if m["alive"])
     node.metrics.members.labels("true").set(alive)
     node.metrics.members.labels("false").set(len(members) - alive)
-    body = generate_latest(node.metrics.registry)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return Response(200, generate_latest(node.metrics.registry), (), CONTENT_TYPE_LATEST)
 
 
-def required_role(request: web.Request) -> str | None:
+def required_role(request: Request) -> str | None:
     """The role a request needs (None: open, for probes)."""
     path = request.path
     if path.startswith("/health/"):
         return None
-    if path.startswith("/v1/admin/"):
+    if path.startswith(ADMIN_PREFIX):
         return "read" if request.method == "GET" else "admin"
     if path.startswith(KV_PREFIX) and request.method not in ("GET", "HEAD"):
         return "readwrite"
     return "read"
 
 
-def _check_access(request: web.Request, node: Node) -> web.Response | None:
-    """An error response when the request may not proceed (auth, overload), else None."""
+def _check_access(request: Request, node: Node) -> Response | None:
+    """An error response when the request may not proceed (auth), else None."""
     tokens = node.tokens
     needed = required_role(request) if tokens is not None else None
     if tokens is not None and needed is not None:
-        header = request.headers.get("Authorization", "")
+        header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             node.metrics.rejected.labels("unauthenticated").inc()
@@ -629,86 +587,76 @@ def _check_access(request: web.Request, node: Node) -> web.Response | None:
     return None
 
 
-@web.middleware
-async def api_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Authentication, the overload limit and error answers, in one middleware (one wrapper
-    less per request than separate ones)."""
-    node = request.app[NODE_KEY]
-    try:
-        refused = _check_access(request, node)
-        if refused is not None:
-            return refused
-        if not request.path.startswith(KV_PREFIX):
-            return await handler(request)  # status, metrics and admin stay usable under overload
-        limit = node.config.max_concurrent_requests
-        if node.in_flight >= limit:
-            node.metrics.rejected.labels("overloaded").inc()
-            response = error_response(
-                503, "overloaded", f"{node.in_flight} requests in flight (limit {limit})"
-            )
-            response.headers["Retry-After"] = "1"
-            return response
-        node.in_flight += 1
+class Api:
+    """The node's HTTP API: the routes, and what wraps every handler call."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.node = Node(config)
+        router = Router()
+        node = self.node
+        for method, handler in (
+            ("GET", handle_get), ("PUT", handle_put), ("DELETE", handle_delete),
+        ):  # fmt: skip
+            router.add_prefix(method, KV_PREFIX, partial(handler, node))
+        for path, get in (
+            ("/health/live", handle_live),
+            ("/health/ready", handle_ready),
+            ("/v1/status", handle_status),
+            ("/v1/ring", handle_ring),
+            ("/v1/anti-entropy/trees", handle_trees),
+            ("/v1/admin/progress", handle_progress),
+            ("/metrics", handle_metrics),
+        ):
+            router.add("GET", path, partial(get, node))
+        router.add("POST", "/v1/admin/plan", partial(handle_plan, node))
+        router.add_prefix("POST", ADMIN_PREFIX, partial(handle_admin, node))
+        self.server = HttpServer(
+            router,
+            wrap=self.wrap,
+            max_body=config.max_value_bytes,
+            # room for a 256-byte key percent-encoded and a context header up to
+            # MAX_CONTEXT_CHARS, so oversized ones get our JSON error rather than the server's
+            max_url=8190,
+            max_header_bytes=2 * MAX_CONTEXT_CHARS + 16384,
+            body_timeout=config.client_timeout,
+            keepalive_timeout=75.0,  # idle keep-alive connections are closed after this
+        )
+
+    async def wrap(self, request: Request, handler: Handler) -> Response:
+        """Authentication, the overload limit and error answers."""
+        node = self.node
         try:
-            return await handler(request)
+            refused = _check_access(request, node)
+            if refused is not None:
+                return refused
+            if not request.path.startswith(KV_PREFIX):
+                return await handler(request)  # status, metrics and admin work under overload
+            limit = node.config.max_concurrent_requests
+            if node.in_flight >= limit:
+                node.metrics.rejected.labels("overloaded").inc()
+                response = error_response(
+                    503, "overloaded", f"{node.in_flight} requests in flight (limit {limit})"
+                )
+                response.headers.append(("Retry-After", "1"))
+                return response
+            node.in_flight += 1
+            try:
+                return await handler(request)
+            finally:
+                node.in_flight -= 1
+        except ApiError as exc:
+            return error_response(exc.status, exc.code, exc.message, **exc.extra)
+
+    async def serve(self, stop: asyncio.Event, shutdown_timeout: float = 10.0) -> None:
+        """Start the node, serve until ``stop`` is set, then drain and stop (SIGTERM)."""
+        config = self.node.config
+        await self.node.start()
+        try:
+            tls = self.node.tls
+            await self.server.start(
+                config.host, config.port, ssl=tls.server if tls is not None else None
+            )
+            await stop.wait()
+            await self.server.shutdown(shutdown_timeout)
         finally:
-            node.in_flight -= 1
-    except ApiError as exc:
-        return error_response(exc.status, exc.code, exc.message, **exc.extra)
-    except web.HTTPRequestEntityTooLarge as exc:
-        return error_response(413, "value_too_large", exc.text or "request body too large")
-    except web.HTTPNotFound:
-        return error_response(404, "not_found", f"no such endpoint: {request.path}")
-    except web.HTTPMethodNotAllowed as exc:
-        return error_response(405, "method_not_allowed", f"{exc.method} is not allowed here")
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return error_response(exc.status, "bad_request", exc.text or exc.reason)
-    except asyncio.CancelledError:
-        raise
-    except ConnectionResetError:  # the client went away mid-request: nobody to answer
-        log.debug("client disconnected during %s %s", request.method, request.path)
-        return error_response(400, "client_disconnected", "the connection was reset")
-    except Exception:
-        log.exception("unexpected error serving %s %s", request.method, request.path)
-        return error_response(500, "internal", "internal error; see the node log")
-
-
-def create_app(config: NodeConfig) -> web.Application:
-    app = web.Application(
-        middlewares=[api_middleware],
-        client_max_size=config.max_value_bytes + 1,
-        # Room for a 256-byte key percent-encoded and a context header up to MAX_CONTEXT_CHARS,
-        # so oversized ones get our JSON error; beyond these aiohttp itself answers 400.
-        handler_args={
-            "max_line_size": 8190,
-            "max_field_size": 2 * MAX_CONTEXT_CHARS,
-            "keepalive_timeout": 75.0,  # idle keep-alive connections are closed after this
-        },
-    )
-    node = Node(config)
-    app[NODE_KEY] = node
-
-    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        await node.start()
-        yield
-        await node.stop()
-
-    app.cleanup_ctx.append(lifecycle)
-    kv = KV_PREFIX + "{key:.*}"
-    app.router.add_get(kv, handle_get, allow_head=False)
-    app.router.add_put(kv, handle_put)
-    app.router.add_delete(kv, handle_delete)
-    app.router.add_get("/health/live", handle_live)
-    app.router.add_get("/health/ready", handle_ready)
-    app.router.add_get("/v1/status", handle_status)
-    app.router.add_get("/v1/ring", handle_ring)
-    app.router.add_get("/v1/anti-entropy/trees", handle_trees)
-    app.router.add_post("/v1/admin/plan", handle_plan)
-    app.router.add_get("/v1/admin/progress", handle_progress)
-    app.router.add_post("/v1/admin/{action}", handle_admin)
-    app.router.add_get("/metrics", handle_metrics)
-    return app
+            await self.node.stop()

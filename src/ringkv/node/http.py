@@ -1,0 +1,466 @@
+"""HTTP: a small HTTP/1.1 server for the node's client API (asyncio.Protocol + httptools).
+
+Why not aiohttp's server: a ringkv request is small and its handler is short, so the web
+framework around it (request and response objects, router, middleware, header multidicts,
+stream writer) cost more CPU than the key-value work itself -- about 25 µs of the 35 µs
+aiohttp needs to answer a trivial GET on this machine, against 8 µs for a bare protocol (see
+docs/performance.md). This module parses with ``httptools`` (llhttp, the parser of Node.js and
+uvicorn) and keeps only what the node's API uses:
+
+- ``Request``: method, raw path, query string, lower-cased headers, the whole body.
+- ``Response``: status, body, extra headers; ``json_response`` builds the usual JSON ones.
+- ``HttpServer``: routes by exact path (plus one prefix route per method for keys and admin
+  actions), answers pipelined requests in order, and enforces the limits a public endpoint
+  needs -- URL and header sizes, body size (413 from Content-Length before reading, or while
+  reading a chunked body), a deadline for headers or a body that do not arrive (408, so a
+  "slowloris" client cannot hold a connection open), an idle keep-alive timeout, backpressure
+  when a client does not read its answers -- and a graceful shutdown that stops accepting,
+  lets in-flight requests finish and then closes every connection.
+
+Handlers are ``async def handler(request) -> Response``; one task runs per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qsl
+
+import httptools
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[["Request"], Awaitable["Response"]]
+
+MAX_PIPELINED = 16  # requests queued on one connection before we stop reading from it
+_REASONS = {s.value: s.phrase for s in HTTPStatus}
+
+
+class Request:
+    __slots__ = ("body", "headers", "keep_alive", "method", "path", "query_string", "repeated")
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        query_string: str,
+        headers: dict[str, str],
+        repeated: set[str] | None,
+        body: bytes,
+        keep_alive: bool,
+    ) -> None:
+        self.method = method
+        self.path = path  # raw: still percent-encoded
+        self.query_string = query_string
+        self.headers = headers  # lower-cased names
+        self.repeated = repeated  # lower-cased names given more than once
+        self.body = body
+        self.keep_alive = keep_alive
+
+    def header_count(self, name: str) -> int:
+        """How many times a header (lower-case name) was given."""
+        if name not in self.headers:
+            return 0
+        return 2 if self.repeated is not None and name in self.repeated else 1
+
+    def query(self) -> list[tuple[str, str]]:
+        return parse_qsl(self.query_string, keep_blank_values=True)
+
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else {}
+
+
+class Response:
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(
+        self,
+        status: int = 200,
+        body: bytes = b"",
+        headers: Iterable[tuple[str, str]] = (),
+        content_type: str | None = None,
+    ) -> None:
+        self.status = status
+        self.body = body
+        self.headers = list(headers)
+        if content_type is not None:
+            self.headers.append(("Content-Type", content_type))
+
+
+def json_response(
+    data: Any, status: int = 200, headers: Iterable[tuple[str, str]] = ()
+) -> Response:
+    body = json.dumps(data, separators=(",", ":")).encode()
+    return Response(status, body, headers, "application/json; charset=utf-8")
+
+
+def error_response(status: int, code: str, message: str, **extra: Any) -> Response:
+    return json_response({"error": code, "message": message, **extra}, status)
+
+
+class _Clock:
+    """The Date header, formatted once a second."""
+
+    def __init__(self) -> None:
+        self.second = 0
+        self.header = b""
+
+    def date(self) -> bytes:
+        now = int(time.time())
+        if now != self.second:
+            self.second = now
+            self.header = b"Date: " + formatdate(now, usegmt=True).encode() + b"\r\n"
+        return self.header
+
+
+class Router:
+    """Exact paths, plus per-method prefix routes (the key space, admin actions)."""
+
+    def __init__(self) -> None:
+        self.exact: dict[str, dict[str, Handler]] = {}
+        self.prefixes: list[tuple[str, dict[str, Handler]]] = []
+
+    def add(self, method: str, path: str, handler: Handler) -> None:
+        self.exact.setdefault(path, {})[method] = handler
+
+    def add_prefix(self, method: str, prefix: str, handler: Handler) -> None:
+        for known, methods in self.prefixes:
+            if known == prefix:
+                methods[method] = handler
+                return
+        self.prefixes.append((prefix, {method: handler}))
+
+    def resolve(self, method: str, path: str) -> Handler | Response:
+        methods = self.exact.get(path)
+        if methods is None:
+            for prefix, by_method in self.prefixes:
+                if path.startswith(prefix):
+                    methods = by_method
+                    break
+        if methods is None:
+            return error_response(404, "not_found", f"no such endpoint: {path}")
+        handler = methods.get(method)
+        if handler is None and method == "HEAD" and path in self.exact:
+            handler = methods.get("GET")  # HEAD of a plain resource: its GET without the body
+        if handler is None:
+            allowed = ", ".join(sorted(methods))
+            response = error_response(
+                405, "method_not_allowed", f"{method} is not allowed here; allowed: {allowed}"
+            )
+            response.headers.append(("Allow", allowed))
+            return response
+        return handler
+
+
+class HttpServer:
+    """Serves a ``Router`` on one listening socket.
+
+    ``wrap`` is called around every routed handler call (``wrap(request, handler)``): the node
+    uses it for authentication and its overload limit, the role middleware had in aiohttp.
+    """
+
+    def __init__(
+        self,
+        router: Router,
+        *,
+        wrap: Callable[[Request, Handler], Awaitable[Response]],
+        max_body: int,
+        max_url: int = 8190,
+        max_header_bytes: int = 65536,
+        body_timeout: float = 10.0,
+        keepalive_timeout: float = 75.0,
+    ) -> None:
+        self.router = router
+        self.wrap = wrap
+        self.max_body = max_body
+        self.max_url = max_url
+        self.max_header_bytes = max_header_bytes
+        self.body_timeout = body_timeout
+        self.keepalive_timeout = keepalive_timeout
+        self.connections: set[_Connection] = set()
+        self.clock = _Clock()
+        self._server: asyncio.AbstractServer | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+        self.closing = False
+
+    async def start(self, host: str, port: int, ssl: Any = None) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _Connection(self), host, port, ssl=ssl, reuse_address=True, backlog=1024
+        )
+        self._schedule_sweep()
+
+    def _schedule_sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._sweeper = loop.call_later(min(5.0, self.body_timeout / 2), self._sweep)
+
+    def _sweep(self) -> None:
+        """Close connections idle past the keep-alive timeout and bodies that stalled."""
+        now = time.monotonic()
+        for conn in list(self.connections):
+            conn.check_timeouts(now)
+        self._schedule_sweep()
+
+    async def shutdown(self, timeout: float) -> None:
+        """Stop accepting, finish in-flight requests (up to ``timeout``), close the rest."""
+        self.closing = True
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            if conn.idle():
+                conn.close()
+        deadline = time.monotonic() + timeout
+        while any(not c.idle() for c in self.connections) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            conn.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: parses requests and answers them in order."""
+
+    def __init__(self, server: HttpServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.queue: deque[Request] = deque()
+        self.busy = False  # a request of this connection is being handled
+        self.last_active = time.monotonic()
+        self.body_deadline = 0.0  # while a body is being read
+        self.paused_writing = False
+        self.reading_paused = False
+        self.discarding = False  # an error was answered; drop the rest, then close
+        self.in_head = False  # between the start of a request and the end of its headers
+        self.head_started = 0.0
+        self.head_bytes = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        self.url = b""
+        self.headers: dict[str, str] = {}
+        self.repeated: set[str] | None = None
+        self.header_bytes = 0
+        self.body: list[bytes] = []
+        self.body_size = 0
+
+    # -- asyncio.Protocol -----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        self.server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.discard(self)
+        self.transport = None
+        self.queue.clear()
+
+    def data_received(self, data: bytes) -> None:
+        self.last_active = time.monotonic()
+        if self.discarding:
+            return
+        try:
+            self.parser.feed_data(data)
+            if self.in_head:
+                # httptools buffers a header until it is complete: bound what it may hold
+                self.head_bytes += len(data)
+                if self.head_bytes > self.server.max_header_bytes + self.server.max_url:
+                    message = "the request headers are too large"
+                    self._fail(error_response(431, "headers_too_large", message))
+        except httptools.HttpParserUpgrade:
+            self._fail(error_response(400, "bad_request", "protocol upgrades are not supported"))
+        except httptools.HttpParserError as exc:
+            if not self.discarding:
+                self._fail(error_response(400, "bad_request", f"malformed HTTP request: {exc}"))
+
+    def pause_writing(self) -> None:
+        self.paused_writing = True
+        self._pause_reading()
+
+    def resume_writing(self) -> None:
+        self.paused_writing = False
+        if len(self.queue) < MAX_PIPELINED:
+            self._resume_reading()
+
+    # -- httptools callbacks --------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._reset()
+        self.in_head = True
+        self.head_started = time.monotonic()
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        if len(self.url) > self.server.max_url:
+            self._fail(error_response(414, "uri_too_long", "the request line is too long"))
+            raise httptools.HttpParserError("URL too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.header_bytes += len(name) + len(value)
+        if self.header_bytes > self.server.max_header_bytes:
+            message = "the request headers are too large"
+            self._fail(error_response(431, "headers_too_large", message))
+            raise httptools.HttpParserError("headers too large")
+        key = name.decode("latin-1").lower()
+        if key in self.headers:
+            if self.repeated is None:
+                self.repeated = set()
+            self.repeated.add(key)
+            return
+        self.headers[key] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        self.head_bytes = 0
+        length = self.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.server.max_body:
+            limit = self.server.max_body
+            message = f"value is {int(length)} bytes; the limit is {limit}"
+            self._fail(error_response(413, "value_too_large", message))
+            raise httptools.HttpParserError("body too large")
+        if length not in (None, "0") or "transfer-encoding" in self.headers:
+            self.body_deadline = time.monotonic() + self.server.body_timeout
+            if self.headers.get("expect", "").lower() == "100-continue" and self.transport:
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        self.body_size += len(body)
+        if self.body_size > self.server.max_body:
+            self._fail(
+                error_response(
+                    413, "value_too_large", f"value exceeds the {self.server.max_body} byte limit"
+                )
+            )
+            raise httptools.HttpParserError("body too large")
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        self.body_deadline = 0.0
+        url = self.url.decode("latin-1")
+        path, _, query = url.partition("?")
+        path = path.partition("#")[0]
+        method = self.parser.get_method().decode("ascii", "replace")
+        body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
+        request = Request(
+            method, path, query, self.headers, self.repeated, body, self.parser.should_keep_alive()
+        )
+        self._reset()
+        if self.busy:
+            self.queue.append(request)
+            if len(self.queue) >= MAX_PIPELINED:
+                self._pause_reading()
+        else:
+            self._start(request)
+
+    # -- handling -------------------------------------------------------------------------
+
+    def _start(self, request: Request) -> None:
+        self.busy = True
+        routed = self.server.router.resolve(request.method, request.path)
+        if isinstance(routed, Response):
+            self._answer(request, routed)
+            return
+        asyncio.get_running_loop().create_task(self._run(request, routed))
+
+    async def _run(self, request: Request, handler: Handler) -> None:
+        try:
+            response = await self.server.wrap(request, handler)
+        except asyncio.CancelledError:
+            self.close()
+            raise
+        except Exception:
+            log.exception("unexpected error serving %s %s", request.method, request.path)
+            response = error_response(500, "internal", "internal error; see the node log")
+        self._answer(request, response)
+
+    def _answer(self, request: Request, response: Response) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        keep_alive = request.keep_alive and not self.server.closing
+        self._write(response, head_only=request.method == "HEAD", keep_alive=keep_alive)
+        self.busy = False
+        self.last_active = time.monotonic()
+        if not keep_alive:
+            self.close()
+            return
+        if self.queue:
+            self._start(self.queue.popleft())
+        if len(self.queue) < MAX_PIPELINED and not self.paused_writing:
+            self._resume_reading()
+
+    def _write(self, response: Response, *, head_only: bool, keep_alive: bool) -> None:
+        assert self.transport is not None
+        status = response.status
+        body = response.body
+        head = [
+            b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, "Unknown").encode()),
+            self.server.clock.date(),
+        ]
+        for name, value in response.headers:
+            head.append(f"{name}: {value}\r\n".encode("latin-1"))
+        if status >= 200 and status not in (204, 304):
+            head.append(b"Content-Length: %d\r\n" % len(body))
+        if not keep_alive:
+            head.append(b"Connection: close\r\n")
+        head.append(b"\r\n")
+        if head_only or status in (204, 304) or not body:
+            self.transport.write(b"".join(head))
+        elif len(body) <= 16384:
+            head.append(body)
+            self.transport.write(b"".join(head))
+        else:
+            self.transport.writelines([b"".join(head), body])
+
+    def _fail(self, response: Response) -> None:
+        """Answer a request we will not handle (malformed, too large) and close once the
+        client has sent what it was sending (closing at once could reset the connection
+        before the client reads the answer)."""
+        if self.discarding or self.transport is None:
+            return
+        self.discarding = True
+        self.queue.clear()
+        if not self.busy:
+            self._write(response, head_only=False, keep_alive=False)
+            self.busy = True  # nothing more is answered on this connection
+        self.body_deadline = 0.0
+        assert self.transport is not None
+        loop = asyncio.get_running_loop()
+        loop.call_later(1.0, self.close)  # drain what is in flight, then go
+
+    def _pause_reading(self) -> None:
+        if not self.reading_paused and self.transport is not None:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self.reading_paused and self.transport is not None:
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+    def idle(self) -> bool:
+        return not self.busy and not self.queue
+
+    def check_timeouts(self, now: float) -> None:
+        if self.in_head and now - self.head_started > self.server.body_timeout and not self.busy:
+            message = f"the request headers did not arrive within {self.server.body_timeout} s"
+            self._fail(error_response(408, "request_timeout", message))
+        elif self.body_deadline and now > self.body_deadline and not self.busy:
+            message = f"the request body did not arrive within {self.server.body_timeout} s"
+            self._fail(error_response(408, "request_timeout", message))
+        elif self.idle() and now - self.last_active > self.server.keepalive_timeout:
+            self.close()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
