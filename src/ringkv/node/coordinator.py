@@ -38,6 +38,7 @@ from ringkv.core.versions import (
     Version,
     context_of,
     decode_record,
+    encode_record,
     hlc_now,
     hlc_observe,
     merge_siblings,
@@ -185,9 +186,11 @@ class Coordinator:
             now = max(now, max((v.timestamp + 1 for v in current), default=0))
             self._hlc = now
             version = new_version(current, context, self.actor, value, now)
-            self._check_siblings(key, merge_siblings(current, [version], self.mode))
-            merged, _ = self.storage.merge(
-                key, [version], self.mode, current=current, deferred_sync=True
+            merged = merge_siblings(current, [version], self.mode)
+            self._check_siblings(key, merged)
+            record = encode_record(merged)  # encoded once: stored here and sent to replicas
+            self.storage.merge(
+                key, merged, self.mode, current=current, deferred_sync=True, raw=record
             )
             synced = self.storage.durable() if self.storage.fsync else None
         else:
@@ -197,7 +200,8 @@ class Coordinator:
             version = new_version(current, context, self.actor, value, now)
             merged = merge_siblings(current, [version], self.mode)
             self._store_hint(target, key, merged)
-        wire = [version_to_wire(v) for v in merged]  # the whole record: see new_version
+            record = encode_record(merged)
+        # Replicas get the whole record (see new_version), encoded once for all of them.
         # Primaries that are down and got no fallback: the coordinator keeps their hint.
         covered = {r.node for r in live} | {r.hint_for for r in live if r.hint_for}
         for replica in (*primaries, *pending):
@@ -206,7 +210,7 @@ class Coordinator:
         others = [r for r in live if r.node != self.node_id] + live_pending
         try:
             acks = 1 + await self._quorum(
-                [self._replicate_call(r, key, wire, merged) for r in others], required - 1
+                [self._replicate_call(r, key, record, merged) for r in others], required - 1
             )
         finally:
             if synced is not None:  # group commit (--fsync): our own copy must be on disk
@@ -268,24 +272,29 @@ class Coordinator:
             self.metrics.hints_stored.inc()
 
     async def _replicate(
-        self, replica: Replica, key: bytes, wire: list[Any], merged: Sequence[Version]
+        self, replica: Replica, key: bytes, record: bytes, merged: Sequence[Version]
     ) -> bool:
-        await self._replicate_call(replica, key, wire, merged)
+        await self._replicate_call(replica, key, record, merged)
         return True
 
     def _replicate_call(
-        self, replica: Replica, key: bytes, wire: list[Any], merged: Sequence[Version]
+        self, replica: Replica, key: bytes, record: bytes, merged: Sequence[Version]
     ) -> asyncio.Future[Any]:
-        """Send the record to one replica; on failure keep a hint for it (as Cassandra does for
-        replicas that time out), so the write still reaches it later."""
-        address = self.membership.address_of(replica.node)
-        body: dict[str, Any] = {"key": key, "versions": wire}
+        """Send the record (``merged``, encoded as ``record``) to one replica; on failure keep
+        a hint for it (as Cassandra does for replicas that time out), so the write still
+        reaches it later. A peer of an older version gets the versions in wire form."""
+        address = self.membership.address_of(replica.node) or ""
+        body: dict[str, Any] = {"key": key}
+        if self.messaging.supports(address, "record"):
+            body["record"] = record
+        else:
+            body["versions"] = [version_to_wire(v) for v in merged]
         if replica.hint_for:
             body["hint_for"] = replica.hint_for
             self.metrics.fallback_writes.inc()
         self.metrics.replica_request("write", replica.primary).inc()
         started = time.perf_counter()
-        future = self.messaging.call(address or "", "replicate", body, self.timeout)
+        future = self.messaging.call(address, "replicate", body, self.timeout)
 
         def done(f: asyncio.Future[Any]) -> None:
             if f.cancelled() or f.exception() is not None:
@@ -449,7 +458,7 @@ class Coordinator:
         everything = [v for vs in answers.values() for v in vs]
         final = merge_siblings((), everything, self.mode)
         final_dots = {v.dot for v in final}
-        wire = [version_to_wire(v) for v in final]
+        record = encode_record(final)
         for node, versions in list(answers.items()):
             if node not in primaries or {v.dot for v in versions} == final_dots:
                 continue
@@ -458,7 +467,7 @@ class Coordinator:
                 self.storage.merge(key, final, self.mode)
             else:
                 with contextlib.suppress(PeerError):
-                    await self._replicate(Replica(node), key, wire, final)
+                    await self._replicate(Replica(node), key, record, final)
 
     # -- peer verbs -----------------------------------------------------------------------------
 
@@ -466,7 +475,12 @@ class Coordinator:
         """Apply a replicated record. ``deferred_sync``: the caller awaits
         ``storage.durable()`` before answering (group commit)."""
         key = bytes(body["key"])
-        versions = [version_from_wire(v) for v in body["versions"]]
+        record = body.get("record")
+        if record is not None:  # the encoded record (the "record" feature): stored as it is
+            record = bytes(record)
+            versions: Sequence[Version] = decode_record(record)
+        else:
+            versions = [version_from_wire(v) for v in body["versions"]]
         wall = int(time.time() * 1000)
         for v in versions:
             self._hlc = hlc_observe(self._hlc, v.timestamp, wall)
@@ -474,7 +488,7 @@ class Coordinator:
         if hint_for:
             self._store_hint(str(hint_for), key, versions)
         else:
-            self.storage.merge(key, versions, self.mode, deferred_sync=deferred_sync)
+            self.storage.merge(key, versions, self.mode, deferred_sync=deferred_sync, raw=record)
         return True
 
     def handle_replicate_batch(self, body: dict[str, Any]) -> int:

@@ -21,6 +21,11 @@ arrived and decodes every complete frame in it; requests time out through one ``
 handle each instead of ``asyncio.wait_for``; ``call`` hands back the reply future itself, so a
 coordinator waits for replicas without a task per replica; and the verbs the node answers
 synchronously (``sync_handler``) are answered inline, without a task per inbound request.
+
+Features: the answer to ``hello`` lists what the callee understands beyond the first protocol
+(``FEATURES``), so a node sends a newer form of a verb only to peers that announced it, and a
+rolling upgrade mixes versions safely. ``"record"``: ``replicate`` may carry the encoded record
+(``{"key", "record"}``) instead of its versions in wire form (``{"key", "versions"}``).
 """
 
 from __future__ import annotations
@@ -67,6 +72,10 @@ Handler = Callable[[str, Any], Awaitable[Any]]
 #: Answers a verb synchronously, or returns ``DEFER`` to have ``Handler`` run it in a task.
 SyncHandler = Callable[[str, Any], Any]
 DEFER: Any = object()
+
+
+#: What this node understands beyond the first protocol (announced in the answer to ``hello``).
+FEATURES = ("record",)
 
 
 class PeerError(Exception):
@@ -186,6 +195,7 @@ class PeerConnection:
         self.ssl_context = ssl_context
         self.address = address
         self.remote_id: str | None = None
+        self.features: frozenset[str] = frozenset()  # what the peer announced (see FEATURES)
         self.connect_timeout = connect_timeout
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
@@ -298,6 +308,10 @@ class PeerConnection:
                 if kind != REPLY:
                     raise PeerUnavailable(f"{self.address} rejected our proof: {answer}")
             self.remote_id = remote
+            features = body.get("features")
+            self.features = frozenset(
+                f for f in (features if isinstance(features, list) else ()) if isinstance(f, str)
+            )
             self._writer = opened
             self._outbox = _Outbox(opened, self._on_write_error(opened))
             self._failures = 0
@@ -439,6 +453,12 @@ class MessagingService:
         conn = self._peers.get(address)
         return conn is not None and conn.connected
 
+    def supports(self, address: str, feature: str) -> bool:
+        """Whether the peer at ``address`` announced ``feature`` on our current connection
+        (False while not connected: then the first protocol is used)."""
+        conn = self._peers.get(address)
+        return conn is not None and conn.connected and feature in conn.features
+
     async def request(self, address: str, verb: str, body: Any, timeout: float) -> Any:
         return await self.peer(address).request(verb, body, timeout)
 
@@ -507,7 +527,8 @@ class MessagingService:
         hello: dict[str, Any],
     ) -> bool:
         if self.secret is None:
-            writer.write(encode_frame(REPLY, request_id, "hello", {"node": self.node_id}))
+            hello_reply = {"node": self.node_id, "features": list(FEATURES)}
+            writer.write(encode_frame(REPLY, request_id, "hello", hello_reply))
             return True
         caller, their_nonce = str(hello.get("node")), hello.get("nonce")
         if not isinstance(their_nonce, bytes) or len(their_nonce) < 16:
@@ -517,7 +538,7 @@ class MessagingService:
         mine = auth.proof(self.secret, b"server", self.node_id, nonce, their_nonce)
         writer.write(
             encode_frame(REPLY, request_id, "hello", {"node": self.node_id, "nonce": nonce,
-                                                       "proof": mine})
+                                                       "proof": mine, "features": list(FEATURES)})
         )  # fmt: skip
         try:
             kind, request_id, verb, body = await asyncio.wait_for(

@@ -145,12 +145,15 @@ class Storage:
         mode: ConflictMode,
         current: Sequence[Version] | None = None,
         deferred_sync: bool = False,
+        raw: bytes | None = None,
     ) -> tuple[tuple[Version, ...], bool]:
         """Merge versions into the stored record; returns (record, whether it changed).
 
         ``current``: the record as the caller just read it (on the event loop, with nothing in
         between), to save reading it again. ``deferred_sync``: do not fsync this write; the
-        caller awaits ``durable()`` before acknowledging it (group commit)."""
+        caller awaits ``durable()`` before acknowledging it (group commit). ``raw``:
+        ``incoming`` encoded (``encode_record``); stored as it is when the merge keeps exactly
+        ``incoming``, the usual case for a replicated write, which saves encoding it again."""
         self.ensure_writable()
         h = key_hash(key)
         if current is None:
@@ -159,7 +162,9 @@ class Storage:
         changed = [v.dot for v in merged] != [v.dot for v in current]
         if changed:
             options = self._deferred_options if deferred_sync else self.write_options
-            self.put_into(self._db, storage_key(h, key), encode_record(merged), options)
+            if raw is None or [v.dot for v in merged] != [v.dot for v in incoming]:
+                raw = encode_record(merged)
+            self.put_into(self._db, storage_key(h, key), raw, options)
             for listener in self._listeners:
                 listener(h, key, current, merged)
         return merged, changed
