@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -49,6 +50,7 @@ from ringkv.core.versions import (
 )
 
 WRITE_BUFFER_BYTES = 16 * 1024 * 1024
+FREE_SPACE_RECHECK = 0.1  # seconds between free-space measurements while writing
 META_CF = "meta"
 HINTS_CF = "hints"
 
@@ -74,9 +76,10 @@ def storage_key(h: int, key: bytes) -> bytes:
 class Storage:
     """A node's RocksDB.
 
-    Disk space: every write first checks the filesystem (one ``statvfs``, about a
-    microsecond) and is refused (``StorageFull``, HTTP 507) while less than ``min_free_bytes``
-    is available -- a reserve that also covers RocksDB's own flushes (a memtable of
+    Disk space: every write first checks the free space (``ensure_writable``: a ``statvfs`` at
+    most every ``FREE_SPACE_RECHECK`` seconds or quarter of the headroom written) and is
+    refused (``StorageFull``, HTTP 507) while less than ``min_free_bytes`` is available -- a
+    reserve that also covers RocksDB's own flushes (a memtable of
     ``WRITE_BUFFER_BYTES``) and compactions -- so writes resume by themselves once space is
     freed, reads keep working, and nothing stored is damaged. Should RocksDB still meet ENOSPC,
     it stops writing (its background-error state): writes then answer 507 until the node is
@@ -98,6 +101,9 @@ class Storage:
         self._listeners: list[ChangeListener] = []
         self._closed = False
         self._failed = False  # RocksDB refused a write: it needs a restart to write again
+        self._written = 0  # bytes put since the free space was last measured
+        self._write_budget = 0  # what may be put before measuring again (see ensure_writable)
+        self._recheck_at = 0.0
         self._open()
 
     def _open(self) -> None:
@@ -116,11 +122,25 @@ class Storage:
         return st.f_bavail * st.f_frsize
 
     def ensure_writable(self) -> None:
-        """Raise ``StorageFull`` when the disk is (nearly) full."""
+        """Raise ``StorageFull`` when the disk is (nearly) full.
+
+        The filesystem is asked again (``statvfs``) only after ``FREE_SPACE_RECHECK`` seconds
+        or once our writes since the last answer reach a quarter of the headroom it showed above
+        ``min_free_bytes``: so our own writes can never take the disk below the reserve
+        unnoticed, and a busy node does not make one system call per write for it."""
         if self._failed:
             raise StorageFull(28, "RocksDB stopped writing after an I/O error; restart the node")
-        if self.min_free_bytes and self.free_bytes() < self.min_free_bytes:
+        if not self.min_free_bytes:
+            return
+        if self._written < self._write_budget and time.monotonic() < self._recheck_at:
+            return
+        free = self.free_bytes()
+        if free < self.min_free_bytes:
+            self._write_budget = 0  # ask again on every write until space is freed
             raise StorageFull(28, f"less than {self.min_free_bytes} bytes free in {self.path}")
+        self._written = 0
+        self._write_budget = (free - self.min_free_bytes) // 4
+        self._recheck_at = time.monotonic() + FREE_SPACE_RECHECK
 
     def on_change(self, listener: ChangeListener) -> None:
         self._listeners.append(listener)
@@ -174,6 +194,7 @@ class Storage:
     ) -> None:
         """Write to a column family (records or hints); a full disk becomes ``StorageFull``
         and stops further writes until a restart (RocksDB's background-error state)."""
+        self._written += len(raw_key) + len(value)
         try:
             column.put(raw_key, value, options or self.write_options)
         except Exception as exc:  # rocksdict raises plain exceptions for I/O errors
