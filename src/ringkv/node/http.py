@@ -234,7 +234,7 @@ class _Connection(asyncio.Protocol):
         self.server = server
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
-        self.queue: deque[Request] = deque()
+        self.queue: deque[Request | Response] = deque()  # a Response: an error answer, last
         self.busy = False  # a request of this connection is being handled
         self.last_active = time.monotonic()
         self.body_deadline = 0.0  # while a body is being read
@@ -242,8 +242,10 @@ class _Connection(asyncio.Protocol):
         self.reading_paused = False
         self.discarding = False  # an error was answered; drop the rest, then close
         self.in_head = False  # between the start of a request and the end of its headers
+        self.message_began = False  # a request started during the current data_received
         self.head_started = 0.0
         self.head_bytes = 0
+        self.continue_pending = False  # a "100 Continue" to send once the earlier answers are
         self._reset()
 
     def _reset(self) -> None:
@@ -270,9 +272,12 @@ class _Connection(asyncio.Protocol):
         if self.discarding:
             return
         try:
+            was_in_head, self.message_began = self.in_head, False
             self.parser.feed_data(data)
-            if self.in_head:
-                # httptools buffers a header until it is complete: bound what it may hold
+            if was_in_head and self.in_head and not self.message_began:
+                # All of this read belongs to one unfinished head, which httptools buffers
+                # until a header is complete: bound it (the read where a head starts is not
+                # counted, so a head may hold up to one read more than the limit).
                 self.head_bytes += len(data)
                 if self.head_bytes > self.server.max_header_bytes + self.server.max_url:
                     message = "the request headers are too large"
@@ -297,7 +302,9 @@ class _Connection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._reset()
         self.in_head = True
+        self.message_began = True
         self.head_started = time.monotonic()
+        self.head_bytes = 0
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -331,7 +338,10 @@ class _Connection(asyncio.Protocol):
         if length not in (None, "0") or "transfer-encoding" in self.headers:
             self.body_deadline = time.monotonic() + self.server.body_timeout
             if self.headers.get("expect", "").lower() == "100-continue" and self.transport:
-                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                if self.busy or self.queue:
+                    self.continue_pending = True  # after the answers before it (see _next)
+                else:
+                    self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         self.body_size += len(body)
@@ -346,6 +356,7 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.body_deadline = 0.0
+        self.continue_pending = False
         url = self.url.decode("latin-1")
         path, _, query = url.partition("?")
         path = path.partition("#")[0]
@@ -388,19 +399,40 @@ class _Connection(asyncio.Protocol):
         if transport is None:
             return
         keep_alive = request.keep_alive and not self.server.closing
-        self._write(response, head_only=request.method == "HEAD", keep_alive=keep_alive)
+        try:
+            parts = self._serialize(response, request.method == "HEAD", keep_alive)
+        except Exception:  # a handler's header that HTTP cannot carry
+            log.exception("cannot send the answer to %s %s", request.method, request.path)
+            keep_alive = False
+            internal = error_response(500, "internal", "internal error; see the node log")
+            parts = self._serialize(internal, False, keep_alive)
+        if len(parts) == 1:
+            transport.write(parts[0])
+        else:
+            transport.writelines(parts)
         self.busy = False
         self.last_active = time.monotonic()
         if not keep_alive:
             self.close()
             return
+        self._next()
+
+    def _next(self) -> None:
+        """Start the next queued request (or send the queued error answer)."""
         if self.queue:
-            self._start(self.queue.popleft())
+            item = self.queue.popleft()
+            if isinstance(item, Response):
+                self._finish_with(item)
+                return
+            self._start(item)
+        elif self.continue_pending and self.transport is not None:
+            # the request whose body is still to come is next: now it may send it
+            self.continue_pending = False
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         if len(self.queue) < MAX_PIPELINED and not self.paused_writing:
             self._resume_reading()
 
-    def _write(self, response: Response, *, head_only: bool, keep_alive: bool) -> None:
-        assert self.transport is not None
+    def _serialize(self, response: Response, head_only: bool, keep_alive: bool) -> list[bytes]:
         status = response.status
         body = response.body
         head = [
@@ -415,28 +447,35 @@ class _Connection(asyncio.Protocol):
             head.append(b"Connection: close\r\n")
         head.append(b"\r\n")
         if head_only or status in (204, 304) or not body:
-            self.transport.write(b"".join(head))
-        elif len(body) <= 16384:
+            return [b"".join(head)]
+        if len(body) <= 16384:
             head.append(body)
-            self.transport.write(b"".join(head))
-        else:
-            self.transport.writelines([b"".join(head), body])
+            return [b"".join(head)]
+        return [b"".join(head), body]
 
     def _fail(self, response: Response) -> None:
-        """Answer a request we will not handle (malformed, too large) and close once the
-        client has sent what it was sending (closing at once could reset the connection
-        before the client reads the answer)."""
+        """Refuse the request being parsed (malformed, too large, too slow): nothing more is
+        read from this connection; the answers to the requests before it still go out, in
+        order, then this one."""
         if self.discarding or self.transport is None:
             return
         self.discarding = True
-        self.queue.clear()
-        if not self.busy:
-            self._write(response, head_only=False, keep_alive=False)
-            self.busy = True  # nothing more is answered on this connection
+        self.in_head = False
         self.body_deadline = 0.0
-        assert self.transport is not None
-        loop = asyncio.get_running_loop()
-        loop.call_later(1.0, self.close)  # drain what is in flight, then go
+        self.continue_pending = False
+        if self.busy:
+            self.queue.append(response)
+        else:
+            self._finish_with(response)
+
+    def _finish_with(self, response: Response) -> None:
+        """Send a last answer, then close once the client has sent what it was sending
+        (closing at once could reset the connection before the client reads the answer)."""
+        if self.transport is None:
+            return
+        self.busy = True  # nothing more is answered on this connection
+        self.transport.write(b"".join(self._serialize(response, False, keep_alive=False)))
+        asyncio.get_running_loop().call_later(1.0, self.close)
 
     def _pause_reading(self) -> None:
         if not self.reading_paused and self.transport is not None:

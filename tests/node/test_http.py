@@ -1,0 +1,1032 @@
+"""Behaviour of the node's small HTTP/1.1 server (ringkv.node.http), spoken to over raw sockets.
+
+Every test starts an ``HttpServer`` in-process on an ephemeral port and talks to it with
+``asyncio.open_connection`` so the bytes on the wire are exactly the ones written here. Each
+test runs twice: on the default asyncio loop and on uvloop (what the node runs on).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from ringkv.node.http import (
+    Handler,
+    HttpServer,
+    Request,
+    Response,
+    Router,
+    error_response,
+    json_response,
+)
+
+TIMEOUT = 5.0  # generous bound on anything that should happen promptly; never slept on
+
+Run = Callable[[Coroutine[Any, Any, Any]], Any]
+
+
+def _loop_factories() -> list[Any]:
+    params: list[Any] = [pytest.param(asyncio.new_event_loop, id="asyncio")]
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
+        pass
+    else:
+        params.append(pytest.param(uvloop.new_event_loop, id="uvloop"))
+    return params
+
+
+@pytest.fixture(params=_loop_factories())
+def run(request: pytest.FixtureRequest) -> Run:
+    """run(coro): run a coroutine to completion on a fresh loop of the parametrized kind."""
+
+    def runner(coro: Coroutine[Any, Any, Any]) -> Any:
+        with asyncio.Runner(loop_factory=request.param) as r:
+            return r.run(asyncio.wait_for(coro, 15))
+
+    return runner
+
+
+# -- server side ----------------------------------------------------------------------------
+
+
+async def passthrough(request: Request, handler: Handler) -> Response:
+    return await handler(request)
+
+
+@dataclass
+class Calls:
+    """What handlers saw, for assertions."""
+
+    requests: list[Request] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.requests)
+
+
+def echo(calls: Calls) -> Handler:
+    """A handler echoing what it received as JSON."""
+
+    async def handler(request: Request) -> Response:
+        calls.requests.append(request)
+        return json_response(
+            {
+                "method": request.method,
+                "path": request.path,
+                "query": request.query_string,
+                "body_len": len(request.body),
+            }
+        )
+
+    return handler
+
+
+@asynccontextmanager
+async def serving(
+    router: Router,
+    wrap: Callable[[Request, Handler], Awaitable[Response]] = passthrough,
+    **limits: Any,
+) -> AsyncIterator[tuple[HttpServer, int]]:
+    limits.setdefault("max_body", 1 << 20)
+    server = HttpServer(router, wrap=wrap, **limits)
+    await server.start("127.0.0.1", 0)
+    assert server._server is not None
+    port = server._server.sockets[0].getsockname()[1]
+    try:
+        yield server, port
+    finally:
+        await server.shutdown(timeout=1.0)
+
+
+# -- client side ----------------------------------------------------------------------------
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: list[tuple[str, str]]  # lower-cased names, in order
+    body: bytes
+    raw_head: bytes
+
+    def header(self, name: str) -> str | None:
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+async def connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), TIMEOUT)
+
+
+async def read_reply(
+    reader: asyncio.StreamReader, *, head_only: bool = False, timeout: float = TIMEOUT
+) -> Reply:
+    raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+    lines = raw.decode("latin-1").split("\r\n")
+    version, status, _ = lines[0].split(" ", 2)
+    assert version == "HTTP/1.1", lines[0]
+    headers = []
+    for line in lines[1:]:
+        if line:
+            name, sep, value = line.partition(":")
+            assert sep, f"malformed header line {line!r}"
+            headers.append((name.strip().lower(), value.strip()))
+    reply = Reply(int(status), headers, b"", raw)
+    if reply.status >= 200 and not head_only:
+        length = reply.header("content-length")
+        assert length is not None, f"no Content-Length in {raw!r}"
+        reply.body = await asyncio.wait_for(reader.readexactly(int(length)), timeout)
+    return reply
+
+
+async def request(
+    port: int, data: bytes, *, head_only: bool = False
+) -> tuple[Reply, asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await connect(port)
+    writer.write(data)
+    await writer.drain()
+    return await read_reply(reader, head_only=head_only), reader, writer
+
+
+async def expect_closed(reader: asyncio.StreamReader, timeout: float = TIMEOUT) -> None:
+    """The server closes the connection (EOF or reset) with nothing more sent."""
+    try:
+        rest = await asyncio.wait_for(reader.read(), timeout)
+    except (ConnectionResetError, BrokenPipeError):
+        return
+    assert rest == b"", f"unexpected bytes before close: {rest[:200]!r}"
+
+
+async def nothing_more(reader: asyncio.StreamReader, wait: float = 0.3) -> None:
+    """The connection stays open and the server sends nothing more within ``wait``."""
+    try:
+        data = await asyncio.wait_for(reader.read(1), wait)
+    except TimeoutError:
+        return
+    raise AssertionError(f"expected silence, got {data!r}")
+
+
+def close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+
+
+def get(path: str, *extra: str) -> bytes:
+    lines = [f"GET {path} HTTP/1.1", "Host: t", *extra, "", ""]
+    return "\r\n".join(lines).encode()
+
+
+def simple_router(calls: Calls) -> Router:
+    router = Router()
+
+    async def hello(request: Request) -> Response:
+        calls.requests.append(request)
+        return Response(200, b"hello world", content_type="text/plain")
+
+    router.add("GET", "/hello", hello)
+    router.add("PUT", "/echo", echo(calls))
+    router.add("POST", "/echo", echo(calls))
+    router.add_prefix("GET", "/v1/kv/", echo(calls))
+    router.add_prefix("PUT", "/v1/kv/", echo(calls))
+    return router
+
+
+# -- 1. routing -----------------------------------------------------------------------------
+
+
+def test_exact_get_route_answers_200_with_body_and_content_length(run: Run) -> None:
+    calls = Calls()
+
+    async def main() -> None:
+        async with serving(simple_router(calls)) as (_, port):
+            reply, _, writer = await request(port, get("/hello"))
+            close(writer)
+        assert reply.status == 200
+        assert reply.body == b"hello world"
+        assert reply.header("content-length") == str(len(b"hello world"))
+        assert reply.header("content-type") == "text/plain"
+        assert reply.header("date")
+        assert len(calls) == 1
+
+    run(main())
+
+
+def test_unknown_path_is_404_json(run: Run) -> None:
+    calls = Calls()
+
+    async def main() -> None:
+        async with serving(simple_router(calls)) as (_, port):
+            reply, _, writer = await request(port, get("/nope"))
+            close(writer)
+        assert reply.status == 404
+        assert (reply.header("content-type") or "").startswith("application/json")
+        assert reply.json()["error"] == "not_found"
+        assert reply.header("content-length") == str(len(reply.body))
+        assert len(calls) == 0
+
+    run(main())
+
+
+def test_wrong_method_is_405_with_allow(run: Run) -> None:
+    calls = Calls()
+
+    async def main() -> None:
+        async with serving(simple_router(calls)) as (_, port):
+            reply, reader, writer = await request(
+                port, b"DELETE /hello HTTP/1.1\r\nHost: t\r\n\r\n"
+            )
+            # on a prefix route too, on the same (still open) connection
+            writer.write(b"DELETE /v1/kv/k HTTP/1.1\r\nHost: t\r\n\r\n")
+            prefix_reply = await read_reply(reader)
+            close(writer)
+        assert reply.status == 405
+        assert reply.json()["error"] == "method_not_allowed"
+        assert reply.header("allow") == "GET"
+        assert prefix_reply.status == 405
+        assert prefix_reply.header("allow") == "GET, PUT"
+        assert len(calls) == 0
+
+    run(main())
+
+
+def test_head_on_exact_get_route_gives_headers_and_no_body(run: Run) -> None:
+    calls = Calls()
+
+    async def main() -> None:
+        async with serving(simple_router(calls)) as (_, port):
+            reply, reader, writer = await request(
+                port, b"HEAD /hello HTTP/1.1\r\nHost: t\r\n\r\n", head_only=True
+            )
+            # no body bytes follow: the next thing on the connection is the next answer
+            writer.write(get("/hello"))
+            follow = await read_reply(reader)
+            close(writer)
+        assert reply.status == 200
+        assert reply.header("content-length") == str(len(b"hello world"))
+        assert follow.status == 200
+        assert follow.body == b"hello world"
+        assert [r.method for r in calls.requests] == ["HEAD", "GET"]
+
+    run(main())
+
+
+def test_prefix_route_gets_raw_path_and_query_string(run: Run) -> None:
+    calls = Calls()
+
+    async def main() -> None:
+        async with serving(simple_router(calls)) as (_, port):
+            reply, _, writer = await request(port, get("/v1/kv/a%2Fb%20c%25?x=1&y=%20z&e="))
+            close(writer)
+        assert reply.status == 200
+        assert reply.json()["path"] == "/v1/kv/a%2Fb%20c%25"
+        assert reply.json()["query"] == "x=1&y=%20z&e="
+        assert calls.requests[0].query() == [("x", "1"), ("y", " z"), ("e", "")]
+
+    run(main())
+
+
+# -- 2. request parsing ---------------------------------------------------------------------
+
+
+def test_headers_are_lower_cased_and_repeats_counted(run: Run) -> None:
+    calls = Calls()
+
+    async def main() -> None:
+        async with serving(simple_router(calls)) as (_, port):
+            reply, _, writer = await request(
+                port,
+                get("/hello", "X-Mixed-CASE: Value One", "X-Twice: a", "x-twice: b"),
+            )
+            close(writer)
+        assert reply.status == 200
+        seen = calls.requests[0]
+        assert seen.headers["x-mixed-case"] == "Value One"
+        assert "X-Mixed-CASE" not in seen.headers
+        assert seen.header_count("x-twice") == 2
+        assert seen.header_count("x-mixed-case") == 1
+        assert seen.header_count("host") == 1
+        assert seen.header_count("x-absent") == 0
+
+    run(main())
+
+
+def test_put_body_with_content_length_arrives_whole(run: Run) -> None:
+    calls = Calls()
+    body = bytes(range(256)) * 400  # 100 KiB, sent in several writes
+
+    async def main() -> None:
+        async with serving(simple_router(calls)) as (_, port):
+            reader, writer = await connect(port)
+            writer.write(
+                f"PUT /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            )
+            for i in range(0, len(body), 30000):
+                writer.write(body[i : i + 30000])
+                await writer.drain()
+                await asyncio.sleep(0.01)  # let the server read separate pieces
+            reply = await read_reply(reader)
+            close(writer)
+        assert reply.status == 200
+        assert reply.json()["body_len"] == len(body)
+        assert calls.requests[0].body == body
+
+    run(main())
+
+
+def test_chunked_body_arrives_whole(run: Run) -> None:
+    calls = Calls()
+    pieces = [b"first-", b"x" * 5000, b"", b"-last"]
+    pieces = [p for p in pieces if p]
+
+    async def main() -> None:
+        async with serving(simple_router(calls)) as (_, port):
+            reader, writer = await connect(port)
+            writer.write(b"PUT /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for piece in pieces:
+                writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                await writer.drain()
+                await asyncio.sleep(0.01)
+            writer.write(b"0\r\n\r\n")
+            reply = await read_reply(reader)
+            close(writer)
+        assert reply.status == 200
+        assert calls.requests[0].body == b"".join(pieces)
+
+    run(main())
+
+
+# -- 3. keep-alive --------------------------------------------------------------------------
+
+
+def test_two_requests_on_one_connection(run: Run) -> None:
+    calls = Calls()
+
+    async def main() -> None:
+        async with serving(simple_router(calls)) as (_, port):
+            first, reader, writer = await request(port, get("/hello"))
+            assert first.header("connection") is None
+            writer.write(b"PUT /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc")
+            second = await read_reply(reader)
+            await nothing_more(reader, 0.1)  # still open
+            close(writer)
+        assert first.status == 200
+        assert second.status == 200
+        assert second.json()["body_len"] == 3
+        assert len(calls) == 2
+
+    run(main())
+
+
+def test_connection_close_is_answered_then_closed(run: Run) -> None:
+    calls = Calls()
+
+    async def main() -> None:
+        async with serving(simple_router(calls)) as (_, port):
+            reply, reader, writer = await request(port, get("/hello", "Connection: close"))
+            await expect_closed(reader)
+            close(writer)
+        assert reply.status == 200
+        assert reply.body == b"hello world"
+        assert reply.header("connection") == "close"
+
+    run(main())
+
+
+def test_http10_without_keep_alive_closes(run: Run) -> None:
+    calls = Calls()
+
+    async def main() -> None:
+        async with serving(simple_router(calls)) as (_, port):
+            reply, reader, writer = await request(port, b"GET /hello HTTP/1.0\r\n\r\n")
+            await expect_closed(reader)
+            close(writer)
+        assert reply.status == 200
+        assert reply.body == b"hello world"
+        assert reply.header("connection") == "close"
+
+    run(main())
+
+
+def test_idle_keep_alive_connection_is_closed_after_timeout(run: Run) -> None:
+    calls = Calls()
+
+    async def main() -> None:
+        async with serving(simple_router(calls), keepalive_timeout=0.3, body_timeout=0.4) as (
+            _,
+            port,
+        ):
+            reply, reader, writer = await request(port, get("/hello"))
+            started = time.monotonic()
+            await expect_closed(reader, timeout=3.0)
+            elapsed = time.monotonic() - started
+            close(writer)
+        assert reply.status == 200
+        assert 0.25 <= elapsed < 2.0
+
+    run(main())
+
+
+# -- 4. pipelining --------------------------------------------------------------------------
+
+
+def test_pipelined_requests_are_answered_in_order(run: Run) -> None:
+    finished: list[str] = []
+
+    async def slow_first(request: Request) -> Response:
+        n = request.query()[0][1]
+        if n == "0":
+            await asyncio.sleep(0.2)
+        finished.append(n)
+        return Response(200, f"answer-{n}".encode())
+
+    router = Router()
+    router.add("GET", "/p", slow_first)
+
+    async def main() -> None:
+        async with serving(router) as (_, port):
+            reader, writer = await connect(port)
+            writer.write(get("/p?n=0") + get("/p?n=1") + get("/p?n=2"))
+            replies = [await read_reply(reader) for _ in range(3)]
+            close(writer)
+        assert [r.status for r in replies] == [200, 200, 200]
+        assert [r.body for r in replies] == [b"answer-0", b"answer-1", b"answer-2"]
+        assert finished == ["0", "1", "2"]
+
+    run(main())
+
+
+# -- 5. limits ------------------------------------------------------------------------------
+
+
+def test_content_length_over_max_body_is_413_then_close(run: Run) -> None:
+    calls = Calls()
+
+    async def main() -> None:
+        async with serving(simple_router(calls), max_body=1000) as (_, port):
+            reader, writer = await connect(port)
+            writer.write(b"PUT /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1001\r\n\r\n")
+            writer.write(b"y" * 500)  # the client is still sending when the answer comes
+            reply = await read_reply(reader)
+            await expect_closed(reader)
+            close(writer)
+        assert reply.status == 413
+        assert reply.json()["error"] == "value_too_large"
+        assert reply.header("connection") == "close"
+        assert len(calls) == 0
+
+    run(main())
+
+
+def test_content_length_at_max_body_is_accepted(run: Run) -> None:
+    calls = Calls()
+
+    async def main() -> None:
+        async with serving(simple_router(calls), max_body=1000) as (_, port):
+            reply, _, writer = await request(
+                port, b"PUT /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n" + b"y" * 1000
+            )
+            close(writer)
+        assert reply.status == 200
+        assert reply.json()["body_len"] == 1000
+
+    run(main())
+
+
+def test_chunked_body_over_max_body_is_413(run: Run) -> None:
+    calls = Calls()
+
+    async def main() -> None:
+        async with serving(simple_router(calls), max_body=1000) as (_, port):
+            reader, writer = await connect(port)
+            writer.write(b"PUT /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for _ in range(3):
+                writer.write(b"190\r\n" + b"z" * 400 + b"\r\n")  # 3 x 400 bytes > 1000
+            await writer.drain()
+            reply = await read_reply(reader)
+            await expect_closed(reader)
+            close(writer)
+        assert reply.status == 413
+        assert reply.json()["error"] == "value_too_large"
+        assert len(calls) == 0
+
+    run(main())
+
+
+def test_url_longer_than_max_url_is_414(run: Run) -> None:
+    calls = Calls()
+
+    async def main() -> None:
+        async with serving(simple_router(calls), max_url=1024) as (_, port):
+            reply, reader, writer = await request(port, get("/v1/kv/" + "a" * 2000))
+            await expect_closed(reader)
+            close(writer)
+        assert reply.status == 414
+        assert reply.json()["error"] == "uri_too_long"
+        assert len(calls) == 0
+
+    run(main())
+
+
+def test_too_many_header_bytes_is_431(run: Run) -> None:
+    calls = Calls()
+
+    async def main() -> None:
+        async with serving(simple_router(calls), max_header_bytes=4096) as (_, port):
+            many = [f"X-Header-{i}: {'v' * 64}" for i in range(100)]  # ~7.5 KiB
+            reply, reader, writer = await request(port, get("/hello", *many))
+            await expect_closed(reader)
+            close(writer)
+        assert reply.status == 431
+        assert reply.json()["error"] == "headers_too_large"
+        assert len(calls) == 0
+
+    run(main())
+
+
+def test_headers_just_under_the_limit_are_accepted(run: Run) -> None:
+    calls = Calls()
+
+    async def main() -> None:
+        async with serving(simple_router(calls), max_header_bytes=4096) as (_, port):
+            many = [f"X-Header-{i}: {'v' * 64}" for i in range(40)]  # ~3 KiB
+            reply, _, writer = await request(port, get("/hello", *many))
+            close(writer)
+        assert reply.status == 200
+        assert len(calls.requests[0].headers) == 41
+
+    run(main())
+
+
+def test_endless_header_value_sent_in_pieces_is_bounded(run: Run) -> None:
+    """A header that never ends must not be buffered without bound: 431 (or a close)."""
+    calls = Calls()
+    limit = 4096 + 1024
+
+    async def main() -> None:
+        async with serving(simple_router(calls), max_header_bytes=4096, max_url=1024) as (
+            _,
+            port,
+        ):
+            reader, writer = await connect(port)
+            stop = asyncio.Event()
+            sent = 0
+
+            async def feed() -> None:
+                nonlocal sent
+                writer.write(b"GET /hello HTTP/1.1\r\nHost: t\r\nX-Endless: ")
+                try:
+                    while not stop.is_set() and sent < 50 * limit:
+                        writer.write(b"a" * 512)
+                        sent += 512
+                        await writer.drain()
+                        await asyncio.sleep(0.002)
+                except (ConnectionResetError, BrokenPipeError):
+                    pass
+
+            feeder = asyncio.create_task(feed())
+            try:
+                reply: Reply | None = await read_reply(reader, timeout=3.0)
+            except (asyncio.IncompleteReadError, ConnectionResetError):
+                reply = None  # closed without an answer: also bounded
+            stop.set()
+            await feeder
+            close(writer)
+        if reply is not None:
+            assert reply.status == 431
+            assert reply.json()["error"] == "headers_too_large"
+        assert sent < 50 * limit, "the server kept buffering the header"
+        assert len(calls) == 0
+
+    run(main())
+
+
+def test_garbage_is_400(run: Run) -> None:
+    calls = Calls()
+
+    async def main() -> None:
+        async with serving(simple_router(calls)) as (_, port):
+            reply, reader, writer = await request(port, b"NOT HTTP\r\n\r\n")
+            await expect_closed(reader)
+            close(writer)
+        assert reply.status == 400
+        assert reply.json()["error"] == "bad_request"
+        assert len(calls) == 0
+
+    run(main())
+
+
+# -- 6. body timeout ------------------------------------------------------------------------
+
+
+def test_stalled_body_is_408_and_handler_not_called(run: Run) -> None:
+    calls = Calls()
+
+    async def main() -> None:
+        async with serving(simple_router(calls), body_timeout=0.5) as (_, port):
+            reader, writer = await connect(port)
+            started = time.monotonic()
+            writer.write(b"PUT /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nabc")
+            reply = await read_reply(reader, timeout=3.0)
+            elapsed = time.monotonic() - started
+            await expect_closed(reader)
+            close(writer)
+        assert reply.status == 408
+        assert reply.json()["error"] == "request_timeout"
+        assert elapsed >= 0.45, f"408 after only {elapsed:.2f} s"
+        assert len(calls) == 0
+
+    run(main())
+
+
+def test_trickled_headers_get_408_and_handler_not_called(run: Run) -> None:
+    """Slowloris: a head that keeps trickling in is cut off by a deadline, not an idle timer."""
+    calls = Calls()
+
+    async def main() -> None:
+        async with serving(simple_router(calls), body_timeout=0.5) as (_, port):
+            reader, writer = await connect(port)
+            stop = asyncio.Event()
+
+            async def trickle() -> None:
+                writer.write(b"GET /hello HTTP/1.1\r\nHost: t\r\nX-Slow: ")
+                try:
+                    for _ in range(40):  # 4 s at most; the answer should come long before
+                        if stop.is_set():
+                            return
+                        writer.write(b"s")
+                        await writer.drain()
+                        await asyncio.sleep(0.1)
+                except (ConnectionResetError, BrokenPipeError):
+                    pass
+
+            started = time.monotonic()
+            feeder = asyncio.create_task(trickle())
+            reply = await read_reply(reader, timeout=3.0)
+            elapsed = time.monotonic() - started
+            stop.set()
+            await feeder
+            await expect_closed(reader)
+            close(writer)
+        assert reply.status == 408
+        assert reply.json()["error"] == "request_timeout"
+        assert elapsed >= 0.45, f"408 after only {elapsed:.2f} s"
+        assert len(calls) == 0
+
+    run(main())
+
+
+# -- 7. Expect: 100-continue ----------------------------------------------------------------
+
+
+def test_expect_100_continue(run: Run) -> None:
+    calls = Calls()
+
+    async def main() -> None:
+        async with serving(simple_router(calls)) as (_, port):
+            reader, writer = await connect(port)
+            writer.write(
+                b"PUT /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+                b"Expect: 100-continue\r\n\r\n"
+            )
+            interim = await read_reply(reader)  # before any body byte is sent
+            writer.write(b"hello")
+            final = await read_reply(reader)
+            close(writer)
+        assert interim.raw_head == b"HTTP/1.1 100 Continue\r\n\r\n"
+        assert final.status == 200
+        assert calls.requests[0].body == b"hello"
+
+    run(main())
+
+
+def test_expect_100_continue_with_too_large_body_gets_413_not_100(run: Run) -> None:
+    calls = Calls()
+
+    async def main() -> None:
+        async with serving(simple_router(calls), max_body=10) as (_, port):
+            reply, reader, writer = await request(
+                port,
+                b"PUT /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 11\r\n"
+                b"Expect: 100-continue\r\n\r\n",
+            )
+            await expect_closed(reader)
+            close(writer)
+        assert reply.status == 413
+        assert len(calls) == 0
+
+    run(main())
+
+
+# -- 8. handler errors ----------------------------------------------------------------------
+
+
+def test_handler_exception_is_500_and_server_keeps_serving(run: Run) -> None:
+    calls = Calls()
+    router = simple_router(calls)
+
+    async def boom(request: Request) -> Response:
+        raise RuntimeError("unexpected")
+
+    router.add("GET", "/boom", boom)
+
+    async def main() -> None:
+        async with serving(router) as (_, port):
+            reply, reader, writer = await request(port, get("/boom"))
+            # the same connection keeps working, and so do new ones
+            writer.write(get("/hello"))
+            same = await read_reply(reader)
+            other, _, other_writer = await request(port, get("/hello"))
+            close(writer)
+            close(other_writer)
+        assert reply.status == 500
+        assert reply.json()["error"] == "internal"
+        assert same.status == 200
+        assert other.status == 200
+
+    run(main())
+
+
+# -- 9. graceful shutdown -------------------------------------------------------------------
+
+
+def test_graceful_shutdown(run: Run) -> None:
+    calls = Calls()
+    router = simple_router(calls)
+    entered = asyncio.Event()
+    release = asyncio.Event()
+
+    async def waiting(request: Request) -> Response:
+        entered.set()
+        await release.wait()
+        return Response(200, b"done")
+
+    router.add("GET", "/wait", waiting)
+
+    async def main() -> None:
+        server = HttpServer(router, wrap=passthrough, max_body=1000)
+        await server.start("127.0.0.1", 0)
+        assert server._server is not None
+        port = server._server.sockets[0].getsockname()[1]
+
+        idle_reply, idle_reader, idle_writer = await request(port, get("/hello"))
+        assert idle_reply.status == 200
+        busy_reader, busy_writer = await connect(port)
+        busy_writer.write(get("/wait"))
+        await asyncio.wait_for(entered.wait(), TIMEOUT)
+
+        shutdown = asyncio.create_task(server.shutdown(timeout=5))
+        await expect_closed(idle_reader)  # the idle keep-alive connection is closed
+        with pytest.raises(OSError):  # new connections are refused
+            _, w = await asyncio.open_connection("127.0.0.1", port)
+            w.close()
+        await asyncio.sleep(0.1)  # shutdown keeps waiting for the in-flight request
+        assert not shutdown.done()
+
+        started = time.monotonic()
+        release.set()
+        reply = await read_reply(busy_reader)
+        assert reply.status == 200
+        assert reply.body == b"done"
+        assert reply.header("connection") == "close"
+        await expect_closed(busy_reader)
+        await asyncio.wait_for(shutdown, TIMEOUT)
+        assert time.monotonic() - started < 2.0
+        assert not server.connections
+        idle_writer.close()
+        busy_writer.close()
+
+    run(main())
+
+
+# -- 10. large response ---------------------------------------------------------------------
+
+
+def test_large_response_arrives_intact(run: Run) -> None:
+    payload = bytes(range(256)) * 4096  # 1 MiB
+
+    async def big(request: Request) -> Response:
+        return Response(200, payload, content_type="application/octet-stream")
+
+    router = Router()
+    router.add("GET", "/big", big)
+
+    async def main() -> None:
+        async with serving(router) as (_, port):
+            reply, reader, writer = await request(port, get("/big"))
+            writer.write(get("/big"))  # and the connection is still usable
+            again = await read_reply(reader)
+            close(writer)
+        assert reply.status == 200
+        assert reply.header("content-length") == str(len(payload))
+        assert reply.body == payload
+        assert again.body == payload
+
+    run(main())
+
+
+# -- 11. the wrap hook ----------------------------------------------------------------------
+
+
+def test_wrap_is_called_around_each_routed_handler(run: Run) -> None:
+    calls = Calls()
+    log: list[str] = []
+
+    async def wrap(request: Request, handler: Handler) -> Response:
+        log.append(f"before {request.method} {request.path}")
+        response = await handler(request)
+        log.append(f"after {response.status}")
+        response.headers.append(("X-Wrapped", "yes"))
+        return response
+
+    async def main() -> None:
+        async with serving(simple_router(calls), wrap=wrap) as (_, port):
+            first, reader, writer = await request(port, get("/hello"))
+            writer.write(get("/v1/kv/k"))
+            second = await read_reply(reader)
+            writer.write(get("/missing"))  # resolved by the router: no handler, no wrap
+            missing = await read_reply(reader)
+            close(writer)
+        assert log == ["before GET /hello", "after 200", "before GET /v1/kv/k", "after 200"]
+        assert first.header("x-wrapped") == "yes"
+        assert second.header("x-wrapped") == "yes"
+        assert missing.status == 404
+        assert len(calls) == 2
+
+    run(main())
+
+
+def test_wrap_can_refuse_without_calling_the_handler(run: Run) -> None:
+    calls = Calls()
+
+    async def auth(request: Request, handler: Handler) -> Response:
+        if "authorization" not in request.headers:
+            return error_response(401, "unauthorized", "no credentials")
+        return await handler(request)
+
+    async def main() -> None:
+        async with serving(simple_router(calls), wrap=auth) as (_, port):
+            refused, reader, writer = await request(port, get("/hello"))
+            writer.write(get("/hello", "Authorization: Bearer x"))
+            allowed = await read_reply(reader)
+            close(writer)
+        assert refused.status == 401
+        assert refused.json()["error"] == "unauthorized"
+        assert allowed.status == 200
+        assert len(calls) == 1
+
+    run(main())
+
+
+# -- problems found while writing these tests ---------------------------------------------
+
+
+async def next_reply(reader: asyncio.StreamReader, what: str, timeout: float = TIMEOUT) -> Reply:
+    try:
+        return await read_reply(reader, timeout=timeout)
+    except (asyncio.IncompleteReadError, ConnectionResetError) as exc:
+        raise AssertionError(f"the connection was closed before {what}") from exc
+    except TimeoutError as exc:
+        raise AssertionError(f"no answer for {what} within {timeout} s") from exc
+
+
+def slow_router(calls: Calls) -> Router:
+    router = simple_router(calls)
+
+    async def slow(request: Request) -> Response:
+        await asyncio.sleep(float(request.query()[0][1]))
+        return Response(200, b"slow")
+
+    router.add("GET", "/slow", slow)
+    return router
+
+
+def test_pipelined_put_body_then_split_next_head_is_not_431(run: Run) -> None:
+    """A PUT body and the start of the next pipelined request can arrive in one read; the
+    body bytes must not count against the next request's header limit."""
+    calls = Calls()
+    body = b"b" * 8000  # well under max_body, bigger than max_header_bytes + max_url
+
+    async def main() -> None:
+        async with serving(simple_router(calls), max_header_bytes=2048, max_url=512) as (
+            _,
+            port,
+        ):
+            reader, writer = await connect(port)
+            put = b"PUT /echo HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(body)
+            writer.write(put + body + b"GET /hello HTTP/1.1\r\nHo")  # one write
+            first = await next_reply(reader, "the PUT")
+            writer.write(b"st: t\r\n\r\n")
+            second = await next_reply(reader, "the GET whose head was split")
+            close(writer)
+        assert first.status == 200
+        assert first.json()["body_len"] == len(body)
+        assert second.status == 200, second.body
+        assert second.body == b"hello world"
+
+    run(main())
+
+
+def test_error_for_a_request_pipelined_behind_one_in_flight_is_sent(run: Run) -> None:
+    """The in-flight request is answered, then the 413 for the one behind it, then close."""
+    calls = Calls()
+
+    async def main() -> None:
+        async with serving(slow_router(calls), max_body=1000) as (_, port):
+            reader, writer = await connect(port)
+            writer.write(
+                get("/slow?d=0.2")
+                + b"PUT /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\n\r\n"
+            )
+            first = await next_reply(reader, "the in-flight GET")
+            second = await next_reply(reader, "the 413 for the pipelined PUT")
+            await expect_closed(reader)
+            close(writer)
+        assert first.status == 200
+        assert second.status == 413
+        assert second.json()["error"] == "value_too_large"
+
+    run(main())
+
+
+def test_in_flight_answer_survives_a_bad_pipelined_request(run: Run) -> None:
+    """A valid request being handled still gets its answer when garbage follows it."""
+    calls = Calls()
+
+    async def main() -> None:
+        async with serving(slow_router(calls)) as (_, port):
+            reader, writer = await connect(port)
+            writer.write(get("/slow?d=1.3") + b"NOT HTTP\r\n\r\n")
+            first = await next_reply(reader, "the in-flight GET (handler takes 1.3 s)")
+            close(writer)
+        assert first.status == 200
+        assert first.body == b"slow"
+
+    run(main())
+
+
+def test_100_continue_is_not_sent_ahead_of_an_earlier_answer(run: Run) -> None:
+    """Pipelined: answers (interim ones included) go out in request order."""
+    calls = Calls()
+
+    async def main() -> None:
+        async with serving(slow_router(calls)) as (_, port):
+            reader, writer = await connect(port)
+            writer.write(
+                get("/slow?d=0.3") + b"PUT /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n"
+                b"Expect: 100-continue\r\n\r\n"
+            )
+            first = await next_reply(reader, "the GET")
+            writer.write(b"hi")
+            rest = [await next_reply(reader, "the PUT")]
+            if rest[0].status == 100:
+                rest.append(await next_reply(reader, "the PUT"))
+            close(writer)
+        assert first.status == 200, f"got {first.raw_head!r} before the GET's answer"
+        assert first.body == b"slow"
+        assert rest[-1].status == 200
+
+    run(main())
+
+
+def test_unencodable_response_header_does_not_wedge_the_connection(run: Run) -> None:
+    """A handler bug that only shows while writing the answer (a header value that is not
+    latin-1) must end like any unexpected error: a 500, or at least a closed connection."""
+    calls = Calls()
+    router = simple_router(calls)
+
+    async def bad_header(request: Request) -> Response:
+        return Response(200, b"x", headers=[("X-Key", "snow\u2603man")])
+
+    router.add("GET", "/bad-header", bad_header)
+
+    async def main() -> None:
+        async with serving(router) as (server, port):
+            reader, writer = await connect(port)
+            writer.write(get("/bad-header"))
+            try:
+                reply: Reply | None = await read_reply(reader, timeout=1.5)
+            except (asyncio.IncompleteReadError, ConnectionResetError):
+                reply = None  # closed: acceptable
+            except TimeoutError:
+                busy = [c.busy for c in server.connections]
+                raise AssertionError(
+                    f"no answer and no close within 1.5 s (connections busy: {busy})"
+                ) from None
+            finally:
+                close(writer)
+                await asyncio.sleep(0.05)  # let the server see the close before shutting down
+        if reply is not None:
+            assert reply.status == 500
+            assert reply.json()["error"] == "internal"
+
+    run(main())
