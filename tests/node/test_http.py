@@ -97,8 +97,7 @@ async def serving(
     limits.setdefault("max_body", 1 << 20)
     server = HttpServer(router, wrap=wrap, **limits)
     await server.start("127.0.0.1", 0)
-    assert server._server is not None
-    port = server._server.sockets[0].getsockname()[1]
+    port = server.port
     try:
         yield server, port
     finally:
@@ -775,8 +774,7 @@ def test_graceful_shutdown(run: Run) -> None:
     async def main() -> None:
         server = HttpServer(router, wrap=passthrough, max_body=1000)
         await server.start("127.0.0.1", 0)
-        assert server._server is not None
-        port = server._server.sockets[0].getsockname()[1]
+        port = server.port
 
         idle_reply, idle_reader, idle_writer = await request(port, get("/hello"))
         assert idle_reply.status == 200

@@ -186,15 +186,18 @@ class HttpServer:
         self.keepalive_timeout = keepalive_timeout
         self.connections: set[_Connection] = set()
         self.clock = _Clock()
-        self._server: asyncio.AbstractServer | None = None
+        self._server: asyncio.Server | None = None
+        self.port = 0
         self._sweeper: asyncio.TimerHandle | None = None
         self.closing = False
 
     async def start(self, host: str, port: int, ssl: Any = None) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
+        server = await loop.create_server(
             lambda: _Connection(self), host, port, ssl=ssl, reuse_address=True, backlog=1024
         )
+        self._server = server
+        self.port = int(server.sockets[0].getsockname()[1])  # the one bound, for port 0
         self._schedule_sweep()
 
     def _schedule_sweep(self) -> None:
