@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from base64 import b64encode
@@ -587,6 +588,19 @@ def _check_access(request: Request, node: Node) -> Response | None:
     return None
 
 
+def _tune_gc() -> None:
+    """Keep the cyclic garbage collector off the request path's tail.
+
+    Everything built at start (modules, the ring, membership, metrics) lives as long as the
+    process: freezing it takes it out of every later collection, so a full collection no longer
+    walks it while requests wait. A larger first-generation threshold makes young collections
+    less frequent. Measured (/tmp/ab A/B, 3 alternating rounds of profile_node.py): read p99
+    7.4-8.9 -> 5.5-6.1 ms, mix p99 7.4-7.9 -> 6.4-7.5 ms, at the same or higher throughput."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(7000, 20, 20)
+
+
 class Api:
     """The node's HTTP API: the routes, and what wraps every handler call."""
 
@@ -651,6 +665,7 @@ class Api:
         """Start the node, serve until ``stop`` is set, then drain and stop (SIGTERM)."""
         config = self.node.config
         await self.node.start()
+        _tune_gc()
         try:
             tls = self.node.tls
             await self.server.start(
