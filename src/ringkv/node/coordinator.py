@@ -121,6 +121,14 @@ class Coordinator:
         self.timeout = config.request_timeout
         self._hlc = 0
         self._background: set[asyncio.Future[Any]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        """The running loop, looked up once (on Python 3.11 each lookup is a getpid() call)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
 
     # -- placement ------------------------------------------------------------------------------
 
@@ -370,7 +378,7 @@ class Coordinator:
         calls: list[asyncio.Future[Any]] = []
         if need <= 0 and not first:
             return 0, calls
-        loop = asyncio.get_running_loop()
+        loop = self._event_loop()
         waiter: asyncio.Future[None] = loop.create_future()
         spares = list(spare)
         state = [0, 0]  # replies, failures
@@ -534,7 +542,7 @@ class Coordinator:
             for call in calls:  # fire and forget: the rest still reach their replicas
                 self._track(call)
             return 0
-        loop = asyncio.get_running_loop()
+        loop = self._event_loop()
         waiter: asyncio.Future[None] = loop.create_future()
         state = [0, 0]  # successes, failures
         total = len(calls)

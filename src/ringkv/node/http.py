@@ -263,6 +263,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        self.loop = asyncio.get_running_loop()  # kept: each lookup is a getpid() call on 3.11
         self.server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -384,7 +385,7 @@ class _Connection(asyncio.Protocol):
         if isinstance(routed, Response):
             self._answer(request, routed)
             return
-        asyncio.get_running_loop().create_task(self._run(request, routed))
+        self.loop.create_task(self._run(request, routed))
 
     async def _run(self, request: Request, handler: Handler) -> None:
         try:
@@ -478,7 +479,7 @@ class _Connection(asyncio.Protocol):
             return
         self.busy = True  # nothing more is answered on this connection
         self.transport.write(b"".join(self._serialize(response, False, keep_alive=False)))
-        asyncio.get_running_loop().call_later(1.0, self.close)
+        self.loop.call_later(1.0, self.close)
 
     def _pause_reading(self) -> None:
         if not self.reading_paused and self.transport is not None:

@@ -133,7 +133,7 @@ def take_frames(buffer: bytearray, max_size: int = MAX_FRAME) -> list[tuple[int,
 class _Outbox:
     """Frames queued for one connection, written together once per loop iteration."""
 
-    __slots__ = ("on_error", "parts", "scheduled", "writer")
+    __slots__ = ("loop", "on_error", "parts", "scheduled", "writer")
 
     def __init__(
         self,
@@ -141,6 +141,8 @@ class _Outbox:
         on_error: Callable[[BaseException], None] | None = None,
     ) -> None:
         self.writer = writer
+        # Kept: asyncio.get_running_loop() costs a getpid() system call on Python 3.11.
+        self.loop = asyncio.get_running_loop()
         self.parts: list[bytes] = []
         self.scheduled = False
         self.on_error = on_error
@@ -149,7 +151,7 @@ class _Outbox:
         self.parts.append(frame)
         if not self.scheduled:
             self.scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
+            self.loop.call_soon(self.flush)
 
     def flush(self) -> None:
         self.scheduled = False
@@ -251,7 +253,7 @@ class PeerConnection:
 
     def _send(self, verb: str, body: Any, timeout: float) -> asyncio.Future[Any]:
         assert self._outbox is not None
-        loop = asyncio.get_running_loop()
+        loop = self._outbox.loop
         request_id = self._next_id
         self._next_id += 1
         future: asyncio.Future[Any] = loop.create_future()
