@@ -27,9 +27,7 @@ def record_digest(versions: Iterable[Version]) -> bytes:
     """Identity of a record's content: its sorted version dots (a dot names one version)."""
     h = hashlib.blake2b(digest_size=16)
     for actor, counter in sorted(v.dot for v in versions):
-        h.update(actor.encode())
-        h.update(b"\x00")
-        h.update(counter.to_bytes(8, "big"))
+        h.update(b"%s\x00%s" % (actor.encode(), counter.to_bytes(8, "big")))
     return h.digest()
 
 

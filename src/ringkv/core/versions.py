@@ -136,19 +136,25 @@ class VClock:
             raise ValueError("clock must be a map")
         entries: dict[str, tuple[int, int]] = {}
         for actor, entry in raw.items():
-            if not isinstance(actor, str) or not actor or len(actor) > 512:
+            if type(actor) is not str or not actor or len(actor) > 512:
                 raise ValueError("clock actor must be a non-empty string")
+            # Checked one by one, without a generator: this runs for every record read.
+            if (type(entry) is not list and type(entry) is not tuple) or len(entry) != 2:
+                raise ValueError("clock entry must be [counter, timestamp] of non-negative ints")
+            counter, timestamp = entry
             if (
-                not isinstance(entry, list | tuple)
-                or len(entry) != 2
-                or not all(type(x) is int and 0 <= x < 1 << 63 for x in entry)
+                type(counter) is not int
+                or type(timestamp) is not int
+                or not 0 <= counter < _INT63
+                or not 0 <= timestamp < _INT63
             ):
                 raise ValueError("clock entry must be [counter, timestamp] of non-negative ints")
-            entries[actor] = (entry[0], entry[1])
+            entries[actor] = (counter, timestamp)
         return VClock(entries)
 
 
 _EMPTY = VClock({})
+_INT63 = 1 << 63
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,16 +197,22 @@ def merge_siblings(
     Commutative, associative and idempotent, so replicas can apply writes, repairs and
     anti-entropy in any order and converge. Result order is deterministic (by dot).
     """
+    if mode == "lww":
+        # The highest timestamp wins outright (ties by dot); taking it over all versions, not
+        # only the causally surviving ones, keeps the merge associative under clock skew.
+        # Equal keys mean one dot, so one version: the first seen is kept. (One pass, no
+        # intermediate dict: this runs on every write at every replica.)
+        best: Version | None = None
+        best_key: tuple[int, str, int] = (-1, "", 0)
+        for version in (*current, *incoming):
+            key = (version.timestamp, version.actor, version.counter)
+            if best is None or key > best_key:
+                best, best_key = version, key
+        return () if best is None else (best,)
     by_dot: dict[tuple[str, int], Version] = {}
     for version in (*current, *incoming):
         by_dot.setdefault(version.dot, version)
     candidates = list(by_dot.values())
-    if mode == "lww":
-        # The highest timestamp wins outright (ties by dot); taking it over all candidates,
-        # not only the causally surviving ones, keeps the merge associative under clock skew.
-        if not candidates:
-            return ()
-        return (max(candidates, key=lambda v: (v.timestamp, v.actor, v.counter)),)
     survivors = [
         v for v in candidates if not any(o is not v and o.obsoletes(v) for o in candidates)
     ]
