@@ -49,7 +49,7 @@ from ringkv.core.versions import (
 from ringkv.node.config import NodeConfig
 from ringkv.node.hints import HintStore
 from ringkv.node.membership import Membership
-from ringkv.node.messaging import MessagingService, PeerError
+from ringkv.node.messaging import MessagingService, PeerError, PeerNotReached
 from ringkv.node.metrics import NodeMetrics
 from ringkv.node.storage import Storage, StorageFull
 
@@ -133,7 +133,7 @@ class Coordinator:
     # -- placement ------------------------------------------------------------------------------
 
     def targets(
-        self, key: bytes, strict: bool, reading: bool = False
+        self, key: bytes, strict: bool, reading: bool = False, down: frozenset[str] = frozenset()
     ) -> tuple[tuple[Replica, ...], list[Replica], list[Replica]]:
         """(primaries, the live replicas to use, the pending replicas).
 
@@ -149,6 +149,8 @@ class Coordinator:
         h = key_hash(key)
         primaries = preference_list(ring, h, self.n)
         up = membership.up_nodes()
+        if down:
+            up = up - down
         if reading and membership.unreadable:
             up = up - membership.unreadable
         if strict:
@@ -168,12 +170,22 @@ class Coordinator:
 
     # -- writes ---------------------------------------------------------------------------------
 
-    async def put(self, key: bytes, value: bytes | None, context: VClock, quorum: Quorum) -> VClock:
-        """Write ``value`` (``None`` deletes) and return the context of the new version."""
-        primaries, live, pending = self.targets(key, quorum.strict)
+    async def put(
+        self,
+        key: bytes,
+        value: bytes | None,
+        context: VClock,
+        quorum: Quorum,
+        down: frozenset[str] = frozenset(),
+    ) -> VClock:
+        """Write ``value`` (``None`` deletes) and return the context of the new version.
+
+        ``down``: nodes to treat as down although the failure detector has not convicted them
+        yet (a forward to them could not be sent)."""
+        primaries, live, pending = self.targets(key, quorum.strict, down=down)
         me = next((r for r in live if r.node == self.node_id), None)
         if me is None:
-            return await self._forward_put(key, value, context, quorum, live)
+            return await self._forward_put(key, value, context, quorum, live, down)
         # Pending replicas (a ring change in progress) must acknowledge as well; a ring still
         # smaller than N (a forming cluster) cannot demand more than it has.
         required = min(quorum.required, len(primaries)) + len(pending)
@@ -245,6 +257,7 @@ class Coordinator:
         context: VClock,
         quorum: Quorum,
         live: Sequence[Replica],
+        down: frozenset[str],
     ) -> VClock:
         if len(live) < quorum.required or not live:
             raise Unavailable(quorum.required, len(live))
@@ -262,6 +275,11 @@ class Coordinator:
             answer = await self.messaging.request(
                 address or "", "coordinate_put", body, self.timeout + 1.0
             )
+        except PeerNotReached as exc:
+            # Not sent, so not applied: the node just died and the detector has not caught
+            # up. Place the write again without it (a fallback takes it, with a hint).
+            log.debug("cannot forward to %s (%s); placing the write without it", target, exc)
+            return await self.put(key, value, context, quorum, down | {target})
         except PeerError as exc:
             log.debug("forwarding to %s failed: %s", target, exc)
             raise QuorumTimeout(quorum.required, 0) from None

@@ -86,6 +86,12 @@ class PeerUnavailable(PeerError):
     """No connection to the peer (refused, reset, or backing off after failures)."""
 
 
+class PeerNotReached(PeerUnavailable):
+    """The request was never sent: no connection could be made (refused, handshake failed,
+    backing off, shut down). Unlike a lost connection or a timeout, the peer surely did not
+    act on it, so the caller may send it elsewhere."""
+
+
 class PeerTimeout(PeerError):
     """The peer did not answer in time."""
 
@@ -237,7 +243,7 @@ class PeerConnection:
             await self._connect()
         outbox = self._outbox
         if outbox is None or self._writer is None:
-            raise PeerUnavailable(f"no connection to {self.address}")
+            raise PeerNotReached(f"no connection to {self.address}")
         future = self._send(verb, body, timeout)
         if outbox.backlog() > FLUSH_NOW:
             outbox.flush()
@@ -271,15 +277,15 @@ class PeerConnection:
 
     async def _connect(self) -> None:
         if self._closed:
-            raise PeerUnavailable("messaging is shut down")
+            raise PeerNotReached("messaging is shut down")
         if self._connecting is not None:
             await asyncio.shield(self._connecting)
             if not self.connected:
-                raise PeerUnavailable(f"no connection to {self.address}")
+                raise PeerNotReached(f"no connection to {self.address}")
             return
         loop = asyncio.get_running_loop()
         if loop.time() < self._retry_at:
-            raise PeerUnavailable(f"{self.address} is down (backing off)")
+            raise PeerNotReached(f"{self.address} is down (backing off)")
         self._connecting = loop.create_future()
         writer: asyncio.StreamWriter | None = None
         try:
@@ -326,7 +332,7 @@ class PeerConnection:
             self._failures += 1
             backoff = min(0.05 * 2 ** min(self._failures, 5), 1.0)
             self._retry_at = loop.time() + backoff
-            raise PeerUnavailable(f"cannot connect to {self.address}: {exc!r}") from None
+            raise PeerNotReached(f"cannot connect to {self.address}: {exc!r}") from None
         finally:
             done, self._connecting = self._connecting, None
             if not done.done():

@@ -1,0 +1,113 @@
+"""A coordinator that is not a replica forwards the write; when the forward cannot even be sent
+(the replica just died and the failure detector has not convicted it yet), the write is placed
+again without that node, so a fallback takes it with a hint (sloppy quorum), instead of failing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ringkv.core.placement import preference_list, sloppy_preference_list
+from ringkv.core.quorum import Quorum
+from ringkv.core.ring import Ring, initial_tokens, key_hash
+from ringkv.core.versions import VClock
+from ringkv.node.config import parse_args
+from ringkv.node.coordinator import Coordinator, QuorumTimeout
+from ringkv.node.hints import HintStore
+from ringkv.node.messaging import PeerError, PeerNotReached, PeerTimeout
+from ringkv.node.metrics import NodeMetrics
+from ringkv.node.storage import Storage
+
+NODES = {"n1": "z1", "n2": "z2", "n3": "z3"}
+RING = Ring({n: initial_tokens(n, 16) for n in NODES}, NODES)
+
+
+class _Membership:
+    """Every node still looks alive: n3 died a moment ago and is not convicted yet."""
+
+    ring = future_ring = RING
+    unreadable: frozenset[str] = frozenset()
+
+    def up_nodes(self) -> frozenset[str]:
+        return frozenset(NODES)
+
+    def is_alive(self, node: str) -> bool:
+        return True
+
+    def address_of(self, node: str) -> str:
+        return f"addr-{node}"
+
+
+class _Messaging:
+    """Forwards to n3 fail with ``failure``; nothing else is expected to be sent."""
+
+    def __init__(self, failure: PeerError) -> None:
+        self.failure = failure
+        self.sent: list[tuple[str, str]] = []
+
+    async def request(self, address: str, verb: str, body: Any, timeout: float) -> Any:
+        self.sent.append((address, verb))
+        if address == "addr-n3":
+            raise self.failure
+        raise AssertionError(f"unexpected {verb} to {address}")
+
+    def supports(self, address: str, feature: str) -> bool:
+        return False
+
+
+def _key_of_n3() -> tuple[bytes, str]:
+    """A key whose only replica (N=1) is n3, and the node that stands in for n3 on it."""
+    for i in range(10_000):
+        key = f"k{i}".encode()
+        h = key_hash(key)
+        if preference_list(RING, h, 1)[0].node == "n3":
+            (fallback,) = sloppy_preference_list(RING, h, 1, {"n1", "n2"})
+            assert fallback.hint_for == "n3"
+            return key, fallback.node
+    raise AssertionError("no key on n3")
+
+
+def _coordinator(tmp_path: Path, node: str, messaging: _Messaging) -> Coordinator:
+    flags = ["--node-id", node, "--data-dir", str(tmp_path), "--replication-factor", "1"]
+    config = parse_args([*flags, "--no-auth", "true", "--no-peer-auth", "true"])
+    storage = Storage(str(tmp_path))
+    membership: Any = _Membership()
+    return Coordinator(
+        config, storage, membership, messaging, NodeMetrics(), f"{node}.1",  # type: ignore[arg-type]
+        HintStore(storage, config.mode),
+    )  # fmt: skip
+
+
+def test_forward_that_cannot_be_sent_goes_to_a_fallback(tmp_path: Path) -> None:
+    key, me = _key_of_n3()
+    messaging = _Messaging(PeerNotReached("cannot connect to addr-n3: refused"))
+    coordinator = _coordinator(tmp_path, me, messaging)
+    clock = asyncio.run(coordinator.put(key, b"value", VClock.empty(), Quorum(1, 1, False)))
+    assert messaging.sent == [("addr-n3", "coordinate_put")]  # tried the replica once
+    held = coordinator.hints.get("n3", key)  # then took the write as n3's fallback
+    assert [v.value for v in held] == [b"value"]
+    assert list(clock.entries) == [f"{me}.1"]  # the fallback wrote the version
+
+
+def test_strict_write_whose_replica_cannot_be_reached_is_unavailable(tmp_path: Path) -> None:
+    from ringkv.node.coordinator import Unavailable
+
+    key, me = _key_of_n3()
+    coordinator = _coordinator(tmp_path, me, _Messaging(PeerNotReached("refused")))
+    with pytest.raises(Unavailable):  # strict: primaries only, and n3 is the only one
+        asyncio.run(coordinator.put(key, b"value", VClock.empty(), Quorum(1, 1, True)))
+    assert coordinator.hints.get("n3", key) == ()
+
+
+def test_forward_that_may_have_been_applied_is_not_placed_again(tmp_path: Path) -> None:
+    key, me = _key_of_n3()
+    messaging = _Messaging(PeerTimeout("coordinate_put to addr-n3 timed out"))
+    coordinator = _coordinator(tmp_path, me, messaging)
+    with pytest.raises(QuorumTimeout):  # sent: n3 may have written it; do not write twice
+        asyncio.run(coordinator.put(key, b"value", VClock.empty(), Quorum(1, 1, False)))
+    assert messaging.sent == [("addr-n3", "coordinate_put")]
+    assert coordinator.hints.get("n3", key) == ()
