@@ -247,7 +247,15 @@ def new_version(
     holding dot (A, c) then also holds every live version A wrote before it, which is what makes
     "context[A] >= c covers every dot (A, <= c)" safe.
     """
-    highest = max((v.clock().get(actor) for v in current), default=0)
+    # The highest counter of this actor in any version's clock (its context plus its own dot),
+    # without building those clocks.
+    highest = 0
+    for v in current:
+        seen = v.context.get(actor)
+        if v.actor == actor and v.counter > seen:
+            seen = v.counter
+        if seen > highest:
+            highest = seen
     counter = max(highest + 1, context.get(actor) + 1, timestamp)
     pruned = context.prune(max_clock_entries)
     return Version(actor, counter, pruned, value, timestamp)
@@ -284,7 +292,8 @@ def hlc_wall_ms(timestamp: int) -> int:
 
 def version_to_wire(version: Version) -> list[Any]:
     v = version
-    return [v.actor, v.counter, v.context.to_wire(), v.timestamp, v.value]
+    context = v.context.to_wire() if v.context.entries else {}
+    return [v.actor, v.counter, context, v.timestamp, v.value]
 
 
 def version_from_wire(raw: object) -> Version:
@@ -319,7 +328,28 @@ def decode_record(data: bytes) -> tuple[Version, ...]:
         raise MalformedRecord(f"undecodable record: {exc}") from exc
     if not isinstance(raw, list):
         raise MalformedRecord("record must be a list of versions")
-    return tuple(version_from_wire(item) for item in raw)
+    # Every replica decodes records on every write, so a well-formed version is checked inline
+    # and one with an empty context shares the empty clock; anything else goes through
+    # version_from_wire, which raises the precise error.
+    out: list[Version] = []
+    for item in raw:
+        if type(item) is list and len(item) == 5:
+            actor, counter, context, timestamp, value = item
+            if (
+                type(actor) is str
+                and actor
+                and type(counter) is int
+                and counter >= 1
+                and type(timestamp) is int
+                and timestamp >= 0
+                and (value is None or type(value) is bytes)
+                and type(context) is dict
+                and not context
+            ):
+                out.append(Version(actor, counter, _EMPTY, value, timestamp))
+                continue
+        out.append(version_from_wire(item))
+    return tuple(out)
 
 
 def encode_context(clock: VClock) -> str:
