@@ -190,6 +190,20 @@ class HttpServer:
         self.port = 0
         self._sweeper: asyncio.TimerHandle | None = None
         self.closing = False
+        self._unflushed: list[_Connection] = []  # connections with answers to write out
+
+    def want_flush(self, conn: _Connection) -> None:
+        """Write ``conn``'s answers at the end of this event-loop turn, with everyone else's:
+        the turn's work is done before the first answer wakes a client (whose wake-up would
+        otherwise preempt this process in the middle of it)."""
+        if not self._unflushed:
+            conn.loop.call_soon(self._flush)
+        self._unflushed.append(conn)
+
+    def _flush(self) -> None:
+        conns, self._unflushed = self._unflushed, []
+        for conn in conns:
+            conn.flush()
 
     async def start(self, host: str, port: int, ssl: Any = None) -> None:
         loop = asyncio.get_running_loop()
@@ -248,6 +262,7 @@ class _Connection(asyncio.Protocol):
         self.message_began = False  # a request started during the current data_received
         self.head_started = 0.0
         self.head_bytes = 0
+        self.out: list[bytes] = []  # answers not yet written (see HttpServer.want_flush)
         self.continue_pending = False  # a "100 Continue" to send once the earlier answers are
         self._reset()
 
@@ -270,6 +285,7 @@ class _Connection(asyncio.Protocol):
         self.server.connections.discard(self)
         self.transport = None
         self.queue.clear()
+        self.out.clear()
 
     def data_received(self, data: bytes) -> None:
         self.last_active = time.monotonic()
@@ -345,7 +361,7 @@ class _Connection(asyncio.Protocol):
                 if self.busy or self.queue:
                     self.continue_pending = True  # after the answers before it (see _next)
                 else:
-                    self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    self._send(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         self.body_size += len(body)
@@ -410,10 +426,8 @@ class _Connection(asyncio.Protocol):
             keep_alive = False
             internal = error_response(500, "internal", "internal error; see the node log")
             parts = self._serialize(internal, False, keep_alive)
-        if len(parts) == 1:
-            transport.write(parts[0])
-        else:
-            transport.writelines(parts)
+        for part in parts:
+            self._send(part)
         self.busy = False
         self.last_active = time.monotonic()
         if not keep_alive:
@@ -432,7 +446,7 @@ class _Connection(asyncio.Protocol):
         elif self.continue_pending and self.transport is not None:
             # the request whose body is still to come is next: now it may send it
             self.continue_pending = False
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self._send(b"HTTP/1.1 100 Continue\r\n\r\n")
         if len(self.queue) < MAX_PIPELINED and not self.paused_writing:
             self._resume_reading()
 
@@ -478,7 +492,7 @@ class _Connection(asyncio.Protocol):
         if self.transport is None:
             return
         self.busy = True  # nothing more is answered on this connection
-        self.transport.write(b"".join(self._serialize(response, False, keep_alive=False)))
+        self._send(b"".join(self._serialize(response, False, keep_alive=False)))
         self.loop.call_later(1.0, self.close)
 
     def _pause_reading(self) -> None:
@@ -504,6 +518,24 @@ class _Connection(asyncio.Protocol):
         elif self.idle() and now - self.last_active > self.server.keepalive_timeout:
             self.close()
 
+    def _send(self, data: bytes) -> None:
+        if self.transport is None:
+            return
+        if not self.out:
+            self.server.want_flush(self)
+        self.out.append(data)
+
+    def flush(self) -> None:
+        out, self.out = self.out, []
+        transport = self.transport
+        if not out or transport is None or transport.is_closing():
+            return
+        if len(out) == 1:
+            transport.write(out[0])
+        else:
+            transport.writelines(out)
+
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
+            self.flush()
             self.transport.close()
