@@ -1,0 +1,337 @@
+"""The node-to-node protocol (ringkv.node.messaging) between in-process services.
+
+Two ``MessagingService`` objects talk over loopback, or a raw socket speaks to one so that the
+bytes on the wire (split reads, garbage, a silent caller) are exactly the ones written here.
+Each test runs on the default asyncio loop and on uvloop (see conftest.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import msgpack
+import pytest
+
+from ringkv.node import auth, messaging
+from ringkv.node.messaging import (
+    DEFER,
+    ERROR,
+    REPLY,
+    REQUEST,
+    MessagingService,
+    PeerError,
+    PeerNotReached,
+    PeerUnavailable,
+    RemoteError,
+    encode_frame,
+    take_frames,
+)
+from tests.node.conftest import Run
+
+TIMEOUT = 5.0
+SECRET = b"s" * 32
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def echo(verb: str, body: Any) -> Any:
+    if verb == "fail":
+        raise RuntimeError("as asked")
+    if verb == "slow":
+        await asyncio.sleep(body)
+    return {"verb": verb, "body": body, "async": True}
+
+
+def inline(verb: str, body: Any) -> Any:
+    if verb == "sync":
+        return {"verb": verb, "body": body, "async": False}
+    if verb == "sync_fail":
+        raise ValueError("inline failure")
+    return DEFER
+
+
+@asynccontextmanager
+async def service(
+    name: str, secret: bytes | None = None, port: int = 0
+) -> AsyncIterator[MessagingService]:
+    svc = MessagingService(
+        name, "127.0.0.1", port or free_port(), echo, secret=secret, sync_handler=inline
+    )
+    await svc.start()
+    try:
+        yield svc
+    finally:
+        await svc.stop()
+
+
+def address(svc: MessagingService) -> str:
+    return f"127.0.0.1:{svc.port}"
+
+
+async def read_frames(reader: asyncio.StreamReader, count: int) -> list[tuple[Any, ...]]:
+    buffer, frames = bytearray(), []
+    while len(frames) < count:
+        chunk = await asyncio.wait_for(reader.read(65536), TIMEOUT)
+        if not chunk:
+            raise ConnectionError("closed")
+        buffer += chunk
+        frames += take_frames(buffer)
+    return frames
+
+
+async def closed_by_peer(reader: asyncio.StreamReader) -> bool:
+    try:
+        while await asyncio.wait_for(reader.read(65536), TIMEOUT):
+            pass
+    except ConnectionError:
+        pass
+    return True
+
+
+@pytest.mark.parametrize("secret", [None, SECRET], ids=["open", "secret"])
+def test_requests_get_their_own_replies_inline_async_and_errors(
+    run: Run, secret: bytes | None
+) -> None:
+    async def main() -> None:
+        async with service("callee", secret) as callee, service("caller", secret) as caller:
+            target = address(callee)
+            calls = [caller.call(target, "sync", i, TIMEOUT) for i in range(50)]
+            calls += [caller.call(target, "later", i, TIMEOUT) for i in range(50)]
+            replies = await asyncio.gather(*calls)
+            assert [r["body"] for r in replies] == [*range(50), *range(50)]
+            assert [r["async"] for r in replies] == [False] * 50 + [True] * 50
+            with pytest.raises(RemoteError, match="as asked"):
+                await caller.request(target, "fail", None, TIMEOUT)
+            with pytest.raises(RemoteError, match="inline failure"):
+                await caller.request(target, "sync_fail", None, TIMEOUT)
+            assert caller.supports(target, "record")
+            assert caller.peer(target).remote_id == "callee"
+            assert callee.rejected == 0
+
+    run(main())
+
+
+def test_replies_come_back_out_of_order_and_a_late_one_times_out(run: Run) -> None:
+    async def main() -> None:
+        async with service("callee") as callee, service("caller") as caller:
+            target = address(callee)
+            slow = caller.call(target, "slow", 0.3, TIMEOUT)
+            fast = caller.call(target, "sync", "quick", TIMEOUT)
+            assert (await fast)["body"] == "quick"
+            assert not slow.done()
+            assert (await slow)["body"] == 0.3
+            with pytest.raises(messaging.PeerTimeout):
+                await caller.request(target, "slow", 1.0, 0.1)
+
+    run(main())
+
+
+def test_large_frames_cross_many_reads(run: Run) -> None:
+    async def main() -> None:
+        async with service("callee") as callee, service("caller") as caller:
+            value = bytes(range(256)) * 16384  # 4 MiB: many reads each way
+            reply = await caller.request(address(callee), "sync", value, TIMEOUT)
+            assert reply["body"] == value
+
+    run(main())
+
+
+def test_frames_split_into_single_bytes_are_reassembled(run: Run) -> None:
+    async def main() -> None:
+        async with service("callee") as callee:
+            reader, writer = await asyncio.open_connection("127.0.0.1", callee.port)
+            data = encode_frame(REQUEST, 0, "hello", {"node": "raw"})
+            data += encode_frame(REQUEST, 7, "sync", "a") + encode_frame(REQUEST, 8, "x", "b")
+            for i in range(len(data)):
+                writer.write(data[i : i + 1])
+                await writer.drain()
+            frames = await read_frames(reader, 3)
+            assert frames[0][:3] == (REPLY, 0, "hello")
+            by_id = {f[1]: f for f in frames[1:]}
+            assert by_id[7][0] == REPLY and by_id[7][3]["body"] == "a"
+            assert by_id[8][0] == REPLY and by_id[8][3]["async"] is True
+            writer.close()
+
+    run(main())
+
+
+def test_a_caller_that_does_not_say_hello_is_refused(run: Run) -> None:
+    async def main() -> None:
+        async with service("callee") as callee:
+            reader, writer = await asyncio.open_connection("127.0.0.1", callee.port)
+            writer.write(encode_frame(REQUEST, 3, "replicate", {"key": b"k"}))
+            (frame,) = await read_frames(reader, 1)
+            assert frame[:2] == (ERROR, 3) and "hello" in frame[3]
+            assert await closed_by_peer(reader)
+            writer.close()
+
+    run(main())
+
+
+def test_a_large_frame_before_the_handshake_closes_the_connection(run: Run) -> None:
+    async def main() -> None:
+        async with service("callee") as callee:
+            reader, writer = await asyncio.open_connection("127.0.0.1", callee.port)
+            big = {"node": "x", "pad": b"p" * (messaging.HANDSHAKE_FRAME + 1)}
+            writer.write(encode_frame(REQUEST, 0, "hello", big))
+            assert await closed_by_peer(reader)
+            writer.close()
+            # the service still serves everyone else
+            async with service("caller") as caller:
+                reply = await caller.request(address(callee), "sync", 1, TIMEOUT)
+                assert reply["body"] == 1
+
+    run(main())
+
+
+def test_garbage_after_the_handshake_drops_only_that_connection(run: Run) -> None:
+    async def main() -> None:
+        async with service("callee") as callee:
+            reader, writer = await asyncio.open_connection("127.0.0.1", callee.port)
+            writer.write(encode_frame(REQUEST, 0, "hello", {"node": "raw"}))
+            await read_frames(reader, 1)
+            payload = b"\xc1\xc1\xc1"  # never valid msgpack
+            writer.write(len(payload).to_bytes(4, "big") + payload)
+            assert await closed_by_peer(reader)
+            writer.close()
+            async with service("caller") as caller:
+                assert (await caller.request(address(callee), "sync", 2, TIMEOUT))["body"] == 2
+
+    run(main())
+
+
+def test_a_caller_without_the_secret_is_rejected(run: Run) -> None:
+    async def main() -> None:
+        async with service("callee", SECRET) as callee:
+            async with service("intruder", b"w" * 32) as intruder:
+                with pytest.raises(PeerNotReached):
+                    await intruder.request(address(callee), "sync", 1, TIMEOUT)
+            async with service("open") as open_caller:  # no secret: its request is refused
+                with pytest.raises(RemoteError, match="authentication failed"):
+                    await open_caller.request(address(callee), "sync", 1, TIMEOUT)
+            # a raw caller that proves nothing and hangs up after the challenge
+            reader, writer = await asyncio.open_connection("127.0.0.1", callee.port)
+            writer.write(encode_frame(REQUEST, 0, "hello", {"node": "raw", "nonce": b"n" * 16}))
+            (frame,) = await read_frames(reader, 1)
+            assert frame[0] == REPLY and isinstance(frame[3]["nonce"], bytes)
+            writer.write(encode_frame(REQUEST, 1, "auth", {"proof": b"wrong"}))
+            (refusal,) = await read_frames(reader, 1)
+            assert refusal[0] == ERROR
+            assert await closed_by_peer(reader)
+            writer.close()
+            assert callee.rejected >= 3
+
+    run(main())
+
+
+def test_a_valid_proof_pipelined_with_requests_is_served(run: Run) -> None:
+    """The proof and the first requests may arrive in one read."""
+
+    async def main() -> None:
+        async with service("callee", SECRET) as callee:
+            reader, writer = await asyncio.open_connection("127.0.0.1", callee.port)
+            nonce = auth.new_nonce()
+            writer.write(encode_frame(REQUEST, 0, "hello", {"node": "raw", "nonce": nonce}))
+            (hello,) = await read_frames(reader, 1)
+            body = hello[3]
+            assert auth.verify(SECRET, b"server", "callee", body["nonce"], nonce, body["proof"])
+            proof = auth.proof(SECRET, b"client", "raw", nonce, body["nonce"])
+            big = b"v" * (messaging.HANDSHAKE_FRAME * 4)  # allowed once authenticated
+            writer.write(
+                encode_frame(REQUEST, 1, "auth", {"proof": proof})
+                + encode_frame(REQUEST, 2, "sync", big)
+            )
+            frames = await read_frames(reader, 2)
+            assert frames[0][:2] == (REPLY, 1)
+            assert frames[1][:2] == (REPLY, 2) and frames[1][3]["body"] == big
+            writer.close()
+
+    run(main())
+
+
+def test_a_silent_caller_is_closed_after_the_handshake_timeout(
+    run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(messaging, "HANDSHAKE_TIMEOUT", 0.2)
+
+    async def main() -> None:
+        async with service("callee", SECRET) as callee:
+            reader, writer = await asyncio.open_connection("127.0.0.1", callee.port)
+            assert await closed_by_peer(reader)  # said nothing at all
+            writer.close()
+            reader, writer = await asyncio.open_connection("127.0.0.1", callee.port)
+            writer.write(encode_frame(REQUEST, 0, "hello", {"node": "raw", "nonce": b"n" * 16}))
+            await read_frames(reader, 1)  # the challenge; then silence
+            assert await closed_by_peer(reader)
+            writer.close()
+            assert callee.rejected == 1
+
+    run(main())
+
+
+def test_a_lost_connection_fails_pending_calls_and_the_next_request_reconnects(
+    run: Run,
+) -> None:
+    async def main() -> None:
+        port = free_port()
+        async with service("caller") as caller:
+            target = f"127.0.0.1:{port}"
+            async with service("callee", port=port):
+                assert (await caller.request(target, "sync", 1, TIMEOUT))["body"] == 1
+                pending = caller.call(target, "slow", 2.0, TIMEOUT)
+                await asyncio.sleep(0)  # let it be written
+            with pytest.raises(PeerUnavailable):
+                await pending
+            assert not caller.is_connected(target)
+            with pytest.raises(PeerNotReached):  # nobody listens now
+                await caller.request(target, "sync", 2, TIMEOUT)
+            async with service("callee", port=port):
+                deadline = asyncio.get_running_loop().time() + TIMEOUT
+                while True:  # the back-off after the failure is short (< 1 s)
+                    try:
+                        reply = await caller.request(target, "sync", 3, TIMEOUT)
+                        break
+                    except PeerNotReached:
+                        assert asyncio.get_running_loop().time() < deadline
+                        await asyncio.sleep(0.05)
+                assert reply["body"] == 3
+
+    run(main())
+
+
+def test_stop_fails_outstanding_calls(run: Run) -> None:
+    async def main() -> None:
+        async with service("callee") as callee:
+            caller = MessagingService("caller", "127.0.0.1", free_port(), echo)
+            await caller.start()
+            target = address(callee)
+            await caller.request(target, "sync", 0, TIMEOUT)
+            pending = caller.call(target, "slow", 2.0, TIMEOUT)
+            await caller.stop()
+            with pytest.raises(PeerError):
+                await pending
+            with pytest.raises(PeerNotReached):
+                await caller.request(target, "sync", 1, TIMEOUT)
+
+    run(main())
+
+
+def test_take_frames_respects_the_limit_and_leaves_partial_frames() -> None:
+    frames = [encode_frame(REQUEST, i, "v", {"i": i}) for i in range(3)]
+    buffer = bytearray(b"".join(frames) + frames[0][:5])
+    assert [f[1] for f in take_frames(buffer, limit=2)] == [0, 1]
+    assert [f[1] for f in take_frames(buffer)] == [2]
+    assert bytes(buffer) == frames[0][:5]
+    with pytest.raises(ValueError, match="exceeds"):
+        take_frames(bytearray(frames[0]), max_size=4)
+    packed = msgpack.packb([REQUEST, 1, "v"])
+    with pytest.raises(ValueError, match="malformed"):
+        take_frames(bytearray(len(packed).to_bytes(4, "big") + packed))
