@@ -25,18 +25,19 @@ DEFAULT_FANOUT = 16
 
 def record_digest(versions: Iterable[Version]) -> bytes:
     """Identity of a record's content: its sorted version dots (a dot names one version)."""
-    # One bytes string hashed in one call (this runs twice per write at every replica).
-    dots = sorted(v.dot for v in versions)
-    data = b"".join(
-        b"%s\x00%s" % (actor.encode(), counter.to_bytes(8, "big")) for actor, counter in dots
-    )
-    return hashlib.blake2b(data, digest_size=16).digest()
+    h = hashlib.blake2b(digest_size=16)
+    for actor, counter in sorted(v.dot for v in versions):
+        h.update(b"%s\x00%s" % (actor.encode(), counter.to_bytes(8, "big")))
+    return h.digest()
 
 
 def entry_hash(key: bytes, digest: bytes) -> int:
     """A record's contribution to its leaf (0 for an absent record)."""
-    data = len(key).to_bytes(2, "big") + key + digest
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+    h = hashlib.blake2b(digest_size=8)
+    h.update(len(key).to_bytes(2, "big"))
+    h.update(key)
+    h.update(digest)
+    return int.from_bytes(h.digest(), "big")
 
 
 def range_size(start: int, end: int) -> int:
