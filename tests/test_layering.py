@@ -16,49 +16,34 @@ ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src"
 CORE = SRC / "ringkv" / "core"
 
-FORBIDDEN_TOP_LEVEL = frozenset(
-    {
-        "aiohttp",
-        "httptools",
-        "rocksdict",
-        "prometheus_client",
-        "kopf",
-        "kubernetes",
-        "socket",
-        "asyncio",
-        "os",
-        "time",
-        "datetime",
-        "random",
-        "pathlib",
-        "subprocess",
-        "threading",
-        # Beyond the required list: more I/O, processes, randomness and dynamic imports.
-        "importlib",
-        "uvloop",
-        "multiprocessing",
-        "selectors",
-        "signal",
-        "shutil",
-        "tempfile",
-        "secrets",
-    }
+# The server, operator and event-loop libraries: not imported by the core, and not even loaded
+# after importing it.
+SERVER_LIBRARIES = frozenset(
+    {"aiohttp", "httptools", "rocksdict", "prometheus_client", "kopf", "kubernetes", "uvloop"}
 )
+FORBIDDEN_TOP_LEVEL = SERVER_LIBRARIES | {
+    "socket",
+    "asyncio",
+    "os",
+    "time",
+    "datetime",
+    "random",
+    "pathlib",
+    "subprocess",
+    "threading",
+    # Beyond the required list: more I/O, processes, randomness and dynamic imports.
+    "importlib",
+    "multiprocessing",
+    "selectors",
+    "signal",
+    "shutil",
+    "tempfile",
+    "secrets",
+}
 FORBIDDEN_RINGKV = ("ringkv.node", "ringkv.operator", "ringkv.client", "ringkv.cli")
 # What must not even be loaded after importing the core (the interpreter itself loads os, time
 # and friends, so the stdlib part of the list above is checked statically only).
-FORBIDDEN_AT_RUNTIME = frozenset(
-    {
-        "aiohttp",
-        "httptools",
-        "rocksdict",
-        "prometheus_client",
-        "kopf",
-        "kubernetes",
-        "uvloop",
-        "asyncio",
-    }
-)
+FORBIDDEN_AT_RUNTIME = SERVER_LIBRARIES | {"asyncio"}
 FORBIDDEN_CALLS = frozenset({"__import__", "open", "exec", "eval"})
 
 
