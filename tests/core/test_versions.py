@@ -364,6 +364,15 @@ def test_version_dot_clock_obsoletes_and_size() -> None:
     assert covered.clock() is covered.context
 
 
+@given(clocks(), actors, counters, actors)
+def test_version_seen_is_the_clocks_counter(
+    context: VClock, actor: str, counter: int, other: str
+) -> None:
+    v = Version(actor, counter, context, b"", 0)
+    assert v.seen(other) == v.clock().get(other)
+    assert v.seen(actor) == v.clock().get(actor)
+
+
 def test_two_blind_writes_through_the_same_actor_are_siblings() -> None:
     first = new_version((), EMPTY, "n1#1", b"one", 1)
     record = merge_siblings((), [first])

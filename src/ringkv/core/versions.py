@@ -134,6 +134,8 @@ class VClock:
         """Decode and validate; ``ValueError`` for anything but a well-formed clock."""
         if not isinstance(raw, dict):
             raise ValueError("clock must be a map")
+        if not raw:
+            return _EMPTY  # the usual context of a record: every decode shares one
         entries: dict[str, tuple[int, int]] = {}
         for actor, entry in raw.items():
             if type(actor) is not str or not actor or len(actor) > 512:
@@ -180,6 +182,12 @@ class Version:
         if self.context.get(self.actor) >= self.counter:
             return self.context
         return self.context.with_entry(self.actor, self.counter, self.timestamp >> HLC_LOGICAL_BITS)
+
+    def seen(self, actor: str) -> int:
+        """``clock().get(actor)`` without building the clock: the highest counter of ``actor``
+        this version covers (its context, plus its own dot)."""
+        seen = self.context.get(actor)
+        return self.counter if actor == self.actor and self.counter > seen else seen
 
     def obsoletes(self, other: Version) -> bool:
         """True when this version was written by someone who had seen ``other``."""
@@ -247,15 +255,7 @@ def new_version(
     holding dot (A, c) then also holds every live version A wrote before it, which is what makes
     "context[A] >= c covers every dot (A, <= c)" safe.
     """
-    # The highest counter of this actor in any version's clock (its context plus its own dot),
-    # without building those clocks.
-    highest = 0
-    for v in current:
-        seen = v.context.get(actor)
-        if v.actor == actor and v.counter > seen:
-            seen = v.counter
-        if seen > highest:
-            highest = seen
+    highest = max((v.seen(actor) for v in current), default=0)
     counter = max(highest + 1, context.get(actor) + 1, timestamp)
     pruned = context.prune(max_clock_entries)
     return Version(actor, counter, pruned, value, timestamp)
@@ -292,8 +292,7 @@ def hlc_wall_ms(timestamp: int) -> int:
 
 def version_to_wire(version: Version) -> list[Any]:
     v = version
-    context = v.context.to_wire() if v.context.entries else {}
-    return [v.actor, v.counter, context, v.timestamp, v.value]
+    return [v.actor, v.counter, v.context.to_wire(), v.timestamp, v.value]
 
 
 def version_from_wire(raw: object) -> Version:
@@ -328,28 +327,7 @@ def decode_record(data: bytes) -> tuple[Version, ...]:
         raise MalformedRecord(f"undecodable record: {exc}") from exc
     if not isinstance(raw, list):
         raise MalformedRecord("record must be a list of versions")
-    # Every replica decodes records on every write, so a well-formed version is checked inline
-    # and one with an empty context shares the empty clock; anything else goes through
-    # version_from_wire, which raises the precise error.
-    out: list[Version] = []
-    for item in raw:
-        if type(item) is list and len(item) == 5:
-            actor, counter, context, timestamp, value = item
-            if (
-                type(actor) is str
-                and actor
-                and type(counter) is int
-                and counter >= 1
-                and type(timestamp) is int
-                and timestamp >= 0
-                and (value is None or type(value) is bytes)
-                and type(context) is dict
-                and not context
-            ):
-                out.append(Version(actor, counter, _EMPTY, value, timestamp))
-                continue
-        out.append(version_from_wire(item))
-    return tuple(out)
+    return tuple([version_from_wire(item) for item in raw])
 
 
 def encode_context(clock: VClock) -> str:
