@@ -87,13 +87,24 @@ async def read_frames(reader: asyncio.StreamReader, count: int) -> list[tuple[An
     return frames
 
 
-async def closed_by_peer(reader: asyncio.StreamReader) -> bool:
+async def connect(svc: MessagingService) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A raw connection to ``svc``'s peer port."""
+    return await asyncio.open_connection("127.0.0.1", svc.port)
+
+
+async def closed_by_peer(reader: asyncio.StreamReader) -> None:
+    """Return once the peer has closed the connection (``TimeoutError`` if it does not)."""
     try:
         while await asyncio.wait_for(reader.read(65536), TIMEOUT):
             pass
     except ConnectionError:
         pass
-    return True
+
+
+async def still_serves(callee: MessagingService, body: int) -> None:
+    """A well-behaved caller still gets answers (a bad connection hurt only itself)."""
+    async with service("caller") as caller:
+        assert (await caller.request(address(callee), "sync", body, TIMEOUT))["body"] == body
 
 
 @pytest.mark.parametrize("secret", [None, SECRET], ids=["open", "secret"])
@@ -147,7 +158,7 @@ def test_large_frames_cross_many_reads(run: Run) -> None:
 def test_frames_split_into_single_bytes_are_reassembled(run: Run) -> None:
     async def main() -> None:
         async with service("callee") as callee:
-            reader, writer = await asyncio.open_connection("127.0.0.1", callee.port)
+            reader, writer = await connect(callee)
             data = encode_frame(REQUEST, 0, "hello", {"node": "raw"})
             data += encode_frame(REQUEST, 7, "sync", "a") + encode_frame(REQUEST, 8, "x", "b")
             for i in range(len(data)):
@@ -166,11 +177,11 @@ def test_frames_split_into_single_bytes_are_reassembled(run: Run) -> None:
 def test_a_caller_that_does_not_say_hello_is_refused(run: Run) -> None:
     async def main() -> None:
         async with service("callee") as callee:
-            reader, writer = await asyncio.open_connection("127.0.0.1", callee.port)
+            reader, writer = await connect(callee)
             writer.write(encode_frame(REQUEST, 3, "replicate", {"key": b"k"}))
             (frame,) = await read_frames(reader, 1)
             assert frame[:2] == (ERROR, 3) and "hello" in frame[3]
-            assert await closed_by_peer(reader)
+            await closed_by_peer(reader)
             writer.close()
 
     run(main())
@@ -179,15 +190,12 @@ def test_a_caller_that_does_not_say_hello_is_refused(run: Run) -> None:
 def test_a_large_frame_before_the_handshake_closes_the_connection(run: Run) -> None:
     async def main() -> None:
         async with service("callee") as callee:
-            reader, writer = await asyncio.open_connection("127.0.0.1", callee.port)
+            reader, writer = await connect(callee)
             big = {"node": "x", "pad": b"p" * (messaging.HANDSHAKE_FRAME + 1)}
             writer.write(encode_frame(REQUEST, 0, "hello", big))
-            assert await closed_by_peer(reader)
+            await closed_by_peer(reader)
             writer.close()
-            # the service still serves everyone else
-            async with service("caller") as caller:
-                reply = await caller.request(address(callee), "sync", 1, TIMEOUT)
-                assert reply["body"] == 1
+            await still_serves(callee, 1)
 
     run(main())
 
@@ -195,15 +203,14 @@ def test_a_large_frame_before_the_handshake_closes_the_connection(run: Run) -> N
 def test_garbage_after_the_handshake_drops_only_that_connection(run: Run) -> None:
     async def main() -> None:
         async with service("callee") as callee:
-            reader, writer = await asyncio.open_connection("127.0.0.1", callee.port)
+            reader, writer = await connect(callee)
             writer.write(encode_frame(REQUEST, 0, "hello", {"node": "raw"}))
             await read_frames(reader, 1)
             payload = b"\xc1\xc1\xc1"  # never valid msgpack
             writer.write(len(payload).to_bytes(4, "big") + payload)
-            assert await closed_by_peer(reader)
+            await closed_by_peer(reader)
             writer.close()
-            async with service("caller") as caller:
-                assert (await caller.request(address(callee), "sync", 2, TIMEOUT))["body"] == 2
+            await still_serves(callee, 2)
 
     run(main())
 
@@ -218,14 +225,14 @@ def test_a_caller_without_the_secret_is_rejected(run: Run) -> None:
                 with pytest.raises(RemoteError, match="authentication failed"):
                     await open_caller.request(address(callee), "sync", 1, TIMEOUT)
             # a raw caller that proves nothing and hangs up after the challenge
-            reader, writer = await asyncio.open_connection("127.0.0.1", callee.port)
+            reader, writer = await connect(callee)
             writer.write(encode_frame(REQUEST, 0, "hello", {"node": "raw", "nonce": b"n" * 16}))
             (frame,) = await read_frames(reader, 1)
             assert frame[0] == REPLY and isinstance(frame[3]["nonce"], bytes)
             writer.write(encode_frame(REQUEST, 1, "auth", {"proof": b"wrong"}))
             (refusal,) = await read_frames(reader, 1)
             assert refusal[0] == ERROR
-            assert await closed_by_peer(reader)
+            await closed_by_peer(reader)
             writer.close()
             assert callee.rejected >= 3
 
@@ -237,7 +244,7 @@ def test_a_valid_proof_pipelined_with_requests_is_served(run: Run) -> None:
 
     async def main() -> None:
         async with service("callee", SECRET) as callee:
-            reader, writer = await asyncio.open_connection("127.0.0.1", callee.port)
+            reader, writer = await connect(callee)
             nonce = auth.new_nonce()
             writer.write(encode_frame(REQUEST, 0, "hello", {"node": "raw", "nonce": nonce}))
             (hello,) = await read_frames(reader, 1)
@@ -264,13 +271,13 @@ def test_a_silent_caller_is_closed_after_the_handshake_timeout(
 
     async def main() -> None:
         async with service("callee", SECRET) as callee:
-            reader, writer = await asyncio.open_connection("127.0.0.1", callee.port)
-            assert await closed_by_peer(reader)  # said nothing at all
+            reader, writer = await connect(callee)
+            await closed_by_peer(reader)  # said nothing at all
             writer.close()
-            reader, writer = await asyncio.open_connection("127.0.0.1", callee.port)
+            reader, writer = await connect(callee)
             writer.write(encode_frame(REQUEST, 0, "hello", {"node": "raw", "nonce": b"n" * 16}))
             await read_frames(reader, 1)  # the challenge; then silence
-            assert await closed_by_peer(reader)
+            await closed_by_peer(reader)
             writer.close()
             assert callee.rejected == 1
 
