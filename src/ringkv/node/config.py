@@ -47,6 +47,7 @@ class NodeConfig:
     client_timeout: float = 30.0
     max_siblings: int = 100
     min_free_bytes: int = 64 * 1024 * 1024
+    block_cache_mb: int = 64
     tls_cert_file: str = ""
     tls_key_file: str = ""
     tls_ca_file: str = ""
@@ -159,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(mutual TLS); clients of the API may use it to verify nodes")  # fmt: skip
     add("min-free-bytes", type=int, default=64 * 1024 * 1024,
         help="refuse writes (507) while the data disk has less free space (64 MiB)")  # fmt: skip
+    add("block-cache-mb", type=int, default=64,
+        help="RocksDB block cache in MiB (64); production nodes want about 1024")  # fmt: skip
     add("hint-window", type=float, default=3 * 3600.0, help="seconds hints are kept (3 h)")
     add("hint-rate", type=float, default=2000.0, help="hints delivered per second, at most")
     add(
@@ -217,6 +220,7 @@ def parse_args(argv: Sequence[str] | None) -> NodeConfig:
             client_timeout=float(ns.client_timeout),
             max_siblings=int(ns.max_siblings),
             min_free_bytes=int(ns.min_free_bytes),
+            block_cache_mb=int(ns.block_cache_mb),
             tls_cert_file=ns.tls_cert_file,
             tls_key_file=ns.tls_key_file,
             tls_ca_file=ns.tls_ca_file,
@@ -276,6 +280,7 @@ def validate(c: NodeConfig) -> list[str]:
         ("--client-timeout", c.client_timeout),
         ("--max-siblings", c.max_siblings),
         ("--anti-entropy-rate", c.anti_entropy_rate),
+        ("--block-cache-mb", c.block_cache_mb),
     ):
         if not value > 0:
             problems.append(f"{name} must be positive")

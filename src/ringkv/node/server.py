@@ -91,7 +91,10 @@ class Node:
     async def start(self) -> None:
         config = self.config
         self.storage = Storage(
-            config.data_dir, fsync=config.fsync, min_free_bytes=config.min_free_bytes
+            config.data_dir,
+            fsync=config.fsync,
+            min_free_bytes=config.min_free_bytes,
+            block_cache_mb=config.block_cache_mb,
         )
         incarnation = self.storage.get_meta("incarnation")
         if not isinstance(incarnation, int):
