@@ -39,3 +39,24 @@ def test_latency_benchmark_quick_run(tmp_path: Path) -> None:
 def test_streaming_benchmark_quick_run() -> None:
     out = run("benchmarks/streaming.py", "--keys", "200", timeout=180)
     assert "records/s" in out
+
+
+@pytest.mark.slow
+def test_compare_quick_run_measures_every_system_and_workload(tmp_path: Path) -> None:
+    """benchmarks/compare --quick: every system serves every workload without errors (the
+    script apt-installs wrk, etcd-server and redis on first use), and the JSON holds a
+    positive throughput for each and the target table."""
+    result = tmp_path / "compare.json"
+    run("benchmarks/compare_lib/main.py", "--quick", "--systems",
+        "ringkv,etcd,redis,redis-cluster,ringkv-single", "--json", str(result),
+        timeout=600)  # fmt: skip
+    document = json.loads(result.read_text())
+    measured = {(r["system"], r["workload"]): r for r in document["runs"]}
+    for system in ("ringkv", "etcd", "redis", "redis-cluster", "ringkv-single"):
+        for workload in ("write", "read", "mix"):
+            run_ = measured[(system, workload)]
+            assert run_["rps"] > 0 and run_["requests"] > 0, run_
+            assert run_["non_2xx"] == 0, run_
+            assert 0 <= run_["machine_steal_pct"] <= 100
+    cpu_target = next(t for t in document["targets"] if "quorum write CPU" in t["target"])
+    assert cpu_target["value"] > 1  # measured (ringkv-single ran): a quorum write costs more

@@ -315,14 +315,14 @@ class Runner:
         loadavg = os.getloadavg()
         pids = system.pids()
         cpu0 = procs.cpu_seconds(pids)
-        busy0, total0 = procs.machine_cpu()
+        busy0, total0, steal0 = procs.machine_cpu()
         gen0 = _children_cpu()
         started = time.monotonic()
         result = self.load(system, workload, duration, files)
         elapsed = time.monotonic() - started
         generator_cpu = _children_cpu() - gen0
         cpu1 = procs.cpu_seconds(pids)
-        busy1, total1 = procs.machine_cpu()
+        busy1, total1, steal1 = procs.machine_cpu()
         system.check_alive()
         server_cpu = cpu1 - cpu0
         requests = result.get("requests") or 0
@@ -334,6 +334,7 @@ class Runner:
             loadavg_before=[round(x, 2) for x in loadavg],
             loadavg_after=[round(x, 2) for x in os.getloadavg()],
             machine_busy_pct=round(100 * (busy1 - busy0) / max(1, total1 - total0), 1),
+            machine_steal_pct=round(100 * (steal1 - steal0) / max(1, total1 - total0), 1),
             server_cpu_s=round(server_cpu, 3),
             server_cores=round(server_cpu / elapsed, 2) if elapsed else 0,
             server_cpu_us_per_op=round(server_cpu / requests * 1e6, 1) if requests else None,
@@ -394,7 +395,7 @@ class Runner:
                     f"p50 {result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms, "
                     f"non-2xx/errors {result['non_2xx']}, server CPU "
                     f"{result['server_cpu_us_per_op']} us/op, "
-                    f"load {result['loadavg_before'][0]}"
+                    f"load {result['loadavg_before'][0]}, steal {result['machine_steal_pct']} %"
                 )
             system.verify(after_load=True)  # still serves a value (no siblings, nothing lost)
             if name == "redis" and rnd == a.reps and self.redis_load is not None:
@@ -467,6 +468,7 @@ def summarise(runs: list[dict[str, Any]], system_names: list[str]) -> list[dict[
                 "requests": sum(r["requests"] for r in sample),
                 "load1": med_list([r["loadavg_before"][0] for r in sample]),
                 "machine_busy_pct": med("machine_busy_pct"),
+                "machine_steal_pct": med_list([r.get("machine_steal_pct", 0.0) for r in sample]),
             })  # fmt: skip
     return rows
 

@@ -118,13 +118,16 @@ def cpu_seconds(pids: Iterable[int]) -> float:
     return total / tick
 
 
-def machine_cpu() -> tuple[float, float]:
-    """(busy, total) jiffies of the whole machine from /proc/stat."""
+def machine_cpu() -> tuple[float, float, float]:
+    """(busy, total, steal) jiffies of the whole machine from /proc/stat. Steal is time the
+    hypervisor ran something else while this VM wanted its CPUs: on a shared host it is why the
+    same code measures slower from one minute to the next."""
     with open("/proc/stat") as f:
         parts = [int(x) for x in f.readline().split()[1:]]
     idle = parts[3] + (parts[4] if len(parts) > 4 else 0)
     total = sum(parts[:8])
-    return total - idle, total
+    steal = parts[7] if len(parts) > 7 else 0
+    return total - idle, total, steal
 
 
 def uptime_line() -> str:
