@@ -198,6 +198,45 @@ def test_exact_get_route_answers_200_with_body_and_content_length(run: Run) -> N
     run(main())
 
 
+@pytest.mark.parametrize(
+    ("target", "path", "query"),
+    [
+        ("http://t:7001/v1/kv/a%2Fb?r=one", "/v1/kv/a%2Fb", "r=one"),
+        ("HTTPS://node.example/v1/kv/k", "/v1/kv/k", ""),
+        ("http://t/v1/kv/k#frag", "/v1/kv/k", ""),
+    ],
+)
+def test_absolute_form_targets_are_served_by_their_path(
+    run: Run, target: str, path: str, query: str
+) -> None:
+    """RFC 9112, 3.2.2: a server must accept absolute-form request targets (proxies send
+    them); the scheme and authority are dropped, the path and query route as usual."""
+    calls = Calls()
+
+    async def main() -> None:
+        async with serving(simple_router(calls)) as (_, port):
+            reply, _, writer = await request(port, get(target))
+            close(writer)
+        assert reply.status == 200, reply.body
+        assert (reply.json()["path"], reply.json()["query"]) == (path, query)
+
+    run(main())
+
+
+@pytest.mark.parametrize("target", ["http://t", "http://t?x=1", "*", "ftp://t/v1/kv/k"])
+def test_targets_without_a_known_path_are_404(run: Run, target: str) -> None:
+    calls = Calls()
+
+    async def main() -> None:
+        async with serving(simple_router(calls)) as (_, port):
+            reply, _, writer = await request(port, get(target))
+            close(writer)
+        assert reply.status in (400, 404), reply.body  # "*" may be refused by the parser
+        assert len(calls) == 0
+
+    run(main())
+
+
 def test_unknown_path_is_404_json(run: Run) -> None:
     calls = Calls()
 

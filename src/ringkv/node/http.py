@@ -120,6 +120,20 @@ class _Clock:
         return self.header
 
 
+def _origin_form(url: str) -> str:
+    """The path and query of an absolute-form request target (``http://host:port/path?q``),
+    which an HTTP/1.1 server must accept (RFC 9112, 3.2.2), as proxies send it. Any other
+    form (``*``, authority-form) comes back as it was and is answered 404."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in ("http", "https"):
+        return url
+    slash = rest.find("/")
+    query = rest.find("?")
+    if slash < 0 or 0 <= query < slash:  # no path: http://host or http://host?q
+        return "/" + rest[query:] if query >= 0 else "/"
+    return rest[slash:]
+
+
 class Router:
     """Exact paths, plus per-method prefix routes (the key space, admin actions)."""
 
@@ -378,6 +392,8 @@ class _Connection(asyncio.Protocol):
         self.body_deadline = 0.0
         self.continue_pending = False
         url = self.url.decode("latin-1")
+        if url[:1] != "/":
+            url = _origin_form(url)
         path, _, query = url.partition("?")
         path = path.partition("#")[0]
         method = self.parser.get_method().decode("ascii", "replace")
