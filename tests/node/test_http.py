@@ -237,6 +237,39 @@ def test_targets_without_a_known_path_are_404(run: Run, target: str) -> None:
     run(main())
 
 
+def test_connections_over_the_limit_get_503_and_are_closed(run: Run) -> None:
+    calls = Calls()
+    refused: list[int] = []
+
+    async def main() -> None:
+        limits = {"max_connections": 2, "on_refused": lambda: refused.append(1)}
+        async with serving(simple_router(calls), **limits) as (server, port):
+            first, second = await request(port, get("/hello")), await request(port, get("/hello"))
+            assert first[0].status == second[0].status == 200
+            reply, reader, _ = await request(port, get("/hello"))
+            assert reply.status == 503
+            assert reply.json()["error"] == "too_many_connections"
+            assert reply.header("retry-after") == "1"
+            assert reply.header("connection") == "close"
+            await expect_closed(reader)
+            assert len(server.connections) == 2 and refused == [1]
+            # the ones inside the limit still work, and a freed place is taken again
+            first[2].write(get("/hello"))
+            assert (await read_reply(first[1])).status == 200
+            close(second[2])
+            await expect_closed(second[1])
+            deadline = time.monotonic() + TIMEOUT
+            while len(server.connections) > 1 and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            again = await request(port, get("/hello"))
+            assert again[0].status == 200
+            close(first[2])
+            close(again[2])
+        assert len(calls) == 4
+
+    run(main())
+
+
 def test_unknown_path_is_404_json(run: Run) -> None:
     calls = Calls()
 

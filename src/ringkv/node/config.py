@@ -44,6 +44,7 @@ class NodeConfig:
     no_auth: bool = False
     no_peer_auth: bool = False
     max_concurrent_requests: int = 512
+    max_client_connections: int = 4096
     client_timeout: float = 30.0
     max_siblings: int = 100
     min_free_bytes: int = 64 * 1024 * 1024
@@ -149,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="accept peers without the cluster secret (must be said explicitly)")  # fmt: skip
     add("max-concurrent-requests", type=int, default=512,
         help="client requests served at once; beyond it 503 with Retry-After")  # fmt: skip
+    add("max-client-connections", type=int, default=4096,
+        help="open client connections at once; more get 503 and are closed")  # fmt: skip
     add("client-timeout", type=float, default=30.0,
         help="seconds a client may take to send a request body")  # fmt: skip
     add("max-siblings", type=int, default=100,
@@ -217,6 +220,7 @@ def parse_args(argv: Sequence[str] | None) -> NodeConfig:
             no_auth=str(ns.no_auth).lower() == "true",
             no_peer_auth=str(ns.no_peer_auth).lower() == "true",
             max_concurrent_requests=int(ns.max_concurrent_requests),
+            max_client_connections=int(ns.max_client_connections),
             client_timeout=float(ns.client_timeout),
             max_siblings=int(ns.max_siblings),
             min_free_bytes=int(ns.min_free_bytes),
@@ -277,6 +281,7 @@ def validate(c: NodeConfig) -> list[str]:
         ("--hint-rate", c.hint_rate),
         ("--stream-rate", c.stream_rate),
         ("--max-concurrent-requests", c.max_concurrent_requests),
+        ("--max-client-connections", c.max_client_connections),
         ("--client-timeout", c.client_timeout),
         ("--max-siblings", c.max_siblings),
         ("--anti-entropy-rate", c.anti_entropy_rate),

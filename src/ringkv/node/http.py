@@ -190,8 +190,12 @@ class HttpServer:
         max_header_bytes: int = 65536,
         body_timeout: float = 10.0,
         keepalive_timeout: float = 75.0,
+        max_connections: int = 4096,
+        on_refused: Callable[[], None] | None = None,
     ) -> None:
         self.router = router
+        self.max_connections = max_connections
+        self.on_refused = on_refused  # called for each connection refused over the limit
         self.wrap = wrap
         self.max_body = max_body
         self.max_url = max_url
@@ -293,7 +297,21 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
         self.loop = asyncio.get_running_loop()  # kept: each lookup is a getpid() call on 3.11
-        self.server.connections.add(self)
+        server = self.server
+        if len(server.connections) >= server.max_connections:
+            # Over the limit: answer 503 to whatever the client sends first, and close. The
+            # connection is not counted; it closes by itself (see _finish_with).
+            if server.on_refused is not None:
+                server.on_refused()
+            self.discarding = True
+            refusal = error_response(
+                503, "too_many_connections",
+                f"this node serves at most {server.max_connections} client connections",
+            )  # fmt: skip
+            refusal.headers.append(("Retry-After", "1"))
+            self._finish_with(refusal)
+            return
+        server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)

@@ -4,12 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import signal
 import sys
 from collections.abc import Sequence
 
 from ringkv.node.config import parse_args
 from ringkv.node.server import Api
+
+FD_RESERVE = 4096  # descriptors beyond client connections: peers, RocksDB files, logs
+
+
+def raise_open_files_limit(wanted: int) -> int:
+    """Raise the soft RLIMIT_NOFILE towards ``wanted`` (up to the hard limit, which needs no
+    privilege); returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        if target > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    return wanted if soft == resource.RLIM_INFINITY else soft
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -26,6 +41,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
         loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
+    # Client connections, peer connections and RocksDB's files all take descriptors.
+    wanted = config.max_client_connections + FD_RESERVE
+    have = raise_open_files_limit(wanted)
+    if have < wanted:
+        logging.getLogger("ringkv").warning(
+            "only %d open files allowed (ulimit -n); --max-client-connections %d wants %d",
+            have, config.max_client_connections, wanted,
+        )  # fmt: skip
     api = Api(config)
     try:
         loop.run_until_complete(_serve(api))

@@ -637,6 +637,8 @@ class Api:
             max_header_bytes=2 * MAX_CONTEXT_CHARS + 16384,
             body_timeout=config.client_timeout,
             keepalive_timeout=75.0,  # idle keep-alive connections are closed after this
+            max_connections=config.max_client_connections,
+            on_refused=self.node.metrics.rejected.labels("connections").inc,
         )
 
     async def wrap(self, request: Request, handler: Handler) -> Response:
