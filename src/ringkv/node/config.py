@@ -45,6 +45,8 @@ class NodeConfig:
     no_peer_auth: bool = False
     max_concurrent_requests: int = 512
     max_client_connections: int = 4096
+    read_repair_chance: float = 0.1
+    speculative_read_delay: float = 0.1
     client_timeout: float = 30.0
     max_siblings: int = 100
     min_free_bytes: int = 64 * 1024 * 1024
@@ -150,6 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="accept peers without the cluster secret (must be said explicitly)")  # fmt: skip
     add("max-concurrent-requests", type=int, default=512,
         help="client requests served at once; beyond it 503 with Retry-After")  # fmt: skip
+    add("read-repair-chance", type=float, default=0.1,
+        help="share of reads that ask every live replica, to repair the ones a read does not "
+        "need (0.1; 0: only anti-entropy compares them)")  # fmt: skip
+    add("speculative-read-delay", type=float, default=0.1,
+        help="seconds before a read also asks the replicas it skipped (0.1)")  # fmt: skip
     add("max-client-connections", type=int, default=4096,
         help="open client connections at once; more get 503 and are closed")  # fmt: skip
     add("client-timeout", type=float, default=30.0,
@@ -221,6 +228,8 @@ def parse_args(argv: Sequence[str] | None) -> NodeConfig:
             no_peer_auth=str(ns.no_peer_auth).lower() == "true",
             max_concurrent_requests=int(ns.max_concurrent_requests),
             max_client_connections=int(ns.max_client_connections),
+            read_repair_chance=float(ns.read_repair_chance),
+            speculative_read_delay=float(ns.speculative_read_delay),
             client_timeout=float(ns.client_timeout),
             max_siblings=int(ns.max_siblings),
             min_free_bytes=int(ns.min_free_bytes),
@@ -306,6 +315,10 @@ def validate(c: NodeConfig) -> list[str]:
         problems.append("--tls-cert-file and --tls-key-file go together")
     if c.tls_ca_file and not c.tls_cert_file:
         problems.append("--tls-ca-file needs --tls-cert-file and --tls-key-file")
+    if not 0 <= c.read_repair_chance <= 1:
+        problems.append("--read-repair-chance must be between 0 and 1")
+    if not c.speculative_read_delay > 0:
+        problems.append("--speculative-read-delay must be positive")
     if c.anti_entropy_interval < 0 or c.tombstone_grace < 0:
         problems.append("--anti-entropy-interval and --tombstone-grace must not be negative")
     for seed in (*c.seeds, *([c.peer_advertise] if c.peer_advertise else [])):

@@ -5,9 +5,9 @@ one that does, over the peer connection): it creates the new version over the cl
 stores it, sends it to the other replicas, and answers once W replicas (itself included) have
 acknowledged. Reads can be coordinated by any node: ask R live replicas (the coordinator's own
 copy first when it holds one), and the others only when one of those fails or has not answered
-within ``SPECULATIVE_READ_DELAY``; answer once R have replied, reconcile to a value or
+within ``--speculative-read-delay``; answer once R have replied, reconcile to a value or
 siblings, and afterwards update any replica found stale (read repair). A fraction
-``READ_REPAIR_CHANCE`` of reads asks every live replica, so that replicas a read does not need
+``--read-repair-chance`` of reads asks every live replica, so that replicas a read does not need
 are still compared and repaired in the background (as Cassandra's ``read_repair_chance``).
 
 Replica calls are futures from ``MessagingService.call`` with done-callbacks (no task per
@@ -56,12 +56,13 @@ from ringkv.node.storage import Storage, StorageFull
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 SIBLINGS_WARNING = 25  # as Riak's warn_siblings
-#: Share of reads that ask every live replica (for background read repair), as Cassandra's
-#: read_repair_chance; the others ask only R replicas.
+#: Defaults of --read-repair-chance (share of reads that ask every live replica, for background
+#: read repair, as Cassandra's read_repair_chance; the others ask only R replicas) and
+#: --speculative-read-delay (a read asks the remaining replicas when the first ones have not
+#: answered within this many seconds).
 READ_REPAIR_CHANCE = 0.1
-#: A read asks the remaining replicas when the first ones have not answered within this.
 SPECULATIVE_READ_DELAY = 0.1
-#: A replica that failed a read or missed SPECULATIVE_READ_DELAY is asked last for this long
+#: A replica that failed a read or missed the speculative read delay is asked last for this long
 #: (as Cassandra's dynamic snitch): one slow or unreachable replica -- a peer still dialled
 #: at an address it left -- must not add the delay to every read.
 SLOW_REPLICA_SECONDS = 5.0
@@ -119,6 +120,8 @@ class Coordinator:
         self.mode = config.mode
         self.n = config.replication_factor
         self.timeout = config.request_timeout
+        self.read_repair_chance = config.read_repair_chance
+        self.speculative_read_delay = config.speculative_read_delay
         self._hlc = 0
         self._background: set[asyncio.Future[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -368,7 +371,7 @@ class Coordinator:
             remote.sort(
                 key=lambda r: (slow.get(r.node, 0.0) > now, not connected(address_of(r.node) or ""))
             )
-        if need >= len(remote) or random.random() < READ_REPAIR_CHANCE:
+        if need >= len(remote) or random.random() < self.read_repair_chance:
             first, spare = remote, []
         else:
             first, spare = remote[:need], remote[need:]
@@ -391,7 +394,7 @@ class Coordinator:
         need: int,
         answers: dict[str, tuple[Version, ...]],
     ) -> tuple[int, list[asyncio.Future[Any]]]:
-        """Read ``first``; also ``spare`` once one fails or after SPECULATIVE_READ_DELAY.
+        """Read ``first``; also ``spare`` once one fails or after the speculative read delay.
         Returns (replies received, every call made) once ``need`` replied or cannot."""
         calls: list[asyncio.Future[Any]] = []
         if need <= 0 and not first:
@@ -454,7 +457,7 @@ class Coordinator:
         settle()
         timers = [loop.call_later(self.timeout, lambda: _resolve(waiter))]
         if spares:
-            timers.append(loop.call_later(SPECULATIVE_READ_DELAY, speculate))
+            timers.append(loop.call_later(self.speculative_read_delay, speculate))
         try:
             if need > 0:
                 await waiter

@@ -1,0 +1,109 @@
+"""How many replicas a quorum read asks (--read-repair-chance) and when it asks the ones it
+skipped (--speculative-read-delay), on a coordinator with stand-in peers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ringkv.core.quorum import Quorum
+from ringkv.core.ring import Ring, initial_tokens
+from ringkv.node.config import parse_args
+from ringkv.node.coordinator import Coordinator
+from ringkv.node.hints import HintStore
+from ringkv.node.metrics import NodeMetrics
+from ringkv.node.storage import Storage
+
+NODES = {"n1": "z1", "n2": "z2", "n3": "z3"}
+RING = Ring({n: initial_tokens(n, 16) for n in NODES}, NODES)
+QUORUM = Quorum(3, 2, False)
+
+
+class _Membership:
+    ring = future_ring = RING
+    unreadable: frozenset[str] = frozenset()
+
+    def up_nodes(self) -> frozenset[str]:
+        return frozenset(NODES)
+
+    def is_alive(self, node: str) -> bool:
+        return True
+
+    def address_of(self, node: str) -> str:
+        return node
+
+
+class _Peers:
+    """Answers every read with "no record" at once, except from ``silent`` peers (never)."""
+
+    def __init__(self, silent: frozenset[str] = frozenset()) -> None:
+        self.silent = silent
+        self.reads: list[str] = []
+
+    def is_connected(self, address: str) -> bool:
+        return True
+
+    def call(self, address: str, verb: str, body: Any, timeout: float) -> asyncio.Future[Any]:
+        assert verb == "read"
+        self.reads.append(address)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if address not in self.silent:
+            future.set_result(b"")
+        return future
+
+
+def _coordinator(tmp_path: Path, peers: _Peers, *flags: str) -> Coordinator:
+    base = ["--node-id", "n1", "--data-dir", str(tmp_path), "--no-auth", "true",
+            "--no-peer-auth", "true", "--request-timeout", "5"]  # fmt: skip
+    config = parse_args([*base, *flags])
+    storage = Storage(str(tmp_path))
+    return Coordinator(
+        config, storage, _Membership(), peers, NodeMetrics(), "n1.1",  # type: ignore[arg-type]
+        HintStore(storage, config.mode),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(("chance", "low", "high"), [("0", 100, 100), ("1", 200, 200),
+                                                     ("0.5", 120, 180)])  # fmt: skip
+def test_read_repair_chance_sets_how_many_replicas_a_read_asks(
+    tmp_path: Path, chance: str, low: int, high: int
+) -> None:
+    peers = _Peers()
+    coordinator = _coordinator(tmp_path, peers, "--read-repair-chance", chance)
+
+    async def reads() -> None:
+        for i in range(100):
+            assert await coordinator.get(b"k%d" % i, QUORUM) == ()
+
+    asyncio.run(reads())
+    # n1 answers itself; R=2 needs one more: the rest are asked only for read repair
+    assert low <= len(peers.reads) <= high
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.4])
+def test_a_silent_replica_is_replaced_after_the_speculative_read_delay(
+    tmp_path: Path, delay: float
+) -> None:
+    peers = _Peers(silent=frozenset({"n2"}))  # n2 never answers
+    coordinator = _coordinator(
+        tmp_path, peers, "--read-repair-chance", "0", "--speculative-read-delay", str(delay)
+    )
+
+    async def read() -> float:
+        for i in range(200):  # a key whose first remote replica asked is n2
+            key = b"k%d" % i
+            peers.reads.clear()
+            coordinator._slow.clear()  # every read starts without a slow-replica history
+            started = time.monotonic()
+            assert await coordinator.get(key, QUORUM) == ()
+            if peers.reads[0] == "n2":
+                assert peers.reads == ["n2", "n3"]
+                return time.monotonic() - started
+        raise AssertionError("no read asked n2 first")
+
+    elapsed = asyncio.run(read())
+    assert delay <= elapsed < delay + 1.0
