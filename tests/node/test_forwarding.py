@@ -13,33 +13,11 @@ import pytest
 
 from ringkv.core.placement import preference_list, sloppy_preference_list
 from ringkv.core.quorum import Quorum
-from ringkv.core.ring import Ring, initial_tokens, key_hash
+from ringkv.core.ring import key_hash
 from ringkv.core.versions import VClock
-from ringkv.node.config import parse_args
 from ringkv.node.coordinator import Coordinator, QuorumTimeout
-from ringkv.node.hints import HintStore
 from ringkv.node.messaging import PeerError, PeerNotReached, PeerTimeout
-from ringkv.node.metrics import NodeMetrics
-from ringkv.node.storage import Storage
-
-NODES = {"n1": "z1", "n2": "z2", "n3": "z3"}
-RING = Ring({n: initial_tokens(n, 16) for n in NODES}, NODES)
-
-
-class _Membership:
-    """Every node still looks alive: n3 died a moment ago and is not convicted yet."""
-
-    ring = future_ring = RING
-    unreadable: frozenset[str] = frozenset()
-
-    def up_nodes(self) -> frozenset[str]:
-        return frozenset(NODES)
-
-    def is_alive(self, node: str) -> bool:
-        return True
-
-    def address_of(self, node: str) -> str:
-        return f"addr-{node}"
+from tests.node.standins import RING, coordinator
 
 
 class _Messaging:
@@ -72,14 +50,8 @@ def _key_of_n3() -> tuple[bytes, str]:
 
 
 def _coordinator(tmp_path: Path, node: str, messaging: _Messaging) -> Coordinator:
-    flags = ["--node-id", node, "--data-dir", str(tmp_path), "--replication-factor", "1"]
-    config = parse_args([*flags, "--no-auth", "true", "--no-peer-auth", "true"])
-    storage = Storage(str(tmp_path))
-    membership: Any = _Membership()
-    return Coordinator(
-        config, storage, membership, messaging, NodeMetrics(), f"{node}.1",  # type: ignore[arg-type]
-        HintStore(storage, config.mode),
-    )  # fmt: skip
+    # Every node still looks alive (AllUp): n3 died a moment ago and is not convicted yet.
+    return coordinator(tmp_path, node, messaging, "--replication-factor", "1")
 
 
 def test_forward_that_cannot_be_sent_goes_to_a_fallback(tmp_path: Path) -> None:

@@ -11,30 +11,10 @@ from typing import Any
 import pytest
 
 from ringkv.core.quorum import Quorum
-from ringkv.core.ring import Ring, initial_tokens
-from ringkv.node.config import parse_args
 from ringkv.node.coordinator import Coordinator
-from ringkv.node.hints import HintStore
-from ringkv.node.metrics import NodeMetrics
-from ringkv.node.storage import Storage
+from tests.node.standins import coordinator
 
-NODES = {"n1": "z1", "n2": "z2", "n3": "z3"}
-RING = Ring({n: initial_tokens(n, 16) for n in NODES}, NODES)
 QUORUM = Quorum(3, 2, False)
-
-
-class _Membership:
-    ring = future_ring = RING
-    unreadable: frozenset[str] = frozenset()
-
-    def up_nodes(self) -> frozenset[str]:
-        return frozenset(NODES)
-
-    def is_alive(self, node: str) -> bool:
-        return True
-
-    def address_of(self, node: str) -> str:
-        return node
 
 
 class _Peers:
@@ -57,14 +37,7 @@ class _Peers:
 
 
 def _coordinator(tmp_path: Path, peers: _Peers, *flags: str) -> Coordinator:
-    base = ["--node-id", "n1", "--data-dir", str(tmp_path), "--no-auth", "true",
-            "--no-peer-auth", "true", "--request-timeout", "5"]  # fmt: skip
-    config = parse_args([*base, *flags])
-    storage = Storage(str(tmp_path))
-    return Coordinator(
-        config, storage, _Membership(), peers, NodeMetrics(), "n1.1",  # type: ignore[arg-type]
-        HintStore(storage, config.mode),
-    )  # fmt: skip
+    return coordinator(tmp_path, "n1", peers, "--request-timeout", "5", *flags)
 
 
 @pytest.mark.parametrize(("chance", "low", "high"), [("0", 100, 100), ("1", 200, 200),
@@ -88,7 +61,7 @@ def test_read_repair_chance_sets_how_many_replicas_a_read_asks(
 def test_a_silent_replica_is_replaced_after_the_speculative_read_delay(
     tmp_path: Path, delay: float
 ) -> None:
-    peers = _Peers(silent=frozenset({"n2"}))  # n2 never answers
+    peers = _Peers(silent=frozenset({"addr-n2"}))  # n2 never answers
     coordinator = _coordinator(
         tmp_path, peers, "--read-repair-chance", "0", "--speculative-read-delay", str(delay)
     )
@@ -100,8 +73,8 @@ def test_a_silent_replica_is_replaced_after_the_speculative_read_delay(
             coordinator._slow.clear()  # every read starts without a slow-replica history
             started = time.monotonic()
             assert await coordinator.get(key, QUORUM) == ()
-            if peers.reads[0] == "n2":
-                assert peers.reads == ["n2", "n3"]
+            if peers.reads[0] == "addr-n2":
+                assert peers.reads == ["addr-n2", "addr-n3"]
                 return time.monotonic() - started
         raise AssertionError("no read asked n2 first")
 

@@ -13,12 +13,9 @@ import pytest
 from ringkv.core.placement import Replica
 from ringkv.core.versions import VClock, decode_record, encode_record, new_version
 from ringkv.node import messaging
-from ringkv.node.config import parse_args
 from ringkv.node.coordinator import Coordinator
-from ringkv.node.hints import HintStore
 from ringkv.node.messaging import MessagingService
-from ringkv.node.metrics import NodeMetrics
-from ringkv.node.storage import Storage
+from tests.node.standins import coordinator
 
 
 def _free_port() -> int:
@@ -28,14 +25,7 @@ def _free_port() -> int:
 
 
 def _coordinator(tmp_path: Path, node: str, mode: str, messaging_: Any = None) -> Coordinator:
-    flags = ["--node-id", node, "--data-dir", str(tmp_path / node), "--conflict-mode", mode]
-    config = parse_args([*flags, "--no-auth", "true", "--no-peer-auth", "true"])
-    storage = Storage(str(tmp_path / node))
-    membership: Any = type("M", (), {"address_of": staticmethod(lambda n: f"127.0.0.1:{n}")})()
-    return Coordinator(
-        config, storage, membership, messaging_, NodeMetrics(), f"{node}.1",
-        HintStore(storage, config.mode),
-    )  # fmt: skip
+    return coordinator(tmp_path / node, node, messaging_, "--conflict-mode", mode)
 
 
 class _Recorder:
