@@ -468,7 +468,7 @@ def summarise(runs: list[dict[str, Any]], system_names: list[str]) -> list[dict[
                 "requests": sum(r["requests"] for r in sample),
                 "load1": med_list([r["loadavg_before"][0] for r in sample]),
                 "machine_busy_pct": med("machine_busy_pct"),
-                "machine_steal_pct": med_list([r.get("machine_steal_pct", 0.0) for r in sample]),
+                "machine_steal_pct": med("machine_steal_pct"),
             })  # fmt: skip
     return rows
 

@@ -97,7 +97,6 @@ class Storage:
     ) -> None:
         os.makedirs(path, exist_ok=True)
         self.path = path
-        self.block_cache_mb = block_cache_mb
         self.min_free_bytes = min_free_bytes
         self.fsync = fsync
         self.write_options = WriteOptions()
@@ -113,9 +112,9 @@ class Storage:
         self._written = 0  # bytes put since the free space was last measured
         self._write_budget = 0  # what may be put before measuring again (see ensure_writable)
         self._recheck_at = 0.0
-        self._open()
+        self._open(block_cache_mb)
 
-    def _open(self) -> None:
+    def _open(self, block_cache_mb: int) -> None:
         options = Options(raw_mode=True)
         options.create_if_missing(True)
         options.create_missing_column_families(True)
@@ -126,7 +125,7 @@ class Storage:
         # files without the key: ~1 % false positives), hash indexes inside data blocks, a
         # Bloom filter on the memtable, and an LRU block cache of block_cache_mb. Range scans
         # (streaming, anti-entropy) keep working: the blocks keep their binary index.
-        options.optimize_for_point_lookup(self.block_cache_mb)
+        options.optimize_for_point_lookup(block_cache_mb)
         families = {META_CF: Options(raw_mode=True), HINTS_CF: Options(raw_mode=True)}
         self._db = Rdict(self.path, options, column_families=families)
         self._meta = self._db.get_column_family(META_CF)
