@@ -1,7 +1,10 @@
 # One image for both roles:
 #   docker run ringkv:0.1.0 node --node-id n1 ...     (the default command is `ringkv node`)
 #   docker run ringkv:0.1.0 operator                  (`ringkv operator`)
-FROM python:3.11-slim
+# BASE_IMAGE: any Debian-based Python 3.11 image with pip; e2e/kind/build-images.sh passes
+# one built locally (no registry is reachable there).
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -36,3 +36,20 @@ e2e: $(STAMP)
 e2e-selftest: $(STAMP)
 	bash e2e/localkube/build.sh
 	$(VENV)/bin/python -m pytest e2e/tests -p no:cacheprovider
+
+# Kubernetes on kind with real containers (e2e/kind; podman here, Docker elsewhere): every
+# image is built on this machine (cold ~see e2e/README.md, cached in ~/.cache/ringkv/kind and
+# podman's store). kind-up prints the KUBECONFIG; kind-e2e runs the suite on a fresh
+# cluster and deletes it afterwards. Needs root.
+.PHONY: kind-images kind-up kind-down kind-e2e
+kind-images:
+	bash e2e/kind/build-images.sh
+
+kind-up:
+	bash e2e/kind/up.sh
+
+kind-down:
+	bash e2e/kind/down.sh
+
+kind-e2e: $(STAMP)
+	bash e2e/kind/run-e2e.sh

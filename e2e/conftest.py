@@ -50,15 +50,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "localkube_only: needs the localkube harness")
+    config.addinivalue_line("markers", "kind_only: needs a real cluster (--cluster=kind)")
     config.addinivalue_line("markers", "slow: long multi-process or fault tests")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("--cluster") == "localkube":
-        return
-    skip = pytest.mark.skip(reason="needs --cluster=localkube")
+    cluster = config.getoption("--cluster")
+    other = "kind_only" if cluster == "localkube" else "localkube_only"
+    skip = pytest.mark.skip(reason=f"needs --cluster={'kind' if cluster == 'localkube' else 'localkube'}")
     for item in items:
-        if "localkube_only" in item.keywords:
+        if other in item.keywords:
             item.add_marker(skip)
 
 

@@ -1,8 +1,22 @@
 #!/usr/bin/env bash
-# Run the e2e suite against the kind cluster (Docker hosts only):
-#   e2e/kind/up.sh && e2e/kind/run-e2e.sh [pytest args...]
-# Tests marked localkube_only (the harness self-tests) are skipped on kind.
+# The e2e suite on a fresh kind cluster, removed afterwards (also on failure and Ctrl-C):
+#   e2e/kind/run-e2e.sh [pytest args...]        (make kind-e2e)
+# Default tests: the README's newcomer steps (e2e/kind) and the operator suite
+# (e2e/operator). KIND_KEEP=1 keeps the cluster for a look afterwards (make kind-down).
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+source "$(dirname "$0")/lib.sh"
+cd "$REPO_DIR"
 py="${PYTHON:-.venv/bin/python}"
-exec "$py" -m pytest e2e --cluster=kind --kubeconfig="$PWD/e2e/kind/.kubeconfig" "$@"
+cleanup() {
+    if [[ "${KIND_KEEP:-0}" == 1 ]]; then log "keeping cluster $KIND_CLUSTER (make kind-down)"; return; fi
+    "$KIND_DIR/down.sh" --quiet || true
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+"$KIND_DIR/up.sh"
+(($#)) || set -- e2e/kind e2e/operator
+rc=0
+PATH="$KIND_CACHE/bin:$PATH" "$py" -m pytest --cluster=kind --kubeconfig="$KIND_KUBECONFIG" \
+    -p no:cacheprovider "$@" || rc=$?
+exit "$rc"
