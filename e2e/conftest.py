@@ -23,9 +23,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     cluster = config.getoption("--cluster")
     other = "kind_only" if cluster == "localkube" else "localkube_only"
-    skip = pytest.mark.skip(reason=f"needs --cluster={'kind' if cluster == 'localkube' else 'localkube'}")
+    skip = pytest.mark.skip(reason=f"{other}: not on --cluster={cluster}")
     for item in items:
         if other in item.keywords:
             item.add_marker(skip)
@@ -88,6 +89,10 @@ class K8s:
     cluster: Any = None  # localkube.cluster.Cluster
     kubelet: Any = None  # localkube.kubelet.ProcessKubelet
     api: Any = None  # localkube.kubeapi.KubeAPI
+    # kind: port-forwards kept open by pod_url, by (namespace, pod, port)
+    _forwards: dict[tuple[str, str, int], tuple[subprocess.Popen[str], str, str]] = field(
+        default_factory=dict)
+    _forwards_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @contextlib.contextmanager
     def forward(self, namespace: str, target: str, port: int) -> Iterator[tuple[str, int]]:
@@ -99,21 +104,65 @@ class K8s:
         if self.kind == "localkube":
             yield self._localkube_addr(namespace, target, port)
             return
+        proc, local = self._port_forward(namespace, target, port)
+        try:
+            yield ("127.0.0.1", local)
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+    def _port_forward(self, namespace: str, target: str,
+                      port: int) -> tuple[subprocess.Popen[str], int]:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             local = int(s.getsockname()[1])
         proc = subprocess.Popen([self.kubectl_bin, f"--kubeconfig={self.kubeconfig}", "-n",
                                  namespace, "port-forward", target, f"{local}:{port}"],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        try:
-            assert proc.stdout is not None
-            line = proc.stdout.readline()  # "Forwarding from 127.0.0.1:..."
-            if "Forwarding" not in line:
-                raise RuntimeError(f"port-forward failed: {line}")
-            yield ("127.0.0.1", local)
-        finally:
-            proc.terminate()
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # "Forwarding from 127.0.0.1:..."
+        if "Forwarding" not in line:
+            proc.kill()
             proc.wait(10)
+            raise RuntimeError(f"port-forward {namespace}/{target} failed: {line}")
+        # kubectl prints a line per connection: keep reading, or a busy forward blocks
+        threading.Thread(target=lambda: proc.stdout.read() if proc.stdout else None,
+                         daemon=True).start()
+        return proc, local
+
+    def pod_url(self, namespace: str, pod: str, port: int) -> str:
+        """``http://HOST:PORT`` reaching a pod's port from the test process, for many calls.
+
+        localkube: the pod IP. kind: a ``kubectl port-forward`` to the pod, kept open and
+        reused while the same pod (uid) lives, replaced when the pod is or the forward died
+        (the host never dials pod IPs on a real cluster)."""
+        if self.kind == "localkube":
+            host, p = self._localkube_addr(namespace, f"pod/{pod}", port)
+            return f"http://{host}:{p}"
+        uid = self.kubectl("-n", namespace, "get", "pod", pod, "-o",
+                           "jsonpath={.metadata.uid}").stdout.strip()
+        with self._forwards_lock:
+            return self._pod_forward(namespace, pod, port, uid)
+
+    def _pod_forward(self, namespace: str, pod: str, port: int, uid: str) -> str:
+        key = (namespace, pod, port)
+        old = self._forwards.get(key)
+        if old is not None:
+            proc, url, was = old
+            if proc.poll() is None and was == uid:
+                return url
+            proc.kill()
+            proc.wait(10)
+        proc, local = self._port_forward(namespace, f"pod/{pod}", port)
+        url = f"http://127.0.0.1:{local}"
+        self._forwards[key] = (proc, url, uid)
+        return url
+
+    def close(self) -> None:
+        for proc, _, _ in self._forwards.values():
+            proc.kill()
+            proc.wait(10)
+        self._forwards.clear()
 
     def _localkube_addr(self, namespace: str, target: str, port: int) -> tuple[str, int]:
         kind, _, name = target.partition("/")
@@ -172,7 +221,11 @@ def k8s(request: pytest.FixtureRequest) -> Iterator[K8s]:
         if not kubectl:
             pytest.fail("--cluster=kind needs kubectl on PATH")
         os.environ["KUBECONFIG"] = kc
-        yield K8s("kind", kc, kubectl)
+        handle = K8s("kind", kc, kubectl)
+        try:
+            yield handle
+        finally:
+            handle.close()
         return
 
     from localkube.cluster import Cluster, ClusterConfig, build_binaries

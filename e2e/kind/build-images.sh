@@ -256,8 +256,16 @@ EOF
 fi
 
 # -- ringkv: the project's Dockerfile, FROM the python image -------------------------------
+# pip inside the build trusts what this machine trusts (its CA bundle, mounted for the
+# build only: a TLS-inspecting proxy's CA is not baked into the image).
+trust=()
+if [[ -f /etc/ssl/certs/ca-certificates.crt ]]; then
+    printf '[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n' > "$work/pip.conf"
+    trust=(-v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro
+           -v "$work/pip.conf:/etc/pip.conf:ro")
+fi
 log "ringkv image (Dockerfile, BASE_IMAGE=$python)"
-$engine build --network host --layers --build-arg "BASE_IMAGE=$python" \
+$engine build --network host --layers "${trust[@]}" --build-arg "BASE_IMAGE=$python" \
     -t "docker.io/library/ringkv:${RINGKV_TAGS[0]}" -f "$REPO_DIR/Dockerfile" "$REPO_DIR" >&2
 for t in "${RINGKV_TAGS[@]:1}"; do
     $engine tag "docker.io/library/ringkv:${RINGKV_TAGS[0]}" "docker.io/library/ringkv:$t"

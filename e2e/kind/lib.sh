@@ -25,16 +25,20 @@ RINGKV_TAGS=(0.1.0 0.1.1)           # the manifests' tag, and the upgrade test's
 
 log() { echo "kind: $*" >&2; }
 
-# The container engine: podman here (installed from Debian if missing); docker where a
-# Docker daemon answers and podman is absent.
+# The container engine: docker where a Docker daemon answers (kind's usual host), else
+# podman (this project's machines: installed from Debian by host_setup). KIND_ENGINE overrides.
 container_engine() {
-    if command -v podman >/dev/null; then echo podman; return; fi
-    if command -v docker >/dev/null && docker info >/dev/null 2>&1; then echo docker; return; fi
-    echo podman
+    if [[ -n "${KIND_ENGINE:-}" ]]; then echo "$KIND_ENGINE"; return; fi
+    if command -v docker >/dev/null && timeout 20 docker info >/dev/null 2>&1; then
+        echo docker
+    else
+        echo podman
+    fi
 }
 
-# Idempotent host set-up for podman-based kind (Debian, root).
+# Idempotent host set-up for podman-based kind (Debian, root); nothing on Docker hosts.
 host_setup() {
+    [[ "$(container_engine)" == podman ]] || return 0
     local need=()
     command -v podman >/dev/null || need+=(podman)
     command -v runc >/dev/null || need+=(runc)
@@ -46,11 +50,15 @@ host_setup() {
         DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >&2
     fi
     # crun (podman's default here) refuses a hybrid cgroup layout; podman's default
-    # nofile=1048576 is above what a process without CAP_SYS_RESOURCE may ask for.
+    # nofile=1048576 is above what a process without CAP_SYS_RESOURCE may ask for. podman
+    # runs conmon (and so the container) with nproc at most 32768 when it cannot raise it.
     local conf=/etc/containers/containers.conf.d/50-ringkv-kind.conf
-    local want
+    local want nofile nproc
+    nofile="$(ulimit -Hn)"; nproc="$(ulimit -Hu)"
+    [[ $nofile == unlimited ]] && nofile=1048576
+    [[ $nproc == unlimited || $nproc -gt 32768 ]] && nproc=32768
     want="$(printf '[containers]\ndefault_ulimits = ["nofile=%s:%s", "nproc=%s:%s"]\n\n[engine]\nruntime = "runc"\n' \
-        "$(ulimit -Hn)" "$(ulimit -Hn)" "$(ulimit -Hu)" "$(ulimit -Hu)")"
+        "$nofile" "$nofile" "$nproc" "$nproc")"
     if [[ ! -f $conf || "$(cat "$conf")" != "$want" ]]; then
         mkdir -p "$(dirname "$conf")"
         printf '%s\n' "$want" > "$conf"

@@ -9,7 +9,8 @@ virtualenv) exactly as a newcomer types them:
     kubectl wait kvc/example --for=condition=Available --timeout=10m
     kubectl get kvc
     kubectl port-forward svc/example 7001:7001      (here: a free local port)
-    export RINGKV_TOKEN=$(kubectl get secret example-tokens -o jsonpath='{.data.admin-token}' | base64 -d)
+    export RINGKV_TOKEN=$(kubectl get secret example-tokens \
+        -o jsonpath='{.data.admin-token}' | base64 -d)
     ringkv put hello world && ringkv get hello
 
 then removes the example cluster. Needs ``--cluster=kind`` (e2e/kind/run-e2e.sh).

@@ -12,11 +12,25 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 host_setup
-node_image="$(bash "$KIND_DIR/build-images.sh" | tail -1)"
 engine="$(container_engine)"
+if [[ $engine == podman ]]; then
+    node_image="$(bash "$KIND_DIR/build-images.sh" | tail -1)"
+    image_args=(--image "$node_image")
+else
+    # Docker hosts: kind's published node image (KIND_NODE_IMAGE to pin one) and the
+    # Dockerfile on its public base image.
+    node_image="${KIND_NODE_IMAGE:-the default of kind}"
+    image_args=()
+    [[ -z "${KIND_NODE_IMAGE:-}" ]] || image_args=(--image "$KIND_NODE_IMAGE")
+    docker build -t "docker.io/library/ringkv:${RINGKV_TAGS[0]}" "$REPO_DIR" >&2
+    for t in "${RINGKV_TAGS[@]:1}"; do
+        docker tag "docker.io/library/ringkv:${RINGKV_TAGS[0]}" "docker.io/library/ringkv:$t"
+    done
+fi
 
 "$KIND_DIR/down.sh" --quiet
 
+KUBE_VERSION="$(cd "$KIND_DIR/k8s" && GOWORK=off go list -m -f '{{.Version}}' k8s.io/kubernetes)"
 etcd_tag="$(cd "$KIND_DIR/k8s" && GOWORK=off go list -m -f '{{.Version}}' go.etcd.io/etcd/server/v3)"
 config="$(mktemp)"
 archive="$(mktemp --suffix=.tar)"
@@ -24,16 +38,21 @@ trap 'rm -f "$config" "$archive"' EXIT
 sed "s#@ETCD_TAG@#${etcd_tag#v}-0#" "$KIND_DIR/kind-config.yaml" > "$config"
 log "creating cluster $KIND_CLUSTER from $node_image"
 mkdir -p "$(dirname "$KIND_KUBECONFIG")"
-kind_cmd create cluster --name "$KIND_CLUSTER" --image "$node_image" --config "$config" \
+kind_cmd create cluster --name "$KIND_CLUSTER" "${image_args[@]}" --config "$config" \
     --kubeconfig "$KIND_KUBECONFIG" --wait 5m
 
 log "loading ringkv:${RINGKV_TAGS[*]}"
-$engine save --format docker-archive --multi-image-archive -o "$archive" \
-    "${RINGKV_TAGS[@]/#/docker.io/library/ringkv:}" >&2
+if [[ $engine == podman ]]; then
+    $engine save --format docker-archive --multi-image-archive -o "$archive" \
+        "${RINGKV_TAGS[@]/#/docker.io/library/ringkv:}" >&2
+else
+    docker save -o "$archive" "${RINGKV_TAGS[@]/#/docker.io/library/ringkv:}"
+fi
 kind_cmd load image-archive "$archive" --name "$KIND_CLUSTER" >&2
 
-bin="$KIND_CACHE/bin"
 echo "cluster $KIND_CLUSTER is up; to use it:"
 echo "  export KUBECONFIG=$KIND_KUBECONFIG"
-echo "  export PATH=$bin:\$PATH    # kubectl $("$bin/kubectl" version --client -o json | jq -r .clientVersion.gitVersion), as the cluster"
+if [[ -x $KIND_CACHE/bin/kubectl ]]; then
+    echo "  export PATH=$KIND_CACHE/bin:\$PATH    # kubectl $KUBE_VERSION, built with the cluster"
+fi
 echo "KUBECONFIG=$KIND_KUBECONFIG"

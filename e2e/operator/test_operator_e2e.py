@@ -182,8 +182,7 @@ def assert_consistent(k8s: Any, ns: str, s: Settled, replicas: int) -> None:
     assert {s_["metadata"]["name"]: s_["spec"]["replicas"] for s_ in sts} == {
         f"{NAME}-{z}": per_zone for z in ZONES}
     # The ring as a node reports it: exactly these members, all normal and alive.
-    any_ip = next(iter(pods.values()))["status"]["podIP"]
-    with Client(f"http://{any_ip}:{PORT}", timeout=5) as c:
+    with Client(k8s.pod_url(ns, next(iter(pods)), PORT), timeout=5) as c:
         ring = c.ring()
     assert {str(n["id"]): (n["state"], bool(n["alive"])) for n in ring["nodes"]
             if n["state"] != "left"} == {p: ("normal", True) for p in pods}
@@ -214,7 +213,7 @@ def metric(endpoint: str, name: str) -> float:
 
 
 def endpoints(k8s: Any, ns: str) -> list[str]:
-    return [f"http://{p['status']['podIP']}:{PORT}" for p in node_pods(k8s, ns)
+    return [k8s.pod_url(ns, p["metadata"]["name"], PORT) for p in node_pods(k8s, ns)
             if pod_ready(p)]
 
 
@@ -647,10 +646,9 @@ def test_pod_kill_and_replacement(k8s: Any, available: str) -> None:
     assert s.obj["status"].get("replacements", 0) == gen  # a restart is not a replacement
     print(f"status changes seen: {changes(samples)}")
     assert all(smp[1] == "True" for smp in samples), changes(samples)  # 2 of 3 still serve
-    new_ip = next(p for p in s.pods if p["metadata"]["name"] == victim)["status"]["podIP"]
     log = k8s.kubectl("-n", ns, "logs", victim, "--tail=-1").stdout
     assert "status is now replacing" not in log  # restarted on its volume: no replace
-    assert check_quorum_reads(f"http://{new_ip}:{PORT}", {**data, **during}) == []
+    assert check_quorum_reads(k8s.pod_url(ns, victim, PORT), {**data, **during}) == []
 
     # 2. a pod deleted with its volume: the node comes back empty under its id and refills.
     victim = f"{NAME}-zone-c-0"
@@ -669,20 +667,19 @@ def test_pod_kill_and_replacement(k8s: Any, available: str) -> None:
     assert new_pvc["metadata"]["uid"] != pvc["metadata"]["uid"]
     print(f"status changes seen: {changes(samples)}")
     assert all(smp[1] == "True" for smp in samples), changes(samples)
-    new_ip = next(p for p in s.pods if p["metadata"]["name"] == victim)["status"]["podIP"]
+    new_url = k8s.pod_url(ns, victim, PORT)
     # It came back empty under its id and streamed its ranges back (replace), before any read
     # below could repair it: it holds about as many keys as a node that never lost anything.
     log = k8s.kubectl("-n", ns, "logs", victim, "--tail=-1").stdout
     assert "status is now replacing" in log and f"replace of {victim} complete" in log, log
-    peer_ip = next(p for p in s.pods if p["metadata"]["name"] == f"{NAME}-zone-a-0")
-    keys_new = metric(f"http://{new_ip}:{PORT}", "ringkv_stored_keys")
-    keys_peer = metric(f"http://{peer_ip['status']['podIP']}:{PORT}", "ringkv_stored_keys")
+    keys_new = metric(new_url, "ringkv_stored_keys")
+    keys_peer = metric(k8s.pod_url(ns, f"{NAME}-zone-a-0", PORT), "ringkv_stored_keys")
     print(f"stored keys: refilled {victim} {keys_new:.0f}, zone-a-0 {keys_peer:.0f}")
     assert keys_new >= 0.9 * keys_peer > 0
     every = {**data, **during}
-    assert check_quorum_reads(f"http://{new_ip}:{PORT}", every) == []
+    assert check_quorum_reads(new_url, every) == []
     # r=all needs the refilled node's own answer too.
-    assert check_all_reads(f"http://{new_ip}:{PORT}", every) == []
+    assert check_all_reads(new_url, every) == []
     assert s.obj["status"].get("replacements", 0) == gen  # the operator did not replace it
 
 

@@ -91,11 +91,14 @@ def pods_api(k8s: Any, ns: str) -> list[dict[str, Any]]:
 
 
 def ready_endpoints(k8s: Any, ns: str) -> list[str]:
-    return sorted(
-        f"http://{p['status']['podIP']}:{PORT}"
-        for p in pods_api(k8s, ns)
-        if pod_ready(p) and (p.get("status") or {}).get("podIP")
-    )
+    return [
+        k8s.pod_url(ns, name, PORT)
+        for name in sorted(
+            p["metadata"]["name"]
+            for p in pods_api(k8s, ns)
+            if pod_ready(p) and (p.get("status") or {}).get("podIP")
+        )
+    ]
 
 
 def patch_kvc(k8s: Any, ns: str, patch: dict[str, Any]) -> None:
@@ -294,11 +297,11 @@ class LiveWorkload(Workload):
             c.close()
 
 
-def stored_keys(ip: str) -> float:
+def stored_keys(endpoint: str) -> float:
     """The node's ``ringkv_stored_keys`` gauge (with the admin token when there is one)."""
     import urllib.request
 
-    req = urllib.request.Request(f"http://{ip}:{PORT}/metrics")
+    req = urllib.request.Request(f"{endpoint}/metrics")
     for name, value in base._env_auth().items():
         req.add_header(name, value)
     with urllib.request.urlopen(req, timeout=10) as r:
@@ -719,15 +722,15 @@ def test_failed_node_is_replaced_by_the_operator(
         assert all(x[1] == "True" for x in statuses), smp.statuses()
         log = pod_log(k8s, ns, new)
         assert f"replace of {victim} complete" in log, log[-3000:]
-        ip = new["status"]["podIP"]
+        url = k8s.pod_url(ns, victim, PORT)
         # It streamed its ranges back before any read below could repair it: with 3 nodes and
         # RF 3 every node holds every key, so about as many keys as a node that never failed.
-        peer = next(p for p in s.pods if p["metadata"]["name"] != victim)["status"]["podIP"]
-        keys_new, keys_peer = stored_keys(ip), stored_keys(peer)
+        peer = next(p for p in s.pods if p["metadata"]["name"] != victim)["metadata"]["name"]
+        keys_new, keys_peer = stored_keys(url), stored_keys(k8s.pod_url(ns, peer, PORT))
         print(f"stored keys: replaced {victim} {keys_new:.0f}, a peer {keys_peer:.0f}")
         assert keys_new >= 0.9 * keys_peer > 0, (keys_new, keys_peer)
-        assert check_quorum_reads(f"http://{ip}:{PORT}", data) == []
-        assert check_all_reads(f"http://{ip}:{PORT}", data) == []
+        assert check_quorum_reads(url, data) == []
+        assert check_all_reads(url, data) == []
         # Every node coordinates quorum writes and reads again, the failed machine still away
         # (the other nodes must reach the replacement at its new address).
         bad = every_coordinator(ready_endpoints(k8s, ns), "after-replace", 20)
