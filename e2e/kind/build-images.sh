@@ -36,7 +36,8 @@ pins="$(declare -p KIND_VERSION CONTAINERD_VERSION CRICTL_VERSION CNI_PLUGINS_VE
 bin_key="$(hash_of k8s/go.mod k8s/go.sum <(echo "$pins $go_version") \
     <(sed -n '/^# -- go binaries/,/^# -- end go binaries/p' "$self"))"
 deb_key="$(hash_of <(echo "$DEBIAN_SUITE") <(sed -n '/^# -- debian/,/^# -- end debian/p' "$self"))"
-node_key="$(hash_of <(echo "$bin_key $deb_key") node/* "$self")"
+node_key="$(hash_of <(echo "$bin_key $deb_key") node/* \
+    <(sed -n '/^# -- component images/,/^# -- end node/p' "$self"))"
 [[ "${KIND_FORCE:-0}" == 1 ]] && force=1 || force=0
 mkdir -p "$KIND_CACHE"
 work="$(mktemp -d "$KIND_CACHE/.work.XXXXXX")"
@@ -125,7 +126,9 @@ build() {  # tag context [build-arg...]: podman build of $context/Containerfile
     $engine build --network host --layers "${args[@]}" -t "$tag" -f "$ctx/Containerfile" "$ctx" >&2
 }
 
-python="$IMG/python:3.11-$deb_key"
+# -- python
+python_key="$(hash_of <(echo "$deb_key") <(sed -n '/^# -- python/,/^# -- end python/p' "$self"))"
+python="$IMG/python:3.11-$python_key"
 if ! have_image "$python"; then
     log "python image"
     mkdir -p "$work/python"
@@ -142,6 +145,7 @@ CMD ["python3"]
 EOF
     build "$python" "$work/python"
 fi
+# -- end python
 
 # -- component images (all FROM the debian image, except pause) -------------------------
 etcd_tag="${etcd_version#v}-0"
@@ -248,12 +252,16 @@ EOF
             | $engine exec -i "$cid" ctr --namespace=k8s.io images import \
                 --label=io.cri-containerd.pinned=pinned --all-platforms --no-unpack --digests - >&2
     done
-    $engine exec "$cid" bash -c 'pkill containerd; while pgrep -x containerd >/dev/null; do sleep 0.2; done; rm -f /var/log/containerd-build.log'
+    # (its parent is `sleep`, which reaps nothing: wait for it to be a zombie, not gone)
+    $engine exec "$cid" bash -c 'pkill -x containerd
+        for i in $(seq 150); do ps -C containerd -o stat= | grep -qv "^Z" || break; sleep 0.2; done
+        rm -f /var/log/containerd-build.log'
     $engine commit --change 'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]' \
         --change 'CMD []' "$cid" "$node" >&2
     $engine rm -f "$cid" >/dev/null
     $engine rmi "$stage" >/dev/null || true
 fi
+# -- end node
 
 # -- ringkv: the project's Dockerfile, FROM the python image -------------------------------
 # pip inside the build trusts what this machine trusts (its CA bundle, mounted for the
