@@ -178,7 +178,7 @@ if ! have_image "$node"; then
                 cp "$bin/kube-proxy" "$ctx/"
                 printf 'FROM %s\nRUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends iptables conntrack ipset kmod && rm -rf /var/lib/apt/lists/*\nCOPY kube-proxy /usr/local/bin/\n' "$debian" > "$ctx/Containerfile" ;;
             kubectl)  # the pod network daemon: iproute2 + kubectl + ringkv-cni.sh
-                cp "$bin/kubectl" "$ctx/"; cp node/ringkv-cni.sh "$ctx/ringkv-cni"
+                cp "$bin/kubectl" "$ctx/"; install -m 0755 node/ringkv-cni.sh "$ctx/ringkv-cni"
                 printf 'FROM %s\nRUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends iproute2 procps && rm -rf /var/lib/apt/lists/*\nCOPY kubectl ringkv-cni /usr/local/bin/\n' "$debian" > "$ctx/Containerfile" ;;
             "")  # local-path helper: runs the setup/teardown shell scripts
                 printf 'FROM %s\n' "$debian" > "$ctx/Containerfile" ;;

@@ -41,6 +41,10 @@ mkdir -p "$(dirname "$KIND_KUBECONFIG")"
 kind_cmd create cluster --name "$KIND_CLUSTER" "${image_args[@]}" --config "$config" \
     --kubeconfig "$KIND_KUBECONFIG" --wait 5m
 
+# kind only warns when --wait runs out: a cluster whose nodes are not Ready is an error
+"$KIND_CACHE/bin/kubectl" --kubeconfig "$KIND_KUBECONFIG" wait --for=condition=Ready nodes --all \
+    --timeout=5m >&2
+
 log "loading ringkv:${RINGKV_TAGS[*]}"
 if [[ $engine == podman ]]; then
     $engine save --format docker-archive --multi-image-archive -o "$archive" \
