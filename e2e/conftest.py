@@ -2,12 +2,13 @@
 
     pytest e2e/... --cluster=localkube   (default) a local control plane from
                                          e2e/localkube, pods run as processes
-    pytest e2e/... --cluster=kind        an existing cluster (kind on a Docker
-                                         host): --kubeconfig or $KUBECONFIG
+    pytest e2e/... --cluster=kind        an existing cluster (e2e/kind/up.sh, or
+                                         any kubeconfig): --kubeconfig or $KUBECONFIG
 
 Fixtures:
     k8s         session-scoped ``K8s`` handle: .kubeconfig, .kind ("localkube" or
-                "kind"), .kubectl(*args), .api (localkube only: stdlib REST client),
+                "kind"), .kubectl(*args), .forward/.pod_url (reach a pod or Service
+                from the test process), .api (localkube only: stdlib REST client),
                 .cluster/.kubelet (localkube only: node stop/start, pod logs).
                 It also exports KUBECONFIG for the rest of the session, so the
                 kubernetes client, kopf and kubectl pick the cluster up unchanged.

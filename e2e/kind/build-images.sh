@@ -280,4 +280,14 @@ for t in "${RINGKV_TAGS[@]:1}"; do
 done
 # expose the built kubectl for the scripts (same version as the cluster)
 ln -sfn "$bin" "$KIND_CACHE/bin"
+# drop what earlier keys built (an image a running cluster still uses stays)
+for ref in $($engine images --format '{{.Repository}}:{{.Tag}}' | grep "^$IMG/" || true); do
+    case "$ref" in
+        "$debian" | "$python" | "$node" | "$cni_image" | "$prov_image" | "$helper_image") ;;
+        *) $engine rmi "$ref" >/dev/null 2>&1 || true ;;
+    esac
+done
+for d in "$KIND_CACHE"/bin-*; do
+    [[ $d == "$bin" ]] || rm -rf "$d"
+done
 echo "$node"

@@ -90,5 +90,5 @@ for n in server v3; do [[ -e "$tmp/$n" ]] && mv "$tmp/$n" "$tmp/etcd"; done
 for b in "${bins[@]}"; do mv -f "$tmp/$b" "$out/$b"; done
 echo "$stamp_want" > "$out/.stamp"
 "$out/kube-apiserver" --version >&2
-"$out/etcd" --version | head -1 >&2
+"$out/etcd" --version | sed -n 1p >&2  # not head: its early exit is a SIGPIPE under pipefail
 echo "$out"
