@@ -16,7 +16,15 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from ringkv import __version__, bench
-from ringkv.client import BadRequest, Client, ConnectionFailed, RingkvError, Timeout, Unavailable
+from ringkv.client import (
+    BadRequest,
+    Client,
+    ConnectionFailed,
+    PreconditionFailed,
+    RingkvError,
+    Timeout,
+    Unavailable,
+)
 
 EXIT_OK = 0
 EXIT_NOT_FOUND = 1
@@ -24,6 +32,7 @@ EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 EXIT_SIBLINGS = 4
 EXIT_OTHER = 5
+EXIT_CONDITION = 6  # a conditional write's condition failed (HTTP 412)
 # The admin commands reuse the numbers with meanings of the same kind:
 EXIT_CANCELLED = 1  # admin --wait/--watch: the change ended cancelled
 EXIT_FAILED = 3  # admin --wait/--watch: the change failed, stalled or outlived --wait-timeout
@@ -41,11 +50,14 @@ exit codes:
      admin request refused with HTTP 409 (another ring change is running, or the node is not
      in a state that allows it)
   5  any other error answered by a node (for example HTTP 500)
+  6  put/delete with --if-none-match or --if-match: the condition failed (HTTP 412)
 
 examples:
   ringkv local up
   ringkv put hello world --endpoint http://127.0.0.1:7001
   echo -n world | ringkv put hello -
+  ringkv put session:1 data --ttl 3600 --replace
+  ringkv put lock:1 me --if-none-match
   ringkv get hello --consistency strong
   ringkv delete hello --w all
   ringkv status
@@ -157,6 +169,22 @@ def build_parser() -> argparse.ArgumentParser:
     put.add_argument("key", metavar="KEY")
     put.add_argument("value", metavar="VALUE", nargs="?", default="-", help="value, or - for stdin")
     put.add_argument("--context", help="context from an earlier get (resolves siblings)")
+    put.add_argument("--ttl", type=int, metavar="SECONDS", help="expire the value after SECONDS")
+    put.add_argument(
+        "--replace",
+        action="store_true",
+        help="replace whatever the key holds, leaving no sibling (If-Match: *)",
+    )
+    put.add_argument(
+        "--if-none-match",
+        action="store_true",
+        help="write only if the key has no live value (If-None-Match: *); else exit 6",
+    )
+    put.add_argument(
+        "--if-match",
+        metavar="CONTEXT",
+        help="write only if the key is still at CONTEXT (from a get); else exit 6",
+    )
     quorum_flags(put, "w")
     put.set_defaults(handler=cmd_put)
 
@@ -171,6 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
     delete = client_command("delete", "delete a key")
     delete.add_argument("key", metavar="KEY")
     delete.add_argument("--context", help="context from an earlier get")
+    delete.add_argument(
+        "--if-match",
+        metavar="CONTEXT",
+        help="delete only if the key is still at CONTEXT (from a get); else exit 6",
+    )
     quorum_flags(delete, "w")
     delete.set_defaults(handler=cmd_delete)
 
@@ -280,6 +313,10 @@ def cmd_put(args: argparse.Namespace) -> int:
             w=args.w,
             consistency=args.consistency,
             strict=args.strict,
+            ttl=args.ttl,
+            if_match=args.if_match,
+            if_none_match=args.if_none_match,
+            replace=args.replace,
         )
     if args.json:
         print_json({"ok": True, "context": context})
@@ -300,6 +337,7 @@ def cmd_get(args: argparse.Namespace) -> int:
                 "value": b64(result.value) if result.value is not None else None,
                 "siblings": [{"value": b64(v)} for v in result.siblings],
                 "context": result.context,
+                "ttl": result.ttl,
             }
         )
     elif not result.found:
@@ -309,6 +347,8 @@ def cmd_get(args: argparse.Namespace) -> int:
         sys.stdout.flush()
     else:
         print_siblings(args.key, result.siblings, result.context)
+    if result.found and result.ttl is not None and not args.json:
+        print(f"ringkv: ttl: {result.ttl} s until {args.key} expires", file=sys.stderr)
 
     if not result.found:
         return EXIT_NOT_FOUND
@@ -340,6 +380,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
             w=args.w,
             consistency=args.consistency,
             strict=args.strict,
+            if_match=args.if_match,
         )
     if args.json:
         print_json({"ok": True})
@@ -980,6 +1021,8 @@ def report_error(exc: RingkvError, admin: bool = False) -> int:
             return EXIT_NOT_FOUND
     if isinstance(exc, BadRequest):
         return EXIT_USAGE
+    if isinstance(exc, PreconditionFailed):
+        return EXIT_CONDITION
     if isinstance(exc, Unavailable | Timeout | ConnectionFailed):
         return EXIT_UNAVAILABLE
     return EXIT_OTHER

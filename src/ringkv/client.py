@@ -48,12 +48,14 @@ __all__ = [
     "Client",
     "ConnectionFailed",
     "GetResult",
+    "PreconditionFailed",
     "RingkvError",
     "Timeout",
     "Unavailable",
 ]
 
 CONTEXT_HEADER = "X-Ringkv-Context"
+TTL_HEADER = "X-Ringkv-TTL"
 _CONTEXT = CONTEXT_HEADER.lower()  # key in the lower-cased response headers
 _POOL_SIZE = 8  # idle connections kept per endpoint by the sync client
 
@@ -106,6 +108,15 @@ class Timeout(RingkvError):
         return self.body.get("acks")
 
 
+class PreconditionFailed(RingkvError):
+    """412: a conditional write's condition did not hold; nothing was written. `.context`
+    covers what the node saw (read again, or write with it)."""
+
+    @property
+    def context(self) -> str | None:
+        return self.body.get("context")
+
+
 class ConnectionFailed(RingkvError):
     """No endpoint could be reached."""
 
@@ -130,6 +141,8 @@ def error_from_response(status: int, body: bytes) -> RingkvError:
         cls = Unavailable
     elif status == 504:
         cls = Timeout
+    elif status == 412:
+        cls = PreconditionFailed
     return cls(status, code, message, parsed)
 
 
@@ -145,6 +158,8 @@ class GetResult:
     value: bytes | None
     siblings: list[bytes] = field(default_factory=list)
     context: str | None = None
+    #: Seconds until the value expires (None: it never does); for siblings, the soonest.
+    ttl: int | None = None
 
 
 @dataclass(frozen=True)
@@ -231,17 +246,41 @@ def _context_headers(context: str | None) -> dict[str, str]:
     return {CONTEXT_HEADER: context} if context is not None else {}
 
 
-def _get_result(status: int, context: str | None, body: bytes) -> GetResult:
+def write_headers(
+    context: str | None,
+    if_match: str | None = None,
+    if_none_match: bool = False,
+    replace: bool = False,
+) -> dict[str, str]:
+    """The headers of a write: its context, or one condition (see docs/api.md)."""
+    given = sum((context is not None, if_match is not None, if_none_match, replace))
+    if given > 1:
+        raise ValueError("give at most one of context, if_match, if_none_match and replace")
+    if if_none_match:
+        return {"If-None-Match": "*"}
+    if replace:
+        return {"If-Match": "*"}
+    if if_match is not None:
+        return {"If-Match": if_match}
+    return _context_headers(context)
+
+
+def _ttl_of(headers: dict[str, str]) -> int | None:
+    raw = headers.get(TTL_HEADER.lower())
+    return int(raw) if raw is not None and raw.isdigit() else None
+
+
+def _get_result(
+    status: int, context: str | None, body: bytes, ttl: int | None = None
+) -> GetResult:
     if status == 200:
-        return GetResult(True, body, [body], context)
+        return GetResult(True, body, [body], context, ttl)
     if status == 300:
         document = json.loads(body)
-        siblings = [
-            base64.b64decode(s["value"])
-            for s in document.get("siblings", [])
-            if s.get("value") is not None  # a deleted sibling carries no value
-        ]
-        return GetResult(True, None, siblings, context)
+        entries = [s for s in document.get("siblings", []) if s.get("value") is not None]
+        siblings = [base64.b64decode(s["value"]) for s in entries]
+        ttls = [int(s["ttl"]) for s in entries if isinstance(s.get("ttl"), int)]
+        return GetResult(True, None, siblings, context, min(ttls) if ttls else None)
     if status == 404:
         return GetResult(False, None, [], context)
     raise error_from_response(status, body)
@@ -303,11 +342,18 @@ class Client:
         w: Level = None,
         consistency: str | None = None,
         strict: bool | None = None,
+        ttl: int | None = None,
+        if_match: str | None = None,
+        if_none_match: bool = False,
+        replace: bool = False,
     ) -> str:
-        path = with_query(kv_path(key), w=w, consistency=consistency, strict=strict)
-        status, headers, body = self._request(
-            "PUT", path, value, _context_headers(context), self._replicas(key)
-        )
+        """Write; returns the new version's context. `ttl`: seconds until it expires.
+        `if_none_match`: only if the key has no live value; `if_match`: only if the key is
+        still at that context; `replace`: supersede whatever is there (no sibling). A failed
+        condition raises `PreconditionFailed`."""
+        headers = write_headers(context, if_match, if_none_match, replace)
+        path = with_query(kv_path(key), w=w, consistency=consistency, strict=strict, ttl=ttl)
+        status, headers, body = self._request("PUT", path, value, headers, self._replicas(key))
         _check(status, body)
         return headers.get(_CONTEXT, "")
 
@@ -321,7 +367,7 @@ class Client:
     ) -> GetResult:
         path = with_query(kv_path(key), r=r, consistency=consistency, strict=strict)
         status, headers, body = self._request("GET", path, None, None, self._replicas(key))
-        return _get_result(status, headers.get(_CONTEXT), body)
+        return _get_result(status, headers.get(_CONTEXT), body, _ttl_of(headers))
 
     def delete(
         self,
@@ -331,11 +377,13 @@ class Client:
         w: Level = None,
         consistency: str | None = None,
         strict: bool | None = None,
+        if_match: str | None = None,
     ) -> None:
+        """Delete. `if_match`: only if the key is still at that context (else
+        `PreconditionFailed`)."""
         path = with_query(kv_path(key), w=w, consistency=consistency, strict=strict)
-        status, _, body = self._request(
-            "DELETE", path, None, _context_headers(context), self._replicas(key)
-        )
+        headers = write_headers(context, if_match)
+        status, _, body = self._request("DELETE", path, None, headers, self._replicas(key))
         _check(status, body)
 
     # -- token-aware routing
@@ -529,9 +577,14 @@ class AsyncClient:
         w: Level = None,
         consistency: str | None = None,
         strict: bool | None = None,
+        ttl: int | None = None,
+        if_match: str | None = None,
+        if_none_match: bool = False,
+        replace: bool = False,
     ) -> str:
-        path = with_query(kv_path(key), w=w, consistency=consistency, strict=strict)
-        status, headers, body = await self._request("PUT", path, value, _context_headers(context))
+        headers = write_headers(context, if_match, if_none_match, replace)
+        path = with_query(kv_path(key), w=w, consistency=consistency, strict=strict, ttl=ttl)
+        status, headers, body = await self._request("PUT", path, value, headers)
         _check(status, body)
         return headers.get(_CONTEXT, "")
 
@@ -545,7 +598,7 @@ class AsyncClient:
     ) -> GetResult:
         path = with_query(kv_path(key), r=r, consistency=consistency, strict=strict)
         status, headers, body = await self._request("GET", path)
-        return _get_result(status, headers.get(_CONTEXT), body)
+        return _get_result(status, headers.get(_CONTEXT), body, _ttl_of(headers))
 
     async def delete(
         self,
@@ -555,9 +608,11 @@ class AsyncClient:
         w: Level = None,
         consistency: str | None = None,
         strict: bool | None = None,
+        if_match: str | None = None,
     ) -> None:
         path = with_query(kv_path(key), w=w, consistency=consistency, strict=strict)
-        status, _, body = await self._request("DELETE", path, None, _context_headers(context))
+        headers = write_headers(context, if_match)
+        status, _, body = await self._request("DELETE", path, None, headers)
         _check(status, body)
 
     async def status(self) -> dict[str, Any]:

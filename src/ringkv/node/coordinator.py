@@ -29,6 +29,7 @@ import time
 from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
 
+from ringkv.core.expiry import expires_at
 from ringkv.core.placement import Replica, preference_list, sloppy_preference_list
 from ringkv.core.quorum import Quorum
 from ringkv.core.ring import key_hash
@@ -41,6 +42,7 @@ from ringkv.core.versions import (
     encode_record,
     hlc_now,
     hlc_observe,
+    hlc_wall_ms,
     merge_siblings,
     new_version,
     version_from_wire,
@@ -180,15 +182,17 @@ class Coordinator:
         context: VClock,
         quorum: Quorum,
         down: frozenset[str] = frozenset(),
+        ttl: int = 0,
     ) -> VClock:
         """Write ``value`` (``None`` deletes) and return the context of the new version.
 
         ``down``: nodes to treat as down although the failure detector has not convicted them
-        yet (a forward to them could not be sent)."""
+        yet (a forward to them could not be sent). ``ttl``: seconds until the value expires
+        (0: never), counted from this coordinator's clock."""
         primaries, live, pending = self.targets(key, quorum.strict, down=down)
         me = next((r for r in live if r.node == self.node_id), None)
         if me is None:
-            return await self._forward_put(key, value, context, quorum, live, down)
+            return await self._forward_put(key, value, context, quorum, live, down, ttl)
         # Pending replicas (a ring change in progress) must acknowledge as well; a ring still
         # smaller than N (a forming cluster) cannot demand more than it has.
         required = min(quorum.required, len(primaries)) + len(pending)
@@ -204,11 +208,12 @@ class Coordinator:
         seen = max((ts for _, ts in context.entries.values()), default=0) << HLC_LOGICAL_BITS
         self._hlc = max(self._hlc, seen)
         now = self._tick()
+        expires = expires_at(hlc_wall_ms(now), ttl) if value is not None else 0
         if me.primary:
             current = self.storage.get(key)
             now = max(now, max((v.timestamp + 1 for v in current), default=0))
             self._hlc = now
-            version = new_version(current, context, self.actor, value, now)
+            version = new_version(current, context, self.actor, value, now, expires=expires)
             merged = merge_siblings(current, [version], self.mode)
             self._check_siblings(key, merged)
             record = encode_record(merged)  # encoded once: stored here and sent to replicas
@@ -220,7 +225,7 @@ class Coordinator:
             synced = None
             target = me.hint_for or ""
             current = self.hints.get(target, key)
-            version = new_version(current, context, self.actor, value, now)
+            version = new_version(current, context, self.actor, value, now, expires=expires)
             merged = merge_siblings(current, [version], self.mode)
             self._store_hint(target, key, merged)
             record = encode_record(merged)
@@ -261,6 +266,7 @@ class Coordinator:
         quorum: Quorum,
         live: Sequence[Replica],
         down: frozenset[str],
+        ttl: int = 0,
     ) -> VClock:
         if len(live) < quorum.required or not live:
             raise Unavailable(quorum.required, len(live))
@@ -274,6 +280,8 @@ class Coordinator:
             "required": quorum.required,
             "strict": quorum.strict,
         }
+        if ttl:
+            body["ttl"] = ttl
         try:
             answer = await self.messaging.request(
                 address or "", "coordinate_put", body, self.timeout + 1.0
@@ -282,7 +290,7 @@ class Coordinator:
             # Not sent, so not applied: the node just died and the detector has not caught
             # up. Place the write again without it (a fallback takes it, with a hint).
             log.debug("cannot forward to %s (%s); placing the write without it", target, exc)
-            return await self.put(key, value, context, quorum, down | {target})
+            return await self.put(key, value, context, quorum, down | {target}, ttl)
         except PeerError as exc:
             log.debug("forwarding to %s failed: %s", target, exc)
             raise QuorumTimeout(quorum.required, 0) from None
@@ -542,7 +550,11 @@ class Coordinator:
         quorum = Quorum(self.n, int(body["required"]), bool(body.get("strict")))
         try:
             clock = await self.put(
-                bytes(body["key"]), body["value"], VClock.from_wire(body["context"]), quorum
+                bytes(body["key"]),
+                body["value"],
+                VClock.from_wire(body["context"]),
+                quorum,
+                ttl=int(body.get("ttl", 0)),
             )
         except Unavailable as exc:
             return {"error": "unavailable", "required": exc.required, "alive": exc.alive}

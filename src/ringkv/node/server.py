@@ -29,11 +29,13 @@ from ringkv.core.versions import (
     context_of,
     decode_context,
     encode_context,
-    live_values,
     make_actor,
 )
 from ringkv.node.anti_entropy import AntiEntropy
+from ringkv.core.conditions import PRECONDITION_FAILED
+from ringkv.core.expiry import live_versions
 from ringkv.node.auth import TokenStore, load_secret
+from ringkv.node.conditional import PreconditionFailed, conditional_put
 from ringkv.node.config import NodeConfig
 from ringkv.node.coordinator import Coordinator, QuorumTimeout, TooManySiblings, Unavailable
 from ringkv.node.hints import HintedHandoff, HintStore
@@ -52,14 +54,18 @@ from ringkv.node.metrics import NodeMetrics
 from ringkv.node.storage import Storage, StorageFull
 from ringkv.node.streaming import ChangeError, RingChanges
 from ringkv.node.tls import TlsConfig
+from ringkv.node.kv_options import BadWriteOptions, sibling_json, ttl_headers, write_options
 
 log = logging.getLogger(__name__)
 
 KV_PREFIX = "/v1/kv/"
 MAX_KEY_BYTES = 256
 CONTEXT_HEADER = "X-Ringkv-Context"
-_PARAMS = {"GET": {"r", "consistency", "strict"}, "PUT": {"w", "consistency", "strict"}}
-_PARAMS["DELETE"] = _PARAMS["PUT"]
+_PARAMS = {
+    "GET": {"r", "consistency", "strict"},
+    "PUT": {"w", "consistency", "strict", "ttl"},
+    "DELETE": {"w", "consistency", "strict"},
+}
 
 
 class ApiError(Exception):
@@ -369,17 +375,19 @@ async def handle_get(node: Node, request: Request) -> Response:
         key = _key(request)
         quorum = _quorum(request, node)
         versions = await _call(node.coordinator.get(key, quorum))
-        values = live_values(versions)
-        if len(values) == 1:
+        now_ms = int(time.time() * 1000)
+        live = live_versions(versions, now_ms)  # expired values read as absent
+        if len(live) == 1:
             outcome = "200"
             context = encode_context(context_of(versions))
-            return Response(200, values[0], [(CONTEXT_HEADER, context)], _OCTETS)
+            headers = [(CONTEXT_HEADER, context), *ttl_headers(live[0], now_ms)]
+            return Response(200, live[0].value or b"", headers, _OCTETS)
         headers = [(CONTEXT_HEADER, encode_context(context_of(versions)))] if versions else []
-        if not values:
+        if not live:
             outcome = "404"
             return json_response({"error": "not_found", "message": "key not found"}, 404, headers)
         outcome = "300"
-        body = {"siblings": [{"value": b64encode(v).decode("ascii")} for v in values]}
+        body = {"siblings": [sibling_json(v, now_ms) for v in live]}
         return json_response(body, 300, headers)
     except ApiError as exc:
         outcome = str(exc.status)
@@ -396,7 +404,15 @@ async def _write(node: Node, request: Request, op: str, value: bytes | None) -> 
         key = _key(request)
         quorum = _quorum(request, node)
         context = _context(request)
-        clock = await _call(node.coordinator.put(key, value, context, quorum))
+        try:
+            condition, ttl = write_options(request, node.config, bool(context), value is None)
+        except BadWriteOptions as exc:
+            raise ApiError(400, "bad_request", str(exc)) from None
+        if condition is not None:
+            write = conditional_put(node.coordinator, key, value, condition, quorum, ttl)
+        else:
+            write = node.coordinator.put(key, value, context, quorum, ttl=ttl)
+        clock = await _call(write)
         outcome = "204"
         return Response(204, b"", [(CONTEXT_HEADER, encode_context(clock))])
     except ApiError as exc:
@@ -418,6 +434,10 @@ async def handle_delete(node: Node, request: Request) -> Response:
 async def _call(awaitable: Awaitable[Any]) -> Any:
     try:
         return await awaitable
+    except PreconditionFailed as exc:
+        raise ApiError(
+            412, PRECONDITION_FAILED, str(exc), context=encode_context(exc.seen)
+        ) from None
     except TooManySiblings as exc:
         raise ApiError(
             409, "too_many_siblings", str(exc), siblings=exc.count, limit=exc.limit
