@@ -8,4 +8,6 @@
 - ``gossip``: versioned endpoint states and the digest exchange that spreads membership.
 - ``merkle``: hash trees over token ranges, updated incrementally, compared by anti-entropy.
 - ``streaming``: which ranges move from where to where when the ring changes.
+- ``expiry``: TTL rules: when a version stops being live, when it may be purged.
+- ``conditions``: conditional writes (If-None-Match / If-Match) judged against a read.
 """

@@ -8,5 +8,7 @@
 - ``metrics``: the node's Prometheus instruments.
 - ``http``: a small HTTP/1.1 server (asyncio protocol + httptools) with the API's limits.
 - ``server``: the node lifecycle and the HTTP API's routes and handlers.
+- ``conditional``: conditional writes: a quorum read, the judgement, then the write.
+- ``kv_options``: a write's condition and TTL from the request; TTL in read answers.
 - ``main``: the ``ringkv node`` entry point.
 """
