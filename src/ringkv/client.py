@@ -270,9 +270,7 @@ def _ttl_of(headers: dict[str, str]) -> int | None:
     return int(raw) if raw is not None and raw.isdigit() else None
 
 
-def _get_result(
-    status: int, context: str | None, body: bytes, ttl: int | None = None
-) -> GetResult:
+def _get_result(status: int, context: str | None, body: bytes, ttl: int | None = None) -> GetResult:
     if status == 200:
         return GetResult(True, body, [body], context, ttl)
     if status == 300:

@@ -175,7 +175,7 @@ def test_ttl_parsing() -> None:
     assert parse_ttl("0") == 0
     assert parse_ttl("60") == 60
     assert parse_ttl(str(MAX_TTL_SECONDS)) == MAX_TTL_SECONDS
-    for bad in ("", "-1", "1.5", "abc", "１", str(MAX_TTL_SECONDS + 1), "9" * 40):
+    for bad in ("", "-1", "1.5", "abc", "\uff11", str(MAX_TTL_SECONDS + 1), "9" * 40):
         with pytest.raises(ValueError):
             parse_ttl(bad)
 

@@ -25,9 +25,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 def raw(
-    cluster: Cluster, method: str, key: str, body: bytes = b"", headers: dict[str, str] | None = None,
-    query: str = "", node: int = 0,
-) -> tuple[int, dict[str, str], bytes]:  # fmt: skip
+    cluster: Cluster,
+    method: str,
+    key: str,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+    query: str = "",
+    node: int = 0,
+) -> tuple[int, dict[str, str], bytes]:
     conn = http.client.HTTPConnection(HOST, cluster.node(node).port, timeout=10)
     try:
         path = f"/v1/kv/{key}" + (f"?{query}" if query else "")

@@ -18,7 +18,7 @@ the reading node's clock is an argument (expired values are not live).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from ringkv.core.expiry import live_versions
@@ -36,7 +36,7 @@ class MalformedCondition(ValueError):
 @dataclass(frozen=True, slots=True)
 class Condition:
     kind: ConditionKind
-    context: VClock = VClock({})
+    context: VClock = field(default_factory=VClock.empty)
 
 
 def _unquote(value: str) -> str:

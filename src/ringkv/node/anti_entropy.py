@@ -26,10 +26,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from ringkv.core.expiry import purgeable
 from ringkv.core.merkle import MerkleTree, record_digest
 from ringkv.core.placement import preference_list
 from ringkv.core.ring import Ring, TokenRange
-from ringkv.core.expiry import purgeable
 from ringkv.core.versions import Version, version_from_wire, version_to_wire
 from ringkv.node.config import NodeConfig
 from ringkv.node.membership import Membership

@@ -203,6 +203,38 @@ class Coordinator:
             # A delete without a context deletes what the replicas hold (as riak_client:delete
             # does): read at the write's quorum and delete over everything seen.
             context = context_of(await self.get(key, quorum))
+        version, merged, record, synced = self.write_locally(
+            key, value, context, ttl, me, (*primaries, *pending), live, live_pending
+        )
+        others = [r for r in live if r.node != self.node_id] + live_pending
+        try:
+            acks = 1 + await self._quorum(
+                [self._replicate_call(r, key, record, merged) for r in others], required - 1
+            )
+        finally:
+            if synced is not None:  # group commit (--fsync): our own copy must be on disk
+                await synced
+        if acks < required:
+            raise QuorumTimeout(required, acks)
+        # What this client has seen: what it read (its context) plus its own write -- not the
+        # siblings the coordinator holds, or a write with this context would erase them unseen.
+        return version.clock()
+
+    def write_locally(
+        self,
+        key: bytes,
+        value: bytes | None,
+        context: VClock,
+        ttl: int,
+        me: Replica,
+        replicas: Sequence[Replica],
+        live: Sequence[Replica],
+        live_pending: Sequence[Replica],
+    ) -> tuple[Version, tuple[Version, ...], bytes, asyncio.Future[None] | None]:
+        """The coordinator's half of a write: create the version over ``context``, store it
+        (or, as a fallback, hint it) and keep hints for the primaries and pending replicas
+        (``replicas``) that neither ``live`` nor ``live_pending`` covers. Returns (version,
+        merged record, its encoding for the replicas, the group-commit future or None)."""
         # Observe the timestamps the new version will supersede, so that (with lww) a write
         # never loses to what it overwrites because this node's clock runs behind.
         seen = max((ts for _, ts in context.entries.values()), default=0) << HLC_LOGICAL_BITS
@@ -232,22 +264,10 @@ class Coordinator:
         # Replicas get the whole record (see new_version), encoded once for all of them.
         # Primaries that are down and got no fallback: the coordinator keeps their hint.
         covered = {r.node for r in live} | {r.hint_for for r in live if r.hint_for}
-        for replica in (*primaries, *pending):
+        for replica in replicas:
             if replica.node not in covered and replica not in live_pending:
                 self._store_hint(replica.node, key, merged)
-        others = [r for r in live if r.node != self.node_id] + live_pending
-        try:
-            acks = 1 + await self._quorum(
-                [self._replicate_call(r, key, record, merged) for r in others], required - 1
-            )
-        finally:
-            if synced is not None:  # group commit (--fsync): our own copy must be on disk
-                await synced
-        if acks < required:
-            raise QuorumTimeout(required, acks)
-        # What this client has seen: what it read (its context) plus its own write -- not the
-        # siblings the coordinator holds, or a write with this context would erase them unseen.
-        return version.clock()
+        return version, merged, record, synced
 
     def _check_siblings(self, key: bytes, merged: Sequence[Version]) -> None:
         limit = self.config.max_siblings

@@ -12,7 +12,6 @@ import contextlib
 import gc
 import logging
 import time
-from base64 import b64encode
 from collections.abc import Awaitable
 from functools import partial
 from typing import Any
@@ -21,6 +20,8 @@ from urllib.parse import unquote_to_bytes
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import ringkv
+from ringkv.core.conditions import PRECONDITION_FAILED
+from ringkv.core.expiry import live_versions
 from ringkv.core.quorum import Operation, Quorum, QuorumError, resolve
 from ringkv.core.versions import (
     MAX_CONTEXT_CHARS,
@@ -32,9 +33,8 @@ from ringkv.core.versions import (
     make_actor,
 )
 from ringkv.node.anti_entropy import AntiEntropy
-from ringkv.core.conditions import PRECONDITION_FAILED
-from ringkv.core.expiry import live_versions
 from ringkv.node.auth import TokenStore, load_secret
+from ringkv.node.batch import Batches
 from ringkv.node.conditional import PreconditionFailed, conditional_put
 from ringkv.node.config import NodeConfig
 from ringkv.node.coordinator import Coordinator, QuorumTimeout, TooManySiblings, Unavailable
@@ -48,17 +48,19 @@ from ringkv.node.http import (
     error_response,
     json_response,
 )
+from ringkv.node.kv_options import BadWriteOptions, sibling_json, ttl_headers, write_options
 from ringkv.node.membership import Membership
 from ringkv.node.messaging import DEFER, MessagingService, PeerError
 from ringkv.node.metrics import NodeMetrics
 from ringkv.node.storage import Storage, StorageFull
 from ringkv.node.streaming import ChangeError, RingChanges
 from ringkv.node.tls import TlsConfig
-from ringkv.node.kv_options import BadWriteOptions, sibling_json, ttl_headers, write_options
 
 log = logging.getLogger(__name__)
 
 KV_PREFIX = "/v1/kv/"
+BATCH_PREFIX = "/v1/batch/"
+BATCH_GET = BATCH_PREFIX + "get"
 MAX_KEY_BYTES = 256
 CONTEXT_HEADER = "X-Ringkv-Context"
 _PARAMS = {
@@ -135,6 +137,7 @@ class Node:
             self.actor,
             self.hints,
         )
+        self.batches = Batches(self.coordinator)
         self.handoff = HintedHandoff(
             self.hints,
             self.membership.is_alive,
@@ -220,11 +223,22 @@ class Node:
                 return {"error": exc.code, "status": exc.status, "message": exc.message}
         if verb == "lookup_node":
             return self.membership.handle_lookup(body)
+        if verb == "read_batch":
+            return self.batches.handle_read_batch(body)
+        if verb == "replicate_many" and not self.config.fsync:
+            return self.batches.handle_replicate_many(body)
         return DEFER
 
     async def _peer(self, verb: str, body: Any) -> Any:
         if verb == "coordinate_put":
             return await self.coordinator.handle_coordinate_put(body)
+        if verb == "coordinate_batch":
+            return await self.batches.handle_coordinate_batch(body)
+        if verb == "replicate_many" and self.config.fsync:
+            count = self.batches.handle_replicate_many(body, deferred_sync=True)
+            assert self.storage is not None
+            await self.storage.durable()
+            return count
         if verb == "replicate" and self.config.fsync:
             result = self.coordinator.handle_replicate(body, deferred_sync=True)
             assert self.storage is not None
@@ -294,12 +308,14 @@ def _key(request: Request) -> bytes:
 _QUORUM_CACHE: dict[tuple[str, str, int, str], Quorum | ApiError] = {}
 
 
-def _quorum(request: Request, node: Node) -> Quorum:
+def _quorum(request: Request, node: Node, method: str | None = None) -> Quorum:
     """The request's quorum. The answer depends only on the method, the query string and the
-    node's settings, so it is cached (clients send the same few query strings over and over)."""
+    node's settings, so it is cached (clients send the same few query strings over and over).
+    ``method``: the single-key method whose parameters apply (batches are POSTs)."""
     config = node.config
+    method = method or request.method
     cache_key = (
-        request.method,
+        method,
         request.query_string,
         config.replication_factor,
         config.default_consistency,
@@ -307,7 +323,7 @@ def _quorum(request: Request, node: Node) -> Quorum:
     cached = _QUORUM_CACHE.get(cache_key)
     if cached is None:
         try:
-            cached = _parse_quorum(request, node)
+            cached = _parse_quorum(request, node, method)
         except ApiError as exc:
             cached = exc
         if len(_QUORUM_CACHE) >= 1024:
@@ -318,19 +334,19 @@ def _quorum(request: Request, node: Node) -> Quorum:
     return cached
 
 
-def _parse_quorum(request: Request, node: Node) -> Quorum:
-    allowed = _PARAMS[request.method]
+def _parse_quorum(request: Request, node: Node, method: str) -> Quorum:
+    allowed = _PARAMS[method]
     query: dict[str, str] = {}
     for name, value in request.query():
         if name not in allowed:
             raise ApiError(
                 400, "bad_request",
-                f"unknown parameter {name!r} for {request.method}; allowed: {sorted(allowed)}",
+                f"unknown parameter {name!r} for {method}; allowed: {sorted(allowed)}",
             )  # fmt: skip
         if name in query:
             raise ApiError(400, "bad_request", f"parameter {name!r} given more than once")
         query[name] = value
-    op: Operation = "read" if request.method == "GET" else "write"
+    op: Operation = "read" if method == "GET" else "write"
     level = query.get("r" if op == "read" else "w")
     try:
         return resolve(
@@ -431,27 +447,29 @@ async def handle_delete(node: Node, request: Request) -> Response:
     return await _write(node, request, "delete", None)
 
 
+_WRITE_ERRORS = (PreconditionFailed, TooManySiblings, StorageFull, Unavailable, QuorumTimeout)
+
+
+def api_error(exc: Exception) -> ApiError:
+    """The answer for a request (or one key of a batch) that failed with ``exc``."""
+    if isinstance(exc, PreconditionFailed):
+        return ApiError(412, PRECONDITION_FAILED, str(exc), context=encode_context(exc.seen))
+    if isinstance(exc, TooManySiblings):
+        return ApiError(409, "too_many_siblings", str(exc), siblings=exc.count, limit=exc.limit)
+    if isinstance(exc, StorageFull):
+        return ApiError(507, "insufficient_storage", "the node's disk is full; nothing was written")
+    if isinstance(exc, Unavailable):
+        return ApiError(503, "unavailable", str(exc), required=exc.required, alive=exc.alive)
+    if isinstance(exc, QuorumTimeout):
+        return ApiError(504, "timeout", str(exc), required=exc.required, acks=exc.acks)
+    raise exc
+
+
 async def _call(awaitable: Awaitable[Any]) -> Any:
     try:
         return await awaitable
-    except PreconditionFailed as exc:
-        raise ApiError(
-            412, PRECONDITION_FAILED, str(exc), context=encode_context(exc.seen)
-        ) from None
-    except TooManySiblings as exc:
-        raise ApiError(
-            409, "too_many_siblings", str(exc), siblings=exc.count, limit=exc.limit
-        ) from None
-    except StorageFull:
-        raise ApiError(
-            507, "insufficient_storage", "the node's disk is full; nothing was written"
-        ) from None
-    except Unavailable as exc:
-        raise ApiError(
-            503, "unavailable", str(exc), required=exc.required, alive=exc.alive
-        ) from None
-    except QuorumTimeout as exc:
-        raise ApiError(504, "timeout", str(exc), required=exc.required, acks=exc.acks) from None
+    except _WRITE_ERRORS as exc:
+        raise api_error(exc) from None
 
 
 async def handle_live(node: Node, request: Request) -> Response:
@@ -584,6 +602,8 @@ def required_role(request: Request) -> str | None:
         return "read" if request.method == "GET" else "admin"
     if path.startswith(KV_PREFIX) and request.method not in ("GET", "HEAD"):
         return "readwrite"
+    if path.startswith(BATCH_PREFIX) and path != BATCH_GET:
+        return "readwrite"
     return "read"
 
 
@@ -609,6 +629,18 @@ def _check_access(request: Request, node: Node) -> Response | None:
                 403, "forbidden", f"{principal.name} has role {principal.role}; this needs {needed}"
             )
     return None
+
+
+def batch_routes() -> dict[str, Any]:
+    """``POST /v1/batch/{get,put,delete}`` (``ringkv.node.batch_api``, which builds on this
+    module's helpers, so it is imported once this module is loaded)."""
+    from ringkv.node import batch_api
+
+    return {
+        BATCH_GET: batch_api.handle_batch_get,
+        BATCH_PREFIX + "put": batch_api.handle_batch_put,
+        BATCH_PREFIX + "delete": batch_api.handle_batch_delete,
+    }
 
 
 def _tune_gc() -> None:
@@ -646,6 +678,8 @@ class Api:
         ):
             router.add("GET", path, partial(get, node))
         router.add("POST", "/v1/admin/plan", partial(handle_plan, node))
+        for path, post in batch_routes().items():
+            router.add("POST", path, partial(post, node))
         router.add_prefix("POST", ADMIN_PREFIX, partial(handle_admin, node))
         self.server = HttpServer(
             router,
@@ -668,7 +702,7 @@ class Api:
             refused = _check_access(request, node)
             if refused is not None:
                 return refused
-            if not request.path.startswith(KV_PREFIX):
+            if not request.path.startswith((KV_PREFIX, BATCH_PREFIX)):
                 return await handler(request)  # status, metrics and admin work under overload
             limit = node.config.max_concurrent_requests
             if node.in_flight >= limit:
