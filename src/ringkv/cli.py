@@ -20,6 +20,7 @@ from ringkv.client import (
     BadRequest,
     Client,
     ConnectionFailed,
+    GetResult,
     PreconditionFailed,
     RingkvError,
     Timeout,
@@ -207,6 +208,38 @@ def build_parser() -> argparse.ArgumentParser:
     quorum_flags(delete, "w")
     delete.set_defaults(handler=cmd_delete)
 
+    batch = commands.add_parser(
+        "batch",
+        help="read, write or delete many keys in one request per 100 keys (see -h)",
+        description="Batches (POST /v1/batch/*): every key keeps its own quorum and outcome. "
+        "Prints one line per key: KEY, status, and the value (get) or context (put, delete); "
+        "--json prints them as JSON. Exits 0 when every key succeeded (get: found or not), "
+        "else with the exit code of the first key that failed.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    batch_commands = batch.add_subparsers(dest="batch_command", required=True, metavar="COMMAND")
+    batch_get = batch_commands.add_parser("get", help="read many keys")
+    connection_flags(batch_get)
+    batch_get.add_argument("keys", metavar="KEY", nargs="+")
+    quorum_flags(batch_get, "r")
+    batch_get.set_defaults(handler=cmd_batch)
+    batch_put = batch_commands.add_parser("put", help="write many KEY=VALUE pairs")
+    connection_flags(batch_put)
+    batch_put.add_argument("pairs", metavar="KEY=VALUE", nargs="+")
+    batch_put.add_argument("--ttl", type=int, metavar="SECONDS", help="expire after SECONDS")
+    batch_put.add_argument("--replace", action="store_true", help="If-Match: * for every key")
+    batch_put.add_argument(
+        "--if-none-match", action="store_true", help="create only (If-None-Match: *)"
+    )
+    quorum_flags(batch_put, "w")
+    batch_put.set_defaults(handler=cmd_batch)
+    batch_delete = batch_commands.add_parser("delete", help="delete many keys")
+    connection_flags(batch_delete)
+    batch_delete.add_argument("keys", metavar="KEY", nargs="+")
+    quorum_flags(batch_delete, "w")
+    batch_delete.set_defaults(handler=cmd_batch)
+
     status = client_command("status", "show this node and its cluster")
     status.set_defaults(handler=cmd_status)
     bench_cmd = commands.add_parser(
@@ -387,6 +420,66 @@ def cmd_delete(args: argparse.Namespace) -> int:
     else:
         print("OK")
     return EXIT_OK
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    with make_client(args) as client:
+        if args.batch_command == "get":
+            keys = [os.fsencode(k) for k in args.keys]
+            outcomes: dict[Any, Any] = client.get_many(
+                keys, r=args.r, consistency=args.consistency, strict=args.strict
+            )
+        elif args.batch_command == "put":
+            values: dict[bytes, bytes] = {}
+            for pair in args.pairs:
+                key, sep, value = pair.partition("=")
+                if not sep or not key:
+                    print(f"ringkv: error: {pair!r} is not KEY=VALUE", file=sys.stderr)
+                    return EXIT_USAGE
+                values[os.fsencode(key)] = os.fsencode(value)
+            keys = list(values)
+            outcomes = client.put_many(
+                values, ttl=args.ttl, replace=args.replace, if_none_match=args.if_none_match,
+                w=args.w, consistency=args.consistency, strict=args.strict,
+            )  # fmt: skip
+        else:
+            keys = [os.fsencode(k) for k in args.keys]
+            outcomes = client.delete_many(
+                keys, w=args.w, consistency=args.consistency, strict=args.strict
+            )
+    code = EXIT_OK
+    rows = []
+    for key in keys:
+        outcome = outcomes[key]
+        row: dict[str, Any] = {"key": os.fsdecode(key)}
+        if isinstance(outcome, RingkvError):
+            row.update(status=outcome.status, error=outcome.code, message=outcome.message)
+            if code == EXIT_OK:
+                code = report_error(outcome)  # says so on stderr, for the first failure
+        elif isinstance(outcome, GetResult):
+            row.update(found=outcome.found, context=outcome.context, ttl=outcome.ttl,
+                       siblings=[b64(v) for v in outcome.siblings])  # fmt: skip
+        else:
+            row.update(status=204, context=outcome)
+        rows.append(row)
+    if args.json:
+        print_json({"results": rows})
+    else:
+        for row in rows:
+            print(format_batch_row(row, outcomes[os.fsencode(row["key"])]))
+    return code
+
+
+def format_batch_row(row: dict[str, Any], outcome: object) -> str:
+    if "error" in row:
+        return f"{row['key']}\t{row['status']}\t{row['error']}"
+    if isinstance(outcome, GetResult):
+        if not outcome.found:
+            return f"{row['key']}\t404\tnot found"
+        if outcome.value is None:
+            return f"{row['key']}\t300\t{len(outcome.siblings)} siblings"
+        return f"{row['key']}\t200\t{outcome.value.decode('utf-8', 'backslashreplace')}"
+    return f"{row['key']}\t204\t{row['context']}"
 
 
 def cmd_status(args: argparse.Namespace) -> int:

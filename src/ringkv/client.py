@@ -31,7 +31,7 @@ import os
 import ssl
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -39,6 +39,7 @@ from urllib.parse import quote, urlencode, urlsplit
 import aiohttp
 import yarl
 
+from ringkv.core.batching import MAX_BATCH_KEYS
 from ringkv.core.placement import preference_list
 from ringkv.core.ring import Ring, key_hash
 
@@ -284,6 +285,81 @@ def _get_result(status: int, context: str | None, body: bytes, ttl: int | None =
     raise error_from_response(status, body)
 
 
+# --------------------------------------------------------------------------- batches
+
+BatchWrite = dict[str, Any]  # one item of POST /v1/batch/put or /delete, before encoding
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _raw_key(key: Key) -> bytes:
+    return key.encode() if isinstance(key, str) else key
+
+
+def _chunks(items: Sequence[Any]) -> list[Sequence[Any]]:
+    """Split into batches of at most MAX_BATCH_KEYS (a node refuses larger ones)."""
+    return [items[i : i + MAX_BATCH_KEYS] for i in range(0, len(items), MAX_BATCH_KEYS)]
+
+
+def _write_items(
+    keys: Sequence[Key],
+    values: Mapping[Key, bytes] | None,
+    contexts: Mapping[Key, str] | None,
+    if_match: Mapping[Key, str] | None,
+    if_none_match: bool,
+    replace: bool,
+    ttl: int | None,
+) -> list[BatchWrite]:
+    items = []
+    for key in keys:
+        item: BatchWrite = {"key": _b64(_raw_key(key))}
+        if values is not None:
+            item["value"] = _b64(values[key])
+        if contexts and key in contexts:
+            item["context"] = contexts[key]
+        if if_match and key in if_match:
+            item["if_match"] = if_match[key]
+        if if_none_match:
+            item["if_none_match"] = True
+        if replace:
+            item["replace"] = True
+        if ttl is not None:
+            item["ttl"] = ttl
+        items.append(item)
+    return items
+
+
+def _batch_results(status: int, body: bytes, count: int) -> list[dict[str, Any]]:
+    results = _json(status, body).get("results")
+    if not isinstance(results, list) or len(results) != count:
+        raise RingkvError(status, "bad_response", "a batch answer must have one result per key", {})
+    return results
+
+
+def _batch_get_outcome(entry: dict[str, Any]) -> GetResult | RingkvError:
+    status = int(entry.get("status", 0))
+    context = entry.get("context")
+    if status == 200:
+        value = base64.b64decode(entry["value"])
+        return GetResult(True, value, [value], context, entry.get("ttl"))
+    if status in (300, 404):
+        return _get_result(status, context, json.dumps(entry).encode())
+    return error_from_response(status, json.dumps(entry).encode())
+
+
+def _batch_write_outcome(entry: dict[str, Any]) -> str | RingkvError:
+    status = int(entry.get("status", 0))
+    if status == 204:
+        return str(entry.get("context", ""))
+    return error_from_response(status, json.dumps(entry).encode())
+
+
+def _batch_path(op: str, **params: Level | bool) -> str:
+    return with_query(f"/v1/batch/{op}", **params)
+
+
 def _check(status: int, body: bytes) -> None:
     if not 200 <= status < 300:
         raise error_from_response(status, body)
@@ -383,6 +459,82 @@ class Client:
         headers = write_headers(context, if_match)
         status, _, body = self._request("DELETE", path, None, headers, self._replicas(key))
         _check(status, body)
+
+    # -- batches (POST /v1/batch/*): one request per MAX_BATCH_KEYS keys
+
+    def get_many(
+        self,
+        keys: Sequence[Key],
+        *,
+        r: Level = None,
+        consistency: str | None = None,
+        strict: bool | None = None,
+    ) -> dict[Key, GetResult | RingkvError]:
+        """Read many keys; each maps to its `GetResult`, or the error of that key alone
+        (`Unavailable`, `Timeout`, ...), so a partial failure can be retried per key."""
+        path = _batch_path("get", r=r, consistency=consistency, strict=strict)
+        out: dict[Key, GetResult | RingkvError] = {}
+        for chunk in _chunks(list(keys)):
+            payload = {"keys": [_b64(_raw_key(k)) for k in chunk], "encoding": "base64"}
+            status, _, body = self._request("POST", path, json.dumps(payload).encode(),
+                                            _JSON_HEADERS)  # fmt: skip
+            for key, entry in zip(chunk, _batch_results(status, body, len(chunk)), strict=True):
+                out[key] = _batch_get_outcome(entry)
+        return out
+
+    def put_many(
+        self,
+        values: Mapping[Key, bytes],
+        *,
+        contexts: Mapping[Key, str] | None = None,
+        if_match: Mapping[Key, str] | None = None,
+        if_none_match: bool = False,
+        replace: bool = False,
+        ttl: int | None = None,
+        w: Level = None,
+        consistency: str | None = None,
+        strict: bool | None = None,
+    ) -> dict[Key, str | RingkvError]:
+        """Write many keys; each maps to its new context, or the error of that key alone
+        (`PreconditionFailed`, `Unavailable`, ...). Options as for `put`, per key for
+        `contexts` and `if_match`."""
+        items = _write_items(list(values), values, contexts, if_match, if_none_match, replace,
+                             ttl)  # fmt: skip
+        return self._write_many("put", list(values), items, w, consistency, strict)
+
+    def delete_many(
+        self,
+        keys: Sequence[Key],
+        *,
+        contexts: Mapping[Key, str] | None = None,
+        if_match: Mapping[Key, str] | None = None,
+        w: Level = None,
+        consistency: str | None = None,
+        strict: bool | None = None,
+    ) -> dict[Key, str | RingkvError]:
+        """Delete many keys; each maps to the tombstone's context, or its own error."""
+        items = _write_items(list(keys), None, contexts, if_match, False, False, None)
+        return self._write_many("delete", list(keys), items, w, consistency, strict)
+
+    def _write_many(
+        self,
+        op: str,
+        keys: list[Key],
+        items: list[BatchWrite],
+        w: Level,
+        consistency: str | None,
+        strict: bool | None,
+    ) -> dict[Key, str | RingkvError]:
+        path = _batch_path(op, w=w, consistency=consistency, strict=strict)
+        out: dict[Key, str | RingkvError] = {}
+        for chunk in _chunks(list(zip(keys, items, strict=True))):
+            payload = {"items": [item for _, item in chunk], "encoding": "base64"}
+            status, _, body = self._request("POST", path, json.dumps(payload).encode(),
+                                            _JSON_HEADERS)  # fmt: skip
+            for (key, _), entry in zip(chunk, _batch_results(status, body, len(chunk)),
+                                       strict=True):  # fmt: skip
+                out[key] = _batch_write_outcome(entry)
+        return out
 
     # -- token-aware routing
 
@@ -612,6 +764,74 @@ class AsyncClient:
         headers = write_headers(context, if_match)
         status, _, body = await self._request("DELETE", path, None, headers)
         _check(status, body)
+
+    async def get_many(
+        self,
+        keys: Sequence[Key],
+        *,
+        r: Level = None,
+        consistency: str | None = None,
+        strict: bool | None = None,
+    ) -> dict[Key, GetResult | RingkvError]:
+        path = _batch_path("get", r=r, consistency=consistency, strict=strict)
+        out: dict[Key, GetResult | RingkvError] = {}
+        for chunk in _chunks(list(keys)):
+            payload = {"keys": [_b64(_raw_key(k)) for k in chunk], "encoding": "base64"}
+            status, _, body = await self._request("POST", path, json.dumps(payload).encode(),
+                                                  _JSON_HEADERS)  # fmt: skip
+            for key, entry in zip(chunk, _batch_results(status, body, len(chunk)), strict=True):
+                out[key] = _batch_get_outcome(entry)
+        return out
+
+    async def put_many(
+        self,
+        values: Mapping[Key, bytes],
+        *,
+        contexts: Mapping[Key, str] | None = None,
+        if_match: Mapping[Key, str] | None = None,
+        if_none_match: bool = False,
+        replace: bool = False,
+        ttl: int | None = None,
+        w: Level = None,
+        consistency: str | None = None,
+        strict: bool | None = None,
+    ) -> dict[Key, str | RingkvError]:
+        items = _write_items(list(values), values, contexts, if_match, if_none_match, replace,
+                             ttl)  # fmt: skip
+        return await self._write_many("put", list(values), items, w, consistency, strict)
+
+    async def delete_many(
+        self,
+        keys: Sequence[Key],
+        *,
+        contexts: Mapping[Key, str] | None = None,
+        if_match: Mapping[Key, str] | None = None,
+        w: Level = None,
+        consistency: str | None = None,
+        strict: bool | None = None,
+    ) -> dict[Key, str | RingkvError]:
+        items = _write_items(list(keys), None, contexts, if_match, False, False, None)
+        return await self._write_many("delete", list(keys), items, w, consistency, strict)
+
+    async def _write_many(
+        self,
+        op: str,
+        keys: list[Key],
+        items: list[BatchWrite],
+        w: Level,
+        consistency: str | None,
+        strict: bool | None,
+    ) -> dict[Key, str | RingkvError]:
+        path = _batch_path(op, w=w, consistency=consistency, strict=strict)
+        out: dict[Key, str | RingkvError] = {}
+        for chunk in _chunks(list(zip(keys, items, strict=True))):
+            payload = {"items": [item for _, item in chunk], "encoding": "base64"}
+            status, _, body = await self._request("POST", path, json.dumps(payload).encode(),
+                                                  _JSON_HEADERS)  # fmt: skip
+            for (key, _), entry in zip(chunk, _batch_results(status, body, len(chunk)),
+                                       strict=True):  # fmt: skip
+                out[key] = _batch_write_outcome(entry)
+        return out
 
     async def status(self) -> dict[str, Any]:
         status, _, body = await self._request("GET", "/v1/status")
