@@ -182,3 +182,18 @@ def test_async_client_and_cli_batches(cluster3: Cluster) -> None:
 
 
 pytestmark = pytest.mark.slow
+
+
+def test_batch_benchmark_smoke_run() -> None:
+    """benchmarks/batch.py still runs (numbers: docs/performance.md)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "benchmarks/batch.py", "--quick"],
+        cwd=root, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "| get | batch-100 |" in done.stdout
