@@ -37,8 +37,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ringkv.client import AsyncClient, GetResult, RingkvError  # noqa: E402
-from tests.cluster import Cluster  # noqa: E402
+from tests.cluster import Cluster
+
+from ringkv.client import AsyncClient, GetResult, RingkvError
 
 MODES = {"single": 0, "batch-1": 1, "batch-10": 10, "batch-100": 100}
 

@@ -53,7 +53,7 @@ def test_batches_through_every_node(cluster3: Cluster) -> None:
                 assert cluster3.client(reader).get(key).context == result["context"]
     status, answer = post(cluster3, "/v1/batch/delete", {"items": [{"key": k} for k in keys]})
     assert status == 200 and all(r["status"] == 204 for r in answer["results"])
-    status, answer = post(cluster3, "/v1/batch/get", {"keys": keys[:3] + ["never-written"]}, 2)
+    status, answer = post(cluster3, "/v1/batch/get", {"keys": [*keys[:3], "never-written"]}, 2)
     assert [r["status"] for r in answer["results"]] == [404] * 4
     assert "context" in answer["results"][0] and "context" not in answer["results"][3]
 
