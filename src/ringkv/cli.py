@@ -240,6 +240,16 @@ def build_parser() -> argparse.ArgumentParser:
     quorum_flags(batch_delete, "w")
     batch_delete.set_defaults(handler=cmd_batch)
 
+    keys = client_command(
+        "keys", "list the keys, one per line, page after page (an administrative scan)"
+    )
+    keys.add_argument("--prefix", default="", help="only keys starting with PREFIX")
+    keys.add_argument(
+        "--page-size", type=int, default=None, help="keys per request (default 100, at most 1000)"
+    )
+    keys.add_argument("--limit", type=int, default=None, help="stop after this many keys")
+    keys.set_defaults(handler=cmd_keys)
+
     status = client_command("status", "show this node and its cluster")
     status.set_defaults(handler=cmd_status)
     bench_cmd = commands.add_parser(
@@ -480,6 +490,25 @@ def format_batch_row(row: dict[str, Any], outcome: object) -> str:
             return f"{row['key']}\t300\t{len(outcome.siblings)} siblings"
         return f"{row['key']}\t200\t{outcome.value.decode('utf-8', 'backslashreplace')}"
     return f"{row['key']}\t204\t{row['context']}"
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    """Stream the listing: each page is printed as it arrives."""
+    out = sys.stdout.buffer
+    printed = 0
+    with make_client(args) as client:
+        for key in client.iter_keys(os.fsencode(args.prefix) or None, args.page_size):
+            if args.json:
+                out.write(json.dumps({"key": b64(key)}).encode() + b"\n")
+            else:
+                out.write(key + b"\n")
+            printed += 1
+            if printed % 100 == 0:
+                out.flush()
+            if args.limit is not None and printed >= args.limit:
+                break
+    out.flush()
+    return EXIT_OK
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -31,7 +31,7 @@ import os
 import ssl
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -360,6 +360,22 @@ def _batch_path(op: str, **params: Level | bool) -> str:
     return with_query(f"/v1/batch/{op}", **params)
 
 
+def _keys_path(prefix: Key | None, limit: int | None, cursor: str | None) -> str:
+    pairs = [("encoding", "base64")]
+    if prefix:
+        pairs.append(("prefix", quote(_raw_key(prefix), safe="")))
+    if limit is not None:
+        pairs.append(("limit", str(limit)))
+    if cursor:
+        pairs.append(("cursor", cursor))
+    return "/v1/keys?" + "&".join(f"{name}={value}" for name, value in pairs)
+
+
+def _keys_page(status: int, body: bytes) -> tuple[list[bytes], str | None]:
+    document = _json(status, body)
+    return [base64.b64decode(k) for k in document.get("keys", [])], document.get("cursor")
+
+
 def _check(status: int, body: bytes) -> None:
     if not 200 <= status < 300:
         raise error_from_response(status, body)
@@ -535,6 +551,24 @@ class Client:
                                        strict=True):  # fmt: skip
                 out[key] = _batch_write_outcome(entry)
         return out
+
+    # -- key listing (an administrative scan: GET /v1/keys)
+
+    def keys(
+        self, prefix: Key | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> tuple[list[bytes], str | None]:
+        """One page of keys in ring order, and the cursor of the next page (None: done)."""
+        status, _, body = self._request("GET", _keys_path(prefix, limit, cursor))
+        return _keys_page(status, body)
+
+    def iter_keys(self, prefix: Key | None = None, page_size: int | None = None) -> Iterator[bytes]:
+        """Every key (with that prefix), page after page."""
+        cursor: str | None = None
+        while True:
+            keys, cursor = self.keys(prefix, page_size, cursor)
+            yield from keys
+            if cursor is None:
+                return
 
     # -- token-aware routing
 
@@ -832,6 +866,23 @@ class AsyncClient:
                                        strict=True):  # fmt: skip
                 out[key] = _batch_write_outcome(entry)
         return out
+
+    async def keys(
+        self, prefix: Key | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> tuple[list[bytes], str | None]:
+        status, _, body = await self._request("GET", _keys_path(prefix, limit, cursor))
+        return _keys_page(status, body)
+
+    async def iter_keys(
+        self, prefix: Key | None = None, page_size: int | None = None
+    ) -> AsyncIterator[bytes]:
+        cursor: str | None = None
+        while True:
+            keys, cursor = await self.keys(prefix, page_size, cursor)
+            for key in keys:
+                yield key
+            if cursor is None:
+                return
 
     async def status(self) -> dict[str, Any]:
         status, _, body = await self._request("GET", "/v1/status")

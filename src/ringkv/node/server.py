@@ -49,6 +49,7 @@ from ringkv.node.http import (
     json_response,
 )
 from ringkv.node.kv_options import BadWriteOptions, sibling_json, ttl_headers, write_options
+from ringkv.node.listing import KeyLister
 from ringkv.node.membership import Membership
 from ringkv.node.messaging import DEFER, MessagingService, PeerError
 from ringkv.node.metrics import NodeMetrics
@@ -138,6 +139,14 @@ class Node:
             self.hints,
         )
         self.batches = Batches(self.coordinator)
+        self.lister = KeyLister(
+            config.node_id,
+            config.replication_factor,
+            self.storage,
+            self.membership,
+            self.messaging,
+            config.request_timeout,
+        )
         self.handoff = HintedHandoff(
             self.hints,
             self.membership.is_alive,
@@ -223,6 +232,8 @@ class Node:
                 return {"error": exc.code, "status": exc.status, "message": exc.message}
         if verb == "lookup_node":
             return self.membership.handle_lookup(body)
+        if verb == "list_range":
+            return self.lister.handle_list_range(body)
         if verb == "read_batch":
             return self.batches.handle_read_batch(body)
         if verb == "replicate_many" and not self.config.fsync:
@@ -631,16 +642,18 @@ def _check_access(request: Request, node: Node) -> Response | None:
     return None
 
 
-def batch_routes() -> dict[str, Any]:
-    """``POST /v1/batch/{get,put,delete}`` (``ringkv.node.batch_api``, which builds on this
-    module's helpers, so it is imported once this module is loaded)."""
-    from ringkv.node import batch_api
+def data_routes() -> list[tuple[str, str, Any]]:
+    """``POST /v1/batch/{get,put,delete}`` (``ringkv.node.batch_api``) and ``GET /v1/keys``
+    (``ringkv.node.keys_api``): those modules build on this one's helpers, so they are
+    imported once this module is loaded."""
+    from ringkv.node import batch_api, keys_api
 
-    return {
-        BATCH_GET: batch_api.handle_batch_get,
-        BATCH_PREFIX + "put": batch_api.handle_batch_put,
-        BATCH_PREFIX + "delete": batch_api.handle_batch_delete,
-    }
+    return [
+        ("POST", BATCH_GET, batch_api.handle_batch_get),
+        ("POST", BATCH_PREFIX + "put", batch_api.handle_batch_put),
+        ("POST", BATCH_PREFIX + "delete", batch_api.handle_batch_delete),
+        ("GET", "/v1/keys", keys_api.handle_keys),
+    ]
 
 
 def _tune_gc() -> None:
@@ -678,8 +691,8 @@ class Api:
         ):
             router.add("GET", path, partial(get, node))
         router.add("POST", "/v1/admin/plan", partial(handle_plan, node))
-        for path, post in batch_routes().items():
-            router.add("POST", path, partial(post, node))
+        for method, path, handler in data_routes():
+            router.add(method, path, partial(handler, node))
         router.add_prefix("POST", ADMIN_PREFIX, partial(handle_admin, node))
         self.server = HttpServer(
             router,
