@@ -248,6 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--page-size", type=int, default=None, help="keys per request (default 100, at most 1000)"
     )
     keys.add_argument("--limit", type=int, default=None, help="stop after this many keys")
+    keys.add_argument(
+        "--r",
+        metavar="LEVEL",
+        help="merge R replicas per range and list only keys live at a read at R",
+    )
     keys.set_defaults(handler=cmd_keys)
 
     status = client_command("status", "show this node and its cluster")
@@ -497,7 +502,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
     out = sys.stdout.buffer
     printed = 0
     with make_client(args) as client:
-        for key in client.iter_keys(os.fsencode(args.prefix) or None, args.page_size):
+        for key in client.iter_keys(os.fsencode(args.prefix) or None, args.page_size, args.r):
             if args.json:
                 out.write(json.dumps({"key": b64(key)}).encode() + b"\n")
             else:

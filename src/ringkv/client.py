@@ -360,8 +360,10 @@ def _batch_path(op: str, **params: Level | bool) -> str:
     return with_query(f"/v1/batch/{op}", **params)
 
 
-def _keys_path(prefix: Key | None, limit: int | None, cursor: str | None) -> str:
+def _keys_path(prefix: Key | None, limit: int | None, cursor: str | None, r: Level = None) -> str:
     pairs = [("encoding", "base64")]
+    if r is not None:
+        pairs.append(("r", str(r)))
     if prefix:
         pairs.append(("prefix", quote(_raw_key(prefix), safe="")))
     if limit is not None:
@@ -555,17 +557,24 @@ class Client:
     # -- key listing (an administrative scan: GET /v1/keys)
 
     def keys(
-        self, prefix: Key | None = None, limit: int | None = None, cursor: str | None = None
+        self,
+        prefix: Key | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+        r: Level = None,
     ) -> tuple[list[bytes], str | None]:
-        """One page of keys in ring order, and the cursor of the next page (None: done)."""
-        status, _, body = self._request("GET", _keys_path(prefix, limit, cursor))
+        """One page of keys in ring order, and the cursor of the next page (None: done).
+        `r`: merge R replicas per range and keep the keys live at a read at R."""
+        status, _, body = self._request("GET", _keys_path(prefix, limit, cursor, r))
         return _keys_page(status, body)
 
-    def iter_keys(self, prefix: Key | None = None, page_size: int | None = None) -> Iterator[bytes]:
+    def iter_keys(
+        self, prefix: Key | None = None, page_size: int | None = None, r: Level = None
+    ) -> Iterator[bytes]:
         """Every key (with that prefix), page after page."""
         cursor: str | None = None
         while True:
-            keys, cursor = self.keys(prefix, page_size, cursor)
+            keys, cursor = self.keys(prefix, page_size, cursor, r)
             yield from keys
             if cursor is None:
                 return
@@ -868,17 +877,21 @@ class AsyncClient:
         return out
 
     async def keys(
-        self, prefix: Key | None = None, limit: int | None = None, cursor: str | None = None
+        self,
+        prefix: Key | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+        r: Level = None,
     ) -> tuple[list[bytes], str | None]:
-        status, _, body = await self._request("GET", _keys_path(prefix, limit, cursor))
+        status, _, body = await self._request("GET", _keys_path(prefix, limit, cursor, r))
         return _keys_page(status, body)
 
     async def iter_keys(
-        self, prefix: Key | None = None, page_size: int | None = None
+        self, prefix: Key | None = None, page_size: int | None = None, r: Level = None
     ) -> AsyncIterator[bytes]:
         cursor: str | None = None
         while True:
-            keys, cursor = await self.keys(prefix, page_size, cursor)
+            keys, cursor = await self.keys(prefix, page_size, cursor, r)
             for key in keys:
                 yield key
             if cursor is None:

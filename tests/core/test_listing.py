@@ -12,6 +12,7 @@ from ringkv.core.listing import (
     MalformedCursor,
     decode_cursor,
     encode_cursor,
+    merge_listings,
     parse_limit,
     segments,
 )
@@ -55,3 +56,31 @@ def test_limits() -> None:
     for bad in ("0", "-1", "x", str(MAX_LIST_LIMIT + 1), "9" * 20):
         with pytest.raises(ValueError):
             parse_limit(bad)
+
+
+positions = st.tuples(st.integers(0, 50), st.binary(min_size=1, max_size=2))
+
+
+@given(
+    st.lists(st.sets(positions, max_size=12), min_size=1, max_size=3),
+    st.lists(st.integers(1, 8), min_size=3, max_size=3),
+    st.integers(1, 10),
+)
+def test_merged_listing_is_the_union_up_to_the_smallest_stop(
+    holdings: list[set[tuple[int, bytes]]], limits: list[int], limit: int
+) -> None:
+    """Simulate replicas answering the same span with different holdings and limits: the
+    merge is exactly the union of their keys up to where all of them have looked."""
+    answers = []
+    for held, own_limit in zip(holdings, limits, strict=False):
+        keys = sorted(held)[:own_limit]
+        stop = keys[-1] if len(held) > own_limit else None
+        answers.append((keys, stop))
+    merged, bound = merge_listings(answers, limit)
+    union = sorted(set().union(*holdings))
+    expected = [p for p in union if bound is None or p <= bound]
+    assert merged == expected[: len(merged)] and len(merged) <= limit
+    if bound is None:
+        assert merged == union
+    else:
+        assert merged == [p for p in union if p <= bound]  # nothing before bound is missed

@@ -197,3 +197,16 @@ def test_batch_benchmark_smoke_run() -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "| get | batch-100 |" in done.stdout
+
+
+def test_batch_writes_need_the_readwrite_role() -> None:
+    from ringkv.node.http import Request
+    from ringkv.node.server import required_role
+
+    def role(method: str, path: str) -> str | None:
+        return required_role(Request(method, path, "", {}, None, b"", True))
+
+    assert role("POST", "/v1/batch/get") == "read"
+    assert role("POST", "/v1/batch/put") == "readwrite"
+    assert role("POST", "/v1/batch/delete") == "readwrite"
+    assert role("GET", "/v1/keys") == "read"

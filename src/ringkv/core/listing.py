@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ringkv.core.ring import RING_SIZE, Ring
@@ -62,9 +63,21 @@ def segments(ring: Ring, after: int = -1) -> list[Segment]:
     return [s for s in pieces if s.hi > after]
 
 
-def after_position(position: Position, h: int, key: bytes) -> bool:
-    """True when (h, key) comes strictly after ``position`` in ring order."""
-    return (h, key) > position
+def merge_listings(
+    answers: Sequence[tuple[Sequence[Position], Position | None]], limit: int
+) -> tuple[list[Position], Position | None]:
+    """Merge several replicas' answers for the same span (after, hi]: each gave its keys and
+    where it stopped (None: it reached ``hi``). The union is complete only up to the smallest
+    stop -- beyond it some replica has not looked yet -- so keys past it are left for the next
+    call. Returns (keys in ring order, at most ``limit``; the position to resume after, None
+    when every replica reached ``hi``)."""
+    stops = [stop for _, stop in answers if stop is not None]
+    bound = min(stops) if stops else None
+    merged = sorted({p for keys, _ in answers for p in keys if bound is None or p <= bound})
+    if len(merged) > limit:
+        merged = merged[:limit]
+        bound = merged[-1]
+    return merged, bound
 
 
 def encode_cursor(position: Position) -> str:
@@ -77,7 +90,7 @@ def decode_cursor(token: str) -> Position:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
     except (binascii.Error, ValueError):
         raise MalformedCursor("cursor is not valid base64url") from None
-    if len(raw) < 8 or len(raw) > 8 + 256:
+    if len(raw) < 8 or len(raw) > 8 + 257:  # a key, or the mark "after every key here"
         raise MalformedCursor("cursor is not one this API handed out")
     return int.from_bytes(raw[:8], "big"), raw[8:]
 

@@ -1,4 +1,4 @@
-"""``GET /v1/keys?prefix=&limit=&cursor=&encoding=``: one page of the key listing
+"""``GET /v1/keys?prefix=&limit=&cursor=&encoding=&r=``: one page of the key listing
 (``ringkv.node.listing``)."""
 
 from __future__ import annotations
@@ -9,10 +9,11 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from ringkv.core.listing import START, MalformedCursor, decode_cursor, encode_cursor, parse_limit
+from ringkv.core.quorum import Quorum, level_count
 from ringkv.node.http import Request, Response, json_response
 from ringkv.node.server import MAX_KEY_BYTES, ApiError, Node, _call, _count
 
-_PARAMS = ("prefix", "limit", "cursor", "encoding")
+_PARAMS = ("prefix", "limit", "cursor", "encoding", "r")
 
 
 async def handle_keys(node: Node, request: Request) -> Response:
@@ -40,9 +41,13 @@ async def handle_keys(node: Node, request: Request) -> Response:
                                 else None)  # fmt: skip
             cursor = decode_cursor(query["cursor"].decode("ascii", "replace")) if query.get(
                 "cursor") else START  # fmt: skip
+            quorum = None
+            if "r" in query:
+                n = node.config.replication_factor
+                quorum = Quorum(n, level_count(query["r"].decode("ascii", "replace"), n, "r"))
         except (ValueError, MalformedCursor) as exc:
             raise ApiError(400, "bad_request", str(exc)) from None
-        keys, next_cursor = await _call(node.lister.page(prefix, limit, cursor))
+        keys, next_cursor = await _call(node.lister.page(prefix, limit, cursor, quorum))
         if encoding == "base64":
             shown = [base64.b64encode(k).decode("ascii") for k in keys]
         else:

@@ -146,6 +146,7 @@ class Node:
             self.membership,
             self.messaging,
             config.request_timeout,
+            self.batches.get_many,
         )
         self.handoff = HintedHandoff(
             self.hints,
