@@ -10,4 +10,6 @@
 - ``streaming``: which ranges move from where to where when the ring changes.
 - ``expiry``: TTL rules: when a version stops being live, when it may be purged.
 - ``conditions``: conditional writes (If-None-Match / If-Match) judged against a read.
+- ``batching``: batch limits; which node is sent which keys (one message per node).
+- ``listing``: key listing in ring order: the ring's pieces, cursors, merging replicas.
 """
