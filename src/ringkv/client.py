@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
 import aiohttp
@@ -61,6 +61,7 @@ _CONTEXT = CONTEXT_HEADER.lower()  # key in the lower-cased response headers
 _POOL_SIZE = 8  # idle connections kept per endpoint by the sync client
 
 Key = bytes | str
+K = TypeVar("K", bound=bytes | str)  # the key type a batch was called with, in its answer
 Level = int | str | None
 
 
@@ -304,10 +305,10 @@ def _chunks(items: Sequence[Any]) -> list[Sequence[Any]]:
 
 
 def _write_items(
-    keys: Sequence[Key],
-    values: Mapping[Key, bytes] | None,
-    contexts: Mapping[Key, str] | None,
-    if_match: Mapping[Key, str] | None,
+    keys: Sequence[K],
+    values: Mapping[K, bytes] | None,
+    contexts: Mapping[K, str] | None,
+    if_match: Mapping[K, str] | None,
     if_none_match: bool,
     replace: bool,
     ttl: int | None,
@@ -482,16 +483,16 @@ class Client:
 
     def get_many(
         self,
-        keys: Sequence[Key],
+        keys: Sequence[K],
         *,
         r: Level = None,
         consistency: str | None = None,
         strict: bool | None = None,
-    ) -> dict[Key, GetResult | RingkvError]:
+    ) -> dict[K, GetResult | RingkvError]:
         """Read many keys; each maps to its `GetResult`, or the error of that key alone
         (`Unavailable`, `Timeout`, ...), so a partial failure can be retried per key."""
         path = _batch_path("get", r=r, consistency=consistency, strict=strict)
-        out: dict[Key, GetResult | RingkvError] = {}
+        out: dict[K, GetResult | RingkvError] = {}
         for chunk in _chunks(list(keys)):
             payload = {"keys": [_b64(_raw_key(k)) for k in chunk], "encoding": "base64"}
             status, _, body = self._request("POST", path, json.dumps(payload).encode(),
@@ -502,17 +503,17 @@ class Client:
 
     def put_many(
         self,
-        values: Mapping[Key, bytes],
+        values: Mapping[K, bytes],
         *,
-        contexts: Mapping[Key, str] | None = None,
-        if_match: Mapping[Key, str] | None = None,
+        contexts: Mapping[K, str] | None = None,
+        if_match: Mapping[K, str] | None = None,
         if_none_match: bool = False,
         replace: bool = False,
         ttl: int | None = None,
         w: Level = None,
         consistency: str | None = None,
         strict: bool | None = None,
-    ) -> dict[Key, str | RingkvError]:
+    ) -> dict[K, str | RingkvError]:
         """Write many keys; each maps to its new context, or the error of that key alone
         (`PreconditionFailed`, `Unavailable`, ...). Options as for `put`, per key for
         `contexts` and `if_match`."""
@@ -522,14 +523,14 @@ class Client:
 
     def delete_many(
         self,
-        keys: Sequence[Key],
+        keys: Sequence[K],
         *,
-        contexts: Mapping[Key, str] | None = None,
-        if_match: Mapping[Key, str] | None = None,
+        contexts: Mapping[K, str] | None = None,
+        if_match: Mapping[K, str] | None = None,
         w: Level = None,
         consistency: str | None = None,
         strict: bool | None = None,
-    ) -> dict[Key, str | RingkvError]:
+    ) -> dict[K, str | RingkvError]:
         """Delete many keys; each maps to the tombstone's context, or its own error."""
         items = _write_items(list(keys), None, contexts, if_match, False, False, None)
         return self._write_many("delete", list(keys), items, w, consistency, strict)
@@ -537,14 +538,14 @@ class Client:
     def _write_many(
         self,
         op: str,
-        keys: list[Key],
+        keys: list[K],
         items: list[BatchWrite],
         w: Level,
         consistency: str | None,
         strict: bool | None,
-    ) -> dict[Key, str | RingkvError]:
+    ) -> dict[K, str | RingkvError]:
         path = _batch_path(op, w=w, consistency=consistency, strict=strict)
-        out: dict[Key, str | RingkvError] = {}
+        out: dict[K, str | RingkvError] = {}
         for chunk in _chunks(list(zip(keys, items, strict=True))):
             payload = {"items": [item for _, item in chunk], "encoding": "base64"}
             status, _, body = self._request("POST", path, json.dumps(payload).encode(),
@@ -810,14 +811,14 @@ class AsyncClient:
 
     async def get_many(
         self,
-        keys: Sequence[Key],
+        keys: Sequence[K],
         *,
         r: Level = None,
         consistency: str | None = None,
         strict: bool | None = None,
-    ) -> dict[Key, GetResult | RingkvError]:
+    ) -> dict[K, GetResult | RingkvError]:
         path = _batch_path("get", r=r, consistency=consistency, strict=strict)
-        out: dict[Key, GetResult | RingkvError] = {}
+        out: dict[K, GetResult | RingkvError] = {}
         for chunk in _chunks(list(keys)):
             payload = {"keys": [_b64(_raw_key(k)) for k in chunk], "encoding": "base64"}
             status, _, body = await self._request("POST", path, json.dumps(payload).encode(),
@@ -828,45 +829,45 @@ class AsyncClient:
 
     async def put_many(
         self,
-        values: Mapping[Key, bytes],
+        values: Mapping[K, bytes],
         *,
-        contexts: Mapping[Key, str] | None = None,
-        if_match: Mapping[Key, str] | None = None,
+        contexts: Mapping[K, str] | None = None,
+        if_match: Mapping[K, str] | None = None,
         if_none_match: bool = False,
         replace: bool = False,
         ttl: int | None = None,
         w: Level = None,
         consistency: str | None = None,
         strict: bool | None = None,
-    ) -> dict[Key, str | RingkvError]:
+    ) -> dict[K, str | RingkvError]:
         items = _write_items(list(values), values, contexts, if_match, if_none_match, replace,
                              ttl)  # fmt: skip
         return await self._write_many("put", list(values), items, w, consistency, strict)
 
     async def delete_many(
         self,
-        keys: Sequence[Key],
+        keys: Sequence[K],
         *,
-        contexts: Mapping[Key, str] | None = None,
-        if_match: Mapping[Key, str] | None = None,
+        contexts: Mapping[K, str] | None = None,
+        if_match: Mapping[K, str] | None = None,
         w: Level = None,
         consistency: str | None = None,
         strict: bool | None = None,
-    ) -> dict[Key, str | RingkvError]:
+    ) -> dict[K, str | RingkvError]:
         items = _write_items(list(keys), None, contexts, if_match, False, False, None)
         return await self._write_many("delete", list(keys), items, w, consistency, strict)
 
     async def _write_many(
         self,
         op: str,
-        keys: list[Key],
+        keys: list[K],
         items: list[BatchWrite],
         w: Level,
         consistency: str | None,
         strict: bool | None,
-    ) -> dict[Key, str | RingkvError]:
+    ) -> dict[K, str | RingkvError]:
         path = _batch_path(op, w=w, consistency=consistency, strict=strict)
-        out: dict[Key, str | RingkvError] = {}
+        out: dict[K, str | RingkvError] = {}
         for chunk in _chunks(list(zip(keys, items, strict=True))):
             payload = {"items": [item for _, item in chunk], "encoding": "base64"}
             status, _, body = await self._request("POST", path, json.dumps(payload).encode(),

@@ -47,9 +47,10 @@ def test_ttl_reads_writes_and_default(make_cluster) -> None:  # type: ignore[no-
     assert 900 < kv.get("long").ttl <= 1000  # type: ignore[operator]
     shown = ringkv("get", "long", "--endpoint", cluster.urls[0])
     assert shown.stdout == b"x" and b"ttl: " in shown.stderr
-    assert json.loads(ringkv("get", "long", "--json", "--endpoint", cluster.urls[0]).stdout)[
-        "ttl"
-    ] > 900
+    assert (
+        json.loads(ringkv("get", "long", "--json", "--endpoint", cluster.urls[0]).stdout)["ttl"]
+        > 900
+    )
     wait_until(lambda: not kv.get("short").found, 10, message="short expired")
     expired = kv.get("short")
     assert expired.context  # an expired value leaves a context, as a deleted one does

@@ -17,6 +17,7 @@ import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from ringkv.core.batching import coordinators, group_by_node, next_read_round
@@ -336,7 +337,7 @@ class Batches:
                         acks[entry[0]] += 1
         for call in waiting:  # still running after the answer: hint its records if it fails
             c._track(call)
-            call.add_done_callback(lambda f, e=calls[call]: self._hint_failed(f, e))
+            call.add_done_callback(partial(self._hint_failed, entries=calls[call]))
         if synced:
             await asyncio.gather(*synced)
         for i, version in versions.items():
