@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -28,7 +30,7 @@ def test_pieces_cover_the_ring_once_in_order(chosen: set[int], after: int) -> No
                 {"a": "z1", "b": "z2"})  # fmt: skip
     pieces = segments(ring)
     assert pieces[0].lo == 0 and pieces[-1].hi == RING_SIZE - 1
-    for before, piece in zip(pieces, pieces[1:], strict=False):
+    for before, piece in pairwise(pieces):
         assert piece.lo == before.hi + 1  # no gap, no overlap
     by_end = {r.end: r for r in ring.ranges()}
     for piece in pieces:
