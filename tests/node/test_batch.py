@@ -210,3 +210,43 @@ def test_batch_writes_need_the_readwrite_role() -> None:
     assert role("POST", "/v1/batch/put") == "readwrite"
     assert role("POST", "/v1/batch/delete") == "readwrite"
     assert role("GET", "/v1/keys") == "read"
+
+
+def test_forwarded_batches_ttl_and_conditions_on_five_nodes(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    """With 5 nodes and N=3 a node replicates only some keys: the rest of a batch goes to
+    their coordinators (one coordinate_batch message each), and single writes are forwarded
+    with their TTL; conditions are judged wherever the request arrives."""
+    from ringkv.core.placement import preference_list
+    from ringkv.core.ring import key_hash
+    from tests.node.test_failures import ring_of
+
+    cluster = make_cluster(nodes=5, zones=3)
+    ring = ring_of(cluster.client(0))
+    keys = [f"fwd-{i}" for i in range(100)]
+    elsewhere = [
+        k for k in keys
+        if "n1" not in {r.node for r in preference_list(ring, key_hash(k.encode()), 3)}
+    ]  # fmt: skip
+    assert len(elsewhere) > 10
+    kv = cluster.client(0)
+    written = kv.put_many({k: b"v-" + k.encode() for k in keys}, ttl=500, w="all")
+    assert all(isinstance(c, str) for c in written.values()), written
+    for reader in (1, 4):
+        got = cluster.client(reader).get_many(keys, r="all")
+        for key in keys:
+            result = got[key]
+            assert isinstance(result, GetResult) and result.value == b"v-" + key.encode()
+            assert result.ttl is not None and 400 < result.ttl <= 500
+    key = elsewhere[0]
+    kv.put(key, b"single", ttl=300, replace=True)  # forwarded to a replica, with its TTL
+    got = cluster.client(3).get(key, r="all")
+    assert got.siblings == [b"single"] and got.ttl is not None and 200 < got.ttl <= 300
+    with pytest.raises(PreconditionFailed):
+        kv.put(key, b"again", if_none_match=True)
+    kv.put(key, b"cas", if_match=got.context)
+    assert cluster.client(2).get(key, r="all").siblings == [b"cas"]
+    refused = kv.put_many({k: b"x" for k in elsewhere[:5]}, if_none_match=True)
+    assert all(isinstance(r, PreconditionFailed) for r in refused.values())
+    gone = kv.delete_many(elsewhere)
+    assert all(isinstance(c, str) for c in gone.values())
+    assert not any(r.found for r in cluster.client(4).get_many(elsewhere, r="all").values())  # type: ignore[union-attr]
