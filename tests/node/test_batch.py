@@ -51,8 +51,16 @@ def test_batches_through_every_node(cluster3: Cluster) -> None:
                 assert base64.b64decode(result["value"]) == b"%s@%d" % (key.encode(), node)
                 # the batch read agrees with the single-key read
                 assert cluster3.client(reader).get(key).context == result["context"]
-    status, answer = post(cluster3, "/v1/batch/delete", {"items": [{"key": k} for k in keys]})
+    status, answer = post(cluster3, "/v1/batch/delete", {"items": [{"key": k} for k in keys[:50]]})
     assert status == 200 and all(r["status"] == 204 for r in answer["results"])
+    status, answer = post(cluster3, "/v1/batch/delete", {"keys": keys[50:90]}, 1)  # shorthand
+    assert status == 200 and all(r["status"] == 204 for r in answer["results"])
+    # a put batch may mix writes and deletes
+    mixed = [{"key": k, "delete": True} for k in keys[90:]] + [{"key": "mixed", "value": "eA=="}]
+    status, answer = post(cluster3, "/v1/batch/put", {"items": mixed}, 2)
+    assert status == 200 and all(r["status"] == 204 for r in answer["results"])
+    assert not any(r.found for r in cluster3.client(0).get_many(keys, r="all").values())  # type: ignore[union-attr]
+    assert cluster3.client(0).get("mixed").value == b"x"
     status, answer = post(cluster3, "/v1/batch/get", {"keys": [*keys[:3], "never-written"]}, 2)
     assert [r["status"] for r in answer["results"]] == [404] * 4
     assert "context" in answer["results"][0] and "context" not in answer["results"][3]
@@ -139,6 +147,9 @@ def test_batch_limits_and_bad_requests(cluster3: Cluster) -> None:
                                       "context": "x"}]}, 400),
         ("/v1/batch/put?ttl=abc", {"items": [{"key": "k", "value": "dg=="}]}, 400),
         ("/v1/batch/delete", {"items": [{"key": "k", "value": "dg=="}]}, 400),
+        ("/v1/batch/delete", {"items": [{"key": "k"}], "keys": ["k"]}, 400),
+        ("/v1/batch/put", {"items": [{"key": "k", "delete": True, "value": "dg=="}]}, 400),
+        ("/v1/batch/get", {"items": [{"key": "k"}]}, 400),
         ("/v1/batch/put", {"items": [{"key": "k", "value": b64(b"x" * 800_000)},
                                      {"key": "j", "value": b64(b"x" * 800_000)}]}, 413),
     ]  # fmt: skip

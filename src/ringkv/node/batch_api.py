@@ -41,7 +41,7 @@ from ringkv.node.server import (
 
 _GET_FIELDS = {"keys", "encoding"}
 _ITEM_FIELDS = {
-    "put": {"key", "value", "context", "if_match", "if_none_match", "replace", "ttl"},
+    "put": {"key", "value", "context", "if_match", "if_none_match", "replace", "ttl", "delete"},
     "delete": {"key", "context", "if_match"},
 }
 
@@ -151,7 +151,11 @@ def _write_item(raw: object, index: int, op: str, encoding: str, default_ttl: in
     if unknown:
         raise ApiError(400, "bad_request", f"item {index}: unknown fields {sorted(unknown)}")
     key = _key(raw.get("key"), encoding, index)
-    value = _b64(raw.get("value"), f"item {index} value") if op == "put" else None
+    deleting = op == "delete" or raw.get("delete") is True  # a put batch may delete keys too
+    if deleting and ("value" in raw or "ttl" in raw or "if_none_match" in raw):
+        raise ApiError(400, "bad_request", f"item {index}: a delete takes no value, ttl or "
+                       "if_none_match")  # fmt: skip
+    value = None if deleting else _b64(raw.get("value"), f"item {index} value")
     context = VClock.empty()
     if raw.get("context") is not None:
         if not isinstance(raw["context"], str):
@@ -191,9 +195,13 @@ async def _handle_batch_write(node: Node, request: Request, op: str) -> Response
     outcome = "error"
     try:
         quorum = _quorum(request, node, "PUT" if op == "put" else "DELETE")
-        body = _body(request, {"items", "encoding"})
+        body = _body(request, {"items", "encoding"} | ({"keys"} if op == "delete" else set()))
         encoding = body.get("encoding", "utf-8")
         raw_items = body.get("items")
+        if op == "delete" and "keys" in body:  # {"keys": [...]}: delete each, no context
+            if raw_items is not None or not isinstance(body["keys"], list):
+                raise ApiError(400, "bad_request", 'give "items" or a list of "keys", not both')
+            raw_items = [{"key": key} for key in body["keys"]]
         if not isinstance(raw_items, list):
             raise ApiError(400, "bad_request", 'the body must be {"items": [{"key": ...}, ...]}')
         default_ttl = node.config.default_ttl
