@@ -261,3 +261,23 @@ def test_forwarded_batches_ttl_and_conditions_on_five_nodes(make_cluster) -> Non
     gone = kv.delete_many(elsewhere)
     assert all(isinstance(c, str) for c in gone.values())
     assert not any(r.found for r in cluster.client(4).get_many(elsewhere, r="all").values())  # type: ignore[union-attr]
+
+
+def test_batch_read_does_not_wait_for_a_paused_replica(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    """n3 is paused (SIGSTOP): alive to the failure detector for seconds, answering nothing.
+    A batch read asks the keys' other replicas after --speculative-read-delay, as a single
+    read does, instead of waiting out --request-timeout."""
+    import time
+
+    cluster = make_cluster(extra_args=["--request-timeout", "5"])
+    keys = [f"paused-{i}" for i in range(100)]
+    cluster.client(0).put_many({k: b"v" for k in keys}, w="all")
+    cluster.node(2).pause()
+    try:
+        started = time.monotonic()
+        got = cluster.client(0, timeout=20).get_many(keys, r="quorum")
+        elapsed = time.monotonic() - started
+        assert all(isinstance(r, GetResult) and r.value == b"v" for r in got.values()), got
+        assert elapsed < 3.0, f"the batch read took {elapsed:.2f} s"
+    finally:
+        cluster.node(2).resume()

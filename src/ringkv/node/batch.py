@@ -125,12 +125,12 @@ class Batches:
         answers: list[dict[str, tuple[Version, ...]]] = [{} for _ in keys]
         asked: list[set[str]] = [set() for _ in keys]
         replied = [0] * len(keys)
-        while True:
-            plan = next_read_round(candidates, need, replied, asked)
-            if not plan:
-                break
-            calls: list[tuple[str, list[int], asyncio.Future[Any]]] = []
-            for node, indexes in plan.items():
+        in_flight = [0] * len(keys)
+        pending: dict[asyncio.Future[Any], tuple[str, list[int]]] = {}
+
+        def launch(counted: Sequence[int]) -> None:
+            """The next round for the keys short of R when ``counted`` replies are counted."""
+            for node, indexes in next_read_round(candidates, need, counted, asked).items():
                 if node == me:
                     for i in indexes:
                         answers[i][me] = c._local_read(keys[i], replicas[i][me].hint_for)
@@ -140,23 +140,51 @@ class Batches:
                 c.metrics.replica_request("read", True).inc(len(items))
                 call = c.messaging.call(address_of(node) or "", "read_batch", {"items": items},
                                         c.timeout)  # fmt: skip
-                calls.append((node, indexes, call))
-            if calls:
-                await asyncio.wait([call for _, _, call in calls], timeout=c.timeout)
-            for node, indexes, call in calls:
+                pending[call] = (node, indexes)
+                for i in indexes:
+                    in_flight[i] += 1
+
+        def expected() -> list[int]:
+            return [r + f for r, f in zip(replied, in_flight, strict=True)]
+
+        launch(replied)
+        loop_now = time.monotonic()
+        deadline = loop_now + c.timeout
+        speculate_at = loop_now + c.speculative_read_delay
+        while pending and any(replied[i] < need[i] for i in range(len(keys))):
+            wait = (speculate_at if speculate_at else deadline) - time.monotonic()
+            done, _ = await asyncio.wait(
+                list(pending), timeout=max(0.0, wait), return_when=asyncio.FIRST_COMPLETED
+            )
+            failed = False
+            for call in done:
+                node, indexes = pending.pop(call)
+                for i in indexes:
+                    in_flight[i] -= 1
                 try:
-                    if not call.done():
-                        c._track(call)
-                        raise PeerError("timed out")
-                    raws = call.result()
-                    decoded = [_decode_answer(raw) for raw in raws]
+                    decoded = [_decode_answer(raw) for raw in call.result()]
                 except Exception:
                     c.metrics.replica_error("read").inc()
                     c._slow[node] = time.monotonic() + SLOW_REPLICA_SECONDS
+                    failed = True
                     continue
                 for i, versions in zip(indexes, decoded, strict=True):
                     answers[i][node] = versions
                     replied[i] += 1
+            if failed:
+                launch(expected())  # replace the failed replica(s) with the next ones
+            now_ = time.monotonic()
+            if speculate_at and now_ >= speculate_at:
+                # Replicas that have not answered within --speculative-read-delay: also ask the
+                # keys' other replicas, as a single-key read does.
+                speculate_at = 0.0
+                for node, _ in pending.values():
+                    c._slow[node] = now_ + SLOW_REPLICA_SECONDS
+                launch(replied)
+            if now_ >= deadline:
+                break
+        for call in pending:
+            c._track(call)
         stale: list[tuple[int, str, tuple[Version, ...]]] = []
         for i in range(len(keys)):
             if results[i] is not None:
