@@ -6,8 +6,9 @@ write), and sends each node *one* message holding all of its keys (riak_core's c
 Cassandra's batched mutations work the same way), instead of one message per key and replica.
 
 Reads go in rounds: the first asks each key's first R candidates (the coordinator's own copy
-first); each later round asks, for the keys still short of R replies, as many untried
-candidates as they still need -- again grouped per node. Pure: candidates, replies and what
+first); each later round (after a failure, or the speculative read delay) asks, for the keys
+still short of R replies, as many untried candidates as they still need -- again grouped per
+node. Pure: candidates, replies and what
 was asked are arguments.
 """
 

@@ -1,7 +1,8 @@
 """Batches: many keys per request, each with its own quorum, one message per peer.
 
 ``Batches.get_many`` reads every key at its quorum in rounds (``ringkv.core.batching``): each
-round sends every node one ``read_batch`` message with all the keys it is asked for.
+round sends every node one ``read_batch`` message with all the keys it is asked for; a failed
+replica, or the speculative read delay passing, starts the next round for the keys still short.
 ``Batches.put_many`` first runs one grouped read for the items that need one (conditions, and
 deletes without a context), then groups the items by coordinator -- this node for the keys it
 replicates, else each key's first live replica, sent one ``coordinate_batch`` message -- and
