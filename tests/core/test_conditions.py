@@ -224,3 +224,18 @@ def test_expired_value_still_supersedes_what_it_overwrote() -> None:
     # a replica that still has "old" merges the expired version: "old" stays superseded
     merged = merge_siblings(old, newer)
     assert live_versions(merged, NOW + 1) == []
+
+
+def test_writes_cover_values_expired_beyond_the_skew() -> None:
+    from ringkv.core.expiry import covering_expired
+
+    record: tuple[Version, ...] = ()
+    for i in range(3):  # blind writes, each with a TTL that has run out
+        record = write(record, EMPTY, f"n{i}", b"old %d" % i, expires=NOW)
+    assert len(record) == 3
+    assert covering_expired(EMPTY, record, NOW + MAX_CLOCK_SKEW_MS - 1) == EMPTY  # within skew
+    context = covering_expired(EMPTY, record, NOW + MAX_CLOCK_SKEW_MS)
+    after = write(record, context, "n9", b"new", wall=NOW + MAX_CLOCK_SKEW_MS)
+    assert [v.value for v in after] == [b"new"]
+    live = write((), EMPTY, "a", b"live", expires=NOW * 10)
+    assert covering_expired(EMPTY, live, NOW + MAX_CLOCK_SKEW_MS) == EMPTY  # not expired yet

@@ -132,3 +132,18 @@ def test_expiry_with_a_replica_down_during_it(make_cluster) -> None:  # type: ig
                interval=0.2, message="more anti-entropy rounds")  # fmt: skip
     assert purged(cluster) == 3 * len(everything)
     nothing_back()
+
+
+def test_expired_values_do_not_pile_up_as_siblings(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    """Blind writes with a TTL (a cache that never reads first): each write covers the values
+    that expired before it, so the key never reaches --max-siblings."""
+    import time
+
+    cluster = make_cluster(extra_args=["--max-siblings", "2"])
+    kv = cluster.client(0)
+    for i in range(4):
+        kv.put("cache", b"v%d" % i, ttl=1)  # blind: no context, no condition
+        written = time.monotonic()
+        assert kv.get("cache", r="all").siblings == [b"v%d" % i]
+        # wait past the expiry and the allowed clock skew (1 s each) before the next write
+        wait_until(lambda w=written: time.monotonic() - w > 2.1, 5, message="expiry + skew")

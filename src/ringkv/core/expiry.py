@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from ringkv.core.versions import Version, hlc_wall_ms
+from ringkv.core.versions import VClock, Version, context_of, hlc_wall_ms
 
 #: Clock skew between nodes the expiry rules allow for (documented in docs/api.md).
 MAX_CLOCK_SKEW_MS = 1000
@@ -71,6 +71,15 @@ def dead_since(version: Version) -> int | None:
     if version.expires:
         return version.expires + MAX_CLOCK_SKEW_MS
     return None
+
+
+def covering_expired(context: VClock, current: Iterable[Version], now_ms: int) -> VClock:
+    """``context`` extended to cover the versions of ``current`` that expired more than the
+    allowed skew ago: a coordinator writes over them as over versions the client read, so
+    expired values do not pile up as siblings under blind writes (they are dead everywhere,
+    and the new version still supersedes everything they superseded)."""
+    dead = [v for v in current if v.expires and v.expires + MAX_CLOCK_SKEW_MS <= now_ms]
+    return context.merge(context_of(dead)) if dead else context
 
 
 def purgeable(versions: Sequence[Version], horizon_ms: int) -> bool:

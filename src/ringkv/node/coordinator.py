@@ -29,7 +29,7 @@ import time
 from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
 
-from ringkv.core.expiry import expires_at
+from ringkv.core.expiry import covering_expired, expires_at
 from ringkv.core.placement import Replica, preference_list, sloppy_preference_list
 from ringkv.core.quorum import Quorum
 from ringkv.core.ring import key_hash
@@ -245,6 +245,7 @@ class Coordinator:
             current = self.storage.get(key)
             now = max(now, max((v.timestamp + 1 for v in current), default=0))
             self._hlc = now
+            context = covering_expired(context, current, hlc_wall_ms(now))
             version = new_version(current, context, self.actor, value, now, expires=expires)
             merged = merge_siblings(current, [version], self.mode)
             self._check_siblings(key, merged)
@@ -257,6 +258,7 @@ class Coordinator:
             synced = None
             target = me.hint_for or ""
             current = self.hints.get(target, key)
+            context = covering_expired(context, current, hlc_wall_ms(now))
             version = new_version(current, context, self.actor, value, now, expires=expires)
             merged = merge_siblings(current, [version], self.mode)
             self._store_hint(target, key, merged)
