@@ -19,6 +19,8 @@ from tests.cluster import Cluster, wait_until
 from tests.node.test_cli_client import ringkv
 from tests.node.test_failures import seen_down
 
+pytestmark = pytest.mark.slow
+
 
 def post(cluster: Cluster, path: str, document: Any, node: int = 0) -> tuple[int, Any]:
     data = document if isinstance(document, bytes) else json.dumps(document).encode()
@@ -190,9 +192,6 @@ def test_async_client_and_cli_batches(cluster3: Cluster) -> None:
     assert ringkv("batch", "put", "novalue", *endpoint).returncode == 2
     with Client(cluster3.urls[2]) as kv:
         assert not kv.get("c1", r="all").found
-
-
-pytestmark = pytest.mark.slow
 
 
 def test_batch_benchmark_smoke_run() -> None:
