@@ -39,13 +39,16 @@ from urllib.parse import quote, urlencode, urlsplit
 import aiohttp
 import yarl
 
+from ringkv.client_cache import CacheMetrics, ClientCache, ReadPlan, make_cache
 from ringkv.core.placement import preference_list
 from ringkv.core.ring import Ring, key_hash
 
 __all__ = [
     "AsyncClient",
     "BadRequest",
+    "CacheMetrics",
     "Client",
+    "ClientCache",
     "ConnectionFailed",
     "GetResult",
     "RingkvError",
@@ -59,6 +62,10 @@ _POOL_SIZE = 8  # idle connections kept per endpoint by the sync client
 
 Key = bytes | str
 Level = int | str | None
+
+
+def _raw_key(key: Key) -> bytes:
+    return key.encode() if isinstance(key, str) else key
 
 
 # --------------------------------------------------------------------------- errors
@@ -145,6 +152,13 @@ class GetResult:
     value: bytes | None
     siblings: list[bytes] = field(default_factory=list)
     context: str | None = None
+    #: The answer's ETag (its version set), for If-None-Match.
+    etag: str | None = None
+    #: Served by the client's cache (`ClientCache`); `age`: seconds since a node confirmed it.
+    from_cache: bool = False
+    age: float = 0.0
+    #: `get(..., if_none_match=...)` answered 304: the named version is still current.
+    not_modified: bool = False
 
 
 @dataclass(frozen=True)
@@ -199,7 +213,7 @@ class RingView:
         """The live replicas' endpoints for a key, its preference-list order."""
         if not len(self.ring):
             return []
-        raw = key.encode() if isinstance(key, str) else key
+        raw = _raw_key(key)
         found = []
         for replica in preference_list(self.ring, key_hash(raw), self.n):
             endpoint = self.endpoints.get(replica.node)
@@ -209,8 +223,7 @@ class RingView:
 
 
 def kv_path(key: Key) -> str:
-    raw = key.encode() if isinstance(key, str) else key
-    return "/v1/kv/" + quote(raw, safe="")
+    return "/v1/kv/" + quote(_raw_key(key), safe="")
 
 
 def with_query(path: str, **params: Level | bool) -> str:
@@ -231,9 +244,10 @@ def _context_headers(context: str | None) -> dict[str, str]:
     return {CONTEXT_HEADER: context} if context is not None else {}
 
 
-def _get_result(status: int, context: str | None, body: bytes) -> GetResult:
+def _get_result(status: int, headers: dict[str, str], body: bytes) -> GetResult:
+    context, etag = headers.get(_CONTEXT), headers.get("etag")
     if status == 200:
-        return GetResult(True, body, [body], context)
+        return GetResult(True, body, [body], context, etag)
     if status == 300:
         document = json.loads(body)
         siblings = [
@@ -241,10 +255,42 @@ def _get_result(status: int, context: str | None, body: bytes) -> GetResult:
             for s in document.get("siblings", [])
             if s.get("value") is not None  # a deleted sibling carries no value
         ]
-        return GetResult(True, None, siblings, context)
+        return GetResult(True, None, siblings, context, etag)
     if status == 404:
-        return GetResult(False, None, [], context)
+        return GetResult(False, None, [], context, etag)
+    if status == 304:  # only for an explicit if_none_match
+        return GetResult(True, None, [], None, etag, not_modified=True)
     raise error_from_response(status, body)
+
+
+def _read_headers(plan: ReadPlan | None, if_none_match: str | None) -> dict[str, str] | None:
+    if if_none_match is not None:
+        return {"If-None-Match": if_none_match}
+    return dict(plan.headers) if plan is not None and plan.headers else None
+
+
+def _finish_read(
+    cache: ClientCache | None, plan: ReadPlan | None, answer: tuple[int, dict[str, str], bytes]
+) -> GetResult:
+    status, headers, body = answer
+    if cache is None or plan is None:
+        return _get_result(status, headers, body)
+    revalidated = status == 304 and plan.entry is not None
+    result = None if revalidated else _get_result(status, headers, body)
+    return cache.complete(plan, status, headers.get("etag"), result)  # type: ignore[no-any-return]
+
+
+def _plan(
+    cache: ClientCache | None, key: Key, max_staleness: float | None, if_none_match: str | None
+) -> ReadPlan | None:
+    if cache is None or if_none_match is not None:
+        return None
+    return cache.plan(_raw_key(key), max_staleness)
+
+
+def _invalidate(cache: ClientCache | None, key: Key) -> None:
+    if cache is not None:
+        cache.invalidate(_raw_key(key))
 
 
 def _check(status: int, body: bytes) -> None:
@@ -275,8 +321,10 @@ class Client:
         token_aware: bool = False,
         ring_refresh: float = 10.0,
         ssl_context: ssl.SSLContext | None = None,
+        cache: ClientCache | bool | None = None,
     ) -> None:
         self.endpoints = parse_endpoints(endpoints)
+        self.cache = make_cache(cache)  # see ringkv.client_cache
         self.timeout = timeout
         self.ssl_context = ssl_context  # for https endpoints; None: the system's defaults
         self.token_aware = token_aware
@@ -305,9 +353,12 @@ class Client:
         strict: bool | None = None,
     ) -> str:
         path = with_query(kv_path(key), w=w, consistency=consistency, strict=strict)
-        status, headers, body = self._request(
-            "PUT", path, value, _context_headers(context), self._replicas(key)
-        )
+        try:
+            status, headers, body = self._request(
+                "PUT", path, value, _context_headers(context), self._replicas(key)
+            )
+        finally:
+            _invalidate(self.cache, key)
         _check(status, body)
         return headers.get(_CONTEXT, "")
 
@@ -318,10 +369,26 @@ class Client:
         r: Level = None,
         consistency: str | None = None,
         strict: bool | None = None,
+        max_staleness: float | None = None,
+        if_none_match: str | None = None,
     ) -> GetResult:
+        """Read a key. With a cache: revalidated, or served from it within ``max_staleness``
+        seconds (default: the cache's; a weaker read, see ringkv.client_cache).
+        ``if_none_match``: an ETag (list) for a conditional read of your own, bypassing the
+        cache; a 304 answer is a result with ``not_modified=True``."""
         path = with_query(kv_path(key), r=r, consistency=consistency, strict=strict)
-        status, headers, body = self._request("GET", path, None, None, self._replicas(key))
-        return _get_result(status, headers.get(_CONTEXT), body)
+        plan = _plan(self.cache, key, max_staleness, if_none_match)
+        if plan is not None and plan.serve:
+            return self.cache.cached(plan)  # type: ignore[union-attr,no-any-return]
+        answer = self._request(
+            "GET", path, None, _read_headers(plan, if_none_match), self._replicas(key)
+        )
+        return _finish_read(self.cache, plan, answer)
+
+    @property
+    def cache_metrics(self) -> CacheMetrics | None:
+        """The cache's counters (hits, revalidations, not_modified, misses, evictions)."""
+        return self.cache.metrics if self.cache is not None else None
 
     def delete(
         self,
@@ -333,9 +400,12 @@ class Client:
         strict: bool | None = None,
     ) -> None:
         path = with_query(kv_path(key), w=w, consistency=consistency, strict=strict)
-        status, _, body = self._request(
-            "DELETE", path, None, _context_headers(context), self._replicas(key)
-        )
+        try:
+            status, _, body = self._request(
+                "DELETE", path, None, _context_headers(context), self._replicas(key)
+            )
+        finally:
+            _invalidate(self.cache, key)
         _check(status, body)
 
     # -- token-aware routing
@@ -507,8 +577,10 @@ class AsyncClient:
         token: str | None = None,
         token_aware: bool = False,
         ring_refresh: float = 10.0,
+        cache: ClientCache | bool | None = None,
     ) -> None:
         self.endpoints = parse_endpoints(endpoints)
+        self.cache = make_cache(cache)  # see ringkv.client_cache
         self.timeout = timeout
         self.token_aware = token_aware
         self.ring_refresh = ring_refresh
@@ -531,7 +603,12 @@ class AsyncClient:
         strict: bool | None = None,
     ) -> str:
         path = with_query(kv_path(key), w=w, consistency=consistency, strict=strict)
-        status, headers, body = await self._request("PUT", path, value, _context_headers(context))
+        try:
+            status, headers, body = await self._request(
+                "PUT", path, value, _context_headers(context)
+            )
+        finally:
+            _invalidate(self.cache, key)
         _check(status, body)
         return headers.get(_CONTEXT, "")
 
@@ -542,10 +619,20 @@ class AsyncClient:
         r: Level = None,
         consistency: str | None = None,
         strict: bool | None = None,
+        max_staleness: float | None = None,
+        if_none_match: str | None = None,
     ) -> GetResult:
+        """As `Client.get`."""
         path = with_query(kv_path(key), r=r, consistency=consistency, strict=strict)
-        status, headers, body = await self._request("GET", path)
-        return _get_result(status, headers.get(_CONTEXT), body)
+        plan = _plan(self.cache, key, max_staleness, if_none_match)
+        if plan is not None and plan.serve:
+            return self.cache.cached(plan)  # type: ignore[union-attr,no-any-return]
+        answer = await self._request("GET", path, None, _read_headers(plan, if_none_match))
+        return _finish_read(self.cache, plan, answer)
+
+    @property
+    def cache_metrics(self) -> CacheMetrics | None:
+        return self.cache.metrics if self.cache is not None else None
 
     async def delete(
         self,
@@ -557,7 +644,10 @@ class AsyncClient:
         strict: bool | None = None,
     ) -> None:
         path = with_query(kv_path(key), w=w, consistency=consistency, strict=strict)
-        status, _, body = await self._request("DELETE", path, None, _context_headers(context))
+        try:
+            status, _, body = await self._request("DELETE", path, None, _context_headers(context))
+        finally:
+            _invalidate(self.cache, key)
         _check(status, body)
 
     async def status(self) -> dict[str, Any]:
