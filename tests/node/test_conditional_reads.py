@@ -6,9 +6,13 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -279,3 +283,56 @@ def test_if_none_match_on_the_client(cluster: Cluster) -> None:
     result = kv.get("explicit", if_none_match=tag)
     assert result.not_modified and result.value is None and result.etag == tag
     wait_until(lambda: not kv.get("explicit", if_none_match='"x"').not_modified, 5)
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+
+def ringkv(*args: str) -> subprocess.CompletedProcess[bytes]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("RINGKV_")}
+    return subprocess.run(
+        [sys.executable, "-m", "ringkv", *args], capture_output=True, env=base, timeout=60
+    )
+
+
+def test_cli_get_if_none_match(cluster: Cluster) -> None:
+    endpoint = ("--endpoint", cluster.node(1).url)
+    cluster.client(0).put("script", b"payload")
+    first = ringkv("get", "script", "--json", *endpoint)
+    assert first.returncode == 0, first.stderr
+    tag = json.loads(first.stdout)["etag"]
+    unchanged = ringkv("get", "script", "--if-none-match", tag, *endpoint)
+    assert (unchanged.returncode, unchanged.stdout) == (6, b"")
+    as_json = ringkv("get", "script", "--if-none-match", tag, "--json", *endpoint)
+    assert as_json.returncode == 6
+    assert json.loads(as_json.stdout) == {"not_modified": True, "etag": tag}
+    kv = cluster.client(0)
+    kv.put("script", b"changed", context=kv.get("script").context)
+    changed = ringkv("get", "script", "--if-none-match", tag, *endpoint)
+    assert (changed.returncode, changed.stdout) == (0, b"changed")
+    malformed = ringkv("get", "script", "--if-none-match", "no-quotes", *endpoint)
+    assert malformed.returncode == 2 and b"If-None-Match" in malformed.stderr
+
+
+def test_bench_cache_smoke(cluster: Cluster, tmp_path: Path) -> None:
+    """Bounded: 300 requests or 3 s per run, 50 keys."""
+    common = ["bench", "--endpoint", cluster.node(0).url, "--keys", "50", "--zipf", "0.99",
+              "--value-bytes", "2048", "--max-requests", "300", "--duration", "3",
+              "--warmup", "0", "--quiet", "--concurrency", "4", "--seed", "1"]  # fmt: skip
+    documents = {}
+    for name, extra in (
+        ("off", ["--preload"]), ("revalidate", ["--cache"]),
+        ("stale", ["--cache", "--max-staleness", "5"]),
+    ):  # fmt: skip
+        out = tmp_path / f"{name}.json"
+        done = ringkv(*common, *extra, "--json", str(out))
+        assert done.returncode == 0, done.stderr
+        assert b"bytes received per read" in done.stdout
+        documents[name] = json.loads(out.read_text())["runs"][0]["ops"]["read"]
+    assert "cache" not in documents["off"]
+    revalidate, stale = documents["revalidate"], documents["stale"]
+    assert revalidate["cache"]["not_modified"] > 0 and revalidate["statuses"].get("304")
+    assert stale["cache"]["hits"] > 0
+    # short runs start cold (every key a miss once), so only the direction is checked
+    assert revalidate["bytes_per_read"] < documents["off"]["bytes_per_read"]
+    assert stale["bytes_per_read"] < documents["off"]["bytes_per_read"]
