@@ -167,3 +167,10 @@ def test_bounds_and_byte_accounting_hold_under_any_sequence(
         assert len(cache) <= max_entries
         assert cache.bytes <= max_bytes
         assert cache.bytes == sum(e.size for e in cache._entries.values())
+
+
+def test_a_caller_changing_a_served_answer_does_not_change_the_entry() -> None:
+    cache = ClientCache(clock=Clock(), max_staleness=10)
+    fill(cache, b"k", GetResult(True, None, [b"x", b"y"], "c", '"t"'))
+    cache.cached(cache.plan(b"k")).siblings.append(b"junk")
+    assert cache.cached(cache.plan(b"k")).siblings == [b"x", b"y"]

@@ -79,6 +79,12 @@ class ReadPlan:
     epoch: int
 
 
+def _served(entry: _Entry, age: float) -> Any:
+    """The cached answer, with its own list of siblings (a caller may change it)."""
+    result = entry.result
+    return dataclasses.replace(result, siblings=list(result.siblings), from_cache=True, age=age)
+
+
 def _size(key: bytes, result: Any, etag: str) -> int:
     values = result.siblings if result.siblings else ([result.value] if result.value else [])
     return (
@@ -143,7 +149,7 @@ class ClientCache:
     def cached(self, plan: ReadPlan) -> Any:
         """The result a hit serves."""
         assert plan.entry is not None
-        return dataclasses.replace(plan.entry.result, from_cache=True, age=plan.age)
+        return _served(plan.entry, plan.age)
 
     def complete(self, plan: ReadPlan, status: int, etag: str | None, result: Any) -> Any:
         """Finish a read that went to a node: ``status`` and ``etag`` of the answer, ``result``
@@ -155,7 +161,7 @@ class ClientCache:
                 entry = plan.entry
                 if current and self._entries.get(plan.key) is entry:
                     self._entries[plan.key] = dataclasses.replace(entry, validated=self.clock())
-                return dataclasses.replace(entry.result, from_cache=True, age=0.0)
+                return _served(entry, 0.0)
             if current:
                 self._store(plan.key, result, etag)
             return result

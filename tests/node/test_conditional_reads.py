@@ -336,3 +336,21 @@ def test_bench_cache_smoke(cluster: Cluster, tmp_path: Path) -> None:
     # short runs start cold (every key a miss once), so only the direction is checked
     assert revalidate["bytes_per_read"] < documents["off"]["bytes_per_read"]
     assert stale["bytes_per_read"] < documents["off"]["bytes_per_read"]
+
+
+def test_a_coordinator_without_a_copy_revalidates_from_digests(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """N=1 on two nodes: n1 holds about half the keys; for the others it has no copy of its
+    own, so a digest that does not match needs a second, full read."""
+    with Cluster(tmp_path_factory.mktemp("no-copy"), nodes=2, replication_factor=1) as two:
+        kv = two.client(1)
+        for i in range(8):
+            kv.put(f"k{i}", b"first %d" % i)
+        tags = {i: request(two, f"/v1/kv/k{i}")[1]["etag"] for i in range(8)}
+        for i in range(8):
+            assert request(two, f"/v1/kv/k{i}", {"If-None-Match": tags[i]})[0] == 304
+            kv.put(f"k{i}", b"second %d" % i, context=kv.get(f"k{i}").context)
+            status, headers, body = request(two, f"/v1/kv/k{i}", {"If-None-Match": tags[i]})
+            assert (status, body) == (200, b"second %d" % i) and headers["etag"] != tags[i]
+            assert "x-ringkv-context" in headers
