@@ -9,12 +9,20 @@ from hypothesis import strategies as st
 from ringkv.core.validators import (
     IfNoneMatch,
     MalformedCondition,
+    digest_of_record,
     etag_of,
     has_value,
     not_modified,
     parse_if_none_match,
 )
-from ringkv.core.versions import VClock, Version, context_of, merge_siblings
+from ringkv.core.versions import (
+    MalformedRecord,
+    VClock,
+    Version,
+    context_of,
+    encode_record,
+    merge_siblings,
+)
 
 
 def version(actor: str, counter: int, value: bytes | None = b"v", **ctx: int) -> Version:
@@ -154,3 +162,18 @@ def test_a_list_of_tags_matches_each_of_its_members(raw: list[str], weak: bool) 
         assert not_modified(condition, "W/" + tag, True)
     other = '"not-one-of-them~"'  # ~ is not in the alphabet above
     assert not not_modified(condition, other, True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(version_sets)
+def test_the_digest_of_an_encoded_record_is_its_tag_and_whether_it_has_a_value(
+    vs: tuple[Version, ...],
+) -> None:
+    record = encode_record(vs) if vs else b""
+    assert digest_of_record(record) == (etag_of(vs), has_value(vs))
+
+
+@pytest.mark.parametrize("record", [b"\xc1", b"\x93\x01", b"\x91\x92\xa1a\x01", b"\x01"])
+def test_an_undecodable_record_has_no_digest(record: bytes) -> None:
+    with pytest.raises(MalformedRecord):
+        digest_of_record(record)

@@ -116,12 +116,12 @@ def test_a_revalidation_moves_digests_only_when_the_replicas_agree(tmp_path: Pat
     coordinator = _coordinator(tmp_path, agreeing, "--read-repair-chance", "0")  # type: ignore[arg-type]
     coordinator.storage.merge(b"k", mine, "siblings")
 
-    etag, found, versions = asyncio.run(coordinator.get_digest(b"k", QUORUM))
-    assert (etag, found, versions) == (etag_of(mine), True, mine)
+    etag, found, load = asyncio.run(coordinator.get_digest(b"k", QUORUM))
+    assert load is not None and (etag, found, load()) == (etag_of(mine), True, mine)
     assert [verb for _, verb in agreeing.calls] == ["read_digest"]
 
     differing = _DigestPeers({a: [etag_of(newer), True] for a in everywhere}, everywhere)
     coordinator.messaging = differing  # type: ignore[assignment]
-    etag, found, versions = asyncio.run(coordinator.get_digest(b"k", QUORUM))
-    assert (etag, found, versions) == (etag_of(newer), True, newer)
+    etag, found, load = asyncio.run(coordinator.get_digest(b"k", QUORUM))
+    assert load is not None and (etag, found, load()) == (etag_of(newer), True, newer)
     assert [verb for _, verb in differing.calls][:2] == ["read_digest", "read"]

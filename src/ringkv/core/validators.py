@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import msgpack
 
-from ringkv.core.versions import Version
+from ringkv.core.versions import MalformedRecord, Version
 
 #: The digest size of an entity tag, in bytes (22 base64url characters).
 ETAG_DIGEST_BYTES = 16
@@ -41,10 +41,29 @@ class MalformedCondition(ValueError):
 
 def etag_of(versions: Iterable[Version]) -> str:
     """The strong entity tag (quoted) of a key's version set, tombstones included."""
-    dots = sorted(v.dot for v in versions)
+    return _etag_of_dots([v.dot for v in versions])
+
+
+def _etag_of_dots(dots: list[tuple[str, int]]) -> str:
+    dots.sort()
     packed = msgpack.packb([list(d) for d in dots], use_bin_type=True)
     digest = hashlib.blake2b(packed, digest_size=ETAG_DIGEST_BYTES, person=b"ringkv-etag").digest()
     return '"' + base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii") + '"'
+
+
+def digest_of_record(record: bytes) -> tuple[str, bool]:
+    """``(etag_of(versions), has_value(versions))`` of an encoded record
+    (``versions.encode_record``; ``b""`` for none), without building its versions: what a
+    replica answers to a digest read."""
+    if not record:
+        return _etag_of_dots([]), False
+    try:
+        raw = msgpack.unpackb(record, raw=False, strict_map_key=True)
+        dots = [(str(item[0]), int(item[1])) for item in raw]
+        found = any(item[4] is not None for item in raw)
+    except (ValueError, TypeError, IndexError, KeyError, msgpack.ExtraData) as exc:
+        raise MalformedRecord(f"undecodable record: {exc}") from exc
+    return _etag_of_dots(dots), found
 
 
 def has_value(versions: Iterable[Version]) -> bool:

@@ -27,12 +27,13 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 from ringkv.core.placement import Replica, preference_list, sloppy_preference_list
 from ringkv.core.quorum import Quorum
 from ringkv.core.ring import key_hash
-from ringkv.core.validators import etag_of, has_value
+from ringkv.core.validators import digest_of_record, etag_of, has_value
 from ringkv.core.versions import (
     HLC_LOGICAL_BITS,
     VClock,
@@ -82,6 +83,14 @@ def _decode_digest(raw: Any) -> tuple[str, bool]:
 
 
 _DIGEST_READ = ("read_digest", _decode_digest)
+
+
+def _same(versions: tuple[Version, ...]) -> tuple[Version, ...]:
+    return versions
+
+
+def _decoded(record: bytes) -> tuple[Version, ...]:
+    return decode_record(record) if record else ()
 
 
 class Unavailable(Exception):
@@ -407,29 +416,35 @@ class Coordinator:
 
     async def get_digest(
         self, key: bytes, quorum: Quorum
-    ) -> tuple[str, bool, tuple[Version, ...] | None]:
-        """A revalidation read (``If-None-Match``): (entity tag, has a value, versions or None).
+    ) -> tuple[str, bool, Callable[[], tuple[Version, ...]] | None]:
+        """A revalidation read (``If-None-Match``): (entity tag, has a value, a function
+        returning the versions, or None).
 
         R replicas are asked for the digest of their copy (``read_digest``: its entity tag)
         instead of the copy itself, as Cassandra's digest reads, so a value that has not changed
         crosses no link. When the R answers agree, that is the read's answer -- merging equal
-        sets gives the same set -- and the versions come along when the coordinator's own copy
-        was one of them. When they differ (or a replica does not know the verb) this is a full
-        read, with its read repair."""
+        sets gives the same set -- and the versions can be had when the coordinator's own copy
+        was one of them (decoded only when asked: a 304 never needs them). When they differ
+        (or a replica does not know the verb) this is a full read, with its read repair."""
         replicas, live, _ = self.targets(key, quorum.strict, reading=True)
         if len(replicas) < quorum.required:  # a ring smaller than N
             quorum = Quorum(quorum.n, len(replicas), quorum.strict)
         if len(live) < quorum.required or not live:
             raise Unavailable(quorum.required, len(live))
-        local: tuple[Version, ...] | None = None
+        local: Callable[[], tuple[Version, ...]] | None = None
         digests: dict[str, tuple[str, bool]] = {}
         remote: list[Replica] = []
         for replica in live:
-            if replica.node == self.node_id:
-                local = self._local_read(key, replica.hint_for)
-                digests[self.node_id] = (etag_of(local), has_value(local))
-            else:
+            if replica.node != self.node_id:
                 remote.append(replica)
+            elif replica.hint_for:
+                versions = self._local_read(key, replica.hint_for)
+                digests[self.node_id] = (etag_of(versions), has_value(versions))
+                local = partial(_same, versions)
+            else:
+                record = self.storage.get_raw(key) or b""
+                digests[self.node_id] = digest_of_record(record)
+                local = partial(_decoded, record)
         need = quorum.required - len(digests)
         if need < len(remote):
             self._order(remote)
@@ -448,7 +463,7 @@ class Coordinator:
         else:
             self.metrics.digest_reads.labels("unsupported").inc()
         versions = await self.get(key, quorum)
-        return etag_of(versions), has_value(versions), versions
+        return etag_of(versions), has_value(versions), partial(_same, versions)
 
     async def _read_quorum(
         self,
@@ -609,7 +624,9 @@ class Coordinator:
     def handle_read_digest(self, body: dict[str, Any]) -> list[Any]:
         """The digest of a replica's copy of a key: [entity tag, has a value]."""
         hint_for = body.get("hint_for")
-        versions = self._local_read(bytes(body["key"]), str(hint_for) if hint_for else None)
+        if not hint_for:  # from the stored bytes, without decoding the versions
+            return list(digest_of_record(self.storage.get_raw(bytes(body["key"])) or b""))
+        versions = self._local_read(bytes(body["key"]), str(hint_for))
         return [etag_of(versions), has_value(versions)]
 
     async def handle_coordinate_put(self, body: dict[str, Any]) -> dict[str, Any]:

@@ -397,10 +397,11 @@ async def handle_get(node: Node, request: Request) -> Response:
         condition = _if_none_match(request)
         versions = None
         if condition is not None:  # a revalidation: the replicas send digests, not values
-            etag, found, versions = await _call(node.coordinator.get_digest(key, quorum))
+            etag, found, load = await _call(node.coordinator.get_digest(key, quorum))
             if not_modified(condition, etag, found):
                 outcome = "304"
                 return Response(304, b"", _validators(node, etag))
+            versions = load() if load is not None else None
         if versions is None:
             versions = await _call(node.coordinator.get(key, quorum))
         etag = etag_of(versions)
