@@ -205,6 +205,9 @@ def main() -> int:
     parser.add_argument("--hot-keys", type=int, default=200)
     parser.add_argument("--cpu-reads", type=int, default=4000)
     parser.add_argument("--cpu-rounds", type=int, default=5)
+    parser.add_argument(
+        "--parts", default="workload,cpu", help="which measurements (default workload,cpu)"
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny sizes")
     parser.add_argument("--json", metavar="FILE")
     args = parser.parse_args()
@@ -224,7 +227,8 @@ def main() -> int:
                     kv.put(f"cache:{key}", os.urandom(args.value_bytes), w="all")
                 url = cluster.node(0).url
                 runs: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}
-                for round_ in range(args.rounds):
+                parts = set(args.parts.split(","))
+                for round_ in range(args.rounds if "workload" in parts else 0):
                     for mode in MODES:
                         result = workload(url, mode, args, seed=round_)
                         runs[mode].append(result)
@@ -235,20 +239,22 @@ def main() -> int:
                     kv.put(name, os.urandom(args.value_bytes), w="all")
                     tags[name] = kv.get(name, r="all").etag or ""
                 cpu: dict[str, list[float]] = {"full": [], "304": []}
-                for _ in range(args.cpu_rounds):
+                for _ in range(args.cpu_rounds if "cpu" in parts else 0):
                     for kind in ("full", "304"):
                         cpu[kind].append(cpu_batch(cluster, kind, tags, args))
                 print(json.dumps({"cpu_ms_per_read": cpu}), flush=True)
         finally:
             cluster.stop()
-    summary = {
+    summary: dict[str, Any] = {
         mode: {
             "reads_per_second": spread([r["reads_per_second"] for r in runs[mode]]),
             "bytes_per_read": spread([r["bytes_per_read"] for r in runs[mode]]),
         }
         for mode in MODES
+        if runs[mode]
     }
-    summary["server_cpu_ms_per_read"] = {kind: spread(v) for kind, v in cpu.items()}
+    if cpu["full"]:
+        summary["server_cpu_ms_per_read"] = {kind: spread(v) for kind, v in cpu.items()}
     document.update(runs=runs, cpu=cpu, summary=summary, loadavg_after=os.getloadavg())
     print(json.dumps(summary, indent=2))
     if args.json:
