@@ -41,6 +41,9 @@ def test_a_miss_then_a_revalidation_then_a_304_serves_the_cached_answer() -> Non
     assert cache.metrics.as_dict() == {
         "hits": 0, "revalidations": 1, "not_modified": 1, "misses": 1, "evictions": 0,
     }  # fmt: skip
+    assert cache.metrics["304s"] == cache.metrics["not_modified"] == 1
+    with pytest.raises(KeyError):
+        cache.metrics["nope"]
 
 
 def test_a_changed_answer_replaces_the_entry() -> None:
@@ -132,6 +135,11 @@ def test_the_cache_argument() -> None:
     assert isinstance(make_cache(True), ClientCache)
     cache = ClientCache()
     assert make_cache(cache) is cache
+    from_mapping = make_cache({"max_bytes": 1000, "max_entries": 3, "max_staleness": 0.5})
+    assert from_mapping is not None
+    assert (from_mapping.max_bytes, from_mapping.max_entries, from_mapping.max_staleness) == (
+        1000, 3, 0.5,
+    )  # fmt: skip
     with pytest.raises(TypeError):
         make_cache(5)  # type: ignore[arg-type]
     with pytest.raises(ValueError):

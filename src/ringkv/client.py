@@ -31,7 +31,7 @@ import os
 import ssl
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -321,7 +321,7 @@ class Client:
         token_aware: bool = False,
         ring_refresh: float = 10.0,
         ssl_context: ssl.SSLContext | None = None,
-        cache: ClientCache | bool | None = None,
+        cache: ClientCache | Mapping[str, Any] | bool | None = None,
     ) -> None:
         self.endpoints = parse_endpoints(endpoints)
         self.cache = make_cache(cache)  # see ringkv.client_cache
@@ -577,7 +577,7 @@ class AsyncClient:
         token: str | None = None,
         token_aware: bool = False,
         ring_refresh: float = 10.0,
-        cache: ClientCache | bool | None = None,
+        cache: ClientCache | Mapping[str, Any] | bool | None = None,
     ) -> None:
         self.endpoints = parse_endpoints(endpoints)
         self.cache = make_cache(cache)  # see ringkv.client_cache

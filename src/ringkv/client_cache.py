@@ -58,6 +58,16 @@ class CacheMetrics:
     def as_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)
 
+    def __getitem__(self, name: str) -> int:
+        """``metrics["hits"]``; ``"304s"`` is ``not_modified``."""
+        if name not in _NAMES:
+            raise KeyError(name)
+        return int(getattr(self, _ALIASES.get(name, name)))
+
+
+_ALIASES = {"304s": "not_modified"}
+_NAMES = frozenset({f.name for f in dataclasses.fields(CacheMetrics)} | set(_ALIASES))
+
 
 @dataclass(frozen=True, slots=True)
 class _Entry:
@@ -201,12 +211,16 @@ class ClientCache:
             self.metrics.evictions += 1
 
 
-def make_cache(cache: ClientCache | bool | None) -> ClientCache | None:
-    """The ``cache=`` argument of the clients: a ClientCache, True (defaults) or None/False."""
+def make_cache(cache: ClientCache | Mapping[str, Any] | bool | None) -> ClientCache | None:
+    """The ``cache=`` argument of the clients: a ClientCache, its keyword arguments as a
+    mapping (``{"max_bytes": ..., "max_entries": ..., "max_staleness": ...}``), True (the
+    defaults), or None/False (no cache)."""
     if cache is None or cache is False:
         return None
     if cache is True:
         return ClientCache()
     if isinstance(cache, ClientCache):
         return cache
-    raise TypeError("cache must be a ClientCache, True or None")
+    if isinstance(cache, Mapping):
+        return ClientCache(**cache)
+    raise TypeError("cache must be a ClientCache, a mapping of its arguments, True or None")
