@@ -175,6 +175,7 @@ def test_bounds_and_byte_accounting_hold_under_any_sequence(
         assert len(cache) <= max_entries
         assert cache.bytes <= max_bytes
         assert cache.bytes == sum(e.size for e in cache._entries.values())
+        assert not cache._reads  # every read was counted out
 
 
 def test_a_caller_changing_a_served_answer_does_not_change_the_entry() -> None:
@@ -182,3 +183,24 @@ def test_a_caller_changing_a_served_answer_does_not_change_the_entry() -> None:
     fill(cache, b"k", GetResult(True, None, [b"x", b"y"], "c", '"t"'))
     cache.cached(cache.plan(b"k")).siblings.append(b"junk")
     assert cache.cached(cache.plan(b"k")).siblings == [b"x", b"y"]
+
+
+def test_a_write_of_another_key_does_not_stop_a_read_from_storing() -> None:
+    cache = ClientCache(clock=Clock())
+    planned = cache.plan(b"k")
+    cache.invalidate(b"other")
+    fresh = value(b"v", '"e"')
+    cache.complete(planned, 200, '"e"', fresh)
+    assert b"k" in cache
+
+
+def test_reads_in_flight_are_counted_out_by_complete_or_abandon() -> None:
+    cache = ClientCache(clock=Clock())
+    first, second = cache.plan(b"k"), cache.plan(b"k")
+    cache.abandon(first)  # an error: nothing to cache
+    cache.invalidate(b"k")  # a write returns while the second read is in flight
+    cache.complete(second, 200, '"e"', value(b"old", '"e"'))
+    assert b"k" not in cache and not cache._reads
+    third = cache.plan(b"k")  # after the write: stored
+    cache.complete(third, 200, '"e2"', value(b"new", '"e2"'))
+    assert b"k" in cache and not cache._reads

@@ -606,17 +606,22 @@ class Load:
                     {**self.headers, **plan.headers} if plan and plan.headers else self.headers
                 )
                 url = yarl.URL(f"{base}{key}{self.read_query}", encoded=True)
-                async with self.session.get(url, headers=headers) as resp:
-                    body = await resp.read()
-                    status = resp.status
-                    ok = 200 <= status < 300 or status in (300, 304, 404)
-                self.read_bytes += (
-                    len(body) + 19 + sum(len(k) + len(v) + 4 for k, v in resp.raw_headers)
-                )
-                if plan is not None and ok and self.cache is not None:
-                    lowered = {k.lower(): v for k, v in resp.headers.items()}
-                    result = None if status == 304 else _get_result(status, lowered, body)
-                    self.cache.complete(plan, status, lowered.get("etag"), result)
+                try:
+                    async with self.session.get(url, headers=headers) as resp:
+                        body = await resp.read()
+                        status = resp.status
+                        ok = 200 <= status < 300 or status in (300, 304, 404)
+                    self.read_bytes += (
+                        len(body) + 19 + sum(len(k) + len(v) + 4 for k, v in resp.raw_headers)
+                    )
+                    if plan is not None and ok:
+                        lowered = {k.lower(): v for k, v in resp.headers.items()}
+                        result = None if status == 304 else _get_result(status, lowered, body)
+                        self.cache.complete(plan, status, lowered.get("etag"), result)  # type: ignore[union-attr]
+                        plan = None
+                finally:
+                    if plan is not None:  # no answer to cache
+                        self.cache.abandon(plan)  # type: ignore[union-attr]
             if ok and not self.settings.blind_writes and status != 404:
                 context = resp.headers.get(CONTEXT_HEADER)
                 if context is not None:

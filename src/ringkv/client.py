@@ -275,9 +275,17 @@ def _finish_read(
     status, headers, body = answer
     if cache is None or plan is None:
         return _get_result(status, headers, body)
-    revalidated = status == 304 and plan.entry is not None
-    result = None if revalidated else _get_result(status, headers, body)
+    try:
+        result = None if status == 304 and plan.entry is not None else _get_result(*answer)
+    except BaseException:
+        cache.abandon(plan)
+        raise
     return cache.complete(plan, status, headers.get("etag"), result)  # type: ignore[no-any-return]
+
+
+def _abandon(cache: ClientCache | None, plan: ReadPlan | None) -> None:
+    if cache is not None and plan is not None:
+        cache.abandon(plan)
 
 
 def _plan(
@@ -380,9 +388,13 @@ class Client:
         plan = _plan(self.cache, key, max_staleness, if_none_match)
         if plan is not None and plan.serve:
             return self.cache.cached(plan)  # type: ignore[union-attr,no-any-return]
-        answer = self._request(
-            "GET", path, None, _read_headers(plan, if_none_match), self._replicas(key)
-        )
+        try:
+            answer = self._request(
+                "GET", path, None, _read_headers(plan, if_none_match), self._replicas(key)
+            )
+        except BaseException:
+            _abandon(self.cache, plan)
+            raise
         return _finish_read(self.cache, plan, answer)
 
     @property
@@ -627,7 +639,11 @@ class AsyncClient:
         plan = _plan(self.cache, key, max_staleness, if_none_match)
         if plan is not None and plan.serve:
             return self.cache.cached(plan)  # type: ignore[union-attr,no-any-return]
-        answer = await self._request("GET", path, None, _read_headers(plan, if_none_match))
+        try:
+            answer = await self._request("GET", path, None, _read_headers(plan, if_none_match))
+        except BaseException:
+            _abandon(self.cache, plan)
+            raise
         return _finish_read(self.cache, plan, answer)
 
     @property

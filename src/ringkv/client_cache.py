@@ -86,7 +86,7 @@ class ReadPlan:
     serve: bool
     age: float
     headers: Mapping[str, str]
-    epoch: int
+    epoch: int  # writes of the key through the client seen when the read was planned
 
 
 def _served(entry: _Entry, age: float) -> Any:
@@ -128,7 +128,8 @@ class ClientCache:
         self.metrics = CacheMetrics()
         self.bytes = 0
         self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
-        self._epoch = 0  # bumped by every write through the client
+        # key -> [reads of it in flight, writes of it through the client since the first]
+        self._reads: dict[bytes, list[int]] = {}
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -145,16 +146,22 @@ class ClientCache:
         limit = self.max_staleness if max_staleness is None else max_staleness
         with self._lock:
             entry = self._entries.get(key)
+            age = 0.0
+            if entry is not None:
+                self._entries.move_to_end(key)
+                age = max(0.0, self.clock() - entry.validated)
+                if limit is not None and age <= limit:
+                    self.metrics.hits += 1
+                    return ReadPlan(key, entry, True, age, {}, 0)
+            state = self._reads.get(key)
+            if state is None:
+                state = self._reads[key] = [0, 0]
+            state[0] += 1
             if entry is None:
                 self.metrics.misses += 1
-                return ReadPlan(key, None, False, 0.0, {}, self._epoch)
-            self._entries.move_to_end(key)
-            age = max(0.0, self.clock() - entry.validated)
-            if limit is not None and age <= limit:
-                self.metrics.hits += 1
-                return ReadPlan(key, entry, True, age, {}, self._epoch)
+                return ReadPlan(key, None, False, 0.0, {}, state[1])
             self.metrics.revalidations += 1
-            return ReadPlan(key, entry, False, age, {IF_NONE_MATCH: entry.etag}, self._epoch)
+            return ReadPlan(key, entry, False, age, {IF_NONE_MATCH: entry.etag}, state[1])
 
     def cached(self, plan: ReadPlan) -> Any:
         """The result a hit serves."""
@@ -165,7 +172,8 @@ class ClientCache:
         """Finish a read that went to a node: ``status`` and ``etag`` of the answer, ``result``
         its GetResult (None for a 304). Returns what the read returns."""
         with self._lock:
-            current = plan.epoch == self._epoch  # no write through this client since the plan
+            # stored only when no write of the key through this client returned meanwhile
+            current = self._finish(plan)
             if status == 304 and plan.entry is not None:
                 self.metrics.not_modified += 1
                 entry = plan.entry
@@ -176,19 +184,38 @@ class ClientCache:
                 self._store(plan.key, result, etag)
             return result
 
+    def abandon(self, plan: ReadPlan) -> None:
+        """A read that went to a node ended without an answer to cache (an error)."""
+        with self._lock:
+            self._finish(plan)
+
+    def _finish(self, plan: ReadPlan) -> bool:
+        """Count the read out; True when no write of its key came back since its plan."""
+        state = self._reads.get(plan.key)
+        if state is None:
+            return False
+        current = state[1] == plan.epoch
+        state[0] -= 1
+        if state[0] <= 0:
+            del self._reads[plan.key]
+        return current
+
     # -- writes through the client
 
     def invalidate(self, key: bytes) -> None:
         """A write or delete of ``key`` through this client returned (or failed)."""
         with self._lock:
-            self._epoch += 1
+            state = self._reads.get(key)
+            if state is not None:
+                state[1] += 1
             entry = self._entries.pop(key, None)
             if entry is not None:
                 self.bytes -= entry.size
 
     def clear(self) -> None:
         with self._lock:
-            self._epoch += 1
+            for state in self._reads.values():
+                state[1] += 1
             self._entries.clear()
             self.bytes = 0
 
