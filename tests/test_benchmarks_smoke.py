@@ -28,6 +28,14 @@ def test_ring_balance_benchmark_runs_and_meets_the_balance_target() -> None:
 
 
 @pytest.mark.slow
+def test_client_cache_benchmark_quick_run(tmp_path: Path) -> None:
+    result = tmp_path / "cache.json"
+    run("benchmarks/client_cache.py", "--quick", "--json", str(result), timeout=180)
+    summary = json.loads(result.read_text())["summary"]
+    assert set(summary) == {"off", "revalidate", "stale", "server_cpu_ms_per_read"}
+
+
+@pytest.mark.slow
 def test_latency_benchmark_quick_run(tmp_path: Path) -> None:
     result = tmp_path / "latency.json"
     run("benchmarks/latency.py", "--quick", "--json", str(result), timeout=180)

@@ -33,7 +33,8 @@ EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 EXIT_SIBLINGS = 4
 EXIT_OTHER = 5
-EXIT_CONDITION = 6  # a conditional write's condition failed (HTTP 412)
+# A condition decided: a conditional write failed (412), or get found it unchanged (304).
+EXIT_CONDITION = 6
 # The admin commands reuse the numbers with meanings of the same kind:
 EXIT_CANCELLED = 1  # admin --wait/--watch: the change ended cancelled
 EXIT_FAILED = 3  # admin --wait/--watch: the change failed, stalled or outlived --wait-timeout
@@ -51,7 +52,8 @@ exit codes:
      admin request refused with HTTP 409 (another ring change is running, or the node is not
      in a state that allows it)
   5  any other error answered by a node (for example HTTP 500)
-  6  put/delete with --if-none-match or --if-match: the condition failed (HTTP 412)
+  6  put/delete with --if-none-match or --if-match: the condition failed (HTTP 412);
+     get --if-none-match: not modified (HTTP 304), nothing printed on stdout
 
 examples:
   ringkv local up
@@ -194,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     quorum_flags(get, "r")
     get.add_argument(
         "--fail-on-siblings", action="store_true", help="exit 4 when concurrent values come back"
+    )
+    get.add_argument(
+        "--if-none-match",
+        metavar="ETAG",
+        help="read only if changed: exit 6 and print nothing while the version named by ETAG "
+        "(from an earlier get --json, quoted: '\"...\"'; or *) is still current",
     )
     get.set_defaults(handler=cmd_get)
 
@@ -376,8 +384,16 @@ def cmd_put(args: argparse.Namespace) -> int:
 def cmd_get(args: argparse.Namespace) -> int:
     with make_client(args) as client:
         result = client.get(
-            os.fsencode(args.key), r=args.r, consistency=args.consistency, strict=args.strict
+            os.fsencode(args.key),
+            r=args.r,
+            consistency=args.consistency,
+            strict=args.strict,
+            if_none_match=args.if_none_match,
         )
+    if result.not_modified:
+        if args.json:
+            print_json({"not_modified": True, "etag": result.etag})
+        return EXIT_CONDITION
     if args.json:
         print_json(
             {
@@ -386,6 +402,7 @@ def cmd_get(args: argparse.Namespace) -> int:
                 "siblings": [{"value": b64(v)} for v in result.siblings],
                 "context": result.context,
                 "ttl": result.ttl,
+                "etag": result.etag,
             }
         )
     elif not result.found:

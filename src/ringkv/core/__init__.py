@@ -3,6 +3,7 @@
 - ``ring``: the 64-bit consistent-hash ring with virtual nodes, token allocation and ownership.
 - ``placement``: the zone-aware preference list of replicas for a key (riak_core's ``get_apl``).
 - ``versions``: vector clocks, dotted versions, sibling sets, tombstones and hybrid logical clocks.
+- ``validators``: the ETag of a version set and the If-None-Match rules of reads.
 - ``quorum``: r/w levels, consistency presets and their validation.
 - ``failure_detector``: the phi accrual failure detector, fed heartbeat arrival times.
 - ``gossip``: versioned endpoint states and the digest exchange that spreads membership.

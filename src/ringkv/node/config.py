@@ -48,6 +48,7 @@ class NodeConfig:
     max_client_connections: int = 4096
     read_repair_chance: float = 0.1
     speculative_read_delay: float = 0.1
+    cache_max_age: int = 0
     client_timeout: float = 30.0
     max_siblings: int = 100
     min_free_bytes: int = 64 * 1024 * 1024
@@ -159,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
         "need (0.1; 0: only anti-entropy compares them)")  # fmt: skip
     add("speculative-read-delay", type=float, default=0.1,
         help="seconds before a read also asks the replicas it skipped (0.1)")  # fmt: skip
+    add("cache-max-age", type=int, default=0,
+        help="seconds reads may be served from HTTP caches without revalidation "
+        "(Cache-Control: max-age); 0: no-cache, every reuse revalidates (0)")  # fmt: skip
     add("max-client-connections", type=int, default=4096,
         help="open client connections at once; more get 503 and are closed")  # fmt: skip
     add("client-timeout", type=float, default=30.0,
@@ -235,6 +239,7 @@ def parse_args(argv: Sequence[str] | None) -> NodeConfig:
             max_client_connections=int(ns.max_client_connections),
             read_repair_chance=float(ns.read_repair_chance),
             speculative_read_delay=float(ns.speculative_read_delay),
+            cache_max_age=int(ns.cache_max_age),
             client_timeout=float(ns.client_timeout),
             max_siblings=int(ns.max_siblings),
             min_free_bytes=int(ns.min_free_bytes),
@@ -323,6 +328,8 @@ def validate(c: NodeConfig) -> list[str]:
         problems.append("--tls-ca-file needs --tls-cert-file and --tls-key-file")
     if not 0 <= c.read_repair_chance <= 1:
         problems.append("--read-repair-chance must be between 0 and 1")
+    if not 0 <= c.cache_max_age <= 86400:
+        problems.append("--cache-max-age must be between 0 and 86400 seconds")
     if not c.speculative_read_delay > 0:
         problems.append("--speculative-read-delay must be positive")
     if c.anti_entropy_interval < 0 or c.tombstone_grace < 0:

@@ -159,6 +159,13 @@ class NodeMetrics:
         self.read_repairs = Counter(
             "ringkv_read_repairs", "Stale replicas updated by read repair", registry=r
         )
+        self.digest_reads = _Family(
+            "ringkv_digest_reads",
+            "Revalidation reads (If-None-Match) by outcome: the replicas' digests agreed, "
+            "differed (a full read followed), or a replica could not answer digests",
+            ("outcome",),
+            registry=r,
+        )
         self.forwarded = Counter(
             "ringkv_forwarded_requests",
             "Writes forwarded to a replica because this node does not hold the key",

@@ -23,6 +23,14 @@ import ringkv
 from ringkv.core.conditions import PRECONDITION_FAILED
 from ringkv.core.expiry import live_versions
 from ringkv.core.quorum import Operation, Quorum, QuorumError, resolve
+from ringkv.core.validators import (
+    IfNoneMatch,
+    MalformedCondition,
+    etag_of,
+    has_value,
+    not_modified,
+    parse_if_none_match,
+)
 from ringkv.core.versions import (
     MAX_CONTEXT_CHARS,
     MalformedContext,
@@ -205,6 +213,8 @@ class Node:
             return self.coordinator.handle_replicate(body)
         if verb == "read":
             return self.coordinator.handle_read(body)
+        if verb == "read_digest":
+            return self.coordinator.handle_read_digest(body)
         if verb == "replicate_batch":
             return self.coordinator.handle_replicate_batch(body)
         if verb == "heartbeat":
@@ -396,21 +406,52 @@ def _count(node: Node, op: str, started: float, outcome: str) -> None:
 _OCTETS = "application/octet-stream"
 
 
+def _if_none_match(request: Request) -> IfNoneMatch | None:
+    """The read's If-None-Match (repeated field lines arrive joined, RFC 9110 §5.3)."""
+    header = request.headers.get("if-none-match")
+    if header is None:
+        return None
+    try:
+        return parse_if_none_match(header)
+    except MalformedCondition as exc:
+        raise ApiError(400, "bad_request", str(exc)) from None
+
+
+def cache_control(max_age: int) -> str:
+    """What a read allows caches: revalidate every time, unless the cluster allows an age."""
+    return f"max-age={max_age}" if max_age > 0 else "no-cache"
+
+
 async def handle_get(node: Node, request: Request) -> Response:
     started = time.perf_counter()
     outcome = "error"
     try:
         key = _key(request)
         quorum = _quorum(request, node)
-        versions = await _call(node.coordinator.get(key, quorum))
-        now_ms = int(time.time() * 1000)
+        condition = _if_none_match(request)
+        now_ms = int(time.time() * 1000)  # expiry is judged against this node's clock
+        versions = None
+        if condition is not None:  # a revalidation: the replicas send digests, not values
+            etag, found, load = await _call(node.coordinator.get_digest(key, quorum, now_ms))
+            if not_modified(condition, etag, found):
+                outcome = "304"
+                return Response(304, b"", _validators(node, etag))
+            versions = load() if load is not None else None
+        if versions is None:
+            versions = await _call(node.coordinator.get(key, quorum))
+        etag = etag_of(versions, now_ms)
+        if not_modified(condition, etag, has_value(versions, now_ms)):
+            outcome = "304"
+            return Response(304, b"", _validators(node, etag))
         live = live_versions(versions, now_ms)  # expired values read as absent
         if len(live) == 1:
             outcome = "200"
             context = encode_context(context_of(versions))
             headers = [(CONTEXT_HEADER, context), *ttl_headers(live[0], now_ms)]
+            headers += _validators(node, etag)
             return Response(200, live[0].value or b"", headers, _OCTETS)
         headers = [(CONTEXT_HEADER, encode_context(context_of(versions)))] if versions else []
+        headers += _validators(node, etag)
         if not live:
             outcome = "404"
             return json_response({"error": "not_found", "message": "key not found"}, 404, headers)
@@ -422,6 +463,10 @@ async def handle_get(node: Node, request: Request) -> Response:
         raise
     finally:
         _count(node, "get", started, outcome)
+
+
+def _validators(node: Node, etag: str) -> list[tuple[str, str]]:
+    return [("ETag", etag), ("Cache-Control", cache_control(node.config.cache_max_age))]
 
 
 async def _write(node: Node, request: Request, op: str, value: bytes | None) -> Response:
