@@ -75,6 +75,7 @@ class _Entry:
     etag: str
     validated: float  # clock() when a node last confirmed it
     size: int
+    expires: float | None = None  # clock() when its value expires (the answer's ttl), if ever
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,10 +90,14 @@ class ReadPlan:
     epoch: int  # writes of the key through the client seen when the read was planned
 
 
-def _served(entry: _Entry, age: float) -> Any:
-    """The cached answer, with its own list of siblings (a caller may change it)."""
+def _served(entry: _Entry, age: float, now: float) -> Any:
+    """The cached answer, with its own list of siblings (a caller may change it) and its
+    remaining ttl."""
     result = entry.result
-    return dataclasses.replace(result, siblings=list(result.siblings), from_cache=True, age=age)
+    ttl = result.ttl if entry.expires is None else max(0, int(entry.expires - now))
+    return dataclasses.replace(
+        result, siblings=list(result.siblings), from_cache=True, age=age, ttl=ttl
+    )
 
 
 def _size(key: bytes, result: Any, etag: str) -> int:
@@ -149,8 +154,11 @@ class ClientCache:
             age = 0.0
             if entry is not None:
                 self._entries.move_to_end(key)
-                age = max(0.0, self.clock() - entry.validated)
-                if limit is not None and age <= limit:
+                now = self.clock()
+                age = max(0.0, now - entry.validated)
+                # never serve a value past its expiry without asking: it reads as absent there
+                live = entry.expires is None or now < entry.expires
+                if limit is not None and age <= limit and live:
                     self.metrics.hits += 1
                     return ReadPlan(key, entry, True, age, {}, 0)
             state = self._reads.get(key)
@@ -166,7 +174,7 @@ class ClientCache:
     def cached(self, plan: ReadPlan) -> Any:
         """The result a hit serves."""
         assert plan.entry is not None
-        return _served(plan.entry, plan.age)
+        return _served(plan.entry, plan.age, self.clock())
 
     def complete(self, plan: ReadPlan, status: int, etag: str | None, result: Any) -> Any:
         """Finish a read that went to a node: ``status`` and ``etag`` of the answer, ``result``
@@ -179,7 +187,7 @@ class ClientCache:
                 entry = plan.entry
                 if current and self._entries.get(plan.key) is entry:
                     self._entries[plan.key] = dataclasses.replace(entry, validated=self.clock())
-                return _served(entry, 0.0)
+                return _served(entry, 0.0, self.clock())
             if current:
                 self._store(plan.key, result, etag)
             return result
@@ -230,7 +238,10 @@ class ClientCache:
         size = _size(key, result, etag)
         if size > self.max_bytes:
             return
-        self._entries[key] = _Entry(result, etag, self.clock(), size)
+        now = self.clock()
+        ttl = getattr(result, "ttl", None)
+        expires = now + ttl if ttl is not None else None
+        self._entries[key] = _Entry(result, etag, now, size, expires)
         self.bytes += size
         while self.bytes > self.max_bytes or len(self._entries) > self.max_entries:
             _, evicted = self._entries.popitem(last=False)
