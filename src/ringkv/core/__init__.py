@@ -8,4 +8,5 @@
 - ``gossip``: versioned endpoint states and the digest exchange that spreads membership.
 - ``merkle``: hash trees over token ranges, updated incrementally, compared by anti-entropy.
 - ``streaming``: which ranges move from where to where when the ring changes.
+- ``cleanup``: when a node may delete the ranges it gave away, and which.
 """

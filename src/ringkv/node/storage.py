@@ -302,6 +302,34 @@ class Storage:
         """Every record in ring order."""
         return self._scan_linear(0, RING_SIZE - 1)
 
+    def delete_range(self, lo: int, hi: int) -> None:
+        """Delete every record whose ring position lies in [lo, hi] with one RocksDB range
+        tombstone (no per-key work; compaction reclaims the space). Change listeners are not
+        told: callers delete only ranges no Merkle tree covers."""
+        first = lo.to_bytes(8, "big")
+        # Past the last position: any key of position hi (8 bytes + a key of at most 256 bytes)
+        # sorts before hi's 8 bytes followed by 0xff * 512.
+        last = (hi + 1).to_bytes(8, "big") if hi + 1 < RING_SIZE else b"\xff" * 520
+        self.ensure_writable()
+        self._db.delete_range(first, last, self.write_options)
+
+    def compact(self) -> None:
+        """Compact the records (blocking: run it in a worker thread); drops what range deletes
+        covered, so disk use and the key estimate fall."""
+        self._db.compact_range(None, None)
+
+    def flush(self) -> None:
+        """Write the memtables to SST files (blocking: run it in a worker thread)."""
+        self._db.flush()
+
+    def sst_bytes(self) -> int:
+        return int(self._db.property_int_value("rocksdb.total-sst-files-size") or 0)
+
+    def disk_bytes(self) -> int:
+        """RocksDB's own size on disk: its SST files plus the memtables not flushed yet."""
+        mem = self._db.property_int_value("rocksdb.cur-size-all-mem-tables") or 0
+        return self.sst_bytes() + int(mem)
+
     # -- node metadata --------------------------------------------------------------------------
 
     def get_meta(self, name: str) -> object | None:
