@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.core.test_placement import rings
 
 from ringkv.core import gossip as g
 from ringkv.core.cleanup import (
@@ -17,7 +18,6 @@ from ringkv.core.cleanup import (
 )
 from ringkv.core.placement import preference_list
 from ringkv.core.ring import RING_SIZE, Ring, allocate_tokens, initial_tokens
-from tests.core.test_placement import rings
 
 NOW = 1_000_000_000
 
@@ -52,7 +52,7 @@ def test_after_a_join_the_old_owner_cleans_exactly_what_it_gave_away() -> None:
     plan = cleanup_plan("n1", FOUR, FOUR, 3, members(FOUR), NOW)
     assert plan.hold is None and plan.ready and not plan.waiting
     # every foreign range was n1's before n4 joined (z1 is shared by n1 and n4 now)
-    for start, end in plan.ready:
+    for _start, end in plan.ready:
         assert "n1" in {r.node for r in preference_list(THREE, end, 3)}
         assert "n1" not in {r.node for r in preference_list(FOUR, end, 3)}
     # n2 and n3 are the only nodes of their zones: they replicate everything

@@ -175,7 +175,8 @@ async def _late_writes(peer: str, single: bytes, batched: bytes) -> Any:
     svc = MessagingService("late-writer", "127.0.0.1", port, nothing)
     await svc.start()
     try:
-        wire = [version_to_wire(Version("late#1", 1, VClock.empty(), b"late", int(time.time() * 1000) << 16))]  # fmt: skip
+        stamp = int(time.time() * 1000) << 16
+        wire = [version_to_wire(Version("late#1", 1, VClock.empty(), b"late", stamp))]
         try:
             single_answer: Any = await svc.request(
                 peer, "replicate", {"key": single, "versions": wire}, 5.0
@@ -195,7 +196,7 @@ def test_a_late_write_for_a_range_given_away_reaches_the_new_owners(make_cluster
         nodes=4, zones=3, start=False, extra_args=["--anti-entropy-interval", "0"]
     )
     keys = [f"w{i}" for i in range(300)]
-    before, after = grow_to_four(cluster, keys)
+    _before, after = grow_to_four(cluster, keys)
     cleaned(cluster)
     away = [f"late{i}" for i in range(400) if "n1" not in replicas(after, f"late{i}")]
     single, batched = away[0], away[1]
