@@ -80,6 +80,7 @@ def test_pending_cancelled_and_unconfirmed_changes_hold_cleanup_back() -> None:
     assert "does not see ring" in str(hold_reason("n1", FOUR, FOUR, behind, NOW))
     dead_behind = {**ok, "n3": MemberInfo(g.NORMAL, False, ring_version=THREE.version)}
     assert hold_reason("n1", FOUR, FOUR, dead_behind, NOW) is None  # cannot route writes
+    assert "just started" in str(hold_reason("n1", FOUR, FOUR, ok, NOW, started_ms=NOW - 10))
     leaving = {**ok, "n1": MemberInfo(g.LEAVING, True, ring_version=FOUR.version)}
     assert "not a normal ring member" in str(hold_reason("n1", FOUR, FOUR, leaving, NOW))
     assert "not a normal ring member" in str(hold_reason("n9", FOUR, FOUR, ok, NOW))

@@ -215,3 +215,42 @@ def test_a_late_write_for_a_range_given_away_reaches_the_new_owners(make_cluster
     assert metric(cluster.node(0).url, "ringkv_stored_keys") <= sum(
         1 for k in keys if "n1" in replicas(after, k)
     )
+
+
+def test_cleanup_is_throttled_and_resumes_after_a_restart(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    cluster = make_cluster(
+        nodes=4, zones=3, start=False,
+        extra_args=["--anti-entropy-interval", "0", "--cleanup-rate", "50000"],
+    )  # fmt: skip
+    keys = [f"t{i}" for i in range(1500)]
+    for i in range(3):
+        cluster.node(i).start()
+    cluster.wait_ready(60)
+    load(cluster, keys, b"x" * 1000)
+    cluster.node(3).start()
+    last_change(cluster, "join", "n4")
+    cluster.wait_ready(60)
+    after = ring_of(cluster.client(0))
+    given_away = sum(1 for k in keys if "n1" not in replicas(after, k))
+
+    def deleting() -> dict[str, Any] | None:
+        report = cluster.client(0).status()["cleanup"]
+        return report if report["state"] == "running" and report["keys_done"] > 0 else None
+
+    first = wait_until(deleting, 60, interval=0.1, message="n1 deleting")
+    assert first["keys_total"] == given_away
+    assert first["keys_done"] < given_away  # throttled: one batch, then a pause
+    cluster.node(0).kill()  # mid-cleanup
+    cluster.node(0).start()
+    cluster.wait_ready(60)
+    reports = cleaned(cluster)
+    resumed = reports["n1"]
+    # the restart went on from the saved position instead of starting over
+    assert resumed["ranges_resumed"] > 0
+    assert resumed["keys_total"] == given_away - first["keys_done"], (resumed, first)
+    assert resumed["keys_done"] == resumed["keys_total"]
+    stored = metric(cluster.node(0).url, "ringkv_stored_keys")
+    assert abs(stored - (len(keys) - given_away)) <= 3
+    with Client(cluster.urls) as client:
+        for key in keys:
+            assert client.get(key, r="all").found, key

@@ -9,7 +9,8 @@ period, and a later change that hands the range back to the old node brings the 
 This module decides, as a pure function of the ring, the members' states and what they report,
 whether a node may clean now and which ranges (``cleanup_plan``):
 
-- the node itself must be a ``normal`` ring member, and no change may be pending: the future
+- the node must have run for ``START_SETTLE_MS`` (its ring is complete), be a ``normal`` ring
+  member, and no change may be pending: the future
   ring equals the ring, nobody is ``joining``/``leaving``/``replacing`` (alive or not: an
   interrupted change resumes), no removal is running, no node holds a dead node's place waiting
   for an admin ``replace`` (``starting`` with tokens), no change was cancelled or failed within
@@ -36,6 +37,7 @@ __all__ = [
     "CHANGE_STATUSES",
     "CLEANUP_STATES",
     "SETTLE_MS",
+    "START_SETTLE_MS",
     "CleanupPlan",
     "MemberInfo",
     "cleanup_plan",
@@ -49,6 +51,9 @@ __all__ = [
 CHANGE_STATUSES = (g.JOINING, g.LEAVING, g.REPLACING)
 #: A cancelled or failed change holds cleanup back this long (views of the ring settle first).
 SETTLE_MS = 10_000
+#: A node that has just started holds cleanup this long: its ring may still be partial until
+#: gossip has told it of every member, and a partial ring misplaces ranges.
+START_SETTLE_MS = 5_000
 #: What a node reports about its cleanup (``/v1/status``, ``/v1/admin/progress``):
 #: ``pending`` (its ring has changed, cleanup has not started), ``held`` (waiting, with a
 #: reason), ``running``, ``done`` (nothing it does not replicate is left for this ring).
@@ -109,8 +114,12 @@ def hold_reason(
     future_ring: Ring,
     members: Mapping[str, MemberInfo],
     now_ms: int,
+    started_ms: int = 0,
 ) -> str | None:
-    """Why ``node`` may not clean anything now, or None (see the module docstring)."""
+    """Why ``node`` may not clean anything now, or None (see the module docstring).
+    ``started_ms``: when this node (its view of the cluster) started."""
+    if now_ms - started_ms < START_SETTLE_MS:
+        return "just started: waiting for gossip to settle"
     me = members.get(node)
     if node not in ring or me is None or me.status != g.NORMAL:
         return f"{node} is not a normal ring member"
@@ -142,9 +151,10 @@ def cleanup_plan(
     n: int,
     members: Mapping[str, MemberInfo],
     now_ms: int,
+    started_ms: int = 0,
 ) -> CleanupPlan:
     """What ``node`` may clean now."""
-    hold = hold_reason(node, ring, future_ring, members, now_ms)
+    hold = hold_reason(node, ring, future_ring, members, now_ms, started_ms)
     if hold is not None:
         return CleanupPlan(hold)
     ready: list[Range] = []

@@ -118,6 +118,7 @@ class Cleanup:
             "cleaned_ring": self.cleaned_ring,
         }
         self._forced = False
+        self._started_ms = int(time.time() * 1000)
         self._wake: asyncio.Event | None = None
         self._published_at = 0.0
         self._budget = 0.0
@@ -254,8 +255,9 @@ class Cleanup:
 
     def _plan(self, ring: Ring) -> CleanupPlan:
         m = self.membership
+        now = int(time.time() * 1000)
         return cleanup_plan(
-            self.node_id, ring, m.future_ring, self.n, self._members(), int(time.time() * 1000)
+            self.node_id, ring, m.future_ring, self.n, self._members(), now, self._started_ms
         )
 
     async def step(self) -> None:
@@ -282,8 +284,9 @@ class Cleanup:
         m = self.membership
         if m.ring != ring:
             raise Interrupted("the ring changed")
+        now = int(time.time() * 1000)
         hold = hold_reason(
-            self.node_id, ring, m.future_ring, self._members(), int(time.time() * 1000)
+            self.node_id, ring, m.future_ring, self._members(), now, self._started_ms
         )
         if hold is not None:
             raise Interrupted(hold)
@@ -306,6 +309,8 @@ class Cleanup:
             state="running", reason=None, ranges_total=len(ready), ranges_done=0,
             keys_total=0, bytes_total=0, keys_done=0, bytes_done=0, keys_handed_off=0,
             hints_redirected=0, started_ms=int(time.time() * 1000),
+            # ranges picked up where an earlier run (before a restart) stopped
+            ranges_resumed=sum(1 for s, e in ready if _rkey(s, e) in positions),
         )  # fmt: skip
         for start, end in ready:
             keys, size = await self._stats(positions.get(_rkey(start, end), start), end)
