@@ -56,8 +56,9 @@ SETTLE_MS = 10_000
 START_SETTLE_MS = 5_000
 #: What a node reports about its cleanup (``/v1/status``, ``/v1/admin/progress``):
 #: ``pending`` (its ring has changed, cleanup has not started), ``held`` (waiting, with a
-#: reason), ``running``, ``done`` (nothing it does not replicate is left for this ring).
-CLEANUP_STATES = ("pending", "held", "running", "done")
+#: reason), ``running``, ``done`` (nothing it does not replicate is left for this ring);
+#: ``unknown`` in ``/v1/admin/progress`` for a member that reports none (an older version).
+CLEANUP_STATES = ("pending", "held", "running", "done", "unknown")
 
 Range = tuple[int, int]  # ring positions (start, end], wrapping when start >= end
 

@@ -161,7 +161,10 @@ class Cleanup:
         for node in ring.nodes:
             state = self.membership.gossiper.states.get(node)
             report = dict((state.get(g.CLEANUP) if state is not None else None) or {})
-            if report.get("ring") != ring.version:
+            if not report:
+                # a member that publishes no cleanup (an older version, mid-upgrade)
+                report.update(state="unknown", reason="reports no cleanup")
+            elif report.get("ring") != ring.version:
                 report["state"] = "pending"
             report["node"] = node
             report["alive"] = self.membership.is_alive(node)
@@ -169,14 +172,16 @@ class Cleanup:
         return out
 
     def cluster_pending(self) -> list[str]:
-        """Ring members whose cleanup for the current ring is not done (dead ones included)."""
-        return [r["node"] for r in self.cluster_reports() if r.get("state") != "done"]
+        """Ring members whose cleanup for the current ring is not done (dead ones included;
+        not those that report no cleanup at all, or a rolling upgrade would wait on them)."""
+        return [r["node"] for r in self.cluster_reports() if r["state"] not in ("done", "unknown")]
 
     def cluster_clean(self) -> bool:
         """No change pending and every ring member done cleaning for the current ring: the
         condition for purging tombstones (see the module docstring)."""
         m = self.membership
-        return m.future_ring == m.ring and not self.cluster_pending()
+        reports = self.cluster_reports()
+        return m.future_ring == m.ring and all(r["state"] == "done" for r in reports)
 
     # -- peer verbs -----------------------------------------------------------------------------
 

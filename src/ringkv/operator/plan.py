@@ -620,10 +620,10 @@ def decide(
         # 7. after a ring change: wait until every node has cleaned what it gave away
         if ring.cleanup_pending:
             progress = cleanup_progress(ring)
-            pending = ", ".join(ring.cleanup_pending)
+            cleaning = ", ".join(ring.cleanup_pending)
             progressing = (
                 "CleaningUp",
-                f"waiting for {pending} to delete the ranges they no longer replicate "
+                f"waiting for {cleaning} to delete the ranges they no longer replicate "
                 f"({progress['percent']}%)",
             )
             break
