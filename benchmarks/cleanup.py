@@ -47,13 +47,13 @@ READ_INTERVAL = 0.004  # seconds between two reads of the reader thread (about 2
 IDLE_SECONDS = 6.0
 
 
-async def preload(urls: list[str], keys: int, value: bytes) -> None:
+async def preload(urls: list[str], keys: int, value_bytes: int) -> None:
     client = AsyncClient(urls)
     gate = asyncio.Semaphore(32)
 
     async def one(i: int) -> None:
-        async with gate:
-            await client.put(f"k{i}", value, w="all")
+        async with gate:  # a value of its own per key: RocksDB compresses repeats away
+            await client.put(f"k{i}", os.urandom(value_bytes), w="all")
 
     await asyncio.gather(*(one(i) for i in range(keys)))
     await client.close()
@@ -143,7 +143,7 @@ def main() -> int:
                 node.start()
             cluster.wait_ready(60)
             started = time.monotonic()
-            asyncio.run(preload(cluster.urls[:3], args.keys, os.urandom(args.value_bytes)))
+            asyncio.run(preload(cluster.urls[:3], args.keys, args.value_bytes))
             print(f"preloaded {args.keys} keys in {time.monotonic() - started:.1f} s", flush=True)
             before = measure(cluster, [0, 1, 2])
             for node in cluster.nodes[:3]:

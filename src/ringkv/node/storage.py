@@ -298,6 +298,19 @@ class Storage:
             except MalformedRecord:
                 continue
 
+    def sizes(self, start: int, end: int) -> Iterator[int]:
+        """The stored size (key and encoded record) of every record in (start, end], in ring
+        order, without decoding them (wrapping when start >= end)."""
+        for first, last in ((start + 1, end),) if start < end else (
+            (start + 1, RING_SIZE - 1), (0, end)
+        ):  # fmt: skip
+            if first > last:
+                continue
+            for raw_key, raw in self._db.items(from_key=first.to_bytes(8, "big")):
+                if int.from_bytes(raw_key[:8], "big") > last:
+                    break
+                yield len(raw_key) - 8 + len(raw)
+
     def items(self) -> Iterator[tuple[int, bytes, tuple[Version, ...]]]:
         """Every record in ring order."""
         return self._scan_linear(0, RING_SIZE - 1)
@@ -336,10 +349,12 @@ class Storage:
         raw = self._meta.get(name.encode())
         return None if raw is None else msgpack.unpackb(raw, raw=False)
 
-    def put_meta(self, name: str, value: object) -> None:
-        sync = WriteOptions()
-        sync.sync = True  # metadata is rare and must not be lost
-        self._meta.put(name.encode(), msgpack.packb(value, use_bin_type=True), sync)
+    def put_meta(self, name: str, value: object, sync: bool = True) -> None:
+        """Metadata is rare and must not be lost: synced, unless the caller says it may be
+        (a position saved after every batch of a long job)."""
+        options = WriteOptions()
+        options.sync = sync
+        self._meta.put(name.encode(), msgpack.packb(value, use_bin_type=True), options)
 
     # -- statistics and lifecycle ---------------------------------------------------------------
 
