@@ -220,7 +220,7 @@ def test_a_late_write_for_a_range_given_away_reaches_the_new_owners(make_cluster
 def test_cleanup_is_throttled_and_resumes_after_a_restart(make_cluster) -> None:  # type: ignore[no-untyped-def]
     cluster = make_cluster(
         nodes=4, zones=3, start=False,
-        extra_args=["--anti-entropy-interval", "0", "--cleanup-rate", "50000"],
+        extra_args=["--anti-entropy-interval", "0", "--cleanup-rate", "25000"],
     )  # fmt: skip
     keys = [f"t{i}" for i in range(1500)]
     for i in range(3):
@@ -247,7 +247,8 @@ def test_cleanup_is_throttled_and_resumes_after_a_restart(make_cluster) -> None:
     resumed = reports["n1"]
     # the restart went on from the saved position instead of starting over
     assert resumed["ranges_resumed"] > 0
-    assert resumed["keys_total"] == given_away - first["keys_done"], (resumed, first)
+    # (n1 may have deleted one more batch between our look and the kill)
+    assert resumed["keys_total"] <= given_away - first["keys_done"], (resumed, first)
     assert resumed["keys_done"] == resumed["keys_total"]
     stored = metric(cluster.node(0).url, "ringkv_stored_keys")
     assert abs(stored - (len(keys) - given_away)) <= 3
