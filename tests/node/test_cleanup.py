@@ -6,6 +6,8 @@ away is applied on the new owners (or refused), never dropped."""
 from __future__ import annotations
 
 import asyncio
+import http.client
+import json
 import time
 from typing import Any
 
@@ -48,14 +50,27 @@ def cleaned(cluster: Cluster, timeout: float = 90) -> dict[str, Any]:
     return wait_until(done, timeout, interval=0.3, message="cleanup done on every node")
 
 
-def grow_to_four(cluster: Cluster, keys: list[str]) -> tuple[Ring, Ring]:
-    """Start n1..n3, load ``keys``, join n4 (zone z1, with n1); return the rings."""
-    for i in range(3):
-        cluster.node(i).start()
-    cluster.wait_ready(60)
-    load(cluster, keys)
+def grow_to_four(cluster: Cluster, keys: list[str], value: bytes = b"v1") -> tuple[Ring, Ring]:
+    """Start n1..n3, load ``keys``, join n4 (zone z1, with n1); return the rings. n4 starts
+    with the others (so no client connection can take its ports meanwhile) and waits to be
+    told to join."""
+    cluster.node(3).args += ["--auto-join", "false"]
+    for node in cluster.nodes:
+        node.start()
+    for node in cluster.nodes[:3]:
+        node.wait_ready(60)
+    wait_until(
+        lambda: (
+            all(m["alive"] for m in cluster.client(0).status()["members"])
+            and len(cluster.client(0).status()["members"]) == 4
+            and cluster.client(0).status()["cluster"]["ring_nodes"] == 3
+        ),
+        60,
+        message="n1..n3 formed, n4 waiting",
+    )
+    load(cluster, keys, value)
     before = ring_of(cluster.client(0))
-    cluster.node(3).start()
+    cluster.client(3).admin("join", "n4")
     last_change(cluster, "join", "n4")
     cluster.wait_ready(60)
     return before, ring_of(cluster.client(0))
@@ -82,6 +97,17 @@ def test_after_a_join_the_old_owner_keeps_only_what_it_replicates(make_cluster) 
     with Client(cluster.urls) as client:
         for key in keys:  # nothing lost: every replica of every key still holds it
             assert client.get(key, r="all").value == b"v1", key
+    # bad requests get the documented JSON errors
+    for body, status, code in (
+        (b"[1]", 400, "bad_request"),
+        (b'{"node": 7}', 400, "bad_request"),
+        (b'{"node": "n9"}', 404, "unknown_node"),
+    ):
+        conn = http.client.HTTPConnection("127.0.0.1", cluster.node(1).port, timeout=5)
+        conn.request("POST", "/v1/admin/cleanup", body, {"Content-Type": "application/json"})
+        answer = conn.getresponse()
+        assert answer.status == status and json.loads(answer.read())["error"] == code, body
+        conn.close()
     # run again by hand: nothing more to delete, nothing lost
     answer = cluster.client(1).cleanup("n1")
     assert answer["nodes"][0]["accepted"]
@@ -223,14 +249,7 @@ def test_cleanup_is_throttled_and_resumes_after_a_restart(make_cluster) -> None:
         extra_args=["--anti-entropy-interval", "0", "--cleanup-rate", "25000"],
     )  # fmt: skip
     keys = [f"t{i}" for i in range(1500)]
-    for i in range(3):
-        cluster.node(i).start()
-    cluster.wait_ready(60)
-    load(cluster, keys, b"x" * 1000)
-    cluster.node(3).start()
-    last_change(cluster, "join", "n4")
-    cluster.wait_ready(60)
-    after = ring_of(cluster.client(0))
+    _before, after = grow_to_four(cluster, keys, b"x" * 1000)
     given_away = sum(1 for k in keys if "n1" not in replicas(after, k))
 
     def deleting() -> dict[str, Any] | None:
