@@ -242,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
         "cleanup", "delete the ranges nodes no longer replicate now (runs by itself after changes)"
     )
     cleanup.add_argument("--node", metavar="NODE", help="only on this node (default: every one)")
+    wait_flags(cleanup, "--wait", "wait until every node asked has finished")
     cleanup.set_defaults(handler=cmd_admin_cleanup)
 
     progress = admin_command("progress", "show the running (or the last) ring change")
@@ -404,16 +405,47 @@ def cmd_admin_change(args: argparse.Namespace) -> int:
 
 
 def cmd_admin_cleanup(args: argparse.Namespace) -> int:
+    """cleanup [--node N] [--wait]: run cleanup now; with --wait, until each node finished
+    (exit 0), or 3 when --wait-timeout runs out (a node held back: see the reason)."""
     with make_client(args) as client:
         answer = client.cleanup(args.node)
+        rows = answer.get("nodes", [])
+        if not args.json:
+            for row in rows:
+                started = "started" if row.get("accepted") else f"not reached: {row.get('error')}"
+                print(f"cleanup on {row.get('node')}: {started}", flush=True)
+        if not args.wait:
+            if args.json:
+                print_json(answer)
+            else:
+                print("watch it with: ringkv admin progress")
+            return EXIT_OK
+        asked = {str(r["node"]): int(r.get("requested_ms") or 0) for r in rows if r.get("accepted")}
+        deadline = time.monotonic() + args.wait_timeout
+        reports: list[dict[str, Any]] = []
+        while True:
+            try:
+                reports = client.progress().get("cleanup") or []
+            except RingkvError:
+                reports = []
+            by_node = {str(r.get("node")): r for r in reports}
+            finished = [
+                n for n, since in asked.items()
+                if by_node.get(n, {}).get("state") == "done"
+                and int(by_node[n].get("finished_ms") or 0) >= since
+            ]  # fmt: skip
+            if len(finished) == len(asked) or time.monotonic() >= deadline:
+                break
+            time.sleep(POLL_SECONDS)
+    done = len(finished) == len(asked)
+    shown = [r for r in reports if str(r.get("node")) in asked]
     if args.json:
-        print_json(answer)
+        print_json({**answer, "outcome": "done" if done else "timeout", "cleanup": shown})
     else:
-        for row in answer.get("nodes", []):
-            started = "started" if row.get("accepted") else f"not reached: {row.get('error')}"
-            print(f"cleanup on {row.get('node')}: {started}")
-        print("watch it with: ringkv admin progress")
-    return EXIT_OK
+        print("\n".join(format_cleanup(shown)))
+        print("cleanup done" if done else "cleanup still running or held after "
+              f"{format_duration(args.wait_timeout)}")  # fmt: skip
+    return EXIT_OK if done else EXIT_FAILED
 
 
 def cmd_admin_progress(args: argparse.Namespace) -> int:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -108,17 +110,16 @@ def test_after_a_join_the_old_owner_keeps_only_what_it_replicates(make_cluster) 
         answer = conn.getresponse()
         assert answer.status == status and json.loads(answer.read())["error"] == code, body
         conn.close()
-    # run again by hand: nothing more to delete, nothing lost
-    answer = cluster.client(1).cleanup("n1")
-    assert answer["nodes"][0]["accepted"]
-    wait_until(
-        lambda: (
-            cluster.client(0).status()["cleanup"]["state"] == "done"
-            and metric(n1, "ringkv_cleanup_keys_total") == len(keys) - mine
-        ),
-        30,
-        message="the re-run settles",
-    )
+    # run again by hand (asked of n2): nothing more to delete, nothing lost
+    rerun = subprocess.run(
+        [sys.executable, "-m", "ringkv", "admin", "cleanup", "--node", "n1", "--wait",
+         "--wait-timeout", "60", "--endpoint", cluster.node(1).url],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "cleanup on n1: started" in rerun.stdout and "cleanup done" in rerun.stdout
+    assert cluster.client(0).status()["cleanup"]["state"] == "done"
+    assert metric(n1, "ringkv_cleanup_keys_total") == len(keys) - mine
 
 
 def test_deletes_stay_deleted_through_grow_purge_and_shrink(make_cluster) -> None:  # type: ignore[no-untyped-def]

@@ -130,9 +130,15 @@ class Cleanup:
     def request_run(self) -> dict[str, Any]:
         """Clean again now, even if this ring was cleaned already (``ringkv admin cleanup``)."""
         self._forced = True
+        requested = int(time.time() * 1000)
+        if self.report["state"] != "running":
+            self._set("pending", reason="asked to run")
         if self._wake is not None:
             self._wake.set()
-        return {"accepted": True, "node": self.node_id, "state": self.report["state"]}
+        return {
+            "accepted": True, "node": self.node_id, "state": self.report["state"],
+            "requested_ms": requested,
+        }  # fmt: skip
 
     def status(self) -> dict[str, Any]:
         return {
@@ -271,7 +277,7 @@ class Cleanup:
             self._set("done", reason=None)
             return
         if self.report["state"] == "done":
-            self._set("pending", reason="the ring changed")
+            self._set("pending", reason="asked to run" if self._forced else "the ring changed")
         else:
             self._publish(force=True)  # the ring we see, so others can tell we agree
         plan = self._plan(ring)

@@ -828,8 +828,9 @@ def _status(
 def scaling_blocked(spec: ClusterSpec, observed: Observed) -> bool:
     """Whether autoscaling must leave spec.replicas alone now: a scaling step not carried out
     yet (the StatefulSets do not add up to spec.replicas), a ring change under way or its
-    cleanup not finished, or a node that is not up -- a pod missing or not ready (a new node before and after its join), a
-    member not alive or not ``normal``. Only a settled cluster gets its next step."""
+    cleanup not finished, or a node that is not up -- a pod missing or not ready (a new node
+    before and after its join), a member not alive or not ``normal``. Only a settled cluster
+    gets its next step."""
     counts = sts_replicas(spec, observed)
     if sum(counts.values()) != spec.replicas:
         return True
