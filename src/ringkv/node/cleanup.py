@@ -68,6 +68,7 @@ BATCH_BYTES = 256 * 1024
 LOOP_SECONDS = 1.0
 META_KEY = "cleanup"
 PUBLISH_SECONDS = 1.0  # progress goes to gossip at most this often while running
+REFRESH_SECONDS = 30.0  # an unchanged report (its disk_bytes) is published again this often
 
 Batch = list[tuple[int, bytes, tuple[Version, ...]]]
 
@@ -279,7 +280,7 @@ class Cleanup:
         if self.report["state"] == "done":
             self._set("pending", reason="asked to run" if self._forced else "the ring changed")
         else:
-            self._publish(force=True)  # the ring we see, so others can tell we agree
+            self._publish()  # the ring we see (at once when new), so others can tell we agree
         plan = self._plan(ring)
         if plan.hold is not None:
             self._set("held", reason=plan.hold)
@@ -483,14 +484,18 @@ class Cleanup:
         self._publish(force=changed)
 
     def _publish(self, force: bool = False) -> None:
+        """Put the report in gossip: at most every ``PUBLISH_SECONDS`` while it changes, and
+        only every ``REFRESH_SECONDS`` (for ``disk_bytes``) while it does not."""
         now = time.monotonic()
         ring = self.membership.ring.version
-        local = self.membership.gossiper.local.get(g.CLEANUP) or {}
-        if not force and local.get("ring") == ring and now - self._published_at < PUBLISH_SECONDS:
-            return
-        self._published_at = now
         report = {k: v for k, v in self.report.items() if k != "reason" or v}
         report["ring"] = ring
+        local = self.membership.gossiper.local.get(g.CLEANUP) or {}
+        same = {k: v for k, v in local.items() if k not in ("disk_bytes", "updated_ms")} == report
+        wait = REFRESH_SECONDS if same else PUBLISH_SECONDS
+        if not force and local.get("ring") == ring and now - self._published_at < wait:
+            return
+        self._published_at = now
         report["disk_bytes"] = self.storage.disk_bytes()
         report["updated_ms"] = int(time.time() * 1000)
         self.membership.gossiper.set_app(g.CLEANUP, report)
