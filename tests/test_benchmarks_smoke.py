@@ -68,3 +68,9 @@ def test_compare_quick_run_measures_every_system_and_workload(tmp_path: Path) ->
             assert 0 <= run_["machine_steal_pct"] <= 100
     cpu_target = next(t for t in document["targets"] if "quorum write CPU" in t["target"])
     assert cpu_target["value"] > 1  # measured (ringkv-single ran): a quorum write costs more
+
+
+@pytest.mark.slow
+def test_cleanup_benchmark_quick_run() -> None:
+    out = run("benchmarks/cleanup.py", "--keys", "300", timeout=300)
+    assert "keys/s" in out and "without cleanup" in out

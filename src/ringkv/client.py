@@ -707,6 +707,13 @@ class Client:
         status, _, body = self._request("POST", f"/v1/admin/{action}", payload, _JSON_HEADERS)
         return _json(status, body)
 
+    def cleanup(self, node: str | None = None) -> dict[str, Any]:
+        """Clean the ranges a node gave away now, on ``node`` or every ring member
+        (POST /v1/admin/cleanup); progress in ``progress()["cleanup"]``."""
+        payload = json.dumps({} if node is None else {"node": node}).encode()
+        status, _, body = self._request("POST", "/v1/admin/cleanup", payload, _JSON_HEADERS)
+        return _json(status, body)
+
     def health(self) -> bool:
         """True when a node answers 200 on /health/ready."""
         try:

@@ -13,4 +13,5 @@
 - ``conditions``: conditional writes (If-None-Match / If-Match) judged against a read.
 - ``batching``: batch limits; which node is sent which keys (one message per node).
 - ``listing``: key listing in ring order: the ring's pieces, cursors, merging replicas.
+- ``cleanup``: when a node may delete the ranges it gave away, and which.
 """

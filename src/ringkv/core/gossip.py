@@ -33,6 +33,7 @@ INCARNATION = "incarnation"
 REMOVED = "removed"  # {node: generation} this member force-removed
 REMOVING = "removing"  # {"node": id, "generation": g} while this member re-replicates it
 CHANGE = "change"  # progress of the membership change this member drives
+CLEANUP = "cleanup"  # the ring this member sees and its cleanup progress (ringkv.core.cleanup)
 
 # Statuses: see ringkv.node.membership for what each means for reads, writes and the ring.
 NORMAL = "normal"

@@ -5,6 +5,8 @@
 - ``messaging``: the multiplexed node-to-node protocol (msgpack frames over TCP).
 - ``membership``: gossip, heartbeats, the phi accrual detector and the agreed ring.
 - ``coordinator``: quorum reads and writes across replicas, forwarding and read repair.
+- ``cleanup``: deletes the ranges a node gave away once a ring change is over (after handing
+  them off), and keeps late writes for them off this node.
 - ``metrics``: the node's Prometheus instruments.
 - ``http``: a small HTTP/1.1 server (asyncio protocol + httptools) with the API's limits.
 - ``server``: the node lifecycle and the HTTP API's routes and handlers.

@@ -13,8 +13,10 @@ are throttled by ``--anti-entropy-rate`` so foreground latency does not suffer.
 Tombstone purge rides on the exchanges: a tombstone-only record is removed once it is older
 than ``--tombstone-grace`` and an exchange that started after it was written has completed with
 every other replica of its range -- so every replica holds the tombstone, and deleted data
-cannot come back from one that missed the delete. Expired values (TTL) are purged the same way,
-counted as tombstones written at their expiry (``ringkv.core.expiry``).
+cannot come back from one that missed the delete -- and, through ``may_purge``, only once every
+ring member has cleaned the ranges it gave away (``ringkv.node.cleanup``), so no stale copy on
+an old owner can bring it back either. Expired values (TTL) are purged the same way, counted as
+tombstones written at their expiry (``ringkv.core.expiry``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import asyncio
 import bisect
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ringkv.core.expiry import purgeable
@@ -78,6 +80,9 @@ class AntiEntropy:
         # but at least once a minute) and in slices, so that it never stalls foreground requests.
         self._purge_every = max(config.anti_entropy_interval, min(config.tombstone_grace / 4, 60))
         self._purged_at = time.monotonic()
+        # Set by the node: False while some ring member may still hold stale copies of ranges
+        # it gave away (cleanup not finished), whose deleted values a purge would let return.
+        self.may_purge: Callable[[], bool] = lambda: True
         storage.on_change(self._on_change)
 
     # -- trees ----------------------------------------------------------------------------------
@@ -263,6 +268,8 @@ class AntiEntropy:
     async def purge_tombstones(self, now_ms: int) -> int:
         grace_ms = int(self.config.tombstone_grace * 1000)
         purged = 0
+        if not self.may_purge():
+            return 0
         for end, tree in list(self.trees.items()):
             others = [n for n in self.replicas.get(end, ()) if n != self.node_id]
             covered = min(

@@ -40,6 +40,7 @@ class NodeConfig:
     fsync: bool = False
     auto_join: bool = True
     stream_rate: float = 50 * 1024 * 1024
+    cleanup_rate: float = 32 * 1024 * 1024
     cluster_secret_file: str = ""
     auth_tokens_file: str = ""
     no_auth: bool = False
@@ -142,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("stream-rate", type=float, default=50 * 1024 * 1024,
         help="bytes per second a ring change may stream, at most (50 MiB/s)")  # fmt: skip
+    add("cleanup-rate", type=float, default=32 * 1024 * 1024,
+        help="bytes per second cleanup may delete (handing them off first), at most "
+        "(32 MiB/s)")  # fmt: skip
     add("cluster-secret-file", default="",
         help="file holding the shared secret peers must prove (HMAC) to talk to this node; "
         "without it peer traffic is unauthenticated")  # fmt: skip
@@ -231,6 +235,7 @@ def parse_args(argv: Sequence[str] | None) -> NodeConfig:
             fsync=str(ns.fsync).lower() == "true",
             auto_join=str(ns.auto_join).lower() == "true",
             stream_rate=float(ns.stream_rate),
+            cleanup_rate=float(ns.cleanup_rate),
             cluster_secret_file=ns.cluster_secret_file,
             auth_tokens_file=ns.auth_tokens_file,
             no_auth=str(ns.no_auth).lower() == "true",
@@ -300,6 +305,7 @@ def validate(c: NodeConfig) -> list[str]:
         ("--hint-window", c.hint_window),
         ("--hint-rate", c.hint_rate),
         ("--stream-rate", c.stream_rate),
+        ("--cleanup-rate", c.cleanup_rate),
         ("--max-concurrent-requests", c.max_concurrent_requests),
         ("--max-client-connections", c.max_client_connections),
         ("--client-timeout", c.client_timeout),

@@ -50,6 +50,7 @@ from ringkv.core.versions import (
     version_from_wire,
     version_to_wire,
 )
+from ringkv.node.cleanup import Cleanup
 from ringkv.node.config import NodeConfig
 from ringkv.node.hints import HintStore
 from ringkv.node.membership import Membership
@@ -112,6 +113,10 @@ class TooManySiblings(Exception):
         self.limit = limit
 
 
+class NotReplica(Exception):
+    """A replica write for a key this node does not replicate (its ring has moved on)."""
+
+
 class QuorumTimeout(Exception):
     def __init__(self, required: int, acks: int) -> None:
         super().__init__(f"{required} replicas required but only {acks} answered in time")
@@ -150,6 +155,7 @@ class Coordinator:
         self.read_repair_chance = config.read_repair_chance
         self.speculative_read_delay = config.speculative_read_delay
         self._hlc = 0
+        self.cleanup: Cleanup | None = None  # set by the node: which keys this node replicates
         self._background: set[asyncio.Future[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -639,14 +645,23 @@ class Coordinator:
         hint_for = body.get("hint_for")
         if hint_for:
             self._store_hint(str(hint_for), key, versions)
+        elif self.cleanup is not None and not self.cleanup.replicates(key_hash(key)):
+            # A late write for a range this node gave away: refused, so the coordinator does
+            # not count it and keeps a hint, which cleanup hands to the key's new replicas.
+            raise NotReplica(f"{self.node_id} does not replicate this key (the ring changed)")
         else:
             self.storage.merge(key, versions, self.mode, deferred_sync=deferred_sync, raw=record)
         return True
 
     def handle_replicate_batch(self, body: dict[str, Any]) -> int:
         applied = 0
+        cleanup = self.cleanup
+        now_ms = int(time.time() * 1000)
         for key, wire in body["items"]:
             versions = [version_from_wire(v) for v in wire]
+            if cleanup is not None and not cleanup.replicates(key_hash(bytes(key))):
+                cleanup.redirect(bytes(key), versions, now_ms)  # a late hint or repair
+                continue
             _, changed = self.storage.merge(bytes(key), versions, self.mode)
             applied += int(changed)
         return applied

@@ -208,6 +208,13 @@ class NodeMetrics:
         self.stream_bytes = Counter(
             "ringkv_stream_bytes", "Bytes streamed by ring changes this node drove", registry=r
         )
+        self.cleanup_keys = Counter(
+            "ringkv_cleanup_keys", "Records deleted by cleanup (ranges this node gave away)",
+            registry=r,
+        )  # fmt: skip
+        self.cleanup_bytes = Counter(
+            "ringkv_cleanup_bytes", "Bytes of records deleted by cleanup", registry=r
+        )
         self.sibling_warnings = Counter(
             "ringkv_sibling_warnings", "Writes that left a key with 25 or more siblings",
             registry=r,
@@ -250,6 +257,20 @@ class NodeMetrics:
         self.registry.register(_GaugeCollector(
             "ringkv_stream_remaining_bytes", "Bytes the running ring change must still stream",
             size))  # fmt: skip
+
+    def watch_cleanup(
+        self, remaining: Callable[[], tuple[int, int, int]], disk: Callable[[], int]
+    ) -> None:
+        """``remaining``: (ranges, keys, bytes) the node's cleanup has still to delete;
+        ``disk``: RocksDB's size on disk (what cleanup reclaims, once compacted)."""
+        self.registry.register(_GaugeCollector(
+            "ringkv_disk_bytes", "RocksDB's size on disk (SST files, memtables)",
+            disk))  # fmt: skip
+        for i, what in enumerate(("ranges", "keys", "bytes")):
+            self.registry.register(_GaugeCollector(
+                f"ringkv_cleanup_remaining_{what}", f"{what.capitalize()} cleanup has still to "
+                "delete (ranges this node no longer replicates)",
+                lambda i=i: remaining()[i]))  # type: ignore[misc]  # fmt: skip
 
     def watch_hints(self, pending: Callable[[], int]) -> None:
         self.registry.register(_GaugeCollector("ringkv_hints_pending", "Hints not yet delivered",

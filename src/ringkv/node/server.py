@@ -43,6 +43,7 @@ from ringkv.core.versions import (
 from ringkv.node.anti_entropy import AntiEntropy
 from ringkv.node.auth import TokenStore, load_secret
 from ringkv.node.batch import Batches
+from ringkv.node.cleanup import Cleanup
 from ringkv.node.conditional import PreconditionFailed, conditional_put
 from ringkv.node.config import NodeConfig
 from ringkv.node.coordinator import Coordinator, QuorumTimeout, TooManySiblings, Unavailable
@@ -170,6 +171,11 @@ class Node:
         self.changes = RingChanges(
             config, self.storage, self.membership, self.messaging, self.metrics
         )
+        self.cleanup = Cleanup(
+            config, self.storage, self.membership, self.messaging, self.metrics, self.hints
+        )
+        self.coordinator.cleanup = self.cleanup
+        self.anti_entropy.may_purge = self.cleanup.cluster_clean
         self.metrics.watch_storage(self.storage.approximate_keys, self.storage.approximate_bytes)
         self.metrics.watch_hints(self.hints.total_pending)
         self.metrics.watch_streaming(
@@ -181,6 +187,7 @@ class Node:
             asyncio.create_task(self.membership.run_gossip()),
             asyncio.create_task(self.handoff.run()),
             asyncio.create_task(self.changes.run()),
+            asyncio.create_task(self.cleanup.run()),
         ]
         if config.anti_entropy_interval > 0:
             self._loops.append(asyncio.create_task(self.anti_entropy.run()))
@@ -234,6 +241,10 @@ class Node:
             return self.changes.stream_batch(int(body["after"]), int(body["end"]))
         if verb == "range_stats":
             return self.changes.range_stats(int(body["start"]), int(body["end"]))
+        if verb == "cleanup_check":
+            return self.cleanup.handle_check(body)
+        if verb == "cleanup_run":
+            return self.cleanup.request_run()
         if verb == "member_view":
             return self.changes.member_view(str(body["node"]))
         if verb == "admin":
@@ -304,6 +315,7 @@ class Node:
             "hints": {"pending": self.hints.total_pending(), "by_target": dict(self.hints.pending)},
             "anti_entropy": self.anti_entropy.status(),
             "changes": self.changes.cluster_progress(),
+            "cleanup": self.cleanup.status(),
         }
 
 
@@ -638,8 +650,35 @@ async def handle_progress(node: Node, request: Request) -> Response:
             # per-transfer detail of the change this node drives (the other drivers' detail is
             # on their own /v1/admin/progress)
             "transfers": node.changes.detail,
+            # every ring member's cleanup of the ranges it gave away (ringkv.node.cleanup)
+            "cleanup": node.cleanup.cluster_reports(),
+            "cleanup_pending": node.cleanup.cluster_pending(),
         }
     )
+
+
+async def handle_cleanup(node: Node, request: Request) -> Response:
+    """POST /v1/admin/cleanup {"node": id} (or {} for every ring member): clean now."""
+    body = _admin_body(request)
+    target = body.get("node")
+    if target is not None and (not isinstance(target, str) or not target):
+        raise ApiError(400, "bad_request", 'node must be a node id: {"node": "n1"}')
+    targets = [target] if target is not None else list(node.membership.ring.nodes)
+    results = []
+    for name in targets:
+        if name == node.config.node_id:
+            results.append(node.cleanup.request_run())
+            continue
+        address = node.membership.address_of(name)
+        if address is None:
+            raise ApiError(404, "unknown_node", f"no member named {name!r}")
+        try:
+            results.append(await node.messaging.request(address, "cleanup_run", {}, 10.0))
+        except PeerError as exc:
+            if target is not None:
+                raise ApiError(503, "unavailable", f"{name} did not answer: {exc}") from None
+            results.append({"accepted": False, "node": name, "error": str(exc)})
+    return json_response({"nodes": results}, 202)
 
 
 async def handle_metrics(node: Node, request: Request) -> Response:
@@ -739,6 +778,7 @@ class Api:
         router.add("POST", "/v1/admin/plan", partial(handle_plan, node))
         for method, path, handler in data_routes():
             router.add(method, path, partial(handler, node))
+        router.add("POST", "/v1/admin/cleanup", partial(handle_cleanup, node))
         router.add_prefix("POST", ADMIN_PREFIX, partial(handle_admin, node))
         self.server = HttpServer(
             router,
