@@ -33,7 +33,7 @@ from ringkv.core.versions import (
     make_actor,
 )
 from ringkv.node.anti_entropy import AntiEntropy
-from ringkv.node.auth import TokenStore, load_secret
+from ringkv.node.auth import METRICS_ROLE, TokenStore, load_secret
 from ringkv.node.config import NodeConfig
 from ringkv.node.coordinator import Coordinator, QuorumTimeout, TooManySiblings, Unavailable
 from ringkv.node.hints import HintedHandoff, HintStore
@@ -46,9 +46,11 @@ from ringkv.node.http import (
     error_response,
     json_response,
 )
+from ringkv.node.logs import REQUEST_ID, REQUEST_ID_HEADER, request_id_of
 from ringkv.node.membership import Membership
 from ringkv.node.messaging import DEFER, MessagingService, PeerError
 from ringkv.node.metrics import NodeMetrics
+from ringkv.node.observability import watch
 from ringkv.node.storage import Storage, StorageFull
 from ringkv.node.streaming import ChangeError, RingChanges
 from ringkv.node.tls import TlsConfig
@@ -154,6 +156,7 @@ class Node:
             asyncio.create_task(self.membership.run_gossip()),
             asyncio.create_task(self.handoff.run()),
             asyncio.create_task(self.changes.run()),
+            watch(self),
         ]
         if config.anti_entropy_interval > 0:
             self._loops.append(asyncio.create_task(self.anti_entropy.run()))
@@ -340,6 +343,7 @@ def _parse_quorum(request: Request, node: Node) -> Quorum:
 
 
 _CONTEXT = CONTEXT_HEADER.lower()
+_REQUEST_ID = REQUEST_ID_HEADER.lower()
 
 
 def _context(request: Request) -> VClock:
@@ -372,6 +376,7 @@ async def handle_get(node: Node, request: Request) -> Response:
         values = live_values(versions)
         if len(values) == 1:
             outcome = "200"
+            node.metrics.response_size.labels("get").observe(len(values[0]))
             context = encode_context(context_of(versions))
             return Response(200, values[0], [(CONTEXT_HEADER, context)], _OCTETS)
         headers = [(CONTEXT_HEADER, encode_context(context_of(versions)))] if versions else []
@@ -396,6 +401,8 @@ async def _write(node: Node, request: Request, op: str, value: bytes | None) -> 
         key = _key(request)
         quorum = _quorum(request, node)
         context = _context(request)
+        if value is not None:
+            node.metrics.request_size.labels(op).observe(len(value))
         clock = await _call(node.coordinator.put(key, value, context, quorum))
         outcome = "204"
         return Response(204, b"", [(CONTEXT_HEADER, encode_context(clock))])
@@ -560,6 +567,8 @@ def required_role(request: Request) -> str | None:
     path = request.path
     if path.startswith("/health/"):
         return None
+    if path == "/metrics":
+        return METRICS_ROLE
     if path.startswith(ADMIN_PREFIX):
         return "read" if request.method == "GET" else "admin"
     if path.startswith(KV_PREFIX) and request.method not in ("GET", "HEAD"):
@@ -644,6 +653,8 @@ class Api:
     async def wrap(self, request: Request, handler: Handler) -> Response:
         """Authentication, the overload limit and error answers."""
         node = self.node
+        request_id = request_id_of(request.headers.get(_REQUEST_ID))
+        token = REQUEST_ID.set(request_id) if request_id is not None else None
         try:
             refused = _check_access(request, node)
             if refused is not None:
@@ -665,6 +676,9 @@ class Api:
                 node.in_flight -= 1
         except ApiError as exc:
             return error_response(exc.status, exc.code, exc.message, **exc.extra)
+        finally:
+            if token is not None:
+                REQUEST_ID.reset(token)
 
     async def serve(self, stop: asyncio.Event, shutdown_timeout: float = 10.0) -> None:
         """Start the node, serve until ``stop`` is set, then drain and stop (SIGTERM)."""
