@@ -6,6 +6,9 @@
 - ``membership``: gossip, heartbeats, the phi accrual detector and the agreed ring.
 - ``coordinator``: quorum reads and writes across replicas, forwarding and read repair.
 - ``metrics``: the node's Prometheus instruments.
+- ``observability``: health metrics read at scrape time (membership, RocksDB, disk,
+  anti-entropy, hints, TLS) and the event loop's lag and GC pauses.
+- ``logs``: the log format (text, or JSON lines with node and request ids).
 - ``http``: a small HTTP/1.1 server (asyncio protocol + httptools) with the API's limits.
 - ``server``: the node lifecycle and the HTTP API's routes and handlers.
 - ``main``: the ``ringkv node`` entry point.
