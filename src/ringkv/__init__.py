@@ -5,6 +5,8 @@
 - ``ringkv.client``: sync and asyncio clients for the HTTP API.
 - ``ringkv.cli``: the ``ringkv`` command (node, local cluster, put/get/delete/status).
 - ``ringkv.operator``: the Kubernetes operator (a later issue).
+- ``ringkv.monitoring``: alerting rules, Grafana dashboards and scrape configurations
+  (written to manifests/monitoring/).
 """
 
 __version__ = "0.1.0"
