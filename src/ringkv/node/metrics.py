@@ -222,6 +222,15 @@ class NodeMetrics:
             ["reason"],
             registry=r,
         )
+        # Known label values start at 0, so rates and dashboards have a series before the
+        # first event (Prometheus cannot tell "never happened" from "not exported").
+        for family, values in (
+            (self.anti_entropy_exchanges, ("equal", "repaired", "skipped")),
+            (self.anti_entropy_keys, ("fetched", "pushed")),
+            (self.rejected, ("unauthenticated", "forbidden", "overloaded", "connections")),
+        ):
+            for value in values:
+                family.labels(value)
         self.members = Gauge(
             "ringkv_members", "Cluster members seen by this node, by liveness", ["alive"],
             registry=r,
