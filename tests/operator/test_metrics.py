@@ -69,3 +69,14 @@ def test_node_pods_carry_scrape_annotations() -> None:
         ]
         == "false"
     )  # the spec's own annotations win
+
+
+def test_crd_names_every_token_role() -> None:
+    from ringkv.node.auth import ROLES
+
+    crd = yaml.safe_load((ROOT / "crds" / "kvcluster.yaml").read_text())
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    auth = spec["properties"]["security"]["properties"]["auth"]["description"]
+    listed = re.search(r"roles \(([^)]*)\)", auth)
+    assert listed is not None and tuple(listed.group(1).split(", ")) == ROLES
+    assert "NAME-metrics-token" in auth
