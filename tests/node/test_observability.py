@@ -181,6 +181,36 @@ def test_health_metrics_of_a_running_cluster(secured: Cluster) -> None:
     wait_until(short, 30, interval=0.2, message="ranges below N after a node died")
     wait_until(lambda: value(scrape(port), "ringkv_peer_phi", peer="n3") > 8, 60,
                interval=0.5, message="phi of the dead node above the threshold")  # fmt: skip
+    for i in range(10):  # writes for n3 become hints; the expiry pass finds the oldest
+        client.put(f"h{i}", b"x")
+
+    def hinted() -> bool:
+        s = scrape(port)
+        return value(s, "ringkv_hints_pending") > 0 and (
+            value(s, "ringkv_hints_oldest_age_seconds") > 0
+        )
+
+    wait_until(hinted, 30, interval=0.5, message="hints and the oldest hint's age")
     # JSON logs: one object per line, each naming its node
     lines = [x for x in secured.node(0).log_path.read_text().splitlines() if x.startswith("{")]
     assert lines and all(json.loads(x)["node"] == "n1" for x in lines)
+
+
+def test_tombstones_pending_purge_rises_then_falls(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path / "c", nodes=1, zones=1, replication_factor=1, extra_args=[
+        "--tombstone-grace", "4", "--anti-entropy-interval", "0.5"]).start()  # fmt: skip
+    try:
+        port, client = cluster.node(0).port, cluster.client(0)
+        for i in range(10):
+            client.put(f"t{i}", b"v")
+            client.delete(f"t{i}")
+        client.put("alive", b"v")  # a live record never counts
+
+        def pending() -> float:
+            return value(scrape(port, None), "ringkv_tombstones_pending_purge")
+
+        wait_until(lambda: pending() == 10, 20, interval=0.2, message="10 tombstones pending")
+        wait_until(lambda: pending() == 0, 30, interval=0.2, message="tombstones purged")
+        assert value(scrape(port, None), "ringkv_tombstones_purged_total") == 10
+    finally:
+        cluster.stop()
