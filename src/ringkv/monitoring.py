@@ -416,7 +416,7 @@ def dashboard_json(d: Dashboard) -> dict[str, Any]:
         variables.append({
             "name": "instance", "type": "query", "label": "Node",
             "datasource": {"type": "prometheus", "uid": "${datasource}"},
-            "query": f"label_values(ringkv_requests_total{{{NODES}}}, instance)",
+            "query": f"label_values(up{{{NODES}}}, instance)",
             "includeAll": True, "multi": True, "allValue": ".*", "refresh": 2,
             "current": {"text": "All", "value": "$__all"},
         })  # fmt: skip
@@ -594,6 +594,18 @@ def files() -> dict[str, str]:
         "dashboards-configmap.yaml": _yaml(dashboards_configmap()),
         "podmonitor.yaml": _yaml_all([pod_monitor(), operator_pod_monitor()]),
         "prometheus-scrape.yml": _yaml(scrape_config()),
+        # kubectl apply -k manifests/monitoring/ (needs the Prometheus Operator's CRDs)
+        "kustomization.yaml": _yaml(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": [
+                    "prometheusrule.yaml",
+                    "podmonitor.yaml",
+                    "dashboards-configmap.yaml",
+                ],
+            }
+        ),
     }
     for d in DASHBOARDS:
         out[f"dashboards/{d.file}"] = json.dumps(dashboard_json(d), indent=2) + "\n"

@@ -152,6 +152,10 @@ def test_kubernetes_scraping_uses_the_metrics_token_secret() -> None:
     client_rule = next(r for r in policy["spec"]["ingress"] if r["ports"][0]["port"] == 7001)
     admitted = [f.get("namespaceSelector", {}).get("matchLabels", {}) for f in client_rule["from"]]
     assert {"kubernetes.io/metadata.name": "monitoring"} in admitted
+    kustomization = yaml.safe_load((MONITORING / "kustomization.yaml").read_text())
+    kinds = {doc["kind"] for res in kustomization["resources"]
+             for doc in yaml.safe_load_all((MONITORING / res).read_text())}  # fmt: skip
+    assert kinds == {"PrometheusRule", "PodMonitor", "ConfigMap"}
 
 
 def test_alerts_name_metrics_the_node_exports() -> None:
