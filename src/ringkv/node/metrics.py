@@ -31,6 +31,8 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 # Bytes: a key's value, from tiny to the 64 MiB --max-value-bytes ceiling.
 SIZE_BUCKETS = tuple(float(4**i * 64) for i in range(11))
+LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+GC_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
 class _Count:
@@ -167,6 +169,16 @@ class NodeMetrics:
             ("op",), buckets=SIZE_BUCKETS, registry=r,
         )  # fmt: skip
         ProcessCollector(registry=r)  # process_cpu_seconds_total, memory, open files
+        # measured by ringkv.node.observability.RuntimeMonitor
+        self.event_loop_lag = _Family(
+            "ringkv_event_loop_lag_seconds",
+            "How late the event loop ran a timer: time it spent busy elsewhere",
+            (), buckets=LAG_BUCKETS, registry=r,
+        ).labels()  # fmt: skip
+        self.gc_pause = _Family(
+            "ringkv_gc_pause_seconds", "Garbage collector pauses, by generation",
+            ("generation",), buckets=GC_BUCKETS, registry=r,
+        )  # fmt: skip
         self.read_repairs = Counter(
             "ringkv_read_repairs", "Stale replicas updated by read repair", registry=r
         )

@@ -33,7 +33,7 @@ from prometheus_client.registry import Collector
 from ringkv.core import gossip as g
 from ringkv.core.placement import preference_list
 from ringkv.core.ring import Ring
-from ringkv.node.metrics import _Family
+from ringkv.node.metrics import NodeMetrics
 
 if TYPE_CHECKING:
     from ringkv.node.server import Node
@@ -43,8 +43,6 @@ log = logging.getLogger(__name__)
 MEMBER_STATES = (g.NORMAL, g.JOINING, g.LEAVING, g.LEFT, g.STARTING, g.REPLACING)
 ROCKSDB_LEVELS = 7  # RocksDB's default num_levels: L0..L6
 LAG_PROBE_INTERVAL = 0.1  # seconds
-LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-GC_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 # RocksDB ticker statistics (``rocksdb.options-statistics``) exported as counters.
 _TICKERS = {
@@ -323,23 +321,11 @@ class NodeCollector(Collector):
 
 
 class RuntimeMonitor:
-    """Event-loop lag and garbage-collector pauses, as histograms in ``registry``."""
+    """Event-loop lag and garbage-collector pauses, into the node's histograms."""
 
-    def __init__(self, registry: Any) -> None:
-        self.lag = _Family(
-            "ringkv_event_loop_lag_seconds",
-            "How late the event loop ran a timer: time it spent busy elsewhere",
-            (),
-            buckets=LAG_BUCKETS,
-            registry=registry,
-        ).labels()
-        self._pauses = _Family(
-            "ringkv_gc_pause_seconds",
-            "Garbage collector pauses, by generation",
-            ("generation",),
-            buckets=GC_BUCKETS,
-            registry=registry,
-        )
+    def __init__(self, metrics: NodeMetrics) -> None:
+        self.lag = metrics.event_loop_lag
+        self._pauses = metrics.gc_pause
         self._gc_started = 0.0
 
     def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
@@ -366,4 +352,4 @@ class RuntimeMonitor:
 def watch(node: Node) -> asyncio.Task[None]:
     """Register the node's scrape-time collector and start the runtime monitor's probe."""
     node.metrics.registry.register(NodeCollector(node))
-    return asyncio.create_task(RuntimeMonitor(node.metrics.registry).run())
+    return asyncio.create_task(RuntimeMonitor(node.metrics).run())
