@@ -27,6 +27,11 @@ def test_ring_balance_benchmark_runs_and_meets_the_balance_target() -> None:
     assert float(line.split(":")[1].split()[0]) <= 1.15
 
 
+def test_rocksdb_statistics_benchmark_quick_run() -> None:
+    out = run("benchmarks/rocksdb_statistics.py", "--quick")
+    assert "statistics=True" in out and "statistics=False" in out
+
+
 @pytest.mark.slow
 def test_latency_benchmark_quick_run(tmp_path: Path) -> None:
     result = tmp_path / "latency.json"
