@@ -552,8 +552,10 @@ def local_prometheus_config(
     scrape_interval: str = "15s",
     evaluation_interval: str = "15s",
     cluster: str = "local",
+    operator_targets: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Prometheus scraping nodes on loopback (``ringkv local up --monitoring``, the tests)."""
+    """Prometheus scraping nodes (and an operator's metrics port) on loopback
+    (``ringkv local up --monitoring``, the tests)."""
     job: dict[str, Any] = {
         "job_name": NODE_JOB,
         "scrape_interval": scrape_interval,
@@ -566,6 +568,13 @@ def local_prometheus_config(
         "global": {"scrape_interval": scrape_interval, "evaluation_interval": evaluation_interval},
         "scrape_configs": [job],
     }
+    if operator_targets:
+        config["scrape_configs"].append({
+            "job_name": OPERATOR_JOB,
+            "scrape_interval": scrape_interval,
+            "scrape_timeout": scrape_interval,
+            "static_configs": [{"targets": list(operator_targets)}],
+        })  # fmt: skip
     if rules_file:
         config["rule_files"] = [rules_file]
     return config

@@ -48,6 +48,7 @@ class LocalPrometheus:
         token_file: str | None = None,
         scrape_interval: str = "5s",
         evaluation_interval: str = "5s",
+        operator_targets: Sequence[str] = (),
     ) -> None:
         self.directory = Path(directory)
         self.port = port
@@ -55,6 +56,7 @@ class LocalPrometheus:
         self.token_file = token_file
         self.scrape_interval = scrape_interval
         self.evaluation_interval = evaluation_interval
+        self.operator_targets = list(operator_targets)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -76,6 +78,7 @@ class LocalPrometheus:
             rules_file=str(rules),
             scrape_interval=self.scrape_interval,
             evaluation_interval=self.evaluation_interval,
+            operator_targets=self.operator_targets,
         )
         path = self.directory / "prometheus.yml"
         path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
