@@ -191,9 +191,25 @@ def test_health_metrics_of_a_running_cluster(secured: Cluster) -> None:
         )
 
     wait_until(hinted, 30, interval=0.5, message="hints and the oldest hint's age")
-    # JSON logs: one object per line, each naming its node
-    lines = [x for x in secured.node(0).log_path.read_text().splitlines() if x.startswith("{")]
-    assert lines and all(json.loads(x)["node"] == "n1" for x in lines)
+    # JSON logs: one object per line, each naming its node, and the request id of the request
+    # being served when the line was written (here: the many-siblings warning)
+    for i in range(26):  # writes without a context: each adds a sibling
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("PUT", "/v1/kv/crowded", body=b"v%d" % i, headers={
+            "Authorization": f"Bearer {ADMIN}", "X-Request-Id": f"req-{i}"})  # fmt: skip
+        assert conn.getresponse().status == 204
+        conn.close()
+
+    def lines() -> list[dict[str, str]]:
+        text = secured.node(0).log_path.read_text()
+        return [json.loads(x) for x in text.splitlines() if x.startswith("{")]
+
+    warned = wait_until(lambda: [x for x in lines() if "siblings" in x["message"]], 10,
+                        message="the siblings warning")  # fmt: skip
+    assert all(x["node"] == "n1" for x in lines())
+    assert warned[0]["request_id"] == "req-24"  # the write that made the 25th sibling
+    assert all("request_id" not in x for x in lines() if "siblings" not in x["message"])
+    assert ADMIN not in secured.node(0).log_path.read_text()
 
 
 def test_tombstones_pending_purge_rises_then_falls(tmp_path: Path) -> None:
