@@ -47,3 +47,13 @@ def test_local_up_monitoring_starts_prometheus_and_stops_it(tmp_path: Path, prom
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_monitoring_without_prometheus_installed_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ringkv.prometheus import start_beside
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no prometheus binary anywhere
+    assert start_beside(tmp_path / "p", ["127.0.0.1:7001"]) is None
+    assert "prometheus is not installed" in capsys.readouterr().err
