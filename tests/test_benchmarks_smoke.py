@@ -33,6 +33,13 @@ def test_rocksdb_statistics_benchmark_quick_run() -> None:
 
 
 @pytest.mark.slow
+def test_same_moment_ab_quick_run() -> None:
+    out = run("benchmarks/same_moment_ab.py", "--a", "x=.", "--b", "y=.", "--rounds", "1",
+              "--duration", "1", timeout=240)  # fmt: skip
+    assert "mix x: median" in out and "writes y: median" in out
+
+
+@pytest.mark.slow
 def test_latency_benchmark_quick_run(tmp_path: Path) -> None:
     result = tmp_path / "latency.json"
     run("benchmarks/latency.py", "--quick", "--json", str(result), timeout=180)
