@@ -27,6 +27,18 @@ def test_ring_balance_benchmark_runs_and_meets_the_balance_target() -> None:
     assert float(line.split(":")[1].split()[0]) <= 1.15
 
 
+def test_rocksdb_statistics_benchmark_quick_run() -> None:
+    out = run("benchmarks/rocksdb_statistics.py", "--quick")
+    assert "statistics=True" in out and "statistics=False" in out
+
+
+@pytest.mark.slow
+def test_same_moment_ab_quick_run() -> None:
+    out = run("benchmarks/same_moment_ab.py", "--a", "x=.", "--b", "y=.", "--rounds", "1",
+              "--duration", "1", timeout=240)  # fmt: skip
+    assert "mix x: median" in out and "writes y: median" in out
+
+
 @pytest.mark.slow
 def test_client_cache_benchmark_quick_run(tmp_path: Path) -> None:
     result = tmp_path / "cache.json"

@@ -133,6 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--replication-factor", type=int, default=3, help="replicas per key (default 3)"
     )
+    up.add_argument(
+        "--monitoring", action="store_true",
+        help="also start Prometheus (when installed) scraping the nodes with the shipped "
+        "alerting rules, and print its URL",
+    )  # fmt: skip
     up.set_defaults(handler=cmd_local_up)
 
     def connection_flags(sub: argparse.ArgumentParser) -> None:
@@ -358,6 +363,7 @@ def cmd_local_up(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         base_port=args.base_port,
         replication_factor=args.replication_factor,
+        monitoring=args.monitoring,
     )
 
 

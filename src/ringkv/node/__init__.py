@@ -8,6 +8,9 @@
 - ``cleanup``: deletes the ranges a node gave away once a ring change is over (after handing
   them off), and keeps late writes for them off this node.
 - ``metrics``: the node's Prometheus instruments.
+- ``observability``: health metrics read at scrape time (membership, RocksDB, disk,
+  anti-entropy, hints, TLS) and the event loop's lag and GC pauses.
+- ``logs``: the log format (text, or JSON lines with node and request ids).
 - ``http``: a small HTTP/1.1 server (asyncio protocol + httptools) with the API's limits.
 - ``server``: the node lifecycle and the HTTP API's routes and handlers.
 - ``conditional``: conditional writes: a quorum read, the judgement, then the write.

@@ -73,6 +73,8 @@ class AntiEntropy:
         self._ring: Ring | None = None
         self._peer_turn = 0
         self.last_exchange: dict[tuple[int, str], int] = {}  # (range end, peer) -> wall ms
+        self.last_result: dict[tuple[int, str], str] = {}  # (range end, peer) -> equal/repaired
+        self.tombstones_pending = 0  # tombstone-only records kept, at the last purge pass
         self._budget = 0.0
         self._budget_at = time.monotonic()
         self.completed_rounds = 0
@@ -101,6 +103,7 @@ class AntiEntropy:
                 self._to_build.append(token_range)
         self._ends = list(ring.sorted_tokens)
         self.last_exchange = {k: v for k, v in self.last_exchange.items() if k[0] in self.replicas}
+        self.last_result = {k: v for k, v in self.last_result.items() if k[0] in self.replicas}
 
     async def build_pending(self) -> None:
         """Build trees for planned ranges, one range per event-loop turn."""
@@ -218,8 +221,10 @@ class AntiEntropy:
                         continue  # an empty slice of a tiny range
                     moved += await self._repair_leaf(address, lo, hi, timeout)
                 self.metrics.anti_entropy_exchanges.labels("repaired").inc()
+                self.last_result[(tree.end, peer)] = "repaired"
             else:
                 self.metrics.anti_entropy_exchanges.labels("equal").inc()
+                self.last_result[(tree.end, peer)] = "equal"
             self.last_exchange[(tree.end, peer)] = started_ms
         self.completed_rounds += 1
         return moved
@@ -267,8 +272,8 @@ class AntiEntropy:
 
     async def purge_tombstones(self, now_ms: int) -> int:
         grace_ms = int(self.config.tombstone_grace * 1000)
-        purged = 0
-        if not self.may_purge():
+        purged = kept = 0
+        if not self.may_purge():  # a ring member still holds ranges it gave away
             return 0
         for end, tree in list(self.trees.items()):
             others = [n for n in self.replicas.get(end, ()) if n != self.node_id]
@@ -276,18 +281,21 @@ class AntiEntropy:
                 (self.last_exchange.get((end, peer), 0) for peer in others), default=now_ms
             )
             horizon = min(covered, now_ms - grace_ms)
-            if horizon <= 0:
-                continue
             expired = []
             for scanned, (_h, key, versions) in enumerate(self.storage.scan(tree.start, tree.end)):
-                if expired_tombstones(versions, horizon):
+                if horizon > 0 and expired_tombstones(versions, horizon):
                     expired.append((key, versions))
+                elif all(v.is_tombstone for v in versions):
+                    kept += 1  # still within the grace period or not yet exchanged everywhere
                 if scanned % 512 == 511:
                     await asyncio.sleep(0)  # let requests run between slices
             for key, versions in expired:
                 if self.storage.remove(key, versions):  # unless it changed meanwhile
                     purged += 1
+                else:
+                    kept += 1
             await asyncio.sleep(0)
+        self.tombstones_pending = kept
         if purged:
             self.metrics.tombstones_purged.inc(purged)
         return purged

@@ -13,6 +13,7 @@ from ringkv.core.quorum import PRESETS
 from ringkv.core.ring import DEFAULT_VNODES
 from ringkv.core.versions import CONFLICT_MODES, ConflictMode
 from ringkv.node.auth import split_paths
+from ringkv.node.logs import LOG_FORMATS
 
 _NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
@@ -64,6 +65,7 @@ class NodeConfig:
     tombstone_grace: float = 10 * 86400.0
     default_ttl: int = 0
     log_level: str = "info"
+    log_format: str = "text"
 
     @property
     def mode(self) -> ConflictMode:
@@ -150,9 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="file holding the shared secret peers must prove (HMAC) to talk to this node; "
         "without it peer traffic is unauthenticated")  # fmt: skip
     add("auth-tokens-file", default="",
-        help='JSON file {"tokens": [{"token", "role": read|readwrite|admin}]} for the client '
-        "API, reloaded when it changes; several files comma-separated (their tokens together); "
-        "without it the API is open")  # fmt: skip
+        help='JSON file {"tokens": [{"token", "role": metrics|read|readwrite|admin}]} for the '
+        "client API, reloaded when it changes; several files comma-separated (their tokens "
+        "together); without it the API is open")  # fmt: skip
     add("no-auth", default="false", choices=["true", "false"],
         help="run the client API without authentication (must be said explicitly)")  # fmt: skip
     add("no-peer-auth", default="false", choices=["true", "false"],
@@ -206,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds until a written value expires when the PUT gives no ttl= (0: never, "
         "the default)")  # fmt: skip
     add("log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add("log-format", default="text", choices=LOG_FORMATS,
+        help="text (human-readable, the default) or json (one object a line: time, level, "
+        "node, message, request_id when the client sent X-Request-Id)")  # fmt: skip
     return p
 
 
@@ -259,6 +264,7 @@ def parse_args(argv: Sequence[str] | None) -> NodeConfig:
             tombstone_grace=float(ns.tombstone_grace),
             default_ttl=int(ns.default_ttl),
             log_level=ns.log_level,
+            log_format=ns.log_format,
         )
     except ValueError as exc:
         parser.error(str(exc))
@@ -272,6 +278,7 @@ def parse_args(argv: Sequence[str] | None) -> NodeConfig:
         ("--no-auth", str(ns.no_auth).lower(), ("true", "false")),
         ("--no-peer-auth", str(ns.no_peer_auth).lower(), ("true", "false")),
         ("--log-level", ns.log_level, ("debug", "info", "warning", "error")),
+        ("--log-format", ns.log_format, LOG_FORMATS),
     ):
         if value not in allowed:
             problems.append(f"{flag} {value!r} must be one of {', '.join(allowed)}")

@@ -41,7 +41,7 @@ from ringkv.core.versions import (
     make_actor,
 )
 from ringkv.node.anti_entropy import AntiEntropy
-from ringkv.node.auth import TokenStore, load_secret
+from ringkv.node.auth import METRICS_ROLE, TokenStore, load_secret
 from ringkv.node.batch import Batches
 from ringkv.node.cleanup import Cleanup
 from ringkv.node.conditional import PreconditionFailed, conditional_put
@@ -59,9 +59,11 @@ from ringkv.node.http import (
 )
 from ringkv.node.kv_options import BadWriteOptions, sibling_json, ttl_headers, write_options
 from ringkv.node.listing import KeyLister
+from ringkv.node.logs import REQUEST_ID, REQUEST_ID_HEADER, request_id_of
 from ringkv.node.membership import Membership
 from ringkv.node.messaging import DEFER, MessagingService, PeerError
 from ringkv.node.metrics import NodeMetrics
+from ringkv.node.observability import watch
 from ringkv.node.storage import Storage, StorageFull
 from ringkv.node.streaming import ChangeError, RingChanges
 from ringkv.node.tls import TlsConfig
@@ -188,6 +190,7 @@ class Node:
             asyncio.create_task(self.handoff.run()),
             asyncio.create_task(self.changes.run()),
             asyncio.create_task(self.cleanup.run()),
+            watch(self),
         ]
         if config.anti_entropy_interval > 0:
             self._loops.append(asyncio.create_task(self.anti_entropy.run()))
@@ -396,6 +399,7 @@ def _parse_quorum(request: Request, node: Node, method: str) -> Quorum:
 
 
 _CONTEXT = CONTEXT_HEADER.lower()
+_REQUEST_ID = REQUEST_ID_HEADER.lower()
 
 
 def _context(request: Request) -> VClock:
@@ -458,6 +462,7 @@ async def handle_get(node: Node, request: Request) -> Response:
         live = live_versions(versions, now_ms)  # expired values read as absent
         if len(live) == 1:
             outcome = "200"
+            node.metrics.response_size.labels("get").observe(len(live[0].value or b""))
             context = encode_context(context_of(versions))
             headers = [(CONTEXT_HEADER, context), *ttl_headers(live[0], now_ms)]
             headers += _validators(node, etag)
@@ -493,6 +498,8 @@ async def _write(node: Node, request: Request, op: str, value: bytes | None) -> 
             condition, ttl = write_options(request, node.config, bool(context), value is None)
         except BadWriteOptions as exc:
             raise ApiError(400, "bad_request", str(exc)) from None
+        if value is not None:
+            node.metrics.request_size.labels(op).observe(len(value))
         if condition is not None:
             write = conditional_put(node.coordinator, key, value, condition, quorum, ttl)
         else:
@@ -694,6 +701,8 @@ def required_role(request: Request) -> str | None:
     path = request.path
     if path.startswith("/health/"):
         return None
+    if path == "/metrics":
+        return METRICS_ROLE
     if path.startswith(ADMIN_PREFIX):
         return "read" if request.method == "GET" else "admin"
     if path.startswith(KV_PREFIX) and request.method not in ("GET", "HEAD"):
@@ -797,6 +806,8 @@ class Api:
     async def wrap(self, request: Request, handler: Handler) -> Response:
         """Authentication, the overload limit and error answers."""
         node = self.node
+        request_id = request_id_of(request.headers.get(_REQUEST_ID))
+        token = REQUEST_ID.set(request_id) if request_id is not None else None
         try:
             refused = _check_access(request, node)
             if refused is not None:
@@ -818,6 +829,9 @@ class Api:
                 node.in_flight -= 1
         except ApiError as exc:
             return error_response(exc.status, exc.code, exc.message, **exc.extra)
+        finally:
+            if token is not None:
+                REQUEST_ID.reset(token)
 
     async def serve(self, stop: asyncio.Event, shutdown_timeout: float = 10.0) -> None:
         """Start the node, serve until ``stop`` is set, then drain and stop (SIGTERM)."""

@@ -50,6 +50,9 @@ SERVING = (NORMAL, LEAVING)  # answer reads
 IN_RING = (NORMAL, LEAVING, REPLACING)  # own ranges now
 
 # Action kinds
+# status.phase: what the KVCluster is doing (the CRD's description lists them).
+PHASES = ("Pending", "Creating", "Running", "Scaling", "Upgrading", "Replacing", "Degraded",
+          "Paused")  # fmt: skip
 NONE = "none"
 SCALE = "scale"  # set a zone's StatefulSet replicas
 DECOMMISSION = "decommission"  # POST /v1/admin/decommission for node
