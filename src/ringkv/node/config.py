@@ -8,6 +8,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ringkv.core.clock_bounds import DEFAULT_MAX_CLOCK_SKEW
 from ringkv.core.quorum import PRESETS
 from ringkv.core.ring import DEFAULT_VNODES
 from ringkv.core.versions import CONFLICT_MODES, ConflictMode
@@ -59,6 +60,7 @@ class NodeConfig:
     anti_entropy_interval: float = 30.0
     anti_entropy_rate: float = 5000.0
     tombstone_grace: float = 10 * 86400.0
+    max_clock_skew: float = DEFAULT_MAX_CLOCK_SKEW
     log_level: str = "info"
 
     @property
@@ -192,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=10 * 86400.0,
         help="seconds a tombstone is kept at least (10 days)",
     )
+    add("max-clock-skew", type=float, default=DEFAULT_MAX_CLOCK_SKEW,
+        help="seconds a clock from a client context or a peer may run ahead of ours; "
+        "beyond it the request is refused (5)")  # fmt: skip
     add("log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p
 
@@ -242,6 +247,7 @@ def parse_args(argv: Sequence[str] | None) -> NodeConfig:
             anti_entropy_interval=float(ns.anti_entropy_interval),
             anti_entropy_rate=float(ns.anti_entropy_rate),
             tombstone_grace=float(ns.tombstone_grace),
+            max_clock_skew=float(ns.max_clock_skew),
             log_level=ns.log_level,
         )
     except ValueError as exc:
@@ -295,6 +301,7 @@ def validate(c: NodeConfig) -> list[str]:
         ("--max-siblings", c.max_siblings),
         ("--anti-entropy-rate", c.anti_entropy_rate),
         ("--block-cache-mb", c.block_cache_mb),
+        ("--max-clock-skew", c.max_clock_skew),
     ):
         if not value > 0:
             problems.append(f"{name} must be positive")

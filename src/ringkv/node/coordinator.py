@@ -47,6 +47,7 @@ from ringkv.core.versions import (
     version_to_wire,
 )
 from ringkv.node.config import NodeConfig
+from ringkv.node.guards import ClockGuard
 from ringkv.node.hints import HintStore
 from ringkv.node.membership import Membership
 from ringkv.node.messaging import MessagingService, PeerError, PeerNotReached
@@ -123,8 +124,13 @@ class Coordinator:
         self.read_repair_chance = config.read_repair_chance
         self.speculative_read_delay = config.speculative_read_delay
         self._hlc = 0
+        # Clocks from clients and peers are bounded before this node observes or stores them.
+        self.clock_guard = ClockGuard(config.max_clock_skew, self._refused_clock)
         self._background: set[asyncio.Future[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _refused_clock(self, source: str) -> None:
+        self.metrics.refused_input.labels(source, "clock").inc()
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
         """The running loop, looked up once (on Python 3.11 each lookup is a getpid() call)."""
@@ -425,9 +431,11 @@ class Coordinator:
                         raise PeerError("cancelled")
                     raw = f.result()
                     if isinstance(raw, bytes):  # the stored record as it is (see handle_read)
-                        answers[replica.node] = decode_record(raw) if raw else ()
+                        versions = decode_record(raw) if raw else ()
                     else:
-                        answers[replica.node] = tuple(version_from_wire(v) for v in raw)
+                        versions = tuple(version_from_wire(v) for v in raw)
+                    self.clock_guard.check_versions(versions)
+                    answers[replica.node] = versions
                 except Exception as exc:
                     if not isinstance(exc, PeerError):
                         log.debug("bad read answer from %s: %r", replica.node, exc)
@@ -510,6 +518,7 @@ class Coordinator:
             versions: Sequence[Version] = decode_record(record)
         else:
             versions = [version_from_wire(v) for v in body["versions"]]
+        self.clock_guard.check_versions(versions)
         wall = int(time.time() * 1000)
         for v in versions:
             self._hlc = hlc_observe(self._hlc, v.timestamp, wall)
@@ -524,6 +533,8 @@ class Coordinator:
         applied = 0
         for key, wire in body["items"]:
             versions = [version_from_wire(v) for v in wire]
+            if not self.clock_guard.admits(versions):
+                continue  # poison: never stored, so a resent batch does not retry it forever
             _, changed = self.storage.merge(bytes(key), versions, self.mode)
             applied += int(changed)
         return applied
@@ -540,10 +551,10 @@ class Coordinator:
 
     async def handle_coordinate_put(self, body: dict[str, Any]) -> dict[str, Any]:
         quorum = Quorum(self.n, int(body["required"]), bool(body.get("strict")))
+        context = VClock.from_wire(body["context"])
+        self.clock_guard.check_context(context, "peer")
         try:
-            clock = await self.put(
-                bytes(body["key"]), body["value"], VClock.from_wire(body["context"]), quorum
-            )
+            clock = await self.put(bytes(body["key"]), body["value"], context, quorum)
         except Unavailable as exc:
             return {"error": "unavailable", "required": exc.required, "alive": exc.alive}
         except QuorumTimeout as exc:

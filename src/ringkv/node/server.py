@@ -21,6 +21,7 @@ from urllib.parse import unquote_to_bytes
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import ringkv
+from ringkv.core.clock_bounds import ClockSkew
 from ringkv.core.quorum import Operation, Quorum, QuorumError, resolve
 from ringkv.core.versions import (
     MAX_CONTEXT_CHARS,
@@ -116,6 +117,7 @@ class Node:
             server_ssl=self.tls.peer_server_context() if self.tls else None,
             client_ssl=self.tls.client if self.tls else None,
             sync_handler=self._peer_sync,
+            on_refused=lambda reason: self.metrics.refused_input.labels("peer", reason).inc(),
         )
         await self.messaging.start()
         self.membership = Membership(config, self.storage, self.messaging, incarnation)
@@ -342,16 +344,20 @@ def _parse_quorum(request: Request, node: Node) -> Quorum:
 _CONTEXT = CONTEXT_HEADER.lower()
 
 
-def _context(request: Request) -> VClock:
+def _context(request: Request, node: Node) -> VClock:
     count = request.header_count(_CONTEXT)
     if count > 1:
         raise ApiError(400, "bad_request", f"{CONTEXT_HEADER} given more than once")
     if not count:
         return VClock.empty()
     try:
-        return decode_context(request.headers[_CONTEXT])
+        clock = decode_context(request.headers[_CONTEXT])
+        node.coordinator.clock_guard.check_context(clock)  # a forged clock must not move ours
     except MalformedContext as exc:
         raise ApiError(400, "bad_request", f"malformed {CONTEXT_HEADER}: {exc}") from None
+    except ClockSkew as exc:
+        raise ApiError(400, "bad_request", f"{CONTEXT_HEADER} refused: {exc}") from None
+    return clock
 
 
 def _count(node: Node, op: str, started: float, outcome: str) -> None:
@@ -395,7 +401,7 @@ async def _write(node: Node, request: Request, op: str, value: bytes | None) -> 
     try:
         key = _key(request)
         quorum = _quorum(request, node)
-        context = _context(request)
+        context = _context(request, node)
         clock = await _call(node.coordinator.put(key, value, context, quorum))
         outcome = "204"
         return Response(204, b"", [(CONTEXT_HEADER, encode_context(clock))])
