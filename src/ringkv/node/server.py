@@ -33,6 +33,7 @@ from ringkv.core.versions import (
     live_values,
     make_actor,
 )
+from ringkv.node import absence
 from ringkv.node.anti_entropy import AntiEntropy
 from ringkv.node.auth import TokenStore, load_secret
 from ringkv.node.config import NodeConfig
@@ -120,6 +121,7 @@ class Node:
             on_refused=lambda reason: self.metrics.refused_input.labels("peer", reason).inc(),
         )
         await self.messaging.start()
+        await absence.check_at_start(config, self.storage, self.messaging)  # AwayTooLong
         self.membership = Membership(config, self.storage, self.messaging, incarnation)
         self.hints = HintStore(self.storage, config.mode)
         self.coordinator = Coordinator(
@@ -157,6 +159,7 @@ class Node:
             asyncio.create_task(self.handoff.run()),
             asyncio.create_task(self.changes.run()),
         ]
+        self._loops.append(asyncio.create_task(absence.keep_recording(config, self.storage)))
         if config.anti_entropy_interval > 0:
             self._loops.append(asyncio.create_task(self.anti_entropy.run()))
         if self.tls is not None:
@@ -177,6 +180,8 @@ class Node:
         if hasattr(self, "messaging"):
             await self.messaging.stop()
         if self.storage is not None:
+            if self._loops:  # it ran: it was alive until now
+                absence.record_alive(self.storage)
             self.storage.close()
         log.info("node %s stopped; storage flushed and closed", self.config.node_id)
 
@@ -216,6 +221,8 @@ class Node:
                 return {"error": exc.code, "status": exc.status, "message": exc.message}
         if verb == "lookup_node":
             return self.membership.handle_lookup(body)
+        if verb == absence.UPTIME_VERB:
+            return {"uptime_seconds": time.monotonic() - self.started}
         return DEFER
 
     async def _peer(self, verb: str, body: Any) -> Any:
