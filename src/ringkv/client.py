@@ -39,6 +39,7 @@ from urllib.parse import quote, urlencode, urlsplit
 import aiohttp
 import yarl
 
+from ringkv.core.json_input import parse_json
 from ringkv.core.placement import preference_list
 from ringkv.core.ring import Ring, key_hash
 
@@ -116,7 +117,7 @@ class ConnectionFailed(RingkvError):
 def error_from_response(status: int, body: bytes) -> RingkvError:
     """Build the exception for an error answer, parsing its JSON body when there is one."""
     try:
-        parsed = json.loads(body) if body else {}
+        parsed = parse_json(body) if body else {}
     except ValueError:
         parsed = {}
     if not isinstance(parsed, dict):
@@ -235,7 +236,7 @@ def _get_result(status: int, context: str | None, body: bytes) -> GetResult:
     if status == 200:
         return GetResult(True, body, [body], context)
     if status == 300:
-        document = json.loads(body)
+        document = parse_json(body)
         siblings = [
             base64.b64decode(s["value"])
             for s in document.get("siblings", [])
@@ -254,7 +255,7 @@ def _check(status: int, body: bytes) -> None:
 
 def _json(status: int, body: bytes) -> dict[str, Any]:
     _check(status, body)
-    document = json.loads(body)
+    document = parse_json(body)
     if not isinstance(document, dict):
         raise RingkvError(status, "bad_response", "expected a JSON object", {})
     return document

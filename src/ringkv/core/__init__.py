@@ -8,4 +8,7 @@
 - ``gossip``: versioned endpoint states and the digest exchange that spreads membership.
 - ``merkle``: hash trees over token ranges, updated incrementally, compared by anti-entropy.
 - ``streaming``: which ranges move from where to where when the ring changes.
+- ``clock_bounds``: how far ahead of the wall clock a clock from a client or peer may be.
+- ``json_input``: the one depth-limited parser for JSON from outside.
+- ``absence``: whether a node was away too long to rejoin with its data.
 """

@@ -16,7 +16,8 @@ from typing import Any
 #: No document ringkv reads nests deeper than a few levels.
 MAX_DEPTH = 32
 
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+# Possessive: a long string (a base64 value) is skipped in one step, without backtracking.
+_STRING = re.compile(r'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
 _BRACKET = re.compile(r"[\[\]{}]")
 
 

@@ -4,9 +4,9 @@ The HMAC handshake (``ringkv.node.auth``) proves who is at the other end when th
 opens; without TLS, nothing would stop someone on the path from injecting or altering the
 frames that follow (replica writes, hints, gossip). So both sides derive a session key from the
 cluster secret and the handshake's two fresh nonces, one key per direction, and every later
-frame carries a 16-byte tag: keyed BLAKE2b over the frame's payload, personalised with the
-frame's sequence number on that connection. A frame injected, altered, dropped, replayed or
-reordered fails the check, and the receiver closes the connection.
+frame carries a 16-byte tag: keyed BLAKE2b over the frame's sequence number on that connection
+and its payload. A frame injected, altered, dropped, replayed or reordered fails the check, and
+the receiver closes the connection.
 
 Wire form of an authenticated frame: 4-byte big-endian length (payload plus tag), payload
 (the msgpack array), tag.
@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
+from typing import Any
 
 TAG_BYTES = 16
 _HEADER = struct.Struct(">I")
@@ -41,32 +42,41 @@ def session_keys(
     return outbound, inbound
 
 
+_SEQ = struct.Struct(">Q")
+
+
+def _keyed(key: bytes) -> Any:
+    """The keyed hash state, made once per connection and direction: each frame copies it
+    (cheaper than keying a new one, which hashes a whole key block every time)."""
+    return hashlib.blake2b(key=key, digest_size=TAG_BYTES)
+
+
 class FrameSealer:
     """Tags the frames one side sends, in order."""
 
-    __slots__ = ("key", "seq")
+    __slots__ = ("_base", "seq")
 
     def __init__(self, key: bytes) -> None:
-        self.key = key
+        self._base = _keyed(key)
         self.seq = 0
 
     def seal(self, frame: bytes) -> bytes:
         """``frame`` (length header and payload, as ``encode_frame`` makes it) with its tag."""
         payload = memoryview(frame)[4:]
-        tag = hashlib.blake2b(
-            payload, key=self.key, digest_size=TAG_BYTES, person=self.seq.to_bytes(8, "big")
-        ).digest()
+        mac = self._base.copy()
+        mac.update(_SEQ.pack(self.seq))
+        mac.update(payload)
         self.seq += 1
-        return b"".join((_HEADER.pack(len(payload) + TAG_BYTES), payload, tag))
+        return b"".join((_HEADER.pack(len(payload) + TAG_BYTES), payload, mac.digest()))
 
 
 class FrameOpener:
     """Checks the tags of the frames one side receives, in order."""
 
-    __slots__ = ("key", "seq")
+    __slots__ = ("_base", "seq")
 
     def __init__(self, key: bytes) -> None:
-        self.key = key
+        self._base = _keyed(key)
         self.seq = 0
 
     def open(self, body: bytes | bytearray | memoryview) -> memoryview:
@@ -75,11 +85,11 @@ class FrameOpener:
         view = memoryview(body)
         if len(view) < TAG_BYTES:
             raise FrameAuthError("frame too short to carry its authentication tag")
-        payload, tag = view[:-TAG_BYTES], view[-TAG_BYTES:]
-        expected = hashlib.blake2b(
-            payload, key=self.key, digest_size=TAG_BYTES, person=self.seq.to_bytes(8, "big")
-        ).digest()
-        if not hmac.compare_digest(expected, tag):
+        payload = view[:-TAG_BYTES]
+        mac = self._base.copy()
+        mac.update(_SEQ.pack(self.seq))
+        mac.update(payload)
+        if not hmac.compare_digest(mac.digest(), view[-TAG_BYTES:]):
             raise FrameAuthError("frame authentication failed (injected or altered frame)")
         self.seq += 1
         return payload
