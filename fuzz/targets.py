@@ -7,8 +7,9 @@ reports that input as a crash. The documented refusals -- ``MalformedContext``,
 ``TokenFileError`` -- are the expected outcome for bad input, never a crash.
 
 - ``http``: raw bytes into a real single-node cluster's HTTP layer (the node's own router,
-  handlers, auth, storage), split at a fuzzed point: every answer is well-formed HTTP, none is
-  a 5xx, a refused request stores nothing.
+  handlers, auth, storage), split at a fuzzed point: every answer is well-formed HTTP/1.1 and
+  none is a 5xx other than 503 (whether refused input changes nothing is what
+  ``tests/node/test_api_errors.py`` and ``tests/node/test_hardening.py`` check).
 - ``context``: the ``X-Ringkv-Context`` header, decoded and bounded.
 - ``record``: stored records and stored hints.
 - ``frame``: peer frames (plain, and on an authenticated connection), and the bodies of the
