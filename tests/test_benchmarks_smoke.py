@@ -60,3 +60,8 @@ def test_compare_quick_run_measures_every_system_and_workload(tmp_path: Path) ->
             assert 0 <= run_["machine_steal_pct"] <= 100
     cpu_target = next(t for t in document["targets"] if "quorum write CPU" in t["target"])
     assert cpu_target["value"] > 1  # measured (ringkv-single ran): a quorum write costs more
+
+
+def test_frame_auth_benchmark_runs() -> None:
+    out = run("benchmarks/frame_auth.py", "--writes", "200", "--rounds", "1")
+    assert "median_extra_us" in out
