@@ -8,8 +8,7 @@ reports that input as a crash. The documented refusals -- ``MalformedContext``,
 
 - ``http``: raw bytes into a real single-node cluster's HTTP layer (the node's own router,
   handlers, auth, storage), split at a fuzzed point: every answer is well-formed HTTP/1.1 and
-  none is a 5xx other than 503 (whether refused input changes nothing is what
-  ``tests/node/test_api_errors.py`` and ``tests/node/test_hardening.py`` check).
+  none is a 5xx other than 503, and a key no input names keeps its stored record.
 - ``context``: the ``X-Ringkv-Context`` header, decoded and bounded.
 - ``record``: stored records and stored hints.
 - ``frame``: peer frames (plain, and on an authenticated connection), and the bodies of the
@@ -219,6 +218,13 @@ class _HttpNode:
         self.api = Api(config)
         self.loop.run_until_complete(self.api.node.start())
         self.loop.run_until_complete(self._until_ready())
+        # A key no input names: whatever is sent, its stored record must not change.
+        from ringkv.core.quorum import Quorum
+        from ringkv.core.versions import VClock
+
+        put = self.api.node.coordinator.put(SENTINEL, b"precious", VClock.empty(), Quorum(1, 1))
+        self.loop.run_until_complete(put)
+        self.sentinel = self.api.node.storage.get_raw(SENTINEL)
 
     async def _until_ready(self) -> None:
         for _ in range(400):
@@ -254,6 +260,7 @@ class _HttpNode:
 
 
 _HTTP: _HttpNode | None = None
+SENTINEL = b"sentinel-zz"
 
 
 def _statuses(raw: bytes) -> list[int]:
@@ -287,6 +294,9 @@ def http(data: bytes) -> None:
     raw, _closed = _HTTP.run(chunks)
     for status in _statuses(raw):
         assert status < 500 or status == 503, f"answered {status} to {data[:300]!r}: {raw[:500]!r}"
+    if b"sentinel" not in data:
+        stored = _HTTP.api.node.storage.get_raw(SENTINEL)
+        assert stored == _HTTP.sentinel, f"a stored value changed after {data[:300]!r}"
 
 
 TARGETS: dict[str, Callable[[bytes], None]] = {
