@@ -47,7 +47,7 @@ from ringkv.core.versions import (
     version_to_wire,
 )
 from ringkv.node.config import NodeConfig
-from ringkv.node.guards import ClockGuard
+from ringkv.node.guards import clock_guard
 from ringkv.node.hints import HintStore
 from ringkv.node.membership import Membership
 from ringkv.node.messaging import MessagingService, PeerError, PeerNotReached
@@ -125,12 +125,9 @@ class Coordinator:
         self.speculative_read_delay = config.speculative_read_delay
         self._hlc = 0
         # Clocks from clients and peers are bounded before this node observes or stores them.
-        self.clock_guard = ClockGuard(config.max_clock_skew, self._refused_clock)
+        self.clock_guard = clock_guard(config.max_clock_skew, metrics)
         self._background: set[asyncio.Future[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
-
-    def _refused_clock(self, source: str) -> None:
-        self.metrics.refused_input.labels(source, "clock").inc()
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
         """The running loop, looked up once (on Python 3.11 each lookup is a getpid() call)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from ringkv.core.clock_bounds import ClockSkew, check_clock, check_versions, max_skew_ms
 from ringkv.core.versions import VClock, Version
@@ -99,3 +100,10 @@ class ClockGuard:
         if self.on_reject is not None:
             self.on_reject(source)
         self.limiter.warning(f"clock-{source}", "refused a clock from a %s: %s", source, exc)
+
+
+def clock_guard(max_skew_seconds: float, metrics: Any) -> ClockGuard:
+    """The node's guard, counting refusals in ``ringkv_refused_input_total{reason="clock"}``."""
+    return ClockGuard(
+        max_skew_seconds, lambda source: metrics.refused_input.labels(source, "clock").inc()
+    )
