@@ -86,3 +86,8 @@ def test_compare_quick_run_measures_every_system_and_workload(tmp_path: Path) ->
 def test_cleanup_benchmark_quick_run() -> None:
     out = run("benchmarks/cleanup.py", "--keys", "300", timeout=300)
     assert "keys/s" in out and "without cleanup" in out
+
+
+def test_frame_auth_benchmark_runs() -> None:
+    out = run("benchmarks/frame_auth.py", "--writes", "200", "--rounds", "1")
+    assert "median_extra_us" in out

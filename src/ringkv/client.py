@@ -41,6 +41,7 @@ import yarl
 
 from ringkv.client_cache import CacheMetrics, ClientCache, ReadPlan, make_cache
 from ringkv.core.batching import MAX_BATCH_KEYS
+from ringkv.core.json_input import parse_json
 from ringkv.core.placement import preference_list
 from ringkv.core.ring import Ring, key_hash
 
@@ -136,7 +137,7 @@ class ConnectionFailed(RingkvError):
 def error_from_response(status: int, body: bytes) -> RingkvError:
     """Build the exception for an error answer, parsing its JSON body when there is one."""
     try:
-        parsed = json.loads(body) if body else {}
+        parsed = parse_json(body) if body else {}
     except ValueError:
         parsed = {}
     if not isinstance(parsed, dict):
@@ -291,7 +292,7 @@ def _get_result(status: int, headers: Mapping[str, str], body: bytes) -> GetResu
     if status == 200:
         return GetResult(True, body, [body], context, ttl=_ttl_of(headers), etag=etag)
     if status == 300:
-        document = json.loads(body)
+        document = parse_json(body)
         # a deleted sibling carries no value
         entries = [s for s in document.get("siblings", []) if s.get("value") is not None]
         siblings = [base64.b64decode(s["value"]) for s in entries]
@@ -439,7 +440,7 @@ def _check(status: int, body: bytes) -> None:
 
 def _json(status: int, body: bytes) -> dict[str, Any]:
     _check(status, body)
-    document = json.loads(body)
+    document = parse_json(body)
     if not isinstance(document, dict):
         raise RingkvError(status, "bad_response", "expected a JSON object", {})
     return document

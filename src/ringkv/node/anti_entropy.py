@@ -34,6 +34,7 @@ from ringkv.core.placement import preference_list
 from ringkv.core.ring import Ring, TokenRange
 from ringkv.core.versions import Version, version_from_wire, version_to_wire
 from ringkv.node.config import NodeConfig
+from ringkv.node.guards import clock_guard
 from ringkv.node.membership import Membership
 from ringkv.node.messaging import MessagingService
 from ringkv.node.metrics import NodeMetrics
@@ -66,6 +67,7 @@ class AntiEntropy:
         self.messaging = messaging
         self.metrics = metrics
         self.mode = config.mode
+        self.clock_guard = clock_guard(config.max_clock_skew, metrics)  # on fetched records
         self.trees: dict[int, MerkleTree] = {}  # range end token -> tree
         self.replicas: dict[int, tuple[str, ...]] = {}  # range end token -> replica nodes
         self._ends: list[int] = []
@@ -237,6 +239,8 @@ class AntiEntropy:
         for key, wire in remote:
             key = bytes(key)
             versions = [version_from_wire(v) for v in wire]
+            if not self.clock_guard.admits(versions):
+                continue  # from too far in the future: neither stored nor pushed back
             if expired_tombstones(versions, horizon):
                 # Past the grace period tombstones are being purged everywhere: copying them
                 # back and forth would only resurrect what the other side just removed.

@@ -8,6 +8,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ringkv.core.clock_bounds import DEFAULT_MAX_CLOCK_SKEW
 from ringkv.core.expiry import MAX_TTL_SECONDS
 from ringkv.core.quorum import PRESETS
 from ringkv.core.ring import DEFAULT_VNODES
@@ -64,6 +65,7 @@ class NodeConfig:
     anti_entropy_rate: float = 5000.0
     tombstone_grace: float = 10 * 86400.0
     default_ttl: int = 0
+    max_clock_skew: float = DEFAULT_MAX_CLOCK_SKEW
     log_level: str = "info"
     log_format: str = "text"
 
@@ -207,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("default-ttl", type=int, default=0,
         help="seconds until a written value expires when the PUT gives no ttl= (0: never, "
         "the default)")  # fmt: skip
+    add("max-clock-skew", type=float, default=DEFAULT_MAX_CLOCK_SKEW,
+        help="seconds a clock from a client context or a peer may run ahead of ours; "
+        "beyond it the request is refused (5)")  # fmt: skip
     add("log-level", default="info", choices=["debug", "info", "warning", "error"])
     add("log-format", default="text", choices=LOG_FORMATS,
         help="text (human-readable, the default) or json (one object a line: time, level, "
@@ -263,6 +268,7 @@ def parse_args(argv: Sequence[str] | None) -> NodeConfig:
             anti_entropy_rate=float(ns.anti_entropy_rate),
             tombstone_grace=float(ns.tombstone_grace),
             default_ttl=int(ns.default_ttl),
+            max_clock_skew=float(ns.max_clock_skew),
             log_level=ns.log_level,
             log_format=ns.log_format,
         )
@@ -319,6 +325,7 @@ def validate(c: NodeConfig) -> list[str]:
         ("--max-siblings", c.max_siblings),
         ("--anti-entropy-rate", c.anti_entropy_rate),
         ("--block-cache-mb", c.block_cache_mb),
+        ("--max-clock-skew", c.max_clock_skew),
     ):
         if not value > 0:
             problems.append(f"{name} must be positive")

@@ -52,6 +52,7 @@ from ringkv.core.versions import (
 )
 from ringkv.node.cleanup import Cleanup
 from ringkv.node.config import NodeConfig
+from ringkv.node.guards import clock_guard
 from ringkv.node.hints import HintStore
 from ringkv.node.membership import Membership
 from ringkv.node.messaging import (
@@ -156,6 +157,8 @@ class Coordinator:
         self.speculative_read_delay = config.speculative_read_delay
         self._hlc = 0
         self.cleanup: Cleanup | None = None  # set by the node: which keys this node replicates
+        # Clocks from clients and peers are bounded before this node observes or stores them.
+        self.clock_guard = clock_guard(config.max_clock_skew, metrics)
         self._background: set[asyncio.Future[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -551,12 +554,15 @@ class Coordinator:
                     if f.cancelled():
                         raise PeerError("cancelled")
                     raw = f.result()
-                    if read is not None:
+                    if read is not None:  # a digest: no clock to check
                         answers[replica.node] = read[1](raw)
-                    elif isinstance(raw, bytes):  # the stored record as it is (see handle_read)
-                        answers[replica.node] = decode_record(raw) if raw else ()
                     else:
-                        answers[replica.node] = tuple(version_from_wire(v) for v in raw)
+                        if isinstance(raw, bytes):  # the stored record as it is (handle_read)
+                            versions = decode_record(raw) if raw else ()
+                        else:
+                            versions = tuple(version_from_wire(v) for v in raw)
+                        self.clock_guard.check_versions(versions)
+                        answers[replica.node] = versions
                 except Exception as exc:
                     if not isinstance(exc, PeerError):
                         log.debug("bad read answer from %s: %r", replica.node, exc)
@@ -639,6 +645,7 @@ class Coordinator:
             versions: Sequence[Version] = decode_record(record)
         else:
             versions = [version_from_wire(v) for v in body["versions"]]
+        self.clock_guard.check_versions(versions)
         wall = int(time.time() * 1000)
         for v in versions:
             self._hlc = hlc_observe(self._hlc, v.timestamp, wall)
@@ -659,6 +666,8 @@ class Coordinator:
         now_ms = int(time.time() * 1000)
         for key, wire in body["items"]:
             versions = [version_from_wire(v) for v in wire]
+            if not self.clock_guard.admits(versions):
+                continue  # poison: never stored, so a resent batch does not retry it forever
             if cleanup is not None and not cleanup.replicates(key_hash(bytes(key))):
                 cleanup.redirect(bytes(key), versions, now_ms)  # a late hint or repair
                 continue
@@ -691,13 +700,11 @@ class Coordinator:
 
     async def handle_coordinate_put(self, body: dict[str, Any]) -> dict[str, Any]:
         quorum = Quorum(self.n, int(body["required"]), bool(body.get("strict")))
+        context = VClock.from_wire(body["context"])
+        self.clock_guard.check_context(context, "peer")
         try:
             clock = await self.put(
-                bytes(body["key"]),
-                body["value"],
-                VClock.from_wire(body["context"]),
-                quorum,
-                ttl=int(body.get("ttl", 0)),
+                bytes(body["key"]), body["value"], context, quorum, ttl=int(body.get("ttl", 0))
             )
         except Unavailable as exc:
             return {"error": "unavailable", "required": exc.required, "alive": exc.alive}

@@ -257,6 +257,12 @@ class NodeMetrics:
         ):
             for value in values:
                 family.labels(value)
+        self.refused_input = Counter(
+            "ringkv_refused_input",
+            "Input from clients or peers refused as malformed or forged, by source and reason",
+            ["source", "reason"],
+            registry=r,
+        )
         self.members = Gauge(
             "ringkv_members", "Cluster members seen by this node, by liveness", ["alive"],
             registry=r,

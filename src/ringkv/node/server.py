@@ -20,6 +20,7 @@ from urllib.parse import unquote_to_bytes
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import ringkv
+from ringkv.core.clock_bounds import ClockSkew
 from ringkv.core.conditions import PRECONDITION_FAILED
 from ringkv.core.expiry import live_versions
 from ringkv.core.quorum import Operation, Quorum, QuorumError, resolve
@@ -40,6 +41,7 @@ from ringkv.core.versions import (
     encode_context,
     make_actor,
 )
+from ringkv.node import absence
 from ringkv.node.anti_entropy import AntiEntropy
 from ringkv.node.auth import METRICS_ROLE, TokenStore, load_secret
 from ringkv.node.batch import Batches
@@ -136,8 +138,10 @@ class Node:
             server_ssl=self.tls.peer_server_context() if self.tls else None,
             client_ssl=self.tls.client if self.tls else None,
             sync_handler=self._peer_sync,
+            on_refused=lambda reason: self.metrics.refused_input.labels("peer", reason).inc(),
         )
         await self.messaging.start()
+        await absence.check_at_start(config, self.storage, self.messaging)  # AwayTooLong
         self.membership = Membership(config, self.storage, self.messaging, incarnation)
         self.hints = HintStore(self.storage, config.mode)
         self.coordinator = Coordinator(
@@ -192,6 +196,7 @@ class Node:
             asyncio.create_task(self.cleanup.run()),
             watch(self),
         ]
+        self._loops.append(asyncio.create_task(absence.keep_recording(config, self.storage)))
         if config.anti_entropy_interval > 0:
             self._loops.append(asyncio.create_task(self.anti_entropy.run()))
         if self.tls is not None:
@@ -212,6 +217,8 @@ class Node:
         if hasattr(self, "messaging"):
             await self.messaging.stop()
         if self.storage is not None:
+            if self._loops:  # it ran: it was alive until now
+                absence.record_alive(self.storage)
             self.storage.close()
         log.info("node %s stopped; storage flushed and closed", self.config.node_id)
 
@@ -263,6 +270,8 @@ class Node:
             return self.batches.handle_read_batch(body)
         if verb == "replicate_many" and not self.config.fsync:
             return self.batches.handle_replicate_many(body)
+        if verb == absence.UPTIME_VERB:
+            return {"uptime_seconds": time.monotonic() - self.started}
         return DEFER
 
     async def _peer(self, verb: str, body: Any) -> Any:
@@ -402,16 +411,20 @@ _CONTEXT = CONTEXT_HEADER.lower()
 _REQUEST_ID = REQUEST_ID_HEADER.lower()
 
 
-def _context(request: Request) -> VClock:
+def _context(request: Request, node: Node) -> VClock:
     count = request.header_count(_CONTEXT)
     if count > 1:
         raise ApiError(400, "bad_request", f"{CONTEXT_HEADER} given more than once")
     if not count:
         return VClock.empty()
     try:
-        return decode_context(request.headers[_CONTEXT])
+        clock = decode_context(request.headers[_CONTEXT])
+        node.coordinator.clock_guard.check_context(clock)  # a forged clock must not move ours
     except MalformedContext as exc:
         raise ApiError(400, "bad_request", f"malformed {CONTEXT_HEADER}: {exc}") from None
+    except ClockSkew as exc:
+        raise ApiError(400, "bad_request", f"{CONTEXT_HEADER} refused: {exc}") from None
+    return clock
 
 
 def _count(node: Node, op: str, started: float, outcome: str) -> None:
@@ -493,7 +506,7 @@ async def _write(node: Node, request: Request, op: str, value: bytes | None) -> 
     try:
         key = _key(request)
         quorum = _quorum(request, node)
-        context = _context(request)
+        context = _context(request, node)
         try:
             condition, ttl = write_options(request, node.config, bool(context), value is None)
         except BadWriteOptions as exc:
