@@ -411,7 +411,13 @@ class Membership:
     def claim(self, status: str) -> None:
         """Take tokens against the current ring and enter ``status`` (normal or joining)."""
         self.storage.put_meta("auto_join", None)
-        tokens = allocate_tokens(self.ring, self.node_id, self.config.vnodes)
+        tokens = allocate_tokens(
+            self.ring,
+            self.node_id,
+            self.config.vnodes,
+            zone=self.config.zone,
+            replicas=self.config.replication_factor,
+        )
         self._adopt_tokens(tokens, status)
 
     def replace(self) -> None:
