@@ -472,8 +472,9 @@ def allocate_tokens(
     _, base, extra = zone_quotas(sizes, replicas)
     tokens, owners = ring.zone_tokens(zone)
     if not tokens:
-        # First node of its zone: it holds the zone's whole share whatever its tokens are.
-        return _unclaimed(ring, initial_tokens(node_id, count))
+        # First node of its zone: it holds the zone's whole share whatever its tokens are, so
+        # they balance primary ownership (which replica comes first) across the whole ring.
+        return _carve(ring, ring.sorted_tokens, ring.owned_positions(), len(ring), node_id, count)
     r = base[zone]
     if extra == 0 and 2 <= r < members + 1:
         return _carve_replicated(ring, tokens, owners, members, node_id, count, r)

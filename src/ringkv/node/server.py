@@ -219,6 +219,8 @@ class Node:
     async def _peer(self, verb: str, body: Any) -> Any:
         if verb == "coordinate_put":
             return await self.coordinator.handle_coordinate_put(body)
+        if verb == "ping_req":
+            return await self.membership.handle_ping_req(body)
         if verb == "replicate" and self.config.fsync:
             result = self.coordinator.handle_replicate(body, deferred_sync=True)
             assert self.storage is not None
