@@ -264,7 +264,10 @@ class Coordinator:
     ) -> VClock:
         if len(live) < quorum.required or not live:
             raise Unavailable(quorum.required, len(live))
-        target = live[0].node
+        # Each key's writes go to one of its live primaries chosen by the key's hash, so that
+        # coordinating writes is spread like the replica load, not like primary ownership.
+        primaries = [r for r in live if r.primary] or list(live)
+        target = primaries[key_hash(key) % len(primaries)].node
         address = self.membership.address_of(target)
         self.metrics.forwarded.inc()
         body = {
@@ -363,6 +366,10 @@ class Coordinator:
                 remote.append(replica)
         need = quorum.required - len(answers)
         if need < len(remote):
+            # Start at a replica chosen by the key's hash, so that reads are spread like the
+            # replica load rather than falling on the first replicas of each list.
+            turn = key_hash(key) % len(remote)
+            remote = remote[turn:] + remote[:turn]
             # Ask connected replicas first: one still being reconnected to would only be slow.
             # Ask replicas that were slow lately last, then ones still being reconnected to.
             connected = self.messaging.is_connected
