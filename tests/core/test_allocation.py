@@ -136,14 +136,26 @@ def test_first_node_of_a_new_zone() -> None:
     assert set(grown.nodes) - set(ring.nodes) == {"east-1"}
 
 
-@pytest.mark.parametrize("size", range(3, 25))
-def test_single_zone_replicated_ownership(size: int) -> None:
-    """One zone, N=3: each key on the first 3 distinct nodes clockwise; the replication-aware
-    allocator keeps the busiest node within 10 % of the mean (random tokens: 20-40 %)."""
-    ring = single_zone(24)[size - 1]
-    assert replica_balance(ring, N) <= 1.10
+@pytest.mark.parametrize("size", range(3, 49))
+def test_single_zone_every_size_3_to_48(size: int) -> None:
+    """One zone (equal zones, trivially), N=3: each key on the first 3 distinct nodes
+    clockwise, balanced by the replication-aware allocator (random tokens: 20-40 % over)."""
+    ring = single_zone(48)[size - 1]
+    assert replica_balance(ring, N) <= 1.05
+
+
+@pytest.mark.parametrize("size", range(3, 31))
+def test_one_node_per_zone_every_size(size: int) -> None:
+    """Every node in its own zone (equal zones of one): the same as a single zone."""
+    ring = one_per_zone(30)[size - 1]
+    assert replica_balance(ring, N) <= 1.05
 
 
 @cache
 def single_zone(total: int) -> tuple[Ring, ...]:
     return tuple(grow(["z"] * total))
+
+
+@cache
+def one_per_zone(total: int) -> tuple[Ring, ...]:
+    return tuple(grow([f"rack-{i}" for i in range(total)]))
