@@ -29,6 +29,16 @@ def test_ring_balance_benchmark_runs_and_meets_the_balance_target() -> None:
     assert "1000 members" in out.replace(",", "")
 
 
+def test_membership_simulator_quick_run(tmp_path: Path) -> None:
+    result = tmp_path / "sim.json"
+    run("benchmarks/membership_sim.py", "--quick", "--json", str(result))
+    row = json.loads(result.read_text())["100"]
+    for event in ("join", "leave", "crash"):
+        assert row["propagation"][event]["max"] is not None  # every member learned of it
+    assert row["loss_0.01"]["false_convictions"] == 0
+    assert row["loss_0.01"]["bytes_per_node_s"] < 20_000
+
+
 @pytest.mark.slow
 def test_latency_benchmark_quick_run(tmp_path: Path) -> None:
     result = tmp_path / "latency.json"

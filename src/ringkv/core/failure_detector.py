@@ -184,6 +184,7 @@ class Watch:
         self.convicted: set[str] = set()
         self._order: tuple[str, ...] = ()
         self._start = 0
+        self._watched: set[str] = set()  # the targets of the last tick
 
     def targets(self, order: tuple[str, ...], dead: Container[str] = ()) -> list[str]:
         """The members to heartbeat: the next ``watchers`` live ones after us in ``order`` (a
@@ -222,8 +223,11 @@ class Watch:
         for node in wanted:
             if node in self.convicted:
                 continue
-            if not self.detector.known(node):
-                self.detector.heartbeat(node, now)  # a new target gets the benefit of the doubt
+            if node not in self._watched or not self.detector.known(node):
+                # A new target gets the benefit of the doubt: whatever we heard of it before
+                # (when it was last ours, or learned through gossip) is not a history.
+                self.detector.forget(node)
+                self.detector.heartbeat(node, now)
                 continue
             if self.detector.is_available(node, now):
                 self.suspects.pop(node, None)
@@ -235,4 +239,5 @@ class Watch:
             elif now - since >= self.confirm:
                 del self.suspects[node]
                 self.convicted.add(node)
+        self._watched = wanted
         return fresh
