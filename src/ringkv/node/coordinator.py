@@ -326,7 +326,10 @@ class Coordinator:
     ) -> VClock:
         if len(live) < quorum.required or not live:
             raise Unavailable(quorum.required, len(live))
-        target = live[0].node
+        # Each key's writes go to one of its live primaries chosen by the key's hash, so that
+        # coordinating writes is spread like the replica load, not like primary ownership.
+        primaries = [r for r in live if r.primary] or list(live)
+        target = primaries[key_hash(key) % len(primaries)].node
         address = self.membership.address_of(target)
         self.metrics.forwarded.inc()
         body = {
@@ -427,7 +430,7 @@ class Coordinator:
                 remote.append(replica)
         need = quorum.required - len(answers)
         if need < len(remote):
-            self._order(remote)
+            self._order(remote, key)
         if need >= len(remote) or random.random() < self.read_repair_chance:
             first, spare = remote, []
         else:
@@ -443,9 +446,13 @@ class Coordinator:
             self._spawn(self._read_repair(key, outstanding, answers, primaries))
         return result
 
-    def _order(self, remote: list[Replica]) -> None:
-        """Ask connected replicas first: one still being reconnected to would only be slow.
-        Ask replicas that were slow lately last, then ones still being reconnected to."""
+    def _order(self, remote: list[Replica], key: bytes) -> None:
+        """Start at a replica chosen by the key's hash, so that reads are spread like the
+        replica load rather than falling on the first replicas of each list. Ask connected
+        replicas first: one still being reconnected to would only be slow. Ask replicas that
+        were slow lately last, then ones still being reconnected to."""
+        turn = key_hash(key) % len(remote)
+        remote[:] = remote[turn:] + remote[:turn]
         connected = self.messaging.is_connected
         address_of = self.membership.address_of
         now, slow = time.monotonic(), self._slow
@@ -487,7 +494,7 @@ class Coordinator:
                 local = partial(_decoded, record)
         need = quorum.required - len(digests)
         if need < len(remote):
-            self._order(remote)
+            self._order(remote, key)
         address_of, supports = self.membership.address_of, self.messaging.supports
         if all(supports(address_of(r.node) or "", READ_DIGEST_FEATURE) for r in remote[:need]):
             got, _ = await self._read_quorum(

@@ -284,6 +284,8 @@ class Node:
             assert self.storage is not None
             await self.storage.durable()
             return count
+        if verb == "ping_req":
+            return await self.membership.handle_ping_req(body)
         if verb == "replicate" and self.config.fsync:
             result = self.coordinator.handle_replicate(body, deferred_sync=True)
             assert self.storage is not None
