@@ -42,7 +42,9 @@ kind_cmd create cluster --name "$KIND_CLUSTER" "${image_args[@]}" --config "$con
     --kubeconfig "$KIND_KUBECONFIG" --wait 5m
 
 # kind only warns when --wait runs out: a cluster whose nodes are not Ready is an error
-"$KIND_CACHE/bin/kubectl" --kubeconfig "$KIND_KUBECONFIG" wait --for=condition=Ready nodes --all \
+kubectl_bin="$KIND_CACHE/bin/kubectl"
+[[ -x $kubectl_bin ]] || kubectl_bin=kubectl
+"$kubectl_bin" --kubeconfig "$KIND_KUBECONFIG" wait --for=condition=Ready nodes --all \
     --timeout=5m >&2
 
 log "loading ringkv:${RINGKV_TAGS[*]}"
