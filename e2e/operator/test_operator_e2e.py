@@ -697,8 +697,10 @@ def check_all_reads(endpoint: str, data: dict[str, bytes]) -> list[str]:
     return bad
 
 
-def _make_tls(directory: Path) -> tuple[Path, Path, Path]:
-    """A CA and a node certificate it signed: (ca.crt, tls.crt, tls.key)."""
+def _make_tls(directory: Path, name: str, ns: str) -> tuple[Path, Path, Path]:
+    """A CA and a node certificate it signed for KVCluster ``name`` in ``ns``: (ca.crt,
+    tls.crt, tls.key). The SAN is the pods' DNS names through the headless peer Service,
+    which nodes and the operator dial and check (docs/security.md)."""
     import subprocess
 
     ca_key, ca_crt = directory / "ca.key", directory / "ca.crt"
@@ -711,8 +713,10 @@ def _make_tls(directory: Path) -> tuple[Path, Path, Path]:
         "-out", str(ca_crt), "-subj", "/CN=ringkv-e2e-ca")
     run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr),
         "-subj", "/CN=ringkv-e2e-node")
+    ext = directory / "san.ext"
+    ext.write_text(f"subjectAltName=DNS:*.{name}-peers.{ns}.svc.cluster.local\n")
     run("x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key),
-        "-CAcreateserial", "-days", "2", "-out", str(crt))
+        "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(crt))
     return ca_crt, crt, key
 
 
@@ -732,7 +736,7 @@ def test_tls_cluster_with_your_own_tokens(k8s: Any, operator: str, tmp_path: Pat
     ns = "e2e-tls-" + uuid.uuid4().hex[:6]
     name = "tlskv"
     token = "app-token-" + uuid.uuid4().hex
-    ca, crt, key = _make_tls(tmp_path)
+    ca, crt, key = _make_tls(tmp_path, name, ns)
     tokens = tmp_path / "tokens.json"
     tokens.write_text(json.dumps({"tokens": [{"token": token, "role": "readwrite",
                                               "name": "app"}]}))
