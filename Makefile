@@ -38,9 +38,10 @@ e2e-selftest: $(STAMP)
 	$(VENV)/bin/python -m pytest e2e/tests -p no:cacheprovider
 
 # Kubernetes on kind with real containers (e2e/kind; podman here, Docker elsewhere): every
-# image is built on this machine (cold ~see e2e/README.md, cached in ~/.cache/ringkv/kind and
-# podman's store). kind-up prints the KUBECONFIG; kind-e2e runs the suite on a fresh
-# cluster and deletes it afterwards. Needs root.
+# image is built on this machine (~30 min cold on 2 cores, see e2e/README.md; cached in
+# ~/.cache/ringkv/kind and podman's store). kind-up prints the KUBECONFIG; kind-e2e runs the
+# README's newcomer steps and the operator suite on a fresh cluster and deletes it
+# afterwards (also on failure or Ctrl-C). Needs root.
 .PHONY: kind-images kind-up kind-down kind-e2e
 kind-images:
 	bash e2e/kind/build-images.sh
