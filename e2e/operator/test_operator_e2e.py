@@ -770,12 +770,13 @@ def test_tls_cluster_with_your_own_tokens(k8s: Any, operator: str, tmp_path: Pat
         t0 = time.monotonic()
         obj = wait_for(formed, 600, f"{name} Available with 3 normal members", every=2)
         print(f"\nTLS cluster formed in {time.monotonic() - t0:.0f}s")
-        # only the operator's token was generated: the users' tokens are theirs
+        # only the operator's and the scrapers' tokens were generated: the users' are theirs
         secrets = json.loads(k8s.kubectl("-n", ns, "get", "secrets", "-o", "json").stdout)
         owned = {s["metadata"]["name"] for s in secrets["items"]
                  if any(o["uid"] == obj["metadata"]["uid"]
                         for o in s["metadata"].get("ownerReferences") or ())}
-        assert owned == {f"{name}-operator-token", f"{name}-cluster-secret"}
+        assert owned == {f"{name}-operator-token", f"{name}-metrics-token",
+                         f"{name}-cluster-secret"}
 
         verified = ssl.create_default_context(cafile=str(ca))
         verified.check_hostname = False  # the certificate names no pod IP
