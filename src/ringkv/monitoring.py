@@ -254,10 +254,12 @@ CLUSTER = Dashboard(
               ((_quantile(0.99, "ringkv_request_duration_seconds", "op"), "p99 {{op}}"),
                (f"vector({SLO_P99_SECONDS['get']})", "read SLO"),
                (f"vector({SLO_P99_SECONDS['put']})", "write SLO")), "s"),
-        Panel("Errors by outcome",
+        Panel("Errors by reason (HTTP status)",
               ((_rate("ringkv_requests_total", "op, outcome",
                       f'{NODES}, outcome!~"2..|300|404"'), "{{op}} {{outcome}}"),), "reqps",
-              description="Client requests answered with an error status, by operation"),
+              description="Client requests answered with an error, by operation and status: "
+                          "400 bad request, 409 too many siblings, 503 unavailable or "
+                          "overloaded, 504 timeout, 507 disk full"),
         Panel("Refused requests by reason",
               ((_rate("ringkv_rejected_requests_total", "reason"), "{{reason}}"),), "reqps"),
         Panel("Nodes up", ((f"sum by (cluster) (up{{{NODES}}})", "{{cluster}}"),), kind="stat"),
