@@ -135,14 +135,17 @@ class NodeCollector(Collector):
         phi = GaugeMetricFamily(
             "ringkv_peer_phi",
             "Phi accrual suspicion of each peer as this node sees it (convicted above "
-            "--phi-threshold; +Inf: never heard from)",
+            "--phi-threshold; +Inf: never heard from); members that left are not listed",
             labels=["peer"],
         )
         states = dict.fromkeys(MEMBER_STATES, 0)
+        removed = membership.removed_nodes()
         for node, state in membership.gossiper.states.items():
             status = str(state.get(g.STATUS, g.STARTING))
+            if node in removed and state.generation <= removed[node]:
+                status = g.LEFT  # removed by force: gone as if it had left
             states[status] = states.get(status, 0) + 1
-            if node != me:
+            if node != me and status != g.LEFT:  # a node that left is silent by design
                 phi.add_metric([node], membership.detector.phi(node, now))
         yield phi
         by_state = GaugeMetricFamily(
