@@ -505,31 +505,12 @@ def scrape_config() -> dict[str, Any]:
 
 def pod_monitor(cluster: str = EXAMPLE_CLUSTER, namespace: str = "default") -> dict[str, Any]:
     """A PodMonitor (Prometheus Operator) for one KVCluster's nodes, with its metrics token."""
-    from ringkv.operator.spec import METRICS_PATH, METRICS_TOKEN_KEY, parse_spec
+    from ringkv.operator.builders import build_pod_monitor
+    from ringkv.operator.spec import parse_spec
 
+    # what the operator applies with spec.monitoring.podMonitor.enabled (for the defaults)
     spec = parse_spec(cluster, namespace, {"zones": ["a"], "replicas": 1, "replicationFactor": 1})
-    return {
-        "apiVersion": "monitoring.coreos.com/v1",
-        "kind": "PodMonitor",
-        "metadata": {"name": f"ringkv-{cluster}", "namespace": namespace,
-                     "labels": {"app.kubernetes.io/name": "ringkv"}},
-        "spec": {
-            "jobLabel": "app.kubernetes.io/name",  # job="ringkv", as the rules expect
-            "selector": {"matchLabels": spec.node_selector_labels()},
-            "podMetricsEndpoints": [{
-                "port": "client",
-                "path": METRICS_PATH,
-                "scheme": "http",  # https with spec.security.tls, plus a tlsConfig with ca.crt
-                "interval": "30s",
-                "bearerTokenSecret": {"name": spec.metrics_token_secret, "key": METRICS_TOKEN_KEY},
-                "relabelings": [
-                    {"sourceLabels": ["__meta_kubernetes_pod_label_app_kubernetes_io_instance"],
-                     "targetLabel": "cluster"},
-                    {"sourceLabels": ["__meta_kubernetes_pod_name"], "targetLabel": "pod"},
-                ],
-            }],
-        },
-    }  # fmt: skip
+    return build_pod_monitor(spec)
 
 
 def operator_pod_monitor() -> dict[str, Any]:
