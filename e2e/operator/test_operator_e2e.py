@@ -498,6 +498,10 @@ def test_api_and_peers_are_authenticated(k8s: Any, available: str) -> None:
         assert http_status(f"{base}/v1/kv/sec-key?w=quorum", "PUT", token, b"sec-value") == 204
         assert http_status(f"{base}/v1/kv/sec-key", token=token) == 200
         assert http_status(f"{base}/v1/status", token=operator_token) == 200
+        # the generated metrics token reads /metrics and nothing else
+        metrics_token = secret_data(k8s, ns, f"{NAME}-metrics-token")["token"]
+        assert http_status(f"{base}/metrics", token=metrics_token) == 200
+        assert http_status(f"{base}/v1/status", token=metrics_token) == 403
         with Client(base, timeout=10, token=token) as c:
             assert c.get("sec-key", r="quorum").value == b"sec-value"
 
@@ -769,12 +773,14 @@ def test_tls_cluster_with_your_own_tokens(k8s: Any, operator: str, tmp_path: Pat
         t0 = time.monotonic()
         obj = wait_for(formed, 600, f"{name} Available with 3 normal members", every=2)
         print(f"\nTLS cluster formed in {time.monotonic() - t0:.0f}s")
-        # only the operator's token was generated: the users' tokens are theirs
+        # only the operator's and the scrapers' tokens were generated: the users' are theirs
         secrets = json.loads(k8s.kubectl("-n", ns, "get", "secrets", "-o", "json").stdout)
         owned = {s["metadata"]["name"] for s in secrets["items"]
                  if any(o["uid"] == obj["metadata"]["uid"]
                         for o in s["metadata"].get("ownerReferences") or ())}
-        assert owned == {f"{name}-operator-token", f"{name}-cluster-secret"}
+        assert owned == {
+            f"{name}-operator-token", f"{name}-cluster-secret", f"{name}-metrics-token"
+        }
 
         verified = ssl.create_default_context(cafile=str(ca))
         verified.check_hostname = False  # the certificate names no pod IP
