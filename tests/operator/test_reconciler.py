@@ -300,7 +300,7 @@ def test_node_access_reads_the_operators_token_and_the_tls_ca() -> None:
     access = credentials.node_access(tls, kube)
     assert access.ssl_context is not None and access.ssl_context.verify_mode == ssl.CERT_NONE
     assert reconciler.endpoints_of(tls, [PodState("kva-zone-a-0", "zone-a", 0, ip="10.0.0.1")]) \
-        == ["https://10.0.0.1:7001"]  # fmt: skip
+        == ["https://kva-zone-a-0.kva-peers.ns.svc.cluster.local:7001"]  # fmt: skip
 
 
 def test_the_timer_calls_nodes_with_the_clusters_access(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,7 +13,10 @@ are throttled by ``--anti-entropy-rate`` so foreground latency does not suffer.
 Tombstone purge rides on the exchanges: a tombstone-only record is removed once it is older
 than ``--tombstone-grace`` and an exchange that started after it was written has completed with
 every other replica of its range -- so every replica holds the tombstone, and deleted data
-cannot come back from one that missed the delete.
+cannot come back from one that missed the delete -- and, through ``may_purge``, only once every
+ring member has cleaned the ranges it gave away (``ringkv.node.cleanup``), so no stale copy on
+an old owner can bring it back either. Expired values (TTL) are purged the same way, counted as
+tombstones written at their expiry (``ringkv.core.expiry``).
 """
 
 from __future__ import annotations
@@ -22,14 +25,16 @@ import asyncio
 import bisect
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from ringkv.core.expiry import purgeable
 from ringkv.core.merkle import MerkleTree, record_digest
 from ringkv.core.placement import preference_list
 from ringkv.core.ring import Ring, TokenRange
-from ringkv.core.versions import Version, hlc_wall_ms, version_from_wire, version_to_wire
+from ringkv.core.versions import Version, version_from_wire, version_to_wire
 from ringkv.node.config import NodeConfig
+from ringkv.node.guards import clock_guard
 from ringkv.node.membership import Membership
 from ringkv.node.messaging import MessagingService
 from ringkv.node.metrics import NodeMetrics
@@ -41,10 +46,9 @@ LEAVES = 64
 
 
 def expired_tombstones(versions: Sequence[Version], horizon_ms: int) -> bool:
-    """A record holding only tombstones all written before ``horizon_ms``."""
-    return bool(versions) and all(
-        v.is_tombstone and hlc_wall_ms(v.timestamp) < horizon_ms for v in versions
-    )
+    """A record holding only tombstones and expired values, all dead before ``horizon_ms``
+    (``ringkv.core.expiry.purgeable``): expired values are purged like tombstones."""
+    return purgeable(versions, horizon_ms)
 
 
 class AntiEntropy:
@@ -63,6 +67,7 @@ class AntiEntropy:
         self.messaging = messaging
         self.metrics = metrics
         self.mode = config.mode
+        self.clock_guard = clock_guard(config.max_clock_skew, metrics)  # on fetched records
         self.trees: dict[int, MerkleTree] = {}  # range end token -> tree
         self.replicas: dict[int, tuple[str, ...]] = {}  # range end token -> replica nodes
         self._ends: list[int] = []
@@ -79,6 +84,9 @@ class AntiEntropy:
         # but at least once a minute) and in slices, so that it never stalls foreground requests.
         self._purge_every = max(config.anti_entropy_interval, min(config.tombstone_grace / 4, 60))
         self._purged_at = time.monotonic()
+        # Set by the node: False while some ring member may still hold stale copies of ranges
+        # it gave away (cleanup not finished), whose deleted values a purge would let return.
+        self.may_purge: Callable[[], bool] = lambda: True
         storage.on_change(self._on_change)
 
     # -- trees ----------------------------------------------------------------------------------
@@ -231,6 +239,8 @@ class AntiEntropy:
         for key, wire in remote:
             key = bytes(key)
             versions = [version_from_wire(v) for v in wire]
+            if not self.clock_guard.admits(versions):
+                continue  # from too far in the future: neither stored nor pushed back
             if expired_tombstones(versions, horizon):
                 # Past the grace period tombstones are being purged everywhere: copying them
                 # back and forth would only resurrect what the other side just removed.
@@ -267,6 +277,8 @@ class AntiEntropy:
     async def purge_tombstones(self, now_ms: int) -> int:
         grace_ms = int(self.config.tombstone_grace * 1000)
         purged = kept = 0
+        if not self.may_purge():  # a ring member still holds ranges it gave away
+            return 0
         for end, tree in list(self.trees.items()):
             others = [n for n in self.replicas.get(end, ()) if n != self.node_id]
             covered = min(

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import os
 import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from ringkv.core.json_input import parse_json
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +53,9 @@ def _digest(token: str) -> bytes:
 
 def parse_tokens(text: str) -> dict[bytes, Principal]:
     try:
-        document = json.loads(text)
+        document = parse_json(text)
     except ValueError as exc:
-        raise TokenFileError(
-            f"token file is not valid JSON (line {getattr(exc, 'lineno', '?')})"
-        ) from None
+        raise TokenFileError(f"token file: {exc}") from None
     entries = document.get("tokens") if isinstance(document, dict) else None
     if not isinstance(entries, list):
         raise TokenFileError('token file must be {"tokens": [{"token": ..., "role": ...}]}')

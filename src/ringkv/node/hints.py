@@ -5,7 +5,9 @@ primary; when no fallback exists, or a replica did not acknowledge in time, the 
 the hint itself. Hints live in their own RocksDB column family, keyed by target node and record
 key, so they survive restarts, several hints for one key merge into one, and delivery scans one
 target at a time. A delivery loop hands them over, throttled, when the target is seen alive
-again, and deletes each hint only after the target acknowledged it. Hints older than
+again, and deletes each hint only after the target acknowledged it, and only if it still holds
+exactly what was sent (compare and delete: a write merged into the hint while the send was in
+flight stays for the next round). Hints older than
 ``--hint-window`` are dropped and counted: anti-entropy repairs those keys instead.
 """
 
@@ -92,13 +94,33 @@ class HintStore:
         self.cf.delete(hk, self.storage.write_options)
         self.pending[target] = max(0, self.pending.get(target, 0) - 1)
 
+    def remove_sent(self, target: str, hk: bytes, sent: Sequence[Version]) -> bool:
+        """Delete the hint ``hk`` if it still holds exactly the versions ``sent`` (by dot);
+        returns whether it was deleted. A newer version merged into it meanwhile keeps it."""
+        raw = self.cf.get(hk)
+        if raw is None:
+            return False
+        try:
+            _, current = self._decode(raw)
+        except (MalformedRecord, ValueError):
+            current = ()
+        if current and sorted(v.dot for v in current) != sorted(v.dot for v in sent):
+            return False
+        self.remove(target, hk)
+        return True
+
     def targets(self) -> list[str]:
         return [t for t, count in self.pending.items() if count > 0]
 
     @staticmethod
     def _decode(raw: bytes) -> tuple[int, tuple[Version, ...]]:
-        created, wire = msgpack.unpackb(raw, raw=False)
-        return int(created), tuple(version_from_wire(v) for v in wire)
+        try:
+            created, wire = msgpack.unpackb(raw, raw=False)
+            if type(created) is not int or type(wire) is not list:
+                raise TypeError("hint must be [created ms, versions]")
+        except Exception as exc:  # msgpack raises many unrelated types on garbage
+            raise MalformedRecord(f"undecodable hint: {exc!r}") from None
+        return created, tuple(version_from_wire(v) for v in wire)
 
 
 class HintedHandoff:
@@ -155,8 +177,8 @@ class HintedHandoff:
                 break
             started = time.monotonic()
             await self.send(target, [(key, versions) for _, key, versions in batch])
-            for hk, _key, _versions in batch:
-                self.store.remove(target, hk)
+            for hk, _key, versions in batch:
+                self.store.remove_sent(target, hk, versions)
             delivered += len(batch)
             self.metrics.hints_delivered.inc(len(batch))
             # throttle to `rate` hints per second

@@ -9,6 +9,7 @@ import signal
 from collections.abc import Sequence
 
 from ringkv.node import logs
+from ringkv.node.absence import AwayTooLong
 from ringkv.node.config import parse_args
 from ringkv.node.server import Api
 
@@ -50,6 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         loop.run_until_complete(_serve(api))
     except OSError as exc:
         logging.getLogger("ringkv").error("cannot start node: %s", exc)
+        return 1
+    except AwayTooLong as exc:
+        logging.getLogger("ringkv").error("%s", exc)
         return 1
     finally:
         loop.close()

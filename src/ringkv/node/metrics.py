@@ -182,6 +182,13 @@ class NodeMetrics:
         self.read_repairs = Counter(
             "ringkv_read_repairs", "Stale replicas updated by read repair", registry=r
         )
+        self.digest_reads = _Family(
+            "ringkv_digest_reads",
+            "Revalidation reads (If-None-Match) by outcome: the replicas' digests agreed, "
+            "differed (a full read followed), or a replica could not answer digests",
+            ("outcome",),
+            registry=r,
+        )
         self.forwarded = Counter(
             "ringkv_forwarded_requests",
             "Writes forwarded to a replica because this node does not hold the key",
@@ -224,6 +231,13 @@ class NodeMetrics:
         self.stream_bytes = Counter(
             "ringkv_stream_bytes", "Bytes streamed by ring changes this node drove", registry=r
         )
+        self.cleanup_keys = Counter(
+            "ringkv_cleanup_keys", "Records deleted by cleanup (ranges this node gave away)",
+            registry=r,
+        )  # fmt: skip
+        self.cleanup_bytes = Counter(
+            "ringkv_cleanup_bytes", "Bytes of records deleted by cleanup", registry=r
+        )
         self.sibling_warnings = Counter(
             "ringkv_sibling_warnings", "Writes that left a key with 25 or more siblings",
             registry=r,
@@ -243,6 +257,12 @@ class NodeMetrics:
         ):
             for value in values:
                 family.labels(value)
+        self.refused_input = Counter(
+            "ringkv_refused_input",
+            "Input from clients or peers refused as malformed or forged, by source and reason",
+            ["source", "reason"],
+            registry=r,
+        )
         self.members = Gauge(
             "ringkv_members", "Cluster members seen by this node, by liveness", ["alive"],
             registry=r,
@@ -275,6 +295,20 @@ class NodeMetrics:
         self.registry.register(_GaugeCollector(
             "ringkv_stream_remaining_bytes", "Bytes the running ring change must still stream",
             size))  # fmt: skip
+
+    def watch_cleanup(
+        self, remaining: Callable[[], tuple[int, int, int]], disk: Callable[[], int]
+    ) -> None:
+        """``remaining``: (ranges, keys, bytes) the node's cleanup has still to delete;
+        ``disk``: RocksDB's size on disk (what cleanup reclaims, once compacted)."""
+        self.registry.register(_GaugeCollector(
+            "ringkv_disk_bytes", "RocksDB's size on disk (SST files, memtables)",
+            disk))  # fmt: skip
+        for i, what in enumerate(("ranges", "keys", "bytes")):
+            self.registry.register(_GaugeCollector(
+                f"ringkv_cleanup_remaining_{what}", f"{what.capitalize()} cleanup has still to "
+                "delete (ranges this node no longer replicates)",
+                lambda i=i: remaining()[i]))  # type: ignore[misc]  # fmt: skip
 
     def watch_hints(self, pending: Callable[[], int]) -> None:
         self.registry.register(_GaugeCollector("ringkv_hints_pending", "Hints not yet delivered",

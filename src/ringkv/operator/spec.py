@@ -184,6 +184,7 @@ class ClusterSpec:
     termination_grace_seconds: int = 30
     security: Security = Security()
     monitoring: Monitoring = Monitoring()
+    scale_by_whole_zones: bool = False
 
     # -- names ----------------------------------------------------------------------------------
 
@@ -278,9 +279,20 @@ class ClusterSpec:
         """The scale subresource's status.selector."""
         return ",".join(f"{k}={v}" for k, v in sorted(self.node_selector_labels().items()))
 
+    def node_count(self, replicas: int | None = None) -> int:
+        """The nodes to run for ``replicas`` (default spec.replicas): with
+        ``scaleByWholeZones``, rounded up to a multiple of the zone count, so that every zone
+        has as many nodes and replica load can be even (with one replica of each key per zone,
+        a zone with fewer nodes loads each of them more)."""
+        total = self.replicas if replicas is None else replicas
+        if self.scale_by_whole_zones:
+            zones = len(self.zones)
+            total = -(-total // zones) * zones
+        return total
+
     def zone_targets(self, replicas: int | None = None) -> dict[str, int]:
         """Nodes each zone should run: an even spread, the first zones get one more."""
-        total = self.replicas if replicas is None else replicas
+        total = self.node_count(replicas)
         base, extra = divmod(total, len(self.zones))
         return {zone: base + (1 if i < extra else 0) for i, zone in enumerate(self.zones)}
 
@@ -457,4 +469,5 @@ def parse_spec(name: str, namespace: str, spec: dict[str, Any]) -> ClusterSpec:
             interval=interval,
             labels=_pairs(pod_monitor.get("labels")),
         ),
+        scale_by_whole_zones=_flag(spec, "scaleByWholeZones", False, "spec"),
     )
