@@ -277,8 +277,9 @@ class AntiEntropy:
     async def purge_tombstones(self, now_ms: int) -> int:
         grace_ms = int(self.config.tombstone_grace * 1000)
         purged = kept = 0
-        if not self.may_purge():  # a ring member still holds ranges it gave away
-            return 0
+        # Not while a ring member still holds ranges it gave away; the tombstones are counted
+        # (pending) all the same.
+        allowed = self.may_purge()
         for end, tree in list(self.trees.items()):
             others = [n for n in self.replicas.get(end, ()) if n != self.node_id]
             covered = min(
@@ -287,7 +288,7 @@ class AntiEntropy:
             horizon = min(covered, now_ms - grace_ms)
             expired = []
             for scanned, (_h, key, versions) in enumerate(self.storage.scan(tree.start, tree.end)):
-                if horizon > 0 and expired_tombstones(versions, horizon):
+                if allowed and horizon > 0 and expired_tombstones(versions, horizon):
                     expired.append((key, versions))
                 elif all(v.is_tombstone for v in versions):
                     kept += 1  # still within the grace period or not yet exchanged everywhere
