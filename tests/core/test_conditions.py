@@ -239,3 +239,17 @@ def test_writes_cover_values_expired_beyond_the_skew() -> None:
     assert [v.value for v in after] == [b"new"]
     live = write((), EMPTY, "a", b"live", expires=NOW * 10)
     assert covering_expired(EMPTY, live, NOW + MAX_CLOCK_SKEW_MS) == EMPTY  # not expired yet
+
+
+def test_write_once_expired_records_are_purgeable_at_once() -> None:
+    once = write((), EMPTY, "a", b"v", expires=NOW)
+    dead = NOW + MAX_CLOCK_SKEW_MS
+    assert not purgeable(once, 0)  # the grace rule alone: not yet
+    assert not purgeable(once, 0, dead - 1)  # within the allowed skew
+    assert purgeable(once, 0, dead)
+    over = write(once, context_of(once), "b", b"w", expires=NOW)  # superseded something
+    assert not purgeable(over, 0, dead * 2)
+    blind_twice = write(once, EMPTY, "b", b"w", expires=NOW)  # two write-once siblings
+    assert purgeable(blind_twice, 0, dead)
+    mixed = write(once, EMPTY, "b", None, wall=NOW)  # a tombstone waits for the grace
+    assert not purgeable(mixed, 0, dead * 2)

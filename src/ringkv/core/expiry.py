@@ -82,11 +82,21 @@ def covering_expired(context: VClock, current: Iterable[Version], now_ms: int) -
     return context.merge(context_of(dead)) if dead else context
 
 
-def purgeable(versions: Sequence[Version], horizon_ms: int) -> bool:
+def purgeable(versions: Sequence[Version], horizon_ms: int, now_ms: int | None = None) -> bool:
     """A record whose every version (at least one) was dead before ``horizon_ms``: tombstones
-    and expired values only. The tombstone purge removes such records."""
+    and expired values only. The tombstone purge removes such records.
+
+    With ``now_ms``, also a record of values written over nothing (an empty context: a key
+    written once with a TTL) that all expired, beyond the allowed skew, before ``now_ms``: they
+    superseded nothing, so dropping them can bring nothing back, and they go without waiting for
+    the grace period."""
     if not versions:
         return False
+    if now_ms is not None and all(
+        v.value is not None and 0 < v.expires <= now_ms - MAX_CLOCK_SKEW_MS and not len(v.context)
+        for v in versions
+    ):
+        return True
     for version in versions:
         since = dead_since(version)
         if since is None or since >= horizon_ms:
