@@ -11,8 +11,9 @@ is assumed to stay within (NTP), and purging waits that much longer.
 An expired version behaves like a tombstone written at its expiry: it still supersedes what its
 context covers (so an older value cannot reappear from under it), a write whose context covers
 it replaces it as it would a tombstone, and it is purged by the tombstone purge (anti-entropy,
-after ``--tombstone-grace`` and an exchange with every replica), never by a scan on the request
-path.
+after ``--tombstone-grace`` and an exchange with every replica; at the first pass when it
+superseded nothing), never by a scan on the request path. Writes also cover the values that
+expired beyond the skew (``covering_expired``), so blind writes do not pile up dead siblings.
 
 Pure: the clock is an argument.
 """
