@@ -39,14 +39,18 @@ from urllib.parse import quote, urlencode, urlsplit
 import aiohttp
 import yarl
 
+from ringkv.client_cache import CacheMetrics, ClientCache, ReadPlan, make_cache
 from ringkv.core.batching import MAX_BATCH_KEYS
+from ringkv.core.json_input import parse_json
 from ringkv.core.placement import preference_list
 from ringkv.core.ring import Ring, key_hash
 
 __all__ = [
     "AsyncClient",
     "BadRequest",
+    "CacheMetrics",
     "Client",
+    "ClientCache",
     "ConnectionFailed",
     "GetResult",
     "PreconditionFailed",
@@ -63,6 +67,10 @@ _POOL_SIZE = 8  # idle connections kept per endpoint by the sync client
 Key = bytes | str
 K = TypeVar("K", bound=bytes | str)  # the key type a batch was called with, in its answer
 Level = int | str | None
+
+
+def _raw_key(key: Key) -> bytes:
+    return key.encode() if isinstance(key, str) else key
 
 
 # --------------------------------------------------------------------------- errors
@@ -129,7 +137,7 @@ class ConnectionFailed(RingkvError):
 def error_from_response(status: int, body: bytes) -> RingkvError:
     """Build the exception for an error answer, parsing its JSON body when there is one."""
     try:
-        parsed = json.loads(body) if body else {}
+        parsed = parse_json(body) if body else {}
     except ValueError:
         parsed = {}
     if not isinstance(parsed, dict):
@@ -162,6 +170,13 @@ class GetResult:
     context: str | None = None
     #: Seconds until the value expires (None: it never does); for siblings, the soonest.
     ttl: int | None = None
+    #: The answer's ETag (its version set), for If-None-Match.
+    etag: str | None = None
+    #: Served by the client's cache (`ClientCache`); `age`: seconds since a node confirmed it.
+    from_cache: bool = False
+    age: float = 0.0
+    #: `get(..., if_none_match=...)` answered 304: the named version is still current.
+    not_modified: bool = False
 
 
 @dataclass(frozen=True)
@@ -216,7 +231,7 @@ class RingView:
         """The live replicas' endpoints for a key, its preference-list order."""
         if not len(self.ring):
             return []
-        raw = key.encode() if isinstance(key, str) else key
+        raw = _raw_key(key)
         found = []
         for replica in preference_list(self.ring, key_hash(raw), self.n):
             endpoint = self.endpoints.get(replica.node)
@@ -226,8 +241,7 @@ class RingView:
 
 
 def kv_path(key: Key) -> str:
-    raw = key.encode() if isinstance(key, str) else key
-    return "/v1/kv/" + quote(raw, safe="")
+    return "/v1/kv/" + quote(_raw_key(key), safe="")
 
 
 def with_query(path: str, **params: Level | bool) -> str:
@@ -267,22 +281,27 @@ def write_headers(
     return _context_headers(context)
 
 
-def _ttl_of(headers: dict[str, str]) -> int | None:
+def _ttl_of(headers: Mapping[str, str]) -> int | None:
     raw = headers.get(TTL_HEADER.lower())
     return int(raw) if raw is not None and raw.isdigit() else None
 
 
-def _get_result(status: int, context: str | None, body: bytes, ttl: int | None = None) -> GetResult:
+def _get_result(status: int, headers: Mapping[str, str], body: bytes) -> GetResult:
+    """A read's answer from its status, lower-cased headers and body."""
+    context, etag = headers.get(_CONTEXT), headers.get("etag")
     if status == 200:
-        return GetResult(True, body, [body], context, ttl)
+        return GetResult(True, body, [body], context, ttl=_ttl_of(headers), etag=etag)
     if status == 300:
-        document = json.loads(body)
+        document = parse_json(body)
+        # a deleted sibling carries no value
         entries = [s for s in document.get("siblings", []) if s.get("value") is not None]
         siblings = [base64.b64decode(s["value"]) for s in entries]
         ttls = [int(s["ttl"]) for s in entries if isinstance(s.get("ttl"), int)]
-        return GetResult(True, None, siblings, context, min(ttls) if ttls else None)
+        return GetResult(True, None, siblings, context, ttl=min(ttls) if ttls else None, etag=etag)
     if status == 404:
-        return GetResult(False, None, [], context)
+        return GetResult(False, None, [], context, etag=etag)
+    if status == 304:  # only for an explicit if_none_match
+        return GetResult(True, None, [], None, etag=etag, not_modified=True)
     raise error_from_response(status, body)
 
 
@@ -293,10 +312,6 @@ BatchWrite = dict[str, Any]  # one item of POST /v1/batch/put or /delete, before
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
-
-
-def _raw_key(key: Key) -> bytes:
-    return key.encode() if isinstance(key, str) else key
 
 
 def _chunks(items: Sequence[Any]) -> list[Sequence[Any]]:
@@ -344,9 +359,10 @@ def _batch_get_outcome(entry: dict[str, Any]) -> GetResult | RingkvError:
     context = entry.get("context")
     if status == 200:
         value = base64.b64decode(entry["value"])
-        return GetResult(True, value, [value], context, entry.get("ttl"))
+        return GetResult(True, value, [value], context, ttl=entry.get("ttl"))
     if status in (300, 404):
-        return _get_result(status, context, json.dumps(entry).encode())
+        headers = {_CONTEXT: context} if context else {}
+        return _get_result(status, headers, json.dumps(entry).encode())
     return error_from_response(status, json.dumps(entry).encode())
 
 
@@ -379,6 +395,44 @@ def _keys_page(status: int, body: bytes) -> tuple[list[bytes], str | None]:
     return [base64.b64decode(k) for k in document.get("keys", [])], document.get("cursor")
 
 
+def _read_headers(plan: ReadPlan | None, if_none_match: str | None) -> dict[str, str] | None:
+    if if_none_match is not None:
+        return {"If-None-Match": if_none_match}
+    return dict(plan.headers) if plan is not None and plan.headers else None
+
+
+def _finish_read(
+    cache: ClientCache | None, plan: ReadPlan | None, answer: tuple[int, dict[str, str], bytes]
+) -> GetResult:
+    status, headers, body = answer
+    if cache is None or plan is None:
+        return _get_result(status, headers, body)
+    try:
+        result = None if status == 304 and plan.entry is not None else _get_result(*answer)
+    except BaseException:
+        cache.abandon(plan)
+        raise
+    return cache.complete(plan, status, headers.get("etag"), result)  # type: ignore[no-any-return]
+
+
+def _abandon(cache: ClientCache | None, plan: ReadPlan | None) -> None:
+    if cache is not None and plan is not None:
+        cache.abandon(plan)
+
+
+def _plan(
+    cache: ClientCache | None, key: Key, max_staleness: float | None, if_none_match: str | None
+) -> ReadPlan | None:
+    if cache is None or if_none_match is not None:
+        return None
+    return cache.plan(_raw_key(key), max_staleness)
+
+
+def _invalidate(cache: ClientCache | None, key: Key) -> None:
+    if cache is not None:
+        cache.invalidate(_raw_key(key))
+
+
 def _check(status: int, body: bytes) -> None:
     if not 200 <= status < 300:
         raise error_from_response(status, body)
@@ -386,7 +440,7 @@ def _check(status: int, body: bytes) -> None:
 
 def _json(status: int, body: bytes) -> dict[str, Any]:
     _check(status, body)
-    document = json.loads(body)
+    document = parse_json(body)
     if not isinstance(document, dict):
         raise RingkvError(status, "bad_response", "expected a JSON object", {})
     return document
@@ -407,8 +461,10 @@ class Client:
         token_aware: bool = False,
         ring_refresh: float = 10.0,
         ssl_context: ssl.SSLContext | None = None,
+        cache: ClientCache | Mapping[str, Any] | bool | None = None,
     ) -> None:
         self.endpoints = parse_endpoints(endpoints)
+        self.cache = make_cache(cache)  # see ringkv.client_cache
         self.timeout = timeout
         self.ssl_context = ssl_context  # for https endpoints; None: the system's defaults
         self.token_aware = token_aware
@@ -446,7 +502,10 @@ class Client:
         condition raises `PreconditionFailed`."""
         headers = write_headers(context, if_match, if_none_match, replace)
         path = with_query(kv_path(key), w=w, consistency=consistency, strict=strict, ttl=ttl)
-        status, headers, body = self._request("PUT", path, value, headers, self._replicas(key))
+        try:
+            status, headers, body = self._request("PUT", path, value, headers, self._replicas(key))
+        finally:
+            _invalidate(self.cache, key)
         _check(status, body)
         return headers.get(_CONTEXT, "")
 
@@ -457,10 +516,30 @@ class Client:
         r: Level = None,
         consistency: str | None = None,
         strict: bool | None = None,
+        max_staleness: float | None = None,
+        if_none_match: str | None = None,
     ) -> GetResult:
+        """Read a key. With a cache: revalidated, or served from it within ``max_staleness``
+        seconds (default: the cache's; a weaker read, see ringkv.client_cache).
+        ``if_none_match``: an ETag (list) for a conditional read of your own, bypassing the
+        cache; a 304 answer is a result with ``not_modified=True``."""
         path = with_query(kv_path(key), r=r, consistency=consistency, strict=strict)
-        status, headers, body = self._request("GET", path, None, None, self._replicas(key))
-        return _get_result(status, headers.get(_CONTEXT), body, _ttl_of(headers))
+        plan = _plan(self.cache, key, max_staleness, if_none_match)
+        if plan is not None and plan.serve:
+            return self.cache.cached(plan)  # type: ignore[union-attr,no-any-return]
+        try:
+            answer = self._request(
+                "GET", path, None, _read_headers(plan, if_none_match), self._replicas(key)
+            )
+        except BaseException:
+            _abandon(self.cache, plan)
+            raise
+        return _finish_read(self.cache, plan, answer)
+
+    @property
+    def cache_metrics(self) -> CacheMetrics | None:
+        """The cache's counters (hits, revalidations, not_modified, misses, evictions)."""
+        return self.cache.metrics if self.cache is not None else None
 
     def delete(
         self,
@@ -476,7 +555,10 @@ class Client:
         `PreconditionFailed`)."""
         path = with_query(kv_path(key), w=w, consistency=consistency, strict=strict)
         headers = write_headers(context, if_match)
-        status, _, body = self._request("DELETE", path, None, headers, self._replicas(key))
+        try:
+            status, _, body = self._request("DELETE", path, None, headers, self._replicas(key))
+        finally:
+            _invalidate(self.cache, key)
         _check(status, body)
 
     # -- batches (POST /v1/batch/*): one request per MAX_BATCH_KEYS keys
@@ -626,6 +708,13 @@ class Client:
         status, _, body = self._request("POST", f"/v1/admin/{action}", payload, _JSON_HEADERS)
         return _json(status, body)
 
+    def cleanup(self, node: str | None = None) -> dict[str, Any]:
+        """Clean the ranges a node gave away now, on ``node`` or every ring member
+        (POST /v1/admin/cleanup); progress in ``progress()["cleanup"]``."""
+        payload = json.dumps({} if node is None else {"node": node}).encode()
+        status, _, body = self._request("POST", "/v1/admin/cleanup", payload, _JSON_HEADERS)
+        return _json(status, body)
+
     def health(self) -> bool:
         """True when a node answers 200 on /health/ready."""
         try:
@@ -749,8 +838,10 @@ class AsyncClient:
         token: str | None = None,
         token_aware: bool = False,
         ring_refresh: float = 10.0,
+        cache: ClientCache | Mapping[str, Any] | bool | None = None,
     ) -> None:
         self.endpoints = parse_endpoints(endpoints)
+        self.cache = make_cache(cache)  # see ringkv.client_cache
         self.timeout = timeout
         self.token_aware = token_aware
         self.ring_refresh = ring_refresh
@@ -778,7 +869,10 @@ class AsyncClient:
     ) -> str:
         headers = write_headers(context, if_match, if_none_match, replace)
         path = with_query(kv_path(key), w=w, consistency=consistency, strict=strict, ttl=ttl)
-        status, headers, body = await self._request("PUT", path, value, headers)
+        try:
+            status, headers, body = await self._request("PUT", path, value, headers)
+        finally:
+            _invalidate(self.cache, key)
         _check(status, body)
         return headers.get(_CONTEXT, "")
 
@@ -789,10 +883,24 @@ class AsyncClient:
         r: Level = None,
         consistency: str | None = None,
         strict: bool | None = None,
+        max_staleness: float | None = None,
+        if_none_match: str | None = None,
     ) -> GetResult:
+        """As `Client.get`."""
         path = with_query(kv_path(key), r=r, consistency=consistency, strict=strict)
-        status, headers, body = await self._request("GET", path)
-        return _get_result(status, headers.get(_CONTEXT), body, _ttl_of(headers))
+        plan = _plan(self.cache, key, max_staleness, if_none_match)
+        if plan is not None and plan.serve:
+            return self.cache.cached(plan)  # type: ignore[union-attr,no-any-return]
+        try:
+            answer = await self._request("GET", path, None, _read_headers(plan, if_none_match))
+        except BaseException:
+            _abandon(self.cache, plan)
+            raise
+        return _finish_read(self.cache, plan, answer)
+
+    @property
+    def cache_metrics(self) -> CacheMetrics | None:
+        return self.cache.metrics if self.cache is not None else None
 
     async def delete(
         self,
@@ -806,7 +914,10 @@ class AsyncClient:
     ) -> None:
         path = with_query(kv_path(key), w=w, consistency=consistency, strict=strict)
         headers = write_headers(context, if_match)
-        status, _, body = await self._request("DELETE", path, None, headers)
+        try:
+            status, _, body = await self._request("DELETE", path, None, headers)
+        finally:
+            _invalidate(self.cache, key)
         _check(status, body)
 
     async def get_many(
