@@ -16,6 +16,8 @@ from tests.node.test_cli_client import ringkv
 from tests.node.test_failures import FAST_AE, all_up, pending_hints, seen_down, trees_equal
 
 pytestmark = pytest.mark.slow
+#: Expired values are overwritten and purged --max-clock-skew after they expire: 1 s here.
+SKEW_1S = ["--max-clock-skew", "1"]
 
 
 def purged(cluster: Cluster) -> float:
@@ -89,7 +91,7 @@ def test_expiry_with_a_replica_down_during_it(make_cluster) -> None:  # type: ig
     and is down while they expire. After it returns, nothing reads back anywhere -- neither
     the expired values nor the old ones under them -- the trees converge, and the expired
     records are purged on every replica, once."""
-    cluster = make_cluster(extra_args=[*FAST_AE, "--tombstone-grace", "3"])
+    cluster = make_cluster(extra_args=[*FAST_AE, "--tombstone-grace", "30", *SKEW_1S])
     old = [f"old-{i}" for i in range(20)]
     for key in old:
         cluster.client(0).put(key, b"old", w="all")
@@ -142,13 +144,13 @@ def test_expired_values_do_not_pile_up_as_siblings(make_cluster) -> None:  # typ
     that expired before it, so the key never reaches --max-siblings."""
     import time
 
-    cluster = make_cluster(extra_args=["--max-siblings", "2"])
+    cluster = make_cluster(extra_args=["--max-siblings", "2", *SKEW_1S])
     kv = cluster.client(0)
     for i in range(4):
         kv.put("cache", b"v%d" % i, ttl=1)  # blind: no context, no condition
         written = time.monotonic()
         assert kv.get("cache", r="all").siblings == [b"v%d" % i]
-        # wait past the expiry and the allowed clock skew (1 s each) before the next write
+        # wait past the expiry and --max-clock-skew (1 s each) before the next write
         wait_until(lambda w=written: time.monotonic() - w > 2.1, 5, message="expiry + skew")
 
 
@@ -156,7 +158,7 @@ def test_write_once_expired_keys_are_purged_without_the_grace_period(make_cluste
     """A key written once with a TTL superseded nothing: once expired (beyond the allowed skew)
     every replica drops it at its next purge pass, long before --tombstone-grace; a TTL value
     that overwrote another keeps the grace period, like a tombstone."""
-    cluster = make_cluster(extra_args=[*FAST_AE, "--tombstone-grace", "60"])
+    cluster = make_cluster(extra_args=[*FAST_AE, "--tombstone-grace", "60", *SKEW_1S])
     kv = cluster.client(0)
     kv.put("overwritten", b"old", w="all")
     kv.put("overwritten", b"new", ttl=1, replace=True, w="all")  # context covers "old"

@@ -46,11 +46,12 @@ LEAVES = 64
 
 
 def expired_tombstones(
-    versions: Sequence[Version], horizon_ms: int, now_ms: int | None = None
+    versions: Sequence[Version], horizon_ms: int, skew_ms: int = 0, now_ms: int | None = None
 ) -> bool:
     """A record holding only tombstones and expired values, all dead before ``horizon_ms``, or
-    only expired values written over nothing (``ringkv.core.expiry.purgeable``)."""
-    return purgeable(versions, horizon_ms, now_ms)
+    only expired values written over nothing (``ringkv.core.expiry.purgeable``; ``skew_ms``:
+    ``--max-clock-skew``)."""
+    return purgeable(versions, horizon_ms, skew_ms, now_ms)
 
 
 class AntiEntropy:
@@ -62,6 +63,7 @@ class AntiEntropy:
         messaging: MessagingService,
         metrics: NodeMetrics,
     ) -> None:
+        self.skew_ms = int(config.max_clock_skew * 1000)  # expired values: core.expiry
         self.config = config
         self.node_id = config.node_id
         self.storage = storage
@@ -244,7 +246,7 @@ class AntiEntropy:
             versions = [version_from_wire(v) for v in wire]
             if not self.clock_guard.admits(versions):
                 continue  # from too far in the future: neither stored nor pushed back
-            if expired_tombstones(versions, horizon, now_ms):
+            if expired_tombstones(versions, horizon, self.skew_ms, now_ms):
                 # Past the grace period tombstones are being purged everywhere: copying them
                 # back and forth would only resurrect what the other side just removed.
                 remote_digests[key] = b"expired"
@@ -257,7 +259,7 @@ class AntiEntropy:
             [key, [version_to_wire(v) for v in versions]]
             for _h, key, versions in self.storage.scan(lo, hi)
             if remote_digests.get(key) not in (record_digest(versions), b"expired")
-            and not expired_tombstones(versions, horizon, now_ms)
+            and not expired_tombstones(versions, horizon, self.skew_ms, now_ms)
         ]
         if push:
             await self.messaging.request(address, "replicate_batch", {"items": push}, timeout)
@@ -291,7 +293,7 @@ class AntiEntropy:
             horizon = max(0, min(covered, now_ms - grace_ms))
             expired = []
             for scanned, (_h, key, versions) in enumerate(self.storage.scan(tree.start, tree.end)):
-                if expired_tombstones(versions, horizon, now_ms):
+                if expired_tombstones(versions, horizon, self.skew_ms, now_ms):
                     expired.append((key, versions))
                 elif all(v.is_tombstone for v in versions):
                     kept += 1  # still within the grace period or not yet exchanged everywhere
