@@ -20,7 +20,7 @@ class Clock:
 
 
 def value(v: bytes, etag: str = '"t"') -> GetResult:
-    return GetResult(True, v, [v], "ctx", etag)
+    return GetResult(True, v, [v], "ctx", etag=etag)
 
 
 def fill(cache: ClientCache, key: bytes, result: GetResult) -> None:
@@ -58,7 +58,7 @@ def test_a_changed_answer_replaces_the_entry() -> None:
 def test_a_deleted_key_is_cached_as_not_found() -> None:
     cache = ClientCache(clock=Clock())
     fill(cache, b"k", value(b"v", '"e1"'))
-    gone = GetResult(False, None, [], "ctx", '"e2"')
+    gone = GetResult(False, None, [], "ctx", etag='"e2"')
     assert cache.complete(cache.plan(b"k"), 404, '"e2"', gone) is gone
     got = cache.complete(cache.plan(b"k"), 304, '"e2"', None)
     assert not got.found and got.value is None and got.from_cache
@@ -104,7 +104,7 @@ def test_entries_are_bounded_by_bytes_and_an_oversized_answer_is_not_cached() ->
 
 def test_siblings_count_every_value() -> None:
     cache = ClientCache(clock=Clock())
-    fill(cache, b"k", GetResult(True, None, [b"x" * 100, b"y" * 100], "c", '"t"'))
+    fill(cache, b"k", GetResult(True, None, [b"x" * 100, b"y" * 100], "c", etag='"t"'))
     assert cache.bytes >= 200
 
 
@@ -126,7 +126,7 @@ def test_a_write_drops_the_entry_and_a_read_in_flight_does_not_store_its_older_a
 
 def test_answers_without_an_etag_are_not_cached() -> None:
     cache = ClientCache(clock=Clock())
-    fill(cache, b"k", GetResult(True, b"v", [b"v"], "c", None))
+    fill(cache, b"k", GetResult(True, b"v", [b"v"], "c", etag=None))
     assert b"k" not in cache
 
 
@@ -180,7 +180,7 @@ def test_bounds_and_byte_accounting_hold_under_any_sequence(
 
 def test_a_caller_changing_a_served_answer_does_not_change_the_entry() -> None:
     cache = ClientCache(clock=Clock(), max_staleness=10)
-    fill(cache, b"k", GetResult(True, None, [b"x", b"y"], "c", '"t"'))
+    fill(cache, b"k", GetResult(True, None, [b"x", b"y"], "c", etag='"t"'))
     cache.cached(cache.plan(b"k")).siblings.append(b"junk")
     assert cache.cached(cache.plan(b"k")).siblings == [b"x", b"y"]
 
@@ -204,3 +204,15 @@ def test_reads_in_flight_are_counted_out_by_complete_or_abandon() -> None:
     third = cache.plan(b"k")  # after the write: stored
     cache.complete(third, 200, '"e2"', value(b"new", '"e2"'))
     assert b"k" in cache and not cache._reads
+
+
+def test_an_entry_is_not_served_past_its_ttl_and_its_ttl_counts_down() -> None:
+    clock = Clock()
+    cache = ClientCache(clock=clock, max_staleness=60)
+    fill(cache, b"k", GetResult(True, b"v", [b"v"], "c", ttl=3, etag='W/"t"'))
+    clock.now += 1.2
+    served = cache.cached(plan := cache.plan(b"k"))
+    assert plan.serve and served.ttl == 2
+    clock.now += 2.0  # 3.2 s: the value has expired on the nodes
+    plan = cache.plan(b"k")
+    assert not plan.serve and plan.headers == {"If-None-Match": 'W/"t"'}

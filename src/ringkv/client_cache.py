@@ -19,6 +19,8 @@ least-recently-used order within a bound in bytes and in entries.
   read goes to the cluster, so a client always reads its own writes. (The entry is dropped
   rather than updated because the write's answer does not say which siblings the cluster now
   holds: a cached single value must never hide siblings.)
+- An entry whose value has a TTL shows it counted down when served, and once it has run out
+  is never served without asking: the read revalidates (an expired value reads as absent).
 - An answer without an ``ETag`` (an older node) is not cached.
 
 Counters on ``cache.metrics`` (also ``client.cache_metrics``): ``hits`` (served without the
@@ -31,6 +33,7 @@ Time is read from ``clock`` (monotonic by default), so tests can drive it.
 from __future__ import annotations
 
 import dataclasses
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -75,6 +78,12 @@ class _Entry:
     etag: str
     validated: float  # clock() when a node last confirmed it
     size: int
+    stored: float  # clock() when the answer (and its ttl) arrived
+
+    def expired(self, now: float) -> bool:
+        """The value's TTL (when it has one) ran out since the answer arrived."""
+        ttl = self.result.ttl
+        return ttl is not None and now - self.stored >= ttl
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,10 +98,16 @@ class ReadPlan:
     epoch: int  # writes of the key through the client seen when the read was planned
 
 
-def _served(entry: _Entry, age: float) -> Any:
-    """The cached answer, with its own list of siblings (a caller may change it)."""
+def _served(entry: _Entry, age: float, now: float) -> Any:
+    """The cached answer, with its own list of siblings (a caller may change it) and its TTL
+    counted down since it arrived."""
     result = entry.result
-    return dataclasses.replace(result, siblings=list(result.siblings), from_cache=True, age=age)
+    ttl = result.ttl
+    if ttl is not None:
+        ttl = max(0, math.ceil(ttl - (now - entry.stored)))
+    return dataclasses.replace(
+        result, siblings=list(result.siblings), ttl=ttl, from_cache=True, age=age
+    )
 
 
 def _size(key: bytes, result: Any, etag: str) -> int:
@@ -150,7 +165,7 @@ class ClientCache:
             if entry is not None:
                 self._entries.move_to_end(key)
                 age = max(0.0, self.clock() - entry.validated)
-                if limit is not None and age <= limit:
+                if limit is not None and age <= limit and not entry.expired(self.clock()):
                     self.metrics.hits += 1
                     return ReadPlan(key, entry, True, age, {}, 0)
             state = self._reads.get(key)
@@ -166,7 +181,7 @@ class ClientCache:
     def cached(self, plan: ReadPlan) -> Any:
         """The result a hit serves."""
         assert plan.entry is not None
-        return _served(plan.entry, plan.age)
+        return _served(plan.entry, plan.age, self.clock())
 
     def complete(self, plan: ReadPlan, status: int, etag: str | None, result: Any) -> Any:
         """Finish a read that went to a node: ``status`` and ``etag`` of the answer, ``result``
@@ -179,7 +194,7 @@ class ClientCache:
                 entry = plan.entry
                 if current and self._entries.get(plan.key) is entry:
                     self._entries[plan.key] = dataclasses.replace(entry, validated=self.clock())
-                return _served(entry, 0.0)
+                return _served(entry, 0.0, self.clock())
             if current:
                 self._store(plan.key, result, etag)
             return result
@@ -230,7 +245,8 @@ class ClientCache:
         size = _size(key, result, etag)
         if size > self.max_bytes:
             return
-        self._entries[key] = _Entry(result, etag, self.clock(), size)
+        now = self.clock()
+        self._entries[key] = _Entry(result, etag, now, size, now)
         self.bytes += size
         while self.bytes > self.max_bytes or len(self._entries) > self.max_entries:
             _, evicted = self._entries.popitem(last=False)

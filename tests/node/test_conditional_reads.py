@@ -354,3 +354,22 @@ def test_a_coordinator_without_a_copy_revalidates_from_digests(
             status, headers, body = request(two, f"/v1/kv/k{i}", {"If-None-Match": tags[i]})
             assert (status, body) == (200, b"second %d" % i) and headers["etag"] != tags[i]
             assert "x-ringkv-context" in headers
+
+
+def test_an_expiring_value_has_a_weak_tag_and_is_not_revalidated_past_its_ttl(
+    cluster: Cluster,
+) -> None:
+    kv = cluster.client(0)
+    kv.put("brief", b"soon gone", ttl=1)
+    status, headers, _ = request(cluster, "/v1/kv/brief")
+    assert status == 200 and headers["etag"].startswith('W/"')
+    tag = headers["etag"]
+    with cached_client(cluster, max_staleness=60) as cached:
+        assert cached.get("brief").value == b"soon gone"
+
+        def expired() -> bool:
+            return request(cluster, "/v1/kv/brief", {"If-None-Match": tag})[0] == 404
+
+        wait_until(expired, 10, interval=0.1, message="the value expired")
+        gone = cached.get("brief")  # the TTL ran out: asks, although within max_staleness
+        assert not gone.found and not gone.from_cache

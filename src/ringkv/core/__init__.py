@@ -9,4 +9,8 @@
 - ``gossip``: versioned endpoint states and the digest exchange that spreads membership.
 - ``merkle``: hash trees over token ranges, updated incrementally, compared by anti-entropy.
 - ``streaming``: which ranges move from where to where when the ring changes.
+- ``expiry``: TTL rules: when a version stops being live, when it may be purged.
+- ``conditions``: conditional writes (If-None-Match / If-Match) judged against a read.
+- ``batching``: batch limits; which node is sent which keys (one message per node).
+- ``listing``: key listing in ring order: the ring's pieces, cursors, merging replicas.
 """

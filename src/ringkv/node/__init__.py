@@ -8,5 +8,9 @@
 - ``metrics``: the node's Prometheus instruments.
 - ``http``: a small HTTP/1.1 server (asyncio protocol + httptools) with the API's limits.
 - ``server``: the node lifecycle and the HTTP API's routes and handlers.
+- ``conditional``: conditional writes: a quorum read, the judgement, then the write.
+- ``kv_options``: a write's condition and TTL from the request; TTL in read answers.
+- ``batch``: batch reads and writes, grouped per peer; ``batch_api``: their HTTP endpoints.
+- ``listing``: the key listing scan, one range at a time; ``keys_api``: ``GET /v1/keys``.
 - ``main``: the ``ringkv node`` entry point.
 """

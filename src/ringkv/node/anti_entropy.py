@@ -13,7 +13,8 @@ are throttled by ``--anti-entropy-rate`` so foreground latency does not suffer.
 Tombstone purge rides on the exchanges: a tombstone-only record is removed once it is older
 than ``--tombstone-grace`` and an exchange that started after it was written has completed with
 every other replica of its range -- so every replica holds the tombstone, and deleted data
-cannot come back from one that missed the delete.
+cannot come back from one that missed the delete. Expired values (TTL) are purged the same way,
+counted as tombstones written at their expiry (``ringkv.core.expiry``).
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from ringkv.core.expiry import purgeable
 from ringkv.core.merkle import MerkleTree, record_digest
 from ringkv.core.placement import preference_list
 from ringkv.core.ring import Ring, TokenRange
-from ringkv.core.versions import Version, hlc_wall_ms, version_from_wire, version_to_wire
+from ringkv.core.versions import Version, version_from_wire, version_to_wire
 from ringkv.node.config import NodeConfig
 from ringkv.node.membership import Membership
 from ringkv.node.messaging import MessagingService
@@ -41,10 +43,9 @@ LEAVES = 64
 
 
 def expired_tombstones(versions: Sequence[Version], horizon_ms: int) -> bool:
-    """A record holding only tombstones all written before ``horizon_ms``."""
-    return bool(versions) and all(
-        v.is_tombstone and hlc_wall_ms(v.timestamp) < horizon_ms for v in versions
-    )
+    """A record holding only tombstones and expired values, all dead before ``horizon_ms``
+    (``ringkv.core.expiry.purgeable``): expired values are purged like tombstones."""
+    return purgeable(versions, horizon_ms)
 
 
 class AntiEntropy:

@@ -8,6 +8,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ringkv.core.expiry import MAX_TTL_SECONDS
 from ringkv.core.quorum import PRESETS
 from ringkv.core.ring import DEFAULT_VNODES
 from ringkv.core.versions import CONFLICT_MODES, ConflictMode
@@ -60,6 +61,7 @@ class NodeConfig:
     anti_entropy_interval: float = 30.0
     anti_entropy_rate: float = 5000.0
     tombstone_grace: float = 10 * 86400.0
+    default_ttl: int = 0
     log_level: str = "info"
 
     @property
@@ -196,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=10 * 86400.0,
         help="seconds a tombstone is kept at least (10 days)",
     )
+    add("default-ttl", type=int, default=0,
+        help="seconds until a written value expires when the PUT gives no ttl= (0: never, "
+        "the default)")  # fmt: skip
     add("log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p
 
@@ -247,6 +252,7 @@ def parse_args(argv: Sequence[str] | None) -> NodeConfig:
             anti_entropy_interval=float(ns.anti_entropy_interval),
             anti_entropy_rate=float(ns.anti_entropy_rate),
             tombstone_grace=float(ns.tombstone_grace),
+            default_ttl=int(ns.default_ttl),
             log_level=ns.log_level,
         )
     except ValueError as exc:
@@ -328,6 +334,8 @@ def validate(c: NodeConfig) -> list[str]:
         problems.append("--speculative-read-delay must be positive")
     if c.anti_entropy_interval < 0 or c.tombstone_grace < 0:
         problems.append("--anti-entropy-interval and --tombstone-grace must not be negative")
+    if not 0 <= c.default_ttl <= MAX_TTL_SECONDS:
+        problems.append(f"--default-ttl must be between 0 and {MAX_TTL_SECONDS} seconds")
     for seed in (*c.seeds, *([c.peer_advertise] if c.peer_advertise else [])):
         seed_host, _, seed_port = seed.rpartition(":")
         if not seed_host or not seed_port.isdigit():

@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
+from ringkv.core.expiry import covering_expired, expires_at
 from ringkv.core.placement import Replica, preference_list, sloppy_preference_list
 from ringkv.core.quorum import Quorum
 from ringkv.core.ring import key_hash
@@ -43,6 +44,7 @@ from ringkv.core.versions import (
     encode_record,
     hlc_now,
     hlc_observe,
+    hlc_wall_ms,
     merge_siblings,
     new_version,
     version_from_wire,
@@ -205,15 +207,17 @@ class Coordinator:
         context: VClock,
         quorum: Quorum,
         down: frozenset[str] = frozenset(),
+        ttl: int = 0,
     ) -> VClock:
         """Write ``value`` (``None`` deletes) and return the context of the new version.
 
         ``down``: nodes to treat as down although the failure detector has not convicted them
-        yet (a forward to them could not be sent)."""
+        yet (a forward to them could not be sent). ``ttl``: seconds until the value expires
+        (0: never), counted from this coordinator's clock."""
         primaries, live, pending = self.targets(key, quorum.strict, down=down)
         me = next((r for r in live if r.node == self.node_id), None)
         if me is None:
-            return await self._forward_put(key, value, context, quorum, live, down)
+            return await self._forward_put(key, value, context, quorum, live, down, ttl)
         # Pending replicas (a ring change in progress) must acknowledge as well; a ring still
         # smaller than N (a forming cluster) cannot demand more than it has.
         required = min(quorum.required, len(primaries)) + len(pending)
@@ -224,37 +228,9 @@ class Coordinator:
             # A delete without a context deletes what the replicas hold (as riak_client:delete
             # does): read at the write's quorum and delete over everything seen.
             context = context_of(await self.get(key, quorum))
-        # Observe the timestamps the new version will supersede, so that (with lww) a write
-        # never loses to what it overwrites because this node's clock runs behind.
-        seen = max((ts for _, ts in context.entries.values()), default=0) << HLC_LOGICAL_BITS
-        self._hlc = max(self._hlc, seen)
-        now = self._tick()
-        if me.primary:
-            current = self.storage.get(key)
-            now = max(now, max((v.timestamp + 1 for v in current), default=0))
-            self._hlc = now
-            version = new_version(current, context, self.actor, value, now)
-            merged = merge_siblings(current, [version], self.mode)
-            self._check_siblings(key, merged)
-            record = encode_record(merged)  # encoded once: stored here and sent to replicas
-            self.storage.merge(
-                key, merged, self.mode, current=current, deferred_sync=True, raw=record
-            )
-            synced = self.storage.durable() if self.storage.fsync else None
-        else:
-            synced = None
-            target = me.hint_for or ""
-            current = self.hints.get(target, key)
-            version = new_version(current, context, self.actor, value, now)
-            merged = merge_siblings(current, [version], self.mode)
-            self._store_hint(target, key, merged)
-            record = encode_record(merged)
-        # Replicas get the whole record (see new_version), encoded once for all of them.
-        # Primaries that are down and got no fallback: the coordinator keeps their hint.
-        covered = {r.node for r in live} | {r.hint_for for r in live if r.hint_for}
-        for replica in (*primaries, *pending):
-            if replica.node not in covered and replica not in live_pending:
-                self._store_hint(replica.node, key, merged)
+        version, merged, record, synced = self.write_locally(
+            key, value, context, ttl, me, (*primaries, *pending), live, live_pending
+        )
         others = [r for r in live if r.node != self.node_id] + live_pending
         try:
             acks = 1 + await self._quorum(
@@ -268,6 +244,57 @@ class Coordinator:
         # What this client has seen: what it read (its context) plus its own write -- not the
         # siblings the coordinator holds, or a write with this context would erase them unseen.
         return version.clock()
+
+    def write_locally(
+        self,
+        key: bytes,
+        value: bytes | None,
+        context: VClock,
+        ttl: int,
+        me: Replica,
+        replicas: Sequence[Replica],
+        live: Sequence[Replica],
+        live_pending: Sequence[Replica],
+    ) -> tuple[Version, tuple[Version, ...], bytes, asyncio.Future[None] | None]:
+        """The coordinator's half of a write: create the version over ``context``, store it
+        (or, as a fallback, hint it) and keep hints for the primaries and pending replicas
+        (``replicas``) that neither ``live`` nor ``live_pending`` covers. Returns (version,
+        merged record, its encoding for the replicas, the group-commit future or None)."""
+        # Observe the timestamps the new version will supersede, so that (with lww) a write
+        # never loses to what it overwrites because this node's clock runs behind.
+        seen = max((ts for _, ts in context.entries.values()), default=0) << HLC_LOGICAL_BITS
+        self._hlc = max(self._hlc, seen)
+        now = self._tick()
+        expires = expires_at(hlc_wall_ms(now), ttl) if value is not None else 0
+        if me.primary:
+            current = self.storage.get(key)
+            now = max(now, max((v.timestamp + 1 for v in current), default=0))
+            self._hlc = now
+            context = covering_expired(context, current, hlc_wall_ms(now))
+            version = new_version(current, context, self.actor, value, now, expires=expires)
+            merged = merge_siblings(current, [version], self.mode)
+            self._check_siblings(key, merged)
+            record = encode_record(merged)  # encoded once: stored here and sent to replicas
+            self.storage.merge(
+                key, merged, self.mode, current=current, deferred_sync=True, raw=record
+            )
+            synced = self.storage.durable() if self.storage.fsync else None
+        else:
+            synced = None
+            target = me.hint_for or ""
+            current = self.hints.get(target, key)
+            context = covering_expired(context, current, hlc_wall_ms(now))
+            version = new_version(current, context, self.actor, value, now, expires=expires)
+            merged = merge_siblings(current, [version], self.mode)
+            self._store_hint(target, key, merged)
+            record = encode_record(merged)
+        # Replicas get the whole record (see new_version), encoded once for all of them.
+        # Primaries that are down and got no fallback: the coordinator keeps their hint.
+        covered = {r.node for r in live} | {r.hint_for for r in live if r.hint_for}
+        for replica in replicas:
+            if replica.node not in covered and replica not in live_pending:
+                self._store_hint(replica.node, key, merged)
+        return version, merged, record, synced
 
     def _check_siblings(self, key: bytes, merged: Sequence[Version]) -> None:
         limit = self.config.max_siblings
@@ -286,6 +313,7 @@ class Coordinator:
         quorum: Quorum,
         live: Sequence[Replica],
         down: frozenset[str],
+        ttl: int = 0,
     ) -> VClock:
         if len(live) < quorum.required or not live:
             raise Unavailable(quorum.required, len(live))
@@ -299,6 +327,8 @@ class Coordinator:
             "required": quorum.required,
             "strict": quorum.strict,
         }
+        if ttl:
+            body["ttl"] = ttl
         try:
             answer = await self.messaging.request(
                 address or "", "coordinate_put", body, self.timeout + 1.0
@@ -307,7 +337,7 @@ class Coordinator:
             # Not sent, so not applied: the node just died and the detector has not caught
             # up. Place the write again without it (a fallback takes it, with a hint).
             log.debug("cannot forward to %s (%s); placing the write without it", target, exc)
-            return await self.put(key, value, context, quorum, down | {target})
+            return await self.put(key, value, context, quorum, down | {target}, ttl)
         except PeerError as exc:
             log.debug("forwarding to %s failed: %s", target, exc)
             raise QuorumTimeout(quorum.required, 0) from None
@@ -415,10 +445,11 @@ class Coordinator:
         )
 
     async def get_digest(
-        self, key: bytes, quorum: Quorum
+        self, key: bytes, quorum: Quorum, now_ms: int
     ) -> tuple[str, bool, Callable[[], tuple[Version, ...]] | None]:
-        """A revalidation read (``If-None-Match``): (entity tag, has a value, a function
-        returning the versions, or None).
+        """A revalidation read (``If-None-Match``) at ``now_ms``: (entity tag, has a live
+        value, a function returning the versions, or None). Replicas judge expiry at the
+        coordinator's ``now_ms``, so equal copies give equal digests whatever their clocks.
 
         R replicas are asked for the digest of their copy (``read_digest``: its entity tag)
         instead of the copy itself, as Cassandra's digest reads, so a value that has not changed
@@ -439,11 +470,11 @@ class Coordinator:
                 remote.append(replica)
             elif replica.hint_for:
                 versions = self._local_read(key, replica.hint_for)
-                digests[self.node_id] = (etag_of(versions), has_value(versions))
+                digests[self.node_id] = (etag_of(versions, now_ms), has_value(versions, now_ms))
                 local = partial(_same, versions)
             else:
                 record = self.storage.get_raw(key) or b""
-                digests[self.node_id] = digest_of_record(record)
+                digests[self.node_id] = digest_of_record(record, now_ms)
                 local = partial(_decoded, record)
         need = quorum.required - len(digests)
         if need < len(remote):
@@ -451,7 +482,7 @@ class Coordinator:
         address_of, supports = self.membership.address_of, self.messaging.supports
         if all(supports(address_of(r.node) or "", READ_DIGEST_FEATURE) for r in remote[:need]):
             got, _ = await self._read_quorum(
-                key, remote[:need], remote[need:], need, digests, _DIGEST_READ
+                key, remote[:need], remote[need:], need, digests, _DIGEST_READ, {"now": now_ms}
             )
             if got < need:
                 raise QuorumTimeout(quorum.required, got + quorum.required - need)
@@ -463,7 +494,7 @@ class Coordinator:
         else:
             self.metrics.digest_reads.labels("unsupported").inc()
         versions = await self.get(key, quorum)
-        return etag_of(versions), has_value(versions), partial(_same, versions)
+        return etag_of(versions, now_ms), has_value(versions, now_ms), partial(_same, versions)
 
     async def _read_quorum(
         self,
@@ -473,10 +504,12 @@ class Coordinator:
         need: int,
         answers: dict[str, Any],
         read: tuple[str, Callable[[Any], Any]] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> tuple[int, list[asyncio.Future[Any]]]:
         """Read ``first``; also ``spare`` once one fails or after the speculative read delay.
         Returns (replies received, every call made) once ``need`` replied or cannot.
-        ``read``: another read verb and the decoder of its answers (default: the record)."""
+        ``read``: another read verb and the decoder of its answers (default: the record);
+        ``extra``: more fields of its request body."""
         calls: list[asyncio.Future[Any]] = []
         if need <= 0 and not first:
             return 0, calls
@@ -494,7 +527,7 @@ class Coordinator:
             started = time.perf_counter()
             self.metrics.replica_request("read", replica.primary).inc()
             address = self.membership.address_of(replica.node) or ""
-            body: dict[str, Any] = {"key": key, "raw": True}
+            body: dict[str, Any] = {"key": key, "raw": True, **(extra or {})}
             if replica.hint_for:
                 body["hint_for"] = replica.hint_for
             call = self.messaging.call(address, read[0] if read else "read", body, self.timeout)
@@ -622,18 +655,26 @@ class Coordinator:
         return [version_to_wire(v) for v in versions]
 
     def handle_read_digest(self, body: dict[str, Any]) -> list[Any]:
-        """The digest of a replica's copy of a key: [entity tag, has a value]."""
+        """The digest of a replica's copy of a key at the coordinator's ``now`` (expiry):
+        [entity tag, has a live value]."""
+        now = body.get("now")
+        now_ms = now if type(now) is int else int(time.time() * 1000)
         hint_for = body.get("hint_for")
         if not hint_for:  # from the stored bytes, without decoding the versions
-            return list(digest_of_record(self.storage.get_raw(bytes(body["key"])) or b""))
+            record = self.storage.get_raw(bytes(body["key"])) or b""
+            return list(digest_of_record(record, now_ms))
         versions = self._local_read(bytes(body["key"]), str(hint_for))
-        return [etag_of(versions), has_value(versions)]
+        return [etag_of(versions, now_ms), has_value(versions, now_ms)]
 
     async def handle_coordinate_put(self, body: dict[str, Any]) -> dict[str, Any]:
         quorum = Quorum(self.n, int(body["required"]), bool(body.get("strict")))
         try:
             clock = await self.put(
-                bytes(body["key"]), body["value"], VClock.from_wire(body["context"]), quorum
+                bytes(body["key"]),
+                body["value"],
+                VClock.from_wire(body["context"]),
+                quorum,
+                ttl=int(body.get("ttl", 0)),
             )
         except Unavailable as exc:
             return {"error": "unavailable", "required": exc.required, "alive": exc.alive}
