@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from ringkv.client import AsyncClient, Client, ClientCache
+from ringkv.node.config import MAX_CACHE_MAX_AGE, parse_args
 from tests.cluster import Cluster, wait_until
 
 
@@ -373,3 +374,12 @@ def test_an_expiring_value_has_a_weak_tag_and_is_not_revalidated_past_its_ttl(
         wait_until(expired, 10, interval=0.1, message="the value expired")
         gone = cached.get("brief")  # the TTL ran out: asks, although within max_staleness
         assert not gone.found and not gone.from_cache
+
+
+def test_the_documented_cache_max_age_range_is_the_configured_one() -> None:
+    api = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()
+    assert f"`--cache-max-age SECONDS` (node flag, 0..{MAX_CACHE_MAX_AGE}," in api
+    flags = ["--node-id", "n1", "--no-auth", "true", "--no-peer-auth", "true", "--cache-max-age"]
+    assert parse_args([*flags, str(MAX_CACHE_MAX_AGE)]).cache_max_age == MAX_CACHE_MAX_AGE
+    with pytest.raises(SystemExit):
+        parse_args([*flags, str(MAX_CACHE_MAX_AGE + 1)])
