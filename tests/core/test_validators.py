@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ringkv.core.conditions import MalformedCondition
 from ringkv.core.expiry import is_live
 from ringkv.core.validators import (
     IfNoneMatch,
-    MalformedCondition,
     digest_of_record,
     etag_of,
     has_value,
