@@ -206,13 +206,13 @@ def test_reads_in_flight_are_counted_out_by_complete_or_abandon() -> None:
     assert b"k" in cache and not cache._reads
 
 
-def test_an_entry_is_not_served_past_its_ttl_and_its_ttl_counts_down() -> None:
+def test_max_staleness_never_serves_a_value_past_its_ttl() -> None:
     clock = Clock()
-    cache = ClientCache(clock=clock, max_staleness=60)
-    fill(cache, b"k", GetResult(True, b"v", [b"v"], "c", ttl=3, etag='W/"t"'))
-    clock.now += 1.2
-    served = cache.cached(plan := cache.plan(b"k"))
-    assert plan.serve and served.ttl == 2
-    clock.now += 2.0  # 3.2 s: the value has expired on the nodes
+    cache = ClientCache(clock=clock, max_staleness=60.0)
+    fill(cache, b"k", GetResult(True, b"v", [b"v"], "ctx", ttl=2, etag='"e"'))
+    clock.now += 1.5
     plan = cache.plan(b"k")
-    assert not plan.serve and plan.headers == {"If-None-Match": 'W/"t"'}
+    assert plan.serve and cache.cached(plan).ttl == 0  # 0.5 s left, whole seconds
+    clock.now += 0.5  # the value expired: ask the cluster, where it reads as absent
+    plan = cache.plan(b"k")
+    assert not plan.serve and plan.headers == {"If-None-Match": '"e"'}

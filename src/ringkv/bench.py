@@ -59,7 +59,7 @@ import aiohttp
 import yarl
 
 from ringkv import __version__
-from ringkv.client import CONTEXT_HEADER, _read_result, parse_endpoints
+from ringkv.client import CONTEXT_HEADER, _get_result, parse_endpoints
 from ringkv.client_cache import DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, ClientCache
 
 __all__ = [
@@ -616,7 +616,7 @@ class Load:
                     )
                     if plan is not None and ok:
                         lowered = {k.lower(): v for k, v in resp.headers.items()}
-                        result = None if status == 304 else _read_result(status, lowered, body)
+                        result = None if status == 304 else _get_result(status, lowered, body)
                         self.cache.complete(plan, status, lowered.get("etag"), result)  # type: ignore[union-attr]
                         plan = None
                 finally:

@@ -33,8 +33,7 @@ EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 EXIT_SIBLINGS = 4
 EXIT_OTHER = 5
-# A condition was false, so nothing was done: a conditional write's (HTTP 412), or for
-# get --if-none-match, the named version is still current (HTTP 304).
+# A condition decided: a conditional write failed (412), or get found it unchanged (304).
 EXIT_CONDITION = 6
 # The admin commands reuse the numbers with meanings of the same kind:
 EXIT_CANCELLED = 1  # admin --wait/--watch: the change ended cancelled
@@ -134,6 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--replication-factor", type=int, default=3, help="replicas per key (default 3)"
     )
+    up.add_argument(
+        "--monitoring", action="store_true",
+        help="also start Prometheus (when installed) scraping the nodes with the shipped "
+        "alerting rules, and print its URL",
+    )  # fmt: skip
     up.set_defaults(handler=cmd_local_up)
 
     def connection_flags(sub: argparse.ArgumentParser) -> None:
@@ -328,6 +332,13 @@ def build_parser() -> argparse.ArgumentParser:
     wait_flags(cancel, "--wait", "follow the change until it ends (exit 0 once cancelled)")
     cancel.set_defaults(handler=cmd_admin_change)
 
+    cleanup = admin_command(
+        "cleanup", "delete the ranges nodes no longer replicate now (runs by itself after changes)"
+    )
+    cleanup.add_argument("--node", metavar="NODE", help="only on this node (default: every one)")
+    wait_flags(cleanup, "--wait", "wait until every node asked has finished")
+    cleanup.set_defaults(handler=cmd_admin_cleanup)
+
     progress = admin_command("progress", "show the running (or the last) ring change")
     wait_flags(progress, "--watch", "follow the running change until it ends")
     progress.set_defaults(handler=cmd_admin_progress)
@@ -352,6 +363,7 @@ def cmd_local_up(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         base_port=args.base_port,
         replication_factor=args.replication_factor,
+        monitoring=args.monitoring,
     )
 
 
@@ -581,6 +593,50 @@ def cmd_admin_change(args: argparse.Namespace) -> int:
     if args.json:
         print_json({**answer, "outcome": outcome.state, "change": outcome.report})
     return outcome_exit_code(outcome.state, cancelling=action == "cancel")
+
+
+def cmd_admin_cleanup(args: argparse.Namespace) -> int:
+    """cleanup [--node N] [--wait]: run cleanup now; with --wait, until each node finished
+    (exit 0), or 3 when --wait-timeout runs out (a node held back: see the reason)."""
+    with make_client(args) as client:
+        answer = client.cleanup(args.node)
+        rows = answer.get("nodes", [])
+        if not args.json:
+            for row in rows:
+                started = "started" if row.get("accepted") else f"not reached: {row.get('error')}"
+                print(f"cleanup on {row.get('node')}: {started}", flush=True)
+        if not args.wait:
+            if args.json:
+                print_json(answer)
+            else:
+                print("watch it with: ringkv admin progress")
+            return EXIT_OK
+        asked = {str(r["node"]): int(r.get("requested_ms") or 0) for r in rows if r.get("accepted")}
+        deadline = time.monotonic() + args.wait_timeout
+        reports: list[dict[str, Any]] = []
+        while True:
+            try:
+                reports = client.progress().get("cleanup") or []
+            except RingkvError:
+                reports = []
+            by_node = {str(r.get("node")): r for r in reports}
+            finished = [
+                n for n, since in asked.items()
+                if by_node.get(n, {}).get("state") == "done"
+                and int(by_node[n].get("finished_ms") or 0) >= since
+            ]  # fmt: skip
+            if len(finished) == len(asked) or time.monotonic() >= deadline:
+                break
+            time.sleep(POLL_SECONDS)
+    done = len(finished) == len(asked)
+    shown = [r for r in reports if str(r.get("node")) in asked]
+    if args.json:
+        print_json({**answer, "outcome": "done" if done else "timeout", "cleanup": shown})
+    else:
+        print("\n".join(format_cleanup(shown)))
+        print("cleanup done" if done else "cleanup still running or held after "
+              f"{format_duration(args.wait_timeout)}")  # fmt: skip
+    return EXIT_OK if done else EXIT_FAILED
 
 
 def cmd_admin_progress(args: argparse.Namespace) -> int:
@@ -844,6 +900,14 @@ def format_status(status: dict[str, Any]) -> str:
         f"  ring {cluster.get('ring_version')}  balance {cluster.get('balance')}",
         "",
     ]
+    cleanup = status.get("cleanup")
+    if isinstance(cleanup, dict):
+        lines.insert(
+            -1,
+            f"disk     {format_bytes(cleanup.get('disk_bytes'))}  cleanup {cleanup.get('state')}"
+            f"  reclaimed {format_bytes(cleanup.get('reclaimed_bytes'))}"
+            f"  ({cleanup.get('keys_done', 0)} keys removed in the last round)",
+        )
     members = status.get("members", [])
     show_phi = any(m.get("phi") is not None for m in members)
     header = ["ID", "ZONE", "ADDRESS", "STATE", "ALIVE", "OWNERSHIP"] + (
@@ -1100,7 +1164,7 @@ def format_progress(document: dict[str, Any]) -> str:
     lines = [f"in progress  {in_progress}" if in_progress else "in progress  none"]
     if not changes:
         lines.append("no ring change has been reported")
-        return "\n".join(lines)
+        return "\n".join(lines + format_cleanup(document.get("cleanup") or []))
     report = changes[0]
     state = report.get("state")
     if state == "running" and not in_progress:
@@ -1148,7 +1212,26 @@ def format_progress(document: dict[str, Any]) -> str:
                 )
     if len(changes) > 1:
         lines.append(f"({len(changes) - 1} earlier reports; see --json)")
-    return "\n".join(lines)
+    return "\n".join(lines + format_cleanup(document.get("cleanup") or []))
+
+
+def format_cleanup(reports: list[dict[str, Any]]) -> list[str]:
+    """One line per node: its cleanup of the ranges it gave away (GET /v1/admin/progress)."""
+    if not reports:
+        return []
+    lines = ["cleanup"]
+    for r in reports:
+        state = str(r.get("state"))
+        line = (
+            f"  {r.get('node')}: {state}  ranges {_of(r.get('ranges_done'), r.get('ranges_total'))}"
+            f"  keys {_of(r.get('keys_done'), r.get('keys_total'))}"
+            f"  bytes {_of(r.get('bytes_done'), r.get('bytes_total'), format_bytes)}"
+            f"  reclaimed {format_bytes(r.get('reclaimed_bytes', 0))}"
+        )
+        if r.get("reason") and state != "done":
+            line += f"  ({r.get('reason')})"
+        lines.append(line)
+    return lines
 
 
 def report_error(exc: RingkvError, admin: bool = False) -> int:

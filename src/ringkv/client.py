@@ -41,6 +41,7 @@ import yarl
 
 from ringkv.client_cache import CacheMetrics, ClientCache, ReadPlan, make_cache
 from ringkv.core.batching import MAX_BATCH_KEYS
+from ringkv.core.json_input import parse_json
 from ringkv.core.placement import preference_list
 from ringkv.core.ring import Ring, key_hash
 
@@ -66,6 +67,10 @@ _POOL_SIZE = 8  # idle connections kept per endpoint by the sync client
 Key = bytes | str
 K = TypeVar("K", bound=bytes | str)  # the key type a batch was called with, in its answer
 Level = int | str | None
+
+
+def _raw_key(key: Key) -> bytes:
+    return key.encode() if isinstance(key, str) else key
 
 
 # --------------------------------------------------------------------------- errors
@@ -132,7 +137,7 @@ class ConnectionFailed(RingkvError):
 def error_from_response(status: int, body: bytes) -> RingkvError:
     """Build the exception for an error answer, parsing its JSON body when there is one."""
     try:
-        parsed = json.loads(body) if body else {}
+        parsed = parse_json(body) if body else {}
     except ValueError:
         parsed = {}
     if not isinstance(parsed, dict):
@@ -226,7 +231,7 @@ class RingView:
         """The live replicas' endpoints for a key, its preference-list order."""
         if not len(self.ring):
             return []
-        raw = key.encode() if isinstance(key, str) else key
+        raw = _raw_key(key)
         found = []
         for replica in preference_list(self.ring, key_hash(raw), self.n):
             endpoint = self.endpoints.get(replica.node)
@@ -236,8 +241,7 @@ class RingView:
 
 
 def kv_path(key: Key) -> str:
-    raw = key.encode() if isinstance(key, str) else key
-    return "/v1/kv/" + quote(raw, safe="")
+    return "/v1/kv/" + quote(_raw_key(key), safe="")
 
 
 def with_query(path: str, **params: Level | bool) -> str:
@@ -277,73 +281,28 @@ def write_headers(
     return _context_headers(context)
 
 
-def _ttl_of(headers: dict[str, str]) -> int | None:
+def _ttl_of(headers: Mapping[str, str]) -> int | None:
     raw = headers.get(TTL_HEADER.lower())
     return int(raw) if raw is not None and raw.isdigit() else None
 
 
-def _get_result(
-    status: int, context: str | None, body: bytes, ttl: int | None = None, etag: str | None = None
-) -> GetResult:
+def _get_result(status: int, headers: Mapping[str, str], body: bytes) -> GetResult:
+    """A read's answer from its status, lower-cased headers and body."""
+    context, etag = headers.get(_CONTEXT), headers.get("etag")
     if status == 200:
-        return GetResult(True, body, [body], context, ttl, etag)
+        return GetResult(True, body, [body], context, ttl=_ttl_of(headers), etag=etag)
     if status == 300:
-        document = json.loads(body)
+        document = parse_json(body)
+        # a deleted sibling carries no value
         entries = [s for s in document.get("siblings", []) if s.get("value") is not None]
         siblings = [base64.b64decode(s["value"]) for s in entries]
         ttls = [int(s["ttl"]) for s in entries if isinstance(s.get("ttl"), int)]
-        return GetResult(True, None, siblings, context, min(ttls) if ttls else None, etag)
+        return GetResult(True, None, siblings, context, ttl=min(ttls) if ttls else None, etag=etag)
     if status == 404:
         return GetResult(False, None, [], context, etag=etag)
     if status == 304:  # only for an explicit if_none_match
-        return GetResult(True, None, [], etag=etag, not_modified=True)
+        return GetResult(True, None, [], None, etag=etag, not_modified=True)
     raise error_from_response(status, body)
-
-
-def _read_result(status: int, headers: dict[str, str], body: bytes) -> GetResult:
-    return _get_result(status, headers.get(_CONTEXT), body, _ttl_of(headers), headers.get("etag"))
-
-
-# --------------------------------------------------------------------------- client cache
-
-
-def _read_headers(plan: ReadPlan | None, if_none_match: str | None) -> dict[str, str] | None:
-    if if_none_match is not None:
-        return {"If-None-Match": if_none_match}
-    return dict(plan.headers) if plan is not None and plan.headers else None
-
-
-def _finish_read(
-    cache: ClientCache | None, plan: ReadPlan | None, answer: tuple[int, dict[str, str], bytes]
-) -> GetResult:
-    status, headers, body = answer
-    if cache is None or plan is None:
-        return _read_result(status, headers, body)
-    try:
-        result = None if status == 304 and plan.entry is not None else _read_result(*answer)
-    except BaseException:
-        cache.abandon(plan)
-        raise
-    return cache.complete(plan, status, headers.get("etag"), result)  # type: ignore[no-any-return]
-
-
-def _abandon(cache: ClientCache | None, plan: ReadPlan | None) -> None:
-    if cache is not None and plan is not None:
-        cache.abandon(plan)
-
-
-def _plan(
-    cache: ClientCache | None, key: Key, max_staleness: float | None, if_none_match: str | None
-) -> ReadPlan | None:
-    if cache is None or if_none_match is not None:
-        return None
-    return cache.plan(_raw_key(key), max_staleness)
-
-
-def _invalidate(cache: ClientCache | None, keys: Iterable[Key]) -> None:
-    if cache is not None:
-        for key in keys:
-            cache.invalidate(_raw_key(key))
 
 
 # --------------------------------------------------------------------------- batches
@@ -353,10 +312,6 @@ BatchWrite = dict[str, Any]  # one item of POST /v1/batch/put or /delete, before
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
-
-
-def _raw_key(key: Key) -> bytes:
-    return key.encode() if isinstance(key, str) else key
 
 
 def _chunks(items: Sequence[Any]) -> list[Sequence[Any]]:
@@ -404,9 +359,10 @@ def _batch_get_outcome(entry: dict[str, Any]) -> GetResult | RingkvError:
     context = entry.get("context")
     if status == 200:
         value = base64.b64decode(entry["value"])
-        return GetResult(True, value, [value], context, entry.get("ttl"))
+        return GetResult(True, value, [value], context, ttl=entry.get("ttl"))
     if status in (300, 404):
-        return _get_result(status, context, json.dumps(entry).encode())
+        headers = {_CONTEXT: context} if context else {}
+        return _get_result(status, headers, json.dumps(entry).encode())
     return error_from_response(status, json.dumps(entry).encode())
 
 
@@ -439,6 +395,44 @@ def _keys_page(status: int, body: bytes) -> tuple[list[bytes], str | None]:
     return [base64.b64decode(k) for k in document.get("keys", [])], document.get("cursor")
 
 
+def _read_headers(plan: ReadPlan | None, if_none_match: str | None) -> dict[str, str] | None:
+    if if_none_match is not None:
+        return {"If-None-Match": if_none_match}
+    return dict(plan.headers) if plan is not None and plan.headers else None
+
+
+def _finish_read(
+    cache: ClientCache | None, plan: ReadPlan | None, answer: tuple[int, dict[str, str], bytes]
+) -> GetResult:
+    status, headers, body = answer
+    if cache is None or plan is None:
+        return _get_result(status, headers, body)
+    try:
+        result = None if status == 304 and plan.entry is not None else _get_result(*answer)
+    except BaseException:
+        cache.abandon(plan)
+        raise
+    return cache.complete(plan, status, headers.get("etag"), result)  # type: ignore[no-any-return]
+
+
+def _abandon(cache: ClientCache | None, plan: ReadPlan | None) -> None:
+    if cache is not None and plan is not None:
+        cache.abandon(plan)
+
+
+def _plan(
+    cache: ClientCache | None, key: Key, max_staleness: float | None, if_none_match: str | None
+) -> ReadPlan | None:
+    if cache is None or if_none_match is not None:
+        return None
+    return cache.plan(_raw_key(key), max_staleness)
+
+
+def _invalidate(cache: ClientCache | None, key: Key) -> None:
+    if cache is not None:
+        cache.invalidate(_raw_key(key))
+
+
 def _check(status: int, body: bytes) -> None:
     if not 200 <= status < 300:
         raise error_from_response(status, body)
@@ -446,7 +440,7 @@ def _check(status: int, body: bytes) -> None:
 
 def _json(status: int, body: bytes) -> dict[str, Any]:
     _check(status, body)
-    document = json.loads(body)
+    document = parse_json(body)
     if not isinstance(document, dict):
         raise RingkvError(status, "bad_response", "expected a JSON object", {})
     return document
@@ -511,7 +505,7 @@ class Client:
         try:
             status, headers, body = self._request("PUT", path, value, headers, self._replicas(key))
         finally:
-            _invalidate(self.cache, [key])
+            _invalidate(self.cache, key)
         _check(status, body)
         return headers.get(_CONTEXT, "")
 
@@ -564,7 +558,7 @@ class Client:
         try:
             status, _, body = self._request("DELETE", path, None, headers, self._replicas(key))
         finally:
-            _invalidate(self.cache, [key])
+            _invalidate(self.cache, key)
         _check(status, body)
 
     # -- batches (POST /v1/batch/*): one request per MAX_BATCH_KEYS keys
@@ -639,8 +633,9 @@ class Client:
             try:
                 status, _, body = self._request("POST", path, json.dumps(payload).encode(),
                                                 _JSON_HEADERS)  # fmt: skip
-            finally:
-                _invalidate(self.cache, [key for key, _ in chunk])
+            finally:  # the batch's keys drop their cache entries, as put and delete do
+                for key, _ in chunk:
+                    _invalidate(self.cache, key)
             for (key, _), entry in zip(chunk, _batch_results(status, body, len(chunk)),
                                        strict=True):  # fmt: skip
                 out[key] = _batch_write_outcome(entry)
@@ -715,6 +710,13 @@ class Client:
         """Start a ring change: join, decommission, replace, remove; or cancel the running one."""
         payload = json.dumps({} if node is None else {"node": node}).encode()
         status, _, body = self._request("POST", f"/v1/admin/{action}", payload, _JSON_HEADERS)
+        return _json(status, body)
+
+    def cleanup(self, node: str | None = None) -> dict[str, Any]:
+        """Clean the ranges a node gave away now, on ``node`` or every ring member
+        (POST /v1/admin/cleanup); progress in ``progress()["cleanup"]``."""
+        payload = json.dumps({} if node is None else {"node": node}).encode()
+        status, _, body = self._request("POST", "/v1/admin/cleanup", payload, _JSON_HEADERS)
         return _json(status, body)
 
     def health(self) -> bool:
@@ -874,7 +876,7 @@ class AsyncClient:
         try:
             status, headers, body = await self._request("PUT", path, value, headers)
         finally:
-            _invalidate(self.cache, [key])
+            _invalidate(self.cache, key)
         _check(status, body)
         return headers.get(_CONTEXT, "")
 
@@ -919,7 +921,7 @@ class AsyncClient:
         try:
             status, _, body = await self._request("DELETE", path, None, headers)
         finally:
-            _invalidate(self.cache, [key])
+            _invalidate(self.cache, key)
         _check(status, body)
 
     async def get_many(
@@ -986,8 +988,9 @@ class AsyncClient:
             try:
                 status, _, body = await self._request("POST", path, json.dumps(payload).encode(),
                                                       _JSON_HEADERS)  # fmt: skip
-            finally:
-                _invalidate(self.cache, [key for key, _ in chunk])
+            finally:  # the batch's keys drop their cache entries, as put and delete do
+                for key, _ in chunk:
+                    _invalidate(self.cache, key)
             for (key, _), entry in zip(chunk, _batch_results(status, body, len(chunk)),
                                        strict=True):  # fmt: skip
                 out[key] = _batch_write_outcome(entry)

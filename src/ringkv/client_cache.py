@@ -19,8 +19,6 @@ least-recently-used order within a bound in bytes and in entries.
   read goes to the cluster, so a client always reads its own writes. (The entry is dropped
   rather than updated because the write's answer does not say which siblings the cluster now
   holds: a cached single value must never hide siblings.)
-- An entry whose value has a TTL shows it counted down when served, and once it has run out
-  is never served without asking: the read revalidates (an expired value reads as absent).
 - An answer without an ``ETag`` (an older node) is not cached.
 
 Counters on ``cache.metrics`` (also ``client.cache_metrics``): ``hits`` (served without the
@@ -33,7 +31,6 @@ Time is read from ``clock`` (monotonic by default), so tests can drive it.
 from __future__ import annotations
 
 import dataclasses
-import math
 import threading
 import time
 from collections import OrderedDict
@@ -78,12 +75,7 @@ class _Entry:
     etag: str
     validated: float  # clock() when a node last confirmed it
     size: int
-    stored: float  # clock() when the answer (and its ttl) arrived
-
-    def expired(self, now: float) -> bool:
-        """The value's TTL (when it has one) ran out since the answer arrived."""
-        ttl = self.result.ttl
-        return ttl is not None and now - self.stored >= ttl
+    expires: float | None = None  # clock() when its value expires (the answer's ttl), if ever
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,14 +91,12 @@ class ReadPlan:
 
 
 def _served(entry: _Entry, age: float, now: float) -> Any:
-    """The cached answer, with its own list of siblings (a caller may change it) and its TTL
-    counted down since it arrived."""
+    """The cached answer, with its own list of siblings (a caller may change it) and its
+    remaining ttl."""
     result = entry.result
-    ttl = result.ttl
-    if ttl is not None:
-        ttl = max(0, math.ceil(ttl - (now - entry.stored)))
+    ttl = result.ttl if entry.expires is None else max(0, int(entry.expires - now))
     return dataclasses.replace(
-        result, siblings=list(result.siblings), ttl=ttl, from_cache=True, age=age
+        result, siblings=list(result.siblings), from_cache=True, age=age, ttl=ttl
     )
 
 
@@ -164,8 +154,11 @@ class ClientCache:
             age = 0.0
             if entry is not None:
                 self._entries.move_to_end(key)
-                age = max(0.0, self.clock() - entry.validated)
-                if limit is not None and age <= limit and not entry.expired(self.clock()):
+                now = self.clock()
+                age = max(0.0, now - entry.validated)
+                # never serve a value past its expiry without asking: it reads as absent there
+                live = entry.expires is None or now < entry.expires
+                if limit is not None and age <= limit and live:
                     self.metrics.hits += 1
                     return ReadPlan(key, entry, True, age, {}, 0)
             state = self._reads.get(key)
@@ -246,7 +239,9 @@ class ClientCache:
         if size > self.max_bytes:
             return
         now = self.clock()
-        self._entries[key] = _Entry(result, etag, now, size, now)
+        ttl = getattr(result, "ttl", None)
+        expires = now + ttl if ttl is not None else None
+        self._entries[key] = _Entry(result, etag, now, size, expires)
         self.bytes += size
         while self.bytes > self.max_bytes or len(self._entries) > self.max_entries:
             _, evicted = self._entries.popitem(last=False)

@@ -6,10 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ringkv.core.conditions import MalformedCondition
-from ringkv.core.expiry import is_live
 from ringkv.core.validators import (
     IfNoneMatch,
+    MalformedCondition,
     digest_of_record,
     etag_of,
     has_value,
@@ -31,8 +30,6 @@ def version(actor: str, counter: int, value: bytes | None = b"v", **ctx: int) ->
     return Version(actor, counter, clock, value, counter)
 
 
-NOW = 1_000_000
-
 A1 = version("a", 1, b"one")
 B1_OVER_A1 = version("b", 1, b"two", a=1)
 B1_BLIND = version("b", 1, b"two")
@@ -40,7 +37,7 @@ A2_TOMBSTONE = version("a", 2, None, a=1)
 
 
 def test_an_etag_is_a_strong_quoted_entity_tag() -> None:
-    tag = etag_of([A1], NOW)
+    tag = etag_of([A1])
     assert tag.startswith('"') and tag.endswith('"') and not tag.startswith("W/")
     assert parse_if_none_match(tag) == IfNoneMatch(False, frozenset({tag}))
 
@@ -52,19 +49,19 @@ def test_siblings_and_a_value_over_them_get_different_tags_although_their_contex
     assert len(siblings) == 2
     # the context alone could not tell these apart
     assert context_of(siblings) == context_of([B1_OVER_A1])
-    assert etag_of(siblings, NOW) != etag_of([B1_OVER_A1], NOW)
+    assert etag_of(siblings) != etag_of([B1_OVER_A1])
 
 
 def test_a_tombstone_an_empty_record_and_a_value_have_different_tags() -> None:
-    tags = {etag_of([A1], NOW), etag_of([A2_TOMBSTONE], NOW), etag_of([], NOW)}
+    tags = {etag_of([A1]), etag_of([A2_TOMBSTONE]), etag_of([])}
     assert len(tags) == 3
-    assert not has_value([A2_TOMBSTONE], NOW) and not has_value([], NOW) and has_value([A1], NOW)
+    assert not has_value([A2_TOMBSTONE]) and not has_value([]) and has_value([A1])
     # one live sibling next to a tombstone is a value
-    assert has_value([A2_TOMBSTONE, B1_BLIND], NOW)
+    assert has_value([A2_TOMBSTONE, B1_BLIND])
 
 
 def test_the_tag_does_not_depend_on_order() -> None:
-    assert etag_of([A1, B1_BLIND], NOW) == etag_of([B1_BLIND, A1], NOW)
+    assert etag_of([A1, B1_BLIND]) == etag_of([B1_BLIND, A1])
 
 
 @pytest.mark.parametrize(
@@ -102,7 +99,7 @@ def test_an_oversized_condition_is_refused() -> None:
 
 
 def test_not_modified_uses_weak_comparison_and_star() -> None:
-    tag = etag_of([A1], NOW)
+    tag = etag_of([A1])
     assert not_modified(parse_if_none_match(tag), tag, True)
     assert not_modified(parse_if_none_match("W/" + tag), tag, True)
     assert not_modified(parse_if_none_match(f'"other", {tag}'), tag, True)
@@ -113,37 +110,33 @@ def test_not_modified_uses_weak_comparison_and_star() -> None:
 
 def test_an_absent_or_deleted_key_is_never_not_modified() -> None:
     """RFC 9110 §13.2.1: a 404 ignores preconditions, so a tombstone's own tag or * give 404."""
-    tag = etag_of([A2_TOMBSTONE], NOW)
-    assert not not_modified(parse_if_none_match(tag), tag, has_value([A2_TOMBSTONE], NOW))
-    assert not not_modified(parse_if_none_match("*"), etag_of([], NOW), False)
+    tag = etag_of([A2_TOMBSTONE])
+    assert not not_modified(parse_if_none_match(tag), tag, has_value([A2_TOMBSTONE]))
+    assert not not_modified(parse_if_none_match("*"), etag_of([]), False)
 
 
 # -- properties -------------------------------------------------------------------------------
 
 actors = st.sampled_from(["a", "b", "c"])
 versions = st.builds(
-    lambda actor, counter, value, ctx, expires: Version(
-        actor, counter, VClock({a: (c, 0) for a, c in ctx.items()}), value, counter, expires
+    lambda actor, counter, value, ctx: Version(
+        actor, counter, VClock({a: (c, 0) for a, c in ctx.items()}), value, counter
     ),
     actors,
     st.integers(1, 6),
     st.none() | st.binary(max_size=4),
     st.dictionaries(actors, st.integers(1, 6), max_size=3),
-    st.sampled_from([0, 0, NOW - 1, NOW, NOW + 1]),
 )
 version_sets = st.lists(versions, max_size=5).map(lambda vs: merge_siblings((), vs))
 
 
 @settings(max_examples=200, deadline=None)
 @given(version_sets, version_sets)
-def test_tags_are_equal_exactly_when_the_dots_and_their_liveness_are(
+def test_tags_are_equal_exactly_when_the_dot_sets_are(
     x: tuple[Version, ...], y: tuple[Version, ...]
 ) -> None:
-    def marks(vs: tuple[Version, ...]) -> tuple[set[tuple[str, int, bool]], bool]:
-        live = {(v.actor, v.counter, is_live(v, NOW)) for v in vs}
-        return live, any(is_live(v, NOW) and v.expires for v in vs)
-
-    assert (etag_of(x, NOW) == etag_of(y, NOW)) == (marks(x) == marks(y))
+    same_dots = {v.dot for v in x} == {v.dot for v in y}
+    assert (etag_of(x) == etag_of(y)) == same_dots
 
 
 @settings(max_examples=200, deadline=None)
@@ -152,7 +145,7 @@ def test_any_write_merged_in_changes_the_tag_or_was_already_covered(
     current: tuple[Version, ...], write: Version
 ) -> None:
     merged = merge_siblings(current, [write])
-    if etag_of(merged, NOW) == etag_of(current, NOW):
+    if etag_of(merged) == etag_of(current):
         assert {v.dot for v in merged} == {v.dot for v in current}
 
 
@@ -177,24 +170,45 @@ def test_the_digest_of_an_encoded_record_is_its_tag_and_whether_it_has_a_value(
     vs: tuple[Version, ...],
 ) -> None:
     record = encode_record(vs) if vs else b""
-    assert digest_of_record(record, NOW) == (etag_of(vs, NOW), has_value(vs, NOW))
+    assert digest_of_record(record) == (etag_of(vs), has_value(vs))
 
 
 @pytest.mark.parametrize("record", [b"\xc1", b"\x93\x01", b"\x91\x92\xa1a\x01", b"\x01"])
 def test_an_undecodable_record_has_no_digest(record: bytes) -> None:
     with pytest.raises(MalformedRecord):
-        digest_of_record(record, NOW)
+        digest_of_record(record)
 
 
-def test_a_value_expiring_changes_the_tag_and_its_ttl_makes_it_weak() -> None:
-    expiring = Version("a", 1, VClock.empty(), b"v", 1, NOW + 5000)
-    before = etag_of([expiring], NOW)
-    assert before.startswith('W/"') and has_value([expiring], NOW)
-    after = etag_of([expiring], NOW + 5000)
-    assert after != before and not after.startswith("W/")
-    assert not has_value([expiring], NOW + 5000)
-    # the weak tag still matches itself (weak comparison)
-    assert not_modified(parse_if_none_match(before), before, True)
-    record = encode_record([expiring])
-    assert digest_of_record(record, NOW) == (before, True)
-    assert digest_of_record(record, NOW + 5000) == (after, False)
+def _expiring(actor: str, counter: int, expires: int, value: bytes | None = b"v") -> Version:
+    return Version(actor, counter, VClock({}), value, counter, expires)
+
+
+def test_a_value_that_expires_changes_its_tag_and_stops_being_a_value_at_its_expiry() -> None:
+    v = _expiring("a", 1, expires=5_000)
+    before, after = etag_of([v], 4_999), etag_of([v], 5_000)
+    assert before != after
+    assert has_value([v], 4_999) and not has_value([v], 5_000)
+    # a revalidation of the live version after its expiry is not a 304
+    assert not not_modified(parse_if_none_match(before), after, has_value([v], 5_000))
+    # one sibling expiring changes the representation (300 -> 200): the tag changes too
+    live = _expiring("b", 1, expires=0)
+    assert etag_of([v, live], 4_999) != etag_of([v, live], 5_000)
+    assert has_value([v, live], 5_000)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from("abc"), st.integers(1, 5), st.integers(0, 10), st.booleans()),
+        min_size=1,
+        max_size=4,
+        unique_by=lambda t: (t[0], t[1]),
+    ),
+    st.integers(0, 12),
+)
+def test_the_digest_of_a_record_judges_expiry_as_the_versions_do(
+    specs: list[tuple[str, int, int, bool]], now_ms: int
+) -> None:
+    vs = tuple(_expiring(a, c, e, b"x" if live else None) for a, c, e, live in specs)
+    record = encode_record(vs)
+    assert digest_of_record(record, now_ms) == (etag_of(vs, now_ms), has_value(vs, now_ms))

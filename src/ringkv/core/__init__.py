@@ -13,4 +13,8 @@
 - ``conditions``: conditional writes (If-None-Match / If-Match) judged against a read.
 - ``batching``: batch limits; which node is sent which keys (one message per node).
 - ``listing``: key listing in ring order: the ring's pieces, cursors, merging replicas.
+- ``cleanup``: when a node may delete the ranges it gave away, and which.
+- ``clock_bounds``: how far ahead of the wall clock a clock from a client or peer may be.
+- ``json_input``: the one depth-limited parser for JSON from outside.
+- ``absence``: whether a node was away too long to rejoin with its data.
 """

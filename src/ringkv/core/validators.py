@@ -1,21 +1,21 @@
 """Validators: the entity tag of a key's version set and the If-None-Match rules for reads.
 
 A read answers with the key's reconciled version set -- one value, siblings, or tombstones.
-Its ``ETag`` is a digest of the *dots* of that set, each with whether it is live at the time of
-the read (not a tombstone, not expired): a dot names exactly one version (its value, context
-and expiry; an actor never reuses a dot), so equal tags mean equal answers, and any change -- a
-new write, a new sibling, a delete, a value expiring -- changes the tag. The context alone
+Its ``ETag`` is a digest of the *dots* of that set: a dot names exactly one version (its value
+and its context; an actor never reuses a dot), so equal dot sets mean byte-identical answers
+and any change -- a new write, a new sibling, a delete -- changes the tag. The context alone
 would not do: ``{B1 over A1}`` and the siblings ``{A1, B1}`` have the same clock. The tag is
-strong (RFC 9110 §8.8.1: equal tags, equal bodies) unless a live version expires: then the
-answer's remaining ``ttl`` counts down under the same versions, and the tag is weak (``W/``).
+strong (RFC 9110 §8.8.1): equal tags mean equal bodies.
 
 ``If-None-Match`` on a read follows RFC 9110 §13.1.2 with the weak comparison: the condition
 is false (the answer is ``304 Not Modified``) when the key has a current representation and
 ``*`` or one of the listed tags names it. A key that reads as absent (``404``: no versions,
 or only tombstones) has none, so the header is ignored there (§13.2.1) and the ``404`` is
 answered in full; a ``300`` (siblings) is the key's representation like a ``200`` and is
-validated the same way. ``If-None-Match`` on writes (create-only ``*``) is a different rule
-of a different method and lives elsewhere.
+validated the same way. A value that has expired (``core.expiry``) by the reader's clock
+``now_ms`` is no longer part of the representation: its dot is tagged as expired, so the tag
+changes at the expiry instant although no write happened. ``If-None-Match`` on writes
+(create-only ``*``) is a different rule of a different method and lives elsewhere.
 
 Everything here is pure.
 """
@@ -29,8 +29,6 @@ from dataclasses import dataclass
 
 import msgpack
 
-from ringkv.core.conditions import MalformedCondition
-from ringkv.core.expiry import is_live
 from ringkv.core.versions import MalformedRecord, Version
 
 #: The digest size of an entity tag, in bytes (22 base64url characters).
@@ -39,46 +37,53 @@ ETAG_DIGEST_BYTES = 16
 MAX_CONDITION_CHARS = 8 * 1024
 
 
-def etag_of(versions: Iterable[Version], now_ms: int) -> str:
-    """The entity tag (quoted) of a key's version set at ``now_ms``, tombstones included."""
-    marks, weak = [], False
-    for v in versions:
-        live = is_live(v, now_ms)
-        weak = weak or (live and v.expires > 0)
-        marks.append((v.actor, v.counter, live))
-    return _etag_of_marks(marks, weak)
+class MalformedCondition(ValueError):
+    """An If-None-Match header that is not ``*`` or a list of entity tags."""
 
 
-def _etag_of_marks(marks: list[tuple[str, int, bool]], weak: bool) -> str:
-    marks.sort()
-    packed = msgpack.packb([list(m) for m in marks], use_bin_type=True)
+def _expired(expires: int, now_ms: int | None) -> bool:
+    return now_ms is not None and 0 < expires <= now_ms
+
+
+def etag_of(versions: Iterable[Version], now_ms: int | None = None) -> str:
+    """The strong entity tag (quoted) of a key's version set, tombstones included; values
+    expired at ``now_ms`` are marked as such (None: expiry not judged)."""
+    return _etag_of_dots([_dot(v.actor, v.counter, _expired(v.expires, now_ms)) for v in versions])
+
+
+def _dot(actor: str, counter: int, expired: bool) -> tuple[str, int] | tuple[str, int, int]:
+    return (actor, counter, 1) if expired else (actor, counter)
+
+
+def _etag_of_dots(dots: list[tuple[str, int] | tuple[str, int, int]]) -> str:
+    dots.sort()
+    packed = msgpack.packb([list(d) for d in dots], use_bin_type=True)
     digest = hashlib.blake2b(packed, digest_size=ETAG_DIGEST_BYTES, person=b"ringkv-etag").digest()
-    tag = '"' + base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii") + '"'
-    return "W/" + tag if weak else tag
+    return '"' + base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii") + '"'
 
 
-def digest_of_record(record: bytes, now_ms: int) -> tuple[str, bool]:
+def digest_of_record(record: bytes, now_ms: int | None = None) -> tuple[str, bool]:
     """``(etag_of(versions, now_ms), has_value(versions, now_ms))`` of an encoded record
     (``versions.encode_record``; ``b""`` for none), without building its versions: what a
     replica answers to a digest read."""
     if not record:
-        return _etag_of_marks([], False), False
+        return _etag_of_dots([]), False
     try:
-        marks, weak = [], False
-        for item in msgpack.unpackb(record, raw=False, strict_map_key=True):
-            expires = int(item[5]) if len(item) > 5 else 0
-            live = item[4] is not None and not 0 < expires <= now_ms
-            weak = weak or (live and expires > 0)
-            marks.append((str(item[0]), int(item[1]), live))
+        raw = msgpack.unpackb(record, raw=False, strict_map_key=True)
+        dots, found = [], False
+        for item in raw:
+            gone = _expired(int(item[5]) if len(item) > 5 else 0, now_ms)
+            dots.append(_dot(str(item[0]), int(item[1]), gone))
+            found = found or (item[4] is not None and not gone)
     except (ValueError, TypeError, IndexError, KeyError, msgpack.ExtraData) as exc:
         raise MalformedRecord(f"undecodable record: {exc}") from exc
-    return _etag_of_marks(marks, weak), any(live for _, _, live in marks)
+    return _etag_of_dots(dots), found
 
 
-def has_value(versions: Iterable[Version], now_ms: int) -> bool:
-    """True when the set has a current representation: a live value (no tombstone, not
+def has_value(versions: Iterable[Version], now_ms: int | None = None) -> bool:
+    """True when the set has a current representation: a value that is not a tombstone (nor
     expired at ``now_ms``)."""
-    return any(is_live(v, now_ms) for v in versions)
+    return any(v.value is not None and not _expired(v.expires, now_ms) for v in versions)
 
 
 @dataclass(frozen=True, slots=True)

@@ -164,6 +164,8 @@ class Batches:
                     in_flight[i] -= 1
                 try:
                     decoded = [_decode_answer(raw) for raw in call.result()]
+                    for versions in decoded:  # a peer's clocks are bounded like our own
+                        c.clock_guard.check_versions(versions)
                 except Exception:
                     c.metrics.replica_error("read").inc()
                     c._slow[node] = time.monotonic() + SLOW_REPLICA_SECONDS
@@ -409,6 +411,8 @@ class Batches:
             WriteItem(bytes(key), value, VClock.from_wire(context), None, int(ttl))
             for key, value, context, ttl in body["items"]
         ]
+        for item in items:  # the contexts came from clients through a peer
+            self.c.clock_guard.check_context(item.context, "peer")
         outcomes = await self.coordinate_local(items, quorum)
         return [
             error_to_wire(o) if isinstance(o, Exception) else {"context": o.to_wire()}

@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from ringkv.core.batching import MAX_BATCH_KEYS, BatchError, check_keys
+from ringkv.core.clock_bounds import ClockSkew
 from ringkv.core.conditions import MalformedCondition, parse_condition
 from ringkv.core.expiry import live_versions, parse_ttl
 from ringkv.core.versions import (
@@ -27,6 +28,7 @@ from ringkv.core.versions import (
     encode_context,
 )
 from ringkv.node.batch import WriteItem
+from ringkv.node.guards import ClockGuard
 from ringkv.node.http import Request, Response, json_response
 from ringkv.node.kv_options import sibling_json
 from ringkv.node.server import (
@@ -144,7 +146,9 @@ async def handle_batch_get(node: Node, request: Request) -> Response:
         _count(node, "batch_get", started, outcome)
 
 
-def _write_item(raw: object, index: int, op: str, encoding: str, default_ttl: int) -> WriteItem:
+def _write_item(
+    raw: object, index: int, op: str, encoding: str, default_ttl: int, guard: ClockGuard
+) -> WriteItem:
     if not isinstance(raw, dict):
         raise ApiError(400, "bad_request", f"item {index} must be a JSON object")
     unknown = set(raw) - _ITEM_FIELDS[op]
@@ -162,8 +166,11 @@ def _write_item(raw: object, index: int, op: str, encoding: str, default_ttl: in
             raise ApiError(400, "bad_request", f"item {index}: context must be a string")
         try:
             context = decode_context(raw["context"])
+            guard.check_context(context)  # a forged clock must not move ours
         except MalformedContext as exc:
             raise ApiError(400, "bad_request", f"item {index}: {exc}") from None
+        except ClockSkew as exc:
+            raise ApiError(400, "bad_request", f"item {index}: context refused: {exc}") from None
     if_match = raw.get("if_match")
     if raw.get("replace") is True:
         if if_match is not None:
@@ -211,7 +218,10 @@ async def _handle_batch_write(node: Node, request: Request, op: str) -> Response
                     default_ttl = parse_ttl(value)
                 except ValueError as exc:
                     raise ApiError(400, "bad_request", str(exc)) from None
-        items = [_write_item(r, i, op, encoding, default_ttl) for i, r in enumerate(raw_items)]
+        guard = node.coordinator.clock_guard
+        items = [
+            _write_item(r, i, op, encoding, default_ttl, guard) for i, r in enumerate(raw_items)
+        ]
         _checked([item.key for item in items], unique=True)
         outcomes = await node.batches.put_many(items, quorum)
         results = []

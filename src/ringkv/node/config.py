@@ -8,11 +8,13 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ringkv.core.clock_bounds import DEFAULT_MAX_CLOCK_SKEW
 from ringkv.core.expiry import MAX_TTL_SECONDS
 from ringkv.core.quorum import PRESETS
 from ringkv.core.ring import DEFAULT_VNODES
 from ringkv.core.versions import CONFLICT_MODES, ConflictMode
 from ringkv.node.auth import split_paths
+from ringkv.node.logs import LOG_FORMATS
 
 _NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
@@ -44,6 +46,7 @@ class NodeConfig:
     fsync: bool = False
     auto_join: bool = True
     stream_rate: float = 50 * 1024 * 1024
+    cleanup_rate: float = 32 * 1024 * 1024
     cluster_secret_file: str = ""
     auth_tokens_file: str = ""
     no_auth: bool = False
@@ -66,7 +69,9 @@ class NodeConfig:
     anti_entropy_rate: float = 5000.0
     tombstone_grace: float = 10 * 86400.0
     default_ttl: int = 0
+    max_clock_skew: float = DEFAULT_MAX_CLOCK_SKEW
     log_level: str = "info"
+    log_format: str = "text"
 
     @property
     def mode(self) -> ConflictMode:
@@ -146,13 +151,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("stream-rate", type=float, default=50 * 1024 * 1024,
         help="bytes per second a ring change may stream, at most (50 MiB/s)")  # fmt: skip
+    add("cleanup-rate", type=float, default=32 * 1024 * 1024,
+        help="bytes per second cleanup may delete (handing them off first), at most "
+        "(32 MiB/s)")  # fmt: skip
     add("cluster-secret-file", default="",
         help="file holding the shared secret peers must prove (HMAC) to talk to this node; "
         "without it peer traffic is unauthenticated")  # fmt: skip
     add("auth-tokens-file", default="",
-        help='JSON file {"tokens": [{"token", "role": read|readwrite|admin}]} for the client '
-        "API, reloaded when it changes; several files comma-separated (their tokens together); "
-        "without it the API is open")  # fmt: skip
+        help='JSON file {"tokens": [{"token", "role": metrics|read|readwrite|admin}]} for the '
+        "client API, reloaded when it changes; several files comma-separated (their tokens "
+        "together); without it the API is open")  # fmt: skip
     add("no-auth", default="false", choices=["true", "false"],
         help="run the client API without authentication (must be said explicitly)")  # fmt: skip
     add("no-peer-auth", default="false", choices=["true", "false"],
@@ -205,7 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("default-ttl", type=int, default=0,
         help="seconds until a written value expires when the PUT gives no ttl= (0: never, "
         "the default)")  # fmt: skip
+    add("max-clock-skew", type=float, default=DEFAULT_MAX_CLOCK_SKEW,
+        help="seconds a clock from a client context or a peer may run ahead of ours; "
+        "beyond it the request is refused (5)")  # fmt: skip
     add("log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add("log-format", default="text", choices=LOG_FORMATS,
+        help="text (human-readable, the default) or json (one object a line: time, level, "
+        "node, message, request_id when the client sent X-Request-Id)")  # fmt: skip
     return p
 
 
@@ -235,6 +249,7 @@ def parse_args(argv: Sequence[str] | None) -> NodeConfig:
             fsync=str(ns.fsync).lower() == "true",
             auto_join=str(ns.auto_join).lower() == "true",
             stream_rate=float(ns.stream_rate),
+            cleanup_rate=float(ns.cleanup_rate),
             cluster_secret_file=ns.cluster_secret_file,
             auth_tokens_file=ns.auth_tokens_file,
             no_auth=str(ns.no_auth).lower() == "true",
@@ -257,7 +272,9 @@ def parse_args(argv: Sequence[str] | None) -> NodeConfig:
             anti_entropy_rate=float(ns.anti_entropy_rate),
             tombstone_grace=float(ns.tombstone_grace),
             default_ttl=int(ns.default_ttl),
+            max_clock_skew=float(ns.max_clock_skew),
             log_level=ns.log_level,
+            log_format=ns.log_format,
         )
     except ValueError as exc:
         parser.error(str(exc))
@@ -271,6 +288,7 @@ def parse_args(argv: Sequence[str] | None) -> NodeConfig:
         ("--no-auth", str(ns.no_auth).lower(), ("true", "false")),
         ("--no-peer-auth", str(ns.no_peer_auth).lower(), ("true", "false")),
         ("--log-level", ns.log_level, ("debug", "info", "warning", "error")),
+        ("--log-format", ns.log_format, LOG_FORMATS),
     ):
         if value not in allowed:
             problems.append(f"{flag} {value!r} must be one of {', '.join(allowed)}")
@@ -304,12 +322,14 @@ def validate(c: NodeConfig) -> list[str]:
         ("--hint-window", c.hint_window),
         ("--hint-rate", c.hint_rate),
         ("--stream-rate", c.stream_rate),
+        ("--cleanup-rate", c.cleanup_rate),
         ("--max-concurrent-requests", c.max_concurrent_requests),
         ("--max-client-connections", c.max_client_connections),
         ("--client-timeout", c.client_timeout),
         ("--max-siblings", c.max_siblings),
         ("--anti-entropy-rate", c.anti_entropy_rate),
         ("--block-cache-mb", c.block_cache_mb),
+        ("--max-clock-skew", c.max_clock_skew),
     ):
         if not value > 0:
             problems.append(f"{name} must be positive")

@@ -50,7 +50,9 @@ from ringkv.core.versions import (
     version_from_wire,
     version_to_wire,
 )
+from ringkv.node.cleanup import Cleanup
 from ringkv.node.config import NodeConfig
+from ringkv.node.guards import clock_guard
 from ringkv.node.hints import HintStore
 from ringkv.node.membership import Membership
 from ringkv.node.messaging import (
@@ -112,6 +114,10 @@ class TooManySiblings(Exception):
         self.limit = limit
 
 
+class NotReplica(Exception):
+    """A replica write for a key this node does not replicate (its ring has moved on)."""
+
+
 class QuorumTimeout(Exception):
     def __init__(self, required: int, acks: int) -> None:
         super().__init__(f"{required} replicas required but only {acks} answered in time")
@@ -150,6 +156,9 @@ class Coordinator:
         self.read_repair_chance = config.read_repair_chance
         self.speculative_read_delay = config.speculative_read_delay
         self._hlc = 0
+        self.cleanup: Cleanup | None = None  # set by the node: which keys this node replicates
+        # Clocks from clients and peers are bounded before this node observes or stores them.
+        self.clock_guard = clock_guard(config.max_clock_skew, metrics)
         self._background: set[asyncio.Future[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -317,7 +326,10 @@ class Coordinator:
     ) -> VClock:
         if len(live) < quorum.required or not live:
             raise Unavailable(quorum.required, len(live))
-        target = live[0].node
+        # Each key's writes go to one of its live primaries chosen by the key's hash, so that
+        # coordinating writes is spread like the replica load, not like primary ownership.
+        primaries = [r for r in live if r.primary] or list(live)
+        target = primaries[key_hash(key) % len(primaries)].node
         address = self.membership.address_of(target)
         self.metrics.forwarded.inc()
         body = {
@@ -418,7 +430,7 @@ class Coordinator:
                 remote.append(replica)
         need = quorum.required - len(answers)
         if need < len(remote):
-            self._order(remote)
+            self._order(remote, key)
         if need >= len(remote) or random.random() < self.read_repair_chance:
             first, spare = remote, []
         else:
@@ -434,9 +446,13 @@ class Coordinator:
             self._spawn(self._read_repair(key, outstanding, answers, primaries))
         return result
 
-    def _order(self, remote: list[Replica]) -> None:
-        """Ask connected replicas first: one still being reconnected to would only be slow.
-        Ask replicas that were slow lately last, then ones still being reconnected to."""
+    def _order(self, remote: list[Replica], key: bytes) -> None:
+        """Start at a replica chosen by the key's hash, so that reads are spread like the
+        replica load rather than falling on the first replicas of each list. Ask connected
+        replicas first: one still being reconnected to would only be slow. Ask replicas that
+        were slow lately last, then ones still being reconnected to."""
+        turn = key_hash(key) % len(remote)
+        remote[:] = remote[turn:] + remote[:turn]
         connected = self.messaging.is_connected
         address_of = self.membership.address_of
         now, slow = time.monotonic(), self._slow
@@ -447,16 +463,16 @@ class Coordinator:
     async def get_digest(
         self, key: bytes, quorum: Quorum, now_ms: int
     ) -> tuple[str, bool, Callable[[], tuple[Version, ...]] | None]:
-        """A revalidation read (``If-None-Match``) at ``now_ms``: (entity tag, has a live
-        value, a function returning the versions, or None). Replicas judge expiry at the
-        coordinator's ``now_ms``, so equal copies give equal digests whatever their clocks.
+        """A revalidation read (``If-None-Match``): (entity tag, has a value, a function
+        returning the versions, or None).
 
         R replicas are asked for the digest of their copy (``read_digest``: its entity tag)
         instead of the copy itself, as Cassandra's digest reads, so a value that has not changed
         crosses no link. When the R answers agree, that is the read's answer -- merging equal
         sets gives the same set -- and the versions can be had when the coordinator's own copy
         was one of them (decoded only when asked: a 304 never needs them). When they differ
-        (or a replica does not know the verb) this is a full read, with its read repair."""
+        (or a replica does not know the verb) this is a full read, with its read repair.
+        Expiry is judged at ``now_ms``, the coordinator's clock, on every replica alike."""
         replicas, live, _ = self.targets(key, quorum.strict, reading=True)
         if len(replicas) < quorum.required:  # a ring smaller than N
             quorum = Quorum(quorum.n, len(replicas), quorum.strict)
@@ -478,11 +494,17 @@ class Coordinator:
                 local = partial(_decoded, record)
         need = quorum.required - len(digests)
         if need < len(remote):
-            self._order(remote)
+            self._order(remote, key)
         address_of, supports = self.membership.address_of, self.messaging.supports
         if all(supports(address_of(r.node) or "", READ_DIGEST_FEATURE) for r in remote[:need]):
             got, _ = await self._read_quorum(
-                key, remote[:need], remote[need:], need, digests, _DIGEST_READ, {"now": now_ms}
+                key,
+                remote[:need],
+                remote[need:],
+                need,
+                digests,
+                _DIGEST_READ,
+                {"now_ms": now_ms},
             )
             if got < need:
                 raise QuorumTimeout(quorum.required, got + quorum.required - need)
@@ -508,8 +530,7 @@ class Coordinator:
     ) -> tuple[int, list[asyncio.Future[Any]]]:
         """Read ``first``; also ``spare`` once one fails or after the speculative read delay.
         Returns (replies received, every call made) once ``need`` replied or cannot.
-        ``read``: another read verb and the decoder of its answers (default: the record);
-        ``extra``: more fields of its request body."""
+        ``read``: another read verb and the decoder of its answers (default: the record)."""
         calls: list[asyncio.Future[Any]] = []
         if need <= 0 and not first:
             return 0, calls
@@ -527,9 +548,11 @@ class Coordinator:
             started = time.perf_counter()
             self.metrics.replica_request("read", replica.primary).inc()
             address = self.membership.address_of(replica.node) or ""
-            body: dict[str, Any] = {"key": key, "raw": True, **(extra or {})}
+            body: dict[str, Any] = {"key": key, "raw": True}
             if replica.hint_for:
                 body["hint_for"] = replica.hint_for
+            if extra:
+                body.update(extra)
             call = self.messaging.call(address, read[0] if read else "read", body, self.timeout)
             calls.append(call)
 
@@ -538,12 +561,15 @@ class Coordinator:
                     if f.cancelled():
                         raise PeerError("cancelled")
                     raw = f.result()
-                    if read is not None:
+                    if read is not None:  # a digest: no clock to check
                         answers[replica.node] = read[1](raw)
-                    elif isinstance(raw, bytes):  # the stored record as it is (see handle_read)
-                        answers[replica.node] = decode_record(raw) if raw else ()
                     else:
-                        answers[replica.node] = tuple(version_from_wire(v) for v in raw)
+                        if isinstance(raw, bytes):  # the stored record as it is (handle_read)
+                            versions = decode_record(raw) if raw else ()
+                        else:
+                            versions = tuple(version_from_wire(v) for v in raw)
+                        self.clock_guard.check_versions(versions)
+                        answers[replica.node] = versions
                 except Exception as exc:
                     if not isinstance(exc, PeerError):
                         log.debug("bad read answer from %s: %r", replica.node, exc)
@@ -626,20 +652,32 @@ class Coordinator:
             versions: Sequence[Version] = decode_record(record)
         else:
             versions = [version_from_wire(v) for v in body["versions"]]
+        self.clock_guard.check_versions(versions)
         wall = int(time.time() * 1000)
         for v in versions:
             self._hlc = hlc_observe(self._hlc, v.timestamp, wall)
         hint_for = body.get("hint_for")
         if hint_for:
             self._store_hint(str(hint_for), key, versions)
+        elif self.cleanup is not None and not self.cleanup.replicates(key_hash(key)):
+            # A late write for a range this node gave away: refused, so the coordinator does
+            # not count it and keeps a hint, which cleanup hands to the key's new replicas.
+            raise NotReplica(f"{self.node_id} does not replicate this key (the ring changed)")
         else:
             self.storage.merge(key, versions, self.mode, deferred_sync=deferred_sync, raw=record)
         return True
 
     def handle_replicate_batch(self, body: dict[str, Any]) -> int:
         applied = 0
+        cleanup = self.cleanup
+        now_ms = int(time.time() * 1000)
         for key, wire in body["items"]:
             versions = [version_from_wire(v) for v in wire]
+            if not self.clock_guard.admits(versions):
+                continue  # poison: never stored, so a resent batch does not retry it forever
+            if cleanup is not None and not cleanup.replicates(key_hash(bytes(key))):
+                cleanup.redirect(bytes(key), versions, now_ms)  # a late hint or repair
+                continue
             _, changed = self.storage.merge(bytes(key), versions, self.mode)
             applied += int(changed)
         return applied
@@ -655,11 +693,12 @@ class Coordinator:
         return [version_to_wire(v) for v in versions]
 
     def handle_read_digest(self, body: dict[str, Any]) -> list[Any]:
-        """The digest of a replica's copy of a key at the coordinator's ``now`` (expiry):
-        [entity tag, has a live value]."""
-        now = body.get("now")
-        now_ms = now if type(now) is int else int(time.time() * 1000)
+        """The digest of a replica's copy of a key: [entity tag, has a value], with expiry
+        judged at the coordinator's ``now_ms`` (this node's clock if it sent none)."""
         hint_for = body.get("hint_for")
+        now_ms = body.get("now_ms")
+        if type(now_ms) is not int:
+            now_ms = int(time.time() * 1000)
         if not hint_for:  # from the stored bytes, without decoding the versions
             record = self.storage.get_raw(bytes(body["key"])) or b""
             return list(digest_of_record(record, now_ms))
@@ -668,13 +707,11 @@ class Coordinator:
 
     async def handle_coordinate_put(self, body: dict[str, Any]) -> dict[str, Any]:
         quorum = Quorum(self.n, int(body["required"]), bool(body.get("strict")))
+        context = VClock.from_wire(body["context"])
+        self.clock_guard.check_context(context, "peer")
         try:
             clock = await self.put(
-                bytes(body["key"]),
-                body["value"],
-                VClock.from_wire(body["context"]),
-                quorum,
-                ttl=int(body.get("ttl", 0)),
+                bytes(body["key"]), body["value"], context, quorum, ttl=int(body.get("ttl", 0))
             )
         except Unavailable as exc:
             return {"error": "unavailable", "required": exc.required, "alive": exc.alive}

@@ -20,12 +20,15 @@ from urllib.parse import unquote_to_bytes
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import ringkv
-from ringkv.core.conditions import PRECONDITION_FAILED, MalformedCondition
+from ringkv.core.clock_bounds import ClockSkew
+from ringkv.core.conditions import PRECONDITION_FAILED
 from ringkv.core.expiry import live_versions
 from ringkv.core.quorum import Operation, Quorum, QuorumError, resolve
 from ringkv.core.validators import (
     IfNoneMatch,
+    MalformedCondition,
     etag_of,
+    has_value,
     not_modified,
     parse_if_none_match,
 )
@@ -38,9 +41,11 @@ from ringkv.core.versions import (
     encode_context,
     make_actor,
 )
+from ringkv.node import absence
 from ringkv.node.anti_entropy import AntiEntropy
-from ringkv.node.auth import TokenStore, load_secret
+from ringkv.node.auth import METRICS_ROLE, TokenStore, load_secret
 from ringkv.node.batch import Batches
+from ringkv.node.cleanup import Cleanup
 from ringkv.node.conditional import PreconditionFailed, conditional_put
 from ringkv.node.config import NodeConfig
 from ringkv.node.coordinator import Coordinator, QuorumTimeout, TooManySiblings, Unavailable
@@ -56,9 +61,11 @@ from ringkv.node.http import (
 )
 from ringkv.node.kv_options import BadWriteOptions, sibling_json, ttl_headers, write_options
 from ringkv.node.listing import KeyLister
+from ringkv.node.logs import REQUEST_ID, REQUEST_ID_HEADER, request_id_of
 from ringkv.node.membership import Membership
 from ringkv.node.messaging import DEFER, MessagingService, PeerError
 from ringkv.node.metrics import NodeMetrics
+from ringkv.node.observability import watch
 from ringkv.node.storage import Storage, StorageFull
 from ringkv.node.streaming import ChangeError, RingChanges
 from ringkv.node.tls import TlsConfig
@@ -131,8 +138,10 @@ class Node:
             server_ssl=self.tls.peer_server_context() if self.tls else None,
             client_ssl=self.tls.client if self.tls else None,
             sync_handler=self._peer_sync,
+            on_refused=lambda reason: self.metrics.refused_input.labels("peer", reason).inc(),
         )
         await self.messaging.start()
+        await absence.check_at_start(config, self.storage, self.messaging)  # AwayTooLong
         self.membership = Membership(config, self.storage, self.messaging, incarnation)
         self.hints = HintStore(self.storage, config.mode)
         self.coordinator = Coordinator(
@@ -168,6 +177,11 @@ class Node:
         self.changes = RingChanges(
             config, self.storage, self.membership, self.messaging, self.metrics
         )
+        self.cleanup = Cleanup(
+            config, self.storage, self.membership, self.messaging, self.metrics, self.hints
+        )
+        self.coordinator.cleanup = self.cleanup
+        self.anti_entropy.may_purge = self.cleanup.cluster_clean
         self.metrics.watch_storage(self.storage.approximate_keys, self.storage.approximate_bytes)
         self.metrics.watch_hints(self.hints.total_pending)
         self.metrics.watch_streaming(
@@ -179,7 +193,10 @@ class Node:
             asyncio.create_task(self.membership.run_gossip()),
             asyncio.create_task(self.handoff.run()),
             asyncio.create_task(self.changes.run()),
+            asyncio.create_task(self.cleanup.run()),
+            watch(self),
         ]
+        self._loops.append(asyncio.create_task(absence.keep_recording(config, self.storage)))
         if config.anti_entropy_interval > 0:
             self._loops.append(asyncio.create_task(self.anti_entropy.run()))
         if self.tls is not None:
@@ -200,6 +217,8 @@ class Node:
         if hasattr(self, "messaging"):
             await self.messaging.stop()
         if self.storage is not None:
+            if self._loops:  # it ran: it was alive until now
+                absence.record_alive(self.storage)
             self.storage.close()
         log.info("node %s stopped; storage flushed and closed", self.config.node_id)
 
@@ -232,6 +251,10 @@ class Node:
             return self.changes.stream_batch(int(body["after"]), int(body["end"]))
         if verb == "range_stats":
             return self.changes.range_stats(int(body["start"]), int(body["end"]))
+        if verb == "cleanup_check":
+            return self.cleanup.handle_check(body)
+        if verb == "cleanup_run":
+            return self.cleanup.request_run()
         if verb == "member_view":
             return self.changes.member_view(str(body["node"]))
         if verb == "admin":
@@ -247,6 +270,8 @@ class Node:
             return self.batches.handle_read_batch(body)
         if verb == "replicate_many" and not self.config.fsync:
             return self.batches.handle_replicate_many(body)
+        if verb == absence.UPTIME_VERB:
+            return {"uptime_seconds": time.monotonic() - self.started}
         return DEFER
 
     async def _peer(self, verb: str, body: Any) -> Any:
@@ -259,6 +284,8 @@ class Node:
             assert self.storage is not None
             await self.storage.durable()
             return count
+        if verb == "ping_req":
+            return await self.membership.handle_ping_req(body)
         if verb == "replicate" and self.config.fsync:
             result = self.coordinator.handle_replicate(body, deferred_sync=True)
             assert self.storage is not None
@@ -302,6 +329,7 @@ class Node:
             "hints": {"pending": self.hints.total_pending(), "by_target": dict(self.hints.pending)},
             "anti_entropy": self.anti_entropy.status(),
             "changes": self.changes.cluster_progress(),
+            "cleanup": self.cleanup.status(),
         }
 
 
@@ -382,18 +410,23 @@ def _parse_quorum(request: Request, node: Node, method: str) -> Quorum:
 
 
 _CONTEXT = CONTEXT_HEADER.lower()
+_REQUEST_ID = REQUEST_ID_HEADER.lower()
 
 
-def _context(request: Request) -> VClock:
+def _context(request: Request, node: Node) -> VClock:
     count = request.header_count(_CONTEXT)
     if count > 1:
         raise ApiError(400, "bad_request", f"{CONTEXT_HEADER} given more than once")
     if not count:
         return VClock.empty()
     try:
-        return decode_context(request.headers[_CONTEXT])
+        clock = decode_context(request.headers[_CONTEXT])
+        node.coordinator.clock_guard.check_context(clock)  # a forged clock must not move ours
     except MalformedContext as exc:
         raise ApiError(400, "bad_request", f"malformed {CONTEXT_HEADER}: {exc}") from None
+    except ClockSkew as exc:
+        raise ApiError(400, "bad_request", f"{CONTEXT_HEADER} refused: {exc}") from None
+    return clock
 
 
 def _count(node: Node, op: str, started: float, outcome: str) -> None:
@@ -427,9 +460,9 @@ async def handle_get(node: Node, request: Request) -> Response:
         key = _key(request)
         quorum = _quorum(request, node)
         condition = _if_none_match(request)
+        now_ms = int(time.time() * 1000)  # expiry is judged against this node's clock
         versions = None
         if condition is not None:  # a revalidation: the replicas send digests, not values
-            now_ms = int(time.time() * 1000)
             etag, found, load = await _call(node.coordinator.get_digest(key, quorum, now_ms))
             if not_modified(condition, etag, found):
                 outcome = "304"
@@ -437,14 +470,14 @@ async def handle_get(node: Node, request: Request) -> Response:
             versions = load() if load is not None else None
         if versions is None:
             versions = await _call(node.coordinator.get(key, quorum))
-            now_ms = int(time.time() * 1000)
-        live = live_versions(versions, now_ms)  # expired values read as absent
         etag = etag_of(versions, now_ms)
-        if not_modified(condition, etag, bool(live)):
+        if not_modified(condition, etag, has_value(versions, now_ms)):
             outcome = "304"
             return Response(304, b"", _validators(node, etag))
+        live = live_versions(versions, now_ms)  # expired values read as absent
         if len(live) == 1:
             outcome = "200"
+            node.metrics.response_size.labels("get").observe(len(live[0].value or b""))
             context = encode_context(context_of(versions))
             headers = [(CONTEXT_HEADER, context), *ttl_headers(live[0], now_ms)]
             headers += _validators(node, etag)
@@ -475,11 +508,13 @@ async def _write(node: Node, request: Request, op: str, value: bytes | None) -> 
     try:
         key = _key(request)
         quorum = _quorum(request, node)
-        context = _context(request)
+        context = _context(request, node)
         try:
             condition, ttl = write_options(request, node.config, bool(context), value is None)
         except BadWriteOptions as exc:
             raise ApiError(400, "bad_request", str(exc)) from None
+        if value is not None:
+            node.metrics.request_size.labels(op).observe(len(value))
         if condition is not None:
             write = conditional_put(node.coordinator, key, value, condition, quorum, ttl)
         else:
@@ -637,8 +672,35 @@ async def handle_progress(node: Node, request: Request) -> Response:
             # per-transfer detail of the change this node drives (the other drivers' detail is
             # on their own /v1/admin/progress)
             "transfers": node.changes.detail,
+            # every ring member's cleanup of the ranges it gave away (ringkv.node.cleanup)
+            "cleanup": node.cleanup.cluster_reports(),
+            "cleanup_pending": node.cleanup.cluster_pending(),
         }
     )
+
+
+async def handle_cleanup(node: Node, request: Request) -> Response:
+    """POST /v1/admin/cleanup {"node": id} (or {} for every ring member): clean now."""
+    body = _admin_body(request)
+    target = body.get("node")
+    if target is not None and (not isinstance(target, str) or not target):
+        raise ApiError(400, "bad_request", 'node must be a node id: {"node": "n1"}')
+    targets = [target] if target is not None else list(node.membership.ring.nodes)
+    results = []
+    for name in targets:
+        if name == node.config.node_id:
+            results.append(node.cleanup.request_run())
+            continue
+        address = node.membership.address_of(name)
+        if address is None:
+            raise ApiError(404, "unknown_node", f"no member named {name!r}")
+        try:
+            results.append(await node.messaging.request(address, "cleanup_run", {}, 10.0))
+        except PeerError as exc:
+            if target is not None:
+                raise ApiError(503, "unavailable", f"{name} did not answer: {exc}") from None
+            results.append({"accepted": False, "node": name, "error": str(exc)})
+    return json_response({"nodes": results}, 202)
 
 
 async def handle_metrics(node: Node, request: Request) -> Response:
@@ -654,6 +716,8 @@ def required_role(request: Request) -> str | None:
     path = request.path
     if path.startswith("/health/"):
         return None
+    if path == "/metrics":
+        return METRICS_ROLE
     if path.startswith(ADMIN_PREFIX):
         return "read" if request.method == "GET" else "admin"
     if path.startswith(KV_PREFIX) and request.method not in ("GET", "HEAD"):
@@ -738,6 +802,7 @@ class Api:
         router.add("POST", "/v1/admin/plan", partial(handle_plan, node))
         for method, path, handler in data_routes():
             router.add(method, path, partial(handler, node))
+        router.add("POST", "/v1/admin/cleanup", partial(handle_cleanup, node))
         router.add_prefix("POST", ADMIN_PREFIX, partial(handle_admin, node))
         self.server = HttpServer(
             router,
@@ -756,6 +821,8 @@ class Api:
     async def wrap(self, request: Request, handler: Handler) -> Response:
         """Authentication, the overload limit and error answers."""
         node = self.node
+        request_id = request_id_of(request.headers.get(_REQUEST_ID))
+        token = REQUEST_ID.set(request_id) if request_id is not None else None
         try:
             refused = _check_access(request, node)
             if refused is not None:
@@ -777,6 +844,9 @@ class Api:
                 node.in_flight -= 1
         except ApiError as exc:
             return error_response(exc.status, exc.code, exc.message, **exc.extra)
+        finally:
+            if token is not None:
+                REQUEST_ID.reset(token)
 
     async def serve(self, stop: asyncio.Event, shutdown_timeout: float = 10.0) -> None:
         """Start the node, serve until ``stop`` is set, then drain and stop (SIGTERM)."""
