@@ -177,3 +177,25 @@ def test_a_whole_cluster_down_longer_than_the_grace_starts_again(make_cluster) -
         node.start()
     cluster.wait_ready()
     assert cluster.client(1).get("survivor", r="all").value == b"v"
+
+
+def test_with_replace_when_away_too_long_the_node_wipes_and_replaces_itself(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    """What the Kubernetes operator sets: the stale node comes back as its own replacement."""
+    grace = 3.0
+    flags = ["--tombstone-grace", str(grace), "--replace-when-away-too-long", "true"]
+    cluster: Cluster = make_cluster(extra_args=flags)
+    for i in range(20):
+        cluster.client(0).put(f"kept-{i}", b"v", w="all")
+    old = cluster.client(2).status()["node"]["incarnation"]
+    cluster.node(2).kill()
+    away = time.monotonic()
+    cluster.client(0).delete("kept-0", w="quorum")  # a delete n3 never sees
+    wait_until(lambda: time.monotonic() - away > grace + 1.5, grace + 10, interval=0.2,
+               message="longer than the grace")  # fmt: skip
+    cluster.node(2).start().wait_ready()
+    cluster.wait_ready()
+    log = cluster.node(2).log_path.read_text()
+    assert "refuses to rejoin" in log and "wiping it now" in log
+    assert cluster.client(2).status()["node"]["incarnation"] != old  # a new life: wiped
+    wait_until(lambda: local_value(cluster, 2, "kept-1") == b"v", 60, message="refilled")
+    assert not cluster.client(2).get("kept-0", r="all").found

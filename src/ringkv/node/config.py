@@ -14,6 +14,7 @@ from ringkv.core.ring import DEFAULT_VNODES
 from ringkv.core.versions import CONFLICT_MODES, ConflictMode
 from ringkv.node.auth import split_paths
 
+BOOL = ("true", "false")
 _NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 
@@ -61,6 +62,7 @@ class NodeConfig:
     anti_entropy_rate: float = 5000.0
     tombstone_grace: float = 10 * 86400.0
     max_clock_skew: float = DEFAULT_MAX_CLOCK_SKEW
+    replace_when_away_too_long: bool = False
     log_level: str = "info"
 
     @property
@@ -197,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("max-clock-skew", type=float, default=DEFAULT_MAX_CLOCK_SKEW,
         help="seconds a clock from a client context or a peer may run ahead of ours; "
         "beyond it the request is refused (5)")  # fmt: skip
+    add("replace-when-away-too-long", default="false", choices=["true", "false"],
+        help="a node down longer than --tombstone-grace while the cluster ran wipes its data "
+        "and replaces itself (else it refuses to start, saying why)")  # fmt: skip
     add("log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p
 
@@ -248,6 +253,7 @@ def parse_args(argv: Sequence[str] | None) -> NodeConfig:
             anti_entropy_rate=float(ns.anti_entropy_rate),
             tombstone_grace=float(ns.tombstone_grace),
             max_clock_skew=float(ns.max_clock_skew),
+            replace_when_away_too_long=str(ns.replace_when_away_too_long).lower() == "true",
             log_level=ns.log_level,
         )
     except ValueError as exc:
@@ -261,6 +267,7 @@ def parse_args(argv: Sequence[str] | None) -> NodeConfig:
         ("--auto-join", str(ns.auto_join).lower(), ("true", "false")),
         ("--no-auth", str(ns.no_auth).lower(), ("true", "false")),
         ("--no-peer-auth", str(ns.no_peer_auth).lower(), ("true", "false")),
+        ("--replace-when-away-too-long", str(ns.replace_when_away_too_long).lower(), BOOL),
         ("--log-level", ns.log_level, ("debug", "info", "warning", "error")),
     ):
         if value not in allowed:
