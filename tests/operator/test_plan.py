@@ -108,6 +108,37 @@ def test_scale_up_3_to_6_adds_one_node_at_a_time_in_zone_order() -> None:
     assert d.action.kind == NONE and d.status["phase"] == "Running"
 
 
+def test_scale_out_is_done_only_once_cleanup_is_and_the_next_step_waits_for_it() -> None:
+    """After a join the old owners delete what they gave away: until every node is done the
+    cluster is Progressing (CleaningUp) and neither the next node nor a roll starts."""
+    spec = make_spec(replicas=5)
+    four = {"zone-a": 2, "zone-b": 1, "zone-c": 1}
+    cleaning = cluster(spec, four, cleanup_pending=("kv-zone-a-0",))
+    report = {"node": "kv-zone-a-0", "state": "running", "bytes_done": 300, "bytes_total": 1200}
+    cleaning = dataclasses.replace(
+        cleaning,
+        ring=dataclasses.replace(cleaning.ring, cleanup=(report,)),  # type: ignore[type-var]
+    )
+    d = step(spec, cleaning)
+    assert d.action.kind == NONE
+    progressing = condition(d.status, "Progressing")
+    assert (progressing["status"], progressing["reason"]) == ("True", "CleaningUp")
+    assert "kv-zone-a-0" in progressing["message"] and "25.0%" in progressing["message"]
+    assert d.status["phase"] == "Scaling"
+    assert d.status["progress"]["operation"] == "cleanup"
+    assert d.status["progress"]["percent"] == 25.0
+    assert plan.scaling_blocked(make_spec(replicas=4), cleaning)
+    rolling = cluster(spec, four, cleanup_pending=("kv-zone-a-0",),
+                      revisions={"kv-zone-b-0": "old"})  # fmt: skip
+    assert step(spec, rolling).action.kind == NONE  # no restart on top of a cleanup either
+    # once cleanup is done, the next step (the fifth node) starts
+    d = step(spec, cluster(spec, four))
+    assert d.action.kind == SCALE and d.action.node == "kv-zone-b-1"
+    done = step(make_spec(replicas=4), cluster(make_spec(replicas=4), four))
+    assert done.status["phase"] == "Running"
+    assert condition(done.status, "Progressing")["status"] == "False"
+
+
 def test_join_progress_is_reported(spec: ClusterSpec) -> None:
     spec = make_spec(replicas=4)
     obs = cluster(
@@ -584,3 +615,50 @@ def test_pod_down_on_an_outdated_template_is_restarted_onto_the_current_one() ->
     obs2 = dataclasses.replace(obs, pods={**obs.pods, "kv-zone-a-0": gone})
     d2 = step(spec, obs2, prev)
     assert d2.action.kind == NONE
+
+
+# -- zones and replica load ----------------------------------------------------------------
+
+
+def test_status_says_when_zones_cannot_balance_replica_load() -> None:
+    even = make_spec(replicas=6)
+    status = plan.decide(
+        even, cluster(even, {"zone-a": 2, "zone-b": 2, "zone-c": 2}), None, NOW
+    ).status
+    assert (status["zoneSizes"], status["replicaLoadBound"]) == ("2/2/2", "1.00")
+    assert status["zoneBalance"] == "zones allow an even replica load"
+    uneven = make_spec(replicas=4)
+    status = plan.decide(
+        uneven, cluster(uneven, {"zone-a": 2, "zone-b": 1, "zone-c": 1}), None, NOW
+    ).status
+    assert (status["zoneSizes"], status["replicaLoadBound"]) == ("2/1/1", "1.33")
+    assert (
+        "1.33x the mean" in status["zoneBalance"] and "scaleByWholeZones" in status["zoneBalance"]
+    )
+
+
+def test_scale_by_whole_zones_rounds_the_node_count_up() -> None:
+    spec = make_spec(replicas=4, scaleByWholeZones=True)
+    assert spec.node_count() == 6
+    assert spec.zone_targets() == {"zone-a": 2, "zone-b": 2, "zone-c": 2}
+    four = {"zone-a": 2, "zone-b": 1, "zone-c": 1}
+    decision = plan.decide(spec, cluster(spec, four), None, NOW)
+    assert decision.action.kind == plan.SCALE and decision.action.zone == "zone-b"
+    assert decision.status["replicaLoadBound"] == "1.00"
+    assert plan.scaling_blocked(spec, cluster(spec, four))  # 6 wanted, 4 running
+    assert make_spec(replicas=4).node_count() == 4  # off by default
+
+
+def test_autoscale_by_whole_zones_steps_one_node_per_zone() -> None:
+    spec = make_spec(scaleByWholeZones=True,
+                     autoscaling={"enabled": True, "minReplicas": 3, "maxReplicas": 9,
+                                  "targetRequestsPerSecondPerNode": 100})  # fmt: skip
+    assert plan.autoscale(spec, 3, 1000.0, None, None, NOW, False) == 6
+    assert plan.autoscale(spec, 4, 1000.0, None, None, NOW, False) == 6  # to the next multiple
+    assert plan.autoscale(spec, 9, 1e6, None, None, NOW, False) is None  # at max
+    assert plan.autoscale(spec, 6, 10.0, None, None, NOW, False) == 3
+    assert plan.autoscale(spec, 3, 10.0, None, None, NOW, False) is None  # not below min
+    capped = make_spec(scaleByWholeZones=True,
+                       autoscaling={"enabled": True, "minReplicas": 3, "maxReplicas": 8,
+                                    "targetRequestsPerSecondPerNode": 100})  # fmt: skip
+    assert plan.autoscale(capped, 6, 1e6, None, None, NOW, False) is None  # 9 > max

@@ -1,6 +1,7 @@
 """Auth: who may use the client API, and proof that a peer belongs to the cluster.
 
-Client API: bearer tokens with roles ``read`` < ``readwrite`` < ``admin``, loaded from a file
+Client API: bearer tokens with roles ``metrics`` < ``read`` < ``readwrite`` < ``admin`` (a
+``metrics`` token reads ``/metrics`` and nothing else: for scrapers), loaded from a file
 (a Kubernetes Secret mounted as a file works; several files may be given, comma-separated) and
 reloaded when they change, without a restart.
 The file is JSON: ``{"tokens": [{"token": "...", "role": "readwrite", "name": "svc-a"}]}``.
@@ -28,7 +29,8 @@ from ringkv.core.json_input import parse_json
 
 log = logging.getLogger(__name__)
 
-ROLES = ("read", "readwrite", "admin")
+ROLES = ("metrics", "read", "readwrite", "admin")
+METRICS_ROLE = ROLES[0]
 _RANK = {role: i for i, role in enumerate(ROLES)}
 
 

@@ -142,14 +142,18 @@ class HintedHandoff:
         self.window_ms = int(window_seconds * 1000)
         self.rate = rate_per_second
         self.batch = max(1, min(100, int(rate_per_second / 10)))
+        self.oldest_ms: int | None = None  # creation of the oldest hint kept by the last expiry
 
     def expire(self, now_ms: int) -> int:
-        dropped = 0
+        dropped, oldest = 0, None
         for target in list(self.store.pending):
             for hk, _key, created, _versions in list(self.store.for_target(target)):
                 if now_ms - created > self.window_ms:
                     self.store.remove(target, hk)
                     dropped += 1
+                elif oldest is None or created < oldest:
+                    oldest = created
+        self.oldest_ms = oldest
         if dropped:
             self.metrics.hints_dropped.inc(dropped)
             log.warning("dropped %d hints older than the hint window", dropped)

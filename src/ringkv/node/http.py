@@ -43,6 +43,8 @@ Handler = Callable[["Request"], Awaitable["Response"]]
 
 MAX_PIPELINED = 16  # requests queued on one connection before we stop reading from it
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
+#: Request headers whose repeated field lines are joined into one comma-separated list.
+_LIST_HEADERS = frozenset({"if-none-match"})
 
 
 class Request:
@@ -378,6 +380,9 @@ class _Connection(asyncio.Protocol):
             # or a trailer "Authorization" would pass where a proxy checked the head.
             return
         key = name.decode("latin-1").lower()
+        if key in _LIST_HEADERS and key in self.headers:  # one list, RFC 9110 §5.3
+            self.headers[key] += ", " + value.decode("latin-1")
+            return
         if key in self.headers:
             if self.repeated is None:
                 self.repeated = set()

@@ -87,7 +87,9 @@ DEFER: Any = object()
 
 
 #: What this node understands beyond the first protocol (announced in the answer to ``hello``).
-FEATURES = ("record",)
+#: ``digest``: the ``read_digest`` verb (a replica answers the entity tag of its copy).
+READ_DIGEST_FEATURE = "digest"
+FEATURES = ("record", READ_DIGEST_FEATURE)
 
 
 class PeerError(Exception):

@@ -95,8 +95,11 @@ class RingChanges:
         if op == "join":
             if node in ring:
                 raise ChangeError(409, "conflict", f"{node} is already a ring member")
-            tokens = state.get(g.TOKENS) or allocate_tokens(ring, node, self.config.vnodes)
-            future = ring.with_node(node, str(state.get(g.ZONE)), tokens)
+            zone = str(state.get(g.ZONE))
+            tokens = state.get(g.TOKENS) or allocate_tokens(
+                ring, node, self.config.vnodes, zone=zone, replicas=n
+            )
+            future = ring.with_node(node, zone, tokens)
             return ring, future, plan_transfers(ring, future, n, alive)
         if op == "decommission":
             if node not in ring:

@@ -18,11 +18,14 @@ The rules, in the order they are tried (the first that applies wins; one action 
    empty volume takes over the node id and streams the data back). Never during a roll: a node
    failing on a new image stops the roll with ``Degraded``.
 6. Pods not ready yet (starting): wait.
-7. Rolling update: restart one outdated pod, once every node is up, normal and no hints are
+7. After a ring change, until every node has cleaned the ranges it no longer replicates
+   (``cleanup_pending``): wait (``Progressing``/``CleaningUp``), so a scale-out is reported done
+   only once the disk space is reclaimed, and the next step never starts on top of it.
+8. Rolling update: restart one outdated pod, once every node is up, normal and no hints are
    pending.
-8. Scale up: one node, in the zone furthest below its share (zone order breaks ties).
-9. Scale down: decommission the highest-ordinal node of the zone furthest above its share;
-   its StatefulSet shrinks only once the node reports ``left`` (rule 2).
+9. Scale up: one node, in the zone furthest below its share (zone order breaks ties).
+10. Scale down: decommission the highest-ordinal node of the zone furthest above its share;
+    its StatefulSet shrinks only once the node reports ``left`` (rule 2).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ringkv.core.placement import preference_list
+from ringkv.core.placement import preference_list, replica_balance_bound
 from ringkv.core.quorum import majority
 from ringkv.core.ring import Ring
 from ringkv.operator.spec import DATA_VOLUME, ClusterSpec
@@ -47,6 +50,9 @@ SERVING = (NORMAL, LEAVING)  # answer reads
 IN_RING = (NORMAL, LEAVING, REPLACING)  # own ranges now
 
 # Action kinds
+# status.phase: what the KVCluster is doing (the CRD's description lists them).
+PHASES = ("Pending", "Creating", "Running", "Scaling", "Upgrading", "Replacing", "Degraded",
+          "Paused")  # fmt: skip
 NONE = "none"
 SCALE = "scale"  # set a zone's StatefulSet replicas
 DECOMMISSION = "decommission"  # POST /v1/admin/decommission for node
@@ -109,6 +115,10 @@ class RingView:
     in_progress: str | None = None
     change: dict[str, Any] | None = None
     hints_pending: dict[str, int] = field(default_factory=dict)
+    # ring members that have not finished cleaning the ranges they gave away (progress'
+    # ``cleanup_pending``); their reports (``cleanup``) give the progress
+    cleanup_pending: tuple[str, ...] = ()
+    cleanup: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -250,6 +260,22 @@ def change_progress(change: dict[str, Any] | None) -> dict[str, Any] | None:
     return out
 
 
+def cleanup_progress(ring: RingView) -> dict[str, Any]:
+    """The status.progress of the cleanup after a ring change (the nodes' reports summed)."""
+    pending = set(ring.cleanup_pending)
+    reports = [r for r in ring.cleanup if r.get("node") in pending]
+    done = sum(int(r.get("bytes_done") or 0) for r in reports)
+    total = sum(int(r.get("bytes_total") or 0) for r in reports)
+    return {
+        "operation": "cleanup",
+        "node": ",".join(ring.cleanup_pending),
+        "state": "running",
+        "bytesSent": done,
+        "bytesTotal": total,
+        "percent": round(100.0 * done / total, 1) if total else 0.0,
+    }
+
+
 def _condition(
     previous: list[dict[str, Any]],
     type_: str,
@@ -352,7 +378,9 @@ def decide(
     prev = dict(previous_status or {})
     counts = sts_replicas(spec, observed)
     total = sum(counts.values())
-    desired = observed.desired_replicas if observed.desired_replicas is not None else spec.replicas
+    desired = spec.node_count(
+        observed.desired_replicas if observed.desired_replicas is not None else spec.replicas
+    )
     ring = observed.ring
     members = ring.members if ring is not None else {}
     prev_down = {
@@ -594,7 +622,18 @@ def decide(
             degraded = ("ClusterUnreachable", "no node answered the operator")
             break
 
-        # 7. rolling update, one pod at a time
+        # 7. after a ring change: wait until every node has cleaned what it gave away
+        if ring.cleanup_pending:
+            progress = cleanup_progress(ring)
+            cleaning = ", ".join(ring.cleanup_pending)
+            progressing = (
+                "CleaningUp",
+                f"waiting for {cleaning} to delete the ranges they no longer replicate "
+                f"({progress['percent']}%)",
+            )
+            break
+
+        # 8. rolling update, one pod at a time
         if rolling:
             pending = {k: v for k, v in ring.hints_pending.items() if v}
             not_normal = [n.id for n in nodes if n.member is None or n.member.state != NORMAL
@@ -621,7 +660,7 @@ def decide(
             progressing = ("RollingUpdate", action.message)
             break
 
-        # 8. scale up
+        # 9. scale up
         if total < desired:
             z_up = scale_up_zone(spec, counts, desired)
             if z_up is not None:
@@ -633,7 +672,7 @@ def decide(
                 progressing = ("ScalingUp", action.message)
                 break
 
-        # 9. scale down: decommission first
+        # 10. scale down: decommission first
         if total > desired:
             z_down = scale_down_zone(spec, counts, desired)
             if z_down is not None:
@@ -683,6 +722,8 @@ def _status(
     members = ring.members if ring is not None else {}
     ready = sum(1 for n in nodes if n.ready)
     targets = spec.zone_targets(desired)
+    sizes = [targets[z] for z in spec.zones]
+    bound = replica_balance_bound({z: n for z, n in targets.items() if n}, spec.replication_factor)
     zones = [
         {
             "name": z,
@@ -773,6 +814,9 @@ def _status(
         "progress": progress,  # None deletes it in a merge patch
         "replacements": replacements,
         "conditions": conditions,
+        "zoneSizes": "/".join(str(n) for n in sizes),
+        "replicaLoadBound": f"{bound:.2f}",
+        "zoneBalance": zone_balance_message(sizes, spec.replication_factor, bound),
     }  # fmt: skip
     if generation is not None:
         status["observedGeneration"] = generation
@@ -788,19 +832,31 @@ def _status(
     return status
 
 
+def zone_balance_message(sizes: list[int], rf: int, bound: float) -> str:
+    """Why replica load can or cannot be even with these zone sizes (status.zoneBalance)."""
+    if bound <= 1.005:
+        return "zones allow an even replica load"
+    return (
+        f"with {sum(sizes)} nodes over {len(sizes)} zones ({'/'.join(map(str, sizes))}) and "
+        f"replicationFactor {rf}, each zone holds its share of every key, so the busiest node "
+        f"stores at least {bound:.2f}x the mean; spec.scaleByWholeZones keeps zones equal"
+    )
+
+
 # -- autoscaling --------------------------------------------------------------------------------
 
 
 def scaling_blocked(spec: ClusterSpec, observed: Observed) -> bool:
     """Whether autoscaling must leave spec.replicas alone now: a scaling step not carried out
-    yet (the StatefulSets do not add up to spec.replicas), a ring change under way, or a node
-    that is not up -- a pod missing or not ready (a new node before and after its join), a
-    member not alive or not ``normal``. Only a settled cluster gets its next step."""
+    yet (the StatefulSets do not add up to spec.replicas), a ring change under way or its
+    cleanup not finished, or a node that is not up -- a pod missing or not ready (a new node
+    before and after its join), a member not alive or not ``normal``. Only a settled cluster
+    gets its next step."""
     counts = sts_replicas(spec, observed)
-    if sum(counts.values()) != spec.replicas:
+    if sum(counts.values()) != spec.node_count():
         return True
     ring = observed.ring
-    if ring is None or ring.in_progress:
+    if ring is None or ring.in_progress or ring.cleanup_pending:
         return True
     for _, _, node_id in expected_nodes(spec, counts):
         pod = observed.pods.get(node_id)
@@ -874,10 +930,16 @@ def autoscale(
             wanted.append(math.ceil(total / target))
     target_count = max(wanted) if wanted else current
     target_count = max(a.min_replicas, min(a.max_replicas, target_count))
+    # One node at a time, or with scaleByWholeZones one node per zone (to the next multiple).
+    step = len(spec.zones) if spec.scale_by_whole_zones else 1
     if target_count > current:
-        result = current + 1
+        result = (current // step + 1) * step
+        if result > a.max_replicas:
+            return None
     elif target_count < current:
-        result = current - 1
+        result = (current - 1) // step * step
+        if result < max(a.min_replicas, spec.replication_factor):
+            return None
     else:
         return None
     return result
@@ -894,6 +956,7 @@ __all__ = [
     "StatefulSetState",
     "autoscale",
     "change_progress",
+    "cleanup_progress",
     "decide",
     "expected_nodes",
     "iso",
@@ -905,4 +968,5 @@ __all__ = [
     "scale_down_zone",
     "scale_up_zone",
     "scaling_blocked",
+    "zone_balance_message",
 ]

@@ -490,7 +490,11 @@ class NodeHttp:
                 if status:
                     for target, count in dict(_get(status, "hints", "by_target") or {}).items():
                         hints[str(target)] = hints.get(str(target), 0) + int(count)
-            return RingView(members, progress.get("in_progress"), change, hints)
+            return RingView(
+                members, progress.get("in_progress"), change, hints,
+                tuple(str(n) for n in progress.get("cleanup_pending") or ()),
+                tuple(r for r in progress.get("cleanup") or () if isinstance(r, dict)),
+            )  # fmt: skip
         return None
 
     def decommission(self, endpoints: list[str], node: str) -> None:
