@@ -282,8 +282,9 @@ class AntiEntropy:
     async def purge_tombstones(self, now_ms: int) -> int:
         grace_ms = int(self.config.tombstone_grace * 1000)
         purged = kept = 0
-        if not self.may_purge():  # a ring member still holds ranges it gave away
-            return 0
+        # While a ring member still holds ranges it gave away, nothing is purged (its stale
+        # copies could come back), but tombstones are still counted as pending.
+        allowed = self.may_purge()
         for end, tree in list(self.trees.items()):
             others = [n for n in self.replicas.get(end, ()) if n != self.node_id]
             covered = min(
@@ -293,7 +294,7 @@ class AntiEntropy:
             horizon = max(0, min(covered, now_ms - grace_ms))
             expired = []
             for scanned, (_h, key, versions) in enumerate(self.storage.scan(tree.start, tree.end)):
-                if expired_tombstones(versions, horizon, self.skew_ms, now_ms):
+                if allowed and expired_tombstones(versions, horizon, self.skew_ms, now_ms):
                     expired.append((key, versions))
                 elif all(v.is_tombstone for v in versions):
                     kept += 1  # still within the grace period or not yet exchanged everywhere
