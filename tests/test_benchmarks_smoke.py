@@ -39,6 +39,26 @@ def test_membership_simulator_quick_run(tmp_path: Path) -> None:
     assert row["loss_0.01"]["bytes_per_node_s"] < 20_000
 
 
+def test_rocksdb_statistics_benchmark_quick_run() -> None:
+    out = run("benchmarks/rocksdb_statistics.py", "--quick")
+    assert "statistics=True" in out and "statistics=False" in out
+
+
+@pytest.mark.slow
+def test_same_moment_ab_quick_run() -> None:
+    out = run("benchmarks/same_moment_ab.py", "--a", "x=.", "--b", "y=.", "--rounds", "1",
+              "--duration", "1", timeout=240)  # fmt: skip
+    assert "mix x: median" in out and "writes y: median" in out
+
+
+@pytest.mark.slow
+def test_client_cache_benchmark_quick_run(tmp_path: Path) -> None:
+    result = tmp_path / "cache.json"
+    run("benchmarks/client_cache.py", "--quick", "--json", str(result), timeout=180)
+    summary = json.loads(result.read_text())["summary"]
+    assert set(summary) == {"off", "revalidate", "stale", "server_cpu_ms_per_read"}
+
+
 @pytest.mark.slow
 def test_latency_benchmark_quick_run(tmp_path: Path) -> None:
     result = tmp_path / "latency.json"
@@ -72,3 +92,14 @@ def test_compare_quick_run_measures_every_system_and_workload(tmp_path: Path) ->
             assert 0 <= run_["machine_steal_pct"] <= 100
     cpu_target = next(t for t in document["targets"] if "quorum write CPU" in t["target"])
     assert cpu_target["value"] > 1  # measured (ringkv-single ran): a quorum write costs more
+
+
+@pytest.mark.slow
+def test_cleanup_benchmark_quick_run() -> None:
+    out = run("benchmarks/cleanup.py", "--keys", "300", timeout=300)
+    assert "keys/s" in out and "without cleanup" in out
+
+
+def test_frame_auth_benchmark_runs() -> None:
+    out = run("benchmarks/frame_auth.py", "--writes", "200", "--rounds", "1")
+    assert "median_extra_us" in out

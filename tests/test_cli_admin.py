@@ -497,6 +497,41 @@ def test_progress_show_and_watch(
     assert out.getvalue().rstrip().split("\r")[-1].startswith("decommission n4 done")
 
 
+def test_cleanup_command_progress_lines_and_disk_in_status(
+    fake: FakeAdmin, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.action = lambda body: web.json_response(
+        {"nodes": [{"accepted": True, "node": body.get("node") or "n1", "state": "done"}]},
+        status=202,
+    )
+    assert run(fake, "admin", "cleanup", "--node", "n2") == 0
+    assert fake.requests("/v1/admin/cleanup") == [{"node": "n2"}]
+    assert "cleanup on n2: started" in capsys.readouterr().out
+    assert run(fake, "admin", "cleanup") == 0
+    assert fake.requests("/v1/admin/cleanup")[-1] == {}
+    capsys.readouterr()
+
+    cleaning = {"node": "n1", "state": "running", "ranges_done": 3, "ranges_total": 85,
+                "keys_done": 500, "keys_total": 1202, "bytes_done": 51200,
+                "bytes_total": 123000, "reclaimed_bytes": 0}  # fmt: skip
+    held = {"node": "n2", "state": "held", "reason": "n4 does not see ring 4fa2 yet",
+            "ranges_done": 0, "ranges_total": 0, "keys_done": 0, "keys_total": 0,
+            "bytes_done": 0, "bytes_total": 0}  # fmt: skip
+    fake.progress_docs = [{**progress(None, OLD_DONE), "cleanup": [cleaning, held],
+                           "cleanup_pending": ["n1", "n2"]}]  # fmt: skip
+    assert run(fake, "admin", "progress") == 0
+    out = capsys.readouterr().out
+    assert "  n1: running  ranges 3/85  keys 500/1202  bytes 50.0 KiB/120.1 KiB" in out
+    assert "  n2: held" in out and "(n4 does not see ring 4fa2 yet)" in out
+
+    fake.status = {"node": {"id": "n1"}, "cluster": {}, "members": [],
+                   "cleanup": {"state": "done", "disk_bytes": 2 * 1024 * 1024,
+                               "reclaimed_bytes": 3 * 1024 * 1024, "keys_done": 1202}}  # fmt: skip
+    assert run(fake, "status") == 0
+    out = capsys.readouterr().out
+    assert "disk     2.0 MiB  cleanup done  reclaimed 3.0 MiB  (1202 keys removed" in out
+
+
 # --------------------------------------------------------------------------- a real cluster
 
 

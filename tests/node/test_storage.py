@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from rocksdict import Options, Rdict
 
-from ringkv.core.ring import key_hash
+from ringkv.core.cleanup import range_bounds
+from ringkv.core.ring import RING_SIZE, key_hash
 from ringkv.core.versions import VClock, Version, encode_record, new_version
 from ringkv.node.config import parse_args
 from ringkv.node.storage import Storage, storage_key
@@ -103,3 +104,34 @@ def test_block_cache_size_reaches_rocksdb(tmp_path: Path) -> None:
     capacity = storage._db.property_int_value("rocksdb.block-cache-capacity")
     assert capacity == 3 * 1024 * 1024
     storage.close()
+
+
+def test_range_deletes_remove_exactly_a_span_and_compaction_reclaims_it(tmp_path: Path) -> None:
+    storage = Storage(str(tmp_path / "db"), min_free_bytes=0)
+    try:
+        keys = [f"key-{i}".encode() for i in range(3000)]
+        _fill(storage, keys, 3)
+        positions = sorted(key_hash(k) for k in keys)
+        start, end = positions[2500], positions[400]  # wraps past the end of the ring
+        inside = [k for k in keys if key_hash(k) > start or key_hash(k) <= end]
+        assert sum(1 for _ in storage.sizes(start, end)) == len(inside)
+        assert sum(storage.sizes(start, end)) == sum(
+            len(k) + len(storage.get_raw(k) or b"") for k in inside
+        )
+        storage._db.flush()
+        before = storage.sst_bytes()
+        for lo, hi in range_bounds(start, end):
+            storage.delete_range(lo, hi)
+        for key in keys:
+            assert bool(storage.get(key)) == (key not in inside), key
+        assert list(storage.scan(start, end)) == []
+        storage.compact()
+        assert storage.sst_bytes() < before * (len(keys) - len(inside)) / len(keys) * 1.2
+        assert storage.approximate_keys() == len(keys) - len(inside)
+        # the very last ring position is deleted too (its end key is past every stored key)
+        storage.merge(b"k", [_version(b"k")], "lww")
+        last = key_hash(b"k")
+        storage.delete_range(last, RING_SIZE - 1)
+        assert not storage.get(b"k")
+    finally:
+        storage.close()

@@ -33,6 +33,7 @@ def cluster(
     in_progress: str | None = None,
     hints: dict[str, int] | None = None,
     ring: bool = True,
+    cleanup_pending: tuple[str, ...] = (),
 ) -> Observed:
     """An observed cluster: ``counts`` pods per zone, every one a normal, alive, ready member
     unless the keyword arguments say otherwise."""
@@ -55,7 +56,9 @@ def cluster(
     for name, state in (extra_members or {}).items():
         zone = next(z for z in spec.zones if name.startswith(spec.statefulset_name(z) + "-"))
         members[name] = Member(name, zone, state, alive=True)
-    view = RingView(members, in_progress, None, dict(hints or {})) if ring else None
+    view = (
+        RingView(members, in_progress, None, dict(hints or {}), cleanup_pending) if ring else None
+    )
     return Observed(sts, pods, {}, view)
 
 

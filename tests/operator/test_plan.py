@@ -108,6 +108,37 @@ def test_scale_up_3_to_6_adds_one_node_at_a_time_in_zone_order() -> None:
     assert d.action.kind == NONE and d.status["phase"] == "Running"
 
 
+def test_scale_out_is_done_only_once_cleanup_is_and_the_next_step_waits_for_it() -> None:
+    """After a join the old owners delete what they gave away: until every node is done the
+    cluster is Progressing (CleaningUp) and neither the next node nor a roll starts."""
+    spec = make_spec(replicas=5)
+    four = {"zone-a": 2, "zone-b": 1, "zone-c": 1}
+    cleaning = cluster(spec, four, cleanup_pending=("kv-zone-a-0",))
+    report = {"node": "kv-zone-a-0", "state": "running", "bytes_done": 300, "bytes_total": 1200}
+    cleaning = dataclasses.replace(
+        cleaning,
+        ring=dataclasses.replace(cleaning.ring, cleanup=(report,)),  # type: ignore[type-var]
+    )
+    d = step(spec, cleaning)
+    assert d.action.kind == NONE
+    progressing = condition(d.status, "Progressing")
+    assert (progressing["status"], progressing["reason"]) == ("True", "CleaningUp")
+    assert "kv-zone-a-0" in progressing["message"] and "25.0%" in progressing["message"]
+    assert d.status["phase"] == "Scaling"
+    assert d.status["progress"]["operation"] == "cleanup"
+    assert d.status["progress"]["percent"] == 25.0
+    assert plan.scaling_blocked(make_spec(replicas=4), cleaning)
+    rolling = cluster(spec, four, cleanup_pending=("kv-zone-a-0",),
+                      revisions={"kv-zone-b-0": "old"})  # fmt: skip
+    assert step(spec, rolling).action.kind == NONE  # no restart on top of a cleanup either
+    # once cleanup is done, the next step (the fifth node) starts
+    d = step(spec, cluster(spec, four))
+    assert d.action.kind == SCALE and d.action.node == "kv-zone-b-1"
+    done = step(make_spec(replicas=4), cluster(make_spec(replicas=4), four))
+    assert done.status["phase"] == "Running"
+    assert condition(done.status, "Progressing")["status"] == "False"
+
+
 def test_join_progress_is_reported(spec: ClusterSpec) -> None:
     spec = make_spec(replicas=4)
     obs = cluster(

@@ -49,6 +49,7 @@ INCARNATION = "incarnation"
 REMOVED = "removed"  # {node: generation} this member force-removed
 REMOVING = "removing"  # {"node": id, "generation": g} while this member re-replicates it
 CHANGE = "change"  # progress of the membership change this member drives
+CLEANUP = "cleanup"  # the ring this member sees and its cleanup progress (ringkv.core.cleanup)
 DOWN = "down"  # {node: [generation, version]} members this one convicts (see core.failure_detector)
 ALIVE = "alive"  # a counter a member bumps to refute a conviction of itself
 

@@ -126,6 +126,8 @@ class Storage:
         # Bloom filter on the memtable, and an LRU block cache of block_cache_mb. Range scans
         # (streaming, anti-entropy) keep working: the blocks keep their binary index.
         options.optimize_for_point_lookup(block_cache_mb)
+        # Tickers (block cache hits and misses, stall time) for the node's metrics.
+        options.enable_statistics()
         families = {META_CF: Options(raw_mode=True), HINTS_CF: Options(raw_mode=True)}
         self._db = Rdict(self.path, options, column_families=families)
         self._meta = self._db.get_column_family(META_CF)
@@ -298,9 +300,50 @@ class Storage:
             except MalformedRecord:
                 continue
 
+    def sizes(self, start: int, end: int) -> Iterator[int]:
+        """The stored size (key and encoded record) of every record in (start, end], in ring
+        order, without decoding them (wrapping when start >= end)."""
+        for first, last in ((start + 1, end),) if start < end else (
+            (start + 1, RING_SIZE - 1), (0, end)
+        ):  # fmt: skip
+            if first > last:
+                continue
+            for raw_key, raw in self._db.items(from_key=first.to_bytes(8, "big")):
+                if int.from_bytes(raw_key[:8], "big") > last:
+                    break
+                yield len(raw_key) - 8 + len(raw)
+
     def items(self) -> Iterator[tuple[int, bytes, tuple[Version, ...]]]:
         """Every record in ring order."""
         return self._scan_linear(0, RING_SIZE - 1)
+
+    def delete_range(self, lo: int, hi: int) -> None:
+        """Delete every record whose ring position lies in [lo, hi] with one RocksDB range
+        tombstone (no per-key work; compaction reclaims the space). Change listeners are not
+        told: callers delete only ranges no Merkle tree covers."""
+        first = lo.to_bytes(8, "big")
+        # Past the last position: any key of position hi (8 bytes + a key of at most 256 bytes)
+        # sorts before hi's 8 bytes followed by 0xff * 512.
+        last = (hi + 1).to_bytes(8, "big") if hi + 1 < RING_SIZE else b"\xff" * 520
+        self.ensure_writable()
+        self._db.delete_range(first, last, self.write_options)
+
+    def compact(self) -> None:
+        """Compact the records (blocking: run it in a worker thread); drops what range deletes
+        covered, so disk use and the key estimate fall."""
+        self._db.compact_range(None, None)
+
+    def flush(self) -> None:
+        """Write the memtables to SST files (blocking: run it in a worker thread)."""
+        self._db.flush()
+
+    def sst_bytes(self) -> int:
+        return int(self._db.property_int_value("rocksdb.total-sst-files-size") or 0)
+
+    def disk_bytes(self) -> int:
+        """RocksDB's own size on disk: its SST files plus the memtables not flushed yet."""
+        mem = self._db.property_int_value("rocksdb.cur-size-all-mem-tables") or 0
+        return self.sst_bytes() + int(mem)
 
     # -- node metadata --------------------------------------------------------------------------
 
@@ -308,12 +351,32 @@ class Storage:
         raw = self._meta.get(name.encode())
         return None if raw is None else msgpack.unpackb(raw, raw=False)
 
-    def put_meta(self, name: str, value: object) -> None:
-        sync = WriteOptions()
-        sync.sync = True  # metadata is rare and must not be lost
-        self._meta.put(name.encode(), msgpack.packb(value, use_bin_type=True), sync)
+    def put_meta(self, name: str, value: object, sync: bool = True) -> None:
+        """Metadata is rare and must not be lost: synced, unless the caller says it may be
+        (a position saved after every batch of a long job)."""
+        options = WriteOptions()
+        options.sync = sync
+        self._meta.put(name.encode(), msgpack.packb(value, use_bin_type=True), options)
 
     # -- statistics and lifecycle ---------------------------------------------------------------
+
+    def db_property(self, name: str) -> str | None:
+        """A RocksDB property (``rocksdb.*``) of the records' column family, for metrics."""
+        value: str | None = self._db.property_value(name)
+        return value
+
+    def db_int_property(self, name: str) -> int:
+        return int(self._db.property_int_value(name) or 0)
+
+    def sst_files(self) -> list[dict[str, Any]]:
+        """The live SST files (name, level, size, ...), for metrics."""
+        files: list[dict[str, Any]] = self._db.live_files()
+        return files
+
+    def disk_space(self) -> tuple[int, int]:
+        """(free, total) bytes of the data directory's filesystem."""
+        st = os.statvfs(self.path)
+        return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
 
     def approximate_keys(self) -> int:
         return int(self._db.property_int_value("rocksdb.estimate-num-keys") or 0)

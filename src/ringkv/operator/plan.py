@@ -18,11 +18,14 @@ The rules, in the order they are tried (the first that applies wins; one action 
    empty volume takes over the node id and streams the data back). Never during a roll: a node
    failing on a new image stops the roll with ``Degraded``.
 6. Pods not ready yet (starting): wait.
-7. Rolling update: restart one outdated pod, once every node is up, normal and no hints are
+7. After a ring change, until every node has cleaned the ranges it no longer replicates
+   (``cleanup_pending``): wait (``Progressing``/``CleaningUp``), so a scale-out is reported done
+   only once the disk space is reclaimed, and the next step never starts on top of it.
+8. Rolling update: restart one outdated pod, once every node is up, normal and no hints are
    pending.
-8. Scale up: one node, in the zone furthest below its share (zone order breaks ties).
-9. Scale down: decommission the highest-ordinal node of the zone furthest above its share;
-   its StatefulSet shrinks only once the node reports ``left`` (rule 2).
+9. Scale up: one node, in the zone furthest below its share (zone order breaks ties).
+10. Scale down: decommission the highest-ordinal node of the zone furthest above its share;
+    its StatefulSet shrinks only once the node reports ``left`` (rule 2).
 """
 
 from __future__ import annotations
@@ -47,6 +50,9 @@ SERVING = (NORMAL, LEAVING)  # answer reads
 IN_RING = (NORMAL, LEAVING, REPLACING)  # own ranges now
 
 # Action kinds
+# status.phase: what the KVCluster is doing (the CRD's description lists them).
+PHASES = ("Pending", "Creating", "Running", "Scaling", "Upgrading", "Replacing", "Degraded",
+          "Paused")  # fmt: skip
 NONE = "none"
 SCALE = "scale"  # set a zone's StatefulSet replicas
 DECOMMISSION = "decommission"  # POST /v1/admin/decommission for node
@@ -109,6 +115,10 @@ class RingView:
     in_progress: str | None = None
     change: dict[str, Any] | None = None
     hints_pending: dict[str, int] = field(default_factory=dict)
+    # ring members that have not finished cleaning the ranges they gave away (progress'
+    # ``cleanup_pending``); their reports (``cleanup``) give the progress
+    cleanup_pending: tuple[str, ...] = ()
+    cleanup: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -248,6 +258,22 @@ def change_progress(change: dict[str, Any] | None) -> dict[str, Any] | None:
     elif out["state"] == "done":
         out["percent"] = 100.0
     return out
+
+
+def cleanup_progress(ring: RingView) -> dict[str, Any]:
+    """The status.progress of the cleanup after a ring change (the nodes' reports summed)."""
+    pending = set(ring.cleanup_pending)
+    reports = [r for r in ring.cleanup if r.get("node") in pending]
+    done = sum(int(r.get("bytes_done") or 0) for r in reports)
+    total = sum(int(r.get("bytes_total") or 0) for r in reports)
+    return {
+        "operation": "cleanup",
+        "node": ",".join(ring.cleanup_pending),
+        "state": "running",
+        "bytesSent": done,
+        "bytesTotal": total,
+        "percent": round(100.0 * done / total, 1) if total else 0.0,
+    }
 
 
 def _condition(
@@ -596,7 +622,18 @@ def decide(
             degraded = ("ClusterUnreachable", "no node answered the operator")
             break
 
-        # 7. rolling update, one pod at a time
+        # 7. after a ring change: wait until every node has cleaned what it gave away
+        if ring.cleanup_pending:
+            progress = cleanup_progress(ring)
+            cleaning = ", ".join(ring.cleanup_pending)
+            progressing = (
+                "CleaningUp",
+                f"waiting for {cleaning} to delete the ranges they no longer replicate "
+                f"({progress['percent']}%)",
+            )
+            break
+
+        # 8. rolling update, one pod at a time
         if rolling:
             pending = {k: v for k, v in ring.hints_pending.items() if v}
             not_normal = [n.id for n in nodes if n.member is None or n.member.state != NORMAL
@@ -623,7 +660,7 @@ def decide(
             progressing = ("RollingUpdate", action.message)
             break
 
-        # 8. scale up
+        # 9. scale up
         if total < desired:
             z_up = scale_up_zone(spec, counts, desired)
             if z_up is not None:
@@ -635,7 +672,7 @@ def decide(
                 progressing = ("ScalingUp", action.message)
                 break
 
-        # 9. scale down: decommission first
+        # 10. scale down: decommission first
         if total > desired:
             z_down = scale_down_zone(spec, counts, desired)
             if z_down is not None:
@@ -811,14 +848,15 @@ def zone_balance_message(sizes: list[int], rf: int, bound: float) -> str:
 
 def scaling_blocked(spec: ClusterSpec, observed: Observed) -> bool:
     """Whether autoscaling must leave spec.replicas alone now: a scaling step not carried out
-    yet (the StatefulSets do not add up to spec.replicas), a ring change under way, or a node
-    that is not up -- a pod missing or not ready (a new node before and after its join), a
-    member not alive or not ``normal``. Only a settled cluster gets its next step."""
+    yet (the StatefulSets do not add up to spec.replicas), a ring change under way or its
+    cleanup not finished, or a node that is not up -- a pod missing or not ready (a new node
+    before and after its join), a member not alive or not ``normal``. Only a settled cluster
+    gets its next step."""
     counts = sts_replicas(spec, observed)
     if sum(counts.values()) != spec.node_count():
         return True
     ring = observed.ring
-    if ring is None or ring.in_progress:
+    if ring is None or ring.in_progress or ring.cleanup_pending:
         return True
     for _, _, node_id in expected_nodes(spec, counts):
         pod = observed.pods.get(node_id)
@@ -918,6 +956,7 @@ __all__ = [
     "StatefulSetState",
     "autoscale",
     "change_progress",
+    "cleanup_progress",
     "decide",
     "expected_nodes",
     "iso",

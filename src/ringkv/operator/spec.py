@@ -48,6 +48,7 @@ RESERVED_SETTINGS = frozenset(
 # certificates from it without a restart).
 TOKENS_DIR = "/etc/ringkv/tokens"
 OPERATOR_TOKEN_DIR = "/etc/ringkv/operator-token"
+METRICS_TOKEN_DIR = "/etc/ringkv/metrics-token"
 CLUSTER_SECRET_DIR = "/etc/ringkv/cluster-secret"
 TLS_DIR = "/etc/ringkv/tls"
 TOKENS_FILE = "tokens.json"  # the file name in TOKENS_DIR and OPERATOR_TOKEN_DIR
@@ -56,6 +57,8 @@ CLUSTER_SECRET_FILE = "cluster-secret"  # the file name in CLUSTER_SECRET_DIR
 TOKENS_KEY = "tokens.json"  # a tokens file, as nodes read it
 ADMIN_TOKEN_KEY = "admin-token"  # the generated admin token alone (NAME-tokens)
 OPERATOR_TOKEN_KEY = "token"  # the operator's admin token alone (NAME-operator-token)
+METRICS_TOKEN_KEY = "token"  # the scrapers' metrics token alone (NAME-metrics-token)
+METRICS_PATH = "/metrics"
 CLUSTER_SECRET_KEY = "cluster-secret"
 _SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
@@ -211,6 +214,12 @@ class ClusterSpec:
     def operator_token_secret(self) -> str:
         """The operator's own admin token, mounted into the nodes as a second tokens file."""
         return f"{self.name}-operator-token"
+
+    @property
+    def metrics_token_secret(self) -> str:
+        """A token of role ``metrics`` for Prometheus (a PodMonitor's bearerTokenSecret),
+        mounted into the nodes as a third tokens file."""
+        return f"{self.name}-metrics-token"
 
     @property
     def tokens_ref(self) -> SecretKeyRef:
