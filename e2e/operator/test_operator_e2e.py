@@ -704,8 +704,9 @@ def check_all_reads(endpoint: str, data: dict[str, bytes]) -> list[str]:
     return bad
 
 
-def _make_tls(directory: Path) -> tuple[Path, Path, Path]:
-    """A CA and a node certificate it signed: (ca.crt, tls.crt, tls.key)."""
+def _make_tls(directory: Path, name: str, ns: str) -> tuple[Path, Path, Path]:
+    """A CA and a node certificate it signed: (ca.crt, tls.crt, tls.key). The certificate
+    carries the names nodes and the operator dial and check (docs/security.md)."""
     import subprocess
 
     ca_key, ca_crt = directory / "ca.key", directory / "ca.crt"
@@ -718,8 +719,11 @@ def _make_tls(directory: Path) -> tuple[Path, Path, Path]:
         "-out", str(ca_crt), "-subj", "/CN=ringkv-e2e-ca")
     run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr),
         "-subj", "/CN=ringkv-e2e-node")
+    ext = directory / "tls.ext"
+    ext.write_text(f"subjectAltName=DNS:*.{name}-peers.{ns}.svc.cluster.local,"
+                   f"DNS:{name}.{ns}.svc,DNS:{name}.{ns}.svc.cluster.local\n")
     run("x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key),
-        "-CAcreateserial", "-days", "2", "-out", str(crt))
+        "-CAcreateserial", "-days", "2", "-out", str(crt), "-extfile", str(ext))
     return ca_crt, crt, key
 
 
@@ -739,7 +743,7 @@ def test_tls_cluster_with_your_own_tokens(k8s: Any, operator: str, tmp_path: Pat
     ns = "e2e-tls-" + uuid.uuid4().hex[:6]
     name = "tlskv"
     token = "app-token-" + uuid.uuid4().hex
-    ca, crt, key = _make_tls(tmp_path)
+    ca, crt, key = _make_tls(tmp_path, name, ns)
     tokens = tmp_path / "tokens.json"
     tokens.write_text(json.dumps({"tokens": [{"token": token, "role": "readwrite",
                                               "name": "app"}]}))
@@ -783,7 +787,7 @@ def test_tls_cluster_with_your_own_tokens(k8s: Any, operator: str, tmp_path: Pat
         }
 
         verified = ssl.create_default_context(cafile=str(ca))
-        verified.check_hostname = False  # the certificate names no pod IP
+        verified.check_hostname = False  # reached through a port-forward on localhost
 
         def status(url: str, with_token: str | None = None, method: str = "GET",
                    body: bytes | None = None) -> int:

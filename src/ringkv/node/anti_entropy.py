@@ -282,8 +282,8 @@ class AntiEntropy:
     async def purge_tombstones(self, now_ms: int) -> int:
         grace_ms = int(self.config.tombstone_grace * 1000)
         purged = kept = 0
-        # Not while a ring member still holds ranges it gave away; the tombstones are counted
-        # (pending) all the same.
+        # While a ring member still holds ranges it gave away, nothing is purged (its stale
+        # copies could come back), but tombstones are still counted as pending.
         allowed = self.may_purge()
         for end, tree in list(self.trees.items()):
             others = [n for n in self.replicas.get(end, ()) if n != self.node_id]

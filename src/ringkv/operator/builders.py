@@ -81,6 +81,9 @@ def config_data(spec: ClusterSpec) -> dict[str, str]:
         # A pod that starts with no tokens joins by itself, and one that starts on an empty
         # volume under a known id replaces itself; the operator decides *when* a pod starts.
         "RINGKV_AUTO_JOIN": "true",
+        # A pod down longer than the tombstone grace would bring deleted data back: it wipes
+        # its volume's data and replaces itself instead (see ringkv.node.absence).
+        "RINGKV_REPLACE_WHEN_AWAY_TOO_LONG": "true",
     }
     # Nodes refuse to start unless security is configured or switched off explicitly: only
     # file paths here, the Secrets' contents stay out of the pod template.
