@@ -61,15 +61,19 @@ def grow_to_four(cluster: Cluster, keys: list[str], value: bytes = b"v1") -> tup
         node.start()
     for node in cluster.nodes[:3]:
         node.wait_ready(60)
-    wait_until(
-        lambda: (
-            all(m["alive"] for m in cluster.client(0).status()["members"])
-            and len(cluster.client(0).status()["members"]) == 4
-            and cluster.client(0).status()["cluster"]["ring_nodes"] == 3
-        ),
-        60,
-        message="n1..n3 formed, n4 waiting",
-    )
+
+    def formed() -> bool:
+        for i in range(4):
+            status, progress = cluster.client(i).status(), cluster.client(i).progress()
+            if progress["in_progress"] is not None or len(status["members"]) != 4:
+                return False
+            if not all(m["alive"] for m in status["members"]):
+                return False
+            if status["cluster"]["ring_nodes"] != 3:
+                return False
+        return True
+
+    wait_until(formed, 60, message="n1..n3 formed, n4 waiting, every node agreeing")
     load(cluster, keys, value)
     before = ring_of(cluster.client(0))
     cluster.client(3).admin("join", "n4")
@@ -138,16 +142,21 @@ def test_deletes_stay_deleted_through_grow_purge_and_shrink(make_cluster) -> Non
         for key in given_away:
             client.delete(key, w="all")
     purged_before = sum(metric(n.url, "ringkv_tombstones_purged_total") for n in cluster.nodes)
-    wait_until(
-        lambda: (
-            sum(metric(n.url, "ringkv_tombstones_purged_total") for n in cluster.nodes)
-            - purged_before
-            >= 3 * len(given_away)
-        ),
-        90,
-        interval=0.5,
-        message="the tombstones purged on every replica",
-    )
+    try:
+        wait_until(
+            lambda: (
+                sum(metric(n.url, "ringkv_tombstones_purged_total") for n in cluster.nodes)
+                - purged_before
+                >= 3 * len(given_away)
+            ),
+            90,
+            interval=0.5,
+            message="the tombstones purged on every replica",
+        )
+    except AssertionError as exc:
+        purged = {n.node_id: metric(n.url, "ringkv_tombstones_purged_total") for n in cluster.nodes}
+        views = {n.node_id: Client(n.url).progress()["cleanup"] for n in cluster.nodes}
+        raise AssertionError(f"{exc}: purged {purged}, cleanup as each node sees it {views}")
     cluster.client(0).admin("decommission", "n4")
     last_change(cluster, "decommission", "n4")
     wait_until(
