@@ -156,7 +156,7 @@ def test_deletes_stay_deleted_through_grow_purge_and_shrink(make_cluster) -> Non
     except AssertionError as exc:
         purged = {n.node_id: metric(n.url, "ringkv_tombstones_purged_total") for n in cluster.nodes}
         views = {n.node_id: Client(n.url).progress()["cleanup"] for n in cluster.nodes}
-        raise AssertionError(f"{exc}: purged {purged}, cleanup as each node sees it {views}")
+        raise AssertionError(f"{exc}: purged {purged}, cleanup as seen by each {views}") from None
     cluster.client(0).admin("decommission", "n4")
     last_change(cluster, "decommission", "n4")
     wait_until(
