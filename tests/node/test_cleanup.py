@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from ringkv.client import Client
+from ringkv.core.cleanup import CLEANUP_STATES
 from ringkv.core.placement import preference_list
 from ringkv.core.ring import Ring, key_hash
 from ringkv.core.versions import VClock, Version, version_to_wire
@@ -45,6 +46,8 @@ def cleaned(cluster: Cluster, timeout: float = 90) -> dict[str, Any]:
 
     def done() -> dict[str, Any] | None:
         documents = [Client(n.url).progress() for n in cluster.nodes if n.running]
+        states = {r["state"] for d in documents for r in d["cleanup"]}
+        assert states <= set(CLEANUP_STATES), states  # the documented set, declared once
         if all(not d["cleanup_pending"] and d["in_progress"] is None for d in documents):
             return {r["node"]: r for r in documents[0]["cleanup"]}
         return None
@@ -98,6 +101,7 @@ def test_after_a_join_the_old_owner_keeps_only_what_it_replicates(make_cluster) 
     assert reports["n1"]["reclaimed_bytes"] > 0
     assert metric(n1, "ringkv_cleanup_keys_total") == len(keys) - mine
     assert metric(n1, "ringkv_cleanup_remaining_keys") == 0
+    assert metric(n1, "ringkv_cleanup_ranges_total") >= reports["n1"]["ranges_done"] > 0
     status = cluster.client(0).status()["cleanup"]
     assert status["state"] == "done" and status["disk_bytes"] > 0
     with Client(cluster.urls) as client:
