@@ -37,7 +37,9 @@ def node_name(i: int) -> str:
 
 def join(ring: Ring, i: int) -> Ring:
     node = node_name(i)
-    return ring.with_node(node, f"zone-{i % ZONES}", allocate_tokens(ring, node, DEFAULT_VNODES))
+    zone = f"zone-{i % ZONES}"
+    tokens = allocate_tokens(ring, node, DEFAULT_VNODES, zone=zone, replicas=N)
+    return ring.with_node(node, zone, tokens)
 
 
 def sampled_replica_load(ring: Ring, samples: int, seed: int) -> dict[str, int]:

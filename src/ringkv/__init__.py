@@ -3,8 +3,11 @@
 - ``ringkv.core``: the pure parts (ring, placement, versions, quorum); no I/O.
 - ``ringkv.node``: the storage node, an aiohttp server around the core with RocksDB storage.
 - ``ringkv.client``: sync and asyncio clients for the HTTP API.
+- ``ringkv.client_cache``: the clients' opt-in read cache, revalidated with If-None-Match.
 - ``ringkv.cli``: the ``ringkv`` command (node, local cluster, put/get/delete/status).
 - ``ringkv.operator``: the Kubernetes operator (a later issue).
+- ``ringkv.monitoring``: alerting rules, Grafana dashboards and scrape configurations
+  (written to manifests/monitoring/).
 """
 
 __version__ = "0.1.0"

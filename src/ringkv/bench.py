@@ -59,7 +59,8 @@ import aiohttp
 import yarl
 
 from ringkv import __version__
-from ringkv.client import CONTEXT_HEADER, parse_endpoints
+from ringkv.client import CONTEXT_HEADER, _get_result, parse_endpoints
+from ringkv.client_cache import DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, ClientCache
 
 __all__ = [
     "Histogram",
@@ -253,6 +254,10 @@ class Settings:
     seed: int | None
     token: str | None
     progress: bool
+    cache: bool = False
+    max_staleness: float | None = None
+    cache_bytes: int = DEFAULT_MAX_BYTES
+    cache_entries: int = DEFAULT_MAX_ENTRIES
 
     @property
     def write_fraction(self) -> float:
@@ -279,9 +284,14 @@ class Settings:
         )
         keys = f"zipf {self.zipf:g}" if self.zipf > 0 else "uniform"
         ends = len(self.endpoints)
+        cache = ""
+        if self.cache:
+            cache = ", client cache (revalidating" + (
+                f", max staleness {self.max_staleness:g} s)" if self.max_staleness else ")"
+            )
         return (
             f"{loop}, {ends} endpoint{'s' if ends > 1 else ''}, {self.keys} keys ({keys}), "
-            f"{self.value_bytes}-byte values, {mix}" + (f", {levels}" if levels else "")
+            f"{self.value_bytes}-byte values, {mix}" + (f", {levels}" if levels else "") + cache
         )
 
 
@@ -431,6 +441,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="give up preloading after this long (default 600)",
     )
+    cache = parser.add_argument_group("client cache (ringkv.client_cache)")
+    cache.add_argument(
+        "--cache",
+        action="store_true",
+        help="reads go through a client cache: revalidated with If-None-Match (304 reuses the "
+        "cached value); writes drop the key's entry",
+    )
+    cache.add_argument(
+        "--max-staleness",
+        type=_non_negative_float,
+        metavar="SECONDS",
+        help="with --cache: serve entries confirmed at most this long ago without asking "
+        "(a weaker read)",
+    )
+    cache.add_argument(
+        "--cache-bytes",
+        type=_positive(int),
+        default=DEFAULT_MAX_BYTES,
+        metavar="BYTES",
+        help=f"cache size bound in bytes (default {DEFAULT_MAX_BYTES})",
+    )
+    cache.add_argument(
+        "--cache-entries",
+        type=_positive(int),
+        default=DEFAULT_MAX_ENTRIES,
+        metavar="N",
+        help=f"cache size bound in entries (default {DEFAULT_MAX_ENTRIES})",
+    )
     out = parser.add_argument_group("output")
     out.add_argument("--json", metavar="FILE", help="write settings, results and histograms")
     out.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -441,6 +479,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         raise ValueError("--consistency and --r/--w are alternatives (a node answers 400)")
     if args.value_bytes < 0:
         raise ValueError("--value-bytes must be >= 0")
+    if args.max_staleness is not None and not args.cache:
+        raise ValueError("--max-staleness needs --cache")
     endpoints = [str(e) for e in parse_endpoints(args.endpoint)]
     default_concurrency = DEFAULT_OPEN_CONCURRENCY if args.rate else DEFAULT_CLOSED_CONCURRENCY
     return Settings(
@@ -465,6 +505,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         seed=args.seed,
         token=os.environ.get("RINGKV_TOKEN") or None,
         progress=not args.quiet,
+        cache=args.cache,
+        max_staleness=args.max_staleness,
+        cache_bytes=args.cache_bytes,
+        cache_entries=args.cache_entries,
     )
 
 
@@ -491,6 +535,8 @@ class PhaseStats:
     cpu_seconds: float = 0.0
     interrupted: bool = False
     per_endpoint: dict[str, int] = field(default_factory=dict)
+    read_bytes: int = 0  # bytes of read answers received (head and body)
+    cache: dict[str, int] = field(default_factory=dict)  # cache counters during the phase
 
     @property
     def elapsed(self) -> float:
@@ -520,6 +566,14 @@ class Load:
             self.headers["Authorization"] = f"Bearer {settings.token}"
         self._turn = itertools.count()
         self.sent_to = [0] * len(self.bases)  # requests per endpoint, since the start
+        self.read_bytes = 0  # since the start
+        self.cache = (
+            ClientCache(
+                settings.cache_bytes, settings.cache_entries, max_staleness=settings.max_staleness
+            )
+            if settings.cache
+            else None
+        )
 
     def value(self) -> bytes:
         return self.rng.randbytes(self.settings.value_bytes)
@@ -536,16 +590,38 @@ class Load:
                 headers = self.headers
                 if context is not None:
                     headers = {**headers, CONTEXT_HEADER: context}
-                async with self.session.put(url, data=self.value(), headers=headers) as resp:
-                    await resp.read()
-                    status = resp.status
-                    ok = 200 <= status < 300
+                try:
+                    async with self.session.put(url, data=self.value(), headers=headers) as resp:
+                        await resp.read()
+                        status = resp.status
+                        ok = 200 <= status < 300
+                finally:
+                    if self.cache is not None:
+                        self.cache.invalidate(str(key).encode())
             else:
+                plan = self.cache.plan(str(key).encode()) if self.cache is not None else None
+                if plan is not None and plan.serve:
+                    return True, "cached"
+                headers = (
+                    {**self.headers, **plan.headers} if plan and plan.headers else self.headers
+                )
                 url = yarl.URL(f"{base}{key}{self.read_query}", encoded=True)
-                async with self.session.get(url, headers=self.headers) as resp:
-                    await resp.read()
-                    status = resp.status
-                    ok = 200 <= status < 300 or status in (300, 404)
+                try:
+                    async with self.session.get(url, headers=headers) as resp:
+                        body = await resp.read()
+                        status = resp.status
+                        ok = 200 <= status < 300 or status in (300, 304, 404)
+                    self.read_bytes += (
+                        len(body) + 19 + sum(len(k) + len(v) + 4 for k, v in resp.raw_headers)
+                    )
+                    if plan is not None and ok:
+                        lowered = {k.lower(): v for k, v in resp.headers.items()}
+                        result = None if status == 304 else _get_result(status, lowered, body)
+                        self.cache.complete(plan, status, lowered.get("etag"), result)  # type: ignore[union-attr]
+                        plan = None
+                finally:
+                    if plan is not None:  # no answer to cache
+                        self.cache.abandon(plan)  # type: ignore[union-attr]
             if ok and not self.settings.blind_writes and status != 404:
                 context = resp.headers.get(CONTEXT_HEADER)
                 if context is not None:
@@ -677,6 +753,8 @@ class Load:
         stats.started = time.perf_counter()
         end = stats.started + duration
         sent_before = list(self.sent_to)
+        bytes_before = self.read_bytes
+        cache_before = self.cache.metrics.as_dict() if self.cache is not None else {}
         reporter = asyncio.ensure_future(_progress(stats, label, sys.stderr)) if progress else None
         try:
             if rate is None:
@@ -689,6 +767,10 @@ class Load:
                 with contextlib.suppress(asyncio.CancelledError):
                     await reporter
                 _progress_line(stats, label, sys.stderr, final=True)
+            stats.read_bytes = self.read_bytes - bytes_before
+            if self.cache is not None:
+                after = self.cache.metrics.as_dict()
+                stats.cache = {name: after[name] - cache_before[name] for name in after}
             stats.per_endpoint = {
                 url: after - before
                 for url, before, after in zip(
@@ -798,6 +880,10 @@ def phase_result(
             "errors": dict(stats.errors[op]),
             "histogram": hist.to_json(),
         }
+        if op == "read":
+            entry["bytes_per_read"] = round(stats.read_bytes / max(entry["requests"], 1), 1)
+            if stats.cache:
+                entry["cache"] = stats.cache
         if stats.open_loop:
             entry["service_ms"] = stats.service[op].summary_ms()
             entry["service_histogram"] = stats.service[op].to_json()
@@ -870,6 +956,17 @@ def format_phase(result: dict[str, Any]) -> str:
                 f"send lag behind schedule: p50 {_ms(lag.get('p50'))}  p99 {_ms(lag.get('p99'))}"
                 f"  max {_ms(lag.get('max'))} ms"
             )
+    read = result["ops"]["read"]
+    if read["requests"]:
+        cache = read.get("cache")
+        lines.append(
+            f"bytes received per read: {read['bytes_per_read']:,.0f}"
+            + (
+                "; cache: " + ", ".join(f"{name} {count}" for name, count in cache.items())
+                if cache
+                else ""
+            )
+        )
     for what in ("statuses", "errors"):
         counts = "; ".join(
             f"{op}: " + ", ".join(f"{s} {n}" for s, n in sorted(result["ops"][op][what].items()))

@@ -16,7 +16,16 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from ringkv import __version__, bench
-from ringkv.client import BadRequest, Client, ConnectionFailed, RingkvError, Timeout, Unavailable
+from ringkv.client import (
+    BadRequest,
+    Client,
+    ConnectionFailed,
+    GetResult,
+    PreconditionFailed,
+    RingkvError,
+    Timeout,
+    Unavailable,
+)
 
 EXIT_OK = 0
 EXIT_NOT_FOUND = 1
@@ -24,6 +33,8 @@ EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 EXIT_SIBLINGS = 4
 EXIT_OTHER = 5
+# A condition decided: a conditional write failed (412), or get found it unchanged (304).
+EXIT_CONDITION = 6
 # The admin commands reuse the numbers with meanings of the same kind:
 EXIT_CANCELLED = 1  # admin --wait/--watch: the change ended cancelled
 EXIT_FAILED = 3  # admin --wait/--watch: the change failed, stalled or outlived --wait-timeout
@@ -41,11 +52,15 @@ exit codes:
      admin request refused with HTTP 409 (another ring change is running, or the node is not
      in a state that allows it)
   5  any other error answered by a node (for example HTTP 500)
+  6  put/delete with --if-none-match or --if-match: the condition failed (HTTP 412);
+     get --if-none-match: not modified (HTTP 304), nothing printed on stdout
 
 examples:
   ringkv local up
   ringkv put hello world --endpoint http://127.0.0.1:7001
   echo -n world | ringkv put hello -
+  ringkv put session:1 data --ttl 3600 --replace
+  ringkv put lock:1 me --if-none-match
   ringkv get hello --consistency strong
   ringkv delete hello --w all
   ringkv status
@@ -118,6 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--replication-factor", type=int, default=3, help="replicas per key (default 3)"
     )
+    up.add_argument(
+        "--monitoring", action="store_true",
+        help="also start Prometheus (when installed) scraping the nodes with the shipped "
+        "alerting rules, and print its URL",
+    )  # fmt: skip
     up.set_defaults(handler=cmd_local_up)
 
     def connection_flags(sub: argparse.ArgumentParser) -> None:
@@ -157,6 +177,22 @@ def build_parser() -> argparse.ArgumentParser:
     put.add_argument("key", metavar="KEY")
     put.add_argument("value", metavar="VALUE", nargs="?", default="-", help="value, or - for stdin")
     put.add_argument("--context", help="context from an earlier get (resolves siblings)")
+    put.add_argument("--ttl", type=int, metavar="SECONDS", help="expire the value after SECONDS")
+    put.add_argument(
+        "--replace",
+        action="store_true",
+        help="replace whatever the key holds, leaving no sibling (If-Match: *)",
+    )
+    put.add_argument(
+        "--if-none-match",
+        action="store_true",
+        help="write only if the key has no live value (If-None-Match: *); else exit 6",
+    )
+    put.add_argument(
+        "--if-match",
+        metavar="CONTEXT",
+        help="write only if the key is still at CONTEXT (from a get); else exit 6",
+    )
     quorum_flags(put, "w")
     put.set_defaults(handler=cmd_put)
 
@@ -166,13 +202,71 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument(
         "--fail-on-siblings", action="store_true", help="exit 4 when concurrent values come back"
     )
+    get.add_argument(
+        "--if-none-match",
+        metavar="ETAG",
+        help="read only if changed: exit 6 and print nothing while the version named by ETAG "
+        "(from an earlier get --json, quoted: '\"...\"'; or *) is still current",
+    )
     get.set_defaults(handler=cmd_get)
 
     delete = client_command("delete", "delete a key")
     delete.add_argument("key", metavar="KEY")
     delete.add_argument("--context", help="context from an earlier get")
+    delete.add_argument(
+        "--if-match",
+        metavar="CONTEXT",
+        help="delete only if the key is still at CONTEXT (from a get); else exit 6",
+    )
     quorum_flags(delete, "w")
     delete.set_defaults(handler=cmd_delete)
+
+    batch = commands.add_parser(
+        "batch",
+        help="read, write or delete many keys in one request per 100 keys (see -h)",
+        description="Batches (POST /v1/batch/*): every key keeps its own quorum and outcome. "
+        "Prints one line per key: KEY, status, and the value (get) or context (put, delete); "
+        "--json prints them as JSON. Exits 0 when every key succeeded (get: found or not), "
+        "else with the exit code of the first key that failed.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    batch_commands = batch.add_subparsers(dest="batch_command", required=True, metavar="COMMAND")
+    batch_get = batch_commands.add_parser("get", help="read many keys")
+    connection_flags(batch_get)
+    batch_get.add_argument("keys", metavar="KEY", nargs="+")
+    quorum_flags(batch_get, "r")
+    batch_get.set_defaults(handler=cmd_batch)
+    batch_put = batch_commands.add_parser("put", help="write many KEY=VALUE pairs")
+    connection_flags(batch_put)
+    batch_put.add_argument("pairs", metavar="KEY=VALUE", nargs="+")
+    batch_put.add_argument("--ttl", type=int, metavar="SECONDS", help="expire after SECONDS")
+    batch_put.add_argument("--replace", action="store_true", help="If-Match: * for every key")
+    batch_put.add_argument(
+        "--if-none-match", action="store_true", help="create only (If-None-Match: *)"
+    )
+    quorum_flags(batch_put, "w")
+    batch_put.set_defaults(handler=cmd_batch)
+    batch_delete = batch_commands.add_parser("delete", help="delete many keys")
+    connection_flags(batch_delete)
+    batch_delete.add_argument("keys", metavar="KEY", nargs="+")
+    quorum_flags(batch_delete, "w")
+    batch_delete.set_defaults(handler=cmd_batch)
+
+    keys = client_command(
+        "keys", "list the keys, one per line, page after page (an administrative scan)"
+    )
+    keys.add_argument("--prefix", default="", help="only keys starting with PREFIX")
+    keys.add_argument(
+        "--page-size", type=int, default=None, help="keys per request (default 100, at most 1000)"
+    )
+    keys.add_argument("--limit", type=int, default=None, help="stop after this many keys")
+    keys.add_argument(
+        "--r",
+        metavar="LEVEL",
+        help="merge R replicas per range and list only keys live at a read at R",
+    )
+    keys.set_defaults(handler=cmd_keys)
 
     status = client_command("status", "show this node and its cluster")
     status.set_defaults(handler=cmd_status)
@@ -269,6 +363,7 @@ def cmd_local_up(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         base_port=args.base_port,
         replication_factor=args.replication_factor,
+        monitoring=args.monitoring,
     )
 
 
@@ -287,6 +382,10 @@ def cmd_put(args: argparse.Namespace) -> int:
             w=args.w,
             consistency=args.consistency,
             strict=args.strict,
+            ttl=args.ttl,
+            if_match=args.if_match,
+            if_none_match=args.if_none_match,
+            replace=args.replace,
         )
     if args.json:
         print_json({"ok": True, "context": context})
@@ -298,8 +397,16 @@ def cmd_put(args: argparse.Namespace) -> int:
 def cmd_get(args: argparse.Namespace) -> int:
     with make_client(args) as client:
         result = client.get(
-            os.fsencode(args.key), r=args.r, consistency=args.consistency, strict=args.strict
+            os.fsencode(args.key),
+            r=args.r,
+            consistency=args.consistency,
+            strict=args.strict,
+            if_none_match=args.if_none_match,
         )
+    if result.not_modified:
+        if args.json:
+            print_json({"not_modified": True, "etag": result.etag})
+        return EXIT_CONDITION
     if args.json:
         print_json(
             {
@@ -307,6 +414,8 @@ def cmd_get(args: argparse.Namespace) -> int:
                 "value": b64(result.value) if result.value is not None else None,
                 "siblings": [{"value": b64(v)} for v in result.siblings],
                 "context": result.context,
+                "ttl": result.ttl,
+                "etag": result.etag,
             }
         )
     elif not result.found:
@@ -316,6 +425,8 @@ def cmd_get(args: argparse.Namespace) -> int:
         sys.stdout.flush()
     else:
         print_siblings(args.key, result.siblings, result.context)
+    if result.found and result.ttl is not None and not args.json:
+        print(f"ringkv: ttl: {result.ttl} s until {args.key} expires", file=sys.stderr)
 
     if not result.found:
         return EXIT_NOT_FOUND
@@ -347,11 +458,91 @@ def cmd_delete(args: argparse.Namespace) -> int:
             w=args.w,
             consistency=args.consistency,
             strict=args.strict,
+            if_match=args.if_match,
         )
     if args.json:
         print_json({"ok": True})
     else:
         print("OK")
+    return EXIT_OK
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    with make_client(args) as client:
+        if args.batch_command == "get":
+            keys = [os.fsencode(k) for k in args.keys]
+            outcomes: dict[Any, Any] = client.get_many(
+                keys, r=args.r, consistency=args.consistency, strict=args.strict
+            )
+        elif args.batch_command == "put":
+            values: dict[bytes, bytes] = {}
+            for pair in args.pairs:
+                key, sep, value = pair.partition("=")
+                if not sep or not key:
+                    print(f"ringkv: error: {pair!r} is not KEY=VALUE", file=sys.stderr)
+                    return EXIT_USAGE
+                values[os.fsencode(key)] = os.fsencode(value)
+            keys = list(values)
+            outcomes = client.put_many(
+                values, ttl=args.ttl, replace=args.replace, if_none_match=args.if_none_match,
+                w=args.w, consistency=args.consistency, strict=args.strict,
+            )  # fmt: skip
+        else:
+            keys = [os.fsencode(k) for k in args.keys]
+            outcomes = client.delete_many(
+                keys, w=args.w, consistency=args.consistency, strict=args.strict
+            )
+    code = EXIT_OK
+    rows = []
+    for key in keys:
+        outcome = outcomes[key]
+        row: dict[str, Any] = {"key": os.fsdecode(key)}
+        if isinstance(outcome, RingkvError):
+            row.update(status=outcome.status, error=outcome.code, message=outcome.message)
+            if code == EXIT_OK:
+                code = report_error(outcome)  # says so on stderr, for the first failure
+        elif isinstance(outcome, GetResult):
+            row.update(found=outcome.found, context=outcome.context, ttl=outcome.ttl,
+                       siblings=[b64(v) for v in outcome.siblings])  # fmt: skip
+        else:
+            row.update(status=204, context=outcome)
+        rows.append(row)
+    if args.json:
+        print_json({"results": rows})
+    else:
+        for row in rows:
+            print(format_batch_row(row, outcomes[os.fsencode(row["key"])]))
+    return code
+
+
+def format_batch_row(row: dict[str, Any], outcome: object) -> str:
+    if "error" in row:
+        return f"{row['key']}\t{row['status']}\t{row['error']}"
+    if isinstance(outcome, GetResult):
+        if not outcome.found:
+            return f"{row['key']}\t404\tnot found"
+        if outcome.value is None:
+            return f"{row['key']}\t300\t{len(outcome.siblings)} siblings"
+        return f"{row['key']}\t200\t{outcome.value.decode('utf-8', 'backslashreplace')}"
+    return f"{row['key']}\t204\t{row['context']}"
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    """Stream the listing: each page is printed as it arrives."""
+    out = sys.stdout.buffer
+    printed = 0
+    with make_client(args) as client:
+        for key in client.iter_keys(os.fsencode(args.prefix) or None, args.page_size, args.r):
+            if args.json:
+                out.write(json.dumps({"key": b64(key)}).encode() + b"\n")
+            else:
+                out.write(key + b"\n")
+            printed += 1
+            if printed % 100 == 0:
+                out.flush()
+            if args.limit is not None and printed >= args.limit:
+                break
+    out.flush()
     return EXIT_OK
 
 
@@ -1058,6 +1249,8 @@ def report_error(exc: RingkvError, admin: bool = False) -> int:
             return EXIT_NOT_FOUND
     if isinstance(exc, BadRequest):
         return EXIT_USAGE
+    if isinstance(exc, PreconditionFailed):
+        return EXIT_CONDITION
     if isinstance(exc, Unavailable | Timeout | ConnectionFailed):
         return EXIT_UNAVAILABLE
     return EXIT_OTHER

@@ -31,34 +31,46 @@ import os
 import ssl
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
 import aiohttp
 import yarl
 
+from ringkv.client_cache import CacheMetrics, ClientCache, ReadPlan, make_cache
+from ringkv.core.batching import MAX_BATCH_KEYS
+from ringkv.core.json_input import parse_json
 from ringkv.core.placement import preference_list
 from ringkv.core.ring import Ring, key_hash
 
 __all__ = [
     "AsyncClient",
     "BadRequest",
+    "CacheMetrics",
     "Client",
+    "ClientCache",
     "ConnectionFailed",
     "GetResult",
+    "PreconditionFailed",
     "RingkvError",
     "Timeout",
     "Unavailable",
 ]
 
 CONTEXT_HEADER = "X-Ringkv-Context"
+TTL_HEADER = "X-Ringkv-TTL"
 _CONTEXT = CONTEXT_HEADER.lower()  # key in the lower-cased response headers
 _POOL_SIZE = 8  # idle connections kept per endpoint by the sync client
 
 Key = bytes | str
+K = TypeVar("K", bound=bytes | str)  # the key type a batch was called with, in its answer
 Level = int | str | None
+
+
+def _raw_key(key: Key) -> bytes:
+    return key.encode() if isinstance(key, str) else key
 
 
 # --------------------------------------------------------------------------- errors
@@ -106,6 +118,15 @@ class Timeout(RingkvError):
         return self.body.get("acks")
 
 
+class PreconditionFailed(RingkvError):
+    """412: a conditional write's condition did not hold; nothing was written. `.context`
+    covers what the node saw (read again, or write with it)."""
+
+    @property
+    def context(self) -> str | None:
+        return self.body.get("context")
+
+
 class ConnectionFailed(RingkvError):
     """No endpoint could be reached."""
 
@@ -116,7 +137,7 @@ class ConnectionFailed(RingkvError):
 def error_from_response(status: int, body: bytes) -> RingkvError:
     """Build the exception for an error answer, parsing its JSON body when there is one."""
     try:
-        parsed = json.loads(body) if body else {}
+        parsed = parse_json(body) if body else {}
     except ValueError:
         parsed = {}
     if not isinstance(parsed, dict):
@@ -130,6 +151,8 @@ def error_from_response(status: int, body: bytes) -> RingkvError:
         cls = Unavailable
     elif status == 504:
         cls = Timeout
+    elif status == 412:
+        cls = PreconditionFailed
     return cls(status, code, message, parsed)
 
 
@@ -145,6 +168,15 @@ class GetResult:
     value: bytes | None
     siblings: list[bytes] = field(default_factory=list)
     context: str | None = None
+    #: Seconds until the value expires (None: it never does); for siblings, the soonest.
+    ttl: int | None = None
+    #: The answer's ETag (its version set), for If-None-Match.
+    etag: str | None = None
+    #: Served by the client's cache (`ClientCache`); `age`: seconds since a node confirmed it.
+    from_cache: bool = False
+    age: float = 0.0
+    #: `get(..., if_none_match=...)` answered 304: the named version is still current.
+    not_modified: bool = False
 
 
 @dataclass(frozen=True)
@@ -199,7 +231,7 @@ class RingView:
         """The live replicas' endpoints for a key, its preference-list order."""
         if not len(self.ring):
             return []
-        raw = key.encode() if isinstance(key, str) else key
+        raw = _raw_key(key)
         found = []
         for replica in preference_list(self.ring, key_hash(raw), self.n):
             endpoint = self.endpoints.get(replica.node)
@@ -209,8 +241,7 @@ class RingView:
 
 
 def kv_path(key: Key) -> str:
-    raw = key.encode() if isinstance(key, str) else key
-    return "/v1/kv/" + quote(raw, safe="")
+    return "/v1/kv/" + quote(_raw_key(key), safe="")
 
 
 def with_query(path: str, **params: Level | bool) -> str:
@@ -231,20 +262,175 @@ def _context_headers(context: str | None) -> dict[str, str]:
     return {CONTEXT_HEADER: context} if context is not None else {}
 
 
-def _get_result(status: int, context: str | None, body: bytes) -> GetResult:
+def write_headers(
+    context: str | None,
+    if_match: str | None = None,
+    if_none_match: bool = False,
+    replace: bool = False,
+) -> dict[str, str]:
+    """The headers of a write: its context, or one condition (see docs/api.md)."""
+    given = sum((context is not None, if_match is not None, if_none_match, replace))
+    if given > 1:
+        raise ValueError("give at most one of context, if_match, if_none_match and replace")
+    if if_none_match:
+        return {"If-None-Match": "*"}
+    if replace:
+        return {"If-Match": "*"}
+    if if_match is not None:
+        return {"If-Match": if_match}
+    return _context_headers(context)
+
+
+def _ttl_of(headers: Mapping[str, str]) -> int | None:
+    raw = headers.get(TTL_HEADER.lower())
+    return int(raw) if raw is not None and raw.isdigit() else None
+
+
+def _get_result(status: int, headers: Mapping[str, str], body: bytes) -> GetResult:
+    """A read's answer from its status, lower-cased headers and body."""
+    context, etag = headers.get(_CONTEXT), headers.get("etag")
     if status == 200:
-        return GetResult(True, body, [body], context)
+        return GetResult(True, body, [body], context, ttl=_ttl_of(headers), etag=etag)
     if status == 300:
-        document = json.loads(body)
-        siblings = [
-            base64.b64decode(s["value"])
-            for s in document.get("siblings", [])
-            if s.get("value") is not None  # a deleted sibling carries no value
-        ]
-        return GetResult(True, None, siblings, context)
+        document = parse_json(body)
+        # a deleted sibling carries no value
+        entries = [s for s in document.get("siblings", []) if s.get("value") is not None]
+        siblings = [base64.b64decode(s["value"]) for s in entries]
+        ttls = [int(s["ttl"]) for s in entries if isinstance(s.get("ttl"), int)]
+        return GetResult(True, None, siblings, context, ttl=min(ttls) if ttls else None, etag=etag)
     if status == 404:
-        return GetResult(False, None, [], context)
+        return GetResult(False, None, [], context, etag=etag)
+    if status == 304:  # only for an explicit if_none_match
+        return GetResult(True, None, [], None, etag=etag, not_modified=True)
     raise error_from_response(status, body)
+
+
+# --------------------------------------------------------------------------- batches
+
+BatchWrite = dict[str, Any]  # one item of POST /v1/batch/put or /delete, before encoding
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _chunks(items: Sequence[Any]) -> list[Sequence[Any]]:
+    """Split into batches of at most MAX_BATCH_KEYS (a node refuses larger ones)."""
+    return [items[i : i + MAX_BATCH_KEYS] for i in range(0, len(items), MAX_BATCH_KEYS)]
+
+
+def _write_items(
+    keys: Sequence[K],
+    values: Mapping[K, bytes] | None,
+    contexts: Mapping[K, str] | None,
+    if_match: Mapping[K, str] | None,
+    if_none_match: bool,
+    replace: bool,
+    ttl: int | None,
+) -> list[BatchWrite]:
+    items = []
+    for key in keys:
+        item: BatchWrite = {"key": _b64(_raw_key(key))}
+        if values is not None:
+            item["value"] = _b64(values[key])
+        if contexts and key in contexts:
+            item["context"] = contexts[key]
+        if if_match and key in if_match:
+            item["if_match"] = if_match[key]
+        if if_none_match:
+            item["if_none_match"] = True
+        if replace:
+            item["replace"] = True
+        if ttl is not None:
+            item["ttl"] = ttl
+        items.append(item)
+    return items
+
+
+def _batch_results(status: int, body: bytes, count: int) -> list[dict[str, Any]]:
+    results = _json(status, body).get("results")
+    if not isinstance(results, list) or len(results) != count:
+        raise RingkvError(status, "bad_response", "a batch answer must have one result per key", {})
+    return results
+
+
+def _batch_get_outcome(entry: dict[str, Any]) -> GetResult | RingkvError:
+    status = int(entry.get("status", 0))
+    context = entry.get("context")
+    if status == 200:
+        value = base64.b64decode(entry["value"])
+        return GetResult(True, value, [value], context, ttl=entry.get("ttl"))
+    if status in (300, 404):
+        headers = {_CONTEXT: context} if context else {}
+        return _get_result(status, headers, json.dumps(entry).encode())
+    return error_from_response(status, json.dumps(entry).encode())
+
+
+def _batch_write_outcome(entry: dict[str, Any]) -> str | RingkvError:
+    status = int(entry.get("status", 0))
+    if status == 204:
+        return str(entry.get("context", ""))
+    return error_from_response(status, json.dumps(entry).encode())
+
+
+def _batch_path(op: str, **params: Level | bool) -> str:
+    return with_query(f"/v1/batch/{op}", **params)
+
+
+def _keys_path(prefix: Key | None, limit: int | None, cursor: str | None, r: Level = None) -> str:
+    pairs = [("encoding", "base64")]
+    if r is not None:
+        pairs.append(("r", str(r)))
+    if prefix:
+        pairs.append(("prefix", quote(_raw_key(prefix), safe="")))
+    if limit is not None:
+        pairs.append(("limit", str(limit)))
+    if cursor:
+        pairs.append(("cursor", cursor))
+    return "/v1/keys?" + "&".join(f"{name}={value}" for name, value in pairs)
+
+
+def _keys_page(status: int, body: bytes) -> tuple[list[bytes], str | None]:
+    document = _json(status, body)
+    return [base64.b64decode(k) for k in document.get("keys", [])], document.get("cursor")
+
+
+def _read_headers(plan: ReadPlan | None, if_none_match: str | None) -> dict[str, str] | None:
+    if if_none_match is not None:
+        return {"If-None-Match": if_none_match}
+    return dict(plan.headers) if plan is not None and plan.headers else None
+
+
+def _finish_read(
+    cache: ClientCache | None, plan: ReadPlan | None, answer: tuple[int, dict[str, str], bytes]
+) -> GetResult:
+    status, headers, body = answer
+    if cache is None or plan is None:
+        return _get_result(status, headers, body)
+    try:
+        result = None if status == 304 and plan.entry is not None else _get_result(*answer)
+    except BaseException:
+        cache.abandon(plan)
+        raise
+    return cache.complete(plan, status, headers.get("etag"), result)  # type: ignore[no-any-return]
+
+
+def _abandon(cache: ClientCache | None, plan: ReadPlan | None) -> None:
+    if cache is not None and plan is not None:
+        cache.abandon(plan)
+
+
+def _plan(
+    cache: ClientCache | None, key: Key, max_staleness: float | None, if_none_match: str | None
+) -> ReadPlan | None:
+    if cache is None or if_none_match is not None:
+        return None
+    return cache.plan(_raw_key(key), max_staleness)
+
+
+def _invalidate(cache: ClientCache | None, key: Key) -> None:
+    if cache is not None:
+        cache.invalidate(_raw_key(key))
 
 
 def _check(status: int, body: bytes) -> None:
@@ -254,7 +440,7 @@ def _check(status: int, body: bytes) -> None:
 
 def _json(status: int, body: bytes) -> dict[str, Any]:
     _check(status, body)
-    document = json.loads(body)
+    document = parse_json(body)
     if not isinstance(document, dict):
         raise RingkvError(status, "bad_response", "expected a JSON object", {})
     return document
@@ -275,8 +461,10 @@ class Client:
         token_aware: bool = False,
         ring_refresh: float = 10.0,
         ssl_context: ssl.SSLContext | None = None,
+        cache: ClientCache | Mapping[str, Any] | bool | None = None,
     ) -> None:
         self.endpoints = parse_endpoints(endpoints)
+        self.cache = make_cache(cache)  # see ringkv.client_cache
         self.timeout = timeout
         self.ssl_context = ssl_context  # for https endpoints; None: the system's defaults
         self.token_aware = token_aware
@@ -303,11 +491,21 @@ class Client:
         w: Level = None,
         consistency: str | None = None,
         strict: bool | None = None,
+        ttl: int | None = None,
+        if_match: str | None = None,
+        if_none_match: bool = False,
+        replace: bool = False,
     ) -> str:
-        path = with_query(kv_path(key), w=w, consistency=consistency, strict=strict)
-        status, headers, body = self._request(
-            "PUT", path, value, _context_headers(context), self._replicas(key)
-        )
+        """Write; returns the new version's context. `ttl`: seconds until it expires.
+        `if_none_match`: only if the key has no live value; `if_match`: only if the key is
+        still at that context; `replace`: supersede whatever is there (no sibling). A failed
+        condition raises `PreconditionFailed`."""
+        headers = write_headers(context, if_match, if_none_match, replace)
+        path = with_query(kv_path(key), w=w, consistency=consistency, strict=strict, ttl=ttl)
+        try:
+            status, headers, body = self._request("PUT", path, value, headers, self._replicas(key))
+        finally:
+            _invalidate(self.cache, key)
         _check(status, body)
         return headers.get(_CONTEXT, "")
 
@@ -318,10 +516,30 @@ class Client:
         r: Level = None,
         consistency: str | None = None,
         strict: bool | None = None,
+        max_staleness: float | None = None,
+        if_none_match: str | None = None,
     ) -> GetResult:
+        """Read a key. With a cache: revalidated, or served from it within ``max_staleness``
+        seconds (default: the cache's; a weaker read, see ringkv.client_cache).
+        ``if_none_match``: an ETag (list) for a conditional read of your own, bypassing the
+        cache; a 304 answer is a result with ``not_modified=True``."""
         path = with_query(kv_path(key), r=r, consistency=consistency, strict=strict)
-        status, headers, body = self._request("GET", path, None, None, self._replicas(key))
-        return _get_result(status, headers.get(_CONTEXT), body)
+        plan = _plan(self.cache, key, max_staleness, if_none_match)
+        if plan is not None and plan.serve:
+            return self.cache.cached(plan)  # type: ignore[union-attr,no-any-return]
+        try:
+            answer = self._request(
+                "GET", path, None, _read_headers(plan, if_none_match), self._replicas(key)
+            )
+        except BaseException:
+            _abandon(self.cache, plan)
+            raise
+        return _finish_read(self.cache, plan, answer)
+
+    @property
+    def cache_metrics(self) -> CacheMetrics | None:
+        """The cache's counters (hits, revalidations, not_modified, misses, evictions)."""
+        return self.cache.metrics if self.cache is not None else None
 
     def delete(
         self,
@@ -331,12 +549,118 @@ class Client:
         w: Level = None,
         consistency: str | None = None,
         strict: bool | None = None,
+        if_match: str | None = None,
     ) -> None:
+        """Delete. `if_match`: only if the key is still at that context (else
+        `PreconditionFailed`)."""
         path = with_query(kv_path(key), w=w, consistency=consistency, strict=strict)
-        status, _, body = self._request(
-            "DELETE", path, None, _context_headers(context), self._replicas(key)
-        )
+        headers = write_headers(context, if_match)
+        try:
+            status, _, body = self._request("DELETE", path, None, headers, self._replicas(key))
+        finally:
+            _invalidate(self.cache, key)
         _check(status, body)
+
+    # -- batches (POST /v1/batch/*): one request per MAX_BATCH_KEYS keys
+
+    def get_many(
+        self,
+        keys: Sequence[K],
+        *,
+        r: Level = None,
+        consistency: str | None = None,
+        strict: bool | None = None,
+    ) -> dict[K, GetResult | RingkvError]:
+        """Read many keys; each maps to its `GetResult`, or the error of that key alone
+        (`Unavailable`, `Timeout`, ...), so a partial failure can be retried per key."""
+        path = _batch_path("get", r=r, consistency=consistency, strict=strict)
+        out: dict[K, GetResult | RingkvError] = {}
+        for chunk in _chunks(list(keys)):
+            payload = {"keys": [_b64(_raw_key(k)) for k in chunk], "encoding": "base64"}
+            status, _, body = self._request("POST", path, json.dumps(payload).encode(),
+                                            _JSON_HEADERS)  # fmt: skip
+            for key, entry in zip(chunk, _batch_results(status, body, len(chunk)), strict=True):
+                out[key] = _batch_get_outcome(entry)
+        return out
+
+    def put_many(
+        self,
+        values: Mapping[K, bytes],
+        *,
+        contexts: Mapping[K, str] | None = None,
+        if_match: Mapping[K, str] | None = None,
+        if_none_match: bool = False,
+        replace: bool = False,
+        ttl: int | None = None,
+        w: Level = None,
+        consistency: str | None = None,
+        strict: bool | None = None,
+    ) -> dict[K, str | RingkvError]:
+        """Write many keys; each maps to its new context, or the error of that key alone
+        (`PreconditionFailed`, `Unavailable`, ...). Options as for `put`, per key for
+        `contexts` and `if_match`."""
+        items = _write_items(list(values), values, contexts, if_match, if_none_match, replace,
+                             ttl)  # fmt: skip
+        return self._write_many("put", list(values), items, w, consistency, strict)
+
+    def delete_many(
+        self,
+        keys: Sequence[K],
+        *,
+        contexts: Mapping[K, str] | None = None,
+        if_match: Mapping[K, str] | None = None,
+        w: Level = None,
+        consistency: str | None = None,
+        strict: bool | None = None,
+    ) -> dict[K, str | RingkvError]:
+        """Delete many keys; each maps to the tombstone's context, or its own error."""
+        items = _write_items(list(keys), None, contexts, if_match, False, False, None)
+        return self._write_many("delete", list(keys), items, w, consistency, strict)
+
+    def _write_many(
+        self,
+        op: str,
+        keys: list[K],
+        items: list[BatchWrite],
+        w: Level,
+        consistency: str | None,
+        strict: bool | None,
+    ) -> dict[K, str | RingkvError]:
+        path = _batch_path(op, w=w, consistency=consistency, strict=strict)
+        out: dict[K, str | RingkvError] = {}
+        for chunk in _chunks(list(zip(keys, items, strict=True))):
+            payload = {"items": [item for _, item in chunk], "encoding": "base64"}
+            status, _, body = self._request("POST", path, json.dumps(payload).encode(),
+                                            _JSON_HEADERS)  # fmt: skip
+            for (key, _), entry in zip(chunk, _batch_results(status, body, len(chunk)),
+                                       strict=True):  # fmt: skip
+                out[key] = _batch_write_outcome(entry)
+        return out
+
+    # -- key listing (an administrative scan: GET /v1/keys)
+
+    def keys(
+        self,
+        prefix: Key | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+        r: Level = None,
+    ) -> tuple[list[bytes], str | None]:
+        """One page of keys in ring order, and the cursor of the next page (None: done).
+        `r`: merge R replicas per range and keep the keys live at a read at R."""
+        status, _, body = self._request("GET", _keys_path(prefix, limit, cursor, r))
+        return _keys_page(status, body)
+
+    def iter_keys(
+        self, prefix: Key | None = None, page_size: int | None = None, r: Level = None
+    ) -> Iterator[bytes]:
+        """Every key (with that prefix), page after page."""
+        cursor: str | None = None
+        while True:
+            keys, cursor = self.keys(prefix, page_size, cursor, r)
+            yield from keys
+            if cursor is None:
+                return
 
     # -- token-aware routing
 
@@ -514,8 +838,10 @@ class AsyncClient:
         token: str | None = None,
         token_aware: bool = False,
         ring_refresh: float = 10.0,
+        cache: ClientCache | Mapping[str, Any] | bool | None = None,
     ) -> None:
         self.endpoints = parse_endpoints(endpoints)
+        self.cache = make_cache(cache)  # see ringkv.client_cache
         self.timeout = timeout
         self.token_aware = token_aware
         self.ring_refresh = ring_refresh
@@ -536,9 +862,17 @@ class AsyncClient:
         w: Level = None,
         consistency: str | None = None,
         strict: bool | None = None,
+        ttl: int | None = None,
+        if_match: str | None = None,
+        if_none_match: bool = False,
+        replace: bool = False,
     ) -> str:
-        path = with_query(kv_path(key), w=w, consistency=consistency, strict=strict)
-        status, headers, body = await self._request("PUT", path, value, _context_headers(context))
+        headers = write_headers(context, if_match, if_none_match, replace)
+        path = with_query(kv_path(key), w=w, consistency=consistency, strict=strict, ttl=ttl)
+        try:
+            status, headers, body = await self._request("PUT", path, value, headers)
+        finally:
+            _invalidate(self.cache, key)
         _check(status, body)
         return headers.get(_CONTEXT, "")
 
@@ -549,10 +883,24 @@ class AsyncClient:
         r: Level = None,
         consistency: str | None = None,
         strict: bool | None = None,
+        max_staleness: float | None = None,
+        if_none_match: str | None = None,
     ) -> GetResult:
+        """As `Client.get`."""
         path = with_query(kv_path(key), r=r, consistency=consistency, strict=strict)
-        status, headers, body = await self._request("GET", path)
-        return _get_result(status, headers.get(_CONTEXT), body)
+        plan = _plan(self.cache, key, max_staleness, if_none_match)
+        if plan is not None and plan.serve:
+            return self.cache.cached(plan)  # type: ignore[union-attr,no-any-return]
+        try:
+            answer = await self._request("GET", path, None, _read_headers(plan, if_none_match))
+        except BaseException:
+            _abandon(self.cache, plan)
+            raise
+        return _finish_read(self.cache, plan, answer)
+
+    @property
+    def cache_metrics(self) -> CacheMetrics | None:
+        return self.cache.metrics if self.cache is not None else None
 
     async def delete(
         self,
@@ -562,10 +910,104 @@ class AsyncClient:
         w: Level = None,
         consistency: str | None = None,
         strict: bool | None = None,
+        if_match: str | None = None,
     ) -> None:
         path = with_query(kv_path(key), w=w, consistency=consistency, strict=strict)
-        status, _, body = await self._request("DELETE", path, None, _context_headers(context))
+        headers = write_headers(context, if_match)
+        try:
+            status, _, body = await self._request("DELETE", path, None, headers)
+        finally:
+            _invalidate(self.cache, key)
         _check(status, body)
+
+    async def get_many(
+        self,
+        keys: Sequence[K],
+        *,
+        r: Level = None,
+        consistency: str | None = None,
+        strict: bool | None = None,
+    ) -> dict[K, GetResult | RingkvError]:
+        path = _batch_path("get", r=r, consistency=consistency, strict=strict)
+        out: dict[K, GetResult | RingkvError] = {}
+        for chunk in _chunks(list(keys)):
+            payload = {"keys": [_b64(_raw_key(k)) for k in chunk], "encoding": "base64"}
+            status, _, body = await self._request("POST", path, json.dumps(payload).encode(),
+                                                  _JSON_HEADERS)  # fmt: skip
+            for key, entry in zip(chunk, _batch_results(status, body, len(chunk)), strict=True):
+                out[key] = _batch_get_outcome(entry)
+        return out
+
+    async def put_many(
+        self,
+        values: Mapping[K, bytes],
+        *,
+        contexts: Mapping[K, str] | None = None,
+        if_match: Mapping[K, str] | None = None,
+        if_none_match: bool = False,
+        replace: bool = False,
+        ttl: int | None = None,
+        w: Level = None,
+        consistency: str | None = None,
+        strict: bool | None = None,
+    ) -> dict[K, str | RingkvError]:
+        items = _write_items(list(values), values, contexts, if_match, if_none_match, replace,
+                             ttl)  # fmt: skip
+        return await self._write_many("put", list(values), items, w, consistency, strict)
+
+    async def delete_many(
+        self,
+        keys: Sequence[K],
+        *,
+        contexts: Mapping[K, str] | None = None,
+        if_match: Mapping[K, str] | None = None,
+        w: Level = None,
+        consistency: str | None = None,
+        strict: bool | None = None,
+    ) -> dict[K, str | RingkvError]:
+        items = _write_items(list(keys), None, contexts, if_match, False, False, None)
+        return await self._write_many("delete", list(keys), items, w, consistency, strict)
+
+    async def _write_many(
+        self,
+        op: str,
+        keys: list[K],
+        items: list[BatchWrite],
+        w: Level,
+        consistency: str | None,
+        strict: bool | None,
+    ) -> dict[K, str | RingkvError]:
+        path = _batch_path(op, w=w, consistency=consistency, strict=strict)
+        out: dict[K, str | RingkvError] = {}
+        for chunk in _chunks(list(zip(keys, items, strict=True))):
+            payload = {"items": [item for _, item in chunk], "encoding": "base64"}
+            status, _, body = await self._request("POST", path, json.dumps(payload).encode(),
+                                                  _JSON_HEADERS)  # fmt: skip
+            for (key, _), entry in zip(chunk, _batch_results(status, body, len(chunk)),
+                                       strict=True):  # fmt: skip
+                out[key] = _batch_write_outcome(entry)
+        return out
+
+    async def keys(
+        self,
+        prefix: Key | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+        r: Level = None,
+    ) -> tuple[list[bytes], str | None]:
+        status, _, body = await self._request("GET", _keys_path(prefix, limit, cursor, r))
+        return _keys_page(status, body)
+
+    async def iter_keys(
+        self, prefix: Key | None = None, page_size: int | None = None, r: Level = None
+    ) -> AsyncIterator[bytes]:
+        cursor: str | None = None
+        while True:
+            keys, cursor = await self.keys(prefix, page_size, cursor, r)
+            for key in keys:
+                yield key
+            if cursor is None:
+                return
 
     async def status(self) -> dict[str, Any]:
         status, _, body = await self._request("GET", "/v1/status")

@@ -122,8 +122,10 @@ def up(
     data_dir: str = ".ringkv",
     base_port: int = 7001,
     replication_factor: int = 3,
+    monitoring: bool = False,
 ) -> int:
-    """Start the cluster, wait until every node is ready, then run until Ctrl-C or SIGTERM."""
+    """Start the cluster, wait until every node is ready, then run until Ctrl-C or SIGTERM.
+    With ``monitoring``, also a Prometheus scraping the nodes (``ringkv.prometheus``)."""
     if nodes < 1 or zones < 1 or replication_factor < 1:
         return fail("--nodes, --zones and --replication-factor must be at least 1")
     if replication_factor > nodes:
@@ -144,6 +146,7 @@ def up(
     # Ctrl-C must work even when started from a shell that ignores SIGINT in the background.
     previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     code = 0
+    prometheus = None
     try:
         for node in cluster:
             node.start(seeds, replication_factor)
@@ -151,6 +154,14 @@ def up(
             code = 1
         else:
             print_banner(cluster, data_dir)
+            if monitoring:
+                from ringkv.prometheus import start_beside
+
+                targets = [f"{HOST}:{n.port}" for n in cluster]
+                prometheus = start_beside(Path(data_dir) / "prometheus", targets)
+                if prometheus is not None:
+                    print(f"prometheus: {prometheus.url} (rules and dashboards' queries: "
+                          "manifests/monitoring/)", flush=True)  # fmt: skip
             watch(cluster)
             code = fail("every node has exited")
     except KeyboardInterrupt:
@@ -159,6 +170,8 @@ def up(
         # A second Ctrl-C or SIGTERM must not leave nodes behind half-stopped.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if prometheus is not None:
+            prometheus.stop()
         stop(cluster)
         signal.signal(signal.SIGINT, previous_int)
         signal.signal(signal.SIGTERM, previous_term)

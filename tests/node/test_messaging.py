@@ -17,6 +17,7 @@ import msgpack
 import pytest
 
 from ringkv.node import auth, messaging
+from ringkv.node.frame_auth import FrameOpener, FrameSealer, session_keys
 from ringkv.node.messaging import (
     DEFER,
     ERROR,
@@ -85,6 +86,38 @@ async def read_frames(reader: asyncio.StreamReader, count: int) -> list[tuple[An
         buffer += chunk
         frames += take_frames(buffer)
     return frames
+
+
+def session(caller_nonce: bytes, callee_nonce: bytes) -> tuple[FrameSealer, FrameOpener]:
+    """The frame sealer and opener of a raw caller "raw" talking to "callee"."""
+    outbound, inbound = session_keys(SECRET, "raw", "callee", caller_nonce, callee_nonce)
+    return FrameSealer(outbound), FrameOpener(inbound)
+
+
+async def read_sealed(reader: asyncio.StreamReader, opener: FrameOpener) -> tuple[Any, ...]:
+    buffer = bytearray()
+    while True:
+        chunk = await asyncio.wait_for(reader.read(65536), TIMEOUT)
+        if not chunk:
+            raise ConnectionError("closed")
+        buffer += chunk
+        frames = take_frames(buffer, messaging.MAX_FRAME, opener)
+        if frames:
+            return frames[0]
+
+
+async def authenticated(
+    svc: MessagingService,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, FrameSealer, FrameOpener]:
+    """A raw connection that completed the handshake as "raw"."""
+    reader, writer = await connect(svc)
+    nonce = auth.new_nonce()
+    writer.write(encode_frame(REQUEST, 0, "hello", {"node": "raw", "nonce": nonce}))
+    (hello,) = await read_frames(reader, 1)
+    proof = auth.proof(SECRET, b"client", "raw", nonce, hello[3]["nonce"])
+    writer.write(encode_frame(REQUEST, 1, "auth", {"proof": proof}))
+    assert (await messaging.read_frame(reader))[:2] == (REPLY, 1)
+    return reader, writer, *session(nonce, hello[3]["nonce"])
 
 
 async def connect(svc: MessagingService) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -252,13 +285,14 @@ def test_a_valid_proof_pipelined_with_requests_is_served(run: Run) -> None:
             assert auth.verify(SECRET, b"server", "callee", body["nonce"], nonce, body["proof"])
             proof = auth.proof(SECRET, b"client", "raw", nonce, body["nonce"])
             big = b"v" * (messaging.HANDSHAKE_FRAME * 4)  # allowed once authenticated
+            sealer, opener = session(nonce, body["nonce"])
             writer.write(
                 encode_frame(REQUEST, 1, "auth", {"proof": proof})
-                + encode_frame(REQUEST, 2, "sync", big)
+                + sealer.seal(encode_frame(REQUEST, 2, "sync", big))
             )
-            frames = await read_frames(reader, 2)
-            assert frames[0][:2] == (REPLY, 1)
-            assert frames[1][:2] == (REPLY, 2) and frames[1][3]["body"] == big
+            assert (await messaging.read_frame(reader))[:2] == (REPLY, 1)
+            frame = await read_sealed(reader, opener)
+            assert frame[:2] == (REPLY, 2) and frame[3]["body"] == big
             writer.close()
 
     run(main())
@@ -341,3 +375,60 @@ def test_take_frames_takes_complete_frames_and_leaves_a_partial_one() -> None:
     packed = msgpack.packb([REQUEST, 1, "v"])
     with pytest.raises(ValueError, match="malformed"):
         take_frames(bytearray(len(packed).to_bytes(4, "big") + packed))
+
+
+def test_frames_after_the_handshake_must_carry_their_tag(run: Run) -> None:
+    """Someone on the path (no TLS) cannot inject, alter or replay frames on an authenticated
+    connection: each is refused and the connection closed, nothing is served."""
+
+    async def main() -> None:
+        async with service("callee", SECRET) as callee:
+            # a well-tagged frame is served
+            reader, writer, sealer, opener = await authenticated(callee)
+            writer.write(sealer.seal(encode_frame(REQUEST, 2, "sync", "ok")))
+            assert (await read_sealed(reader, opener))[3]["body"] == "ok"
+            writer.close()
+            # injected: a plain frame where a tagged one is due
+            reader, writer, sealer, opener = await authenticated(callee)
+            writer.write(encode_frame(REQUEST, 2, "sync", "injected"))
+            await closed_by_peer(reader)
+            writer.close()
+            # altered: one payload byte flipped
+            reader, writer, sealer, opener = await authenticated(callee)
+            sealed = bytearray(sealer.seal(encode_frame(REQUEST, 2, "sync", "payload")))
+            sealed[-20] ^= 1
+            writer.write(bytes(sealed))
+            await closed_by_peer(reader)
+            writer.close()
+            # replayed: a frame tagged for sequence number 0, sent again as number 1
+            reader, writer, sealer, opener = await authenticated(callee)
+            first = sealer.seal(encode_frame(REQUEST, 2, "sync", "once"))
+            writer.write(first)
+            assert (await read_sealed(reader, opener))[3]["body"] == "once"
+            writer.write(first)
+            await closed_by_peer(reader)
+            writer.close()
+
+    run(main())
+
+
+def test_undecodable_frames_are_counted_and_close_the_connection(run: Run) -> None:
+    refused: list[str] = []
+
+    async def main() -> None:
+        svc = MessagingService(
+            "callee", "127.0.0.1", free_port(), echo, sync_handler=inline,
+            on_refused=refused.append,
+        )  # fmt: skip
+        await svc.start()
+        try:
+            for payload in (bytes.fromhex("81910102"), b"\xc1", b"\x91" * 3000):
+                reader, writer = await connect(svc)
+                writer.write(len(payload).to_bytes(4, "big") + payload)
+                await closed_by_peer(reader)
+                writer.close()
+        finally:
+            await svc.stop()
+
+    run(main())
+    assert refused == ["malformed"] * 3

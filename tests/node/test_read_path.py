@@ -80,3 +80,48 @@ def test_a_silent_replica_is_replaced_after_the_speculative_read_delay(
 
     elapsed = asyncio.run(read())
     assert delay <= elapsed < delay + 1.0
+
+
+class _DigestPeers:
+    """Answers digest reads with ``digests[address]`` and full reads with ``records[address]``
+    (encoded records), recording every (address, verb)."""
+
+    def __init__(self, digests: dict[str, list[Any]], records: dict[str, bytes]) -> None:
+        self.digests, self.records = digests, records
+        self.calls: list[tuple[str, str]] = []
+
+    def is_connected(self, address: str) -> bool:
+        return True
+
+    def supports(self, address: str, feature: str) -> bool:
+        return feature == "digest"
+
+    def call(self, address: str, verb: str, body: Any, timeout: float) -> asyncio.Future[Any]:
+        self.calls.append((address, verb))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.set_result(self.digests[address] if verb == "read_digest" else self.records[address])
+        return future
+
+
+def test_a_revalidation_moves_digests_only_when_the_replicas_agree(tmp_path: Path) -> None:
+    """The coordinator's own copy and n2's digest agree: no record crosses a link, and the
+    answer is the coordinator's copy; when n2's digest differs it is a full read instead."""
+    from ringkv.core.validators import etag_of
+    from ringkv.core.versions import VClock, Version, encode_record
+
+    mine = (Version("n1.1", 1, VClock.empty(), b"v1", 1),)
+    newer = (Version("n2.1", 1, VClock({"n1.1": (1, 0)}), b"v2", 2),)
+    everywhere = {f"addr-n{i}": encode_record(newer) for i in (2, 3)}
+    agreeing = _DigestPeers({a: [etag_of(mine), True] for a in everywhere}, everywhere)
+    coordinator = _coordinator(tmp_path, agreeing, "--read-repair-chance", "0")  # type: ignore[arg-type]
+    coordinator.storage.merge(b"k", mine, "siblings")
+
+    etag, found, load = asyncio.run(coordinator.get_digest(b"k", QUORUM, 0))
+    assert load is not None and (etag, found, load()) == (etag_of(mine), True, mine)
+    assert [verb for _, verb in agreeing.calls] == ["read_digest"]
+
+    differing = _DigestPeers({a: [etag_of(newer), True] for a in everywhere}, everywhere)
+    coordinator.messaging = differing  # type: ignore[assignment]
+    etag, found, load = asyncio.run(coordinator.get_digest(b"k", QUORUM, 0))
+    assert load is not None and (etag, found, load()) == (etag_of(newer), True, newer)
+    assert [verb for _, verb in differing.calls][:2] == ["read_digest", "read"]

@@ -263,12 +263,13 @@ def test_secure_by_default_with_generated_secrets() -> None:
     data = builders.config_data(spec)
     assert "RINGKV_NO_AUTH" not in data and "RINGKV_NO_PEER_AUTH" not in data
     assert data["RINGKV_AUTH_TOKENS_FILE"] == (
-        "/etc/ringkv/tokens/tokens.json,/etc/ringkv/operator-token/tokens.json"
+        "/etc/ringkv/tokens/tokens.json,/etc/ringkv/operator-token/tokens.json,"
+        "/etc/ringkv/metrics-token/tokens.json"
     )
     assert data["RINGKV_CLUSTER_SECRET_FILE"] == "/etc/ringkv/cluster-secret/cluster-secret"
     assert not any(k.startswith("RINGKV_TLS") for k in data)
     vols = _volumes(spec)
-    assert set(vols) == {"tokens", "operator-token", "cluster-secret"}
+    assert set(vols) == {"tokens", "operator-token", "metrics-token", "cluster-secret"}
     assert vols["tokens"]["secret"] == {
         "secretName": "kv-tokens", "items": [{"key": "tokens.json", "path": "tokens.json"}],
         "defaultMode": 0o440,
@@ -284,6 +285,7 @@ def test_secure_by_default_with_generated_secrets() -> None:
     mounts = {m["name"]: m for m in _container(spec)["volumeMounts"]}
     for name, path in (("tokens", "/etc/ringkv/tokens"),
                        ("operator-token", "/etc/ringkv/operator-token"),
+                       ("metrics-token", "/etc/ringkv/metrics-token"),
                        ("cluster-secret", "/etc/ringkv/cluster-secret")):  # fmt: skip
         # whole directories, read-only, never subPath (a subPath mount is never updated)
         assert mounts[name] == {"name": name, "mountPath": path, "readOnly": True}
@@ -316,7 +318,7 @@ def test_security_config_is_what_the_node_parses(
     config = parse_args(["--node-id", "kv-zone-a-0"])  # exits on a contradiction
     sec = spec.security
     assert config.no_auth is not sec.auth and config.no_peer_auth is not sec.peer_auth
-    assert len([f for f in config.auth_tokens_file.split(",") if f]) == (2 if sec.auth else 0)
+    assert len([f for f in config.auth_tokens_file.split(",") if f]) == (3 if sec.auth else 0)
     assert bool(config.cluster_secret_file) is sec.peer_auth
     assert bool(config.tls_cert_file) is bool(config.tls_key_file) is sec.tls
     assert bool(config.tls_ca_file) is sec.tls_verify_peers
@@ -337,7 +339,7 @@ def test_user_named_secrets_are_mounted_with_their_keys() -> None:
         {"key": "cluster-secret", "path": "cluster-secret"}
     ]
     names = [o["metadata"]["name"] for o in builders.build_generated_secrets(spec, OWNER, str)]
-    assert names == ["kv-operator-token"]  # nothing else generated
+    assert names == ["kv-operator-token", "kv-metrics-token"]  # nothing else generated
 
 
 def test_security_switched_off_explicitly() -> None:
@@ -376,10 +378,13 @@ def test_generated_secrets_hold_what_the_nodes_read() -> None:
     from ringkv.node.auth import parse_tokens
 
     values = iter(["operator-token-0123456789abcdef", "admin-token-0123456789abcdef",
-                   "cluster-secret-0123456789abcdef"])  # fmt: skip
+                   "cluster-secret-0123456789abcdef",
+                   "metrics-token-0123456789abcdef"])  # fmt: skip
     objs = builders.build_generated_secrets(make_spec(), OWNER, lambda: next(values))
     by_name = {o["metadata"]["name"]: o for o in objs}
-    assert set(by_name) == {"kv-operator-token", "kv-tokens", "kv-cluster-secret"}
+    assert set(by_name) == {
+        "kv-operator-token", "kv-tokens", "kv-cluster-secret", "kv-metrics-token"
+    }  # fmt: skip
     for o in objs:
         assert o["apiVersion"] == "v1" and o["kind"] == "Secret" and o["type"] == "Opaque"
         assert o["metadata"]["namespace"] == "ns"
@@ -394,6 +399,10 @@ def test_generated_secrets_hold_what_the_nodes_read() -> None:
     assert op["token"] == "operator-token-0123456789abcdef"
     [(_digest, principal)] = parse_tokens(op["tokens.json"]).items()
     assert (principal.name, principal.role) == ("ringkv-operator", "admin")
+    scraper = data("kv-metrics-token")
+    assert scraper["token"] == "metrics-token-0123456789abcdef"
+    [principal] = parse_tokens(scraper["tokens.json"]).values()
+    assert (principal.name, principal.role) == ("metrics", "metrics")
     users = data("kv-tokens")
     assert users["admin-token"] == "admin-token-0123456789abcdef"
     [principal] = parse_tokens(users["tokens.json"]).values()

@@ -53,6 +53,8 @@ def test_printer_columns() -> None:
     assert cols["Ready"]["jsonPath"] == ".status.readyReplicas"
     assert cols["Phase"]["jsonPath"] == ".status.phase"
     assert cols["RF"]["jsonPath"] == ".spec.replicationFactor"
+    assert cols["Zones"]["jsonPath"] == ".status.zoneSizes"
+    assert cols["Load-Bound"]["jsonPath"] == ".status.replicaLoadBound"
     assert cols["Age"]["type"] == "date"
 
 
@@ -67,6 +69,7 @@ def test_spec_defaults_and_validation() -> None:
     assert p["consistency"]["default"] == "balanced"
     assert p["conflictResolution"]["enum"] == ["siblings", "lww"]
     assert p["vnodes"]["default"] == 128
+    assert p["scaleByWholeZones"]["default"] is False
     zones = p["zones"]
     assert zones["minItems"] == 1 and zones["x-kubernetes-list-type"] == "set"
     assert any("exists_one" in r["rule"] for r in zones["x-kubernetes-validations"])

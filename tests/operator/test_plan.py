@@ -615,3 +615,50 @@ def test_pod_down_on_an_outdated_template_is_restarted_onto_the_current_one() ->
     obs2 = dataclasses.replace(obs, pods={**obs.pods, "kv-zone-a-0": gone})
     d2 = step(spec, obs2, prev)
     assert d2.action.kind == NONE
+
+
+# -- zones and replica load ----------------------------------------------------------------
+
+
+def test_status_says_when_zones_cannot_balance_replica_load() -> None:
+    even = make_spec(replicas=6)
+    status = plan.decide(
+        even, cluster(even, {"zone-a": 2, "zone-b": 2, "zone-c": 2}), None, NOW
+    ).status
+    assert (status["zoneSizes"], status["replicaLoadBound"]) == ("2/2/2", "1.00")
+    assert status["zoneBalance"] == "zones allow an even replica load"
+    uneven = make_spec(replicas=4)
+    status = plan.decide(
+        uneven, cluster(uneven, {"zone-a": 2, "zone-b": 1, "zone-c": 1}), None, NOW
+    ).status
+    assert (status["zoneSizes"], status["replicaLoadBound"]) == ("2/1/1", "1.33")
+    assert (
+        "1.33x the mean" in status["zoneBalance"] and "scaleByWholeZones" in status["zoneBalance"]
+    )
+
+
+def test_scale_by_whole_zones_rounds_the_node_count_up() -> None:
+    spec = make_spec(replicas=4, scaleByWholeZones=True)
+    assert spec.node_count() == 6
+    assert spec.zone_targets() == {"zone-a": 2, "zone-b": 2, "zone-c": 2}
+    four = {"zone-a": 2, "zone-b": 1, "zone-c": 1}
+    decision = plan.decide(spec, cluster(spec, four), None, NOW)
+    assert decision.action.kind == plan.SCALE and decision.action.zone == "zone-b"
+    assert decision.status["replicaLoadBound"] == "1.00"
+    assert plan.scaling_blocked(spec, cluster(spec, four))  # 6 wanted, 4 running
+    assert make_spec(replicas=4).node_count() == 4  # off by default
+
+
+def test_autoscale_by_whole_zones_steps_one_node_per_zone() -> None:
+    spec = make_spec(scaleByWholeZones=True,
+                     autoscaling={"enabled": True, "minReplicas": 3, "maxReplicas": 9,
+                                  "targetRequestsPerSecondPerNode": 100})  # fmt: skip
+    assert plan.autoscale(spec, 3, 1000.0, None, None, NOW, False) == 6
+    assert plan.autoscale(spec, 4, 1000.0, None, None, NOW, False) == 6  # to the next multiple
+    assert plan.autoscale(spec, 9, 1e6, None, None, NOW, False) is None  # at max
+    assert plan.autoscale(spec, 6, 10.0, None, None, NOW, False) == 3
+    assert plan.autoscale(spec, 3, 10.0, None, None, NOW, False) is None  # not below min
+    capped = make_spec(scaleByWholeZones=True,
+                       autoscaling={"enabled": True, "minReplicas": 3, "maxReplicas": 8,
+                                    "targetRequestsPerSecondPerNode": 100})  # fmt: skip
+    assert plan.autoscale(capped, 6, 1e6, None, None, NOW, False) is None  # 9 > max

@@ -198,7 +198,9 @@ def test_fresh_create_generates_owned_secrets_first_and_once() -> None:
     kube, events = FakeKube(), []
     reconciler.reconcile(body("kvs"), kube, FakeNodes(), lambda *e: events.append(e), now=NOW)
     created = [n for op, n in kube.order if op == "create"]
-    assert created == ["kvs-operator-token", "kvs-tokens", "kvs-cluster-secret"]
+    assert created == [
+        "kvs-operator-token", "kvs-tokens", "kvs-cluster-secret", "kvs-metrics-token"
+    ]  # fmt: skip
     # before any child: a node pod never waits for its Secrets
     assert kube.order[: len(created)] == [("create", n) for n in created]
     for obj in kube.secrets.values():
@@ -231,8 +233,10 @@ def test_named_secrets_must_exist_with_their_keys() -> None:
     kube.secrets["peer"] = {"data": {"cluster-secret": "c2VjcmV0"}}
     reconciler.reconcile(b, kube, FakeNodes(), lambda *e: None, now=NOW)
     assert ("StatefulSet", "kvn-zone-a") in kube.objects
-    # only the operator's own token is generated
-    assert [n for op, n in kube.order if op == "create"] == ["kvn-operator-token"]
+    # only the operator's own token and the scrapers' are generated
+    assert [n for op, n in kube.order if op == "create"] == [
+        "kvn-operator-token", "kvn-metrics-token"
+    ]  # fmt: skip
 
 
 def test_a_lost_cluster_secret_is_not_regenerated_under_running_nodes() -> None:
@@ -296,7 +300,7 @@ def test_node_access_reads_the_operators_token_and_the_tls_ca() -> None:
     access = credentials.node_access(tls, kube)
     assert access.ssl_context is not None and access.ssl_context.verify_mode == ssl.CERT_NONE
     assert reconciler.endpoints_of(tls, [PodState("kva-zone-a-0", "zone-a", 0, ip="10.0.0.1")]) \
-        == ["https://10.0.0.1:7001"]  # fmt: skip
+        == ["https://kva-zone-a-0.kva-peers.ns.svc.cluster.local:7001"]  # fmt: skip
 
 
 def test_the_timer_calls_nodes_with_the_clusters_access(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,12 +9,17 @@ The defaults (heartbeats every 0.5 s, an acceptable pause of 2 s, a standard dev
 least 0.25 s) convict a silent peer about 3.8 s after its last heartbeat: long enough that a
 loaded 2-core machine does not flap, short enough that a paused node is routed around quickly.
 A crashed node is noticed sooner, when its connection breaks.
+
+``Watch`` decides which members a member heartbeats (a constant number, not all of them) and
+turns phi into verdicts: suspicion, indirect probes, conviction.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import deque
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 
 DEFAULT_THRESHOLD = 8.0
@@ -128,3 +133,111 @@ def _phi(elapsed: float, mean: float, std_dev: float) -> float:
     if elapsed > mean:
         return -math.log10(e / (1.0 + e))
     return -math.log10(1.0 - 1.0 / (1.0 + e)) if e != math.inf else 0.0
+
+
+# -- who watches whom --------------------------------------------------------------------------
+
+WATCHERS = 4
+"""Members each member heartbeats (and is heartbeated by): constant, whatever the cluster size."""
+INDIRECT_PROBES = 3
+"""Members asked to probe a suspect on our behalf before we convict it (SWIM's ping-req)."""
+
+
+def _order_key(node: str) -> tuple[bytes, str]:
+    return hashlib.blake2b(node.encode(), digest_size=8).digest(), node
+
+
+def watch_order(members: Iterable[str]) -> tuple[str, ...]:
+    """The fixed order in which members watch their successors (by a hash of the id, so that
+    a zone's or a rack's members are not neighbours)."""
+    return tuple(sorted(set(members), key=_order_key))
+
+
+class Watch:
+    """Which members this one heartbeats, and its verdict on them: phi accrual conviction,
+    confirmed by indirect probes (SWIM's ping-req). Pure: time is an argument, the caller
+    sends the messages.
+
+    Members are arranged in a fixed order (a hash of their ids); each member heartbeats the
+    ``watchers`` members after it that it does not hold for dead (and any dead ones in between,
+    so that it notices when they come back). So every member is watched by about ``watchers``
+    others and sends ``watchers`` heartbeats per interval, whatever the cluster size, instead
+    of one to every member. A target whose phi crosses the threshold becomes a *suspect*: the
+    caller asks ``INDIRECT_PROBES`` other members to probe it; an answer counts as a heartbeat
+    (``heard``). A suspect not heard from for ``confirm`` more seconds is *convicted*; the
+    caller publishes the convictions through gossip (``ringkv.core.gossip.DOWN``) so that
+    members that do not watch it learn of it, and any heartbeat acquits it.
+    """
+
+    def __init__(
+        self,
+        node_id: str,
+        detector: PhiAccrualFailureDetector,
+        watchers: int = WATCHERS,
+        confirm: float = 0.5,
+    ) -> None:
+        self.node_id = node_id
+        self.detector = detector
+        self.watchers = watchers
+        self.confirm = confirm
+        self.suspects: dict[str, float] = {}  # node -> when it became a suspect
+        self.convicted: set[str] = set()
+        self._order: tuple[str, ...] = ()
+        self._start = 0
+        self._watched: set[str] = set()  # the targets of the last tick
+
+    def targets(self, order: tuple[str, ...], dead: Container[str] = ()) -> list[str]:
+        """The members to heartbeat: the next ``watchers`` live ones after us in ``order`` (a
+        ``watch_order`` of the members, ourselves included), plus the dead ones met on the way.
+        O(watchers) when ``order`` is the same object as last time."""
+        if order is not self._order:
+            self._order = order
+            self._start = order.index(self.node_id) if self.node_id in order else -1
+        if self._start < 0:
+            return []
+        start = self._start
+        out: list[str] = []
+        live = 0
+        for step in range(1, len(order)):
+            node = order[(start + step) % len(order)]
+            out.append(node)
+            if node not in dead and node not in self.convicted:
+                live += 1
+                if live == self.watchers:
+                    break
+        return out
+
+    def heard(self, node: str, now: float) -> None:
+        """A heartbeat answer (direct or through an indirect probe) from ``node``."""
+        self.detector.heartbeat(node, now)
+        self.suspects.pop(node, None)
+        self.convicted.discard(node)
+
+    def tick(self, now: float, targets: Iterable[str]) -> list[str]:
+        """Update the verdicts on ``targets``; returns the new suspects, to probe indirectly."""
+        wanted = set(targets)
+        for node in [n for n in self.suspects if n not in wanted]:
+            del self.suspects[node]
+        self.convicted &= wanted
+        fresh = []
+        for node in wanted:
+            if node in self.convicted:
+                continue
+            if node not in self._watched or not self.detector.known(node):
+                # A new target gets the benefit of the doubt: whatever we heard of it before
+                # (when it was last ours, or learned through gossip) is not a history.
+                self.detector.forget(node)
+                self.detector.heartbeat(node, now)
+                continue
+            if self.detector.is_available(node, now):
+                self.suspects.pop(node, None)
+                continue
+            since = self.suspects.get(node)
+            if since is None:
+                self.suspects[node] = now
+                fresh.append(node)
+            elif now - since >= self.confirm:
+                del self.suspects[node]
+                self.convicted.add(node)
+        self._watched = wanted
+        return fresh

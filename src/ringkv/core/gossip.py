@@ -1,4 +1,4 @@
-"""Gossip state: versioned endpoint states and the three-message digest exchange (Cassandra's gms).
+"""Gossip state: versioned endpoint states and the digest exchange (Cassandra's gms).
 
 Each node owns one ``EndpointState``: a *generation* (chosen at process start, so a restarted
 node's news always beats its previous life's), a heartbeat version, and application states
@@ -6,16 +6,32 @@ node's news always beats its previous life's), a heartbeat version, and applicat
 All versions of one node come from one counter, so ``(generation, max_version)`` orders any two
 snapshots of a node's state and stale news never overwrites fresh news.
 
-A round (``Gossiper`` is a pure state machine; the node moves the messages):
+Heartbeats are not gossiped (a table whose every entry changes every half second would differ
+on every exchange); liveness comes from ringkv.core.failure_detector's ``Watch``, and a
+member's conviction travels as the convicting member's ``DOWN`` application state. So the
+tables of two members are normally identical, and a round costs a summary:
 
-1. SYN: the initiator sends ``digests()``: node -> (generation, max_version).
-2. ACK: the receiver answers ``handle_syn(digests)``: the deltas the initiator lacks, plus
-   requests for the nodes where the initiator knows more.
-3. ACK2: the initiator applies the deltas and sends ``deltas_for(requests)``.
+1. SYN: the initiator sends ``summary()``: one hash per bucket of members (``DIGEST_BUCKETS``,
+   by a hash of the id), kept up to date incrementally as states change.
+2. The receiver answers ``digests_in(differing(summary))``: node -> (generation, max_version)
+   for the members of the buckets that differ only (nothing when the tables agree).
+3. ACK2: the initiator answers with ``reconcile(digests, buckets)``: the deltas the receiver
+   lacks and requests for what the initiator lacks; the receiver applies the deltas and replies
+   with ``deltas_for(requests)``.
+
+So a round sends digests and deltas of what differs, never the whole table. The earlier
+exchange (SYN with every digest, answered by ``handle_syn``) is still served, so that members
+running older code keep gossiping with newer ones.
+
+Members that left or were removed are ``evict``-ed after a grace period, and then quarantined:
+news of them at the generation they had (from a peer that has not evicted them yet) is
+ignored, so a stale peer cannot bring them back.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +50,27 @@ REMOVED = "removed"  # {node: generation} this member force-removed
 REMOVING = "removing"  # {"node": id, "generation": g} while this member re-replicates it
 CHANGE = "change"  # progress of the membership change this member drives
 CLEANUP = "cleanup"  # the ring this member sees and its cleanup progress (ringkv.core.cleanup)
+DOWN = "down"  # {node: [generation, version]} members this one convicts (see core.failure_detector)
+ALIVE = "alive"  # a counter a member bumps to refute a conviction of itself
+
+DIGEST_BUCKETS = 32
+"""Buckets of the SYN summary: enough that one change costs the digests of ~1/32 of the
+members, few enough that the summary itself is a few hundred bytes."""
+_MASK = (1 << 64) - 1
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def bucket_of(node: str) -> int:
+    """The summary bucket of a member (stable across processes)."""
+    return int.from_bytes(hashlib.blake2b(node.encode(), digest_size=4).digest(), "big") % (
+        DIGEST_BUCKETS
+    )
+
+
+def _digest_hash(node: str, digest: Digest) -> int:
+    raw = f"{node}\x00{digest[0]}\x00{digest[1]}".encode()
+    return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "big")
+
 
 # Statuses: see ringkv.node.membership for what each means for reads, writes and the ring.
 NORMAL = "normal"
@@ -78,8 +115,37 @@ class Gossiper:
         self.node_id = node_id
         self._version = 0
         self.states: dict[str, EndpointState] = {node_id: EndpointState(generation)}
+        # The summary: per bucket, the sum of its members' digest hashes (mod 2**64), kept up to
+        # date by every change (``_touch``) so that a SYN costs O(buckets), not O(members).
+        self._buckets = [0] * DIGEST_BUCKETS
+        # node -> (generation, until): evicted members whose old news is ignored.
+        self.quarantine: dict[str, tuple[int, float]] = {}
+        self._touch(node_id, None)
         for key, value in app.items():
             self.set_app(key, value)
+
+    def _touch(self, node: str, before: Digest | None) -> None:
+        """Move ``node``'s contribution to the summary from digest ``before`` (None: it had no
+        state) to its current digest (or none if it went)."""
+        bucket = bucket_of(node)
+        total = self._buckets[bucket]
+        if before is not None:
+            total -= _digest_hash(node, before)
+        state = self.states.get(node)
+        if state is not None:
+            total += _digest_hash(node, state.digest())
+        self._buckets[bucket] = total & _MASK
+
+    def adopt(self, states: Mapping[str, EndpointState]) -> None:
+        """Take ``states`` (other members' states, not our own) as known: for a simulator or a
+        test that starts from a converged cluster. The objects may be shared between
+        gossipers, since ``apply`` never changes a state in place."""
+        for node, state in states.items():
+            if node == self.node_id:
+                continue
+            before = self.states.get(node)
+            self.states[node] = state
+            self._touch(node, before.digest() if before is not None else None)
 
     # -- local changes ----------------------------------------------------------------------
 
@@ -92,31 +158,78 @@ class Gossiper:
         return self._version
 
     def beat(self) -> None:
-        """Advance the local heartbeat (every heartbeat interval)."""
+        """Advance the local heartbeat version (not done by ringkv's nodes any more: see the
+        module docstring; kept for the exchange's own tests and older peers)."""
+        before = self.local.digest()
         self.local.heartbeat = self._next_version()
+        self._touch(self.node_id, before)
 
     def set_app(self, key: str, value: Any) -> None:
         current = self.local.app.get(key)
         if current is not None and current[0] == value:
             return
+        before = self.local.digest()
         self.local.app[key] = (value, self._next_version())
+        self._touch(self.node_id, before)
 
     # -- the exchange -----------------------------------------------------------------------
 
     def digests(self) -> dict[str, Digest]:
         return {node: state.digest() for node, state in self.states.items()}
 
+    def summary(self) -> list[int]:
+        """The SYN: one hash per bucket of members."""
+        return list(self._buckets)
+
+    def differing(self, summary: Iterable[int]) -> list[int]:
+        """Buckets whose hash differs from ours (all of them if ``summary`` is malformed)."""
+        theirs = list(summary)
+        if len(theirs) != DIGEST_BUCKETS:
+            return list(range(DIGEST_BUCKETS))
+        return [b for b in range(DIGEST_BUCKETS) if int(theirs[b]) != self._buckets[b]]
+
+    def digests_in(self, buckets: Iterable[int]) -> dict[str, Digest]:
+        """Digests of our members in ``buckets``."""
+        wanted = set(buckets)
+        if not wanted:
+            return {}
+        return {
+            node: state.digest() for node, state in self.states.items() if bucket_of(node) in wanted
+        }
+
+    def reconcile(
+        self, digests: Mapping[str, Iterable[int]], buckets: Iterable[int]
+    ) -> tuple[dict[str, Delta], dict[str, Digest]]:
+        """``handle_syn`` restricted to ``buckets``: deltas the peer lacks and requests for what
+        we lack, given the peer's digests of those buckets."""
+        deltas, requests = self._compare(digests)
+        wanted = set(buckets)
+        for node, state in self.states.items():
+            if node not in digests and bucket_of(node) in wanted:
+                deltas[node] = state.delta_since(-1)
+        return deltas, requests
+
     def handle_syn(
         self, digests: Mapping[str, Iterable[int]]
     ) -> tuple[dict[str, Delta], dict[str, Digest]]:
         """Answer a SYN: deltas where we know more, requests where the sender knows more."""
+        deltas, requests = self._compare(digests)
+        for node, state in self.states.items():
+            if node not in digests:
+                deltas[node] = state.delta_since(-1)
+        return deltas, requests
+
+    def _compare(
+        self, digests: Mapping[str, Iterable[int]]
+    ) -> tuple[dict[str, Delta], dict[str, Digest]]:
         deltas: dict[str, Delta] = {}
         requests: dict[str, Digest] = {}
         for node, raw in digests.items():
             generation, version = tuple(raw)
             mine = self.states.get(node)
             if mine is None:
-                requests[node] = (-1, -1)
+                if not self._quarantined(node, int(generation)):
+                    requests[node] = (-1, -1)
             elif mine.generation > generation:
                 deltas[node] = mine.delta_since(-1)
             elif mine.generation < generation:
@@ -125,10 +238,11 @@ class Gossiper:
                 deltas[node] = mine.delta_since(version)
             elif mine.max_version < version:
                 requests[node] = mine.digest()
-        for node, state in self.states.items():
-            if node not in digests:
-                deltas[node] = state.delta_since(-1)
         return deltas, requests
+
+    def _quarantined(self, node: str, generation: int) -> bool:
+        entry = self.quarantine.get(node)
+        return entry is not None and generation <= entry[0]
 
     def deltas_for(self, requests: Mapping[str, Iterable[int]]) -> dict[str, Delta]:
         """The ACK2 deltas for requests (generation, version) received in an ACK."""
@@ -153,28 +267,78 @@ class Gossiper:
                 continue
             generation = int(delta["g"])
             mine = self.states.get(node)
+            if mine is None and self._quarantined(node, generation):
+                continue  # an evicted member, from a peer that has not evicted it yet
+            before = mine.digest() if mine is not None else None
             if mine is None or generation > mine.generation:
                 if int(delta.get("f", -1)) != -1:
                     continue  # a partial delta cannot found a state; a full one will come
-                mine = EndpointState(generation)
-                self.states[node] = mine
+                fresh = EndpointState(generation)
+                changed.add(node)  # a new life, even if the delta carries nothing else
             elif generation < mine.generation:
                 continue  # news from a previous life
-            advanced = False
+            else:
+                fresh = None
+            # Copy on write: a state object is never changed once another may hold it.
             heartbeat = int(delta.get("h", 0))
-            if heartbeat > mine.heartbeat:
-                mine.heartbeat = heartbeat
-                advanced = True
-            for key, (value, version) in dict(delta.get("a", {})).items():
-                current = mine.app.get(key)
-                if current is None or version > current[1]:
-                    mine.app[key] = (value, int(version))
-                    advanced = True
-            if advanced:
-                changed.add(node)
+            base = fresh if fresh is not None else mine
+            assert base is not None
+            newer = {
+                key: (value, int(version))
+                for key, (value, version) in dict(delta.get("a", {})).items()
+                if key not in base.app or version > base.app[key][1]
+            }
+            if fresh is None and not newer and heartbeat <= base.heartbeat:
+                continue
+            self.states[node] = EndpointState(
+                base.generation, max(heartbeat, base.heartbeat), {**base.app, **newer}
+            )
+            changed.add(node)
+            self._touch(node, before)
         return changed
 
     def remove(self, node: str) -> None:
         """Forget a node entirely (only for nodes that have left the cluster)."""
         if node != self.node_id:
-            self.states.pop(node, None)
+            state = self.states.pop(node, None)
+            if state is not None:
+                self._touch(node, state.digest())
+
+    def evict(self, node: str, until: float) -> None:
+        """Drop a departed member's state and ignore news of its current generation (or older)
+        until ``until``: Cassandra's quarantine of removed endpoints."""
+        state = self.states.get(node)
+        if node == self.node_id or state is None:
+            return
+        self.quarantine[node] = (state.generation, until)
+        self.remove(node)
+
+    def expire(self, now: float) -> None:
+        """End the quarantines that are over."""
+        for node in [n for n, (_, until) in self.quarantine.items() if until <= now]:
+            del self.quarantine[node]
+
+
+def convicted(states: Mapping[str, EndpointState], among: Iterable[str] | None = None) -> set[str]:
+    """Members some other member convicts in its ``DOWN`` state, at their current generation
+    and version: a member refutes a conviction by bumping its ``ALIVE`` counter, which makes
+    the version named in the conviction stale. ``among``: the members whose ``DOWN`` to read
+    (default all; a caller that tracks which members convict anyone passes those)."""
+    out: set[str] = set()
+    for member in states if among is None else among:
+        state = states.get(member)
+        if state is None:
+            continue
+        entry = state.app.get(DOWN)
+        if not entry or not entry[0]:
+            continue
+        for node, raw in dict(entry[0]).items():
+            if node == member or node in out:
+                continue
+            target = states.get(node)
+            if target is None:
+                continue
+            generation, version = raw
+            if int(generation) == target.generation and int(version) >= target.max_version:
+                out.add(node)
+    return out

@@ -14,13 +14,24 @@ memoized on the ``Ring`` per (token index, n), so a lookup is a bisect plus a di
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Container, Iterator
 from dataclasses import dataclass
 from itertools import chain, islice
 
-from ringkv.core.ring import _PLACEMENT_CACHE_LIMIT, Ring
+from ringkv.core.ring import RING_SIZE, Ring
 
-__all__ = ["Replica", "preference_list", "sloppy_preference_list", "walk", "zone_quotas"]
+__all__ = [
+    "Replica",
+    "preference_list",
+    "replica_balance",
+    "replica_balance_bound",
+    "replica_loads",
+    "replicas_gained",
+    "sloppy_preference_list",
+    "walk",
+    "zone_quotas",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,25 +84,99 @@ def zone_quotas(zone_sizes: dict[str, int], n: int) -> tuple[int, dict[str, int]
     return level, base, wanted - sum(base.values())
 
 
-def _compute(ring: Ring, idx: int, n: int) -> tuple[Replica, ...]:
-    """Uncached preference list: walk clockwise, taking a node while its zone is under quota."""
-    zone_sizes = ring._zone_sizes  # counted once per ring, not per lookup
-    level, base, extra = zone_quotas(zone_sizes, n)
-    wanted = sum(base.values()) + extra
-    taken = dict.fromkeys(zone_sizes, 0)
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """Per-ring, per-n facts of placement, computed once per ring version: how many replicas
+    each zone may take (``base``, and ``cap`` = base + 1 for zones that may get an extra) and
+    one shared ``Replica`` per node."""
+
+    level: int
+    base: dict[str, int]
+    extra: int
+    wanted: int
+    caps: tuple[tuple[str, int], ...]
+    replicas: dict[str, Replica]
+    # Set when every zone with a quota takes exactly its first node (e.g. N zones, N replicas):
+    # the zones' sub-rings, so a lookup is one bisect per zone and a sort of N entries.
+    firsts: tuple[tuple[tuple[int, ...], tuple[str, ...]], ...] | None
+
+
+def _plan(ring: Ring, n: int) -> _Plan:
+    cache = ring._placement_cache
+    plan = cache.get(n)
+    if plan is None:
+        sizes = ring._zone_sizes
+        level, base, extra = zone_quotas(sizes, n)
+        caps = tuple(
+            (zone, base[zone] + (1 if extra and sizes[zone] > level else 0)) for zone in ring.zones
+        )
+        caps = tuple((zone, cap) for zone, cap in caps if cap)
+        wanted = sum(base.values()) + extra
+        simple = extra == 0 and all(cap == 1 for _, cap in caps)
+        plan = _Plan(
+            level, base, extra, wanted, caps, {node: Replica(node) for node in ring.nodes},
+            tuple(ring.zone_tokens(zone) for zone, _ in caps) if simple else None,
+        )  # fmt: skip
+        cache[n] = plan
+    return plan  # type: ignore[return-value]
+
+
+def _candidates(ring: Ring, h: int, plan: _Plan) -> list[tuple[int, str, str]]:
+    """(clockwise distance from h, node, zone) of the first ``cap`` distinct nodes of every
+    zone, found by a bisect into each zone's sub-ring: the only nodes the walk could take."""
+    found: list[tuple[int, str, str]] = []
+    for zone, cap in plan.caps:
+        tokens, owners = ring.zone_tokens(zone)
+        size = len(tokens)
+        i = bisect_left(tokens, h)
+        if cap == 1:
+            token = tokens[i] if i < size else tokens[0]
+            found.append(((token - h) % RING_SIZE, (owners[i] if i < size else owners[0]), zone))
+            continue
+        seen: set[str] = set()
+        for step in range(size):
+            k = (i + step) % size
+            owner = owners[k]
+            if owner not in seen:
+                seen.add(owner)
+                found.append(((tokens[k] - h) % RING_SIZE, owner, zone))
+                if len(seen) == cap:
+                    break
+    found.sort()
+    return found
+
+
+def _compute(ring: Ring, h: int, n: int) -> tuple[Replica, ...]:
+    """The clockwise walk's choice, taking a node while its zone is under quota, computed from
+    each zone's first few nodes after ``h`` instead of walking the whole ring: a zone never
+    takes more than ``cap`` nodes, and its first ``cap`` distinct nodes come in the same order
+    in its sub-ring as in the full walk. O(zones x log T) plus a few tokens per zone."""
+    plan = _plan(ring, n)
+    replicas = plan.replicas
+    if plan.firsts is not None:
+        firsts = []
+        for tokens, owners in plan.firsts:
+            i = bisect_left(tokens, h)
+            if i == len(tokens):
+                i = 0
+            firsts.append(((tokens[i] - h) % RING_SIZE, owners[i]))
+        firsts.sort()
+        return tuple(replicas[node] for _, node in firsts)
+    level, base, extra = plan.level, plan.base, plan.extra
+    sizes = ring._zone_sizes
+    taken = dict.fromkeys(base, 0)
     chosen: list[Replica] = []
-    for node in _walk_from(ring, idx):
-        zone = ring.zone_of(node)
+    for _, node, zone in _candidates(ring, h, plan):
         count = taken[zone]
         if count < base[zone]:
             pass
-        elif count == level and zone_sizes[zone] > level and extra > 0:
+        elif count == level and sizes[zone] > level and extra > 0:
             extra -= 1
         else:
             continue
         taken[zone] = count + 1
-        chosen.append(Replica(node))
-        if len(chosen) == wanted:
+        chosen.append(replicas[node])
+        if len(chosen) == plan.wanted:
             break
     return tuple(chosen)
 
@@ -103,22 +188,15 @@ def preference_list(ring: Ring, h: int, n: int) -> tuple[Replica, ...]:
     zone gets ``floor`` or ``ceil`` of an even share, capped by its node count (the surplus goes
     to the other zones), with ties broken in ring order. The first replica is always the owner of
     ``h``. Fewer than ``n`` nodes -> all nodes. Empty ring -> ``()``. Every entry is primary.
-    Memoized on the ring per (token index, n).
+    Not memoized: a bisect per zone plus a few tokens, whatever the ring size.
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     if not ring.sorted_tokens:
         return ()
-    idx = ring.token_index(h)
-    cache = ring._placement_cache
-    key = (idx, n)
-    found = cache.get(key)
-    if found is None:
-        found = _compute(ring, idx, n)
-        if len(cache) >= _PLACEMENT_CACHE_LIMIT:
-            cache.clear()
-        cache[key] = found
-    return found
+    if not 0 <= h < RING_SIZE:
+        raise ValueError(f"hash {h} is outside [0, 2**64)")
+    return _compute(ring, h, n)
 
 
 def sloppy_preference_list(ring: Ring, h: int, n: int, up: Container[str]) -> tuple[Replica, ...]:
@@ -136,14 +214,111 @@ def sloppy_preference_list(ring: Ring, h: int, n: int, up: Container[str]) -> tu
     if not down:
         return primaries
     used = {r.node for r in primaries}
-    candidates = [node for node in walk(ring, h) if node not in used and node in up]
     for missing in down:
-        if not candidates:
+        pick = _fallback(ring, h, missing, used, up, {ring.zone_of(r.node) for r in chosen})
+        if pick is None:
             break
-        zones_in_use = {ring.zone_of(r.node) for r in chosen}
-        same_zone = [c for c in candidates if ring.zone_of(c) == ring.zone_of(missing)]
-        new_zone = [c for c in candidates if ring.zone_of(c) not in zones_in_use]
-        pick = (same_zone or new_zone or candidates)[0]
-        candidates.remove(pick)
+        used.add(pick)
         chosen.append(Replica(pick, primary=False, hint_for=missing))
     return tuple(chosen)
+
+
+def _fallback(
+    ring: Ring, h: int, missing: str, used: set[str], up: Container[str], zones_in_use: set[str]
+) -> str | None:
+    """The first up, unused node clockwise from ``h`` in ``missing``'s zone, else the first in
+    a zone not in use, else the first at all. Walks lazily: each zone's sub-ring for the first
+    choice, the full ring (stopping at the first node of a new zone) for the others."""
+    zone = ring.zone_of(missing)
+    tokens, owners = ring.zone_tokens(zone)
+    start = bisect_left(tokens, h)
+    seen: set[str] = set()
+    members = ring._zone_sizes[zone]
+    for owner in chain(islice(owners, start, None), islice(owners, start)):
+        if owner in seen:
+            continue
+        if owner not in used and owner in up:
+            return owner
+        seen.add(owner)
+        if len(seen) == members:
+            break
+    first = None
+    new_zone_possible = len(zones_in_use) < len(ring.zones)
+    for node in walk(ring, h):
+        if node in used or node not in up:
+            continue
+        if first is None:
+            first = node
+            if not new_zone_possible:
+                break
+        if ring.zone_of(node) not in zones_in_use:
+            return node
+    return first
+
+
+# -- replica load ---------------------------------------------------------------------------
+
+
+def replica_loads(ring: Ring, n: int) -> dict[str, int]:
+    """Hash positions each node stores as one of the ``n`` replicas (what it stores and
+    serves). Sums to ``min(n, len(ring)) * RING_SIZE``. O(T) preference lists."""
+    load = dict.fromkeys(ring.nodes, 0)
+    for r in ring.ranges():
+        size = r.size()
+        for replica in preference_list(ring, r.end, n):
+            load[replica.node] += size
+    return load
+
+
+def replicas_gained(old: Ring, new: Ring, n: int) -> dict[str, int]:
+    """Hash positions each node of ``new`` replicates that it did not in ``old``: the data a
+    membership change moves, by receiving node. Exact when ``new``'s tokens include ``old``'s
+    (a join), since each of ``new``'s ranges then lies within one of ``old``'s."""
+    gained = dict.fromkeys(new.nodes, 0)
+    for r in new.ranges():
+        before = {replica.node for replica in preference_list(old, r.end, n)}
+        for replica in preference_list(new, r.end, n):
+            if replica.node not in before:
+                gained[replica.node] += r.size()
+    return gained
+
+
+def replica_balance(ring: Ring, n: int) -> float:
+    """Max/mean replica load (1.0 is perfect; 1.0 for an empty ring)."""
+    if not len(ring):
+        return 1.0
+    load = replica_loads(ring, n)
+    return max(load.values()) * len(load) / sum(load.values())
+
+
+def replica_balance_bound(zone_sizes: dict[str, int], n: int) -> float:
+    """The lowest max/mean replica load that zone-aware placement allows with these zones.
+
+    Zone ``z`` holds between ``base[z]`` and ``base[z] + 1`` (if it may take an extra) of
+    every key's replicas (``zone_quotas``); which zones take the extras may vary along the
+    ring, so zone ``z`` carries a total ``R[z]`` anywhere in that interval, with the ``R`` summing
+    to the replicas per key. Spread evenly over its nodes, each carries ``R[z] / size[z]``. The
+    bound is the smallest possible largest ``R[z] / size[z]`` (water-filling, by bisection),
+    divided by the mean ``sum(R) / nodes``. Equal zones whose count divides ``n`` (or ``n``
+    dividing the zone count) give 1.0; 3 zones of 2, 1 and 1 nodes with N=3 give 4/3, since
+    each zone must hold one replica of every key.
+    """
+    nodes = sum(zone_sizes.values())
+    if nodes == 0:
+        return 1.0
+    level, base, extra = zone_quotas(zone_sizes, n)
+    wanted = sum(base.values()) + extra
+    top = {z: base[z] + (1 if extra and zone_sizes[z] > level else 0) for z in zone_sizes}
+
+    def carried(share: float) -> float:
+        return sum(min(max(share * size, base[z]), top[z]) for z, size in zone_sizes.items())
+
+    low, high = 0.0, float(max(top.values()))
+    for _ in range(100):
+        mid = (low + high) / 2
+        if carried(mid) < wanted:
+            low = mid
+        else:
+            high = mid
+    worst = max(min(max(high * size, base[z]), top[z]) / size for z, size in zone_sizes.items())
+    return worst / (wanted / nodes)

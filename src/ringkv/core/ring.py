@@ -18,14 +18,11 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import math
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from ringkv.core.placement import Replica
 
 __all__ = [
     "DEFAULT_VNODES",
@@ -42,9 +39,6 @@ RING_SIZE: int = 1 << 64
 
 DEFAULT_VNODES = 128
 """Tokens (virtual nodes) per physical node unless configured otherwise."""
-
-# Preference lists memoized per ring instance; cleared wholesale when it reaches this many entries.
-_PLACEMENT_CACHE_LIMIT = 1 << 16
 
 
 def key_hash(key: bytes) -> int:
@@ -93,7 +87,9 @@ class Ring:
         "_ranges",
         "_tokens",
         "_version",
+        "_zone_arrays",
         "_zone_names",
+        "_zone_owned",
         "_zone_sizes",
         "_zones",
     )
@@ -123,12 +119,18 @@ class Ring:
         self._nodes: tuple[str, ...] = tuple(node_tokens)
         self._node_tokens = node_tokens
         self._zones = node_zones
-        self._zone_names: tuple[str, ...] = tuple(sorted(set(node_zones.values())))
+        self._init_derived()
+
+    def _init_derived(self) -> None:
+        self._zone_names: tuple[str, ...] = tuple(sorted(set(self._zones.values())))
         self._hash: int | None = None
         self._version: str | None = None
         self._ranges: tuple[TokenRange, ...] | None = None
-        # Owned by ringkv.core.placement: (token index, n) -> preference list.
-        self._placement_cache: dict[tuple[int, int], tuple[Replica, ...]] = {}
+        self._zone_arrays: dict[str, tuple[tuple[int, ...], tuple[str, ...]]] | None = None
+        self._zone_owned: dict[str, dict[str, int]] | None = None
+        # Owned by ringkv.core.placement: per-ring facts that do not depend on the key (zone
+        # quotas per n, one Replica per node), so each is computed once per ring version.
+        self._placement_cache: dict[object, object] = {}
         sizes: dict[str, int] = {}
         for zone in self._zones.values():
             sizes[zone] = sizes.get(zone, 0) + 1
@@ -163,6 +165,41 @@ class Ring:
     def zone_of(self, node: str) -> str:
         """Zone of ``node`` (``KeyError`` if it is not in the ring)."""
         return self._zones[node]
+
+    def zone_tokens(self, zone: str) -> tuple[tuple[int, ...], tuple[str, ...]]:
+        """(tokens, owners) of the nodes in ``zone`` only, ascending: the zone's own sub-ring.
+
+        Built for every zone at once on first use, then kept (the ring is immutable). Empty
+        tuples for a zone with no nodes.
+        """
+        if self._zone_arrays is None:
+            grouped: dict[str, tuple[list[int], list[str]]] = {
+                zone: ([], []) for zone in self._zone_names
+            }
+            zones = self._zones
+            for token, owner in zip(self._tokens, self._owners, strict=True):
+                toks, owners = grouped[zones[owner]]
+                toks.append(token)
+                owners.append(owner)
+            self._zone_arrays = {z: (tuple(t), tuple(o)) for z, (t, o) in grouped.items()}
+        return self._zone_arrays.get(zone, ((), ()))
+
+    def zone_owned(self, zone: str) -> dict[str, int]:
+        """Positions each node of ``zone`` owns in the zone's sub-ring (``zone_tokens``), which
+        with one replica per zone is exactly what it stores. Kept per ring; a ring made by
+        ``with_node`` updates its parent's counts instead of recounting."""
+        if self._zone_owned is None:
+            self._zone_owned = {}
+        owned = self._zone_owned.get(zone)
+        if owned is None:
+            tokens, owners = self.zone_tokens(zone)
+            owned = {}
+            prev = tokens[-1] if tokens else 0
+            for token, owner in zip(tokens, owners, strict=True):
+                owned[owner] = owned.get(owner, 0) + ((token - prev) % RING_SIZE or RING_SIZE)
+                prev = token
+            self._zone_owned[zone] = owned
+        return owned
 
     def tokens_of(self, node: str) -> tuple[int, ...]:
         """Tokens of ``node``, ascending (``KeyError`` if it is not in the ring)."""
@@ -231,10 +268,49 @@ class Ring:
     # -- derived rings ----------------------------------------------------------------------
 
     def with_node(self, node: str, zone: str, tokens: Iterable[int]) -> Ring:
-        """A new ring with ``node`` (in ``zone``, holding ``tokens``) added, or redefined."""
-        all_tokens: dict[str, Iterable[int]] = dict(self._node_tokens)
-        all_tokens[node] = tuple(tokens)
-        return Ring(all_tokens, {**self._zones, node: zone})
+        """A new ring with ``node`` (in ``zone``, holding ``tokens``) added, or redefined.
+
+        Adding a new node splices its tokens into the sorted arrays (O(T) copying, no sort), so
+        joining nodes one at a time to a large ring stays cheap.
+        """
+        own = tuple(sorted(tokens))
+        if node in self._node_tokens or not own:
+            all_tokens: dict[str, Iterable[int]] = dict(self._node_tokens)
+            all_tokens[node] = own
+            return Ring(all_tokens, {**self._zones, node: zone})
+        if not 0 <= own[0] <= own[-1] < RING_SIZE:
+            raise ValueError(f"a token of node {node!r} is outside [0, 2**64)")
+        old = self._tokens
+        cuts = [bisect_left(old, token) for token in own]
+        for token, cut in zip(own, cuts, strict=True):
+            if cut < len(old) and old[cut] == token:
+                raise ValueError(
+                    f"token {token} claimed by both {self._owners[cut]!r} and {node!r}"
+                )
+        for a, b in pairwise(own):
+            if a == b:
+                raise ValueError(f"token {a} claimed by both {node!r} and {node!r}")
+        ring = Ring.__new__(Ring)
+        ring._tokens, ring._owners = _splice(old, self._owners, own, cuts, node)
+        ring._nodes = tuple(sorted((*self._nodes, node)))
+        ring._node_tokens = {**self._node_tokens, node: own}
+        ring._node_tokens = {n: ring._node_tokens[n] for n in ring._nodes}
+        ring._zones = {n: (zone if n == node else self._zones[n]) for n in ring._nodes}
+        ring._init_derived()
+        if self._zone_arrays is not None:
+            # Only the newcomer's zone changes: splice its tokens into that sub-ring.
+            arrays = dict(self._zone_arrays)
+            ztoks, zowners = arrays.get(zone, ((), ()))
+            zcuts = [bisect_left(ztoks, token) for token in own]
+            arrays[zone] = _splice(ztoks, zowners, own, zcuts, node)
+            ring._zone_arrays = arrays
+            if self._zone_owned is not None:
+                ring._zone_owned = dict(self._zone_owned)
+                if zone in self._zone_owned:
+                    ring._zone_owned[zone] = _owned_after_join(
+                        self._zone_owned[zone], *arrays[zone], node
+                    )
+        return ring
 
     def without_node(self, node: str) -> Ring:
         """A new ring without ``node``; its ranges pass to the next tokens clockwise.
@@ -293,6 +369,52 @@ class Ring:
         return cls({}, {})
 
 
+def _owned_after_join(
+    owned: dict[str, int], tokens: tuple[int, ...], owners: tuple[str, ...], node: str
+) -> dict[str, int]:
+    """Ownership in a (sub-)ring after ``node``'s tokens were added to it: each new token takes
+    the part of a range up to itself from the next token of another node."""
+    out = dict(owned)
+    size = len(tokens)
+    mine = [k for k, owner in enumerate(owners) if owner is node or owner == node]
+    if len(mine) == size:
+        out[node] = RING_SIZE
+        return out
+    gained = 0
+    for k in mine:
+        taken = (tokens[k] - tokens[k - 1]) % RING_SIZE
+        j = (k + 1) % size
+        while owners[j] == node:
+            j = (j + 1) % size
+        out[owners[j]] -= taken
+        gained += taken
+    out[node] = gained
+    return out
+
+
+def _splice(
+    tokens: tuple[int, ...],
+    owners: tuple[str, ...],
+    own: tuple[int, ...],
+    cuts: list[int],
+    node: str,
+) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """Sorted ``tokens``/``owners`` with ``own`` (ascending, owned by ``node``) inserted at
+    ``cuts`` (their bisect positions in ``tokens``)."""
+    new_tokens: list[int] = []
+    new_owners: list[str] = []
+    prev = 0
+    for token, cut in zip(own, cuts, strict=True):
+        new_tokens += tokens[prev:cut]
+        new_owners += owners[prev:cut]
+        new_tokens.append(token)
+        new_owners.append(node)
+        prev = cut
+    new_tokens += tokens[prev:]
+    new_owners += owners[prev:]
+    return tuple(new_tokens), tuple(new_owners)
+
+
 def initial_tokens(node_id: str, count: int = DEFAULT_VNODES) -> tuple[int, ...]:
     """Tokens for the first node of an empty ring: ``count`` evenly spaced tokens, rotated by an
     offset derived from ``node_id`` (deterministic)."""
@@ -308,41 +430,119 @@ def _id_jitter(node_id: str, index: int) -> int:
     return int.from_bytes(digest, "big")
 
 
-def allocate_tokens(ring: Ring, node_id: str, count: int = DEFAULT_VNODES) -> tuple[int, ...]:
+def allocate_tokens(
+    ring: Ring,
+    node_id: str,
+    count: int = DEFAULT_VNODES,
+    zone: str | None = None,
+    replicas: int | None = None,
+) -> tuple[int, ...]:
     """Deterministic, balanced tokens (ascending) for ``node_id`` joining ``ring``.
 
-    Greedy: the newcomer's fair share is ``RING_SIZE // (n + 1)`` positions. For each of its
-    ``count`` tokens, pick the node that currently owns the most positions (ties: smallest id),
-    take its largest range (ties: lowest start) and place a token inside it so the newcomer
-    claims the first ``remaining_share // tokens_left`` positions of that range (at least 1, and
-    always leaving the old owner at least 1, so no range gets zero width and no token collides).
-    Every existing node thus gives up roughly its excess over ``1/(n+1)``, and only the keys in
-    the newcomer's share move. O(T log T + count log T) for T tokens on the ring.
-    Empty ring -> ``initial_tokens``. ``ValueError`` if ``node_id`` is already in the ring.
+    With ``zone`` and ``replicas`` (N) given -- what every node passes -- the tokens balance
+    the load each node carries as one of the N zone-aware replicas of ``preference_list``
+    (Cassandra's ``allocate_tokens_for_local_replication_factor``), zone by zone: when every
+    zone holds a fixed number ``r`` of each key's replicas (``zone_quotas`` leaves no
+    ``extra``: N zones for N replicas, a single zone, a zone count dividing N), a node's
+    replica load depends only on its own zone's sub-ring, so the newcomer is placed in that
+    sub-ring alone. For ``r == 1`` that is exactly the zone sub-ring's primary ownership
+    (``_carve``); for ``r >= 2`` (fewer zones than replicas, e.g. a single zone) each new token
+    goes where it most reduces the squared deviation of the replicated ownership from its
+    target (``_carve_replicated``), as it does on the whole ring when every zone has one node
+    (distinct zones are then distinct nodes). When some zones take an extra replica only for
+    part of the ring (2 zones, or 4, with N=3), the sub-ring's primary ownership is balanced:
+    an approximation, within 5-40 % of even.
+    Nodes of other zones are not touched, so only the newcomer's share of the data moves.
+
+    Without ``zone`` (the earlier interface), the tokens balance primary ownership over the
+    whole ring. Empty ring -> ``initial_tokens``. ``ValueError`` if ``node_id`` is already in
+    the ring or ``count < 1``. Cost: O(T) to read the ring, plus O(count log T) for ``r == 1``.
     """
     if count < 1:
         raise ValueError(f"count must be >= 1, got {count}")
     if node_id in ring:
         raise ValueError(f"node {node_id!r} is already in the ring")
-    tokens, owners = ring.sorted_tokens, ring.token_owners
-    if not tokens:
+    if not ring.sorted_tokens:
         return initial_tokens(node_id, count)
+    if zone is None or replicas is None:
+        return _carve(ring, ring.sorted_tokens, ring.owned_positions(), len(ring), node_id, count)
+    from ringkv.core.placement import zone_quotas  # placement builds on this module
 
-    # Per node: a max-heap of its ranges as (-size, start); a range is (start, start + size].
-    node_ranges: dict[str, list[tuple[int, int]]] = {node: [] for node in ring.nodes}
-    load = dict.fromkeys(ring.nodes, 0)
-    prev = tokens[-1]
-    for token, owner in zip(tokens, owners, strict=True):
-        size = (token - prev) % RING_SIZE or RING_SIZE
-        node_ranges[owner].append((-size, prev))
-        load[owner] += size
-        prev = token
-    for heap in node_ranges.values():
-        heapq.heapify(heap)
+    sizes = ring.zone_sizes()
+    members = sizes.get(zone, 0)
+    sizes[zone] = members + 1
+    _, base, extra = zone_quotas(sizes, replicas)
+    if all(size == 1 for size in sizes.values()) and replicas < len(ring) + 1:
+        # One node per zone: distinct zones are distinct nodes, as in a single zone.
+        return _carve_replicated(
+            ring, ring.sorted_tokens, ring.token_owners, len(ring), node_id, count, replicas
+        )
+    tokens, owners = ring.zone_tokens(zone)
+    if not tokens:
+        # First node of its zone: it holds the zone's whole share whatever its tokens are, so
+        # they balance primary ownership (which replica comes first) across the whole ring.
+        return _carve(ring, ring.sorted_tokens, ring.owned_positions(), len(ring), node_id, count)
+    r = base[zone]
+    if extra == 0 and 2 <= r < members + 1:
+        return _carve_replicated(ring, tokens, owners, members, node_id, count, r)
+    return _carve(ring, tokens, ring.zone_owned(zone), members, node_id, count)
+
+
+def _unclaimed(ring: Ring, tokens: Iterable[int]) -> tuple[int, ...]:
+    """``tokens`` moved down by a position where they collide with the ring's (vanishingly
+    rare for 64-bit tokens, but two zones' sub-rings share one token space)."""
+    existing = ring.sorted_tokens
+    mine: set[int] = set()
+
+    def taken(token: int) -> bool:
+        i = bisect_left(existing, token)
+        return token in mine or (i < len(existing) and existing[i] == token)
+
+    for token in tokens:
+        while taken(token):
+            token = (token - 1) % RING_SIZE
+        mine.add(token)
+    return tuple(sorted(mine))
+
+
+def _carve(
+    ring: Ring,
+    tokens: tuple[int, ...],
+    load: Mapping[str, int],
+    members: int,
+    node_id: str,
+    count: int,
+) -> tuple[int, ...]:
+    """Greedy primary-ownership balance of the (sub-)ring ``tokens`` of ``members`` nodes,
+    where node ``x`` owns ``load[x]`` positions: the newcomer's fair share is
+    ``RING_SIZE // (members + 1)`` positions. For each of its ``count`` tokens, pick the node
+    that currently owns the most positions (ties: smallest id), take its largest range (ties:
+    lowest start) and place a token inside it so the newcomer claims the first
+    ``remaining_share // tokens_left`` positions of that range (at least 1, and always leaving
+    the old owner at least 1). Every existing node thus gives up roughly its excess over
+    ``1/(members + 1)``, and only the newcomer's share moves. A node's ranges are looked up
+    (a bisect per token) only when it is picked, so the cost is O(nodes + count^2 log T)
+    rather than O(T)."""
+    # Per picked node: a max-heap of its ranges as (-size, start); a range is (start, start + size].
+    node_ranges: dict[str, list[tuple[int, int]]] = {}
+    previous = dict(zip(tokens, tokens[-1:] + tokens[:-1], strict=True))
+
+    def ranges_of(node: str) -> list[tuple[int, int]]:
+        heap = node_ranges.get(node)
+        if heap is None:
+            heap = [
+                (-((token - prev) % RING_SIZE or RING_SIZE), prev)
+                for token in ring.tokens_of(node)
+                if (prev := previous[token]) is not None
+            ]
+            heapq.heapify(heap)
+            node_ranges[node] = heap
+        return heap
+
     by_load = [(-positions, node) for node, positions in load.items()]
     heapq.heapify(by_load)
 
-    remaining = RING_SIZE // (len(ring) + 1)
+    remaining = RING_SIZE // (members + 1)
     chosen: list[int] = []
     for left in range(count, 0, -1):
         quota = max(1, remaining // left)
@@ -350,7 +550,7 @@ def allocate_tokens(ring: Ring, node_id: str, count: int = DEFAULT_VNODES) -> tu
             if not by_load:
                 raise ValueError("no range on the ring is wide enough to split")
             neg_load, node = heapq.heappop(by_load)
-            neg_size, start = node_ranges[node][0]
+            neg_size, start = ranges_of(node)[0]
             if neg_size <= -2:
                 break
             # Every range of this node has width 1: it cannot give anything up.
@@ -364,5 +564,190 @@ def allocate_tokens(ring: Ring, node_id: str, count: int = DEFAULT_VNODES) -> tu
         heapq.heappush(by_load, (neg_load + take, node))
         remaining -= take
         chosen.append(token)
-    chosen.sort()
-    return tuple(chosen)
+    return (
+        _unclaimed(ring, chosen) if len(tokens) < len(ring.sorted_tokens) else tuple(sorted(chosen))
+    )
+
+
+_POPS = (4, 8, 16, 64)  # queue entries re-scored per token, one greedy run each
+
+
+def _window_start(positions: list[int], owners: list[str], k: int, r: int) -> int:
+    """Index of the token just before the arc that token ``k`` holds as one of ``r`` replicas
+    (its *span*): walking back, the first token of the same owner or of the ``r``-th distinct
+    other node. 0 when the walk runs out of the local window (callers give enough margin)."""
+    mine = owners[k]
+    others: set[str] = set()
+    m = k - 1
+    while m > 0:
+        owner = owners[m]
+        if owner == mine:
+            return m
+        if owner not in others:
+            if len(others) == r - 1:
+                return m
+            others.add(owner)
+        m -= 1
+    return 0
+
+
+def _carve_replicated(
+    ring: Ring,
+    tokens: tuple[int, ...],
+    owners: tuple[str, ...],
+    members: int,
+    node_id: str,
+    count: int,
+    r: int,
+) -> tuple[int, ...]:
+    """The best of a few runs of ``_replicated_greedy`` (by the largest resulting load): the
+    greedy is myopic and small changes in how stale its queue may get change the outcome by a
+    few percent either way, so trying several and keeping the best is cheap insurance."""
+    best: tuple[float, tuple[int, ...]] | None = None
+    for pops in _POPS:
+        peak, chosen = _replicated_greedy(ring, tokens, owners, members, node_id, count, r, pops)
+        if best is None or peak < best[0]:
+            best = (peak, chosen)
+    assert best is not None
+    return best[1]
+
+
+def _replicated_greedy(
+    ring: Ring,
+    tokens: tuple[int, ...],
+    owners: tuple[str, ...],
+    members: int,
+    node_id: str,
+    count: int,
+    r: int,
+    pops: int,
+) -> tuple[float, tuple[int, ...]]:
+    """Greedy balance of replicated ownership with ``r`` replicas inside one (sub-)ring.
+
+    A token's *span* is the arc it holds as one of the ``r`` distinct-node replicas: back from
+    the token to the previous token of the same node or of the ``r``-th distinct other node
+    (``_window_start``). A node's load is the sum of its spans. A token ``x`` inserted into a
+    gap shortens a few spans after it (by fixed amounts, or by ``x - start`` for the span it
+    now starts), and gets its own; so every affected node's load is linear in ``x``. For each
+    new token, gaps are taken from a queue ordered by a cheap score (as if the ``r`` tokens
+    after the gap belonged to distinct nodes), re-scored exactly (the drop in the squared
+    deviations of the affected loads from their targets, ``r / (members + 1)`` of the ring
+    each and the newcomer's growing with each token, with ``x`` at its optimum within the gap)
+    and taken once no stale entry is better -- Cassandra's replication-aware allocator works
+    the same way. ``pops``: how many stale entries are re-scored per token at most. Returns
+    the largest resulting load and the tokens."""
+    toks = list(tokens)
+    own = list(owners)
+    target = r * RING_SIZE / (members + 1)
+    margin = 4 * r + 8
+
+    def local(lo: int, hi: int) -> tuple[list[int], list[str]]:
+        """Unwrapped positions and owners of tokens lo..hi-1 (indices taken modulo size)."""
+        size = len(toks)
+        pos = [toks[k % size] + RING_SIZE * (k // size) for k in range(lo, hi)]
+        return pos, [own[k % size] for k in range(lo, hi)]
+
+    load: dict[str, float] = {}
+    pos, names = local(-margin, len(toks))
+    for k in range(margin, len(pos)):
+        load[names[k]] = load.get(names[k], 0) + pos[k] - pos[_window_start(pos, names, k, r)]
+    load[node_id] = 0.0
+
+    def effect(i: int, goal: dict[str, float]) -> tuple[float, int, dict[str, tuple[float, int]]]:
+        """Score, cut and per-node (constant, slope) load changes of a token in gap i."""
+        pos, names = local(i - margin, i + margin)
+        c = margin  # the gap lies between local c-1 and c
+        gap = pos[c] - pos[c - 1]
+        new_pos = [*pos[:c], pos[c - 1], *pos[c:]]  # placeholder at c; x = pos[c-1] + y
+        new_names = [*names[:c], node_id, *names[c:]]
+        lin: dict[str, tuple[float, int]] = {}
+        start = _window_start(new_pos, new_names, c, r)
+        lin[node_id] = (pos[c - 1] - new_pos[start], 1)
+        seen: set[str] = set()
+        for k in range(c, len(pos) - 1):
+            if len(seen) > r:
+                break  # r+1 distinct owners in between: later spans cannot reach the gap
+            seen.add(names[k])
+            old = pos[k] - pos[_window_start(pos, names, k, r)]
+            s = _window_start(new_pos, new_names, k + 1, r)
+            if s == c:
+                const, slope = pos[k] - pos[c - 1] - old, -1
+            else:
+                const, slope = pos[k] - new_pos[s] - old, 0
+            a, b = lin.get(names[k], (0.0, 0))
+            lin[names[k]] = (a + const, b + slope)
+        dev = {node: load[node] - goal.get(node, target) for node in lin}
+        num = sum(b * (dev[n] + a) for n, (a, b) in lin.items())
+        den = sum(b * b for _, b in lin.values())
+        y = int(min(max(-num / den if den else 1, 1), gap - 1))
+        score = sum((dev[n] + a + b * y) ** 2 - dev[n] ** 2 for n, (a, b) in lin.items())
+        return score, y, lin
+
+    def rough(i: int, goal: dict[str, float]) -> float:
+        """Cheap score of gap i assuming the r tokens after it belong to distinct nodes."""
+        size = len(toks)
+        gap = (toks[i % size] - toks[(i - 1) % size]) % RING_SIZE
+        if gap < 2:
+            return math.inf
+        fixed = (toks[(i - 1) % size] - toks[(i - r) % size]) % RING_SIZE
+        deltas: dict[str, float] = {node_id: fixed}
+        for k in range(r - 1):
+            loser = own[(i + k) % size]
+            lost = (toks[(i + k - r + 1) % size] - toks[(i + k - r) % size]) % RING_SIZE
+            deltas[loser] = deltas.get(loser, 0) - lost
+        victim = own[(i + r - 1) % size]
+        dv = load[victim] + deltas.get(victim, 0) - goal.get(victim, target)
+        dn = load[node_id] + deltas[node_id] - goal[node_id]
+        y = min(max((dv - dn) / 2, 1), gap - 1)
+        deltas[victim] = deltas.get(victim, 0) - y
+        deltas[node_id] += y
+        score = 0.0
+        for node, d in deltas.items():
+            before = load[node] - goal.get(node, target)
+            score += (before + d) ** 2 - before**2
+        return score
+
+    # Cassandra's lazy queue: every gap (named by the token ending it) with a score that may
+    # have gone stale as loads changed; the best is re-scored exactly before it is taken.
+    first_goal = {node_id: target / count}
+    queue = [(rough(i, first_goal), toks[i]) for i in range(len(toks))]
+    heapq.heapify(queue)
+    chosen: list[int] = []
+    for placed in range(1, count + 1):
+        goal = {node_id: target * placed / count}
+        best: tuple[float, int, int, dict[str, tuple[float, int]]] | None = None
+        for _ in range(pops):
+            if not queue:
+                break
+            _, end = heapq.heappop(queue)
+            i = bisect_left(toks, end)
+            if toks[(i - 1) % len(toks)] == end or (end - toks[i - 1]) % RING_SIZE < 2:
+                continue
+            score, y, lin = effect(i, goal)
+            if best is None or score < best[0]:
+                if best is not None:
+                    heapq.heappush(queue, (best[0], toks[bisect_left(toks, best[1])]))
+                best = (score, end, y, lin)
+            else:
+                heapq.heappush(queue, (score, end))
+            if queue and best[0] <= queue[0][0]:
+                break
+        if best is None:
+            raise ValueError("no range on the ring is wide enough to split")
+        _, end, y, lin = best
+        y -= _id_jitter(node_id, placed) % max(1, y // 64)
+        for node, (a, b) in lin.items():
+            load[node] += a + b * y
+        i = bisect_left(toks, end)
+        x = (toks[(i - 1) % len(toks)] + y) % RING_SIZE
+        at = bisect_left(toks, x)
+        toks.insert(at, x)
+        own.insert(at, node_id)
+        chosen.append(x)
+        for gap_end in (x, end):
+            k = bisect_left(toks, gap_end)
+            heapq.heappush(queue, (rough(k, goal), gap_end))
+    peak = max(load.values())
+    return peak, (
+        _unclaimed(ring, chosen) if len(tokens) < len(ring.sorted_tokens) else tuple(sorted(chosen))
+    )

@@ -168,6 +168,10 @@ class Version:
     context: VClock
     value: bytes | None
     timestamp: int  # hybrid logical clock, see hlc_now
+    #: Wall-clock ms from which the value reads as absent (0: never; see ``ringkv.core.expiry``).
+    #: Set when the version is created and never changed, so replicas that agree on the dots
+    #: agree on the expiry too.
+    expires: int = 0
 
     @property
     def dot(self) -> tuple[str, int]:
@@ -243,6 +247,7 @@ def new_version(
     value: bytes | None,
     timestamp: int,
     max_clock_entries: int = DEFAULT_MAX_CLOCK_ENTRIES,
+    expires: int = 0,
 ) -> Version:
     """Create the version a coordinator writes over ``current`` (its local record).
 
@@ -258,7 +263,7 @@ def new_version(
     highest = max((v.seen(actor) for v in current), default=0)
     counter = max(highest + 1, context.get(actor) + 1, timestamp)
     pruned = context.prune(max_clock_entries)
-    return Version(actor, counter, pruned, value, timestamp)
+    return Version(actor, counter, pruned, value, timestamp, expires)
 
 
 def live_values(versions: Iterable[Version]) -> list[bytes]:
@@ -291,14 +296,21 @@ def hlc_wall_ms(timestamp: int) -> int:
 
 
 def version_to_wire(version: Version) -> list[Any]:
+    """``[actor, counter, context, timestamp, value]``, plus ``expires`` when it is set (so
+    records without expiry keep their original encoding)."""
     v = version
+    if v.expires:
+        return [v.actor, v.counter, v.context.to_wire(), v.timestamp, v.value, v.expires]
     return [v.actor, v.counter, v.context.to_wire(), v.timestamp, v.value]
 
 
 def version_from_wire(raw: object) -> Version:
-    if not isinstance(raw, list | tuple) or len(raw) != 5:
-        raise MalformedRecord("version must be a 5-element list")
-    actor, counter, context, timestamp, value = raw
+    if not isinstance(raw, list | tuple) or len(raw) not in (5, 6):
+        raise MalformedRecord("version must be a 5- or 6-element list")
+    actor, counter, context, timestamp, value = raw[:5]
+    expires = raw[5] if len(raw) == 6 else 0
+    if type(expires) is not int or not 0 <= expires < _INT63:
+        raise MalformedRecord("version expiry must be a non-negative int")
     if not isinstance(actor, str) or not actor:
         raise MalformedRecord("version actor must be a non-empty string")
     if type(counter) is not int or counter < 1:
@@ -311,7 +323,7 @@ def version_from_wire(raw: object) -> Version:
         clock = VClock.from_wire(context)
     except ValueError as exc:
         raise MalformedRecord(str(exc)) from exc
-    return Version(actor, counter, clock, value, timestamp)
+    return Version(actor, counter, clock, value, timestamp, expires)
 
 
 def encode_record(versions: Sequence[Version]) -> bytes:

@@ -15,7 +15,8 @@ than ``--tombstone-grace`` and an exchange that started after it was written has
 every other replica of its range -- so every replica holds the tombstone, and deleted data
 cannot come back from one that missed the delete -- and, through ``may_purge``, only once every
 ring member has cleaned the ranges it gave away (``ringkv.node.cleanup``), so no stale copy on
-an old owner can bring it back either.
+an old owner can bring it back either. Expired values (TTL) are purged the same way, counted as
+tombstones written at their expiry (``ringkv.core.expiry``).
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ringkv.core.expiry import purgeable
 from ringkv.core.merkle import MerkleTree, record_digest
 from ringkv.core.placement import preference_list
 from ringkv.core.ring import Ring, TokenRange
-from ringkv.core.versions import Version, hlc_wall_ms, version_from_wire, version_to_wire
+from ringkv.core.versions import Version, version_from_wire, version_to_wire
 from ringkv.node.config import NodeConfig
+from ringkv.node.guards import clock_guard
 from ringkv.node.membership import Membership
 from ringkv.node.messaging import MessagingService
 from ringkv.node.metrics import NodeMetrics
@@ -43,10 +46,9 @@ LEAVES = 64
 
 
 def expired_tombstones(versions: Sequence[Version], horizon_ms: int) -> bool:
-    """A record holding only tombstones all written before ``horizon_ms``."""
-    return bool(versions) and all(
-        v.is_tombstone and hlc_wall_ms(v.timestamp) < horizon_ms for v in versions
-    )
+    """A record holding only tombstones and expired values, all dead before ``horizon_ms``
+    (``ringkv.core.expiry.purgeable``): expired values are purged like tombstones."""
+    return purgeable(versions, horizon_ms)
 
 
 class AntiEntropy:
@@ -65,6 +67,7 @@ class AntiEntropy:
         self.messaging = messaging
         self.metrics = metrics
         self.mode = config.mode
+        self.clock_guard = clock_guard(config.max_clock_skew, metrics)  # on fetched records
         self.trees: dict[int, MerkleTree] = {}  # range end token -> tree
         self.replicas: dict[int, tuple[str, ...]] = {}  # range end token -> replica nodes
         self._ends: list[int] = []
@@ -72,6 +75,8 @@ class AntiEntropy:
         self._ring: Ring | None = None
         self._peer_turn = 0
         self.last_exchange: dict[tuple[int, str], int] = {}  # (range end, peer) -> wall ms
+        self.last_result: dict[tuple[int, str], str] = {}  # (range end, peer) -> equal/repaired
+        self.tombstones_pending = 0  # tombstone-only records kept, at the last purge pass
         self._budget = 0.0
         self._budget_at = time.monotonic()
         self.completed_rounds = 0
@@ -100,6 +105,7 @@ class AntiEntropy:
                 self._to_build.append(token_range)
         self._ends = list(ring.sorted_tokens)
         self.last_exchange = {k: v for k, v in self.last_exchange.items() if k[0] in self.replicas}
+        self.last_result = {k: v for k, v in self.last_result.items() if k[0] in self.replicas}
 
     async def build_pending(self) -> None:
         """Build trees for planned ranges, one range per event-loop turn."""
@@ -217,8 +223,10 @@ class AntiEntropy:
                         continue  # an empty slice of a tiny range
                     moved += await self._repair_leaf(address, lo, hi, timeout)
                 self.metrics.anti_entropy_exchanges.labels("repaired").inc()
+                self.last_result[(tree.end, peer)] = "repaired"
             else:
                 self.metrics.anti_entropy_exchanges.labels("equal").inc()
+                self.last_result[(tree.end, peer)] = "equal"
             self.last_exchange[(tree.end, peer)] = started_ms
         self.completed_rounds += 1
         return moved
@@ -231,6 +239,8 @@ class AntiEntropy:
         for key, wire in remote:
             key = bytes(key)
             versions = [version_from_wire(v) for v in wire]
+            if not self.clock_guard.admits(versions):
+                continue  # from too far in the future: neither stored nor pushed back
             if expired_tombstones(versions, horizon):
                 # Past the grace period tombstones are being purged everywhere: copying them
                 # back and forth would only resurrect what the other side just removed.
@@ -266,8 +276,8 @@ class AntiEntropy:
 
     async def purge_tombstones(self, now_ms: int) -> int:
         grace_ms = int(self.config.tombstone_grace * 1000)
-        purged = 0
-        if not self.may_purge():
+        purged = kept = 0
+        if not self.may_purge():  # a ring member still holds ranges it gave away
             return 0
         for end, tree in list(self.trees.items()):
             others = [n for n in self.replicas.get(end, ()) if n != self.node_id]
@@ -275,18 +285,21 @@ class AntiEntropy:
                 (self.last_exchange.get((end, peer), 0) for peer in others), default=now_ms
             )
             horizon = min(covered, now_ms - grace_ms)
-            if horizon <= 0:
-                continue
             expired = []
             for scanned, (_h, key, versions) in enumerate(self.storage.scan(tree.start, tree.end)):
-                if expired_tombstones(versions, horizon):
+                if horizon > 0 and expired_tombstones(versions, horizon):
                     expired.append((key, versions))
+                elif all(v.is_tombstone for v in versions):
+                    kept += 1  # still within the grace period or not yet exchanged everywhere
                 if scanned % 512 == 511:
                     await asyncio.sleep(0)  # let requests run between slices
             for key, versions in expired:
                 if self.storage.remove(key, versions):  # unless it changed meanwhile
                     purged += 1
+                else:
+                    kept += 1
             await asyncio.sleep(0)
+        self.tombstones_pending = kept
         if purged:
             self.metrics.tombstones_purged.inc(purged)
         return purged

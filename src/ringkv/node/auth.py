@@ -1,6 +1,7 @@
 """Auth: who may use the client API, and proof that a peer belongs to the cluster.
 
-Client API: bearer tokens with roles ``read`` < ``readwrite`` < ``admin``, loaded from a file
+Client API: bearer tokens with roles ``metrics`` < ``read`` < ``readwrite`` < ``admin`` (a
+``metrics`` token reads ``/metrics`` and nothing else: for scrapers), loaded from a file
 (a Kubernetes Secret mounted as a file works; several files may be given, comma-separated) and
 reloaded when they change, without a restart.
 The file is JSON: ``{"tokens": [{"token": "...", "role": "readwrite", "name": "svc-a"}]}``.
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import os
 import secrets
@@ -25,9 +25,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ringkv.core.json_input import parse_json
+
 log = logging.getLogger(__name__)
 
-ROLES = ("read", "readwrite", "admin")
+ROLES = ("metrics", "read", "readwrite", "admin")
+METRICS_ROLE = ROLES[0]
 _RANK = {role: i for i, role in enumerate(ROLES)}
 
 
@@ -50,11 +53,9 @@ def _digest(token: str) -> bytes:
 
 def parse_tokens(text: str) -> dict[bytes, Principal]:
     try:
-        document = json.loads(text)
+        document = parse_json(text)
     except ValueError as exc:
-        raise TokenFileError(
-            f"token file is not valid JSON (line {getattr(exc, 'lineno', '?')})"
-        ) from None
+        raise TokenFileError(f"token file: {exc}") from None
     entries = document.get("tokens") if isinstance(document, dict) else None
     if not isinstance(entries, list):
         raise TokenFileError('token file must be {"tokens": [{"token": ..., "role": ...}]}')

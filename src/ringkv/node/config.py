@@ -8,10 +8,13 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ringkv.core.clock_bounds import DEFAULT_MAX_CLOCK_SKEW
+from ringkv.core.expiry import MAX_TTL_SECONDS
 from ringkv.core.quorum import PRESETS
 from ringkv.core.ring import DEFAULT_VNODES
 from ringkv.core.versions import CONFLICT_MODES, ConflictMode
 from ringkv.node.auth import split_paths
+from ringkv.node.logs import LOG_FORMATS
 
 _NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
@@ -48,6 +51,7 @@ class NodeConfig:
     max_client_connections: int = 4096
     read_repair_chance: float = 0.1
     speculative_read_delay: float = 0.1
+    cache_max_age: int = 0
     client_timeout: float = 30.0
     max_siblings: int = 100
     min_free_bytes: int = 64 * 1024 * 1024
@@ -60,7 +64,10 @@ class NodeConfig:
     anti_entropy_interval: float = 30.0
     anti_entropy_rate: float = 5000.0
     tombstone_grace: float = 10 * 86400.0
+    default_ttl: int = 0
+    max_clock_skew: float = DEFAULT_MAX_CLOCK_SKEW
     log_level: str = "info"
+    log_format: str = "text"
 
     @property
     def mode(self) -> ConflictMode:
@@ -147,9 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="file holding the shared secret peers must prove (HMAC) to talk to this node; "
         "without it peer traffic is unauthenticated")  # fmt: skip
     add("auth-tokens-file", default="",
-        help='JSON file {"tokens": [{"token", "role": read|readwrite|admin}]} for the client '
-        "API, reloaded when it changes; several files comma-separated (their tokens together); "
-        "without it the API is open")  # fmt: skip
+        help='JSON file {"tokens": [{"token", "role": metrics|read|readwrite|admin}]} for the '
+        "client API, reloaded when it changes; several files comma-separated (their tokens "
+        "together); without it the API is open")  # fmt: skip
     add("no-auth", default="false", choices=["true", "false"],
         help="run the client API without authentication (must be said explicitly)")  # fmt: skip
     add("no-peer-auth", default="false", choices=["true", "false"],
@@ -161,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
         "need (0.1; 0: only anti-entropy compares them)")  # fmt: skip
     add("speculative-read-delay", type=float, default=0.1,
         help="seconds before a read also asks the replicas it skipped (0.1)")  # fmt: skip
+    add("cache-max-age", type=int, default=0,
+        help="seconds reads may be served from HTTP caches without revalidation "
+        "(Cache-Control: max-age); 0: no-cache, every reuse revalidates (0)")  # fmt: skip
     add("max-client-connections", type=int, default=4096,
         help="open client connections at once; more get 503 and are closed")  # fmt: skip
     add("client-timeout", type=float, default=30.0,
@@ -196,7 +206,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=10 * 86400.0,
         help="seconds a tombstone is kept at least (10 days)",
     )
+    add("default-ttl", type=int, default=0,
+        help="seconds until a written value expires when the PUT gives no ttl= (0: never, "
+        "the default)")  # fmt: skip
+    add("max-clock-skew", type=float, default=DEFAULT_MAX_CLOCK_SKEW,
+        help="seconds a clock from a client context or a peer may run ahead of ours; "
+        "beyond it the request is refused (5)")  # fmt: skip
     add("log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add("log-format", default="text", choices=LOG_FORMATS,
+        help="text (human-readable, the default) or json (one object a line: time, level, "
+        "node, message, request_id when the client sent X-Request-Id)")  # fmt: skip
     return p
 
 
@@ -235,6 +254,7 @@ def parse_args(argv: Sequence[str] | None) -> NodeConfig:
             max_client_connections=int(ns.max_client_connections),
             read_repair_chance=float(ns.read_repair_chance),
             speculative_read_delay=float(ns.speculative_read_delay),
+            cache_max_age=int(ns.cache_max_age),
             client_timeout=float(ns.client_timeout),
             max_siblings=int(ns.max_siblings),
             min_free_bytes=int(ns.min_free_bytes),
@@ -247,7 +267,10 @@ def parse_args(argv: Sequence[str] | None) -> NodeConfig:
             anti_entropy_interval=float(ns.anti_entropy_interval),
             anti_entropy_rate=float(ns.anti_entropy_rate),
             tombstone_grace=float(ns.tombstone_grace),
+            default_ttl=int(ns.default_ttl),
+            max_clock_skew=float(ns.max_clock_skew),
             log_level=ns.log_level,
+            log_format=ns.log_format,
         )
     except ValueError as exc:
         parser.error(str(exc))
@@ -261,6 +284,7 @@ def parse_args(argv: Sequence[str] | None) -> NodeConfig:
         ("--no-auth", str(ns.no_auth).lower(), ("true", "false")),
         ("--no-peer-auth", str(ns.no_peer_auth).lower(), ("true", "false")),
         ("--log-level", ns.log_level, ("debug", "info", "warning", "error")),
+        ("--log-format", ns.log_format, LOG_FORMATS),
     ):
         if value not in allowed:
             problems.append(f"{flag} {value!r} must be one of {', '.join(allowed)}")
@@ -301,6 +325,7 @@ def validate(c: NodeConfig) -> list[str]:
         ("--max-siblings", c.max_siblings),
         ("--anti-entropy-rate", c.anti_entropy_rate),
         ("--block-cache-mb", c.block_cache_mb),
+        ("--max-clock-skew", c.max_clock_skew),
     ):
         if not value > 0:
             problems.append(f"{name} must be positive")
@@ -323,10 +348,14 @@ def validate(c: NodeConfig) -> list[str]:
         problems.append("--tls-ca-file needs --tls-cert-file and --tls-key-file")
     if not 0 <= c.read_repair_chance <= 1:
         problems.append("--read-repair-chance must be between 0 and 1")
+    if not 0 <= c.cache_max_age <= 86400:
+        problems.append("--cache-max-age must be between 0 and 86400 seconds")
     if not c.speculative_read_delay > 0:
         problems.append("--speculative-read-delay must be positive")
     if c.anti_entropy_interval < 0 or c.tombstone_grace < 0:
         problems.append("--anti-entropy-interval and --tombstone-grace must not be negative")
+    if not 0 <= c.default_ttl <= MAX_TTL_SECONDS:
+        problems.append(f"--default-ttl must be between 0 and {MAX_TTL_SECONDS} seconds")
     for seed in (*c.seeds, *([c.peer_advertise] if c.peer_advertise else [])):
         seed_host, _, seed_port = seed.rpartition(":")
         if not seed_host or not seed_port.isdigit():

@@ -26,12 +26,15 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
+from ringkv.core.expiry import covering_expired, expires_at
 from ringkv.core.placement import Replica, preference_list, sloppy_preference_list
 from ringkv.core.quorum import Quorum
 from ringkv.core.ring import key_hash
+from ringkv.core.validators import digest_of_record, etag_of, has_value
 from ringkv.core.versions import (
     HLC_LOGICAL_BITS,
     VClock,
@@ -41,6 +44,7 @@ from ringkv.core.versions import (
     encode_record,
     hlc_now,
     hlc_observe,
+    hlc_wall_ms,
     merge_siblings,
     new_version,
     version_from_wire,
@@ -48,9 +52,15 @@ from ringkv.core.versions import (
 )
 from ringkv.node.cleanup import Cleanup
 from ringkv.node.config import NodeConfig
+from ringkv.node.guards import clock_guard
 from ringkv.node.hints import HintStore
 from ringkv.node.membership import Membership
-from ringkv.node.messaging import MessagingService, PeerError, PeerNotReached
+from ringkv.node.messaging import (
+    READ_DIGEST_FEATURE,
+    MessagingService,
+    PeerError,
+    PeerNotReached,
+)
 from ringkv.node.metrics import NodeMetrics
 from ringkv.node.storage import Storage, StorageFull
 
@@ -67,6 +77,24 @@ SPECULATIVE_READ_DELAY = 0.1
 #: (as Cassandra's dynamic snitch): one slow or unreachable replica -- a peer still dialled
 #: at an address it left -- must not add the delay to every read.
 SLOW_REPLICA_SECONDS = 5.0
+
+
+def _decode_digest(raw: Any) -> tuple[str, bool]:
+    etag, found = raw
+    if type(etag) is not str or type(found) is not bool:
+        raise ValueError("a digest is [etag, found]")
+    return etag, found
+
+
+_DIGEST_READ = ("read_digest", _decode_digest)
+
+
+def _same(versions: tuple[Version, ...]) -> tuple[Version, ...]:
+    return versions
+
+
+def _decoded(record: bytes) -> tuple[Version, ...]:
+    return decode_record(record) if record else ()
 
 
 class Unavailable(Exception):
@@ -129,6 +157,8 @@ class Coordinator:
         self.speculative_read_delay = config.speculative_read_delay
         self._hlc = 0
         self.cleanup: Cleanup | None = None  # set by the node: which keys this node replicates
+        # Clocks from clients and peers are bounded before this node observes or stores them.
+        self.clock_guard = clock_guard(config.max_clock_skew, metrics)
         self._background: set[asyncio.Future[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -186,15 +216,17 @@ class Coordinator:
         context: VClock,
         quorum: Quorum,
         down: frozenset[str] = frozenset(),
+        ttl: int = 0,
     ) -> VClock:
         """Write ``value`` (``None`` deletes) and return the context of the new version.
 
         ``down``: nodes to treat as down although the failure detector has not convicted them
-        yet (a forward to them could not be sent)."""
+        yet (a forward to them could not be sent). ``ttl``: seconds until the value expires
+        (0: never), counted from this coordinator's clock."""
         primaries, live, pending = self.targets(key, quorum.strict, down=down)
         me = next((r for r in live if r.node == self.node_id), None)
         if me is None:
-            return await self._forward_put(key, value, context, quorum, live, down)
+            return await self._forward_put(key, value, context, quorum, live, down, ttl)
         # Pending replicas (a ring change in progress) must acknowledge as well; a ring still
         # smaller than N (a forming cluster) cannot demand more than it has.
         required = min(quorum.required, len(primaries)) + len(pending)
@@ -205,37 +237,9 @@ class Coordinator:
             # A delete without a context deletes what the replicas hold (as riak_client:delete
             # does): read at the write's quorum and delete over everything seen.
             context = context_of(await self.get(key, quorum))
-        # Observe the timestamps the new version will supersede, so that (with lww) a write
-        # never loses to what it overwrites because this node's clock runs behind.
-        seen = max((ts for _, ts in context.entries.values()), default=0) << HLC_LOGICAL_BITS
-        self._hlc = max(self._hlc, seen)
-        now = self._tick()
-        if me.primary:
-            current = self.storage.get(key)
-            now = max(now, max((v.timestamp + 1 for v in current), default=0))
-            self._hlc = now
-            version = new_version(current, context, self.actor, value, now)
-            merged = merge_siblings(current, [version], self.mode)
-            self._check_siblings(key, merged)
-            record = encode_record(merged)  # encoded once: stored here and sent to replicas
-            self.storage.merge(
-                key, merged, self.mode, current=current, deferred_sync=True, raw=record
-            )
-            synced = self.storage.durable() if self.storage.fsync else None
-        else:
-            synced = None
-            target = me.hint_for or ""
-            current = self.hints.get(target, key)
-            version = new_version(current, context, self.actor, value, now)
-            merged = merge_siblings(current, [version], self.mode)
-            self._store_hint(target, key, merged)
-            record = encode_record(merged)
-        # Replicas get the whole record (see new_version), encoded once for all of them.
-        # Primaries that are down and got no fallback: the coordinator keeps their hint.
-        covered = {r.node for r in live} | {r.hint_for for r in live if r.hint_for}
-        for replica in (*primaries, *pending):
-            if replica.node not in covered and replica not in live_pending:
-                self._store_hint(replica.node, key, merged)
+        version, merged, record, synced = self.write_locally(
+            key, value, context, ttl, me, (*primaries, *pending), live, live_pending
+        )
         others = [r for r in live if r.node != self.node_id] + live_pending
         try:
             acks = 1 + await self._quorum(
@@ -249,6 +253,57 @@ class Coordinator:
         # What this client has seen: what it read (its context) plus its own write -- not the
         # siblings the coordinator holds, or a write with this context would erase them unseen.
         return version.clock()
+
+    def write_locally(
+        self,
+        key: bytes,
+        value: bytes | None,
+        context: VClock,
+        ttl: int,
+        me: Replica,
+        replicas: Sequence[Replica],
+        live: Sequence[Replica],
+        live_pending: Sequence[Replica],
+    ) -> tuple[Version, tuple[Version, ...], bytes, asyncio.Future[None] | None]:
+        """The coordinator's half of a write: create the version over ``context``, store it
+        (or, as a fallback, hint it) and keep hints for the primaries and pending replicas
+        (``replicas``) that neither ``live`` nor ``live_pending`` covers. Returns (version,
+        merged record, its encoding for the replicas, the group-commit future or None)."""
+        # Observe the timestamps the new version will supersede, so that (with lww) a write
+        # never loses to what it overwrites because this node's clock runs behind.
+        seen = max((ts for _, ts in context.entries.values()), default=0) << HLC_LOGICAL_BITS
+        self._hlc = max(self._hlc, seen)
+        now = self._tick()
+        expires = expires_at(hlc_wall_ms(now), ttl) if value is not None else 0
+        if me.primary:
+            current = self.storage.get(key)
+            now = max(now, max((v.timestamp + 1 for v in current), default=0))
+            self._hlc = now
+            context = covering_expired(context, current, hlc_wall_ms(now))
+            version = new_version(current, context, self.actor, value, now, expires=expires)
+            merged = merge_siblings(current, [version], self.mode)
+            self._check_siblings(key, merged)
+            record = encode_record(merged)  # encoded once: stored here and sent to replicas
+            self.storage.merge(
+                key, merged, self.mode, current=current, deferred_sync=True, raw=record
+            )
+            synced = self.storage.durable() if self.storage.fsync else None
+        else:
+            synced = None
+            target = me.hint_for or ""
+            current = self.hints.get(target, key)
+            context = covering_expired(context, current, hlc_wall_ms(now))
+            version = new_version(current, context, self.actor, value, now, expires=expires)
+            merged = merge_siblings(current, [version], self.mode)
+            self._store_hint(target, key, merged)
+            record = encode_record(merged)
+        # Replicas get the whole record (see new_version), encoded once for all of them.
+        # Primaries that are down and got no fallback: the coordinator keeps their hint.
+        covered = {r.node for r in live} | {r.hint_for for r in live if r.hint_for}
+        for replica in replicas:
+            if replica.node not in covered and replica not in live_pending:
+                self._store_hint(replica.node, key, merged)
+        return version, merged, record, synced
 
     def _check_siblings(self, key: bytes, merged: Sequence[Version]) -> None:
         limit = self.config.max_siblings
@@ -267,10 +322,14 @@ class Coordinator:
         quorum: Quorum,
         live: Sequence[Replica],
         down: frozenset[str],
+        ttl: int = 0,
     ) -> VClock:
         if len(live) < quorum.required or not live:
             raise Unavailable(quorum.required, len(live))
-        target = live[0].node
+        # Each key's writes go to one of its live primaries chosen by the key's hash, so that
+        # coordinating writes is spread like the replica load, not like primary ownership.
+        primaries = [r for r in live if r.primary] or list(live)
+        target = primaries[key_hash(key) % len(primaries)].node
         address = self.membership.address_of(target)
         self.metrics.forwarded.inc()
         body = {
@@ -280,6 +339,8 @@ class Coordinator:
             "required": quorum.required,
             "strict": quorum.strict,
         }
+        if ttl:
+            body["ttl"] = ttl
         try:
             answer = await self.messaging.request(
                 address or "", "coordinate_put", body, self.timeout + 1.0
@@ -288,7 +349,7 @@ class Coordinator:
             # Not sent, so not applied: the node just died and the detector has not caught
             # up. Place the write again without it (a fallback takes it, with a hint).
             log.debug("cannot forward to %s (%s); placing the write without it", target, exc)
-            return await self.put(key, value, context, quorum, down | {target})
+            return await self.put(key, value, context, quorum, down | {target}, ttl)
         except PeerError as exc:
             log.debug("forwarding to %s failed: %s", target, exc)
             raise QuorumTimeout(quorum.required, 0) from None
@@ -369,14 +430,7 @@ class Coordinator:
                 remote.append(replica)
         need = quorum.required - len(answers)
         if need < len(remote):
-            # Ask connected replicas first: one still being reconnected to would only be slow.
-            # Ask replicas that were slow lately last, then ones still being reconnected to.
-            connected = self.messaging.is_connected
-            address_of = self.membership.address_of
-            now, slow = time.monotonic(), self._slow
-            remote.sort(
-                key=lambda r: (slow.get(r.node, 0.0) > now, not connected(address_of(r.node) or ""))
-            )
+            self._order(remote, key)
         if need >= len(remote) or random.random() < self.read_repair_chance:
             first, spare = remote, []
         else:
@@ -392,16 +446,91 @@ class Coordinator:
             self._spawn(self._read_repair(key, outstanding, answers, primaries))
         return result
 
+    def _order(self, remote: list[Replica], key: bytes) -> None:
+        """Start at a replica chosen by the key's hash, so that reads are spread like the
+        replica load rather than falling on the first replicas of each list. Ask connected
+        replicas first: one still being reconnected to would only be slow. Ask replicas that
+        were slow lately last, then ones still being reconnected to."""
+        turn = key_hash(key) % len(remote)
+        remote[:] = remote[turn:] + remote[:turn]
+        connected = self.messaging.is_connected
+        address_of = self.membership.address_of
+        now, slow = time.monotonic(), self._slow
+        remote.sort(
+            key=lambda r: (slow.get(r.node, 0.0) > now, not connected(address_of(r.node) or ""))
+        )
+
+    async def get_digest(
+        self, key: bytes, quorum: Quorum, now_ms: int
+    ) -> tuple[str, bool, Callable[[], tuple[Version, ...]] | None]:
+        """A revalidation read (``If-None-Match``): (entity tag, has a value, a function
+        returning the versions, or None).
+
+        R replicas are asked for the digest of their copy (``read_digest``: its entity tag)
+        instead of the copy itself, as Cassandra's digest reads, so a value that has not changed
+        crosses no link. When the R answers agree, that is the read's answer -- merging equal
+        sets gives the same set -- and the versions can be had when the coordinator's own copy
+        was one of them (decoded only when asked: a 304 never needs them). When they differ
+        (or a replica does not know the verb) this is a full read, with its read repair.
+        Expiry is judged at ``now_ms``, the coordinator's clock, on every replica alike."""
+        replicas, live, _ = self.targets(key, quorum.strict, reading=True)
+        if len(replicas) < quorum.required:  # a ring smaller than N
+            quorum = Quorum(quorum.n, len(replicas), quorum.strict)
+        if len(live) < quorum.required or not live:
+            raise Unavailable(quorum.required, len(live))
+        local: Callable[[], tuple[Version, ...]] | None = None
+        digests: dict[str, tuple[str, bool]] = {}
+        remote: list[Replica] = []
+        for replica in live:
+            if replica.node != self.node_id:
+                remote.append(replica)
+            elif replica.hint_for:
+                versions = self._local_read(key, replica.hint_for)
+                digests[self.node_id] = (etag_of(versions, now_ms), has_value(versions, now_ms))
+                local = partial(_same, versions)
+            else:
+                record = self.storage.get_raw(key) or b""
+                digests[self.node_id] = digest_of_record(record, now_ms)
+                local = partial(_decoded, record)
+        need = quorum.required - len(digests)
+        if need < len(remote):
+            self._order(remote, key)
+        address_of, supports = self.membership.address_of, self.messaging.supports
+        if all(supports(address_of(r.node) or "", READ_DIGEST_FEATURE) for r in remote[:need]):
+            got, _ = await self._read_quorum(
+                key,
+                remote[:need],
+                remote[need:],
+                need,
+                digests,
+                _DIGEST_READ,
+                {"now_ms": now_ms},
+            )
+            if got < need:
+                raise QuorumTimeout(quorum.required, got + quorum.required - need)
+            if len(set(digests.values())) == 1:
+                self.metrics.digest_reads.labels("agreed").inc()
+                etag, found = next(iter(digests.values()))
+                return etag, found, local
+            self.metrics.digest_reads.labels("differed").inc()
+        else:
+            self.metrics.digest_reads.labels("unsupported").inc()
+        versions = await self.get(key, quorum)
+        return etag_of(versions, now_ms), has_value(versions, now_ms), partial(_same, versions)
+
     async def _read_quorum(
         self,
         key: bytes,
         first: Sequence[Replica],
         spare: Sequence[Replica],
         need: int,
-        answers: dict[str, tuple[Version, ...]],
+        answers: dict[str, Any],
+        read: tuple[str, Callable[[Any], Any]] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> tuple[int, list[asyncio.Future[Any]]]:
         """Read ``first``; also ``spare`` once one fails or after the speculative read delay.
-        Returns (replies received, every call made) once ``need`` replied or cannot."""
+        Returns (replies received, every call made) once ``need`` replied or cannot.
+        ``read``: another read verb and the decoder of its answers (default: the record)."""
         calls: list[asyncio.Future[Any]] = []
         if need <= 0 and not first:
             return 0, calls
@@ -422,7 +551,9 @@ class Coordinator:
             body: dict[str, Any] = {"key": key, "raw": True}
             if replica.hint_for:
                 body["hint_for"] = replica.hint_for
-            call = self.messaging.call(address, "read", body, self.timeout)
+            if extra:
+                body.update(extra)
+            call = self.messaging.call(address, read[0] if read else "read", body, self.timeout)
             calls.append(call)
 
             def done(f: asyncio.Future[Any]) -> None:
@@ -430,10 +561,15 @@ class Coordinator:
                     if f.cancelled():
                         raise PeerError("cancelled")
                     raw = f.result()
-                    if isinstance(raw, bytes):  # the stored record as it is (see handle_read)
-                        answers[replica.node] = decode_record(raw) if raw else ()
+                    if read is not None:  # a digest: no clock to check
+                        answers[replica.node] = read[1](raw)
                     else:
-                        answers[replica.node] = tuple(version_from_wire(v) for v in raw)
+                        if isinstance(raw, bytes):  # the stored record as it is (handle_read)
+                            versions = decode_record(raw) if raw else ()
+                        else:
+                            versions = tuple(version_from_wire(v) for v in raw)
+                        self.clock_guard.check_versions(versions)
+                        answers[replica.node] = versions
                 except Exception as exc:
                     if not isinstance(exc, PeerError):
                         log.debug("bad read answer from %s: %r", replica.node, exc)
@@ -516,6 +652,7 @@ class Coordinator:
             versions: Sequence[Version] = decode_record(record)
         else:
             versions = [version_from_wire(v) for v in body["versions"]]
+        self.clock_guard.check_versions(versions)
         wall = int(time.time() * 1000)
         for v in versions:
             self._hlc = hlc_observe(self._hlc, v.timestamp, wall)
@@ -536,6 +673,8 @@ class Coordinator:
         now_ms = int(time.time() * 1000)
         for key, wire in body["items"]:
             versions = [version_from_wire(v) for v in wire]
+            if not self.clock_guard.admits(versions):
+                continue  # poison: never stored, so a resent batch does not retry it forever
             if cleanup is not None and not cleanup.replicates(key_hash(bytes(key))):
                 cleanup.redirect(bytes(key), versions, now_ms)  # a late hint or repair
                 continue
@@ -553,11 +692,26 @@ class Coordinator:
         versions = self._local_read(bytes(body["key"]), str(hint_for) if hint_for else None)
         return [version_to_wire(v) for v in versions]
 
+    def handle_read_digest(self, body: dict[str, Any]) -> list[Any]:
+        """The digest of a replica's copy of a key: [entity tag, has a value], with expiry
+        judged at the coordinator's ``now_ms`` (this node's clock if it sent none)."""
+        hint_for = body.get("hint_for")
+        now_ms = body.get("now_ms")
+        if type(now_ms) is not int:
+            now_ms = int(time.time() * 1000)
+        if not hint_for:  # from the stored bytes, without decoding the versions
+            record = self.storage.get_raw(bytes(body["key"])) or b""
+            return list(digest_of_record(record, now_ms))
+        versions = self._local_read(bytes(body["key"]), str(hint_for))
+        return [etag_of(versions, now_ms), has_value(versions, now_ms)]
+
     async def handle_coordinate_put(self, body: dict[str, Any]) -> dict[str, Any]:
         quorum = Quorum(self.n, int(body["required"]), bool(body.get("strict")))
+        context = VClock.from_wire(body["context"])
+        self.clock_guard.check_context(context, "peer")
         try:
             clock = await self.put(
-                bytes(body["key"]), body["value"], VClock.from_wire(body["context"]), quorum
+                bytes(body["key"]), body["value"], context, quorum, ttl=int(body.get("ttl", 0))
             )
         except Unavailable as exc:
             return {"error": "unavailable", "required": exc.required, "alive": exc.alive}

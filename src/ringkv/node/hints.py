@@ -5,7 +5,9 @@ primary; when no fallback exists, or a replica did not acknowledge in time, the 
 the hint itself. Hints live in their own RocksDB column family, keyed by target node and record
 key, so they survive restarts, several hints for one key merge into one, and delivery scans one
 target at a time. A delivery loop hands them over, throttled, when the target is seen alive
-again, and deletes each hint only after the target acknowledged it. Hints older than
+again, and deletes each hint only after the target acknowledged it, and only if it still holds
+exactly what was sent (compare and delete: a write merged into the hint while the send was in
+flight stays for the next round). Hints older than
 ``--hint-window`` are dropped and counted: anti-entropy repairs those keys instead.
 """
 
@@ -92,13 +94,33 @@ class HintStore:
         self.cf.delete(hk, self.storage.write_options)
         self.pending[target] = max(0, self.pending.get(target, 0) - 1)
 
+    def remove_sent(self, target: str, hk: bytes, sent: Sequence[Version]) -> bool:
+        """Delete the hint ``hk`` if it still holds exactly the versions ``sent`` (by dot);
+        returns whether it was deleted. A newer version merged into it meanwhile keeps it."""
+        raw = self.cf.get(hk)
+        if raw is None:
+            return False
+        try:
+            _, current = self._decode(raw)
+        except (MalformedRecord, ValueError):
+            current = ()
+        if current and sorted(v.dot for v in current) != sorted(v.dot for v in sent):
+            return False
+        self.remove(target, hk)
+        return True
+
     def targets(self) -> list[str]:
         return [t for t, count in self.pending.items() if count > 0]
 
     @staticmethod
     def _decode(raw: bytes) -> tuple[int, tuple[Version, ...]]:
-        created, wire = msgpack.unpackb(raw, raw=False)
-        return int(created), tuple(version_from_wire(v) for v in wire)
+        try:
+            created, wire = msgpack.unpackb(raw, raw=False)
+            if type(created) is not int or type(wire) is not list:
+                raise TypeError("hint must be [created ms, versions]")
+        except Exception as exc:  # msgpack raises many unrelated types on garbage
+            raise MalformedRecord(f"undecodable hint: {exc!r}") from None
+        return created, tuple(version_from_wire(v) for v in wire)
 
 
 class HintedHandoff:
@@ -120,14 +142,18 @@ class HintedHandoff:
         self.window_ms = int(window_seconds * 1000)
         self.rate = rate_per_second
         self.batch = max(1, min(100, int(rate_per_second / 10)))
+        self.oldest_ms: int | None = None  # creation of the oldest hint kept by the last expiry
 
     def expire(self, now_ms: int) -> int:
-        dropped = 0
+        dropped, oldest = 0, None
         for target in list(self.store.pending):
             for hk, _key, created, _versions in list(self.store.for_target(target)):
                 if now_ms - created > self.window_ms:
                     self.store.remove(target, hk)
                     dropped += 1
+                elif oldest is None or created < oldest:
+                    oldest = created
+        self.oldest_ms = oldest
         if dropped:
             self.metrics.hints_dropped.inc(dropped)
             log.warning("dropped %d hints older than the hint window", dropped)
@@ -151,8 +177,8 @@ class HintedHandoff:
                 break
             started = time.monotonic()
             await self.send(target, [(key, versions) for _, key, versions in batch])
-            for hk, _key, _versions in batch:
-                self.store.remove(target, hk)
+            for hk, _key, versions in batch:
+                self.store.remove_sent(target, hk, versions)
             delivered += len(batch)
             self.metrics.hints_delivered.inc(len(batch))
             # throttle to `rate` hints per second

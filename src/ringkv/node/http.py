@@ -35,12 +35,16 @@ from urllib.parse import parse_qsl
 
 import httptools
 
+from ringkv.core.json_input import parse_json
+
 log = logging.getLogger(__name__)
 
 Handler = Callable[["Request"], Awaitable["Response"]]
 
 MAX_PIPELINED = 16  # requests queued on one connection before we stop reading from it
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
+#: Request headers whose repeated field lines are joined into one comma-separated list.
+_LIST_HEADERS = frozenset({"if-none-match"})
 
 
 class Request:
@@ -74,7 +78,7 @@ class Request:
         return parse_qsl(self.query_string, keep_blank_values=True)
 
     def json(self) -> Any:
-        return json.loads(self.body) if self.body else {}
+        return parse_json(self.body) if self.body else {}
 
 
 class Response:
@@ -288,6 +292,7 @@ class _Connection(asyncio.Protocol):
         self.url = b""
         self.headers: dict[str, str] = {}
         self.repeated: set[str] | None = None
+        self.in_trailers = False  # past the head: header fields now are a chunked trailer
         self.header_bytes = 0
         self.body: list[bytes] = []
         self.body_size = 0
@@ -370,7 +375,14 @@ class _Connection(asyncio.Protocol):
             message = "the request headers are too large"
             self._fail(error_response(431, "headers_too_large", message))
             raise httptools.HttpParserError("headers too large")
+        if self.in_trailers:
+            # A chunked body's trailer: never merged into the header fields (RFC 9110 6.5.1),
+            # or a trailer "Authorization" would pass where a proxy checked the head.
+            return
         key = name.decode("latin-1").lower()
+        if key in _LIST_HEADERS and key in self.headers:  # one list, RFC 9110 §5.3
+            self.headers[key] += ", " + value.decode("latin-1")
+            return
         if key in self.headers:
             if self.repeated is None:
                 self.repeated = set()
@@ -380,7 +392,13 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.in_head = False
+        self.in_trailers = True
         self.head_bytes = 0
+        if self._upgrade_requested():
+            # The parser would end the message here and hand the rest of the connection over
+            # as another protocol: the request would run without its body. Refuse it whole.
+            self._fail(error_response(400, "bad_request", "protocol upgrades are not supported"))
+            raise httptools.HttpParserError("upgrade refused")
         length = self.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.server.max_body:
             limit = self.server.max_body
@@ -406,7 +424,15 @@ class _Connection(asyncio.Protocol):
             raise httptools.HttpParserError("body too large")
         self.body.append(body)
 
+    def _upgrade_requested(self) -> bool:
+        """CONNECT, or any ``Upgrade`` header: with ``Connection: upgrade`` (in any of the
+        Connection fields) llhttp stops parsing HTTP after the head, and this API speaks
+        nothing else, so every upgrade attempt is refused."""
+        return "upgrade" in self.headers or self.parser.get_method() == b"CONNECT"
+
     def on_message_complete(self) -> None:
+        if self.discarding:
+            return  # refused already (see _fail): never run a request that was refused
         self.body_deadline = 0.0
         self.continue_pending = False
         url = self.url.decode("latin-1")

@@ -6,9 +6,10 @@ import asyncio
 import logging
 import resource
 import signal
-import sys
 from collections.abc import Sequence
 
+from ringkv.node import logs
+from ringkv.node.absence import AwayTooLong
 from ringkv.node.config import parse_args
 from ringkv.node.server import Api
 
@@ -29,11 +30,7 @@ def raise_open_files_limit(wanted: int) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     config = parse_args(argv)
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format=f"%(asctime)s {config.node_id} %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure(config.node_id, config.log_level, config.log_format)
     try:
         import uvloop
 
@@ -54,6 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         loop.run_until_complete(_serve(api))
     except OSError as exc:
         logging.getLogger("ringkv").error("cannot start node: %s", exc)
+        return 1
+    except AwayTooLong as exc:
+        logging.getLogger("ringkv").error("%s", exc)
         return 1
     finally:
         loop.close()

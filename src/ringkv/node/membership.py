@@ -1,8 +1,17 @@
 """Membership: gossip, heartbeats, failure detection and the ring they agree on.
 
 The single interface the rest of the node uses to ask "who is in the cluster, where, and alive?":
-``ring``, ``is_alive``, ``address_of``, ``members``. It drives the pure ``Gossiper`` and
-``PhiAccrualFailureDetector`` with real time and the messaging service.
+``ring``, ``is_alive``, ``address_of``, ``members``. It drives the pure ``Gossiper``, ``Watch``
+and ``PhiAccrualFailureDetector`` with real time and the messaging service.
+
+Liveness scales with the cluster: every heartbeat interval a node heartbeats only the few
+members its ``Watch`` assigns it (not every member), judges them by phi accrual, asks a few
+others to probe a suspect (``ping_req``) before convicting it, and publishes its convictions
+in gossip (``DOWN``). A member it does not watch is alive unless convicted that way (or its
+connection is down). A convicted member that is in fact alive refutes by bumping its ``ALIVE``
+counter. Gossip rounds exchange bucket summaries, then digests and deltas of what differs.
+Members that left or were removed are dropped from gossip state ``QUARANTINE_SECONDS`` after
+they departed, and quarantined as long again (``Gossiper.evict``).
 
 Token claim (formation and later joins): a node that has no tokens yet waits until it has talked
 to its seeds, then takes its turn -- the lowest id among live tokenless nodes claims first, against
@@ -14,13 +23,19 @@ finds its own id already holding tokens in gossip (a replacement with an empty d
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
 from typing import Any
 
 from ringkv.core import gossip as g
-from ringkv.core.failure_detector import PhiAccrualFailureDetector
+from ringkv.core.failure_detector import (
+    INDIRECT_PROBES,
+    PhiAccrualFailureDetector,
+    Watch,
+    watch_order,
+)
 from ringkv.core.ring import Ring, allocate_tokens
 from ringkv.node.config import NodeConfig
 from ringkv.node.messaging import MessagingService, PeerError
@@ -38,6 +53,10 @@ FUTURE_STATUSES = (g.NORMAL, g.JOINING, g.REPLACING, g.STARTING)
 UNREADABLE_STATUSES = (g.JOINING, g.REPLACING, g.STARTING)
 CHANGE_STATUSES = (g.JOINING, g.LEAVING, g.REPLACING)
 SEED_SETTLE_SECONDS = 3.0
+NEWS_PUSH_GAP = 0.5
+QUARANTINE_SECONDS = 600.0
+"""How long a member that left or was removed stays in gossip state (so that every member
+learns that it departed), and then how long news of it is ignored."""
 
 
 class Membership:
@@ -56,6 +75,13 @@ class Membership:
         self.detector = PhiAccrualFailureDetector(
             threshold=config.phi_threshold, first_interval=config.heartbeat_interval
         )
+        self.watch = Watch(self.node_id, self.detector, confirm=config.heartbeat_interval)
+        self._watching: frozenset[str] = frozenset()
+        self._watch_members: set[str] = set()
+        self._watch_order: tuple[str, ...] = ()
+        self._gossip_down: set[str] = set()  # convicted by the members that watch them
+        self._departed: dict[str, float] = {}  # member -> when we saw it leave or removed
+        self._last_push = 0.0
         tokens = storage.get_meta("tokens")
         self.tokens: tuple[int, ...] = tuple(tokens) if isinstance(tokens, list) else ()
         saved_status = storage.get_meta("status")
@@ -108,7 +134,9 @@ class Membership:
         conn = self.messaging.peer(address)
         if conn.down:
             return False
-        return self.detector.is_available(node, time.monotonic())
+        if node in self._watching:
+            return self.detector.is_available(node, time.monotonic())
+        return node not in self._gossip_down
 
     def up_nodes(self) -> frozenset[str]:
         """Ring members currently considered alive (cached for a few milliseconds: it is asked
@@ -120,7 +148,8 @@ class Membership:
         return self._up
 
     def phi(self, node: str) -> float | None:
-        if node == self.node_id:
+        """Phi of a member this node watches (None for the others: it does not judge them)."""
+        if node == self.node_id or node not in self._watching:
             return None
         value = self.detector.phi(node, time.monotonic())
         return None if value == float("inf") else round(value, 3)
@@ -175,39 +204,107 @@ class Membership:
         return {"node": self.node_id}
 
     def handle_syn(self, body: dict[str, Any]) -> dict[str, Any]:
+        if "summary" in body:
+            buckets = self.gossiper.differing(body["summary"])
+            return {"buckets": buckets, "digests": self.gossiper.digests_in(buckets)}
+        # The earlier exchange, from a member running older code: every digest.
         deltas, requests = self.gossiper.handle_syn(body.get("digests", {}))
         return {"deltas": deltas, "requests": requests}
 
     def handle_ack2(self, body: dict[str, Any]) -> dict[str, Any]:
         self._apply(body.get("deltas", {}))
-        return {}
+        requests = body.get("requests")
+        return {"deltas": self.gossiper.deltas_for(requests)} if requests else {}
+
+    async def handle_ping_req(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Probe a member for another one that suspects it (SWIM's ping-req)."""
+        address = self.address_of(str(body.get("node")))
+        if address is None:
+            return {"ok": False}
+        try:
+            await self.messaging.request(
+                address, "heartbeat", {"node": self.node_id}, self.config.heartbeat_interval
+            )
+        except PeerError:
+            return {"ok": False}
+        return {"ok": True}
 
     # -- loops ------------------------------------------------------------------------------
 
     async def run_heartbeats(self) -> None:
         while True:
-            self.gossiper.beat()
             now = time.monotonic()
-            targets = [
-                (node, address)
-                for node in list(self.gossiper.states)
-                if node != self.node_id and (address := self.address_of(node))
-            ]
-            await asyncio.gather(*(self._heartbeat(node, addr) for node, addr in targets))
+            await self._heartbeat_round(now)
             await asyncio.sleep(max(0.0, self.config.heartbeat_interval - (time.monotonic() - now)))
 
-    async def _heartbeat(self, node: str, address: str) -> None:
+    def _watchable(self) -> list[str]:
+        """Members to keep an eye on: all but ourselves and those that left or were removed."""
+        removed = self.removed_nodes()
+        return [
+            node
+            for node, state in self.gossiper.states.items()
+            if node != self.node_id
+            and state.get(g.STATUS) != g.LEFT
+            and not (node in removed and state.generation <= removed[node])
+            and state.get(g.PEER_ADDRESS)
+        ]
+
+    async def _heartbeat_round(self, now: float) -> None:
+        watchable = self._watchable()
+        if set(watchable) != self._watch_members:
+            self._watch_members = set(watchable)
+            self._watch_order = watch_order([*watchable, self.node_id])
+        targets = self.watch.targets(self._watch_order, self._gossip_down)
+        self._watching = frozenset(targets)
+        await asyncio.gather(*(self._heartbeat(node) for node in targets))
+        now = time.monotonic()
+        for suspect in self.watch.tick(now, targets):
+            helpers = [n for n in watchable if n != suspect and n not in self._gossip_down]
+            for helper in random.sample(helpers, min(INDIRECT_PROBES, len(helpers))):
+                asyncio.get_running_loop().create_task(self._indirect(helper, suspect))
+        self._publish_convictions()
+
+    def _publish_convictions(self) -> None:
+        states = self.gossiper.states
+        down = {
+            node: [states[node].generation, states[node].max_version]
+            for node in sorted(self.watch.convicted)
+            if node in states
+        }
+        if down != self.gossiper.local.get(g.DOWN, {}):
+            self.gossiper.set_app(g.DOWN, down)
+            self._refresh_convictions()
+            self._push_news()
+
+    async def _heartbeat(self, node: str) -> None:
+        address = self.address_of(node)
+        if address is None:
+            return
         try:
             await self.messaging.request(
                 address, "heartbeat", {"node": self.node_id}, self.config.heartbeat_interval
             )
-            self.detector.heartbeat(node, time.monotonic())
+            self.watch.heard(node, time.monotonic())
         except PeerError:
             pass
+
+    async def _indirect(self, helper: str, suspect: str) -> None:
+        address = self.address_of(helper)
+        if address is None:
+            return
+        try:
+            answer = await self.messaging.request(
+                address, "ping_req", {"node": suspect}, 2 * self.config.heartbeat_interval
+            )
+        except PeerError:
+            return
+        if isinstance(answer, dict) and answer.get("ok"):
+            self.watch.heard(suspect, time.monotonic())
 
     async def run_gossip(self) -> None:
         while True:
             await self._gossip_round()
+            self._evict_departed(time.monotonic())
             self._maybe_claim_tokens()
             await asyncio.sleep(self.config.gossip_interval * random.uniform(0.8, 1.2))
 
@@ -277,14 +374,17 @@ class Membership:
         timeout = max(self.config.gossip_interval, 0.5)
         try:
             ack = await self.messaging.request(
-                address, "gossip_syn", {"digests": self.gossiper.digests()}, timeout
+                address, "gossip_syn", {"summary": self.gossiper.summary()}, timeout
             )
-            self._apply(ack.get("deltas", {}))
-            requests = ack.get("requests", {})
-            if requests:
-                await self.messaging.request(
-                    address, "gossip_ack2", {"deltas": self.gossiper.deltas_for(requests)}, timeout
-                )
+            if "deltas" in ack:  # a member running older code answered with every delta
+                self._apply(ack.get("deltas", {}))
+            elif ack.get("buckets"):
+                deltas, requests = self.gossiper.reconcile(ack.get("digests", {}), ack["buckets"])
+                if deltas or requests:
+                    reply = await self.messaging.request(
+                        address, "gossip_ack2", {"deltas": deltas, "requests": requests}, timeout
+                    )
+                    self._apply(reply.get("deltas", {}) if isinstance(reply, dict) else {})
             if address in self.config.seeds:
                 self._seed_contacted = True
         except PeerError as exc:
@@ -297,7 +397,57 @@ class Membership:
             if not self.detector.known(node):
                 self.detector.heartbeat(node, now)
         if changed:
+            self._refresh_convictions()
             self._rebuild_ring()
+            self._push_news()
+
+    def _push_news(self) -> None:
+        """Pass news on at once to a random live member instead of at the next round (at most
+        every ``NEWS_PUSH_GAP`` s): a conviction or a join reaches 1,000 members in a few
+        seconds instead of about ten rounds."""
+        now = time.monotonic()
+        if now - self._last_push < NEWS_PUSH_GAP:
+            return
+        live = [n for n in self._watch_members if self.is_alive(n)]
+        address = self.address_of(random.choice(live)) if live else None
+        if address is None:
+            return
+        self._last_push = now
+        with contextlib.suppress(RuntimeError):  # not in an event loop: a unit test
+            asyncio.get_running_loop().create_task(self._exchange(address))
+
+    def _refresh_convictions(self) -> None:
+        """Who the members watching them convict; refute a conviction of ourselves."""
+        down = g.convicted(self.gossiper.states)
+        if self.node_id in down:
+            self.gossiper.set_app(g.ALIVE, int(self.gossiper.local.get(g.ALIVE, 0)) + 1)
+            log.info("refuted a conviction of this node")
+            down.discard(self.node_id)
+        self._gossip_down = down
+
+    def _evict_departed(self, now: float) -> None:
+        """Drop members that left or were removed ``QUARANTINE_SECONDS`` after we saw them go."""
+        removed = self.removed_nodes()
+        gone = {
+            node
+            for node, state in self.gossiper.states.items()
+            if node != self.node_id
+            and (
+                state.get(g.STATUS) == g.LEFT
+                or (node in removed and state.generation <= removed[node])
+            )
+        }
+        for node in list(self._departed):
+            if node not in gone:
+                del self._departed[node]
+        for node in gone:
+            since = self._departed.setdefault(node, now)
+            if now - since >= QUARANTINE_SECONDS:
+                self.gossiper.evict(node, now + QUARANTINE_SECONDS)
+                self.detector.forget(node)
+                del self._departed[node]
+                log.info("dropped %s from gossip state (departed)", node)
+        self.gossiper.expire(now)
 
     # -- tokens and the ring ------------------------------------------------------------------
 
@@ -411,7 +561,13 @@ class Membership:
     def claim(self, status: str) -> None:
         """Take tokens against the current ring and enter ``status`` (normal or joining)."""
         self.storage.put_meta("auto_join", None)
-        tokens = allocate_tokens(self.ring, self.node_id, self.config.vnodes)
+        tokens = allocate_tokens(
+            self.ring,
+            self.node_id,
+            self.config.vnodes,
+            zone=self.config.zone,
+            replicas=self.config.replication_factor,
+        )
         self._adopt_tokens(tokens, status)
 
     def replace(self) -> None:

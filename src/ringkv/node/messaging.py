@@ -42,8 +42,13 @@ from typing import Any
 import msgpack
 
 from ringkv.node import auth
+from ringkv.node.frame_auth import FrameAuthError, FrameOpener, FrameSealer, session_keys
+from ringkv.node.guards import LogLimiter
 
 log = logging.getLogger(__name__)
+#: Refused peer input is logged at most once in a while: anyone reaching the port could
+#: otherwise fill the log.
+_limited = LogLimiter(log)
 
 REQUEST, REPLY, ERROR = 0, 1, 2
 MAX_FRAME = 64 * 1024 * 1024
@@ -76,7 +81,9 @@ DEFER: Any = object()
 
 
 #: What this node understands beyond the first protocol (announced in the answer to ``hello``).
-FEATURES = ("record",)
+#: ``digest``: the ``read_digest`` verb (a replica answers the entity tag of its copy).
+READ_DIGEST_FEATURE = "digest"
+FEATURES = ("record", READ_DIGEST_FEATURE)
 
 
 class PeerError(Exception):
@@ -101,6 +108,10 @@ class RemoteError(PeerError):
     """The peer answered with an error."""
 
 
+class BadFrame(ValueError):
+    """A frame that does not decode to ``[kind, id, verb, body]``."""
+
+
 _packer = msgpack.Packer(use_bin_type=True)
 
 
@@ -109,28 +120,40 @@ def encode_frame(kind: int, request_id: int, verb: str, body: Any) -> bytes:
     return _HEADER.pack(len(payload)) + payload
 
 
-def _decode(payload: bytes | bytearray) -> tuple[int, int, str, Any]:
-    frame = msgpack.unpackb(payload, raw=False, strict_map_key=False)
-    if not isinstance(frame, list) or len(frame) != 4:
-        raise ValueError("malformed frame")
+def _decode(payload: bytes | bytearray | memoryview) -> tuple[int, int, str, Any]:
+    try:
+        frame = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises many unrelated types (TypeError, StackError...)
+        raise BadFrame(f"undecodable frame ({type(exc).__name__})") from None
+    if type(frame) is not list or len(frame) != 4:
+        raise BadFrame("malformed frame")
     kind, request_id, verb, body = frame
-    if kind not in (REQUEST, REPLY, ERROR) or not isinstance(request_id, int):
-        raise ValueError("malformed frame header")
-    return kind, request_id, str(verb), body
+    if (
+        type(kind) is not int
+        or kind not in (REQUEST, REPLY, ERROR)
+        or type(request_id) is not int
+        or type(verb) is not str
+    ):
+        raise BadFrame("malformed frame header")
+    return kind, request_id, verb, body
 
 
-def take_frames(buffer: bytearray, max_size: int = MAX_FRAME) -> list[tuple[int, int, str, Any]]:
-    """Decode and remove every complete frame at the start of ``buffer``."""
+def take_frames(
+    buffer: bytearray, max_size: int = MAX_FRAME, opener: FrameOpener | None = None
+) -> list[tuple[int, int, str, Any]]:
+    """Decode and remove every complete frame at the start of ``buffer`` (checking each
+    frame's tag with ``opener`` on an authenticated connection)."""
     frames = []
     pos, size = 0, len(buffer)
     while size - pos >= 4:
         (length,) = _HEADER.unpack_from(buffer, pos)
         if length > max_size:
-            raise ValueError(f"frame of {length} bytes exceeds the {max_size} byte limit")
+            raise BadFrame(f"frame of {length} bytes exceeds the {max_size} byte limit")
         end = pos + 4 + length
         if end > size:
             break
-        frames.append(_decode(buffer[pos + 4 : end]))
+        body = buffer[pos + 4 : end]  # a copy: the buffer is resized below
+        frames.append(_decode(body if opener is None else opener.open(body)))
         pos = end
     if pos:
         del buffer[:pos]
@@ -140,14 +163,16 @@ def take_frames(buffer: bytearray, max_size: int = MAX_FRAME) -> list[tuple[int,
 class _Outbox:
     """Frames queued for one connection, written together once per loop iteration."""
 
-    __slots__ = ("loop", "on_error", "parts", "scheduled", "writer")
+    __slots__ = ("loop", "on_error", "parts", "scheduled", "sealer", "writer")
 
     def __init__(
         self,
         writer: asyncio.StreamWriter,
         on_error: Callable[[BaseException], None] | None = None,
+        sealer: FrameSealer | None = None,
     ) -> None:
         self.writer = writer
+        self.sealer = sealer  # tags each frame, in the order they go out
         # Kept: asyncio.get_running_loop() costs a getpid() system call on Python 3.11.
         self.loop = asyncio.get_running_loop()
         self.parts: list[bytes] = []
@@ -155,6 +180,8 @@ class _Outbox:
         self.on_error = on_error
 
     def add(self, frame: bytes) -> None:
+        if self.sealer is not None:
+            frame = self.sealer.seal(frame)
         self.parts.append(frame)
         if not self.scheduled:
             self.scheduled = True
@@ -181,7 +208,7 @@ async def read_frame(
     header = await reader.readexactly(4)
     (length,) = _HEADER.unpack(header)
     if length > max_size:
-        raise ValueError(f"frame of {length} bytes exceeds the {max_size} byte limit")
+        raise BadFrame(f"frame of {length} bytes exceeds the {max_size} byte limit")
     return _decode(await reader.readexactly(length))
 
 
@@ -303,6 +330,7 @@ class PeerConnection:
             if kind != REPLY or not isinstance(body, dict):
                 raise PeerUnavailable(f"{self.address} refused the handshake: {body}")
             remote = str(body.get("node"))
+            sealer = opener = None
             if self.secret is not None:
                 their_nonce = body.get("nonce")
                 if not isinstance(their_nonce, bytes) or not auth.verify(
@@ -316,15 +344,19 @@ class PeerConnection:
                 )
                 if kind != REPLY:
                     raise PeerUnavailable(f"{self.address} rejected our proof: {answer}")
+                outbound, inbound = session_keys(
+                    self.secret, self.local_id, remote, nonce, their_nonce
+                )
+                sealer, opener = FrameSealer(outbound), FrameOpener(inbound)
             self.remote_id = remote
             features = body.get("features")
             self.features = frozenset(
                 f for f in (features if isinstance(features, list) else ()) if isinstance(f, str)
             )
             self._writer = opened
-            self._outbox = _Outbox(opened, self._on_write_error(opened))
+            self._outbox = _Outbox(opened, self._on_write_error(opened), sealer)
             self._failures = 0
-            self._reader_task = asyncio.create_task(self._read_loop(reader, opened))
+            self._reader_task = asyncio.create_task(self._read_loop(reader, opened, opener))
         except (
             OSError, TimeoutError, asyncio.IncompleteReadError, ValueError, PeerUnavailable,
         ) as exc:  # fmt: skip
@@ -339,7 +371,12 @@ class PeerConnection:
             if not done.done():
                 done.set_result(None)
 
-    async def _read_loop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _read_loop(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        opener: FrameOpener | None = None,
+    ) -> None:
         error: BaseException | None = None
         buffer = bytearray()
         pending = self._pending
@@ -349,7 +386,7 @@ class PeerConnection:
                 if not chunk:
                     raise ConnectionError("connection closed by the peer")
                 buffer += chunk
-                for kind, request_id, _verb, body in take_frames(buffer):
+                for kind, request_id, _verb, body in take_frames(buffer, MAX_FRAME, opener):
                     entry = pending.pop(request_id, None)
                     if entry is None:
                         continue
@@ -416,9 +453,11 @@ class MessagingService:
         server_ssl: ssl.SSLContext | None = None,
         client_ssl: ssl.SSLContext | None = None,
         sync_handler: SyncHandler | None = None,
+        on_refused: Callable[[str], None] | None = None,
     ) -> None:
         self.node_id = node_id
         self.sync_handler = sync_handler
+        self.on_refused = on_refused  # called with a reason for each refused peer input
         self.secret = secret
         self.server_ssl = server_ssl
         self.client_ssl = client_ssl
@@ -487,9 +526,11 @@ class MessagingService:
             if kind != REQUEST or verb != "hello" or not isinstance(body, dict):
                 writer.write(encode_frame(ERROR, request_id, verb, "expected hello"))
                 return
-            if not await self._authenticate(reader, writer, request_id, body):
+            keys = await self._authenticate(reader, writer, request_id, body)
+            if keys is None:
                 return
-            outbox = _Outbox(writer)
+            sealer, opener = keys
+            outbox = _Outbox(writer, sealer=sealer)
             buffer = bytearray()
             sync_handler = self.sync_handler
             while True:
@@ -497,7 +538,7 @@ class MessagingService:
                 if not chunk:
                     break
                 buffer += chunk
-                for kind, request_id, verb, body in take_frames(buffer):
+                for kind, request_id, verb, body in take_frames(buffer, MAX_FRAME, opener):
                     if kind != REQUEST:
                         continue
                     if sync_handler is not None:
@@ -522,8 +563,10 @@ class MessagingService:
                     await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, TimeoutError, OSError):
             pass
-        except (ValueError, msgpack.UnpackException) as exc:
-            log.warning("dropping peer connection after a malformed frame: %s", exc)
+        except FrameAuthError as exc:
+            self._refused("forged", "dropped a peer connection: %s", exc)
+        except ValueError as exc:  # BadFrame, and anything a decoder let through
+            self._refused("malformed", "dropped a peer connection after a malformed frame: %s", exc)
         finally:
             self._inbound.discard(writer)
             writer.close()
@@ -534,15 +577,17 @@ class MessagingService:
         writer: asyncio.StreamWriter,
         request_id: int,
         hello: dict[str, Any],
-    ) -> bool:
+    ) -> tuple[FrameSealer | None, FrameOpener | None] | None:
+        """Run the handshake; None when refused, else the frame sealer and opener of the
+        connection (both None without a cluster secret)."""
         if self.secret is None:
             hello_reply = {"node": self.node_id, "features": list(FEATURES)}
             writer.write(encode_frame(REPLY, request_id, "hello", hello_reply))
-            return True
+            return None, None
         caller, their_nonce = str(hello.get("node")), hello.get("nonce")
         if not isinstance(their_nonce, bytes) or len(their_nonce) < 16:
             self._reject(writer, request_id, "hello without a nonce")
-            return False
+            return None
         nonce = auth.new_nonce()
         mine = auth.proof(self.secret, b"server", self.node_id, nonce, their_nonce)
         writer.write(
@@ -557,7 +602,7 @@ class MessagingService:
             # The caller could not prove the secret (it hung up or went silent after our
             # challenge): a process without the cluster secret.
             self._reject(writer, request_id, f"{caller!r} did not complete authentication")
-            return False
+            return None
         if (
             kind != REQUEST
             or verb != "auth"
@@ -567,14 +612,22 @@ class MessagingService:
             )
         ):
             self._reject(writer, request_id, "authentication failed")
-            return False
+            return None
         writer.write(encode_frame(REPLY, request_id, "auth", {}))
-        return True
+        # From here on every frame carries a tag under this connection's session keys.
+        inbound, outbound = session_keys(self.secret, caller, self.node_id, their_nonce, nonce)
+        return FrameSealer(outbound), FrameOpener(inbound)
 
     def _reject(self, writer: asyncio.StreamWriter, request_id: int, why: str) -> None:
         self.rejected += 1
-        log.warning("refused a peer connection: %s", why)
+        self._refused("handshake", "refused a peer connection: %s", why)
         writer.write(encode_frame(ERROR, request_id, "auth", why))
+
+    def _refused(self, reason: str, message: str, detail: object) -> None:
+        """Count refused peer input and log it, at most once in a while per reason."""
+        if self.on_refused is not None:
+            self.on_refused(reason)
+        _limited.warning(f"peer-{reason}", message, detail)
 
     async def _dispatch(self, outbox: _Outbox, request_id: int, verb: str, body: Any) -> None:
         try:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -29,6 +29,10 @@ LATENCY_BUCKETS = (
     0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5,
     1.0, 2.5, 5.0,
 )  # fmt: skip
+# Bytes: a key's value, from tiny to the 64 MiB --max-value-bytes ceiling.
+SIZE_BUCKETS = tuple(float(4**i * 64) for i in range(11))
+LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+GC_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
 class _Count:
@@ -156,8 +160,34 @@ class NodeMetrics:
         self.replica_errors = _Family(
             "ringkv_replica_rpc_errors", "Failed replica calls by verb", ("verb",), registry=r
         )
+        self.request_size = _Family(
+            "ringkv_request_size_bytes", "Value bytes clients sent, by operation", ("op",),
+            buckets=SIZE_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.response_size = _Family(
+            "ringkv_response_size_bytes", "Value bytes returned to clients, by operation",
+            ("op",), buckets=SIZE_BUCKETS, registry=r,
+        )  # fmt: skip
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, memory, open files
+        # measured by ringkv.node.observability.RuntimeMonitor
+        self.event_loop_lag = _Family(
+            "ringkv_event_loop_lag_seconds",
+            "How late the event loop ran a timer: time it spent busy elsewhere",
+            (), buckets=LAG_BUCKETS, registry=r,
+        ).labels()  # fmt: skip
+        self.gc_pause = _Family(
+            "ringkv_gc_pause_seconds", "Garbage collector pauses, by generation",
+            ("generation",), buckets=GC_BUCKETS, registry=r,
+        )  # fmt: skip
         self.read_repairs = Counter(
             "ringkv_read_repairs", "Stale replicas updated by read repair", registry=r
+        )
+        self.digest_reads = _Family(
+            "ringkv_digest_reads",
+            "Revalidation reads (If-None-Match) by outcome: the replicas' digests agreed, "
+            "differed (a full read followed), or a replica could not answer digests",
+            ("outcome",),
+            registry=r,
         )
         self.forwarded = Counter(
             "ringkv_forwarded_requests",
@@ -220,6 +250,21 @@ class NodeMetrics:
             "ringkv_rejected_requests",
             "Client requests refused before running, by reason",
             ["reason"],
+            registry=r,
+        )
+        # Known label values start at 0, so rates and dashboards have a series before the
+        # first event (Prometheus cannot tell "never happened" from "not exported").
+        for family, values in (
+            (self.anti_entropy_exchanges, ("equal", "repaired", "skipped")),
+            (self.anti_entropy_keys, ("fetched", "pushed")),
+            (self.rejected, ("unauthenticated", "forbidden", "overloaded", "connections")),
+        ):
+            for value in values:
+                family.labels(value)
+        self.refused_input = Counter(
+            "ringkv_refused_input",
+            "Input from clients or peers refused as malformed or forged, by source and reason",
+            ["source", "reason"],
             registry=r,
         )
         self.members = Gauge(

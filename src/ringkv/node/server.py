@@ -12,7 +12,6 @@ import contextlib
 import gc
 import logging
 import time
-from base64 import b64encode
 from collections.abc import Awaitable
 from functools import partial
 from typing import Any
@@ -21,7 +20,18 @@ from urllib.parse import unquote_to_bytes
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import ringkv
+from ringkv.core.clock_bounds import ClockSkew
+from ringkv.core.conditions import PRECONDITION_FAILED
+from ringkv.core.expiry import live_versions
 from ringkv.core.quorum import Operation, Quorum, QuorumError, resolve
+from ringkv.core.validators import (
+    IfNoneMatch,
+    MalformedCondition,
+    etag_of,
+    has_value,
+    not_modified,
+    parse_if_none_match,
+)
 from ringkv.core.versions import (
     MAX_CONTEXT_CHARS,
     MalformedContext,
@@ -29,12 +39,14 @@ from ringkv.core.versions import (
     context_of,
     decode_context,
     encode_context,
-    live_values,
     make_actor,
 )
+from ringkv.node import absence
 from ringkv.node.anti_entropy import AntiEntropy
-from ringkv.node.auth import TokenStore, load_secret
+from ringkv.node.auth import METRICS_ROLE, TokenStore, load_secret
+from ringkv.node.batch import Batches
 from ringkv.node.cleanup import Cleanup
+from ringkv.node.conditional import PreconditionFailed, conditional_put
 from ringkv.node.config import NodeConfig
 from ringkv.node.coordinator import Coordinator, QuorumTimeout, TooManySiblings, Unavailable
 from ringkv.node.hints import HintedHandoff, HintStore
@@ -47,9 +59,13 @@ from ringkv.node.http import (
     error_response,
     json_response,
 )
+from ringkv.node.kv_options import BadWriteOptions, sibling_json, ttl_headers, write_options
+from ringkv.node.listing import KeyLister
+from ringkv.node.logs import REQUEST_ID, REQUEST_ID_HEADER, request_id_of
 from ringkv.node.membership import Membership
 from ringkv.node.messaging import DEFER, MessagingService, PeerError
 from ringkv.node.metrics import NodeMetrics
+from ringkv.node.observability import watch
 from ringkv.node.storage import Storage, StorageFull
 from ringkv.node.streaming import ChangeError, RingChanges
 from ringkv.node.tls import TlsConfig
@@ -57,10 +73,15 @@ from ringkv.node.tls import TlsConfig
 log = logging.getLogger(__name__)
 
 KV_PREFIX = "/v1/kv/"
+BATCH_PREFIX = "/v1/batch/"
+BATCH_GET = BATCH_PREFIX + "get"
 MAX_KEY_BYTES = 256
 CONTEXT_HEADER = "X-Ringkv-Context"
-_PARAMS = {"GET": {"r", "consistency", "strict"}, "PUT": {"w", "consistency", "strict"}}
-_PARAMS["DELETE"] = _PARAMS["PUT"]
+_PARAMS = {
+    "GET": {"r", "consistency", "strict"},
+    "PUT": {"w", "consistency", "strict", "ttl"},
+    "DELETE": {"w", "consistency", "strict"},
+}
 
 
 class ApiError(Exception):
@@ -117,8 +138,10 @@ class Node:
             server_ssl=self.tls.peer_server_context() if self.tls else None,
             client_ssl=self.tls.client if self.tls else None,
             sync_handler=self._peer_sync,
+            on_refused=lambda reason: self.metrics.refused_input.labels("peer", reason).inc(),
         )
         await self.messaging.start()
+        await absence.check_at_start(config, self.storage, self.messaging)  # AwayTooLong
         self.membership = Membership(config, self.storage, self.messaging, incarnation)
         self.hints = HintStore(self.storage, config.mode)
         self.coordinator = Coordinator(
@@ -129,6 +152,16 @@ class Node:
             self.metrics,
             self.actor,
             self.hints,
+        )
+        self.batches = Batches(self.coordinator)
+        self.lister = KeyLister(
+            config.node_id,
+            config.replication_factor,
+            self.storage,
+            self.membership,
+            self.messaging,
+            config.request_timeout,
+            self.batches.get_many,
         )
         self.handoff = HintedHandoff(
             self.hints,
@@ -161,7 +194,9 @@ class Node:
             asyncio.create_task(self.handoff.run()),
             asyncio.create_task(self.changes.run()),
             asyncio.create_task(self.cleanup.run()),
+            watch(self),
         ]
+        self._loops.append(asyncio.create_task(absence.keep_recording(config, self.storage)))
         if config.anti_entropy_interval > 0:
             self._loops.append(asyncio.create_task(self.anti_entropy.run()))
         if self.tls is not None:
@@ -182,6 +217,8 @@ class Node:
         if hasattr(self, "messaging"):
             await self.messaging.stop()
         if self.storage is not None:
+            if self._loops:  # it ran: it was alive until now
+                absence.record_alive(self.storage)
             self.storage.close()
         log.info("node %s stopped; storage flushed and closed", self.config.node_id)
 
@@ -193,6 +230,8 @@ class Node:
             return self.coordinator.handle_replicate(body)
         if verb == "read":
             return self.coordinator.handle_read(body)
+        if verb == "read_digest":
+            return self.coordinator.handle_read_digest(body)
         if verb == "replicate_batch":
             return self.coordinator.handle_replicate_batch(body)
         if verb == "heartbeat":
@@ -225,11 +264,28 @@ class Node:
                 return {"error": exc.code, "status": exc.status, "message": exc.message}
         if verb == "lookup_node":
             return self.membership.handle_lookup(body)
+        if verb == "list_range":
+            return self.lister.handle_list_range(body)
+        if verb == "read_batch":
+            return self.batches.handle_read_batch(body)
+        if verb == "replicate_many" and not self.config.fsync:
+            return self.batches.handle_replicate_many(body)
+        if verb == absence.UPTIME_VERB:
+            return {"uptime_seconds": time.monotonic() - self.started}
         return DEFER
 
     async def _peer(self, verb: str, body: Any) -> Any:
         if verb == "coordinate_put":
             return await self.coordinator.handle_coordinate_put(body)
+        if verb == "coordinate_batch":
+            return await self.batches.handle_coordinate_batch(body)
+        if verb == "replicate_many" and self.config.fsync:
+            count = self.batches.handle_replicate_many(body, deferred_sync=True)
+            assert self.storage is not None
+            await self.storage.durable()
+            return count
+        if verb == "ping_req":
+            return await self.membership.handle_ping_req(body)
         if verb == "replicate" and self.config.fsync:
             result = self.coordinator.handle_replicate(body, deferred_sync=True)
             assert self.storage is not None
@@ -300,12 +356,14 @@ def _key(request: Request) -> bytes:
 _QUORUM_CACHE: dict[tuple[str, str, int, str], Quorum | ApiError] = {}
 
 
-def _quorum(request: Request, node: Node) -> Quorum:
+def _quorum(request: Request, node: Node, method: str | None = None) -> Quorum:
     """The request's quorum. The answer depends only on the method, the query string and the
-    node's settings, so it is cached (clients send the same few query strings over and over)."""
+    node's settings, so it is cached (clients send the same few query strings over and over).
+    ``method``: the single-key method whose parameters apply (batches are POSTs)."""
     config = node.config
+    method = method or request.method
     cache_key = (
-        request.method,
+        method,
         request.query_string,
         config.replication_factor,
         config.default_consistency,
@@ -313,7 +371,7 @@ def _quorum(request: Request, node: Node) -> Quorum:
     cached = _QUORUM_CACHE.get(cache_key)
     if cached is None:
         try:
-            cached = _parse_quorum(request, node)
+            cached = _parse_quorum(request, node, method)
         except ApiError as exc:
             cached = exc
         if len(_QUORUM_CACHE) >= 1024:
@@ -324,19 +382,19 @@ def _quorum(request: Request, node: Node) -> Quorum:
     return cached
 
 
-def _parse_quorum(request: Request, node: Node) -> Quorum:
-    allowed = _PARAMS[request.method]
+def _parse_quorum(request: Request, node: Node, method: str) -> Quorum:
+    allowed = _PARAMS[method]
     query: dict[str, str] = {}
     for name, value in request.query():
         if name not in allowed:
             raise ApiError(
                 400, "bad_request",
-                f"unknown parameter {name!r} for {request.method}; allowed: {sorted(allowed)}",
+                f"unknown parameter {name!r} for {method}; allowed: {sorted(allowed)}",
             )  # fmt: skip
         if name in query:
             raise ApiError(400, "bad_request", f"parameter {name!r} given more than once")
         query[name] = value
-    op: Operation = "read" if request.method == "GET" else "write"
+    op: Operation = "read" if method == "GET" else "write"
     level = query.get("r" if op == "read" else "w")
     try:
         return resolve(
@@ -352,18 +410,23 @@ def _parse_quorum(request: Request, node: Node) -> Quorum:
 
 
 _CONTEXT = CONTEXT_HEADER.lower()
+_REQUEST_ID = REQUEST_ID_HEADER.lower()
 
 
-def _context(request: Request) -> VClock:
+def _context(request: Request, node: Node) -> VClock:
     count = request.header_count(_CONTEXT)
     if count > 1:
         raise ApiError(400, "bad_request", f"{CONTEXT_HEADER} given more than once")
     if not count:
         return VClock.empty()
     try:
-        return decode_context(request.headers[_CONTEXT])
+        clock = decode_context(request.headers[_CONTEXT])
+        node.coordinator.clock_guard.check_context(clock)  # a forged clock must not move ours
     except MalformedContext as exc:
         raise ApiError(400, "bad_request", f"malformed {CONTEXT_HEADER}: {exc}") from None
+    except ClockSkew as exc:
+        raise ApiError(400, "bad_request", f"{CONTEXT_HEADER} refused: {exc}") from None
+    return clock
 
 
 def _count(node: Node, op: str, started: float, outcome: str) -> None:
@@ -374,30 +437,68 @@ def _count(node: Node, op: str, started: float, outcome: str) -> None:
 _OCTETS = "application/octet-stream"
 
 
+def _if_none_match(request: Request) -> IfNoneMatch | None:
+    """The read's If-None-Match (repeated field lines arrive joined, RFC 9110 §5.3)."""
+    header = request.headers.get("if-none-match")
+    if header is None:
+        return None
+    try:
+        return parse_if_none_match(header)
+    except MalformedCondition as exc:
+        raise ApiError(400, "bad_request", str(exc)) from None
+
+
+def cache_control(max_age: int) -> str:
+    """What a read allows caches: revalidate every time, unless the cluster allows an age."""
+    return f"max-age={max_age}" if max_age > 0 else "no-cache"
+
+
 async def handle_get(node: Node, request: Request) -> Response:
     started = time.perf_counter()
     outcome = "error"
     try:
         key = _key(request)
         quorum = _quorum(request, node)
-        versions = await _call(node.coordinator.get(key, quorum))
-        values = live_values(versions)
-        if len(values) == 1:
+        condition = _if_none_match(request)
+        now_ms = int(time.time() * 1000)  # expiry is judged against this node's clock
+        versions = None
+        if condition is not None:  # a revalidation: the replicas send digests, not values
+            etag, found, load = await _call(node.coordinator.get_digest(key, quorum, now_ms))
+            if not_modified(condition, etag, found):
+                outcome = "304"
+                return Response(304, b"", _validators(node, etag))
+            versions = load() if load is not None else None
+        if versions is None:
+            versions = await _call(node.coordinator.get(key, quorum))
+        etag = etag_of(versions, now_ms)
+        if not_modified(condition, etag, has_value(versions, now_ms)):
+            outcome = "304"
+            return Response(304, b"", _validators(node, etag))
+        live = live_versions(versions, now_ms)  # expired values read as absent
+        if len(live) == 1:
             outcome = "200"
+            node.metrics.response_size.labels("get").observe(len(live[0].value or b""))
             context = encode_context(context_of(versions))
-            return Response(200, values[0], [(CONTEXT_HEADER, context)], _OCTETS)
+            headers = [(CONTEXT_HEADER, context), *ttl_headers(live[0], now_ms)]
+            headers += _validators(node, etag)
+            return Response(200, live[0].value or b"", headers, _OCTETS)
         headers = [(CONTEXT_HEADER, encode_context(context_of(versions)))] if versions else []
-        if not values:
+        headers += _validators(node, etag)
+        if not live:
             outcome = "404"
             return json_response({"error": "not_found", "message": "key not found"}, 404, headers)
         outcome = "300"
-        body = {"siblings": [{"value": b64encode(v).decode("ascii")} for v in values]}
+        body = {"siblings": [sibling_json(v, now_ms) for v in live]}
         return json_response(body, 300, headers)
     except ApiError as exc:
         outcome = str(exc.status)
         raise
     finally:
         _count(node, "get", started, outcome)
+
+
+def _validators(node: Node, etag: str) -> list[tuple[str, str]]:
+    return [("ETag", etag), ("Cache-Control", cache_control(node.config.cache_max_age))]
 
 
 async def _write(node: Node, request: Request, op: str, value: bytes | None) -> Response:
@@ -407,8 +508,18 @@ async def _write(node: Node, request: Request, op: str, value: bytes | None) -> 
     try:
         key = _key(request)
         quorum = _quorum(request, node)
-        context = _context(request)
-        clock = await _call(node.coordinator.put(key, value, context, quorum))
+        context = _context(request, node)
+        try:
+            condition, ttl = write_options(request, node.config, bool(context), value is None)
+        except BadWriteOptions as exc:
+            raise ApiError(400, "bad_request", str(exc)) from None
+        if value is not None:
+            node.metrics.request_size.labels(op).observe(len(value))
+        if condition is not None:
+            write = conditional_put(node.coordinator, key, value, condition, quorum, ttl)
+        else:
+            write = node.coordinator.put(key, value, context, quorum, ttl=ttl)
+        clock = await _call(write)
         outcome = "204"
         return Response(204, b"", [(CONTEXT_HEADER, encode_context(clock))])
     except ApiError as exc:
@@ -427,23 +538,29 @@ async def handle_delete(node: Node, request: Request) -> Response:
     return await _write(node, request, "delete", None)
 
 
+_WRITE_ERRORS = (PreconditionFailed, TooManySiblings, StorageFull, Unavailable, QuorumTimeout)
+
+
+def api_error(exc: Exception) -> ApiError:
+    """The answer for a request (or one key of a batch) that failed with ``exc``."""
+    if isinstance(exc, PreconditionFailed):
+        return ApiError(412, PRECONDITION_FAILED, str(exc), context=encode_context(exc.seen))
+    if isinstance(exc, TooManySiblings):
+        return ApiError(409, "too_many_siblings", str(exc), siblings=exc.count, limit=exc.limit)
+    if isinstance(exc, StorageFull):
+        return ApiError(507, "insufficient_storage", "the node's disk is full; nothing was written")
+    if isinstance(exc, Unavailable):
+        return ApiError(503, "unavailable", str(exc), required=exc.required, alive=exc.alive)
+    if isinstance(exc, QuorumTimeout):
+        return ApiError(504, "timeout", str(exc), required=exc.required, acks=exc.acks)
+    raise exc
+
+
 async def _call(awaitable: Awaitable[Any]) -> Any:
     try:
         return await awaitable
-    except TooManySiblings as exc:
-        raise ApiError(
-            409, "too_many_siblings", str(exc), siblings=exc.count, limit=exc.limit
-        ) from None
-    except StorageFull:
-        raise ApiError(
-            507, "insufficient_storage", "the node's disk is full; nothing was written"
-        ) from None
-    except Unavailable as exc:
-        raise ApiError(
-            503, "unavailable", str(exc), required=exc.required, alive=exc.alive
-        ) from None
-    except QuorumTimeout as exc:
-        raise ApiError(504, "timeout", str(exc), required=exc.required, acks=exc.acks) from None
+    except _WRITE_ERRORS as exc:
+        raise api_error(exc) from None
 
 
 async def handle_live(node: Node, request: Request) -> Response:
@@ -599,9 +716,13 @@ def required_role(request: Request) -> str | None:
     path = request.path
     if path.startswith("/health/"):
         return None
+    if path == "/metrics":
+        return METRICS_ROLE
     if path.startswith(ADMIN_PREFIX):
         return "read" if request.method == "GET" else "admin"
     if path.startswith(KV_PREFIX) and request.method not in ("GET", "HEAD"):
+        return "readwrite"
+    if path.startswith(BATCH_PREFIX) and path != BATCH_GET:
         return "readwrite"
     return "read"
 
@@ -628,6 +749,20 @@ def _check_access(request: Request, node: Node) -> Response | None:
                 403, "forbidden", f"{principal.name} has role {principal.role}; this needs {needed}"
             )
     return None
+
+
+def data_routes() -> list[tuple[str, str, Any]]:
+    """``POST /v1/batch/{get,put,delete}`` (``ringkv.node.batch_api``) and ``GET /v1/keys``
+    (``ringkv.node.keys_api``): those modules build on this one's helpers, so they are
+    imported once this module is loaded."""
+    from ringkv.node import batch_api, keys_api
+
+    return [
+        ("POST", BATCH_GET, batch_api.handle_batch_get),
+        ("POST", BATCH_PREFIX + "put", batch_api.handle_batch_put),
+        ("POST", BATCH_PREFIX + "delete", batch_api.handle_batch_delete),
+        ("GET", "/v1/keys", keys_api.handle_keys),
+    ]
 
 
 def _tune_gc() -> None:
@@ -665,6 +800,8 @@ class Api:
         ):
             router.add("GET", path, partial(get, node))
         router.add("POST", "/v1/admin/plan", partial(handle_plan, node))
+        for method, path, handler in data_routes():
+            router.add(method, path, partial(handler, node))
         router.add("POST", "/v1/admin/cleanup", partial(handle_cleanup, node))
         router.add_prefix("POST", ADMIN_PREFIX, partial(handle_admin, node))
         self.server = HttpServer(
@@ -684,11 +821,13 @@ class Api:
     async def wrap(self, request: Request, handler: Handler) -> Response:
         """Authentication, the overload limit and error answers."""
         node = self.node
+        request_id = request_id_of(request.headers.get(_REQUEST_ID))
+        token = REQUEST_ID.set(request_id) if request_id is not None else None
         try:
             refused = _check_access(request, node)
             if refused is not None:
                 return refused
-            if not request.path.startswith(KV_PREFIX):
+            if not request.path.startswith((KV_PREFIX, BATCH_PREFIX)):
                 return await handler(request)  # status, metrics and admin work under overload
             limit = node.config.max_concurrent_requests
             if node.in_flight >= limit:
@@ -705,6 +844,9 @@ class Api:
                 node.in_flight -= 1
         except ApiError as exc:
             return error_response(exc.status, exc.code, exc.message, **exc.extra)
+        finally:
+            if token is not None:
+                REQUEST_ID.reset(token)
 
     async def serve(self, stop: asyncio.Event, shutdown_timeout: float = 10.0) -> None:
         """Start the node, serve until ``stop`` is set, then drain and stop (SIGTERM)."""

@@ -126,6 +126,8 @@ class Storage:
         # Bloom filter on the memtable, and an LRU block cache of block_cache_mb. Range scans
         # (streaming, anti-entropy) keep working: the blocks keep their binary index.
         options.optimize_for_point_lookup(block_cache_mb)
+        # Tickers (block cache hits and misses, stall time) for the node's metrics.
+        options.enable_statistics()
         families = {META_CF: Options(raw_mode=True), HINTS_CF: Options(raw_mode=True)}
         self._db = Rdict(self.path, options, column_families=families)
         self._meta = self._db.get_column_family(META_CF)
@@ -357,6 +359,24 @@ class Storage:
         self._meta.put(name.encode(), msgpack.packb(value, use_bin_type=True), options)
 
     # -- statistics and lifecycle ---------------------------------------------------------------
+
+    def db_property(self, name: str) -> str | None:
+        """A RocksDB property (``rocksdb.*``) of the records' column family, for metrics."""
+        value: str | None = self._db.property_value(name)
+        return value
+
+    def db_int_property(self, name: str) -> int:
+        return int(self._db.property_int_value(name) or 0)
+
+    def sst_files(self) -> list[dict[str, Any]]:
+        """The live SST files (name, level, size, ...), for metrics."""
+        files: list[dict[str, Any]] = self._db.live_files()
+        return files
+
+    def disk_space(self) -> tuple[int, int]:
+        """(free, total) bytes of the data directory's filesystem."""
+        st = os.statvfs(self.path)
+        return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
 
     def approximate_keys(self) -> int:
         return int(self._db.property_int_value("rocksdb.estimate-num-keys") or 0)

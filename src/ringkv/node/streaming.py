@@ -26,6 +26,7 @@ from ringkv.core.ring import Ring, allocate_tokens
 from ringkv.core.streaming import Transfer, moved_fraction, plan_rebuild, plan_transfers
 from ringkv.core.versions import version_from_wire, version_to_wire
 from ringkv.node.config import NodeConfig
+from ringkv.node.guards import clock_guard
 from ringkv.node.membership import Membership
 from ringkv.node.messaging import MessagingService, PeerError
 from ringkv.node.metrics import NodeMetrics
@@ -68,6 +69,7 @@ class RingChanges:
         self.messaging = messaging
         self.metrics = metrics
         self.mode = config.mode
+        self.clock_guard = clock_guard(config.max_clock_skew, metrics)  # on streamed records
         self.progress: dict[str, Any] | None = None
         self.detail: list[dict[str, Any]] = []  # per-transfer progress of the change we drive
         self._cancel = False
@@ -93,8 +95,11 @@ class RingChanges:
         if op == "join":
             if node in ring:
                 raise ChangeError(409, "conflict", f"{node} is already a ring member")
-            tokens = state.get(g.TOKENS) or allocate_tokens(ring, node, self.config.vnodes)
-            future = ring.with_node(node, str(state.get(g.ZONE)), tokens)
+            zone = str(state.get(g.ZONE))
+            tokens = state.get(g.TOKENS) or allocate_tokens(
+                ring, node, self.config.vnodes, zone=zone, replicas=n
+            )
+            future = ring.with_node(node, zone, tokens)
             return ring, future, plan_transfers(ring, future, n, alive)
         if op == "decommission":
             if node not in ring:
@@ -434,7 +439,9 @@ class RingChanges:
     async def _push(self, target: str, records: list[Any]) -> None:
         if target == self.node_id:
             for key, wire in records:
-                self.storage.merge(bytes(key), [version_from_wire(v) for v in wire], self.mode)
+                versions = [version_from_wire(v) for v in wire]
+                if self.clock_guard.admits(versions):  # (to a peer: its replicate_batch checks)
+                    self.storage.merge(bytes(key), versions, self.mode)
             return
         address = self.membership.address_of(target) or ""
         await self.messaging.request(address, "replicate_batch", {"items": records}, 30.0)

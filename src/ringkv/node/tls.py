@@ -2,7 +2,10 @@
 
 One certificate and key (``--tls-cert-file``/``--tls-key-file``) serve both ports. With
 ``--tls-ca-file`` peers also verify each other against that CA (mutual TLS, on top of the
-HMAC handshake). Certificates are re-read when their files change (checked every few
+HMAC handshake), and a node checks that the certificate of the peer it dials carries the name it
+dialled (the host of the peer's advertised address: its pod DNS name under Kubernetes, so peer
+certificates need ``*.NAME-peers.NAMESPACE.svc.cluster.local`` -- or IP addresses, when nodes
+advertise IPs). Certificates are re-read when their files change (checked every few
 seconds), so a renewed Kubernetes Secret takes effect on new connections without a restart.
 """
 
@@ -25,11 +28,12 @@ class TlsConfig:
         self.server.minimum_version = ssl.TLSVersion.TLSv1_2
         self.client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         self.client.minimum_version = ssl.TLSVersion.TLSv1_2
-        self.client.check_hostname = False  # peers dial each other by IP address
         if ca_file:
             self.client.load_verify_locations(ca_file)
             self.client.verify_mode = ssl.CERT_REQUIRED
+            self.client.check_hostname = True  # the name (or IP) we dialled must be certified
         else:
+            self.client.check_hostname = False
             self.client.verify_mode = ssl.CERT_NONE  # encryption only; the HMAC proves peers
         self._stamp: tuple[float, ...] = ()
         self.load()

@@ -13,5 +13,6 @@
   apply the children, carry out the action ``plan`` chose, write the status.
 - ``handlers``: the kopf handlers (create/resume/update apply the children; a timer runs the
   reconcile pass), Kubernetes Events and Prometheus metrics.
+- ``metrics``: per-KVCluster metrics (phase, last actions, failed passes).
 - ``main``: ``python -m ringkv.operator`` runs kopf with the handlers.
 """

@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from ringkv.node.auth import METRICS_ROLE
 from ringkv.operator.spec import (
     ADMIN_TOKEN_KEY,
     API_VERSION,
@@ -22,6 +23,9 @@ from ringkv.operator.spec import (
     DATA_PATH,
     DATA_VOLUME,
     KIND,
+    METRICS_PATH,
+    METRICS_TOKEN_DIR,
+    METRICS_TOKEN_KEY,
     NODE_ID_ANNOTATION,
     OPERATOR_TOKEN_DIR,
     OPERATOR_TOKEN_KEY,
@@ -81,7 +85,8 @@ def config_data(spec: ClusterSpec) -> dict[str, str]:
     sec = spec.security
     if sec.auth:
         data["RINGKV_AUTH_TOKENS_FILE"] = (
-            f"{TOKENS_DIR}/{TOKENS_FILE},{OPERATOR_TOKEN_DIR}/{TOKENS_FILE}"
+            f"{TOKENS_DIR}/{TOKENS_FILE},{OPERATOR_TOKEN_DIR}/{TOKENS_FILE},"
+            f"{METRICS_TOKEN_DIR}/{TOKENS_FILE}"
         )
     else:
         data["RINGKV_NO_AUTH"] = "true"
@@ -136,7 +141,10 @@ def build_generated_secrets(
       nodes mount next to the users' one, and alone under ``token`` for the operator to read;
     - ``NAME-tokens`` (auth on, no ``tokensSecret``): a tokens file with one generated admin
       token, also alone under ``admin-token`` for ``kubectl get secret``;
-    - ``NAME-cluster-secret`` (peer auth on, no ``clusterSecret``): the peers' shared secret.
+    - ``NAME-cluster-secret`` (peer auth on, no ``clusterSecret``): the peers' shared secret;
+    - ``NAME-metrics-token`` (auth on): a token of role ``metrics`` for Prometheus, as a
+      tokens file the nodes mount, and alone under ``token`` for a PodMonitor or
+      ServiceMonitor's ``bearerTokenSecret``.
     """
     out = []
     sec = spec.security
@@ -155,6 +163,12 @@ def build_generated_secrets(
     if sec.peer_auth and sec.cluster_secret is None:
         out.append(_secret(spec, owner, spec.generated_cluster_secret,
                            {CLUSTER_SECRET_KEY: new_secret()}))  # fmt: skip
+    if sec.auth:
+        scraper = new_secret()
+        out.append(_secret(spec, owner, spec.metrics_token_secret, {
+            TOKENS_KEY: tokens_document(scraper, METRICS_ROLE, "metrics"),
+            METRICS_TOKEN_KEY: scraper,
+        }))  # fmt: skip
     return out
 
 
@@ -186,6 +200,8 @@ def security_volumes(spec: ClusterSpec) -> tuple[list[Obj], list[Obj]]:
         add("tokens", spec.tokens_ref.name, [(spec.tokens_ref.key, TOKENS_FILE)], TOKENS_DIR)
         add("operator-token", spec.operator_token_secret, [(TOKENS_KEY, TOKENS_FILE)],
             OPERATOR_TOKEN_DIR)  # fmt: skip
+        add("metrics-token", spec.metrics_token_secret, [(TOKENS_KEY, TOKENS_FILE)],
+            METRICS_TOKEN_DIR)  # fmt: skip
     if sec.peer_auth:
         ref = spec.cluster_secret_ref
         add("cluster-secret", ref.name, [(ref.key, CLUSTER_SECRET_FILE)], CLUSTER_SECRET_DIR)
@@ -305,10 +321,22 @@ def _field(path: str) -> Obj:
     return {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}
 
 
+def scrape_annotations(spec: ClusterSpec) -> dict[str, str]:
+    """The ``prometheus.io/*`` annotations a plain Prometheus's pod discovery keys on (with auth
+    on it also needs the metrics token: docs/operations.md, Monitoring)."""
+    return {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(spec.client_port),
+        "prometheus.io/path": METRICS_PATH,
+        "prometheus.io/scheme": spec.client_scheme,
+    }
+
+
 def build_pod_template(spec: ClusterSpec, zone: str) -> Obj:
     """The node pods of one zone."""
     labels = {**dict(spec.pod_labels), **spec.node_selector_labels(zone)}
-    annotations = dict(spec.pod_annotations)
+    # For a plain Prometheus (kubernetes_sd_configs, role pod); the spec's own win.
+    annotations = {**scrape_annotations(spec), **dict(spec.pod_annotations)}
     env = [
         {"name": "POD_NAME", "valueFrom": _field("metadata.name")},
         {"name": "POD_NAMESPACE", "valueFrom": _field("metadata.namespace")},

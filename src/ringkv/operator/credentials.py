@@ -136,19 +136,20 @@ _contexts_lock = threading.Lock()
 
 def tls_context(ca: bytes | None) -> ssl.SSLContext:
     """A client context for the nodes' TLS API. With a CA (the TLS Secret's ``ca.crt``) the
-    node's certificate must chain to it; the name is not checked, since the operator dials
-    pod IPs (as the nodes dial each other). Without one the traffic is encrypted but the
-    node is not verified."""
+    node's certificate must chain to it and carry the name the operator dials (the pod's DNS
+    name through the headless peer Service, see ``reconciler.endpoints_of``). Without one the
+    traffic is encrypted but the node is not verified."""
     key = hashlib.sha256(ca).digest() if ca else b""
     with _contexts_lock:
         if key not in _contexts:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-            ctx.check_hostname = False
             if ca:
                 ctx.load_verify_locations(cadata=ca.decode("ascii", "replace"))
                 ctx.verify_mode = ssl.CERT_REQUIRED
+                ctx.check_hostname = True
             else:
+                ctx.check_hostname = False
                 ctx.verify_mode = ssl.CERT_NONE
             _contexts[key] = ctx
         return _contexts[key]

@@ -20,6 +20,7 @@ import kopf
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from ringkv.operator import credentials, reconciler
+from ringkv.operator.metrics import ClusterMetrics
 from ringkv.operator.spec import GROUP, PLURAL, VERSION, SpecError, parse_spec
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ READY = Gauge("ringkv_operator_ready_nodes", "Ready nodes per KVCluster", ["name
 NODES = Gauge(
     "ringkv_operator_nodes", "Nodes per KVCluster (status.replicas)", ["namespace", "name"]
 )
+CLUSTERS = ClusterMetrics()
 
 _apis: dict[str, Any] = {}
 
@@ -148,6 +150,7 @@ def reconcile_timer(body: kopf.Body, name: str, namespace: str | None, **_: Any)
     except Exception as exc:
         ERRORS.labels(type(exc).__name__).inc()
         RECONCILES.labels("error").inc()
+        CLUSTERS.failed(namespace, name)
         log.exception("reconcile of %s/%s failed", namespace, name)
         kopf.warn(body, reason="ReconcileError", message=f"{type(exc).__name__}: {exc}")
         return
@@ -158,6 +161,7 @@ def reconcile_timer(body: kopf.Body, name: str, namespace: str | None, **_: Any)
         ACTIONS.labels(action.kind).inc()
     READY.labels(namespace, name).set(int(status.get("readyReplicas") or 0))
     NODES.labels(namespace, name).set(int(status.get("replicas") or 0))
+    CLUSTERS.observe(namespace, name, status)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
@@ -168,4 +172,5 @@ def forget(name: str, namespace: str | None, **_: Any) -> None:
     for gauge in (READY, NODES):
         with contextlib.suppress(KeyError):
             gauge.remove(namespace, name)
+    CLUSTERS.forget(namespace, name)
     reconciler.forget(namespace, name)

@@ -35,7 +35,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ringkv.core.placement import preference_list
+from ringkv.core.placement import preference_list, replica_balance_bound
 from ringkv.core.quorum import majority
 from ringkv.core.ring import Ring
 from ringkv.operator.spec import DATA_VOLUME, ClusterSpec
@@ -50,6 +50,9 @@ SERVING = (NORMAL, LEAVING)  # answer reads
 IN_RING = (NORMAL, LEAVING, REPLACING)  # own ranges now
 
 # Action kinds
+# status.phase: what the KVCluster is doing (the CRD's description lists them).
+PHASES = ("Pending", "Creating", "Running", "Scaling", "Upgrading", "Replacing", "Degraded",
+          "Paused")  # fmt: skip
 NONE = "none"
 SCALE = "scale"  # set a zone's StatefulSet replicas
 DECOMMISSION = "decommission"  # POST /v1/admin/decommission for node
@@ -375,7 +378,9 @@ def decide(
     prev = dict(previous_status or {})
     counts = sts_replicas(spec, observed)
     total = sum(counts.values())
-    desired = observed.desired_replicas if observed.desired_replicas is not None else spec.replicas
+    desired = spec.node_count(
+        observed.desired_replicas if observed.desired_replicas is not None else spec.replicas
+    )
     ring = observed.ring
     members = ring.members if ring is not None else {}
     prev_down = {
@@ -717,6 +722,8 @@ def _status(
     members = ring.members if ring is not None else {}
     ready = sum(1 for n in nodes if n.ready)
     targets = spec.zone_targets(desired)
+    sizes = [targets[z] for z in spec.zones]
+    bound = replica_balance_bound({z: n for z, n in targets.items() if n}, spec.replication_factor)
     zones = [
         {
             "name": z,
@@ -807,6 +814,9 @@ def _status(
         "progress": progress,  # None deletes it in a merge patch
         "replacements": replacements,
         "conditions": conditions,
+        "zoneSizes": "/".join(str(n) for n in sizes),
+        "replicaLoadBound": f"{bound:.2f}",
+        "zoneBalance": zone_balance_message(sizes, spec.replication_factor, bound),
     }  # fmt: skip
     if generation is not None:
         status["observedGeneration"] = generation
@@ -822,6 +832,17 @@ def _status(
     return status
 
 
+def zone_balance_message(sizes: list[int], rf: int, bound: float) -> str:
+    """Why replica load can or cannot be even with these zone sizes (status.zoneBalance)."""
+    if bound <= 1.005:
+        return "zones allow an even replica load"
+    return (
+        f"with {sum(sizes)} nodes over {len(sizes)} zones ({'/'.join(map(str, sizes))}) and "
+        f"replicationFactor {rf}, each zone holds its share of every key, so the busiest node "
+        f"stores at least {bound:.2f}x the mean; spec.scaleByWholeZones keeps zones equal"
+    )
+
+
 # -- autoscaling --------------------------------------------------------------------------------
 
 
@@ -832,7 +853,7 @@ def scaling_blocked(spec: ClusterSpec, observed: Observed) -> bool:
     before and after its join), a member not alive or not ``normal``. Only a settled cluster
     gets its next step."""
     counts = sts_replicas(spec, observed)
-    if sum(counts.values()) != spec.replicas:
+    if sum(counts.values()) != spec.node_count():
         return True
     ring = observed.ring
     if ring is None or ring.in_progress or ring.cleanup_pending:
@@ -909,10 +930,16 @@ def autoscale(
             wanted.append(math.ceil(total / target))
     target_count = max(wanted) if wanted else current
     target_count = max(a.min_replicas, min(a.max_replicas, target_count))
+    # One node at a time, or with scaleByWholeZones one node per zone (to the next multiple).
+    step = len(spec.zones) if spec.scale_by_whole_zones else 1
     if target_count > current:
-        result = current + 1
+        result = (current // step + 1) * step
+        if result > a.max_replicas:
+            return None
     elif target_count < current:
-        result = current - 1
+        result = (current - 1) // step * step
+        if result < max(a.min_replicas, spec.replication_factor):
+            return None
     else:
         return None
     return result
@@ -941,4 +968,5 @@ __all__ = [
     "scale_down_zone",
     "scale_up_zone",
     "scaling_blocked",
+    "zone_balance_message",
 ]

@@ -142,9 +142,13 @@ def observe(spec: ClusterSpec, kube: Kube, nodes: Nodes) -> tuple[Observed, dict
 
 
 def endpoints_of(spec: ClusterSpec, pods: Iterable[PodState], only: str | None = None) -> list[str]:
-    """Client URLs of the pods with an IP: ready ones first (or only the pod ``only``)."""
+    """Client URLs of the pods with an IP: ready ones first (or only the pod ``only``). Over
+    TLS a pod is dialled by its DNS name (the headless peer Service publishes it before the pod
+    is ready), the name its certificate carries, so the operator can verify it."""
     usable = [p for p in pods if p.ip and not p.deleting and (only is None or p.name == only)]
     usable.sort(key=lambda p: (not p.ready, p.zone, p.ordinal))
+    if spec.security.tls:
+        return [f"https://{spec.peer_host(p.name)}:{spec.client_port}" for p in usable]
     return [f"{spec.client_scheme}://{p.ip}:{spec.client_port}" for p in usable]
 
 

@@ -48,6 +48,7 @@ RESERVED_SETTINGS = frozenset(
 # certificates from it without a restart).
 TOKENS_DIR = "/etc/ringkv/tokens"
 OPERATOR_TOKEN_DIR = "/etc/ringkv/operator-token"
+METRICS_TOKEN_DIR = "/etc/ringkv/metrics-token"
 CLUSTER_SECRET_DIR = "/etc/ringkv/cluster-secret"
 TLS_DIR = "/etc/ringkv/tls"
 TOKENS_FILE = "tokens.json"  # the file name in TOKENS_DIR and OPERATOR_TOKEN_DIR
@@ -56,6 +57,8 @@ CLUSTER_SECRET_FILE = "cluster-secret"  # the file name in CLUSTER_SECRET_DIR
 TOKENS_KEY = "tokens.json"  # a tokens file, as nodes read it
 ADMIN_TOKEN_KEY = "admin-token"  # the generated admin token alone (NAME-tokens)
 OPERATOR_TOKEN_KEY = "token"  # the operator's admin token alone (NAME-operator-token)
+METRICS_TOKEN_KEY = "token"  # the scrapers' metrics token alone (NAME-metrics-token)
+METRICS_PATH = "/metrics"
 CLUSTER_SECRET_KEY = "cluster-secret"
 _SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
@@ -168,6 +171,7 @@ class ClusterSpec:
     priority_class: str | None = None
     termination_grace_seconds: int = 30
     security: Security = Security()
+    scale_by_whole_zones: bool = False
 
     # -- names ----------------------------------------------------------------------------------
 
@@ -210,6 +214,12 @@ class ClusterSpec:
     def operator_token_secret(self) -> str:
         """The operator's own admin token, mounted into the nodes as a second tokens file."""
         return f"{self.name}-operator-token"
+
+    @property
+    def metrics_token_secret(self) -> str:
+        """A token of role ``metrics`` for Prometheus (a PodMonitor's bearerTokenSecret),
+        mounted into the nodes as a third tokens file."""
+        return f"{self.name}-metrics-token"
 
     @property
     def tokens_ref(self) -> SecretKeyRef:
@@ -256,9 +266,20 @@ class ClusterSpec:
         """The scale subresource's status.selector."""
         return ",".join(f"{k}={v}" for k, v in sorted(self.node_selector_labels().items()))
 
+    def node_count(self, replicas: int | None = None) -> int:
+        """The nodes to run for ``replicas`` (default spec.replicas): with
+        ``scaleByWholeZones``, rounded up to a multiple of the zone count, so that every zone
+        has as many nodes and replica load can be even (with one replica of each key per zone,
+        a zone with fewer nodes loads each of them more)."""
+        total = self.replicas if replicas is None else replicas
+        if self.scale_by_whole_zones:
+            zones = len(self.zones)
+            total = -(-total // zones) * zones
+        return total
+
     def zone_targets(self, replicas: int | None = None) -> dict[str, int]:
         """Nodes each zone should run: an even spread, the first zones get one more."""
-        total = self.replicas if replicas is None else replicas
+        total = self.node_count(replicas)
         base, extra = divmod(total, len(self.zones))
         return {zone: base + (1 if i < extra else 0) for i, zone in enumerate(self.zones)}
 
@@ -426,4 +447,5 @@ def parse_spec(name: str, namespace: str, spec: dict[str, Any]) -> ClusterSpec:
         priority_class=pod.get("priorityClassName") or None,
         termination_grace_seconds=int(pod.get("terminationGracePeriodSeconds", 30)),
         security=parse_security(spec.get("security")),
+        scale_by_whole_zones=_flag(spec, "scaleByWholeZones", False, "spec"),
     )
