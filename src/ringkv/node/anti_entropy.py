@@ -277,14 +277,15 @@ class AntiEntropy:
     async def purge_tombstones(self, now_ms: int) -> int:
         grace_ms = int(self.config.tombstone_grace * 1000)
         purged = kept = 0
-        if not self.may_purge():  # a ring member still holds ranges it gave away
-            return 0
+        # While a ring member still holds ranges it gave away, nothing is purged (every
+        # tombstone counts as kept).
+        allowed = self.may_purge()
         for end, tree in list(self.trees.items()):
             others = [n for n in self.replicas.get(end, ()) if n != self.node_id]
             covered = min(
                 (self.last_exchange.get((end, peer), 0) for peer in others), default=now_ms
             )
-            horizon = min(covered, now_ms - grace_ms)
+            horizon = min(covered, now_ms - grace_ms) if allowed else 0
             expired = []
             for scanned, (_h, key, versions) in enumerate(self.storage.scan(tree.start, tree.end)):
                 if horizon > 0 and expired_tombstones(versions, horizon):
