@@ -19,6 +19,10 @@ from ringkv.node.logs import LOG_FORMATS
 _NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 
+#: Largest --cache-max-age (seconds): a day; reads that stale are better served by max_staleness.
+MAX_CACHE_MAX_AGE = 86400
+
+
 @dataclass(frozen=True)
 class NodeConfig:
     node_id: str
@@ -348,8 +352,8 @@ def validate(c: NodeConfig) -> list[str]:
         problems.append("--tls-ca-file needs --tls-cert-file and --tls-key-file")
     if not 0 <= c.read_repair_chance <= 1:
         problems.append("--read-repair-chance must be between 0 and 1")
-    if not 0 <= c.cache_max_age <= 86400:
-        problems.append("--cache-max-age must be between 0 and 86400 seconds")
+    if not 0 <= c.cache_max_age <= MAX_CACHE_MAX_AGE:
+        problems.append(f"--cache-max-age must be between 0 and {MAX_CACHE_MAX_AGE} seconds")
     if not c.speculative_read_delay > 0:
         problems.append("--speculative-read-delay must be positive")
     if c.anti_entropy_interval < 0 or c.tombstone_grace < 0:

@@ -159,6 +159,7 @@ class Coordinator:
         self.cleanup: Cleanup | None = None  # set by the node: which keys this node replicates
         # Clocks from clients and peers are bounded before this node observes or stores them.
         self.clock_guard = clock_guard(config.max_clock_skew, metrics)
+        self.skew_ms = int(config.max_clock_skew * 1000)  # expired values: see core.expiry
         self._background: set[asyncio.Future[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -279,7 +280,7 @@ class Coordinator:
             current = self.storage.get(key)
             now = max(now, max((v.timestamp + 1 for v in current), default=0))
             self._hlc = now
-            context = covering_expired(context, current, hlc_wall_ms(now))
+            context = covering_expired(context, current, hlc_wall_ms(now), self.skew_ms)
             version = new_version(current, context, self.actor, value, now, expires=expires)
             merged = merge_siblings(current, [version], self.mode)
             self._check_siblings(key, merged)
@@ -292,7 +293,7 @@ class Coordinator:
             synced = None
             target = me.hint_for or ""
             current = self.hints.get(target, key)
-            context = covering_expired(context, current, hlc_wall_ms(now))
+            context = covering_expired(context, current, hlc_wall_ms(now), self.skew_ms)
             version = new_version(current, context, self.actor, value, now, expires=expires)
             merged = merge_siblings(current, [version], self.mode)
             self._store_hint(target, key, merged)

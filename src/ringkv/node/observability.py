@@ -134,16 +134,17 @@ class NodeCollector(Collector):
         now = time.monotonic()
         phi = GaugeMetricFamily(
             "ringkv_peer_phi",
-            "Phi accrual suspicion of each peer as this node sees it (convicted above "
-            "--phi-threshold; +Inf: never heard from)",
+            "Phi accrual suspicion of each peer this node watches (heartbeats), as it sees it "
+            "(convicted above --phi-threshold; +Inf: never heard from)",
             labels=["peer"],
         )
         states = dict.fromkeys(MEMBER_STATES, 0)
-        for node, state in membership.gossiper.states.items():
+        for state in membership.gossiper.states.values():
             status = str(state.get(g.STATUS, g.STARTING))
             states[status] = states.get(status, 0) + 1
+        for node, value in membership.watched_phi(now).items():
             if node != me:
-                phi.add_metric([node], membership.detector.phi(node, now))
+                phi.add_metric([node], value)
         yield phi
         by_state = GaugeMetricFamily(
             "ringkv_member_states", "Cluster members known to this node, by state",

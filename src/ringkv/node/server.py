@@ -510,7 +510,9 @@ async def _write(node: Node, request: Request, op: str, value: bytes | None) -> 
         quorum = _quorum(request, node)
         context = _context(request, node)
         try:
-            condition, ttl = write_options(request, node.config, bool(context), value is None)
+            condition, ttl = write_options(
+                request, node.config, bool(context), value is None, node.coordinator.clock_guard
+            )
         except BadWriteOptions as exc:
             raise ApiError(400, "bad_request", str(exc)) from None
         if value is not None:
