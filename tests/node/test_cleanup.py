@@ -85,6 +85,7 @@ def grow_to_four(cluster: Cluster, keys: list[str], value: bytes = b"v1") -> tup
     wait_until(formed, 60, message="n1..n3 formed, n4 waiting, every node agreeing")
     load(cluster, keys, value)
     before = ring_of(cluster.client(0))
+
     # n3's own join may still be streaming on a loaded machine (409 change_in_progress): the
     # next change waits for it, as an operator would.
     def join() -> bool:
