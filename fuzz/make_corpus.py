@@ -72,6 +72,7 @@ def _frames() -> list[bytes]:
         encode_frame(REQUEST, 2, "replicate", {"key": b"k", "record": encode_record(_versions())}),
         encode_frame(REQUEST, 3, "replicate_batch", {"items": [[b"k", wire], [b"j", wire[:1]]]}),
         encode_frame(REQUEST, 4, "replicate", {"key": b"k", "versions": wire, "hint_for": "n3"}),
+        bytes.fromhex("0000000481910102"),  # the report's frame: a map keyed by a list
     ]
 
 
@@ -91,6 +92,7 @@ def corpus() -> dict[str, list[bytes]]:
         ],
         "frame": _frames(),
         "admin_json": [
+            b"[" * 5000,  # the report's body
             b'{"op": "join", "node": "n4"}',
             b'{"node": "n2"}',
             b"[[[[{}]]]]",

@@ -497,6 +497,10 @@ def test_api_and_peers_are_authenticated(k8s: Any, available: str) -> None:
         assert http_status(f"{base}/v1/kv/sec-key?w=quorum", "PUT", token, b"sec-value") == 204
         assert http_status(f"{base}/v1/kv/sec-key", token=token) == 200
         assert http_status(f"{base}/v1/status", token=operator_token) == 200
+        # the generated metrics token reads /metrics and nothing else
+        metrics_token = secret_data(k8s, ns, f"{NAME}-metrics-token")["token"]
+        assert http_status(f"{base}/metrics", token=metrics_token) == 200
+        assert http_status(f"{base}/v1/status", token=metrics_token) == 403
         with Client(base, timeout=10, token=token) as c:
             assert c.get("sec-key", r="quorum").value == b"sec-value"
 
@@ -698,9 +702,8 @@ def check_all_reads(endpoint: str, data: dict[str, bytes]) -> list[str]:
 
 
 def _make_tls(directory: Path, name: str, ns: str) -> tuple[Path, Path, Path]:
-    """A CA and a node certificate it signed for KVCluster ``name`` in ``ns``: (ca.crt,
-    tls.crt, tls.key). The SAN is the pods' DNS names through the headless peer Service,
-    which nodes and the operator dial and check (docs/security.md)."""
+    """A CA and a node certificate it signed: (ca.crt, tls.crt, tls.key). The certificate
+    carries the names nodes and the operator dial and check (docs/security.md)."""
     import subprocess
 
     ca_key, ca_crt = directory / "ca.key", directory / "ca.crt"
@@ -713,10 +716,11 @@ def _make_tls(directory: Path, name: str, ns: str) -> tuple[Path, Path, Path]:
         "-out", str(ca_crt), "-subj", "/CN=ringkv-e2e-ca")
     run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr),
         "-subj", "/CN=ringkv-e2e-node")
-    ext = directory / "san.ext"
-    ext.write_text(f"subjectAltName=DNS:*.{name}-peers.{ns}.svc.cluster.local\n")
+    ext = directory / "tls.ext"
+    ext.write_text(f"subjectAltName=DNS:*.{name}-peers.{ns}.svc.cluster.local,"
+                   f"DNS:{name}.{ns}.svc,DNS:{name}.{ns}.svc.cluster.local\n")
     run("x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key),
-        "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(crt))
+        "-CAcreateserial", "-days", "2", "-out", str(crt), "-extfile", str(ext))
     return ca_crt, crt, key
 
 
@@ -775,11 +779,12 @@ def test_tls_cluster_with_your_own_tokens(k8s: Any, operator: str, tmp_path: Pat
         owned = {s["metadata"]["name"] for s in secrets["items"]
                  if any(o["uid"] == obj["metadata"]["uid"]
                         for o in s["metadata"].get("ownerReferences") or ())}
-        assert owned == {f"{name}-operator-token", f"{name}-metrics-token",
-                         f"{name}-cluster-secret"}
+        assert owned == {
+            f"{name}-operator-token", f"{name}-cluster-secret", f"{name}-metrics-token"
+        }
 
         verified = ssl.create_default_context(cafile=str(ca))
-        verified.check_hostname = False  # the certificate names no pod IP
+        verified.check_hostname = False  # reached through a port-forward on localhost
 
         def status(url: str, with_token: str | None = None, method: str = "GET",
                    body: bytes | None = None) -> int:

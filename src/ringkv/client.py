@@ -630,8 +630,12 @@ class Client:
         out: dict[K, str | RingkvError] = {}
         for chunk in _chunks(list(zip(keys, items, strict=True))):
             payload = {"items": [item for _, item in chunk], "encoding": "base64"}
-            status, _, body = self._request("POST", path, json.dumps(payload).encode(),
-                                            _JSON_HEADERS)  # fmt: skip
+            try:
+                status, _, body = self._request("POST", path, json.dumps(payload).encode(),
+                                                _JSON_HEADERS)  # fmt: skip
+            finally:  # the batch's keys drop their cache entries, as put and delete do
+                for key, _ in chunk:
+                    _invalidate(self.cache, key)
             for (key, _), entry in zip(chunk, _batch_results(status, body, len(chunk)),
                                        strict=True):  # fmt: skip
                 out[key] = _batch_write_outcome(entry)
@@ -981,8 +985,12 @@ class AsyncClient:
         out: dict[K, str | RingkvError] = {}
         for chunk in _chunks(list(zip(keys, items, strict=True))):
             payload = {"items": [item for _, item in chunk], "encoding": "base64"}
-            status, _, body = await self._request("POST", path, json.dumps(payload).encode(),
-                                                  _JSON_HEADERS)  # fmt: skip
+            try:
+                status, _, body = await self._request("POST", path, json.dumps(payload).encode(),
+                                                      _JSON_HEADERS)  # fmt: skip
+            finally:  # the batch's keys drop their cache entries, as put and delete do
+                for key, _ in chunk:
+                    _invalidate(self.cache, key)
             for (key, _), entry in zip(chunk, _batch_results(status, body, len(chunk)),
                                        strict=True):  # fmt: skip
                 out[key] = _batch_write_outcome(entry)

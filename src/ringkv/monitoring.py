@@ -254,10 +254,12 @@ CLUSTER = Dashboard(
               ((_quantile(0.99, "ringkv_request_duration_seconds", "op"), "p99 {{op}}"),
                (f"vector({SLO_P99_SECONDS['get']})", "read SLO"),
                (f"vector({SLO_P99_SECONDS['put']})", "write SLO")), "s"),
-        Panel("Errors by outcome",
+        Panel("Errors by reason (HTTP status)",
               ((_rate("ringkv_requests_total", "op, outcome",
                       f'{NODES}, outcome!~"2..|300|404"'), "{{op}} {{outcome}}"),), "reqps",
-              description="Client requests answered with an error status, by operation"),
+              description="Client requests answered with an error, by operation and status: "
+                          "400 bad request, 409 too many siblings, 503 unavailable or "
+                          "overloaded, 504 timeout, 507 disk full"),
         Panel("Refused requests by reason",
               ((_rate("ringkv_rejected_requests_total", "reason"), "{{reason}}"),), "reqps"),
         Panel("Nodes up", ((f"sum by (cluster) (up{{{NODES}}})", "{{cluster}}"),), kind="stat"),
@@ -503,31 +505,12 @@ def scrape_config() -> dict[str, Any]:
 
 def pod_monitor(cluster: str = EXAMPLE_CLUSTER, namespace: str = "default") -> dict[str, Any]:
     """A PodMonitor (Prometheus Operator) for one KVCluster's nodes, with its metrics token."""
-    from ringkv.operator.spec import METRICS_PATH, METRICS_TOKEN_KEY, parse_spec
+    from ringkv.operator.builders import build_pod_monitor
+    from ringkv.operator.spec import parse_spec
 
+    # what the operator applies with spec.monitoring.podMonitor.enabled (for the defaults)
     spec = parse_spec(cluster, namespace, {"zones": ["a"], "replicas": 1, "replicationFactor": 1})
-    return {
-        "apiVersion": "monitoring.coreos.com/v1",
-        "kind": "PodMonitor",
-        "metadata": {"name": f"ringkv-{cluster}", "namespace": namespace,
-                     "labels": {"app.kubernetes.io/name": "ringkv"}},
-        "spec": {
-            "jobLabel": "app.kubernetes.io/name",  # job="ringkv", as the rules expect
-            "selector": {"matchLabels": spec.node_selector_labels()},
-            "podMetricsEndpoints": [{
-                "port": "client",
-                "path": METRICS_PATH,
-                "scheme": "http",  # https with spec.security.tls, plus a tlsConfig with ca.crt
-                "interval": "30s",
-                "bearerTokenSecret": {"name": spec.metrics_token_secret, "key": METRICS_TOKEN_KEY},
-                "relabelings": [
-                    {"sourceLabels": ["__meta_kubernetes_pod_label_app_kubernetes_io_instance"],
-                     "targetLabel": "cluster"},
-                    {"sourceLabels": ["__meta_kubernetes_pod_name"], "targetLabel": "pod"},
-                ],
-            }],
-        },
-    }  # fmt: skip
+    return build_pod_monitor(spec)
 
 
 def operator_pod_monitor() -> dict[str, Any]:

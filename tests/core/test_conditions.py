@@ -14,7 +14,6 @@ from ringkv.core.conditions import (
     same_clock,
 )
 from ringkv.core.expiry import (
-    MAX_CLOCK_SKEW_MS,
     MAX_TTL_SECONDS,
     dead_since,
     expires_at,
@@ -41,6 +40,7 @@ from ringkv.core.versions import (
 
 EMPTY = VClock.empty()
 NOW = 1_000_000
+SKEW_MS = 5000  # the skew the rules are given (a node's --max-clock-skew)
 
 
 def ts(wall_ms: int) -> int:
@@ -189,20 +189,20 @@ def test_expiry_judgement() -> None:
     assert is_live(ttl, NOW + 4999) and not is_expired(ttl, NOW + 4999)
     assert not is_live(ttl, NOW + 5000) and is_expired(ttl, NOW + 5000)
     assert remaining_ms(ttl, NOW) == 5000 and remaining_ms(ttl, NOW + 9000) == 0
-    assert dead_since(forever) is None
-    assert dead_since(ttl) == NOW + 5000 + MAX_CLOCK_SKEW_MS
+    assert dead_since(forever, SKEW_MS) is None
+    assert dead_since(ttl, SKEW_MS) == NOW + 5000 + SKEW_MS
 
 
 def test_purgeable_records() -> None:
     expired = write((), EMPTY, "a", b"v", expires=NOW)
-    horizon = NOW + MAX_CLOCK_SKEW_MS + 1
-    assert purgeable(expired, horizon)
-    assert not purgeable(expired, NOW + MAX_CLOCK_SKEW_MS)  # within the allowed skew
+    horizon = NOW + SKEW_MS + 1
+    assert purgeable(expired, horizon, SKEW_MS)
+    assert not purgeable(expired, NOW + SKEW_MS, SKEW_MS)  # within the allowed skew
     deleted = write((), EMPTY, "a", None, wall=NOW)
-    assert purgeable((*expired, *deleted), horizon)
+    assert purgeable((*expired, *deleted), horizon, SKEW_MS)
     live = write(expired, EMPTY, "b", b"live")
-    assert not purgeable(live, 10**15)
-    assert not purgeable((), horizon)
+    assert not purgeable(live, 10**15, SKEW_MS)
+    assert not purgeable((), horizon, SKEW_MS)
 
 
 def test_expiry_is_part_of_the_version_and_its_encoding() -> None:
@@ -233,9 +233,23 @@ def test_writes_cover_values_expired_beyond_the_skew() -> None:
     for i in range(3):  # blind writes, each with a TTL that has run out
         record = write(record, EMPTY, f"n{i}", b"old %d" % i, expires=NOW)
     assert len(record) == 3
-    assert covering_expired(EMPTY, record, NOW + MAX_CLOCK_SKEW_MS - 1) == EMPTY  # within skew
-    context = covering_expired(EMPTY, record, NOW + MAX_CLOCK_SKEW_MS)
-    after = write(record, context, "n9", b"new", wall=NOW + MAX_CLOCK_SKEW_MS)
+    assert covering_expired(EMPTY, record, NOW + SKEW_MS - 1, SKEW_MS) == EMPTY  # within skew
+    context = covering_expired(EMPTY, record, NOW + SKEW_MS, SKEW_MS)
+    after = write(record, context, "n9", b"new", wall=NOW + SKEW_MS)
     assert [v.value for v in after] == [b"new"]
     live = write((), EMPTY, "a", b"live", expires=NOW * 10)
-    assert covering_expired(EMPTY, live, NOW + MAX_CLOCK_SKEW_MS) == EMPTY  # not expired yet
+    assert covering_expired(EMPTY, live, NOW + SKEW_MS, SKEW_MS) == EMPTY  # not expired yet
+
+
+def test_write_once_expired_records_are_purgeable_at_once() -> None:
+    once = write((), EMPTY, "a", b"v", expires=NOW)
+    dead = NOW + SKEW_MS
+    assert not purgeable(once, 0, SKEW_MS)  # the grace rule alone: not yet
+    assert not purgeable(once, 0, SKEW_MS, dead - 1)  # within the allowed skew
+    assert purgeable(once, 0, SKEW_MS, dead)
+    over = write(once, context_of(once), "b", b"w", expires=NOW)  # superseded something
+    assert not purgeable(over, 0, SKEW_MS, dead * 2)
+    blind_twice = write(once, EMPTY, "b", b"w", expires=NOW)  # two write-once siblings
+    assert purgeable(blind_twice, 0, SKEW_MS, dead)
+    mixed = write(once, EMPTY, "b", None, wall=NOW)  # a tombstone waits for the grace
+    assert not purgeable(mixed, 0, SKEW_MS, dead * 2)

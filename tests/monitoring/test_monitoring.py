@@ -138,6 +138,9 @@ def test_kubernetes_scraping_uses_the_metrics_token_secret() -> None:
     spec = parse_spec(monitoring.EXAMPLE_CLUSTER, "default", {"zones": ["a"]})
     monitors = (MONITORING / "podmonitor.yaml").read_text()
     node_monitor, operator_monitor = yaml.safe_load_all(monitors)
+    example = yaml.safe_load((ROOT / "manifests" / "example" / "kvcluster.yaml").read_text())
+    assert node_monitor["metadata"]["namespace"] == example["metadata"]["namespace"]
+    assert example["metadata"]["name"] == monitoring.EXAMPLE_CLUSTER
     [endpoint] = node_monitor["spec"]["podMetricsEndpoints"]
     assert endpoint["bearerTokenSecret"] == {"name": spec.metrics_token_secret, "key": "token"}
     assert endpoint["port"] == "client" and endpoint["path"] == "/metrics"

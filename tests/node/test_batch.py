@@ -17,6 +17,7 @@ from ringkv.client import AsyncClient, Client, GetResult, PreconditionFailed, Un
 from ringkv.core.batching import MAX_BATCH_KEYS
 from tests.cluster import Cluster, wait_until
 from tests.node.test_cli_client import ringkv
+from tests.node.test_conditional import FORGED
 from tests.node.test_failures import seen_down
 
 pytestmark = pytest.mark.slow
@@ -152,6 +153,7 @@ def test_batch_limits_and_bad_requests(cluster3: Cluster) -> None:
         ("/v1/batch/delete", {"items": [{"key": "k"}], "keys": ["k"]}, 400),
         ("/v1/batch/put", {"items": [{"key": "k", "delete": True, "value": "dg=="}]}, 400),
         ("/v1/batch/get", {"items": [{"key": "k"}]}, 400),
+        ("/v1/batch/put", {"items": [{"key": "k", "value": "dg==", "if_match": FORGED}]}, 400),
         ("/v1/batch/put", {"items": [{"key": "k", "value": b64(b"x" * 800_000)},
                                      {"key": "j", "value": b64(b"x" * 800_000)}]}, 413),
     ]  # fmt: skip

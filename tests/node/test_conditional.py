@@ -7,14 +7,19 @@ import asyncio
 import http.client
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ringkv.client import AsyncClient, BadRequest, Client, PreconditionFailed
+from ringkv.core.versions import VClock, encode_context
 from tests.cluster import HOST, Cluster
 from tests.node.test_cli_client import ringkv
+
+#: A context whose clock entry is a year ahead of any node's clock.
+FORGED = encode_context(VClock({"x#1": (1, int(time.time() * 1000) + 365 * 86400 * 1000)}))
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +108,8 @@ def test_412_body_and_bad_conditions(cluster: Cluster) -> None:
         ("PUT", {"If-Match": "not a context!"}),
         ("PUT", {"If-Match": "*", "X-Ringkv-Context": document["context"]}),
         ("DELETE", {"If-None-Match": "*"}),
+        ("PUT", {"If-Match": FORGED}),  # a clock far ahead, as refused in X-Ringkv-Context
+        ("DELETE", {"If-Match": FORGED}),
     ]
     for method, headers_ in bad:
         status, _, body = raw(cluster, method, "c412", b"z", headers_)

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from ringkv.client import AsyncClient, Client, ClientCache
+from ringkv.node.config import MAX_CACHE_MAX_AGE, parse_args
 from tests.cluster import Cluster, wait_until
 
 
@@ -354,3 +355,40 @@ def test_a_coordinator_without_a_copy_revalidates_from_digests(
             status, headers, body = request(two, f"/v1/kv/k{i}", {"If-None-Match": tags[i]})
             assert (status, body) == (200, b"second %d" % i) and headers["etag"] != tags[i]
             assert "x-ringkv-context" in headers
+
+
+def test_an_expiring_value_is_not_served_from_cache_past_its_ttl(cluster: Cluster) -> None:
+    kv = cluster.client(0)
+    kv.put("brief", b"soon gone", ttl=1)
+    status, headers, _ = request(cluster, "/v1/kv/brief")
+    assert status == 200
+    tag = headers["etag"]
+    with cached_client(cluster, max_staleness=60) as cached:
+        assert cached.get("brief").value == b"soon gone"
+
+        def expired() -> bool:
+            return request(cluster, "/v1/kv/brief", {"If-None-Match": tag})[0] == 404
+
+        wait_until(expired, 10, interval=0.1, message="the value expired")
+        gone = cached.get("brief")  # the TTL ran out: asks, although within max_staleness
+        assert not gone.found and not gone.from_cache
+
+
+def test_the_documented_cache_max_age_range_is_the_configured_one() -> None:
+    api = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()
+    assert f"`--cache-max-age SECONDS` (node flag, 0..{MAX_CACHE_MAX_AGE}," in api
+    flags = ["--node-id", "n1", "--no-auth", "true", "--no-peer-auth", "true", "--cache-max-age"]
+    assert parse_args([*flags, str(MAX_CACHE_MAX_AGE)]).cache_max_age == MAX_CACHE_MAX_AGE
+    with pytest.raises(SystemExit):
+        parse_args([*flags, str(MAX_CACHE_MAX_AGE + 1)])
+
+
+def test_batch_writes_through_the_client_drop_their_cache_entries(cluster: Cluster) -> None:
+    with cached_client(cluster, max_staleness=60) as kv:
+        kv.put_many({"b1": b"one", "b2": b"two"})
+        assert kv.get("b1").value == b"one" and kv.get("b2").value == b"two"
+        assert kv.get("b1").from_cache  # within max_staleness: no request
+        kv.put_many({"b1": b"uno"}, contexts={"b1": kv.get("b1").context or ""})
+        assert kv.get("b1").value == b"uno"
+        kv.delete_many(["b2"])
+        assert not kv.get("b2").found

@@ -388,9 +388,10 @@ def test_frames_after_the_handshake_must_carry_their_tag(run: Run) -> None:
             writer.write(sealer.seal(encode_frame(REQUEST, 2, "sync", "ok")))
             assert (await read_sealed(reader, opener))[3]["body"] == "ok"
             writer.close()
-            # injected: a plain frame where a tagged one is due
+            # injected: a frame with a made-up tag (or a plain one, whose "tag" is then the
+            # start of whatever follows it)
             reader, writer, sealer, opener = await authenticated(callee)
-            writer.write(encode_frame(REQUEST, 2, "sync", "injected"))
+            writer.write(encode_frame(REQUEST, 2, "sync", "injected") + bytes(16))
             await closed_by_peer(reader)
             writer.close()
             # altered: one payload byte flipped

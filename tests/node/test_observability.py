@@ -230,3 +230,24 @@ def test_tombstones_pending_purge_rises_then_falls(tmp_path: Path) -> None:
         assert value(scrape(port, None), "ringkv_tombstones_purged_total") == 10
     finally:
         cluster.stop()
+
+
+def test_a_decommissioned_node_counts_as_left_and_has_no_phi(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path / "c", nodes=4, zones=3).start()
+    try:
+        port = cluster.node(0).port
+        cluster.client(0).admin("decommission", "n4")
+
+        def left() -> bool:
+            got = scrape(port, None)
+            return value(got, "ringkv_member_states", state="left") == 1 and (
+                value(got, "ringkv_member_states", state="normal") == 3
+            )
+
+        wait_until(left, 120, interval=0.5, message="n4 counted as left")
+        cluster.node(3).terminate()  # a node that left stops; nobody should suspect it
+        got = scrape(port, None)
+        assert ("ringkv_peer_phi", (("peer", "n4"),)) not in got
+        assert ("ringkv_peer_phi", (("peer", "n2"),)) in got
+    finally:
+        cluster.stop()

@@ -80,3 +80,48 @@ def test_crd_names_every_token_role() -> None:
     listed = re.search(r"roles \(([^)]*)\)", auth)
     assert listed is not None and tuple(listed.group(1).split(", ")) == ROLES
     assert "NAME-metrics-token" in auth
+
+
+def test_pod_monitor_scrapes_the_nodes_with_the_metrics_token() -> None:
+    assert make_spec().monitoring.pod_monitor is False  # off unless asked
+    spec = make_spec(monitoring={"podMonitor": {"enabled": True, "interval": "15s",
+                                                "labels": {"release": "prom"}}})  # fmt: skip
+    monitor = builders.build_pod_monitor(spec, {"name": "kv", "uid": "u1"})
+    assert monitor["kind"] == "PodMonitor" and monitor["metadata"]["name"] == "kv"
+    assert monitor["metadata"]["namespace"] == "ns"
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["metadata"]["ownerReferences"][0]["uid"] == "u1"
+    assert monitor["spec"]["jobLabel"] == "app.kubernetes.io/name"
+    assert monitor["spec"]["selector"]["matchLabels"] == spec.node_selector_labels()
+    [endpoint] = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["port"] == "client" and endpoint["path"] == "/metrics"
+    assert endpoint["interval"] == "15s" and endpoint["scheme"] == "http"
+    assert endpoint["bearerTokenSecret"] == {"name": "kv-metrics-token", "key": "token"}
+    assert "tlsConfig" not in endpoint
+    tls = make_spec(security={"tls": {"enabled": True, "secretName": "kv-tls"}})
+    [endpoint] = builders.build_pod_monitor(tls)["spec"]["podMetricsEndpoints"]
+    assert endpoint["scheme"] == "https"
+    assert endpoint["tlsConfig"] == {"ca": {"secret": {"name": "kv-tls", "key": "ca.crt"}},
+                                     "serverName": "kv.ns.svc"}  # fmt: skip
+    open_api = make_spec(security={"auth": {"enabled": False}})
+    [endpoint] = builders.build_pod_monitor(open_api)["spec"]["podMetricsEndpoints"]
+    assert "bearerTokenSecret" not in endpoint
+
+
+def test_pod_monitor_interval_is_checked() -> None:
+    import pytest
+
+    from ringkv.operator.spec import SpecError
+
+    with pytest.raises(SpecError, match="interval"):
+        make_spec(monitoring={"podMonitor": {"enabled": True, "interval": "soon"}})
+
+
+def test_crd_declares_the_pod_monitor_settings() -> None:
+    crd = yaml.safe_load((ROOT / "crds" / "kvcluster.yaml").read_text())
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    pod_monitor = spec["properties"]["monitoring"]["properties"]["podMonitor"]["properties"]
+    assert pod_monitor["enabled"]["default"] is False
+    assert pod_monitor["interval"]["default"] == make_spec().monitoring.interval
+    assert re.match(pod_monitor["interval"]["pattern"], "30s")
+    assert not re.match(pod_monitor["interval"]["pattern"], "soon")

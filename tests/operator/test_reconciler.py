@@ -333,3 +333,31 @@ def test_create_errors_carry_no_secret() -> None:
         api.create(obj)
     assert "ns/kve-operator-token" in str(info.value) and "422" in str(info.value)
     assert SECRET not in str(info.value) and info.value.__cause__ is None
+
+
+def test_pod_monitor_is_applied_when_asked_and_optional(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    reconciler.forget("ns", "kvm")
+    kube = with_secrets(FakeKube(), "kvm")
+    reconciler.reconcile(body("kvm"), kube, FakeNodes(), lambda *e: None, now=NOW)
+    assert ("PodMonitor", "kvm") not in kube.objects  # off by default
+    asked = body("kvm", monitoring={"podMonitor": {"enabled": True}})
+    reconciler.reconcile(asked, kube, FakeNodes(), lambda *e: None, now=NOW)
+    monitor = kube.objects[("PodMonitor", "kvm")]
+    assert monitor["spec"]["podMetricsEndpoints"][0]["bearerTokenSecret"]["name"] == (
+        "kvm-metrics-token"
+    )
+
+    class NoPrometheusOperator(FakeKube):
+        def apply(self, obj: dict[str, Any]) -> None:
+            if obj["kind"] == "PodMonitor":
+                raise RuntimeError("the server could not find the requested resource")
+            super().apply(obj)
+
+    bare = with_secrets(NoPrometheusOperator(), "kvm")
+    for _ in range(2):  # the pass goes on without the Prometheus Operator, and says so once
+        reconciler.reconcile(asked, bare, FakeNodes(), lambda *e: None, now=NOW)
+    assert ("StatefulSet", "kvm-zone-a") in bare.objects
+    said = [r for r in caplog.records if "PodMonitor" in r.getMessage()]
+    assert len(said) == 1 and "RuntimeError" in said[0].getMessage()

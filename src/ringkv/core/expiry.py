@@ -5,14 +5,16 @@ A write with a TTL carries its expiry -- wall-clock milliseconds -- inside the v
 hints, anti-entropy and streaming, and replicas that hold the same dots agree on it (their
 Merkle trees stay equal). Each node judges expiry against its own clock when it reads: from
 ``expires`` on, the version is not live and reads as absent. Nodes whose clocks differ by d
-disagree for at most d around the expiry instant; ``MAX_CLOCK_SKEW_MS`` is the skew the cluster
-is assumed to stay within (NTP), and purging waits that much longer.
+disagree for at most d around the expiry instant; ``skew_ms`` -- the node's ``--max-clock-skew``,
+the bound the cluster's clocks must stay within anyway (``ringkv.core.clock_bounds``) -- is how
+much longer purging and overwriting expired values wait.
 
 An expired version behaves like a tombstone written at its expiry: it still supersedes what its
 context covers (so an older value cannot reappear from under it), a write whose context covers
 it replaces it as it would a tombstone, and it is purged by the tombstone purge (anti-entropy,
-after ``--tombstone-grace`` and an exchange with every replica), never by a scan on the request
-path.
+after ``--tombstone-grace`` and an exchange with every replica; at the first pass when it
+superseded nothing), never by a scan on the request path. Writes also cover the values that
+expired beyond the skew (``covering_expired``), so blind writes do not pile up dead siblings.
 
 Pure: the clock is an argument.
 """
@@ -23,8 +25,6 @@ from collections.abc import Iterable, Sequence
 
 from ringkv.core.versions import VClock, Version, context_of, hlc_wall_ms
 
-#: Clock skew between nodes the expiry rules allow for (documented in docs/api.md).
-MAX_CLOCK_SKEW_MS = 1000
 #: Largest ``ttl=`` accepted: ten years, in seconds. ``ttl=0`` means "never expires".
 MAX_TTL_SECONDS = 10 * 365 * 86400
 
@@ -63,32 +63,46 @@ def remaining_ms(version: Version, now_ms: int) -> int | None:
     return max(0, version.expires - now_ms) if version.expires else None
 
 
-def dead_since(version: Version) -> int | None:
+def dead_since(version: Version, skew_ms: int) -> int | None:
     """Wall-clock ms from which a version is dead everywhere (a tombstone from when it was
     written, an expiring value from its expiry plus the allowed skew); None while it lives."""
     if version.value is None:
         return hlc_wall_ms(version.timestamp)
     if version.expires:
-        return version.expires + MAX_CLOCK_SKEW_MS
+        return version.expires + skew_ms
     return None
 
 
-def covering_expired(context: VClock, current: Iterable[Version], now_ms: int) -> VClock:
+def covering_expired(
+    context: VClock, current: Iterable[Version], now_ms: int, skew_ms: int
+) -> VClock:
     """``context`` extended to cover the versions of ``current`` that expired more than the
     allowed skew ago: a coordinator writes over them as over versions the client read, so
     expired values do not pile up as siblings under blind writes (they are dead everywhere,
     and the new version still supersedes everything they superseded)."""
-    dead = [v for v in current if v.expires and v.expires + MAX_CLOCK_SKEW_MS <= now_ms]
+    dead = [v for v in current if v.expires and v.expires + skew_ms <= now_ms]
     return context.merge(context_of(dead)) if dead else context
 
 
-def purgeable(versions: Sequence[Version], horizon_ms: int) -> bool:
+def purgeable(
+    versions: Sequence[Version], horizon_ms: int, skew_ms: int, now_ms: int | None = None
+) -> bool:
     """A record whose every version (at least one) was dead before ``horizon_ms``: tombstones
-    and expired values only. The tombstone purge removes such records."""
+    and expired values only. The tombstone purge removes such records.
+
+    With ``now_ms``, also a record of values written over nothing (an empty context: a key
+    written once with a TTL) that all expired, beyond the allowed skew, before ``now_ms``: they
+    superseded nothing, so dropping them can bring nothing back, and they go without waiting for
+    the grace period."""
     if not versions:
         return False
+    if now_ms is not None and all(
+        v.value is not None and 0 < v.expires <= now_ms - skew_ms and not len(v.context)
+        for v in versions
+    ):
+        return True
     for version in versions:
-        since = dead_since(version)
+        since = dead_since(version, skew_ms)
         if since is None or since >= horizon_ms:
             return False
     return True

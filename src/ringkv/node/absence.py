@@ -2,7 +2,9 @@
 when it was away longer than ``--tombstone-grace`` (the rule is ``ringkv.core.absence``).
 
 The refusal says why and what to do: wipe the data directory and start the node again, so that
-it replaces itself (``ringkv admin replace`` when it runs with ``--auto-join false``).
+it replaces itself (``ringkv admin replace`` when it runs with ``--auto-join false``). With
+``--replace-when-away-too-long true`` (the Kubernetes operator sets it) the node does that by
+itself: it logs why, wipes its data directory and starts as a replacement.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import shutil
 import time
 from typing import Any
 
@@ -64,6 +68,15 @@ async def check_at_start(config: NodeConfig, storage: Storage, messaging: Messag
         "and streams its data from the other replicas (with --auto-join false, run "
         f"`ringkv admin replace {config.node_id}`)."
     )
+
+
+def wipe(data_dir: str) -> None:
+    """Remove everything in the data directory (the directory itself may be a mount point)."""
+    for entry in os.scandir(data_dir):
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path)
+        else:
+            os.unlink(entry.path)
 
 
 def record_alive(storage: Storage) -> None:

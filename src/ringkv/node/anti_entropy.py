@@ -45,10 +45,13 @@ log = logging.getLogger(__name__)
 LEAVES = 64
 
 
-def expired_tombstones(versions: Sequence[Version], horizon_ms: int) -> bool:
-    """A record holding only tombstones and expired values, all dead before ``horizon_ms``
-    (``ringkv.core.expiry.purgeable``): expired values are purged like tombstones."""
-    return purgeable(versions, horizon_ms)
+def expired_tombstones(
+    versions: Sequence[Version], horizon_ms: int, skew_ms: int = 0, now_ms: int | None = None
+) -> bool:
+    """A record holding only tombstones and expired values, all dead before ``horizon_ms``, or
+    only expired values written over nothing (``ringkv.core.expiry.purgeable``; ``skew_ms``:
+    ``--max-clock-skew``)."""
+    return purgeable(versions, horizon_ms, skew_ms, now_ms)
 
 
 class AntiEntropy:
@@ -60,6 +63,7 @@ class AntiEntropy:
         messaging: MessagingService,
         metrics: NodeMetrics,
     ) -> None:
+        self.skew_ms = int(config.max_clock_skew * 1000)  # expired values: core.expiry
         self.config = config
         self.node_id = config.node_id
         self.storage = storage
@@ -235,13 +239,14 @@ class AntiEntropy:
         remote = await self.messaging.request(address, "ae_fetch", {"lo": lo, "hi": hi}, timeout)
         remote_digests: dict[bytes, bytes] = {}
         fetched = 0
-        horizon = int(time.time() * 1000) - int(self.config.tombstone_grace * 1000)
+        now_ms = int(time.time() * 1000)
+        horizon = now_ms - int(self.config.tombstone_grace * 1000)
         for key, wire in remote:
             key = bytes(key)
             versions = [version_from_wire(v) for v in wire]
             if not self.clock_guard.admits(versions):
                 continue  # from too far in the future: neither stored nor pushed back
-            if expired_tombstones(versions, horizon):
+            if expired_tombstones(versions, horizon, self.skew_ms, now_ms):
                 # Past the grace period tombstones are being purged everywhere: copying them
                 # back and forth would only resurrect what the other side just removed.
                 remote_digests[key] = b"expired"
@@ -254,7 +259,7 @@ class AntiEntropy:
             [key, [version_to_wire(v) for v in versions]]
             for _h, key, versions in self.storage.scan(lo, hi)
             if remote_digests.get(key) not in (record_digest(versions), b"expired")
-            and not expired_tombstones(versions, horizon)
+            and not expired_tombstones(versions, horizon, self.skew_ms, now_ms)
         ]
         if push:
             await self.messaging.request(address, "replicate_batch", {"items": push}, timeout)
@@ -277,17 +282,19 @@ class AntiEntropy:
     async def purge_tombstones(self, now_ms: int) -> int:
         grace_ms = int(self.config.tombstone_grace * 1000)
         purged = kept = 0
-        if not self.may_purge():  # a ring member still holds ranges it gave away
-            return 0
+        # While a ring member still holds ranges it gave away, nothing is purged (its stale
+        # copies could come back), but tombstones are still counted as pending.
+        allowed = self.may_purge()
         for end, tree in list(self.trees.items()):
             others = [n for n in self.replicas.get(end, ()) if n != self.node_id]
             covered = min(
                 (self.last_exchange.get((end, peer), 0) for peer in others), default=now_ms
             )
-            horizon = min(covered, now_ms - grace_ms)
+            # (no exchange with every replica yet: only write-once expired values can go)
+            horizon = max(0, min(covered, now_ms - grace_ms))
             expired = []
             for scanned, (_h, key, versions) in enumerate(self.storage.scan(tree.start, tree.end)):
-                if horizon > 0 and expired_tombstones(versions, horizon):
+                if allowed and expired_tombstones(versions, horizon, self.skew_ms, now_ms):
                     expired.append((key, versions))
                 elif all(v.is_tombstone for v in versions):
                     kept += 1  # still within the grace period or not yet exchanged everywhere

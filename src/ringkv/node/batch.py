@@ -399,6 +399,9 @@ class Batches:
         ]
 
     def handle_replicate_many(self, body: dict[str, Any], deferred_sync: bool = False) -> int:
+        # A record for a range this node gave away refuses the whole message before any is
+        # applied (the coordinator keeps hints for all of it, as for a failed single write).
+        self.c.refuse_foreign(key for key, _record, hint_for in body["items"] if not hint_for)
         for key, record, hint_for in body["items"]:
             self.c.handle_replicate(
                 {"key": key, "record": record, "hint_for": hint_for}, deferred_sync

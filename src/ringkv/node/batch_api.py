@@ -182,8 +182,12 @@ def _write_item(
     if_none_match = "*" if raw.get("if_none_match") is True else None
     try:
         condition = parse_condition(if_none_match, if_match)
+        if condition is not None and condition.kind == "matches":
+            guard.check_context(condition.context)  # the write is made with it
     except MalformedCondition as exc:
         raise ApiError(400, "bad_request", f"item {index}: {exc}") from None
+    except ClockSkew as exc:
+        raise ApiError(400, "bad_request", f"item {index}: if_match refused: {exc}") from None
     if condition is not None and raw.get("context") is not None:
         raise ApiError(400, "bad_request", f"item {index}: a condition replaces the context")
     ttl = default_ttl

@@ -356,6 +356,7 @@ class Cleanup:
                 self._save(ring.version, positions, sync=False)
                 self._publish()
             r["ranges_done"] += 1
+            self.metrics.cleanup_ranges.inc()
             self._publish()
         r["hints_redirected"] = await self._redirect_hints(ring)
         if r["keys_done"]:

@@ -16,7 +16,12 @@ from ringkv.core.versions import CONFLICT_MODES, ConflictMode
 from ringkv.node.auth import split_paths
 from ringkv.node.logs import LOG_FORMATS
 
+BOOL = ("true", "false")
 _NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+#: Largest --cache-max-age (seconds): a day; reads that stale are better served by max_staleness.
+MAX_CACHE_MAX_AGE = 86400
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,7 @@ class NodeConfig:
     tombstone_grace: float = 10 * 86400.0
     default_ttl: int = 0
     max_clock_skew: float = DEFAULT_MAX_CLOCK_SKEW
+    replace_when_away_too_long: bool = False
     log_level: str = "info"
     log_format: str = "text"
 
@@ -212,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("max-clock-skew", type=float, default=DEFAULT_MAX_CLOCK_SKEW,
         help="seconds a clock from a client context or a peer may run ahead of ours; "
         "beyond it the request is refused (5)")  # fmt: skip
+    add("replace-when-away-too-long", default="false", choices=["true", "false"],
+        help="a node down longer than --tombstone-grace while the cluster ran wipes its data "
+        "and replaces itself (else it refuses to start, saying why)")  # fmt: skip
     add("log-level", default="info", choices=["debug", "info", "warning", "error"])
     add("log-format", default="text", choices=LOG_FORMATS,
         help="text (human-readable, the default) or json (one object a line: time, level, "
@@ -269,6 +278,7 @@ def parse_args(argv: Sequence[str] | None) -> NodeConfig:
             tombstone_grace=float(ns.tombstone_grace),
             default_ttl=int(ns.default_ttl),
             max_clock_skew=float(ns.max_clock_skew),
+            replace_when_away_too_long=str(ns.replace_when_away_too_long).lower() == "true",
             log_level=ns.log_level,
             log_format=ns.log_format,
         )
@@ -283,6 +293,7 @@ def parse_args(argv: Sequence[str] | None) -> NodeConfig:
         ("--auto-join", str(ns.auto_join).lower(), ("true", "false")),
         ("--no-auth", str(ns.no_auth).lower(), ("true", "false")),
         ("--no-peer-auth", str(ns.no_peer_auth).lower(), ("true", "false")),
+        ("--replace-when-away-too-long", str(ns.replace_when_away_too_long).lower(), BOOL),
         ("--log-level", ns.log_level, ("debug", "info", "warning", "error")),
         ("--log-format", ns.log_format, LOG_FORMATS),
     ):
@@ -348,8 +359,8 @@ def validate(c: NodeConfig) -> list[str]:
         problems.append("--tls-ca-file needs --tls-cert-file and --tls-key-file")
     if not 0 <= c.read_repair_chance <= 1:
         problems.append("--read-repair-chance must be between 0 and 1")
-    if not 0 <= c.cache_max_age <= 86400:
-        problems.append("--cache-max-age must be between 0 and 86400 seconds")
+    if not 0 <= c.cache_max_age <= MAX_CACHE_MAX_AGE:
+        problems.append(f"--cache-max-age must be between 0 and {MAX_CACHE_MAX_AGE} seconds")
     if not c.speculative_read_delay > 0:
         problems.append("--speculative-read-delay must be positive")
     if c.anti_entropy_interval < 0 or c.tombstone_grace < 0:

@@ -26,7 +26,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
@@ -159,6 +159,7 @@ class Coordinator:
         self.cleanup: Cleanup | None = None  # set by the node: which keys this node replicates
         # Clocks from clients and peers are bounded before this node observes or stores them.
         self.clock_guard = clock_guard(config.max_clock_skew, metrics)
+        self.skew_ms = int(config.max_clock_skew * 1000)  # expired values: see core.expiry
         self._background: set[asyncio.Future[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -279,7 +280,7 @@ class Coordinator:
             current = self.storage.get(key)
             now = max(now, max((v.timestamp + 1 for v in current), default=0))
             self._hlc = now
-            context = covering_expired(context, current, hlc_wall_ms(now))
+            context = covering_expired(context, current, hlc_wall_ms(now), self.skew_ms)
             version = new_version(current, context, self.actor, value, now, expires=expires)
             merged = merge_siblings(current, [version], self.mode)
             self._check_siblings(key, merged)
@@ -292,7 +293,7 @@ class Coordinator:
             synced = None
             target = me.hint_for or ""
             current = self.hints.get(target, key)
-            context = covering_expired(context, current, hlc_wall_ms(now))
+            context = covering_expired(context, current, hlc_wall_ms(now), self.skew_ms)
             version = new_version(current, context, self.actor, value, now, expires=expires)
             merged = merge_siblings(current, [version], self.mode)
             self._store_hint(target, key, merged)
@@ -659,13 +660,18 @@ class Coordinator:
         hint_for = body.get("hint_for")
         if hint_for:
             self._store_hint(str(hint_for), key, versions)
-        elif self.cleanup is not None and not self.cleanup.replicates(key_hash(key)):
-            # A late write for a range this node gave away: refused, so the coordinator does
-            # not count it and keeps a hint, which cleanup hands to the key's new replicas.
-            raise NotReplica(f"{self.node_id} does not replicate this key (the ring changed)")
         else:
+            self.refuse_foreign((key,))
             self.storage.merge(key, versions, self.mode, deferred_sync=deferred_sync, raw=record)
         return True
+
+    def refuse_foreign(self, keys: Iterable[bytes]) -> None:
+        """Raise ``NotReplica`` for a replica write of a key this node no longer replicates: a
+        late write for a range it gave away. Refused, the coordinator does not count it and
+        keeps a hint, which cleanup hands to the key's new replicas."""
+        cleanup = self.cleanup
+        if cleanup is not None and not all(cleanup.replicates(key_hash(bytes(k))) for k in keys):
+            raise NotReplica(f"{self.node_id} does not replicate this key (the ring changed)")
 
     def handle_replicate_batch(self, body: dict[str, Any]) -> int:
         applied = 0

@@ -8,8 +8,8 @@ frame carries a 16-byte tag: keyed BLAKE2b over the frame's sequence number on t
 and its payload. A frame injected, altered, dropped, replayed or reordered fails the check, and
 the receiver closes the connection.
 
-Wire form of an authenticated frame: 4-byte big-endian length (payload plus tag), payload
-(the msgpack array), tag.
+Wire form of an authenticated frame: the plain frame (4-byte big-endian length of the payload,
+payload) followed by its tag, which covers the length header too.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import struct
 from typing import Any
 
 TAG_BYTES = 16
-_HEADER = struct.Struct(">I")
 
 
 class FrameAuthError(ValueError):
@@ -61,13 +60,13 @@ class FrameSealer:
         self.seq = 0
 
     def seal(self, frame: bytes) -> bytes:
-        """``frame`` (length header and payload, as ``encode_frame`` makes it) with its tag."""
-        payload = memoryview(frame)[4:]
+        """``frame`` (length header and payload, as ``encode_frame`` makes it) and its tag."""
         mac = self._base.copy()
         mac.update(_SEQ.pack(self.seq))
-        mac.update(payload)
+        mac.update(frame)
         self.seq += 1
-        return b"".join((_HEADER.pack(len(payload) + TAG_BYTES), payload, mac.digest()))
+        tag: bytes = mac.digest()
+        return frame + tag
 
 
 class FrameOpener:
@@ -79,17 +78,12 @@ class FrameOpener:
         self._base = _keyed(key)
         self.seq = 0
 
-    def open(self, body: bytes | bytearray | memoryview) -> memoryview:
-        """The payload of an authenticated frame body (payload plus tag); raises
-        ``FrameAuthError`` when the tag is wrong."""
-        view = memoryview(body)
-        if len(view) < TAG_BYTES:
-            raise FrameAuthError("frame too short to carry its authentication tag")
-        payload = view[:-TAG_BYTES]
+    def check(self, frame: bytes | bytearray, tag: bytes | bytearray) -> None:
+        """Raise ``FrameAuthError`` unless ``tag`` is the next tag of ``frame`` (its length
+        header and payload)."""
         mac = self._base.copy()
         mac.update(_SEQ.pack(self.seq))
-        mac.update(payload)
-        if not hmac.compare_digest(mac.digest(), view[-TAG_BYTES:]):
+        mac.update(frame)
+        if not hmac.compare_digest(mac.digest(), tag):
             raise FrameAuthError("frame authentication failed (injected or altered frame)")
         self.seq += 1
-        return payload

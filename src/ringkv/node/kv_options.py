@@ -8,11 +8,13 @@ import math
 from base64 import b64encode
 from typing import Any
 
+from ringkv.core.clock_bounds import ClockSkew
 from ringkv.core.conditions import Condition, MalformedCondition
 from ringkv.core.expiry import parse_ttl, remaining_ms
 from ringkv.core.versions import Version
 from ringkv.node.conditional import condition_of
 from ringkv.node.config import NodeConfig
+from ringkv.node.guards import ClockGuard
 from ringkv.node.http import Request
 
 #: Response header of a read: whole seconds until the value expires (absent: it never does).
@@ -24,13 +26,23 @@ class BadWriteOptions(ValueError):
 
 
 def write_options(
-    request: Request, config: NodeConfig, has_context: bool, deleting: bool
+    request: Request,
+    config: NodeConfig,
+    has_context: bool,
+    deleting: bool,
+    guard: ClockGuard | None = None,
 ) -> tuple[Condition | None, int]:
-    """(condition, ttl seconds) of a PUT or DELETE; ``BadWriteOptions`` when invalid."""
+    """(condition, ttl seconds) of a PUT or DELETE; ``BadWriteOptions`` when invalid.
+    ``guard``: refuses an ``If-Match`` context with a clock too far ahead, as it does an
+    ``X-Ringkv-Context`` (the write is made with that context)."""
     try:
         condition = condition_of(request.headers, request.repeated, has_context)
+        if guard is not None and condition is not None and condition.kind == "matches":
+            guard.check_context(condition.context)
     except MalformedCondition as exc:
         raise BadWriteOptions(str(exc)) from None
+    except ClockSkew as exc:
+        raise BadWriteOptions(f"If-Match refused: {exc}") from None
     if deleting:
         if condition is not None and condition.kind == "absent":
             raise BadWriteOptions("If-None-Match: * applies to PUT only")

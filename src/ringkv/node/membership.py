@@ -147,6 +147,10 @@ class Membership:
             self._up_at, self._up_ring = now, self.ring
         return self._up
 
+    def watched_phi(self, now: float) -> dict[str, float]:
+        """Phi of each member this node watches (its heartbeat targets); it measures no other."""
+        return {node: self.detector.phi(node, now) for node in sorted(self._watching)}
+
     def phi(self, node: str) -> float | None:
         """Phi of a member this node watches (None for the others: it does not judge them)."""
         if node == self.node_id or node not in self._watching:

@@ -42,7 +42,13 @@ from typing import Any
 import msgpack
 
 from ringkv.node import auth
-from ringkv.node.frame_auth import FrameAuthError, FrameOpener, FrameSealer, session_keys
+from ringkv.node.frame_auth import (
+    TAG_BYTES,
+    FrameAuthError,
+    FrameOpener,
+    FrameSealer,
+    session_keys,
+)
 from ringkv.node.guards import LogLimiter
 
 log = logging.getLogger(__name__)
@@ -150,11 +156,18 @@ def take_frames(
         if length > max_size:
             raise BadFrame(f"frame of {length} bytes exceeds the {max_size} byte limit")
         end = pos + 4 + length
-        if end > size:
+        if opener is None:
+            if end > size:
+                break
+            frames.append(_decode(buffer[pos + 4 : end]))  # a copy: the buffer shrinks below
+            pos = end
+            continue
+        if end + TAG_BYTES > size:
             break
-        body = buffer[pos + 4 : end]  # a copy: the buffer is resized below
-        frames.append(_decode(body if opener is None else opener.open(body)))
-        pos = end
+        frame = buffer[pos:end]
+        opener.check(frame, buffer[end : end + TAG_BYTES])
+        frames.append(_decode(memoryview(frame)[4:]))
+        pos = end + TAG_BYTES
     if pos:
         del buffer[:pos]
     return frames

@@ -238,6 +238,10 @@ class NodeMetrics:
         self.cleanup_bytes = Counter(
             "ringkv_cleanup_bytes", "Bytes of records deleted by cleanup", registry=r
         )
+        self.cleanup_ranges = Counter(
+            "ringkv_cleanup_ranges", "Token ranges cleanup finished (deleted what it held)",
+            registry=r,
+        )  # fmt: skip
         self.sibling_warnings = Counter(
             "ringkv_sibling_warnings", "Writes that left a key with 25 or more siblings",
             registry=r,

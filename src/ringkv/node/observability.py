@@ -134,16 +134,24 @@ class NodeCollector(Collector):
         now = time.monotonic()
         phi = GaugeMetricFamily(
             "ringkv_peer_phi",
-            "Phi accrual suspicion of each peer as this node sees it (convicted above "
-            "--phi-threshold; +Inf: never heard from)",
+            "Phi accrual suspicion of each peer this node watches (heartbeats), as it sees it "
+            "(convicted above --phi-threshold; +Inf: never heard from); members that left are "
+            "not listed",
             labels=["peer"],
         )
         states = dict.fromkeys(MEMBER_STATES, 0)
+        removed = membership.removed_nodes()
+        gone = set()
         for node, state in membership.gossiper.states.items():
             status = str(state.get(g.STATUS, g.STARTING))
+            if node in removed and state.generation <= removed[node]:
+                status = g.LEFT  # removed by force: gone as if it had left
+            if status == g.LEFT:
+                gone.add(node)  # silent by design
             states[status] = states.get(status, 0) + 1
-            if node != me:
-                phi.add_metric([node], membership.detector.phi(node, now))
+        for node, value in membership.watched_phi(now).items():
+            if node != me and node not in gone:
+                phi.add_metric([node], value)
         yield phi
         by_state = GaugeMetricFamily(
             "ringkv_member_states", "Cluster members known to this node, by state",

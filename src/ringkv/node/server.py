@@ -110,22 +110,18 @@ class Node:
         self.storage: Storage | None = None
         self._loops: list[asyncio.Task[None]] = []
 
-    async def start(self) -> None:
+    def _open_storage(self) -> Storage:
         config = self.config
-        self.storage = Storage(
+        return Storage(
             config.data_dir,
             fsync=config.fsync,
             min_free_bytes=config.min_free_bytes,
             block_cache_mb=config.block_cache_mb,
         )
-        incarnation = self.storage.get_meta("incarnation")
-        if not isinstance(incarnation, int):
-            # A fresh (or wiped) disk: a new incarnation, so our new dots never collide with
-            # versions an earlier life of this id created.
-            incarnation = int(time.time() * 1000)
-            self.storage.put_meta("incarnation", incarnation)
-        self.incarnation = incarnation
-        self.actor = make_actor(config.node_id, incarnation)
+
+    async def start(self) -> None:
+        config = self.config
+        self.storage = self._open_storage()
         secret = load_secret(config.cluster_secret_file) if config.cluster_secret_file else None
         if secret is None:
             log.warning("no --cluster-secret-file: peer traffic is NOT authenticated")
@@ -141,7 +137,23 @@ class Node:
             on_refused=lambda reason: self.metrics.refused_input.labels("peer", reason).inc(),
         )
         await self.messaging.start()
-        await absence.check_at_start(config, self.storage, self.messaging)  # AwayTooLong
+        try:
+            await absence.check_at_start(config, self.storage, self.messaging)
+        except absence.AwayTooLong as exc:
+            if not config.replace_when_away_too_long:
+                raise
+            log.error("%s --replace-when-away-too-long: wiping it now", exc)
+            self.storage.close()
+            absence.wipe(config.data_dir)
+            self.storage = self._open_storage()
+        incarnation = self.storage.get_meta("incarnation")
+        if not isinstance(incarnation, int):
+            # A fresh (or wiped) disk: a new incarnation, so our new dots never collide with
+            # versions an earlier life of this id created.
+            incarnation = int(time.time() * 1000)
+            self.storage.put_meta("incarnation", incarnation)
+        self.incarnation = incarnation
+        self.actor = make_actor(config.node_id, incarnation)
         self.membership = Membership(config, self.storage, self.messaging, incarnation)
         self.hints = HintStore(self.storage, config.mode)
         self.coordinator = Coordinator(
@@ -510,7 +522,9 @@ async def _write(node: Node, request: Request, op: str, value: bytes | None) -> 
         quorum = _quorum(request, node)
         context = _context(request, node)
         try:
-            condition, ttl = write_options(request, node.config, bool(context), value is None)
+            condition, ttl = write_options(
+                request, node.config, bool(context), value is None, node.coordinator.clock_guard
+            )
         except BadWriteOptions as exc:
             raise ApiError(400, "bad_request", str(exc)) from None
         if value is not None:

@@ -22,10 +22,12 @@ from ringkv.operator.spec import (
     CLUSTER_SECRET_KEY,
     DATA_PATH,
     DATA_VOLUME,
+    INSTANCE_LABEL,
     KIND,
     METRICS_PATH,
     METRICS_TOKEN_DIR,
     METRICS_TOKEN_KEY,
+    NAME_LABEL,
     NODE_ID_ANNOTATION,
     OPERATOR_TOKEN_DIR,
     OPERATOR_TOKEN_KEY,
@@ -79,6 +81,9 @@ def config_data(spec: ClusterSpec) -> dict[str, str]:
         # A pod that starts with no tokens joins by itself, and one that starts on an empty
         # volume under a known id replaces itself; the operator decides *when* a pod starts.
         "RINGKV_AUTO_JOIN": "true",
+        # A pod down longer than the tombstone grace would bring deleted data back: it wipes
+        # its volume's data and replaces itself instead (see ringkv.node.absence).
+        "RINGKV_REPLACE_WHEN_AWAY_TOO_LONG": "true",
     }
     # Nodes refuse to start unless security is configured or switched off explicitly: only
     # file paths here, the Secrets' contents stay out of the pod template.
@@ -471,6 +476,51 @@ def node_id_of(spec: ClusterSpec, zone: str, ordinal: int) -> str:
     return spec.pod_name(zone, ordinal)
 
 
+def build_pod_monitor(spec: ClusterSpec, owner: dict[str, Any] | None = None) -> Obj:
+    """The PodMonitor (Prometheus Operator) of spec.monitoring.podMonitor: the nodes' /metrics
+    with the metrics token; ``jobLabel`` makes the job ``ringkv`` (the pods'
+    app.kubernetes.io/name), a relabelling sets ``cluster`` to the KVCluster's name. With TLS
+    Prometheus verifies the nodes against the TLS Secret's ca.crt, for the client Service's
+    name (which the certificate carries: docs/security.md)."""
+    meta = _meta(spec, owner, spec.name, "monitoring")
+    meta["labels"].update(dict(spec.monitoring.labels))
+    endpoint: Obj = {
+        "port": "client",
+        "path": METRICS_PATH,
+        "scheme": spec.client_scheme,
+        "interval": spec.monitoring.interval,
+        "relabelings": [
+            {"sourceLabels": [f"__meta_kubernetes_pod_label_{_label_name(INSTANCE_LABEL)}"],
+             "targetLabel": "cluster"},
+            {"sourceLabels": ["__meta_kubernetes_pod_name"], "targetLabel": "pod"},
+        ],
+    }  # fmt: skip
+    sec = spec.security
+    if sec.auth:
+        token = {"name": spec.metrics_token_secret, "key": METRICS_TOKEN_KEY}
+        endpoint["bearerTokenSecret"] = token
+    if sec.tls and sec.tls_secret:
+        endpoint["tlsConfig"] = {
+            "ca": {"secret": {"name": sec.tls_secret, "key": "ca.crt"}},
+            "serverName": f"{spec.client_service}.{spec.namespace}.svc",
+        }
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PodMonitor",
+        "metadata": meta,
+        "spec": {
+            "jobLabel": NAME_LABEL,
+            "selector": {"matchLabels": spec.node_selector_labels()},
+            "podMetricsEndpoints": [endpoint],
+        },
+    }
+
+
+def _label_name(label: str) -> str:
+    """A Kubernetes label as Prometheus's service discovery names it."""
+    return "".join(c if c.isalnum() else "_" for c in label)
+
+
 def build_children(
     spec: ClusterSpec, owner: dict[str, Any] | None, replicas: dict[str, int]
 ) -> list[Obj]:
@@ -495,6 +545,7 @@ __all__ = [
     "build_generated_secrets",
     "build_pdb",
     "build_peer_service",
+    "build_pod_monitor",
     "build_pod_template",
     "build_role",
     "build_role_binding",

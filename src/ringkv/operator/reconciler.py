@@ -192,6 +192,28 @@ def ensure_children(
     credentials.ensure_secrets(spec, owner_of(body), kube)
     for obj in builders.build_children(spec, owner_of(body), replicas):
         kube.apply(obj)
+    if spec.monitoring.pod_monitor:
+        _apply_pod_monitor(spec, builders.build_pod_monitor(spec, owner_of(body)), kube)
+
+
+_POD_MONITOR_WARNED: set[tuple[str, str]] = set()
+
+
+def _apply_pod_monitor(spec: ClusterSpec, obj: dict[str, Any], kube: Kube) -> None:
+    """A PodMonitor is optional: without the Prometheus Operator's CRD (or the RBAC for it)
+    the cluster runs unmonitored rather than stopping every pass; said once in the log."""
+    key = (spec.namespace, spec.name)
+    try:
+        kube.apply(obj)
+    except Exception as exc:
+        if key not in _POD_MONITOR_WARNED:
+            _POD_MONITOR_WARNED.add(key)
+            log.warning(
+                "%s/%s: cannot apply its PodMonitor (%s); is the Prometheus Operator installed?",
+                spec.namespace, spec.name, type(exc).__name__,
+            )  # fmt: skip
+    else:
+        _POD_MONITOR_WARNED.discard(key)
 
 
 def reconcile(

@@ -136,6 +136,18 @@ class Security:
 
 
 @dataclass(frozen=True)
+class Monitoring:
+    """spec.monitoring.podMonitor: a PodMonitor (Prometheus Operator) for the nodes."""
+
+    pod_monitor: bool = False
+    interval: str = "30s"
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+_SCRAPE_INTERVAL = re.compile(r"^[0-9]+(ms|s|m|h)$")
+
+
+@dataclass(frozen=True)
 class ClusterSpec:
     """One KVCluster's spec, defaulted and checked."""
 
@@ -171,6 +183,7 @@ class ClusterSpec:
     priority_class: str | None = None
     termination_grace_seconds: int = 30
     security: Security = Security()
+    monitoring: Monitoring = Monitoring()
     scale_by_whole_zones: bool = False
 
     # -- names ----------------------------------------------------------------------------------
@@ -385,6 +398,10 @@ def parse_spec(name: str, namespace: str, spec: dict[str, Any]) -> ClusterSpec:
     auto = dict(spec.get("autoscaling") or {})
     service = dict(spec.get("service") or {})
     pod = dict(spec.get("podTemplate") or {})
+    pod_monitor = dict(dict(spec.get("monitoring") or {}).get("podMonitor") or {})
+    interval = str(pod_monitor.get("interval", "30s"))
+    if not _SCRAPE_INTERVAL.match(interval):
+        raise SpecError(f"spec.monitoring.podMonitor.interval {interval!r} must be like 30s or 1m")
     settings = _pairs(spec.get("settings"))
     bad = sorted(k for k, _ in settings if k in RESERVED_SETTINGS)
     if bad:
@@ -447,5 +464,10 @@ def parse_spec(name: str, namespace: str, spec: dict[str, Any]) -> ClusterSpec:
         priority_class=pod.get("priorityClassName") or None,
         termination_grace_seconds=int(pod.get("terminationGracePeriodSeconds", 30)),
         security=parse_security(spec.get("security")),
+        monitoring=Monitoring(
+            pod_monitor=bool(pod_monitor.get("enabled", False)),
+            interval=interval,
+            labels=_pairs(pod_monitor.get("labels")),
+        ),
         scale_by_whole_zones=_flag(spec, "scaleByWholeZones", False, "spec"),
     )
