@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from ringkv import monitoring
+from ringkv.local import port_taken
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 9090
@@ -159,15 +160,7 @@ class LocalPrometheus:
 
 
 def port_free(port: int) -> bool:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((HOST, port))
-        except OSError:
-            return False
-    return True
+    return not port_taken(port)
 
 
 def start_beside(directory: str | Path, targets: Sequence[str]) -> LocalPrometheus | None:
