@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ringkv.core.batching import MAX_BATCH_KEYS, BatchError, check_keys
 from ringkv.core.clock_bounds import ClockSkew
@@ -27,19 +27,15 @@ from ringkv.core.versions import (
     decode_context,
     encode_context,
 )
+from ringkv.node.api_errors import _WRITE_ERRORS, ApiError, api_error
 from ringkv.node.batch import WriteItem
 from ringkv.node.guards import ClockGuard
 from ringkv.node.http import Request, Response, json_response
+from ringkv.node.kv_api import MAX_KEY_BYTES, count_request, request_quorum
 from ringkv.node.kv_options import sibling_json
-from ringkv.node.server import (
-    _WRITE_ERRORS,
-    MAX_KEY_BYTES,
-    ApiError,
-    Node,
-    _count,
-    _quorum,
-    api_error,
-)
+
+if TYPE_CHECKING:
+    from ringkv.node.node import Node
 
 _GET_FIELDS = {"keys", "encoding"}
 _ITEM_FIELDS = {
@@ -110,7 +106,7 @@ async def handle_batch_get(node: Node, request: Request) -> Response:
     started = time.perf_counter()
     outcome = "error"
     try:
-        quorum = _quorum(request, node, "GET")
+        quorum = request_quorum(request, node, "GET")
         body = _body(request, _GET_FIELDS)
         encoding = body.get("encoding", "utf-8")
         raw_keys = body.get("keys")
@@ -143,7 +139,7 @@ async def handle_batch_get(node: Node, request: Request) -> Response:
         outcome = str(exc.status)
         raise
     finally:
-        _count(node, "batch_get", started, outcome)
+        count_request(node, "batch_get", started, outcome)
 
 
 def _write_item(
@@ -205,7 +201,7 @@ async def _handle_batch_write(node: Node, request: Request, op: str) -> Response
     started = time.perf_counter()
     outcome = "error"
     try:
-        quorum = _quorum(request, node, "PUT" if op == "put" else "DELETE")
+        quorum = request_quorum(request, node, "PUT" if op == "put" else "DELETE")
         body = _body(request, {"items", "encoding"} | ({"keys"} if op == "delete" else set()))
         encoding = body.get("encoding", "utf-8")
         raw_items = body.get("items")
@@ -242,7 +238,7 @@ async def _handle_batch_write(node: Node, request: Request, op: str) -> Response
         outcome = str(exc.status)
         raise
     finally:
-        _count(node, f"batch_{op}", started, outcome)
+        count_request(node, f"batch_{op}", started, outcome)
 
 
 async def handle_batch_put(node: Node, request: Request) -> Response:

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import base64
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
 
 from ringkv.core.listing import START, MalformedCursor, decode_cursor, encode_cursor, parse_limit
 from ringkv.core.quorum import Quorum, level_count
+from ringkv.node.api_errors import ApiError, _call
 from ringkv.node.http import Request, Response, json_response
-from ringkv.node.server import MAX_KEY_BYTES, ApiError, Node, _call, _count
+from ringkv.node.kv_api import MAX_KEY_BYTES, count_request
+
+if TYPE_CHECKING:
+    from ringkv.node.node import Node
 
 _PARAMS = ("prefix", "limit", "cursor", "encoding", "r")
 
@@ -60,4 +64,4 @@ async def handle_keys(node: Node, request: Request) -> Response:
         outcome = str(exc.status)
         raise
     finally:
-        _count(node, "list_keys", started, outcome)
+        count_request(node, "list_keys", started, outcome)
