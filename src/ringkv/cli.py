@@ -559,11 +559,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     with make_client(args) as client:
         status = client.status()
-    if args.json:
-        print_json(status)
-    else:
-        print(format_status(status))
-    return EXIT_OK
+    return show(args, status, format_status)
 
 
 # --------------------------------------------------------------------------- admin commands
@@ -572,11 +568,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_admin_plan(args: argparse.Namespace) -> int:
     with make_client(args) as client:
         plan = client.plan(args.op, args.node)
-    if args.json:
-        print_json(plan)
-    else:
-        print(format_plan(plan))
-    return EXIT_OK
+    return show(args, plan, format_plan)
 
 
 def cmd_admin_change(args: argparse.Namespace) -> int:
@@ -656,11 +648,7 @@ def cmd_admin_progress(args: argparse.Namespace) -> int:
             (r for r in document.get("changes", []) if r.get("state") == "running"), None
         )
         if not args.watch or (running is None and document.get("in_progress") is None):
-            if args.json:
-                print_json(document)
-            else:
-                print(format_progress(document))
-            return EXIT_OK
+            return show(args, document, format_progress)
         if running is not None:  # follow that report
             driver: str | None = str(running.get("reported_by"))
             baseline: dict[str, int] = {}
@@ -1033,6 +1021,15 @@ def make_client(args: argparse.Namespace) -> Client:
 
 def b64(value: bytes) -> str:
     return base64.b64encode(value).decode("ascii")
+
+
+def show(args: argparse.Namespace, document: Any, render: Callable[[Any], str]) -> int:
+    """An answer as JSON with --json, else as ``render`` writes it; exit 0."""
+    if args.json:
+        print_json(document)
+    else:
+        print(render(document))
+    return EXIT_OK
 
 
 def print_json(document: object) -> None:

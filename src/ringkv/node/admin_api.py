@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ringkv.node.api_errors import ApiError
+from ringkv.node.api_errors import ApiError, json_object
 from ringkv.node.http import Request, Response, json_response
 from ringkv.node.messaging import PeerError
 from ringkv.node.streaming import ChangeError
@@ -20,13 +20,7 @@ ADMIN_ACTIONS = ("join", "decommission", "replace", "remove", "cancel")
 
 
 def _admin_body(request: Request) -> dict[str, Any]:
-    try:
-        body = request.json()
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "bad_request", "body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "bad_request", "body must be a JSON object")
-    return body
+    return json_object(request, "body must be a JSON object")
 
 
 async def handle_admin(node: Node, request: Request) -> Response:

@@ -1,6 +1,7 @@
 """Errors as HTTP answers: ``ApiError`` (status, code, message and extra fields of the
 documented JSON error body) and the translation of the coordinator's and storage's exceptions
-into it (``api_error``, ``_call``), shared by every handler module."""
+into it (``api_error``, ``_call``), shared by every handler module; ``json_object``, a
+request's JSON object body or the 400 that refuses it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from ringkv.core.conditions import PRECONDITION_FAILED
 from ringkv.core.versions import encode_context
 from ringkv.node.conditional import PreconditionFailed
 from ringkv.node.coordinator import QuorumTimeout, TooManySiblings, Unavailable
+from ringkv.node.http import Request
 from ringkv.node.storage import StorageFull
 
 
@@ -46,3 +48,14 @@ async def _call(awaitable: Awaitable[Any]) -> Any:
         return await awaitable
     except _WRITE_ERRORS as exc:
         raise api_error(exc) from None
+
+
+def json_object(request: Request, message: str) -> dict[str, Any]:
+    """The request's body as a JSON object, or a 400 ``bad_request`` with ``message``."""
+    try:
+        body = request.json()
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "bad_request", message) from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_request", message)
+    return body

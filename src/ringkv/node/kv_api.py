@@ -4,7 +4,9 @@ the request metrics."""
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 from urllib.parse import unquote_to_bytes
 
@@ -28,11 +30,15 @@ from ringkv.core.versions import (
 )
 from ringkv.node.api_errors import ApiError, _call
 from ringkv.node.conditional import conditional_put
+from ringkv.node.guards import ClockGuard
 from ringkv.node.http import Request, Response, json_response
 from ringkv.node.kv_options import BadWriteOptions, sibling_json, ttl_headers, write_options
 
 if TYPE_CHECKING:
     from ringkv.node.node import Node
+
+#: A data endpoint's handler: ``(node, request) -> response``.
+KvHandler = Callable[["Node", Request], Awaitable[Response]]
 
 KV_PREFIX = "/v1/kv/"
 MAX_KEY_BYTES = 256
@@ -123,19 +129,50 @@ def _context(request: Request, node: Node) -> VClock:
         raise ApiError(400, "bad_request", f"{CONTEXT_HEADER} given more than once")
     if not count:
         return VClock.empty()
+    return checked_context(
+        request.headers[_CONTEXT],
+        node.coordinator.clock_guard,
+        malformed=f"malformed {CONTEXT_HEADER}: ",
+        refused=f"{CONTEXT_HEADER} refused: ",
+    )
+
+
+def checked_context(text: str, guard: ClockGuard, *, malformed: str, refused: str) -> VClock:
+    """A context from a client, decoded, and refused when its clock runs too far ahead (a
+    forged clock must not move ours); ``malformed``/``refused`` start the error message."""
     try:
-        clock = decode_context(request.headers[_CONTEXT])
-        node.coordinator.clock_guard.check_context(clock)  # a forged clock must not move ours
+        clock = decode_context(text)
+        guard.check_context(clock)
     except MalformedContext as exc:
-        raise ApiError(400, "bad_request", f"malformed {CONTEXT_HEADER}: {exc}") from None
+        raise ApiError(400, "bad_request", f"{malformed}{exc}") from None
     except ClockSkew as exc:
-        raise ApiError(400, "bad_request", f"{CONTEXT_HEADER} refused: {exc}") from None
+        raise ApiError(400, "bad_request", f"{refused}{exc}") from None
     return clock
 
 
-def count_request(node: Node, op: str, started: float, outcome: str) -> None:
-    node.metrics.request_count(op, outcome).inc()
-    node.metrics.request_latency_of(op).observe(time.perf_counter() - started)
+def counted(op: str) -> Callable[[KvHandler], KvHandler]:
+    """Counts each request of the handler as ``op`` in the request metrics: its outcome (the
+    answer's status, or ``error`` for an unexpected failure) and its latency."""
+
+    def wrap(handler: KvHandler) -> KvHandler:
+        @functools.wraps(handler)
+        async def counted_handler(node: Node, request: Request) -> Response:
+            started = time.perf_counter()
+            outcome = "error"
+            try:
+                response = await handler(node, request)
+                outcome = str(response.status)
+                return response
+            except ApiError as exc:
+                outcome = str(exc.status)
+                raise
+            finally:
+                node.metrics.request_count(op, outcome).inc()
+                node.metrics.request_latency_of(op).observe(time.perf_counter() - started)
+
+        return counted_handler
+
+    return wrap
 
 
 _OCTETS = "application/octet-stream"
@@ -157,48 +194,36 @@ def cache_control(max_age: int) -> str:
     return f"max-age={max_age}" if max_age > 0 else "no-cache"
 
 
+@counted("get")
 async def handle_get(node: Node, request: Request) -> Response:
-    started = time.perf_counter()
-    outcome = "error"
-    try:
-        key = _key(request)
-        quorum = request_quorum(request, node)
-        condition = _if_none_match(request)
-        now_ms = int(time.time() * 1000)  # expiry is judged against this node's clock
-        versions = None
-        if condition is not None:  # a revalidation: the replicas send digests, not values
-            etag, found, load = await _call(node.coordinator.get_digest(key, quorum, now_ms))
-            if not_modified(condition, etag, found):
-                outcome = "304"
-                return Response(304, b"", _validators(node, etag))
-            versions = load() if load is not None else None
-        if versions is None:
-            versions = await _call(node.coordinator.get(key, quorum))
-        etag = etag_of(versions, now_ms)
-        if not_modified(condition, etag, has_value(versions, now_ms)):
-            outcome = "304"
+    key = _key(request)
+    quorum = request_quorum(request, node)
+    condition = _if_none_match(request)
+    now_ms = int(time.time() * 1000)  # expiry is judged against this node's clock
+    versions = None
+    if condition is not None:  # a revalidation: the replicas send digests, not values
+        etag, found, load = await _call(node.coordinator.get_digest(key, quorum, now_ms))
+        if not_modified(condition, etag, found):
             return Response(304, b"", _validators(node, etag))
-        live = live_versions(versions, now_ms)  # expired values read as absent
-        if len(live) == 1:
-            outcome = "200"
-            node.metrics.response_size.labels("get").observe(len(live[0].value or b""))
-            context = encode_context(context_of(versions))
-            headers = [(CONTEXT_HEADER, context), *ttl_headers(live[0], now_ms)]
-            headers += _validators(node, etag)
-            return Response(200, live[0].value or b"", headers, _OCTETS)
-        headers = [(CONTEXT_HEADER, encode_context(context_of(versions)))] if versions else []
+        versions = load() if load is not None else None
+    if versions is None:
+        versions = await _call(node.coordinator.get(key, quorum))
+    etag = etag_of(versions, now_ms)
+    if not_modified(condition, etag, has_value(versions, now_ms)):
+        return Response(304, b"", _validators(node, etag))
+    live = live_versions(versions, now_ms)  # expired values read as absent
+    if len(live) == 1:
+        node.metrics.response_size.labels("get").observe(len(live[0].value or b""))
+        context = encode_context(context_of(versions))
+        headers = [(CONTEXT_HEADER, context), *ttl_headers(live[0], now_ms)]
         headers += _validators(node, etag)
-        if not live:
-            outcome = "404"
-            return json_response({"error": "not_found", "message": "key not found"}, 404, headers)
-        outcome = "300"
-        body = {"siblings": [sibling_json(v, now_ms) for v in live]}
-        return json_response(body, 300, headers)
-    except ApiError as exc:
-        outcome = str(exc.status)
-        raise
-    finally:
-        count_request(node, "get", started, outcome)
+        return Response(200, live[0].value or b"", headers, _OCTETS)
+    headers = [(CONTEXT_HEADER, encode_context(context_of(versions)))] if versions else []
+    headers += _validators(node, etag)
+    if not live:
+        return json_response({"error": "not_found", "message": "key not found"}, 404, headers)
+    body = {"siblings": [sibling_json(v, now_ms) for v in live]}
+    return json_response(body, 300, headers)
 
 
 def _validators(node: Node, etag: str) -> list[tuple[str, str]]:
@@ -207,38 +232,31 @@ def _validators(node: Node, etag: str) -> list[tuple[str, str]]:
 
 async def _write(node: Node, request: Request, op: str, value: bytes | None) -> Response:
     """PUT (a value) and DELETE (None): one versioned write through the coordinator."""
-    started = time.perf_counter()
-    outcome = "error"
+    key = _key(request)
+    quorum = request_quorum(request, node)
+    context = _context(request, node)
     try:
-        key = _key(request)
-        quorum = request_quorum(request, node)
-        context = _context(request, node)
-        try:
-            condition, ttl = write_options(
-                request, node.config, bool(context), value is None, node.coordinator.clock_guard
-            )
-        except BadWriteOptions as exc:
-            raise ApiError(400, "bad_request", str(exc)) from None
-        if value is not None:
-            node.metrics.request_size.labels(op).observe(len(value))
-        if condition is not None:
-            write = conditional_put(node.coordinator, key, value, condition, quorum, ttl)
-        else:
-            write = node.coordinator.put(key, value, context, quorum, ttl=ttl)
-        clock = await _call(write)
-        outcome = "204"
-        return Response(204, b"", [(CONTEXT_HEADER, encode_context(clock))])
-    except ApiError as exc:
-        outcome = str(exc.status)
-        raise
-    finally:
-        count_request(node, op, started, outcome)
+        condition, ttl = write_options(
+            request, node.config, bool(context), value is None, node.coordinator.clock_guard
+        )
+    except BadWriteOptions as exc:
+        raise ApiError(400, "bad_request", str(exc)) from None
+    if value is not None:
+        node.metrics.request_size.labels(op).observe(len(value))
+    if condition is not None:
+        write = conditional_put(node.coordinator, key, value, condition, quorum, ttl)
+    else:
+        write = node.coordinator.put(key, value, context, quorum, ttl=ttl)
+    clock = await _call(write)
+    return Response(204, b"", [(CONTEXT_HEADER, encode_context(clock))])
 
 
+@counted("put")
 async def handle_put(node: Node, request: Request) -> Response:
     # The server read the whole body and refused one above the limit (413) already.
     return await _write(node, request, "put", request.body)
 
 
+@counted("delete")
 async def handle_delete(node: Node, request: Request) -> Response:
     return await _write(node, request, "delete", None)
