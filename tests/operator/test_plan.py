@@ -325,6 +325,32 @@ def test_available_from_tokens() -> None:
     assert not ok and "lack a serving quorum" in message
 
 
+def test_a_starting_member_holding_tokens_keeps_its_place_in_the_ring() -> None:
+    """As on the nodes (``ringkv.core.gossip.in_ring``): a ``starting`` member with tokens (a
+    replacement waiting for ``replace``) owns its ranges but serves none of them, so its
+    ranges are not handed to another node of its zone when the quorum is counted."""
+    from ringkv.core.ring import Ring, allocate_tokens
+
+    ring = Ring({}, {})
+    members = {}
+    for z in ZONES:
+        for i in range(2):
+            node = f"kv-{z}-{i}"
+            tokens = allocate_tokens(ring, node, 16)
+            ring = ring.with_node(node, z, tokens)
+            members[node] = Member(node, z, "normal", True, tuple(tokens))
+    a0, b0 = members["kv-zone-a-0"], members["kv-zone-b-0"]
+    members["kv-zone-a-0"] = Member(a0.id, a0.zone, "starting", True, a0.tokens)
+    assert plan.quorum_available(members, 3)[0]  # a0's ranges: 2 of 3 still serve
+    members["kv-zone-b-0"] = Member(b0.id, b0.zone, "normal", False, b0.tokens)
+    ok, message = plan.quorum_available(members, 3)
+    assert not ok and "lack a serving quorum" in message  # ranges on both a0 and b0
+    # without tokens a starting member is no ring member (it is still meeting its seeds)
+    tokenless = {**members, "kv-zone-a-0": Member(a0.id, a0.zone, "starting", True)}
+    gaps = plan.quorum_gaps(tokenless, 3)
+    assert gaps is not None and gaps[0] == 0
+
+
 # -- rolling update ------------------------------------------------------------------------
 
 

@@ -35,19 +35,21 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from ringkv.core.gossip import (
+    CHANGE_STATUSES,
+    DATA_STATUSES,
+    JOINING,
+    LEAVING,
+    LEFT,
+    NORMAL,
+    READABLE_STATUSES,
+    REPLACING,
+    in_ring,
+)
 from ringkv.core.placement import preference_list, replica_balance_bound
 from ringkv.core.quorum import majority
 from ringkv.core.ring import Ring
 from ringkv.operator.spec import DATA_VOLUME, ClusterSpec
-
-# Member states (ringkv.core.gossip)
-STARTING, JOINING, NORMAL, LEAVING, LEFT, REPLACING = (
-    "starting", "joining", "normal", "leaving", "left", "replacing",
-)  # fmt: skip
-CHANGE_STATES = (JOINING, LEAVING, REPLACING)
-HOLDS_DATA = (NORMAL, LEAVING, REPLACING, JOINING)
-SERVING = (NORMAL, LEAVING)  # answer reads
-IN_RING = (NORMAL, LEAVING, REPLACING)  # own ranges now
 
 # Action kinds
 # status.phase: what the KVCluster is doing (the CRD's description lists them).
@@ -189,12 +191,12 @@ def quorum_gaps(members: dict[str, Member], rf: int) -> tuple[int, int] | None:
     """(ranges lacking a serving read quorum, ranges) of the ring the members form, or None
     when no member reported tokens. A range is served by its preference-list replicas that are
     alive and ``normal`` or ``leaving``; it needs ``majority(rf)`` of them."""
-    in_ring = {m.id: m for m in members.values() if m.state in IN_RING and m.tokens}
-    if not in_ring:
+    ring_members = {m.id: m for m in members.values() if m.tokens and in_ring(m.state, True)}
+    if not ring_members:
         return None
     try:
-        ring = Ring({m.id: m.tokens for m in in_ring.values()},
-                    {m.id: m.zone for m in in_ring.values()})  # fmt: skip
+        ring = Ring({m.id: m.tokens for m in ring_members.values()},
+                    {m.id: m.zone for m in ring_members.values()})  # fmt: skip
     except ValueError:
         return None
     need = majority(rf)
@@ -204,7 +206,7 @@ def quorum_gaps(members: dict[str, Member], rf: int) -> tuple[int, int] | None:
         serving = sum(
             1
             for rep in preference_list(ring, r.end, rf)
-            if in_ring[rep.node].alive and in_ring[rep.node].state in SERVING
+            if ring_members[rep.node].alive and ring_members[rep.node].state in READABLE_STATUSES
         )
         if serving < need:
             gaps += 1
@@ -221,8 +223,8 @@ def quorum_available(members: dict[str, Member], rf: int) -> tuple[bool, str]:
             return False, f"{missing} of {total} token ranges lack a serving quorum of {need}"
         return True, f"every one of {total} token ranges has a serving quorum of {need}"
     # No tokens reported: count serving nodes (exact when every range has rf distinct nodes).
-    ring_members = [m for m in members.values() if m.state in IN_RING]
-    serving = [m for m in ring_members if m.alive and m.state in SERVING]
+    ring_members = [m for m in members.values() if in_ring(m.state, bool(m.tokens))]
+    serving = [m for m in ring_members if m.alive and m.state in READABLE_STATUSES]
     down = len(ring_members) - len(serving)
     if len(serving) >= majority(rf) and down <= rf - majority(rf):
         return True, f"{len(serving)} of {len(ring_members)} nodes serving"
@@ -343,7 +345,7 @@ class _Node:
     def busy(self) -> bool:
         """Running a ring change of its own (joining, leaving, replacing) and alive."""
         m = self.member
-        return m is not None and m.alive and m.state in CHANGE_STATES and self.pod is not None
+        return m is not None and m.alive and m.state in CHANGE_STATUSES and self.pod is not None
 
     @property
     def up(self) -> bool:
@@ -360,7 +362,7 @@ class _Node:
         nodes see it dead. (A pod that never joined is starting, not down; a running pod that
         is alive but not ready is waited for, not replaced.)"""
         m = self.member
-        if m is None or m.state not in HOLDS_DATA or self.busy:
+        if m is None or m.state not in DATA_STATUSES or self.busy:
             return False
         if self.pod is None or self.pod.deleting or self.pod.phase != "Running":
             return True
@@ -483,7 +485,7 @@ def decide(
 
         # 3. a node that holds data but has no place in its StatefulSet: bring it back
         for m in sorted(members.values(), key=lambda m: m.id):
-            if m.state not in HOLDS_DATA:
+            if m.state not in DATA_STATUSES:
                 continue
             for z in spec.zones:
                 prefix = spec.statefulset_name(z) + "-"
@@ -609,7 +611,7 @@ def decide(
                 reason = "Creating"
             elif just_restarted and last.get("node") in {n.id for n in starting}:
                 reason = "RollingUpdate" if last.get("action") == RESTART else "Replacing"
-            elif any(n.member is None or n.member.state not in HOLDS_DATA for n in starting) or (
+            elif any(n.member is None or n.member.state not in DATA_STATUSES for n in starting) or (
                 last_pending and last.get("action") == SCALE
                 and last.get("node") in {n.id for n in starting}
             ):  # fmt: skip
@@ -757,7 +759,7 @@ def _status(
     else:
         available, avail_reason = False, "NoNodeReachable"
         avail_msg = "no node answered" if nodes else "no nodes yet"
-    if available and len([m for m in members.values() if m.state in IN_RING]) < min(
+    if available and len([m for m in members.values() if in_ring(m.state, bool(m.tokens))]) < min(
         spec.replication_factor, desired
     ):
         available, avail_reason = False, "Forming"
@@ -865,7 +867,7 @@ def scaling_blocked(spec: ClusterSpec, observed: Observed) -> bool:
             return True
         if member is None or member.state != NORMAL or not member.alive:
             return True
-    return any(m.state in CHANGE_STATES for m in ring.members.values())
+    return any(m.state in CHANGE_STATUSES for m in ring.members.values())
 
 
 def request_rate(
