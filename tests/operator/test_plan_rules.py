@@ -8,20 +8,7 @@ import dataclasses
 from typing import Any
 
 from ringkv.operator import plan
-from ringkv.operator.plan import (
-    DECOMMISSION,
-    DELETE_PVC,
-    NONE,
-    REPLACE,
-    RESTART,
-    SCALE,
-    Facts,
-    Observed,
-    PodState,
-    PvcState,
-    facts,
-    iso,
-)
+from ringkv.operator.plan import Facts, Observed, PodState, PvcState, facts, iso
 from ringkv.operator.spec import ClusterSpec
 
 from .conftest import ZONES, cluster, condition, make_spec
@@ -78,7 +65,7 @@ def test_paused() -> None:
     spec = make_spec(paused=True, replicas=6)
     f = f_of(spec, cluster(spec, ONE))
     v = plan.paused(f)
-    assert v is not None and v.action.kind == NONE and v.progressing is not None
+    assert v is not None and v.action.kind == plan.NONE and v.progressing is not None
     assert v.progressing[0] == "Paused"
     assert plan.paused(f_of(make_spec(), cluster(make_spec(), ONE))) is None
     assert plan.scale_up(f) is not None  # what pausing holds back
@@ -89,7 +76,7 @@ def test_remove_left_node() -> None:
     counts = {"zone-a": 1, "zone-b": 1, "zone-c": 2}
     v = plan.remove_left_node(f_of(spec, cluster(spec, counts, states={"kv-zone-c-1": "left"})))
     assert v is not None
-    assert (v.action.kind, v.action.zone, v.action.replicas) == (SCALE, "zone-c", 1)
+    assert (v.action.kind, v.action.zone, v.action.replicas) == (plan.SCALE, "zone-c", 1)
     assert v.progressing == ("ScalingDown", v.action.message)
     for state in ("normal", "leaving", "joining", "replacing", "starting"):
         f = f_of(spec, cluster(spec, counts, states={"kv-zone-c-1": state}))
@@ -102,7 +89,7 @@ def test_delete_removed_volume() -> None:
     pvcs = {"data-kv-zone-a-1": PvcState("data-kv-zone-a-1")}
     with_volume = dataclasses.replace(obs, pvcs=pvcs)
     v = plan.delete_removed_volume(f_of(spec, with_volume))
-    assert v is not None and (v.action.kind, v.action.pvc) == (DELETE_PVC, "data-kv-zone-a-1")
+    assert v is not None and (v.action.kind, v.action.pvc) == (plan.DELETE_PVC, "data-kv-zone-a-1")
     # not while the node holds data, not without the nodes' word, not twice
     holding = cluster(spec, ONE, extra_members={"kv-zone-a-1": "normal"})
     assert plan.delete_removed_volume(f_of(spec, dataclasses.replace(holding, pvcs=pvcs))) is None
@@ -118,7 +105,7 @@ def test_restore_removed_node() -> None:
     f = f_of(spec, cluster(spec, ONE, extra_members={"kv-zone-b-1": "leaving"}))
     v = plan.restore_removed_node(f)
     assert v is not None and (v.action.kind, v.action.zone, v.action.replicas) == (
-        SCALE,
+        plan.SCALE,
         "zone-b",
         2,
     )
@@ -130,7 +117,7 @@ def test_restore_removed_node() -> None:
 def test_create_first_node() -> None:
     spec = make_spec()
     v = plan.create_first_node(f_of(spec, Observed({}, ring=None), prev={}))
-    assert v is not None and (v.action.kind, v.action.node) == (SCALE, "kv-zone-a-0")
+    assert v is not None and (v.action.kind, v.action.node) == (plan.SCALE, "kv-zone-a-0")
     assert v.progressing is not None and v.progressing[0] == "Creating"
     assert plan.create_first_node(f_of(spec, cluster(spec, {"zone-a": 1}))) is None
 
@@ -141,7 +128,7 @@ def test_wait_for_ring_change() -> None:
     f = f_of(spec, cluster(spec, four, states={"kv-zone-a-1": "joining"}))
     no_rule_but(f, plan.wait_for_ring_change)
     v = plan.wait_for_ring_change(f)
-    assert v is not None and v.action.kind == NONE
+    assert v is not None and v.action.kind == plan.NONE
     assert v.progressing == ("Joining", "kv-zone-a-1 is joining")
     elsewhere = f_of(spec, cluster(spec, ONE, in_progress="n9 is removing n8"))
     v = plan.wait_for_ring_change(elsewhere)
@@ -149,7 +136,7 @@ def test_wait_for_ring_change() -> None:
     assert plan.wait_for_ring_change(f_of(spec, cluster(spec, four))) is None
 
 
-def _restarted(node: str, action: str = RESTART, seconds_ago: float = 10) -> dict[str, Any]:
+def _restarted(node: str, action: str = plan.RESTART, seconds_ago: float = 10) -> dict[str, Any]:
     last = {"action": action, "node": node, "time": iso(NOW - seconds_ago)}
     return {**RUNNING, "lastAction": last, "members": [{"id": node, "ready": False}]}
 
@@ -162,7 +149,9 @@ def test_wait_for_restarted_node() -> None:
     v = plan.wait_for_restarted_node(f)
     assert v is not None
     assert v.progressing == ("RollingUpdate", "waiting for restarted kv-zone-a-0 to come back")
-    replaced = plan.wait_for_restarted_node(f_of(spec, down, _restarted("kv-zone-a-0", REPLACE)))
+    replaced = plan.wait_for_restarted_node(
+        f_of(spec, down, _restarted("kv-zone-a-0", plan.REPLACE))
+    )
     assert replaced is not None and replaced.progressing is not None
     assert replaced.progressing[0] == "Replacing"
     # another node down too, or the grace over: not just the restart
@@ -176,7 +165,7 @@ def test_restart_stale_down_node() -> None:
     spec = make_spec()
     obs = cluster(spec, ONE, dead={"kv-zone-b-0"}, revisions={"kv-zone-b-0": "rev0"})
     v = plan.restart_stale_down_node(f_of(spec, obs))
-    assert v is not None and (v.action.kind, v.action.node) == (RESTART, "kv-zone-b-0")
+    assert v is not None and (v.action.kind, v.action.node) == (plan.RESTART, "kv-zone-b-0")
     current = cluster(spec, ONE, dead={"kv-zone-b-0"}, revisions={"kv-zone-c-0": "rev0"})
     assert plan.restart_stale_down_node(f_of(spec, current)) is None
 
@@ -187,7 +176,7 @@ def test_stop_roll_on_failure() -> None:
     f = f_of(spec, obs)
     no_rule_but(f, plan.stop_roll_on_failure)
     v = plan.stop_roll_on_failure(f)
-    assert v is not None and v.action.kind == NONE and v.degraded is not None
+    assert v is not None and v.action.kind == plan.NONE and v.degraded is not None
     assert v.degraded[0] == "UpgradeStalled" and "kv-zone-b-0" in v.degraded[1]
     not_rolling = cluster(spec, ONE, dead={"kv-zone-b-0"})
     assert plan.stop_roll_on_failure(f_of(spec, not_rolling)) is None
@@ -203,7 +192,7 @@ def test_replace_failed_node() -> None:
     f = f_of(spec, obs, _down_since("kv-zone-b-0", 301))
     no_rule_but(f, plan.replace_failed_node)
     v = plan.replace_failed_node(f)
-    assert v is not None and (v.action.kind, v.action.node) == (REPLACE, "kv-zone-b-0")
+    assert v is not None and (v.action.kind, v.action.node) == (plan.REPLACE, "kv-zone-b-0")
     assert v.action.pvc == "data-kv-zone-b-0"
     assert v.degraded is not None and v.degraded[0] == "NodeDown"
     assert plan.replace_failed_node(f_of(spec, obs, _down_since("kv-zone-b-0", 100))) is None
@@ -222,7 +211,7 @@ def test_replace_failed_node() -> None:
 def test_report_down_nodes() -> None:
     spec = make_spec(failureReplacement={"after": "5m"})
     v = plan.report_down_nodes(f_of(spec, cluster(spec, ONE, dead={"kv-zone-b-0"})))
-    assert v is not None and v.action.kind == NONE and v.degraded is not None
+    assert v is not None and v.action.kind == plan.NONE and v.degraded is not None
     assert v.degraded[0] == "NodeDown" and "replaced after 300 s" in v.degraded[1]
     assert plan.report_down_nodes(f_of(spec, cluster(spec, ONE))) is None
 
@@ -253,7 +242,7 @@ def test_wait_for_cleanup() -> None:
     f = f_of(spec, cluster(spec, ONE, cleanup_pending=("kv-zone-a-0",)))
     no_rule_but(f, plan.wait_for_cleanup)
     v = plan.wait_for_cleanup(f)
-    assert v is not None and v.action.kind == NONE and v.progressing is not None
+    assert v is not None and v.action.kind == plan.NONE and v.progressing is not None
     assert v.progressing[0] == "CleaningUp" and v.progress is not None
     assert v.progress["operation"] == "cleanup"
     assert plan.wait_for_cleanup(f_of(spec, cluster(spec, ONE))) is None
@@ -265,10 +254,10 @@ def test_roll_one_pod() -> None:
     f = f_of(spec, cluster(spec, ONE, revisions=old))
     no_rule_but(f, plan.roll_one_pod)
     v = plan.roll_one_pod(f)
-    assert v is not None and (v.action.kind, v.action.node) == (RESTART, "kv-zone-a-0")
+    assert v is not None and (v.action.kind, v.action.node) == (plan.RESTART, "kv-zone-a-0")
     assert v.progress is not None and v.progress["operation"] == "upgrade"
     hints = plan.roll_one_pod(f_of(spec, cluster(spec, ONE, revisions=old, hints={"x": 3})))
-    assert hints is not None and hints.action.kind == NONE
+    assert hints is not None and hints.action.kind == plan.NONE
     assert hints.progressing is not None and "hints" in hints.progressing[1]
     assert plan.roll_one_pod(f_of(spec, cluster(spec, ONE))) is None
 
@@ -279,7 +268,7 @@ def test_scale_up() -> None:
     no_rule_but(f, plan.scale_up)
     v = plan.scale_up(f)
     assert v is not None and (v.action.kind, v.action.zone, v.action.replicas) == (
-        SCALE,
+        plan.SCALE,
         "zone-a",
         2,
     )
@@ -291,7 +280,7 @@ def test_scale_down() -> None:
     f = f_of(spec, cluster(spec, {"zone-a": 2, "zone-b": 1, "zone-c": 1}))
     no_rule_but(f, plan.scale_down)
     v = plan.scale_down(f)
-    assert v is not None and (v.action.kind, v.action.node) == (DECOMMISSION, "kv-zone-a-1")
+    assert v is not None and (v.action.kind, v.action.node) == (plan.DECOMMISSION, "kv-zone-a-1")
     assert plan.scale_down(f_of(spec, cluster(spec, ONE))) is None
 
 
@@ -300,16 +289,18 @@ def test_precedence_decides_between_rules_that_both_apply() -> None:
     spec = make_spec(replicas=6, paused=True)
     f = f_of(spec, cluster(spec, ONE, states={"kv-zone-a-0": "joining"}))
     assert plan.scale_up(f) is not None and plan.wait_for_ring_change(f) is not None
-    assert plan.decide(spec, f.observed, RUNNING, NOW).action.kind == NONE  # paused first
+    assert plan.decide(spec, f.observed, RUNNING, NOW).action.kind == plan.NONE  # paused first
     spec = make_spec(replicas=6)
     d = plan.decide(spec, f.observed, RUNNING, NOW)  # the ring change before the scale-up
-    assert d.action.kind == NONE and condition(d.status, "Progressing")["reason"] == "Joining"
+    assert d.action.kind == plan.NONE and condition(d.status, "Progressing")["reason"] == "Joining"
     # a node down during a roll: the roll stops instead of restarting the next pod
     old = {f"kv-{z}-0": "rev0" for z in ZONES}
     rolling = cluster(make_spec(), ONE, revisions=old, dead={"kv-zone-b-0"})
     f = f_of(make_spec(), rolling)
     assert plan.roll_one_pod(f) is not None
-    assert plan.decide(make_spec(), rolling, RUNNING, NOW).action.kind == RESTART  # the stale one
+    assert (
+        plan.decide(make_spec(), rolling, RUNNING, NOW).action.kind == plan.RESTART
+    )  # the stale one
     assert plan.decide(make_spec(), rolling, RUNNING, NOW).action.node == "kv-zone-b-0"
 
 
