@@ -4,8 +4,9 @@ Every ``NodeConfig`` field is declared once, with ``setting(...)``: its type (th
 default, its range or choices and its help. From that table come ``--FLAG`` on the command line
 (``build_parser``), ``RINGKV_FLAG`` in the environment (flags win), the range checks with their
 messages (``validate``), docs/node-flags.md (``docs_table``, checked by a test) and what the
-operator needs: its defaults for the KVCluster fields that set a flag (``Setting.crd``), the flags
-it sets itself (``Setting.operator``), and checks of ``spec.settings`` (``Setting.problem``).
+operator needs: its defaults and N's range for the KVCluster fields that set a flag
+(``Setting.crd``), the flags it sets itself (``Setting.operator``), and the names
+``spec.settings`` may use.
 """
 
 from __future__ import annotations
@@ -100,13 +101,6 @@ class Setting:
         if self.positive:
             return f"--{self.flag} must be positive"
         return f"--{self.flag} must be between {_num(self.low)} and {_num(self.high)}"
-
-    def check(self, text: str) -> str | None:
-        """What is wrong with a flag's text (as ``spec.settings`` gives it), or None."""
-        try:
-            return self.problem(self.parse(text))
-        except ValueError as exc:
-            return str(exc) if str(exc).startswith("--") else f"--{self.flag} {text!r}: {exc}"
 
 
 def _num(x: float | None) -> str:
