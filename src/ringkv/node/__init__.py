@@ -25,6 +25,7 @@ Parts:
   them off), and keeps late writes for them off this node.
 - ``batch``: batch reads and writes, grouped per peer.
 - ``listing``: the key listing scan, one range at a time.
+- ``throttle``: paces background work (streaming, anti-entropy, cleanup, listing) to its rate.
 - ``metrics``: the node's Prometheus instruments.
 - ``observability``: health metrics read at scrape time (membership, RocksDB, disk,
   anti-entropy, hints, TLS) and the event loop's lag and GC pauses.
