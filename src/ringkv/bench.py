@@ -61,7 +61,6 @@ from urllib.parse import quote
 
 import aiohttp
 import yarl
-from hdrh.histogram import HdrHistogram
 
 from ringkv import __version__
 from ringkv.client import CONTEXT_HEADER, _get_result, parse_endpoints
@@ -100,6 +99,9 @@ class Histogram:
     SIGNIFICANT_DIGITS = 3
 
     def __init__(self, highest: int = 3_600_000_000) -> None:
+        # imported here: every `ringkv` command imports this module for its flags
+        from hdrh.histogram import HdrHistogram
+
         self.highest = highest
         self.hdr = HdrHistogram(1, highest, self.SIGNIFICANT_DIGITS)
 
