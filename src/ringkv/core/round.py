@@ -245,8 +245,9 @@ class ReadRound:
 
     def fail(self, node: str) -> Step:
         """A replica failed (or answered garbage): ask the next spare, and ask it last a while."""
+        ongoing = not self.done  # a spare replaces it while the round is still on
         self.in_flight -= 1
-        if self.spares and not self.done:
+        if self.spares and ongoing:
             self.in_flight += 1
             return Step([self.spares.pop(0)], [node])
         return Step([], [node])
