@@ -5,6 +5,10 @@
 - ``versions``: vector clocks, dotted versions, sibling sets, tombstones and hybrid logical clocks.
 - ``validators``: the ETag of a version set and the If-None-Match rules of reads.
 - ``quorum``: r/w levels, consistency presets and their validation.
+- ``round``: the quorum round of one request (riak_core's get/put FSM): targets, required
+  count, tally, speculative reads, outcome, read repair; fed events and time.
+- ``errors``: the one table of request failures (code, HTTP status, retryable, fields) and the
+  peer, HTTP and client translations derived from it.
 - ``failure_detector``: the phi accrual failure detector, fed heartbeat arrival times.
 - ``gossip``: versioned endpoint states and the digest exchange that spreads membership.
 - ``merkle``: hash trees over token ranges, updated incrementally, compared by anti-entropy.

@@ -10,9 +10,12 @@ siblings, and afterwards update any replica found stale (read repair). A fractio
 ``--read-repair-chance`` of reads asks every live replica, so that replicas a read does not need
 are still compared and repaired in the background (as Cassandra's ``read_repair_chance``).
 
-Replica calls are futures from ``MessagingService.call`` with done-callbacks (no task per
-replica): the coordinator waits on one future per request that the callbacks resolve once the
-quorum is reached or can no longer be.
+Every decision -- which replicas, how many must answer, whom to ask next, when it is over and
+with which error, which replicas read repair updates -- is the request's round
+(``ringkv.core.round``, pure); this module is its I/O shell: it sends what the round asks,
+feeds it replies, failures and the loop's time, and stores, hints and repairs. Replica calls are
+futures from ``MessagingService.call`` with done-callbacks (no task per replica): the
+coordinator waits on one future per request that the callbacks resolve once the round is done.
 
 Before anything is sent, a request that cannot reach its quorum among live replicas is refused
 (``Unavailable``: nothing written). A quorum not reached in time is a ``QuorumTimeout``: the write
