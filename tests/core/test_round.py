@@ -374,3 +374,12 @@ def test_reconcile_and_stale_replicas() -> None:
 def test_agreed_digest() -> None:
     assert agreed_digest({"n1": ("e", True), "n2": ("e", True)}) == ("e", True)
     assert agreed_digest({"n1": ("e", True), "n2": ("f", True)}) is None
+
+
+def test_read_required_on_an_empty_ring_names_the_quorum() -> None:
+    from ringkv.core.round import read_required
+
+    with pytest.raises(Unavailable) as err:
+        read_required(Quorum(3, 2), (), [])
+    assert (err.value.required, err.value.alive) == (2, 0)
+    assert read_required(Quorum(3, 3), FIVE[:2], FIVE[:2]) == 2

@@ -12,8 +12,9 @@ which outcome (``outcome()`` raises the error of ``ringkv.core.errors``).
 - ``WriteRound``: the required count (pending replicas must ack too; a ring smaller than N
   cannot demand more than it has), where a write goes when this node is not a replica,
   which replicas the coordinator keeps hints for, and the tally of acks.
-- ``ReadRound``: R, the order replicas are asked in, the first R and the spares asked when
-  one fails or the speculative read delay passes, and the tally of replies.
+- ``ReadRound`` (and ``read_required``, which batches share): R, the order replicas are asked
+  in, the first R and the spares asked when one fails or the speculative read delay passes,
+  and the tally of replies.
 - ``reconcile``, ``stale_replicas``, ``agreed_digest``: the answer, read repair, digest reads.
 """
 
@@ -146,6 +147,15 @@ class WriteRound:
             raise QuorumTimeout(self.required, self.acks)
 
 
+def read_required(quorum: Quorum, primaries: Sequence[Replica], live: Sequence[Replica]) -> int:
+    """R for this key: a ring smaller than N (a forming cluster) cannot demand more replies
+    than it has replicas; ``Unavailable`` when fewer replicas are live."""
+    required = min(quorum.required, len(primaries)) or quorum.required
+    if len(live) < required or not live:
+        raise Unavailable(required, len(live))
+    return required
+
+
 class ReadRound:
     """A read: ``required`` replies (the coordinator's own copy counts, read first), from the
     live replicas in ``order``; ``start`` says whom to ask first, ``fail`` and ``tick`` whom
@@ -156,15 +166,15 @@ class ReadRound:
         "deadline",
         "first",
         "in_flight",
+        "live",
         "local",
         "me",
-        "primaries",
         "remote",
         "required",
         "spares",
         "speculate_at",
         "timed_out",
-    )  # fmt: skip
+    )
 
     def __init__(
         self,
@@ -176,12 +186,7 @@ class ReadRound:
         speculative_delay: float,
     ) -> None:
         primaries, live, _ = t
-        required = quorum.required
-        if len(primaries) < required:  # a ring smaller than N
-            required = len(primaries)
-        if len(live) < required or not live:
-            raise Unavailable(required, len(live))
-        self.required = required
+        self.required = read_required(quorum, primaries, live)
         self.me = me
         self.local: Replica | None = None
         self.remote: list[Replica] = []
@@ -190,7 +195,7 @@ class ReadRound:
                 self.local = r
             else:
                 self.remote.append(r)
-        self.primaries = [r.node for r in live if r.primary]  # repaired when stale
+        self.live = live
         self.answers: dict[str, Any] = {}
         self.in_flight = 0
         self.spares: list[Replica] = []
@@ -198,6 +203,11 @@ class ReadRound:
         self.speculate_at = now + speculative_delay
         self.deadline = now + timeout
         self.timed_out = False
+
+    @property
+    def primaries(self) -> list[str]:
+        """The live primaries: read repair updates them when stale (fallbacks: handoff)."""
+        return [r.node for r in self.live if r.primary]
 
     @property
     def need(self) -> int:
@@ -238,10 +248,12 @@ class ReadRound:
 
     def reply(self, node: str, answer: Any) -> bool:
         """``node``'s answer (the coordinator's own copy: before ``start``)."""
-        self.answers[node] = answer
+        answers = self.answers
+        answers[node] = answer
         if node != self.me:
             self.in_flight -= 1
-        return self.done
+        replies, required = len(answers), self.required
+        return replies >= required or replies + self.in_flight < required or self.timed_out
 
     def fail(self, node: str) -> Step:
         """A replica failed (or answered garbage): ask the next spare, and ask it last a while."""

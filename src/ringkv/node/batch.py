@@ -26,7 +26,7 @@ from ringkv.core.conditions import Condition, judge
 from ringkv.core.errors import QuorumTimeout, RequestFailure, Unavailable, from_peer, to_peer
 from ringkv.core.placement import Replica
 from ringkv.core.quorum import Quorum
-from ringkv.core.round import WriteRound
+from ringkv.core.round import WriteRound, read_required
 from ringkv.core.versions import (
     VClock,
     Version,
@@ -83,9 +83,10 @@ class Batches:
         now = time.monotonic()
         for i, key in enumerate(keys):
             primaries, live, _ = c.targets(key, quorum.strict, reading=True)
-            required = min(quorum.required, len(primaries)) if primaries else quorum.required
-            if len(live) < required or not live:
-                results[i] = Unavailable(required, len(live))
+            try:
+                required = read_required(quorum, primaries, live)
+            except Unavailable as exc:
+                results[i] = exc
                 live = []
             # our own copy first, then connected replicas that were not slow lately
             live.sort(key=lambda r: (

@@ -214,8 +214,9 @@ class Coordinator:
         ``down``: nodes to treat as down although the failure detector has not convicted them
         yet (a forward to them could not be sent). ``ttl``: seconds until the value expires
         (0: never), counted from this coordinator's clock."""
-        self.check_quorum(quorum)
-        t = self.targets(key, quorum.strict, down=down)
+        if quorum.n != self.n:
+            self.check_quorum(quorum)
+        t = self._targets(key_hash(key), quorum.strict, False, down)
         me = next((r for r in t.live if r.node == self.node_id), None)
         if me is None:
             return await self._forward_put(key, value, context, quorum, t.live, down, ttl)
@@ -384,7 +385,8 @@ class Coordinator:
 
     async def get(self, key: bytes, quorum: Quorum) -> tuple[Version, ...]:
         """Read at ``quorum``: the reconciled sibling set (possibly empty or all tombstones)."""
-        self.check_quorum(quorum)
+        if quorum.n != self.n:
+            self.check_quorum(quorum)
         h = key_hash(key)
         round_ = self._read_round(h, quorum)
         local = round_.local
@@ -427,7 +429,8 @@ class Coordinator:
         was one of them (decoded only when asked: a 304 never needs them). When they differ
         (or a replica does not know the verb) this is a full read, with its read repair.
         Expiry is judged at ``now_ms``, the coordinator's clock, on every replica alike."""
-        self.check_quorum(quorum)
+        if quorum.n != self.n:
+            self.check_quorum(quorum)
         h = key_hash(key)
         round_ = self._read_round(h, quorum)
         local: Callable[[], tuple[Version, ...]] | None = None
@@ -514,8 +517,10 @@ class Coordinator:
                     apply(round_.fail(replica.node))
                 else:
                     self.metrics.replica_latency_of("read").observe(time.perf_counter() - started)
-                    round_.reply(replica.node, answer)
-                if not waiter.done() and round_.done:
+                    if round_.reply(replica.node, answer) and not waiter.done():
+                        waiter.set_result(None)
+                    return
+                if round_.done and not waiter.done():
                     waiter.set_result(None)
 
             call.add_done_callback(done)
@@ -672,6 +677,8 @@ class Coordinator:
             if (round_.fail() if failed else round_.ack()) and not waiter.done():
                 waiter.set_result(None)
 
+        timer: asyncio.TimerHandle | None = None
+
         def tick() -> None:
             nonlocal timer
             if round_.tick(loop.time()):
@@ -685,7 +692,8 @@ class Coordinator:
         try:
             await waiter
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
         for call in calls:
             if not call.done():
                 self._track(call)
