@@ -77,8 +77,9 @@ class S3Server:
         while True:
             if self.process.poll() is not None:
                 raise AssertionError(f"versitygw exited: {self.log_tail()}")
-            with contextlib.suppress(OSError), socket.create_connection(
-                (self.host, self.port), timeout=1
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection((self.host, self.port), timeout=1),
             ):
                 return self
             if time.monotonic() > end:
