@@ -204,6 +204,7 @@ class Progress:
     def report(self) -> dict[str, Any]:
         elapsed = max(time.monotonic() - self.started, 1e-6)
         rate = self.bytes_done / elapsed
+        left: float | None
         if self.op == "restore" and self.keys_total:
             left = (self.keys_total - self.keys_done) / max(self.keys_done / elapsed, 1e-9)
         else:
