@@ -35,18 +35,25 @@ from tests.cluster import Cluster
 from tests.s3server import S3Server
 
 from ringkv.backup import Store, run_backup, run_restore
-from ringkv.client import AsyncClient
+from ringkv.client import AsyncClient, RingkvError
 
 BUCKET = "bench-backups"
 
 
 async def preload(urls: list[str], keys: int, value_bytes: int, prefix: str = "k") -> None:
     client = AsyncClient(urls)
-    gate = asyncio.Semaphore(32)
+    gate = asyncio.Semaphore(16)
 
     async def one(i: int) -> None:
         async with gate:
-            await client.put(f"{prefix}{i}", os.urandom(value_bytes), w="all")
+            for attempt in range(5):  # a loaded machine may time a write out: write it again
+                try:
+                    await client.put(f"{prefix}{i}", os.urandom(value_bytes), w="quorum")
+                    return
+                except RingkvError:
+                    if attempt == 4:
+                        raise
+                    await asyncio.sleep(0.5)
 
     await asyncio.gather(*(one(i) for i in range(keys)))
     await client.close()
