@@ -103,10 +103,16 @@ def next_after(cron: Cron, after: float) -> float | None:
 
 
 def _ymd(days: int) -> tuple[int, int, int]:
-    import datetime
-
-    date = datetime.date(1970, 1, 1) + datetime.timedelta(days=days)
-    return date.year, date.month, date.day
+    """The (year, month, day) of a day number since 1970-01-01 (Hinnant's civil_from_days)."""
+    z = days + 719468
+    era = z // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    day = doy - (153 * mp + 2) // 5 + 1
+    month = mp + 3 if mp < 10 else mp - 9
+    return yoe + era * 400 + (month <= 2), month, day
 
 
 def due(schedule: str, last: float, now: float) -> bool:
