@@ -70,6 +70,12 @@ def apply_cluster(k8s: Any, ns: str, backup: dict[str, Any]) -> None:
     k8s.kubectl("apply", "-f", "-", input=json.dumps(body))
 
 
+def create_credentials(k8s: Any, ns: str, s3: S3Server) -> None:
+    k8s.kubectl("-n", ns, "create", "secret", "generic", "s3-credentials",
+                f"--from-literal=AWS_ACCESS_KEY_ID={s3.access_key}",
+                f"--from-literal=AWS_SECRET_ACCESS_KEY={s3.secret_key}")  # fmt: skip
+
+
 def get(k8s: Any, ns: str, kind: str) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = json.loads(
         k8s.kubectl("-n", ns, "get", kind, "-o", "json").stdout)["items"]  # fmt: skip
@@ -87,12 +93,11 @@ def table(k8s: Any, ns: str, kind: str) -> list[dict[str, str]]:
 @pytest.mark.usefixtures("operator")
 def test_scheduled_backup_then_restore_into_a_new_cluster(k8s: Any, s3: S3Server) -> None:
     ns = "e2e-bk-" + uuid.uuid4().hex[:6]
+    namespaces = [ns]
     k8s.kubectl("create", "namespace", ns)
     previous = os.environ.get("RINGKV_TOKEN")
     try:
-        k8s.kubectl("-n", ns, "create", "secret", "generic", "s3-credentials",
-                    f"--from-literal=AWS_ACCESS_KEY_ID={s3.access_key}",
-                    f"--from-literal=AWS_SECRET_ACCESS_KEY={s3.secret_key}")  # fmt: skip
+        create_credentials(k8s, ns, s3)
         backup = {"bucket": BUCKET, "prefix": PREFIX, "endpoint": s3.endpoint,
                   "credentialsSecret": {"name": "s3-credentials"},
                   "schedule": "* * * * *", "retention": 3}  # fmt: skip
@@ -137,14 +142,23 @@ def test_scheduled_backup_then_restore_into_a_new_cluster(k8s: Any, s3: S3Server
         wait_for(lambda: not get(k8s, ns, "pods") and not get(k8s, ns, "pvc"), 300,
                  "the old pods and volumes to be gone", every=2)  # fmt: skip
 
-        # a new cluster (no schedule), then a restore into it
-        apply_cluster(k8s, ns, {k: v for k, v in backup.items() if k != "schedule"})
+        # a new cluster elsewhere (its own namespace, no schedule), then a restore into it from
+        # the old cluster's bucket and prefix (spec.source)
+        ns2 = ns + "-new"
+        namespaces.append(ns2)
+        k8s.kubectl("create", "namespace", ns2)
+        create_credentials(k8s, ns2, s3)
+        apply_cluster(k8s, ns2, {k: v for k, v in backup.items() if k != "schedule"} | {
+            "prefix": PREFIX + "-new"})  # fmt: skip
         restore = {"apiVersion": "ringkv.io/v1alpha1", "kind": "KVRestore",
-                   "metadata": {"name": "from-backup", "namespace": ns},
-                   "spec": {"cluster": NAME, "backupId": backup_id}}  # fmt: skip
+                   "metadata": {"name": "from-backup", "namespace": ns2},
+                   "spec": {"cluster": NAME, "backupId": backup_id,
+                            "source": {k: backup[k] for k in ("bucket", "prefix", "endpoint",
+                                                              "credentialsSecret")}}}  # fmt: skip
         k8s.kubectl("apply", "-f", "-", input=json.dumps(restore))
-        os.environ["RINGKV_TOKEN"] = wait_for(lambda: admin_token(k8s, ns), 120, "new tokens")
-        wait_for(lambda: settled(k8s, ns, 3), 600, "the new cluster settled", every=2)
+        os.environ["RINGKV_TOKEN"] = wait_for(lambda: admin_token(k8s, ns2), 120, "new tokens")
+        wait_for(lambda: settled(k8s, ns2, 3), 600, "the new cluster settled", every=2)
+        ns = ns2
 
         def restored() -> dict[str, Any] | None:
             [item] = get(k8s, ns, "kvrestores")
@@ -166,5 +180,6 @@ def test_scheduled_backup_then_restore_into_a_new_cluster(k8s: Any, s3: S3Server
             os.environ.pop("RINGKV_TOKEN", None)
         else:
             os.environ["RINGKV_TOKEN"] = previous
-        save_logs(k8s, ns, ns)
-        k8s.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+        for name in namespaces:
+            save_logs(k8s, name, name)
+            k8s.kubectl("delete", "namespace", name, "--wait=false", check=False)
