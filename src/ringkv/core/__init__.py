@@ -18,4 +18,5 @@
 - ``json_input``: the one depth-limited parser for JSON from outside.
 - ``absence``: whether a node was away too long to rejoin with its data.
 - ``cron``: cron schedules (scheduled backups): the next scheduled minute after a time.
+- ``token_bucket``: how long background work waits to keep to its rate.
 """
