@@ -47,6 +47,7 @@ from urllib.parse import quote
 import msgpack
 
 from ringkv.client import Client, RingkvError, error_from_response
+from ringkv.core.token_bucket import TokenBucket
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -162,7 +163,8 @@ class Store:
 
 
 class RateLimit:
-    """A token bucket of ``rate`` bytes per second (0: unlimited), one second deep."""
+    """``rate`` bytes per second (0: unlimited) with ``ringkv.core.token_bucket``; blocking
+    (the backup runs in its own thread or process)."""
 
     def __init__(
         self,
@@ -171,16 +173,13 @@ class RateLimit:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.rate, self.clock, self.sleep = rate, clock, sleep
-        self.budget, self.at = rate, clock()
+        self.bucket = TokenBucket(clock(), rate)
 
     def take(self, size: int) -> None:
-        if self.rate <= 0:
-            return
-        now = self.clock()
-        self.budget = min(self.rate, self.budget + (now - self.at) * self.rate) - size
-        self.at = now
-        if self.budget < 0:
-            self.sleep(-self.budget / self.rate)
+        if self.rate > 0:
+            wait = self.bucket.take(size, self.rate, self.clock())
+            if wait > 0:
+                self.sleep(wait)
 
 
 @dataclass
