@@ -4,6 +4,9 @@ cluster of another shape, on real multi-process clusters."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -196,3 +199,39 @@ def test_prune_keeps_what_newer_backups_reference(make_cluster: MakeCluster, s3:
     for node in kept["nodes"].values():
         for f in node["files"]:
             assert store.head(f["key"]) is not None, f["key"]
+
+
+def _ringkv(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ringkv", *args], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, **env})  # fmt: skip
+
+
+def test_cli_backup_list_restore_and_refusal(make_cluster: MakeCluster, s3: S3Server) -> None:
+    source = make_cluster(nodes=3, zones=3)
+    source.client(0).put_many({f"c{i}": f"v{i}".encode() for i in range(200)}, w="all")
+    flags = ["--bucket", BUCKET, "--prefix", "cli", "--s3-endpoint", s3.endpoint]
+    done = _ringkv("admin", "backup", "--endpoint", source.urls[0], *flags, "--backup-id", "c1",
+                   "--cluster", "src", "--rate", "100", env=s3.env())  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["backup_id"] == "c1" and summary["bytes"] > 0
+    assert "ETA" in done.stderr and "rate" in done.stderr  # the progress lines
+    assert s3.secret_key not in done.stdout + done.stderr  # credentials are never printed
+    listed = _ringkv("admin", "backups", *flags, "--json", env=s3.env())
+    assert [r["backup_id"] for r in json.loads(listed.stdout) if r["complete"]] == ["c1"]
+    source.stop()
+    target = make_cluster(nodes=2, zones=2, replication_factor=2)
+    restored = _ringkv("admin", "restore", "c1", "--endpoint", target.urls[0], *flags,
+                       env=s3.env())  # fmt: skip
+    assert restored.returncode == 0, restored.stderr
+    assert target.client(1).get("c7", r="all").siblings == [b"v7"]
+    # a corrupt file: refused, naming it, exit 1
+    key = next(o["Key"] for o in s3.client().list_objects_v2(Bucket=BUCKET, Prefix="cli/c1/")[
+        "Contents"] if o["Key"].endswith(".sst"))  # fmt: skip
+    s3.client().put_object(Bucket=BUCKET, Key=key, Body=b"not an sst file")
+    refused = _ringkv("admin", "restore", "c1", "--endpoint", target.urls[0], *flags,
+                      env=s3.env())  # fmt: skip
+    assert refused.returncode == 1 and key in refused.stderr, refused.stderr
+    missing = _ringkv("admin", "restore", "nope", "--endpoint", target.urls[0], *flags,
+                      env=s3.env())  # fmt: skip
+    assert missing.returncode == 1 and "not complete" in missing.stderr
