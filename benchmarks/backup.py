@@ -2,7 +2,8 @@
 workload's tail latency.
 
     flock /tmp/ringkv-heavy.lock .venv/bin/python benchmarks/backup.py \
-        [--keys 50000] [--value-bytes 1024] [--rounds 3] [--rate 300] [--json out.json]
+        [--keys 50000] [--value-bytes 1024] [--rounds 3] [--rate 300] [--backup-rate MB_S]
+        [--json out.json]
 
 A 3-node cluster (N=3) and the Versity S3 Gateway (tests/s3server.py) on loopback. Preload
 ``--keys`` values, then for each round: an open-loop quorum workload (`ringkv bench --rate
@@ -85,10 +86,17 @@ def main() -> int:
     parser.add_argument("--value-bytes", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--rate", type=float, default=300.0, help="workload requests/s")
+    parser.add_argument(
+        "--backup-rate",
+        type=float,
+        default=0.0,
+        help="MB/s the backups under load read at (0: unlimited)",
+    )
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
     result: dict[str, Any] = {"keys": args.keys, "value_bytes": args.value_bytes,
-                              "rate": args.rate, "uptime_before": os.getloadavg()}  # fmt: skip
+                              "rate": args.rate, "backup_rate_mb": args.backup_rate,
+                              "uptime_before": os.getloadavg()}  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="ringkv-backup-bench-") as tmp:
         root = Path(tmp)
         s3 = S3Server(root / "s3").start()
@@ -112,7 +120,9 @@ def main() -> int:
                     n = 0
                     while not stop.is_set():
                         t0 = time.monotonic()
-                        m = run_backup(endpoint, store, backup_id=f"r{n}")
+                        m = run_backup(
+                            endpoint, store, backup_id=f"r{n}", rate=args.backup_rate * 1e6
+                        )
                         backups.append({"seconds": time.monotonic() - t0, "bytes": m["bytes"],
                                         "uploaded": m["bytes_uploaded"]})  # fmt: skip
                         store.prefix = f"{store.prefix}-{n}"  # the next one is full again
