@@ -19,7 +19,8 @@ from ringkv.client import GetResult
 from tests.conftest import MakeCluster
 from tests.s3server import S3Server
 
-pytestmark = pytest.mark.slow
+# the first test may build the S3 gateway (tests/s3server.py) when `make test` did not
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 BUCKET = "ringkv-backups"
 
 
