@@ -11,6 +11,8 @@
 - ``ringkv.local``: ``ringkv local up``, a cluster of node processes on loopback.
 - ``ringkv.launcher``: starting and stopping node processes (local up, tests, benchmarks).
 - ``ringkv.bench``: ``ringkv bench``, the load generator for any running cluster.
+- ``ringkv.backup``: cluster backups to S3-compatible storage and restores through the ring;
+  ``ringkv.backup_cli``: its ``ringkv admin backup``/``restore`` commands.
 - ``ringkv.monitoring``: alerting rules, Grafana dashboards and scrape configurations
   (written to manifests/monitoring/).
 - ``ringkv.prometheus``: a Prometheus server beside local nodes (``local up --monitoring``).

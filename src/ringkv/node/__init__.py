@@ -25,6 +25,7 @@ Parts:
   them off), and keeps late writes for them off this node.
 - ``batch``: batch reads and writes, grouped per peer.
 - ``listing``: the key listing scan, one range at a time.
+- ``snapshots``: RocksDB checkpoints of the node's database.
 - ``throttle``: paces background work (streaming, anti-entropy, cleanup, listing) to its rate.
 - ``metrics``: the node's Prometheus instruments.
 - ``observability``: health metrics read at scrape time (membership, RocksDB, disk,
@@ -42,4 +43,6 @@ The HTTP API:
 - ``keys_api``: ``GET /v1/keys``.
 - ``status_api``: the probes, ``/v1/status``, ``/v1/ring``, anti-entropy trees, ``/metrics``.
 - ``admin_api``: ring changes, their plan and progress, and cleanup under ``/v1/admin/``.
+- ``snapshot_api``: snapshots (``/v1/admin/snapshot``, ``/v1/admin/snapshots``) and
+  ``POST /v1/admin/restore`` (backed-up records merged into their replicas).
 """

@@ -1,19 +1,15 @@
 """Errors as HTTP answers: ``ApiError`` (status, code, message and extra fields of the
-documented JSON error body) and the translation of the coordinator's and storage's exceptions
-into it (``api_error``, ``_call``), shared by every handler module; ``json_object``, a
-request's JSON object body or the 400 that refuses it."""
+documented JSON error body) and the translation of request failures (the table in
+``ringkv.core.errors``) into it (``api_error``, ``_call``), shared by every handler module;
+``json_object``, a request's JSON object body or the 400 that refuses it."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable
 from typing import Any
 
-from ringkv.core.conditions import PRECONDITION_FAILED
-from ringkv.core.versions import encode_context
-from ringkv.node.conditional import PreconditionFailed
-from ringkv.node.coordinator import QuorumTimeout, TooManySiblings, Unavailable
+from ringkv.core.errors import RequestFailure, to_http
 from ringkv.node.http import Request
-from ringkv.node.storage import StorageFull
 
 
 class ApiError(Exception):
@@ -25,22 +21,14 @@ class ApiError(Exception):
         self.extra = extra
 
 
-_WRITE_ERRORS = (PreconditionFailed, TooManySiblings, StorageFull, Unavailable, QuorumTimeout)
+#: Every failure of the table in ``core.errors`` (the four write errors, a failed condition...).
+_WRITE_ERRORS = (RequestFailure,)
 
 
 def api_error(exc: Exception) -> ApiError:
     """The answer for a request (or one key of a batch) that failed with ``exc``."""
-    if isinstance(exc, PreconditionFailed):
-        return ApiError(412, PRECONDITION_FAILED, str(exc), context=encode_context(exc.seen))
-    if isinstance(exc, TooManySiblings):
-        return ApiError(409, "too_many_siblings", str(exc), siblings=exc.count, limit=exc.limit)
-    if isinstance(exc, StorageFull):
-        return ApiError(507, "insufficient_storage", "the node's disk is full; nothing was written")
-    if isinstance(exc, Unavailable):
-        return ApiError(503, "unavailable", str(exc), required=exc.required, alive=exc.alive)
-    if isinstance(exc, QuorumTimeout):
-        return ApiError(504, "timeout", str(exc), required=exc.required, acks=exc.acks)
-    raise exc
+    status, code, message, extra = to_http(exc)
+    return ApiError(status, code, message, **extra)
 
 
 async def _call(awaitable: Awaitable[Any]) -> Any:

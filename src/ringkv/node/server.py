@@ -1,9 +1,9 @@
 """Server: the node's HTTP API, the routes and what wraps every handler call.
 
 ``Api`` maps each documented endpoint to its handler (``kv_api``, ``batch_api``, ``keys_api``,
-``status_api``, ``admin_api``; each takes ``(node, request)``) and wraps every call with
-authentication, the overload limit and the JSON error answer. It serves for a ``Node``
-(``ringkv.node.node``), which owns it.
+``status_api``, ``admin_api``, ``snapshot_api``; each takes ``(node, request)``) and wraps
+every call with authentication, the overload limit and the JSON error answer. It serves for
+a ``Node`` (``ringkv.node.node``), which owns it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from ringkv.core.versions import MAX_CONTEXT_CHARS
-from ringkv.node import admin_api, batch_api, keys_api, status_api
+from ringkv.node import admin_api, batch_api, keys_api, snapshot_api, status_api
 from ringkv.node.admin_api import ADMIN_PREFIX
 from ringkv.node.api_errors import ApiError
 from ringkv.node.auth import METRICS_ROLE
@@ -105,6 +105,7 @@ class Api:
             router.add_prefix(method, KV_PREFIX, partial(handler, node))
         for method, path, route in routes():
             router.add(method, path, partial(route, node))
+        snapshot_api.install(router, node)  # snapshots, restore (before the /v1/admin/ prefix)
         router.add_prefix("POST", ADMIN_PREFIX, partial(admin_api.handle_admin, node))
         self.server = HttpServer(
             router,

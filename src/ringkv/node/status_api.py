@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import ringkv
+from ringkv.node import snapshot_api
 from ringkv.node.http import Request, Response, error_response, json_response
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ def status_of(node: Node) -> dict[str, Any]:
         "anti_entropy": node.anti_entropy.status(),
         "changes": node.changes.cluster_progress(),
         "cleanup": node.cleanup.status(),
+        "snapshots": snapshot_api.status_of(node),
     }
 
 
