@@ -507,9 +507,10 @@ class ClientCore:
 
     def _ring_due(self) -> bool:
         now = self.clock()
-        if self.ring_view is not None and now - self.ring_fetched < self.ring_refresh:
+        if now - self.ring_fetched < self.ring_refresh:
             return False
-        self.ring_fetched = now  # also when the fetch fails: tried again after ring_refresh
+        # also when the fetch fails (an older node, none reachable): tried after ring_refresh
+        self.ring_fetched = now
         return True
 
     def _learn_ring(self, answer: Answer) -> None:
