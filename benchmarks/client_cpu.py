@@ -4,13 +4,14 @@ of the client costs nothing).
 
     git show main:src/ringkv/client.py > /tmp/client_main.py
     flock /tmp/ringkv-heavy.lock .venv/bin/python benchmarks/client_cpu.py \\
-        --baseline /tmp/client_main.py --rounds 7 --requests 2000
+        --baseline /tmp/client_main.py --rounds 3 --blocks 20
 
-Each round runs every variant in a fresh process (the order alternates between rounds), which
-measures ``time.process_time()`` over ``--requests`` sequential puts, then as many gets, of
-one sync `Client` (and of one `AsyncClient`). The node runs in its own process, so only the
-client's CPU is counted. Prints the median and the spread (min..max) in microseconds per
-request.
+Each round is a fresh process holding one client of each variant; it measures
+``time.process_time()`` over blocks of ``--requests`` sequential puts, then gets, of a sync
+`Client` (then gets of an `AsyncClient`), the variants' blocks alternating so that a pair of
+neighbouring blocks ran under the same machine load. The node runs in its own process, so
+only the client's CPU is counted. Prints medians and quartiles in microseconds per request,
+and the median ratio of paired blocks.
 """
 
 from __future__ import annotations
@@ -48,50 +49,73 @@ def load(module: str) -> ModuleType:
     return loaded
 
 
-def worker(url: str, module: str, requests: int) -> dict[str, float]:
-    """µs of this process's CPU per request, per operation."""
-    client_module = load(module)
+def worker(
+    url: str, modules: list[str], blocks: int, size: int
+) -> dict[str, dict[str, list[float]]]:
+    """µs of this process's CPU per request, per variant, operation and block. The variants'
+    blocks alternate (ABBA...), so that each pair of blocks ran under the same machine load."""
+    clients = [load(module) for module in modules]
     value = b"x" * 100
-    out: dict[str, float] = {}
-    with client_module.Client(url, timeout=10) as client:
-        for i in range(200):  # warm-up: connections, caches, the node's first requests
-            client.put(f"warm{i}", value)
-            client.get(f"warm{i}")
-        started = time.process_time()
-        for i in range(requests):
-            client.put(f"k{i % 500}", value)
-        out["sync_put"] = (time.process_time() - started) / requests * 1e6
-        started = time.process_time()
-        for i in range(requests):
-            client.get(f"k{i % 500}")
-        out["sync_get"] = (time.process_time() - started) / requests * 1e6
+    out = {module: {op: [] for op in OPS} for module in modules}
 
-    async def run_async() -> float:
-        async with client_module.AsyncClient(url, timeout=10) as client:
-            for i in range(200):
-                await client.get(f"warm{i}")
-            begun = time.process_time()
-            for i in range(requests):
-                await client.get(f"k{i % 500}")
-            return (time.process_time() - begun) / requests * 1e6
+    def timed(run: Any) -> float:
+        started = time.process_time()
+        run()
+        return (time.process_time() - started) / size * 1e6
 
-    out["async_get"] = asyncio.run(run_async())
+    syncs = [module.Client(url, timeout=10) for module in clients]
+    for client in syncs:  # warm-up: connections, caches, the node's first requests
+        for i in range(100):
+            client.put(f"k{i}", value, replace=True)
+            client.get(f"k{i}")
+    for block in range(blocks):
+        order = list(zip(modules, syncs, strict=True))
+        for module, client in order if block % 2 == 0 else order[::-1]:
+            out[module]["sync_put"].append(
+                timed(lambda c=client: [c.put(f"k{i}", value, replace=True) for i in range(size)])
+            )
+            out[module]["sync_get"].append(
+                timed(lambda c=client: [c.get(f"k{i}") for i in range(size)])
+            )
+    for client in syncs:
+        client.close()
+
+    async def run_async() -> None:
+        pairs = [
+            (m, module.AsyncClient(url, timeout=10))
+            for m, module in zip(modules, clients, strict=True)
+        ]
+        for _, client in pairs:
+            for i in range(100):
+                await client.get(f"k{i}")
+        for block in range(blocks):
+            for module, client in pairs if block % 2 == 0 else pairs[::-1]:
+                started = time.process_time()
+                for i in range(size):
+                    await client.get(f"k{i}")
+                out[module]["async_get"].append((time.process_time() - started) / size * 1e6)
+        for _, client in pairs:
+            await client.close()
+
+    asyncio.run(run_async())
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline", help="another client.py to compare with (its own file)")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--quick", action="store_true", help="1 round of 100 requests")
-    parser.add_argument("--json", help="write the per-round numbers here")
-    parser.add_argument("--worker", nargs=2, metavar=("URL", "MODULE"), help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=3, help="worker processes, one by one")
+    parser.add_argument("--blocks", type=int, default=20, help="blocks per variant and round")
+    parser.add_argument("--requests", type=int, default=100, help="requests per block")
+    parser.add_argument("--quick", action="store_true", help="1 round of 2 blocks")
+    parser.add_argument("--json", help="write the per-block numbers here")
+    parser.add_argument("--worker", nargs="+", metavar="URL MODULE", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
-        args.rounds, args.requests = 1, 100
+        args.rounds, args.blocks, args.requests = 1, 2, 50
     if args.worker:
-        print(json.dumps(worker(args.worker[0], args.worker[1], args.requests)))
+        url, *modules = args.worker
+        print(json.dumps(worker(url, modules, args.blocks, args.requests)))
         return
 
     from tests.cluster import Cluster
@@ -104,15 +128,17 @@ def main() -> None:
         cluster = Cluster(Path(tmp), nodes=1, zones=1, replication_factor=1).start()
         try:
             for round_number in range(args.rounds):
-                order = list(variants) if round_number % 2 == 0 else list(reversed(variants))
-                for name in order:
-                    command = [sys.executable, __file__, "--requests", str(args.requests),
-                               "--worker", cluster.nodes[0].url, variants[name]]  # fmt: skip
-                    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
-                    if done.returncode != 0:
-                        raise SystemExit(done.stderr[-2000:])
-                    for op, micros in json.loads(done.stdout).items():
-                        samples[name][op].append(micros)
+                names = list(variants) if round_number % 2 == 0 else list(reversed(variants))
+                command = [sys.executable, __file__, "--blocks", str(args.blocks),
+                           "--requests", str(args.requests), "--worker",
+                           cluster.nodes[0].url, *(variants[n] for n in names)]  # fmt: skip
+                done = subprocess.run(command, capture_output=True, text=True, timeout=1200)
+                if done.returncode != 0:
+                    raise SystemExit(done.stderr[-2000:])
+                result = json.loads(done.stdout)
+                for name in names:
+                    for op, values in result[variants[name]].items():
+                        samples[name][op].extend(values)
         finally:
             cluster.stop()
     summary: dict[str, Any] = {}
@@ -120,15 +146,18 @@ def main() -> None:
         for op, values in ops.items():
             median = statistics.median(values)
             summary[f"{name} {op}"] = median
-            spread = f"{min(values):.1f}..{max(values):.1f}"
+            quartiles = statistics.quantiles(values, n=4) if len(values) > 1 else values * 3
             print(f"{name:>8} {op:<9}: median {median:7.1f} µs/request "
-                  f"(spread {spread}, {len(values)} rounds)")  # fmt: skip
+                  f"(quartiles {quartiles[0]:.1f}..{quartiles[2]:.1f}, {len(values)} blocks of "
+                  f"{args.requests})")  # fmt: skip
     if args.baseline:
         for op in OPS:
-            change = (
-                samples[CURRENT][op] and summary[f"{CURRENT} {op}"] / summary[f"baseline {op}"] - 1
-            )
-            print(f"{op}: current vs baseline {change:+.1%}")
+            # each block of the current client against the baseline's block next to it
+            ratios = [c / b for c, b in zip(samples[CURRENT][op], samples["baseline"][op],
+                                           strict=True)]  # fmt: skip
+            change = statistics.median(ratios) - 1
+            summary[f"change {op}"] = change
+            print(f"{op}: current vs baseline, median of paired blocks {change:+.1%}")
     if args.json:
         Path(args.json).write_text(json.dumps({"samples": samples, "summary": summary}, indent=1))
 

@@ -36,7 +36,7 @@ import ssl
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
 import aiohttp
 import yarl
@@ -102,6 +102,23 @@ _POOL_SIZE = 8  # idle connections kept per endpoint by the sync client
 
 P = ParamSpec("P")
 T = TypeVar("T")
+V = TypeVar("V")
+
+
+class _OfCore(Generic[V]):
+    """A client attribute that is the core's: reading or setting it on the client reads or
+    sets it on the core."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, client: _Base | None, owner: type | None = None) -> V:
+        if client is None:  # on the class (help, inspect): the descriptor itself
+            return self  # type: ignore[return-value]
+        return getattr(client._core, self.name)  # type: ignore[no-any-return]
+
+    def __set__(self, client: _Base, value: V) -> None:
+        setattr(client._core, self.name, value)
 
 
 class _Base:
@@ -136,34 +153,15 @@ class _Base:
         """The transport's own state (connection pools)."""
         raise NotImplementedError
 
-    @property
-    def endpoints(self) -> list[_Endpoint]:
-        return self._core.endpoints
-
-    @property
-    def cache(self) -> ClientCache | None:
-        return self._core.cache
+    endpoints: _OfCore[list[_Endpoint]] = _OfCore()
+    cache: _OfCore[ClientCache | None] = _OfCore()
+    token_aware: _OfCore[bool] = _OfCore()
+    ring_refresh: _OfCore[float] = _OfCore()
 
     @property
     def cache_metrics(self) -> CacheMetrics | None:
         """The cache's counters (hits, revalidations, not_modified, misses, evictions)."""
         return self._core.cache.metrics if self._core.cache is not None else None
-
-    @property
-    def token_aware(self) -> bool:
-        return self._core.token_aware
-
-    @token_aware.setter
-    def token_aware(self, value: bool) -> None:
-        self._core.token_aware = value
-
-    @property
-    def ring_refresh(self) -> float:
-        return self._core.ring_refresh
-
-    @ring_refresh.setter
-    def ring_refresh(self, value: float) -> None:
-        self._core.ring_refresh = value
 
 
 # --------------------------------------------------------------------------- sync client
