@@ -26,7 +26,7 @@ import contextlib
 import json
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
 from ringkv.client_cache import ClientCache, ReadPlan
@@ -163,14 +163,14 @@ class _Endpoint:
         return f"{self.scheme}://{self.host}:{self.port}"
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
-    """One HTTP request as a transport sends it (headers include the credentials)."""
+class Request(NamedTuple):
+    """One HTTP request as a transport sends it (headers include the credentials). A named
+    tuple: made for every call, and cheaper to make than a frozen dataclass."""
 
     method: str
     path: str  # already percent-encoded, with its query
-    body: bytes | None = None
-    headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes | None
+    headers: Mapping[str, str]
 
 
 #: An answer: status, headers with lower-cased names, body.
