@@ -11,7 +11,8 @@ Each round is a fresh process holding one client of each variant; it measures
 `Client` (then gets of an `AsyncClient`), the variants' blocks alternating so that a pair of
 neighbouring blocks ran under the same machine load. The node runs in its own process, so
 only the client's CPU is counted. Prints medians and quartiles in microseconds per request,
-and the median ratio of paired blocks.
+and the median ratio of paired blocks. ``--canned`` times only the sync client's own work
+(encoding, routing, parsing) in process, with ``_send`` answering at once.
 """
 
 from __future__ import annotations
@@ -101,6 +102,33 @@ def worker(
     return out
 
 
+def canned(modules: list[str], calls: int, rounds: int) -> dict[str, dict[str, list[float]]]:
+    """µs per call of the client's own Python work, without a network: ``_send`` (the sync
+    client's one method that touches a connection) answers a canned reply at once."""
+    answers = {"PUT": (204, {"x-ringkv-context": "c"}, b""),
+               "GET": (200, {"x-ringkv-context": "c", "etag": '"e"'}, b"v" * 100)}  # fmt: skip
+    clients = []
+    for module in modules:
+
+        class Canned(load(module).Client):  # type: ignore[misc,name-defined]
+            def _send(self, endpoint: Any, method: str, *rest: Any) -> Any:
+                return answers[method]
+
+        clients.append((module, Canned("127.0.0.1:1")))
+    out: dict[str, dict[str, list[float]]] = {m: {"put": [], "get": []} for m in modules}
+    for round_number in range(rounds):
+        for module, client in clients if round_number % 2 == 0 else clients[::-1]:
+            started = time.perf_counter()
+            for _ in range(calls):
+                client.put("key", b"v" * 100)
+            out[module]["put"].append((time.perf_counter() - started) / calls * 1e6)
+            started = time.perf_counter()
+            for _ in range(calls):
+                client.get("key")
+            out[module]["get"].append((time.perf_counter() - started) / calls * 1e6)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline", help="another client.py to compare with (its own file)")
@@ -110,9 +138,20 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1 round of 2 blocks")
     parser.add_argument("--json", help="write the per-block numbers here")
     parser.add_argument("--worker", nargs="+", metavar="URL MODULE", help=argparse.SUPPRESS)
+    parser.add_argument("--canned", action="store_true",
+                        help="no node: the sync client's own work per call, in process")  # fmt: skip
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.blocks, args.requests = 1, 2, 50
+    if args.canned:
+        modules = [CURRENT] + ([str(Path(args.baseline).resolve())] if args.baseline else [])
+        result = canned(modules, 200 * args.requests, 2 * args.rounds + 1)
+        for module, ops in result.items():
+            for op, values in ops.items():
+                print(f"{'current' if module == CURRENT else 'baseline':>8} {op}: median "
+                      f"{statistics.median(values):.2f} µs/call "
+                      f"(min {min(values):.2f}, max {max(values):.2f})")  # fmt: skip
+        return
     if args.worker:
         url, *modules = args.worker
         print(json.dumps(worker(url, modules, args.blocks, args.requests)))
