@@ -139,7 +139,7 @@ def main() -> None:
     parser.add_argument("--json", help="write the per-block numbers here")
     parser.add_argument("--worker", nargs="+", metavar="URL MODULE", help=argparse.SUPPRESS)
     parser.add_argument("--canned", action="store_true",
-                        help="no node: the sync client's own work per call, in process")  # fmt: skip
+                        help="no node: the sync client's own work per call")  # fmt: skip
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.blocks, args.requests = 1, 2, 50
