@@ -68,24 +68,24 @@ class BadRequest(RingkvError):
     """400 bad_request, 413 value_too_large or 414 key_too_long."""
 
 
-class Unavailable(RingkvError):
-    """503: fewer replicas reachable than the request needs; nothing was written."""
+class _QuorumError(RingkvError):
+    """A quorum was not reached; `.required`: the replicas the request needed."""
 
     @property
     def required(self) -> int | None:
         return self.body.get("required")
+
+
+class Unavailable(_QuorumError):
+    """503: fewer replicas reachable than the request needs; nothing was written."""
 
     @property
     def alive(self) -> int | None:
         return self.body.get("alive")
 
 
-class Timeout(RingkvError):
+class Timeout(_QuorumError):
     """504: replicas did not answer in time; a write may be partly applied."""
-
-    @property
-    def required(self) -> int | None:
-        return self.body.get("required")
 
     @property
     def acks(self) -> int | None:
