@@ -249,8 +249,7 @@ class Client(_Base):
             while True:
                 reply: Reply
                 try:
-                    reply = self._send(endpoint, request.method, request.path, request.body,
-                                       request.headers)  # fmt: skip
+                    reply = self._send(endpoint, *request)
                 except (OSError, http.client.HTTPException) as exc:
                     reply = Unreachable.of(exc)
                 except BaseException:

@@ -473,7 +473,9 @@ class ClientCore:
         body: bytes | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Request:
-        return Request(method, path, body, {**self._auth, **headers} if headers else self._auth)
+        if headers and self._auth:
+            headers = {**self._auth, **headers}
+        return Request(method, path, body, headers or self._auth)
 
     def exchange(self, request: Request, key: Key | None = None) -> Call[Answer]:
         """Send ``request``: first to the live replicas of ``key`` when routing token-aware,
