@@ -214,6 +214,8 @@ class Client(_Base):
     admin = _blocking(ClientCore.admin)
     cleanup = _blocking(ClientCore.cleanup)
     health = _blocking(ClientCore.health)
+    # any route, the answer as it is (ringkv.backup)
+    _request = _blocking(ClientCore.raw)
 
     def iter_keys(
         self, prefix: Key | None = None, page_size: int | None = None, r: Level = None
@@ -349,6 +351,7 @@ class AsyncClient(_Base):
     admin = _awaitable(ClientCore.admin)
     cleanup = _awaitable(ClientCore.cleanup)
     health = _awaitable(ClientCore.health)
+    _request = _awaitable(ClientCore.raw)
 
     async def iter_keys(
         self, prefix: Key | None = None, page_size: int | None = None, r: Level = None

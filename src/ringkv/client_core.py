@@ -31,6 +31,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from ringkv.client_cache import ClientCache, ReadPlan
 from ringkv.core.batching import MAX_BATCH_KEYS
+from ringkv.core.errors import reason_of
 from ringkv.core.json_input import parse_json
 from ringkv.core.placement import preference_list
 from ringkv.core.ring import Ring, key_hash
@@ -118,15 +119,10 @@ def error_from_response(status: int, body: bytes) -> RingkvError:
         parsed = {}
     code = str(parsed.get("error") or f"http_{status}")
     message = str(parsed.get("message") or body.decode("utf-8", "replace").strip() or code)
-    cls: type[RingkvError] = RingkvError
-    if status in (400, 413, 414):
-        cls = BadRequest
-    elif status == 503:
-        cls = Unavailable
-    elif status == 504:
-        cls = Timeout
-    elif status == 412:
-        cls = PreconditionFailed
+    # The class is named by the node's error table (ringkv.core.errors): by code, else status.
+    reason = reason_of(status, code)
+    classes = {c.__name__: c for c in (BadRequest, Unavailable, Timeout, PreconditionFailed)}
+    cls = classes.get(reason.client, RingkvError) if reason is not None else RingkvError
     return cls(status, code, message, parsed)
 
 
@@ -506,6 +502,17 @@ class ClientCore:
                 return reply
             failures.append(f"{endpoint}: {reply.reason}")
         raise ConnectionFailed("no endpoint reachable: " + "; ".join(failures))
+
+    def raw(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Call[Answer]:
+        """Any request to the endpoints, with the credentials and failover; the answer as it
+        is (an HTTP error is not raised). For tools that speak routes of their own."""
+        return (yield from self.exchange(self.request(method, path, body, headers)))
 
     def _ring_due(self) -> bool:
         now = self.clock()
