@@ -437,3 +437,13 @@ def test_requests_carry_no_authorization_without_a_token() -> None:
     drive = Driver(core, always(answer(200)))
     drive.run(core.health())
     assert drive.sent[0][1].headers == {}
+
+
+def test_raw_returns_any_answer_as_it_is() -> None:
+    core = make_core("a:1,b:2", token="t")
+    down = {"http://a:1"}
+    drive = Driver(core, lambda e, r: Unreachable("x") if str(e) in down else answer(500, b"boom"))
+    assert drive.run(core.raw("POST", "/v1/anything", b"{}", {"X-A": "1"})) == answer(500, b"boom")
+    assert drive.sent[-1][1] == Request(
+        "POST", "/v1/anything", b"{}", {"Authorization": "Bearer t", "X-A": "1"}
+    )
