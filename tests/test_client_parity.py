@@ -269,8 +269,11 @@ def tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Clus
         def converged() -> bool:
             for url in urls:
                 with Client(url, timeout=2, ssl_context=verified) as client:
-                    alive = {m["id"] for m in client.status()["members"] if m.get("alive")}
-                    if alive != {"n1", "n2", "n3"} or client.progress().get("in_progress"):
+                    if not client.health():  # /health/ready: joined, serving
+                        return False
+                    members = client.status()["members"]
+                    joined = {m["id"] for m in members if m.get("alive") and m["state"] == "normal"}
+                    if joined != {"n1", "n2", "n3"} or client.progress().get("in_progress"):
                         return False
             return True
 
