@@ -22,13 +22,14 @@ import random
 import statistics
 import time
 
+from ringkv.core.allocation import allocate_tokens
 from ringkv.core.placement import (
     preference_list,
     replica_balance_bound,
     replica_loads,
     replicas_gained,
 )
-from ringkv.core.ring import DEFAULT_VNODES, RING_SIZE, Ring, allocate_tokens, key_hash
+from ringkv.core.ring import DEFAULT_VNODES, RING_SIZE, Ring, key_hash
 
 
 def zone_sequence(count: int, zones: int, sizes: list[int] | None) -> list[str]:

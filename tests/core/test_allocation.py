@@ -11,13 +11,14 @@ from itertools import pairwise
 
 import pytest
 
+from ringkv.core.allocation import allocate_tokens
 from ringkv.core.placement import (
     replica_balance,
     replica_balance_bound,
     replica_loads,
     replicas_gained,
 )
-from ringkv.core.ring import DEFAULT_VNODES, RING_SIZE, Ring, allocate_tokens
+from ringkv.core.ring import DEFAULT_VNODES, RING_SIZE, Ring
 
 N = 3
 

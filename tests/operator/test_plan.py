@@ -303,7 +303,8 @@ def test_available_needs_a_quorum_of_every_range() -> None:
 
 def test_available_from_tokens() -> None:
     """With tokens, every range's preference list is checked (zone-aware placement)."""
-    from ringkv.core.ring import Ring, allocate_tokens
+    from ringkv.core.allocation import allocate_tokens
+    from ringkv.core.ring import Ring
 
     ring = Ring({}, {})
     members = {}
