@@ -177,9 +177,15 @@ def _cost(deviation: float, newcomer: bool, under: float) -> float:
     return deviation * deviation * under
 
 
+# Score added for a newcomer token next to a token of its own zone, in squared per-token loads.
+_NEIGHBOUR_PENALTY = 2.0
 _POPS = (4, 8, 16, 64)  # queue entries re-scored per token, one greedy run each
 # (pops, weight of a load below target) of each run of _replica_greedy
 _RUNS = tuple((pops, under) for under in (1.0, 0.25) for pops in _POPS)
+# Above this many tokens the first queue is scored roughly and only two runs are made, so a
+# join at 1,000 nodes costs about a second.
+_EXACT_QUEUE_GAPS = 16_384
+_RUNS_LARGE = ((16, 1.0), (16, 0.25))
 
 
 def _window_start(positions: list[int], owners: list[str], k: int, r: int) -> int:
@@ -415,8 +421,12 @@ def _replica_greedy(
     """The best of a few runs of ``_replica_greedy_run`` (by the largest load over its target),
     as for ``_carve_replicated``."""
     best: tuple[float, tuple[int, ...]] | None = None
-    for pops, under in _RUNS:
-        peak, chosen = _replica_greedy_run(ring, node_id, zone, count, replicas, pops, under)
+    shared: list[object] = []  # the ring's lists, loads and first queue, read by the first run
+    runs = _RUNS if len(ring.sorted_tokens) <= _EXACT_QUEUE_GAPS else _RUNS_LARGE
+    for pops, under in runs:
+        peak, chosen = _replica_greedy_run(
+            ring, node_id, zone, count, replicas, pops, under, shared
+        )
         if best is None or peak < best[0]:
             best = (peak, chosen)
     assert best is not None
@@ -424,7 +434,14 @@ def _replica_greedy(
 
 
 def _replica_greedy_run(
-    ring: Ring, node_id: str, zone: str, count: int, replicas: int, pops: int, under: float
+    ring: Ring,
+    node_id: str,
+    zone: str,
+    count: int,
+    replicas: int,
+    pops: int,
+    under: float,
+    shared: list[object],
 ) -> tuple[float, tuple[int, ...]]:
     """Greedy balance of replica load over the whole ring, for zones that take an extra replica
     for only part of it (2 zones, or 4, with N=3): who takes the extra depends on how the
@@ -447,12 +464,16 @@ def _replica_greedy_run(
     quotas = _Quotas(sizes, replicas, zone_of)
     shares = zone_shares(sizes, replicas)
     target = {z: shares[z] / sizes[z] * RING_SIZE for z in sizes}
-    lists = [quotas.walk(own, k) for k in range(len(own))]
-    load = dict.fromkeys(zone_of, 0.0)
-    for k, names in enumerate(lists):
-        width = (toks[k] - toks[k - 1]) % RING_SIZE or RING_SIZE
-        for name in names:
-            load[name] += width
+    if shared:
+        lists: list[list[str]] = list(shared[0])  # type: ignore[call-overload]
+        load: dict[str, float] = dict(shared[1])  # type: ignore[call-overload]
+    else:
+        lists = [quotas.walk(own, k) for k in range(len(own))]
+        load = dict.fromkeys(zone_of, 0.0)
+        for k, names in enumerate(lists):
+            width = (toks[k] - toks[k - 1]) % RING_SIZE or RING_SIZE
+            for name in names:
+                load[name] += width
     goal = {node: target[zone_of[node]] for node in zone_of}
 
     def effect(i: int) -> tuple[float, int, dict[str, tuple[float, int]], list[list[str]]]:
@@ -492,15 +513,39 @@ def _replica_greedy_run(
                         for n, (a, b) in lin.items())  # fmt: skip
             if score < best_score:
                 best_score, best_y = score, y
+        if interleave and (zone_of[own[i - 1]] == zone or zone_of[own[i]] == zone):
+            best_score += _NEIGHBOUR_PENALTY * per_token * per_token
         return best_score, best_y, lin, changed
 
     full = target[zone]
+    per_token = full / count
+    # When every zone holds a replica of each key and they compete for the extra (2 zones with
+    # N=3), the extra goes to the zone whose next node comes first: two adjacent tokens of one
+    # zone fix it there for good, and no later join could take it away when the zones' sizes
+    # change. Interleaving zones keeps every range's extra open to the next newcomer.
+    interleave = quotas.base[zone] >= 1
     goal[node_id] = full / count
-    queue = []
-    for i in range(len(toks)):
-        if (toks[i] - toks[i - 1]) % RING_SIZE >= 2 or len(toks) == 1:
-            queue.append((effect(i)[0], toks[i]))
-    heapq.heapify(queue)
+
+    def rough(i: int) -> float:
+        """Cheap score for a large ring's first queue: the newcomer takes up to a token's share
+        of the gap from the last node of the gap's list."""
+        width = (toks[i] - toks[i - 1]) % RING_SIZE
+        loser = lists[i][-1]
+        d, q, w = load[loser] - goal[loser], -per_token, min(width / 2, per_token)
+        return (d - w) ** 2 - d * d + (q + w) ** 2 - q * q
+
+    if shared and (len(toks) > _EXACT_QUEUE_GAPS or under == 1.0):
+        queue: list[tuple[float, int]] = list(shared[2])  # type: ignore[call-overload]
+    else:
+        score_of = (lambda i: effect(i)[0]) if len(toks) <= _EXACT_QUEUE_GAPS else rough
+        queue = [
+            (score_of(i), toks[i])
+            for i in range(len(toks))
+            if (toks[i] - toks[i - 1]) % RING_SIZE >= 2 or len(toks) == 1
+        ]
+        heapq.heapify(queue)
+        if not shared:
+            shared[:] = [list(lists), dict(load), list(queue)]
     chosen: list[int] = []
     for placed in range(1, count + 1):
         goal[node_id] = full * placed / count
