@@ -299,7 +299,7 @@ class Ring:
                 ring._zone_owned = dict(self._zone_owned)
                 if zone in self._zone_owned:
                     ring._zone_owned[zone] = _owned_after_join(
-                        self._zone_owned[zone], *arrays[zone], node
+                        self._zone_owned[zone], *arrays[zone], node, own
                     )
         return ring
 
@@ -361,13 +361,17 @@ class Ring:
 
 
 def _owned_after_join(
-    owned: dict[str, int], tokens: tuple[int, ...], owners: tuple[str, ...], node: str
+    owned: dict[str, int],
+    tokens: tuple[int, ...],
+    owners: tuple[str, ...],
+    node: str,
+    own: tuple[int, ...],
 ) -> dict[str, int]:
-    """Ownership in a (sub-)ring after ``node``'s tokens were added to it: each new token takes
-    the part of a range up to itself from the next token of another node."""
+    """Ownership in a (sub-)ring after ``node``'s tokens ``own`` were added to it: each new
+    token takes the part of a range up to itself from the next token of another node."""
     out = dict(owned)
     size = len(tokens)
-    mine = [k for k, owner in enumerate(owners) if owner is node or owner == node]
+    mine = [bisect_left(tokens, token) for token in own]  # a bisect each, not a scan
     if len(mine) == size:
         out[node] = RING_SIZE
         return out
