@@ -134,6 +134,28 @@ def test_four_zones_every_size_3_to_48(size: int) -> None:
     check_against_bound(round_robin(48, 4)[size - 1])
 
 
+# Two zones filled 5:3, N=3: where the larger zone grows twice in a row it must take the third
+# replica of (nearly) every key, and the join cannot take it from the smaller zone everywhere.
+# Strict, as for four zones. See docs/capacity.md.
+TWO_UNEQUAL_SHORT = {6, 9, 17, 22}
+
+
+@pytest.mark.parametrize(
+    "size",
+    [
+        pytest.param(
+            size,
+            marks=pytest.mark.xfail(strict=True, reason="a known shortfall with 2 unequal zones"),
+        )
+        if size in TWO_UNEQUAL_SHORT
+        else size
+        for size in range(3, 31)
+    ],
+)
+def test_two_unequal_zones_within_005_of_the_bound(size: int) -> None:
+    check_against_bound(proportional(30, (5, 3))[size - 1])
+
+
 @pytest.mark.parametrize("size", range(3, 31))
 def test_unequal_zones_within_005_of_the_bound(size: int) -> None:
     ring = proportional(30, (5, 3, 2))[size - 1]
