@@ -134,6 +134,25 @@ def test_four_zones_every_size_3_to_48(size: int) -> None:
     check_against_bound(round_robin(48, 4)[size - 1])
 
 
+FIVE_ZONES_SHORT = {6, 8}  # as for four zones
+
+
+@pytest.mark.parametrize(
+    "size",
+    [
+        pytest.param(
+            size,
+            marks=pytest.mark.xfail(strict=True, reason="a known shortfall with 5 zones"),
+        )
+        if size in FIVE_ZONES_SHORT
+        else size
+        for size in range(3, 31)
+    ],
+)
+def test_five_zones_every_size_3_to_30(size: int) -> None:
+    check_against_bound(round_robin(30, 5)[size - 1])
+
+
 # Two zones filled 5:3, N=3: where the larger zone grows twice in a row it must take the third
 # replica of (nearly) every key, and the join cannot take it from the smaller zone everywhere.
 # Strict, as for four zones. See docs/capacity.md.
