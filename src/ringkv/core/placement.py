@@ -105,14 +105,23 @@ class _Plan:
     firsts: tuple[tuple[tuple[int, ...], tuple[str, ...]], ...] | None
 
 
-# Per ring, per n. Weak keys: a ring's plans go when the ring does.
+# Per ring, per n. Weak keys: a ring's plans go when the ring does. The ring looked up last is
+# also kept apart: a node asks about one ring many times in a row, and a weak-key lookup makes
+# a weak reference each time.
 _PLANS: WeakKeyDictionary[Ring, dict[int, _Plan]] = WeakKeyDictionary()
+_last: tuple[Ring, dict[int, _Plan]] | None = None
 
 
 def _plan(ring: Ring, n: int) -> _Plan:
-    cache = _PLANS.get(ring)
-    if cache is None:
-        cache = _PLANS[ring] = {}
+    global _last
+    last = _last
+    if last is not None and last[0] is ring:
+        cache = last[1]
+    else:
+        cache = _PLANS.get(ring)
+        if cache is None:
+            cache = _PLANS[ring] = {}
+        _last = (ring, cache)
     plan = cache.get(n)
     if plan is None:
         sizes = ring.zone_sizes()
