@@ -118,9 +118,10 @@ def _plan(ring: Ring, n: int) -> _Plan:
     if last is not None and last[0] is ring:
         cache = last[1]
     else:
-        cache = _PLANS.get(ring)
-        if cache is None:
-            cache = _PLANS[ring] = {}
+        found = _PLANS.get(ring)
+        cache = {} if found is None else found
+        if found is None:
+            _PLANS[ring] = cache
         _last = (ring, cache)
     plan = cache.get(n)
     if plan is None:
