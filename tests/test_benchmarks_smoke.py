@@ -60,6 +60,14 @@ def test_client_cache_benchmark_quick_run(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_client_cpu_benchmark_quick_run(tmp_path: Path) -> None:
+    baseline = tmp_path / "client_baseline.py"
+    baseline.write_text((ROOT / "src" / "ringkv" / "client.py").read_text())
+    out = run("benchmarks/client_cpu.py", "--quick", "--baseline", str(baseline), timeout=180)
+    assert "sync_put: current vs baseline" in out and "async_get" in out
+
+
+@pytest.mark.slow
 def test_latency_benchmark_quick_run(tmp_path: Path) -> None:
     result = tmp_path / "latency.json"
     run("benchmarks/latency.py", "--quick", "--json", str(result), timeout=180)

@@ -4,7 +4,8 @@
 - ``ringkv.node``: the storage node, an asyncio (uvloop) process around the core: its own
   HTTP/1.1 server on httptools, msgpack peer frames, RocksDB storage.
 - ``ringkv.operator``: the Kubernetes operator (kopf) for ``KVCluster`` resources.
-- ``ringkv.client``: sync and asyncio clients for the HTTP API.
+- ``ringkv.client``: sync and asyncio clients for the HTTP API (two thin transports).
+- ``ringkv.client_core``: the clients' sans-I/O core: requests, answers, errors, routing.
 - ``ringkv.client_cache``: the clients' opt-in read cache, revalidated with If-None-Match.
 - ``ringkv.cli``: the ``ringkv`` command (node, local cluster, keys, batches, status, admin).
 - ``ringkv.progress``: how the command shows long operations (bars, rates, ETAs).

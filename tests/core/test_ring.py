@@ -12,12 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tests.strategies import positions, rings
 
+from ringkv.core.allocation import allocate_tokens
 from ringkv.core.ring import (
     DEFAULT_VNODES,
     RING_SIZE,
     Ring,
     TokenRange,
-    allocate_tokens,
     initial_tokens,
     key_hash,
 )

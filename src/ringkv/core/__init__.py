@@ -1,7 +1,8 @@
 """The pure core of ringkv: no sockets, no disk, no clock reads (time is always an argument).
 
-- ``ring``: the 64-bit consistent-hash ring with virtual nodes, token allocation and ownership.
+- ``ring``: the 64-bit consistent-hash ring with virtual nodes and ownership.
 - ``placement``: the zone-aware preference list of replicas for a key (riak_core's ``get_apl``).
+- ``allocation``: which tokens a joining node takes, balancing zone-aware replica load.
 - ``versions``: vector clocks, dotted versions, sibling sets, tombstones and hybrid logical clocks.
 - ``validators``: the ETag of a version set and the If-None-Match rules of reads.
 - ``quorum``: r/w levels, consistency presets and their validation.
