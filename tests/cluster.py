@@ -70,7 +70,8 @@ def wait_until(
 
 
 class NodeProc(Process):
-    """One `ringkv node` process; the command line stays the same across restarts."""
+    """One `ringkv node` process; the command line stays the same across restarts, and a test
+    may change ``args`` before a start."""
 
     def __init__(
         self,
@@ -105,6 +106,7 @@ class NodeProc(Process):
 
     def start(self, banner: str | None = None) -> NodeProc:  # type: ignore[override]
         assert not self.running, f"{self.node_id} is already running"
+        self.argv = [sys.executable, "-m", "ringkv.node", *self.args]
         _live.add(super().start(banner or f"harness: starting {self.node_id}"))
         return self
 
