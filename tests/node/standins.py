@@ -11,6 +11,7 @@ from ringkv.node.config import parse_args
 from ringkv.node.coordinator import Coordinator
 from ringkv.node.hints import HintStore
 from ringkv.node.metrics import NodeMetrics
+from ringkv.node.parts import NodeParts
 from ringkv.node.storage import Storage
 
 NODES = {"n1": "z1", "n2": "z2", "n3": "z3"}
@@ -41,7 +42,5 @@ def coordinator(data_dir: Path, node: str, messaging: Any, *flags: str) -> Coord
             "--no-peer-auth", "true"]  # fmt: skip
     config = parse_args([*base, *flags])
     storage = Storage(str(data_dir))
-    return Coordinator(
-        config, storage, AllUp(), messaging, NodeMetrics(), f"{node}.1",  # type: ignore[arg-type]
-        HintStore(storage, config.mode),
-    )  # fmt: skip
+    parts = NodeParts(config, storage, AllUp(), messaging, NodeMetrics())  # type: ignore[arg-type]
+    return Coordinator(parts, f"{node}.1", HintStore(storage, config.mode))

@@ -26,6 +26,7 @@ Parts:
 - ``batch``: batch reads and writes, grouped per peer.
 - ``listing``: the key listing scan, one range at a time.
 - ``snapshots``: RocksDB checkpoints of the node's database.
+- ``parts``: what the coordinator, anti-entropy, ring changes and cleanup are built on.
 - ``throttle``: paces background work (streaming, anti-entropy, cleanup, listing) to its rate.
 - ``metrics``: the node's Prometheus instruments.
 - ``observability``: health metrics read at scrape time (membership, RocksDB, disk,

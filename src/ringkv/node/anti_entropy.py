@@ -33,12 +33,7 @@ from ringkv.core.merkle import MerkleTree, record_digest
 from ringkv.core.placement import preference_list
 from ringkv.core.ring import Ring, TokenRange
 from ringkv.core.versions import Version, version_from_wire, version_to_wire
-from ringkv.node.config import NodeConfig
-from ringkv.node.guards import clock_guard
-from ringkv.node.membership import Membership
-from ringkv.node.messaging import MessagingService
-from ringkv.node.metrics import NodeMetrics
-from ringkv.node.storage import Storage
+from ringkv.node.parts import NodePart, NodeParts
 from ringkv.node.throttle import Throttle
 
 log = logging.getLogger(__name__)
@@ -55,24 +50,9 @@ def expired_tombstones(
     return purgeable(versions, horizon_ms, skew_ms, now_ms)
 
 
-class AntiEntropy:
-    def __init__(
-        self,
-        config: NodeConfig,
-        storage: Storage,
-        membership: Membership,
-        messaging: MessagingService,
-        metrics: NodeMetrics,
-    ) -> None:
-        self.skew_ms = int(config.max_clock_skew * 1000)  # expired values: core.expiry
-        self.config = config
-        self.node_id = config.node_id
-        self.storage = storage
-        self.membership = membership
-        self.messaging = messaging
-        self.metrics = metrics
-        self.mode = config.mode
-        self.clock_guard = clock_guard(config.max_clock_skew, metrics)  # on fetched records
+class AntiEntropy(NodePart):
+    def __init__(self, parts: NodeParts) -> None:
+        super().__init__(parts)
         self.trees: dict[int, MerkleTree] = {}  # range end token -> tree
         self.replicas: dict[int, tuple[str, ...]] = {}  # range end token -> replica nodes
         self._ends: list[int] = []
@@ -86,12 +66,13 @@ class AntiEntropy:
         self.completed_rounds = 0
         # Purging scans every replicated range: do it rarely (every quarter of the grace period,
         # but at least once a minute) and in slices, so that it never stalls foreground requests.
+        config = self.config
         self._purge_every = max(config.anti_entropy_interval, min(config.tombstone_grace / 4, 60))
         self._purged_at = time.monotonic()
         # Set by the node: False while some ring member may still hold stale copies of ranges
         # it gave away (cleanup not finished), whose deleted values a purge would let return.
         self.may_purge: Callable[[], bool] = lambda: True
-        storage.on_change(self._on_change)
+        self.storage.on_change(self._on_change)
 
     # -- trees ----------------------------------------------------------------------------------
 

@@ -52,12 +52,8 @@ from ringkv.core.merkle import record_digest
 from ringkv.core.placement import preference_list
 from ringkv.core.ring import Ring, key_hash
 from ringkv.core.versions import Version, version_to_wire
-from ringkv.node.config import NodeConfig
 from ringkv.node.hints import HintStore
-from ringkv.node.membership import Membership
-from ringkv.node.messaging import MessagingService
-from ringkv.node.metrics import NodeMetrics
-from ringkv.node.storage import Storage
+from ringkv.node.parts import NodePart, NodeParts
 from ringkv.node.throttle import Throttle
 
 log = logging.getLogger(__name__)
@@ -82,25 +78,12 @@ def _rkey(start: int, end: int) -> str:
     return f"{start}:{end}"
 
 
-class Cleanup:
-    def __init__(
-        self,
-        config: NodeConfig,
-        storage: Storage,
-        membership: Membership,
-        messaging: MessagingService,
-        metrics: NodeMetrics,
-        hints: HintStore,
-    ) -> None:
-        self.config = config
-        self.node_id = config.node_id
-        self.n = config.replication_factor
-        self.storage = storage
-        self.membership = membership
-        self.messaging = messaging
-        self.metrics = metrics
+class Cleanup(NodePart):
+    def __init__(self, parts: NodeParts, hints: HintStore) -> None:
+        super().__init__(parts)
+        self.n = self.config.replication_factor
         self.hints = hints
-        saved = storage.get_meta(META_KEY)
+        saved = self.storage.get_meta(META_KEY)
         self._saved: dict[str, Any] = dict(saved) if isinstance(saved, dict) else {}
         self.cleaned_ring: str | None = self._saved.get("cleaned_ring")
         self.report: dict[str, Any] = {
@@ -122,9 +105,9 @@ class Cleanup:
         self._wake: asyncio.Event | None = None
         self._published_at = 0.0
         self._throttle = Throttle(lambda: self.config.cleanup_rate)
-        self.keys_removed = metrics.cleanup_keys
-        self.bytes_removed = metrics.cleanup_bytes
-        metrics.watch_cleanup(self.remaining, storage.disk_bytes)
+        self.keys_removed = self.metrics.cleanup_keys
+        self.bytes_removed = self.metrics.cleanup_bytes
+        self.metrics.watch_cleanup(self.remaining, self.storage.disk_bytes)
 
     # -- what others ask ------------------------------------------------------------------------
 

@@ -75,19 +75,14 @@ from ringkv.core.versions import (
     version_to_wire,
 )
 from ringkv.node.cleanup import Cleanup
-from ringkv.node.config import NodeConfig
-from ringkv.node.guards import clock_guard
 from ringkv.node.hints import HintStore
-from ringkv.node.membership import Membership
 from ringkv.node.messaging import (
     QUORUM_FEATURE,
     READ_DIGEST_FEATURE,
-    MessagingService,
     PeerError,
     PeerNotReached,
 )
-from ringkv.node.metrics import NodeMetrics
-from ringkv.node.storage import Storage
+from ringkv.node.parts import NodePart, NodeParts
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -131,36 +126,19 @@ def _resolve(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
-class Coordinator:
-    def __init__(
-        self,
-        config: NodeConfig,
-        storage: Storage,
-        membership: Membership,
-        messaging: MessagingService,
-        metrics: NodeMetrics,
-        actor: str,
-        hints: HintStore,
-    ) -> None:
+class Coordinator(NodePart):
+    def __init__(self, parts: NodeParts, actor: str, hints: HintStore) -> None:
+        super().__init__(parts)
+        config = parts.config
         self.hints = hints
         self._slow: dict[str, float] = {}  # node -> monotonic time until it is asked last
-        self.config = config
-        self.node_id = config.node_id
-        self.storage = storage
-        self.membership = membership
-        self.messaging = messaging
-        self.metrics = metrics
         self.actor = actor
-        self.mode = config.mode
         self.n = config.replication_factor
         self.timeout = config.request_timeout
         self.read_repair_chance = config.read_repair_chance
         self.speculative_read_delay = config.speculative_read_delay
         self._hlc = 0
         self.cleanup: Cleanup | None = None  # set by the node: which keys this node replicates
-        # Clocks from clients and peers are bounded before this node observes or stores them.
-        self.clock_guard = clock_guard(config.max_clock_skew, metrics)
-        self.skew_ms = int(config.max_clock_skew * 1000)  # expired values: see core.expiry
         self._background: set[asyncio.Future[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
 

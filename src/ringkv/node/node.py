@@ -31,6 +31,7 @@ from ringkv.node.membership import Membership
 from ringkv.node.messaging import DEFER, MessagingService
 from ringkv.node.metrics import NodeMetrics
 from ringkv.node.observability import watch
+from ringkv.node.parts import NodeParts
 from ringkv.node.server import Api
 from ringkv.node.storage import Storage
 from ringkv.node.streaming import ChangeError, RingChanges
@@ -109,15 +110,8 @@ class Node:
         self.actor = make_actor(config.node_id, incarnation)
         self.membership = Membership(config, self.storage, self.messaging, incarnation)
         self.hints = HintStore(self.storage, config.mode)
-        self.coordinator = Coordinator(
-            config,
-            self.storage,
-            self.membership,
-            self.messaging,
-            self.metrics,
-            self.actor,
-            self.hints,
-        )
+        parts = NodeParts(config, self.storage, self.membership, self.messaging, self.metrics)
+        self.coordinator = Coordinator(parts, self.actor, self.hints)
         self.batches = Batches(self.coordinator)
         self.lister = KeyLister(
             config.node_id,
@@ -136,15 +130,9 @@ class Node:
             window_seconds=config.hint_window,
             rate_per_second=config.hint_rate,
         )
-        self.anti_entropy = AntiEntropy(
-            config, self.storage, self.membership, self.messaging, self.metrics
-        )
-        self.changes = RingChanges(
-            config, self.storage, self.membership, self.messaging, self.metrics
-        )
-        self.cleanup = Cleanup(
-            config, self.storage, self.membership, self.messaging, self.metrics, self.hints
-        )
+        self.anti_entropy = AntiEntropy(parts)
+        self.changes = RingChanges(parts)
+        self.cleanup = Cleanup(parts, self.hints)
         self.coordinator.cleanup = self.cleanup
         self.anti_entropy.may_purge = self.cleanup.cluster_clean
         self.metrics.watch_storage(self.storage.approximate_keys, self.storage.approximate_bytes)

@@ -26,12 +26,8 @@ from ringkv.core.allocation import allocate_tokens
 from ringkv.core.ring import Ring
 from ringkv.core.streaming import Transfer, moved_fraction, plan_rebuild, plan_transfers
 from ringkv.core.versions import version_from_wire, version_to_wire
-from ringkv.node.config import NodeConfig
-from ringkv.node.guards import clock_guard
-from ringkv.node.membership import Membership
-from ringkv.node.messaging import MessagingService, PeerError
-from ringkv.node.metrics import NodeMetrics
-from ringkv.node.storage import Storage
+from ringkv.node.messaging import PeerError
+from ringkv.node.parts import NodePart, NodeParts
 from ringkv.node.throttle import Throttle
 
 log = logging.getLogger(__name__)
@@ -55,23 +51,9 @@ def _tkey(t: Transfer) -> str:
     return f"{t.start}:{t.end}:{t.source}:{t.target}"
 
 
-class RingChanges:
-    def __init__(
-        self,
-        config: NodeConfig,
-        storage: Storage,
-        membership: Membership,
-        messaging: MessagingService,
-        metrics: NodeMetrics,
-    ) -> None:
-        self.config = config
-        self.node_id = config.node_id
-        self.storage = storage
-        self.membership = membership
-        self.messaging = messaging
-        self.metrics = metrics
-        self.mode = config.mode
-        self.clock_guard = clock_guard(config.max_clock_skew, metrics)  # on streamed records
+class RingChanges(NodePart):
+    def __init__(self, parts: NodeParts) -> None:
+        super().__init__(parts)
         self.progress: dict[str, Any] | None = None
         self.detail: list[dict[str, Any]] = []  # per-transfer progress of the change we drive
         self._cancel = False
