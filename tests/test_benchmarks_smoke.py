@@ -60,6 +60,14 @@ def test_client_cache_benchmark_quick_run(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_client_cpu_benchmark_quick_run(tmp_path: Path) -> None:
+    baseline = tmp_path / "client_baseline.py"
+    baseline.write_text((ROOT / "src" / "ringkv" / "client.py").read_text())
+    out = run("benchmarks/client_cpu.py", "--quick", "--baseline", str(baseline), timeout=180)
+    assert "sync_put: current vs baseline" in out and "async_get" in out
+
+
+@pytest.mark.slow
 def test_latency_benchmark_quick_run(tmp_path: Path) -> None:
     result = tmp_path / "latency.json"
     run("benchmarks/latency.py", "--quick", "--json", str(result), timeout=180)
@@ -103,3 +111,13 @@ def test_cleanup_benchmark_quick_run() -> None:
 def test_frame_auth_benchmark_runs() -> None:
     out = run("benchmarks/frame_auth.py", "--writes", "200", "--rounds", "1")
     assert "median_extra_us" in out
+
+
+@pytest.mark.slow
+def test_backup_benchmark_quick_run(tmp_path: Path) -> None:
+    result = tmp_path / "backup.json"
+    run("benchmarks/backup.py", "--keys", "300", "--rounds", "1", "--rate", "50",
+        "--json", str(result), timeout=300)  # fmt: skip
+    document = json.loads(result.read_text())
+    assert document["restore"]["records_sent"] == 300
+    assert document["incremental"]["second_uploaded"] < document["incremental"]["second_bytes"]

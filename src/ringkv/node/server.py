@@ -342,6 +342,7 @@ class Node:
             "anti_entropy": self.anti_entropy.status(),
             "changes": self.changes.cluster_progress(),
             "cleanup": self.cleanup.status(),
+            "snapshots": _snapshot_api().status_of(self),
         }
 
 
@@ -771,6 +772,13 @@ def data_routes() -> list[tuple[str, str, Any]]:
     ]
 
 
+def _snapshot_api() -> Any:
+    """``ringkv.node.snapshot_api`` (it builds on this module, so it is imported late)."""
+    from ringkv.node import snapshot_api
+
+    return snapshot_api
+
+
 def _tune_gc() -> None:
     """Keep the cyclic garbage collector off the request path's tail.
 
@@ -809,6 +817,7 @@ class Api:
         for method, path, handler in data_routes():
             router.add(method, path, partial(handler, node))
         router.add("POST", "/v1/admin/cleanup", partial(handle_cleanup, node))
+        _snapshot_api().install(router, node)  # snapshots, restore (before the /v1/admin/ prefix)
         router.add_prefix("POST", ADMIN_PREFIX, partial(handle_admin, node))
         self.server = HttpServer(
             router,

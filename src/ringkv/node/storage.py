@@ -344,6 +344,11 @@ class Storage:
         """Write the memtables to SST files (blocking: run it in a worker thread)."""
         self._db.flush()
 
+    @property
+    def db(self) -> Rdict:
+        """The database itself, for checkpoints (``ringkv.node.snapshots``)."""
+        return self._db
+
     def sst_bytes(self) -> int:
         return int(self._db.property_int_value("rocksdb.total-sst-files-size") or 0)
 
