@@ -193,7 +193,7 @@ class _Transport:
 class _HttpNode:
     def __init__(self) -> None:
         from ringkv.node.config import parse_args
-        from ringkv.node.server import Api
+        from ringkv.node.node import Node
 
         self.dir = tempfile.mkdtemp(prefix="ringkv-fuzz-http-")
         tokens_file = os.path.join(self.dir, "tokens.json")
@@ -214,20 +214,20 @@ class _HttpNode:
             "--max-value-bytes", "4096", "--anti-entropy-interval", "0",
         ])  # fmt: skip
         self.loop = asyncio.new_event_loop()
-        self.api = Api(config)
-        self.loop.run_until_complete(self.api.node.start())
+        self.node = Node(config)
+        self.loop.run_until_complete(self.node.start())
         self.loop.run_until_complete(self._until_ready())
         # A key no input names: whatever is sent, its stored record must not change.
         from ringkv.core.quorum import Quorum
         from ringkv.core.versions import VClock
 
-        put = self.api.node.coordinator.put(SENTINEL, b"precious", VClock.empty(), Quorum(1, 1))
+        put = self.node.coordinator.put(SENTINEL, b"precious", VClock.empty(), Quorum(1, 1))
         self.loop.run_until_complete(put)
-        self.sentinel = self.api.node.storage.get_raw(SENTINEL)
+        self.sentinel = self.node.storage.get_raw(SENTINEL)
 
     async def _until_ready(self) -> None:
         for _ in range(400):
-            if self.api.node.membership.ready:
+            if self.node.membership.ready:
                 return
             await asyncio.sleep(0.025)
         raise RuntimeError("the fuzz node did not become ready")
@@ -239,7 +239,7 @@ class _HttpNode:
         from ringkv.node.http import _Connection
 
         transport = _Transport()
-        conn = _Connection(self.api.server)
+        conn = _Connection(self.node.api.server)
         conn.connection_made(transport)  # type: ignore[arg-type]
         for chunk in chunks:
             conn.data_received(chunk)
@@ -253,7 +253,7 @@ class _HttpNode:
         return b"".join(transport.out), transport.closed
 
     def close(self) -> None:
-        self.loop.run_until_complete(self.api.node.stop())
+        self.loop.run_until_complete(self.node.stop())
         self.loop.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -294,7 +294,7 @@ def http(data: bytes) -> None:
     for status in _statuses(raw):
         assert status < 500 or status == 503, f"answered {status} to {data[:300]!r}: {raw[:500]!r}"
     if b"sentinel" not in data:
-        stored = _HTTP.api.node.storage.get_raw(SENTINEL)
+        stored = _HTTP.node.storage.get_raw(SENTINEL)
         assert stored == _HTTP.sentinel, f"a stored value changed after {data[:300]!r}"
 
 

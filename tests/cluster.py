@@ -7,19 +7,18 @@
     cluster.stop()                      # SIGKILLs whatever still runs
 
 `node(i)` and `client(i)` take a 0-based index (node 0 is "n1", in zone "z1") or a node id.
-Ports are picked by binding port 0 on 127.0.0.1. Every process started here is also killed
-at interpreter exit, whatever happened to the test.
+Ports are picked by binding port 0 on 127.0.0.1. The processes are ``ringkv.launcher``'s, as
+``ringkv local up``'s are; every process started here is also killed at interpreter exit,
+whatever happened to the test.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import http.client
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,8 +27,9 @@ from pathlib import Path
 from typing import TypeVar
 
 from ringkv.client import Client
+from ringkv.launcher import HOST, Process, answers_ready, free_ports, node_args
 
-HOST = "127.0.0.1"
+__all__ = ["HOST", "Cluster", "NodeExited", "NodeProc", "free_ports", "wait_until"]
 T = TypeVar("T")
 
 _live: set[subprocess.Popen[bytes]] = set()
@@ -69,21 +69,7 @@ def wait_until(
         time.sleep(interval)
 
 
-def free_ports(count: int) -> list[int]:
-    """Ports the kernel considers free right now (all held open together, so distinct)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind((HOST, 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-class NodeProc:
+class NodeProc(Process):
     """One `ringkv node` process; the command line stays the same across restarts."""
 
     def __init__(
@@ -96,14 +82,15 @@ class NodeProc:
         log_path: Path,
         args: Sequence[str],
     ) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RINGKV_")}
+        env["PYTHONUNBUFFERED"] = "1"
+        super().__init__(node_id, [sys.executable, "-m", "ringkv.node", *args], log_path, env=env)
         self.node_id = node_id
         self.zone = zone
         self.port = port
         self.peer_port = peer_port
         self.data_dir = data_dir
-        self.log_path = log_path
         self.args = list(args)
-        self.process: subprocess.Popen[bytes] | None = None
 
     def __repr__(self) -> str:
         return f"NodeProc({self.node_id}, {self.url}, running={self.running})"
@@ -116,37 +103,14 @@ class NodeProc:
     def peer_address(self) -> str:
         return f"{HOST}:{self.peer_port}"
 
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def start(self) -> NodeProc:
+    def start(self, banner: str | None = None) -> NodeProc:  # type: ignore[override]
         assert not self.running, f"{self.node_id} is already running"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RINGKV_")}
-        env["PYTHONUNBUFFERED"] = "1"
-        with self.log_path.open("ab") as log:
-            log.write(f"=== harness: starting {self.node_id} ===\n".encode())
-            log.flush()
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "ringkv.node", *self.args],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        _live.add(self.process)
+        _live.add(super().start(banner or f"harness: starting {self.node_id}"))
         return self
 
     def ready(self) -> bool:
         """True when GET /health/ready answers 200."""
-        conn = http.client.HTTPConnection(HOST, self.port, timeout=1.0)
-        try:
-            conn.request("GET", "/health/ready")
-            return conn.getresponse().status == 200
-        except OSError:
-            return False
-        finally:
-            conn.close()
+        return answers_ready(self.port)
 
     def wait_ready(self, deadline: float = 30) -> None:
         def check() -> bool:
@@ -170,8 +134,7 @@ class NodeProc:
 
     def terminate(self, grace: float = 15) -> None:
         """SIGTERM, wait up to `grace` seconds (then SIGKILL)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)  # a paused node cannot handle SIGTERM
+        self.send(signal.SIGCONT)  # a paused node cannot handle SIGTERM
         self._stop(signal.SIGTERM, grace=grace)
 
     def pause(self) -> None:
@@ -201,25 +164,13 @@ class NodeProc:
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
+        return super().log_tail(lines)
 
     def _stop(self, sig: signal.Signals, grace: float) -> None:
-        process = self.process
-        if process is None:
+        if self.process is None:
             return
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(sig)
-            try:
-                process.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        _live.discard(process)
+        self.stop(sig, grace)
+        _live.discard(self.process)
 
 
 def _insecure_unless_configured(extra_args: Sequence[str]) -> list[str]:
@@ -258,14 +209,8 @@ class Cluster:
             node_id, zone = f"n{i + 1}", f"z{i % zones + 1}"
             data_dir = self.root / node_id
             args = [
-                "--node-id", node_id,
-                "--host", HOST,
-                "--port", str(client_ports[i]),
-                "--peer-port", str(peer_ports[i]),
-                "--zone", zone,
-                "--data-dir", str(data_dir),
-                "--seeds", seeds,
-                "--replication-factor", str(replication_factor),
+                *node_args(node_id, zone, client_ports[i], peer_ports[i], data_dir, seeds,
+                           replication_factor),
                 *_insecure_unless_configured(extra_args),
                 *extra_args,
             ]  # fmt: skip

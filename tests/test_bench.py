@@ -13,12 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hdrh.histogram import HdrHistogram
 
 from ringkv import bench
 from ringkv.bench import Histogram, TrivialServer, ZipfSampler
 from tests.cluster import Cluster
 
 PERCENT_KEYS = ("p50", "p90", "p99", "p99.9")
+# 3 significant digits: a bucket is at most 1/1000 of its values wide
+RELATIVE_ERROR = 10**-Histogram.SIGNIFICANT_DIGITS
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -106,7 +109,8 @@ def test_histogram_quantiles_match_exact_ones(data: str) -> None:
     for v in values:
         hist.record(v)
     ordered = sorted(values)
-    assert hist.count == len(values) and hist.total == sum(values)
+    assert hist.count == len(values)
+    assert hist.mean() == pytest.approx(sum(values) / len(values), rel=1e-3)
     assert hist.min == ordered[0] and hist.max == ordered[-1]
     for percent in (0, 1, 25, 50, 90, 99, 99.9, 99.99, 100):
         exact = exact_quantile(ordered, percent)
@@ -114,26 +118,37 @@ def test_histogram_quantiles_match_exact_ones(data: str) -> None:
         if data == "small":
             assert got == exact, percent
         else:
-            assert abs(got - exact) <= exact * 2**-Histogram.SUB_BITS + 1, (percent, got, exact)
+            assert abs(got - exact) <= exact * RELATIVE_ERROR + 1, (percent, got, exact)
 
 
-def test_histogram_buckets_tile_the_range_and_merge() -> None:
+def test_histogram_buckets_are_narrow_ordered_and_merge() -> None:
+    hist = Histogram()
+    values = [int(1.01**k) for k in range(2300)]  # 1 us .. about 3 hours: clamped at 1 hour
+    for v in values:
+        hist.record(v)
+    buckets = list(hist.buckets())
+    assert sum(count for _, _, count in buckets) == len(values)
     previous_high = -1
-    for index in range(Histogram.index(10**10)):
-        low, high = Histogram.bounds(index)
-        assert low == previous_high + 1 and high >= low
-        assert Histogram.index(low) == index == Histogram.index(high)
-        assert high == low or (high - low + 1) / low <= 2**-Histogram.SUB_BITS
+    for low, high, count in buckets:
+        assert previous_high < low <= high and count > 0
+        assert high == low or (high - low + 1) / low <= RELATIVE_ERROR
         previous_high = high
-    assert len(Histogram().counts) < 4000  # bounded memory: about 3300 counters for 1 hour
+    assert previous_high >= hist.highest  # what was above the range is counted at its top
+    assert len(Histogram().hdr.counts) < 30_000  # bounded memory whatever the run length
 
     a, b, both = Histogram(), Histogram(), Histogram()
     for v in range(0, 50_000, 7):
         (a if v % 2 else b).record(v)
         both.record(v)
     a.merge(b)
-    assert a.counts == both.counts and a.count == both.count
-    assert (a.min, a.max, a.total) == (both.min, both.max, both.total)
+    assert list(a.buckets()) == list(both.buckets()) and a.count == both.count
+    assert (a.min, a.max, a.mean()) == (both.min, both.max, both.mean())
+    with pytest.raises(ValueError):
+        a.merge(Histogram(highest=1000))
+    document = json.loads(json.dumps(a.to_json()))
+    assert list(bench.iter_buckets(document)) == list(a.buckets())
+    decoded = HdrHistogram.decode(document["hdr"])
+    assert decoded.get_total_count() == a.count
     clamped = Histogram(highest=1000)
     clamped.record(10**9)
     clamped.record(-5)

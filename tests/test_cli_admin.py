@@ -21,6 +21,7 @@ import pytest
 from aiohttp import web
 
 from ringkv import cli
+from ringkv import progress as progress_ui
 from ringkv.client import RingkvError
 from ringkv.core.ring import Ring
 from ringkv.core.streaming import plan_transfers
@@ -146,7 +147,7 @@ def closed_url() -> str:
 def fast_polling(monkeypatch: pytest.MonkeyPatch) -> None:
     """Poll quickly, and let every changed plain line through (throttling is tested apart)."""
     monkeypatch.setattr(cli, "POLL_SECONDS", 0.01)
-    monkeypatch.setattr(cli, "PLAIN_LINE_SECONDS", 0.0)
+    monkeypatch.setattr(progress_ui, "PLAIN_LINE_SECONDS", 0.0)
 
 
 class TTY(io.StringIO):
@@ -184,32 +185,32 @@ def test_format_plan_groups_by_target_with_sources_totals_and_fraction() -> None
 
 
 def test_format_bytes_and_progress_fraction() -> None:
-    assert [cli.format_bytes(v) for v in (0, 1023, 1536, 5 * 1024**3, None)] == [
+    assert [progress_ui.format_bytes(v) for v in (0, 1023, 1536, 5 * 1024**3, None)] == [
         "0 B", "1023 B", "1.5 KiB", "5.0 GiB", "?",
     ]  # fmt: skip
-    assert cli.progress_fraction(report("running", 1, 1000)) == 0.25  # by bytes
+    assert progress_ui.progress_fraction(report("running", 1, 1000)) == 0.25  # by bytes
     by_transfers = {**report("running", 3, 0), "bytes_total": 0}
-    assert cli.progress_fraction(by_transfers) == 0.75  # no byte total: by transfers
-    assert cli.progress_fraction({**by_transfers, "transfers": 0}) is None
-    assert cli.progress_fraction({"state": "done"}) == 1.0
+    assert progress_ui.progress_fraction(by_transfers) == 0.75  # no byte total: by transfers
+    assert progress_ui.progress_fraction({**by_transfers, "transfers": 0}) is None
+    assert progress_ui.progress_fraction({"state": "done"}) == 1.0
 
 
 def test_progress_bar_and_plain_line() -> None:
-    bar = cli.progress_bar(report("running", 2, 1000), width=200, bar=20)
+    bar = progress_ui.progress_bar(report("running", 2, 1000), width=200, bar=20)
     assert bar.startswith("decommission n4 [#####---------------]  25.0%")
     assert "2/4 transfers" in bar and "2.0 KiB/s" in bar and "ETA 0m01s" in bar
-    narrow = cli.progress_bar(report("running", 2, 1000), width=70)  # the bar gives way
+    narrow = progress_ui.progress_bar(report("running", 2, 1000), width=70)  # the bar gives way
     assert narrow == "decommission n4 [##------]  25.0%  2/4 transfers  2.0 KiB/s  ETA 0m01s"
-    assert len(cli.progress_bar(report("running", 2, 1000), width=30)) == 30  # then clipped
-    assert "(failed; retrying)" in cli.progress_bar(report("failed", 1, 10), width=200)
+    assert len(progress_ui.progress_bar(report("running", 2, 1000), width=30)) == 30  # then clipped
+    assert "(failed; retrying)" in progress_ui.progress_bar(report("failed", 1, 10), width=200)
 
-    line = cli.plain_progress_line(report("running", 2, 1000))
+    line = progress_ui.plain_progress_line(report("running", 2, 1000))
     assert line == (
         "decommission n4: running  transfers 2/4  keys 10/40  bytes 1000 B/3.9 KiB  25.0%  "
         "rate 2.0 KiB/s  ETA 0m01s"
     )
     # a change cancelled before streaming publishes only its state
-    assert cli.plain_progress_line({"reported_by": "n4", "state": "cancelled"}) == (
+    assert progress_ui.plain_progress_line({"reported_by": "n4", "state": "cancelled"}) == (
         "the change driven by n4: cancelled"
     )
 
@@ -217,10 +218,10 @@ def test_progress_bar_and_plain_line() -> None:
 def test_plain_display_prints_changed_lines_at_most_every_two_seconds(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(cli, "PLAIN_LINE_SECONDS", 2.0)
+    monkeypatch.setattr(progress_ui, "PLAIN_LINE_SECONDS", 2.0)
     now = [100.0]
     out = io.StringIO()
-    display = cli.ProgressDisplay(out, clock=lambda: now[0])
+    display = progress_ui.ProgressDisplay(out, progress_ui.CHANGE_VIEW, clock=lambda: now[0])
     assert not display.tty  # a StringIO is no terminal
     display.show(report("running", 0, 0), "-")
     display.show(report("running", 0, 0), "-")  # unchanged: not repeated
@@ -240,7 +241,7 @@ def test_plain_display_prints_changed_lines_at_most_every_two_seconds(
 
 def test_tty_display_redraws_one_line() -> None:
     out = TTY()
-    display = cli.ProgressDisplay(out, width=100)
+    display = progress_ui.ProgressDisplay(out, progress_ui.CHANGE_VIEW, width=100)
     assert display.tty
     display.show(None, "decommission n4: waiting for every member to see the change")
     display.show(report("running", 1, 1000), "-")
@@ -357,8 +358,8 @@ def test_wait_plain_lines_until_done(fake: FakeAdmin, capsys: pytest.CaptureFixt
     assert lines == [
         "accepted: n4 is leaving the ring (driven by n4)",
         "decommission n4: waiting for every member to see the change",
-        cli.plain_progress_line(report("running", 1, 1000)),
-        cli.plain_progress_line(report("running", 3, 3000)),
+        progress_ui.plain_progress_line(report("running", 1, 1000)),
+        progress_ui.plain_progress_line(report("running", 3, 3000)),
         "decommission n4 done in 4.0 s: 4/4 transfers, 40 keys, 3.9 KiB sent (1000 B/s on average)",
     ]
 

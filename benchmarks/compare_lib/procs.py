@@ -1,18 +1,26 @@
-"""Process helpers for benchmarks/compare: children that die with us, CPU accounting, load."""
+"""Process helpers for benchmarks/compare: children that die with us, CPU accounting, load.
+The processes themselves are ``ringkv.launcher``'s, as the test harness's and
+``ringkv local up``'s are."""
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-HOST = "127.0.0.1"
+try:
+    from ringkv.launcher import HOST, Process, free_ports
+except ImportError:  # run by a Python without ringkv installed: this checkout's
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
+    from ringkv.launcher import HOST, Process, free_ports
+
+__all__ = ["HOST", "Daemon", "free_ports", "wait_port"]
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -34,19 +42,6 @@ def install_parent_death_signal() -> None:
     subprocess.Popen = _Popen  # type: ignore[misc]
 
 
-def free_ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind((HOST, 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 def wait_port(port: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -59,21 +54,13 @@ def wait_port(port: int, timeout: float) -> None:
             time.sleep(0.05)
 
 
-class Daemon:
-    """A server process we started; stop() is idempotent (SIGTERM, then SIGKILL)."""
+class Daemon(Process):
+    """A server process we started (``ringkv.launcher.Process``), running from construction;
+    stop() is idempotent (SIGTERM, then SIGKILL)."""
 
     def __init__(self, name: str, argv: Sequence[str], log_path: Path, cwd: Path | None = None):
-        self.name = name
-        self.argv = list(argv)
-        self.log_path = log_path
-        self.log = log_path.open("ab")
-        self.process = subprocess.Popen(
-            self.argv,
-            stdin=subprocess.DEVNULL,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            cwd=cwd,
-        )
+        super().__init__(name, argv, log_path, cwd=cwd)
+        self.process: subprocess.Popen[bytes] = self.start()
 
     @property
     def pid(self) -> int:
@@ -86,22 +73,10 @@ class Daemon:
             )
 
     def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return super().log_tail(lines)
 
-    def stop(self, grace: float = 5) -> None:
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.terminate()
-            try:
-                self.process.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        with contextlib.suppress(OSError):
-            self.log.close()
+    def stop(self, sig: signal.Signals = signal.SIGTERM, grace: float = 5) -> None:
+        super().stop(sig, grace)
 
 
 def cpu_seconds(pids: Iterable[int]) -> float:

@@ -93,7 +93,7 @@ def store_of(args: argparse.Namespace) -> Any:
 
 
 def _printer(args: argparse.Namespace) -> Callable[[dict[str, Any]], None]:
-    from ringkv.cli import format_bytes, format_eta, format_rate
+    from ringkv.progress import format_bytes, format_eta, format_rate
 
     def show(report: dict[str, Any]) -> None:
         if args.json:

@@ -8,18 +8,16 @@ directory brings the same nodes back with their data.
 
 from __future__ import annotations
 
-import http.client
 import signal
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-HOST = "127.0.0.1"
+from ringkv.launcher import HOST, Process, answers_ready, node_args, port_taken
+
 PEER_PORT_OFFSET = 1000
 READY_DEADLINE = 30.0
 STOP_GRACE = 10.0
@@ -33,62 +31,37 @@ class LocalNode:
     peer_port: int
     data_dir: Path
     log_path: Path
-    process: subprocess.Popen[bytes] | None = None
+    proc: Process = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.proc = Process(self.node_id, [], self.log_path, own_session=True)
 
     @property
     def url(self) -> str:
         return f"http://{HOST}:{self.port}"
 
     def command(self, seeds: str, replication_factor: int) -> list[str]:
-        return [
-            sys.executable, "-m", "ringkv", "node",
-            "--node-id", self.node_id,
-            "--host", HOST,
-            "--port", str(self.port),
-            "--peer-port", str(self.peer_port),
-            "--zone", self.zone,
-            "--data-dir", str(self.data_dir),
-            "--seeds", seeds,
-            "--replication-factor", str(replication_factor),
-            # a development cluster on loopback: said explicitly, and announced below
-            "--no-auth", "true",
-            "--no-peer-auth", "true",
-        ]  # fmt: skip
+        args = node_args(
+            self.node_id, self.zone, self.port, self.peer_port, self.data_dir, seeds,
+            replication_factor,
+        )  # fmt: skip
+        # a development cluster on loopback: said explicitly, and announced below
+        insecure = ["--no-auth", "true", "--no-peer-auth", "true"]
+        return [sys.executable, "-m", "ringkv", "node", *args, *insecure]
 
     def start(self, seeds: str, replication_factor: int) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            log.write(f"=== ringkv local up: starting {self.node_id} ===\n".encode())
-            log.flush()
-            # A session of its own: Ctrl-C reaches only `local up`, which then stops the
-            # nodes one by one with SIGTERM so each can flush its data.
-            self.process = subprocess.Popen(
-                self.command(seeds, replication_factor),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self.proc.argv = self.command(seeds, replication_factor)
+        self.proc.start(f"ringkv local up: starting {self.node_id}")
 
     def exited(self) -> bool:
-        return self.process is None or self.process.poll() is not None
+        return self.proc.exited()
 
     def ready(self) -> bool:
-        conn = http.client.HTTPConnection(HOST, self.port, timeout=1.0)
-        try:
-            conn.request("GET", "/health/ready")
-            return conn.getresponse().status == 200
-        except OSError:
-            return False
-        finally:
-            conn.close()
+        return answers_ready(self.port)
 
     def log_tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
+        return self.proc.log_tail(lines)
 
 
 def plan(nodes: int, zones: int, data_dir: str | Path, base_port: int) -> list[LocalNode]:
@@ -104,16 +77,6 @@ def plan(nodes: int, zones: int, data_dir: str | Path, base_port: int) -> list[L
         )
         for i in range(1, nodes + 1)
     ]
-
-
-def port_taken(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((HOST, port))
-        except OSError:
-            return True
-    return False
 
 
 def up(
@@ -239,15 +202,10 @@ def watch(cluster: Sequence[LocalNode]) -> None:
 
 def stop(cluster: Sequence[LocalNode]) -> None:
     """SIGTERM every node, give each up to STOP_GRACE seconds, then SIGKILL."""
-    running = [n.process for n in cluster if n.process is not None and n.process.poll() is None]
-    for process in running:
-        process.terminate()
-    for process in running:
-        try:
-            process.wait(timeout=STOP_GRACE)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    for node in cluster:
+        node.proc.send(signal.SIGTERM)
+    for node in cluster:
+        node.proc.wait_or_kill(STOP_GRACE)
 
 
 def fail(message: str) -> int:

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from ringkv import monitoring
-from ringkv.local import port_taken
+from ringkv.launcher import port_taken
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 9090

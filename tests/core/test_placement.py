@@ -8,29 +8,20 @@ from itertools import combinations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.strategies import positions
+from tests.strategies import rings as _rings
 
 from ringkv.core import placement
 from ringkv.core.allocation import allocate_tokens
 from ringkv.core.placement import Replica, preference_list, walk
-from ringkv.core.ring import RING_SIZE, Ring, key_hash
+from ringkv.core.ring import Ring, key_hash
 
-positions = st.integers(min_value=0, max_value=RING_SIZE - 1)
 replica_counts = st.integers(min_value=1, max_value=9)
 
 
-@st.composite
-def rings(draw: st.DrawFn, max_nodes: int = 9, max_zones: int = 5, max_vnodes: int = 6) -> Ring:
-    """Small rings with random tokens and a random (possibly lopsided) zone assignment."""
-    count = draw(st.integers(min_value=1, max_value=max_nodes))
-    zone_count = draw(st.integers(min_value=1, max_value=max_zones))
-    names = [f"n{i}" for i in range(count)]
-    zones = {name: f"z{draw(st.integers(0, zone_count - 1))}" for name in names}
-    per_node = [draw(st.integers(min_value=1, max_value=max_vnodes)) for _ in names]
-    flat = draw(st.lists(positions, min_size=sum(per_node), max_size=sum(per_node), unique=True))
-    tokens: dict[str, list[int]] = {}
-    for name, k in zip(names, per_node, strict=True):
-        tokens[name], flat = flat[:k], flat[k:]
-    return Ring(tokens, zones)
+def rings(max_nodes: int = 9, max_zones: int = 5, max_vnodes: int = 6) -> st.SearchStrategy[Ring]:
+    """The shared ring strategy with room for more nodes and zones (lopsided zones at N=9)."""
+    return _rings(max_nodes, max_zones, max_vnodes)
 
 
 def zone_sizes(ring: Ring) -> Counter[str]:

@@ -282,3 +282,17 @@ def test_batch_read_does_not_wait_for_a_paused_replica(make_cluster) -> None:  #
         assert elapsed < 3.0, f"the batch read took {elapsed:.2f} s"
     finally:
         cluster.node(2).resume()
+
+
+def test_batches_with_fsync_answer_once_durable_and_survive_a_kill(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    """--fsync true: a replica's replicate_many is answered in a task once the group commit
+    covers it (not inline); every write of a w=all batch is there after SIGKILL of all nodes."""
+    cluster = make_cluster(extra_args=["--fsync", "true"])
+    keys = [f"durable-{i}" for i in range(60)]
+    written = cluster.client(0).put_many({k: k.encode() for k in keys}, w="all")
+    assert all(isinstance(c, str) for c in written.values()), written
+    for node in cluster.nodes:
+        node.restart(graceful=False)
+    cluster.wait_ready()
+    got = cluster.client(2).get_many(keys, r="all")
+    assert all(isinstance(r, GetResult) and r.value == k.encode() for k, r in got.items()), got

@@ -241,7 +241,8 @@ def test_harness_restart_pause_and_wipe(cluster3: Cluster) -> None:
 
 def free_base_port() -> int:
     """A base port whose three client ports and three peer ports are all free."""
-    from ringkv.local import PEER_PORT_OFFSET, port_taken
+    from ringkv.launcher import port_taken
+    from ringkv.local import PEER_PORT_OFFSET
 
     for candidate in free_ports(20):
         if candidate + PEER_PORT_OFFSET + 2 > 65535:

@@ -13,9 +13,9 @@ import pytest
 import ringkv.client as client
 from ringkv.core.errors import REASONS, RequestFailure, exception_class, from_peer, to_peer
 from ringkv.core.versions import VClock
+from ringkv.node.api_errors import api_error
 from ringkv.node.conditional import PreconditionFailed
 from ringkv.node.http import error_response
-from ringkv.node.server import api_error
 from ringkv.node.storage import StorageFull
 
 API = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()

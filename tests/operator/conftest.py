@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from ringkv.operator.plan import Member, Observed, PodState, RingView, StatefulSetState
+from ringkv.operator.plan import ClusterReport, Member, Observed, PodState, StatefulSetState
 from ringkv.operator.spec import ClusterSpec, parse_spec
 
 ZONES = ["zone-a", "zone-b", "zone-c"]
@@ -57,7 +57,9 @@ def cluster(
         zone = next(z for z in spec.zones if name.startswith(spec.statefulset_name(z) + "-"))
         members[name] = Member(name, zone, state, alive=True)
     view = (
-        RingView(members, in_progress, None, dict(hints or {}), cleanup_pending) if ring else None
+        ClusterReport(members, in_progress, None, dict(hints or {}), cleanup_pending)
+        if ring
+        else None
     )
     return Observed(sts, pods, {}, view)
 

@@ -16,10 +16,10 @@ from ringkv.operator.plan import (
     REPLACE,
     RESTART,
     SCALE,
+    ClusterReport,
     Member,
     Observed,
     PvcState,
-    RingView,
     decide,
     iso,
 )
@@ -152,7 +152,7 @@ def test_join_progress_is_reported(spec: ClusterSpec) -> None:
               "transfers_done": 4, "bytes_sent": 250, "bytes_total": 1000,
               "rate_bytes_per_second": 50.0, "eta_seconds": 15.0}  # fmt: skip
     obs = Observed(obs.statefulsets, obs.pods, obs.pvcs,
-                   RingView(obs.ring.members, obs.ring.in_progress, change))  # type: ignore[union-attr]  # fmt: skip
+                   ClusterReport(obs.ring.members, obs.ring.in_progress, change))  # type: ignore[union-attr]  # fmt: skip
     d = step(spec, obs)
     p = d.status["progress"]
     assert (p["operation"], p["node"], p["percent"], p["transfersDone"]) == (

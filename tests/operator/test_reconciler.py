@@ -10,7 +10,7 @@ import pytest
 
 from ringkv.operator import builders, credentials, reconciler
 from ringkv.operator.credentials import CredentialsError
-from ringkv.operator.plan import Member, PodState, RingView
+from ringkv.operator.plan import ClusterReport, Member, PodState
 from ringkv.operator.spec import parse_spec
 
 NOW = 1_800_000_000.0
@@ -63,12 +63,12 @@ class FakeKube:
 
 
 class FakeNodes:
-    def __init__(self, view: RingView | None = None) -> None:
+    def __init__(self, view: ClusterReport | None = None) -> None:
         self.view = view
         self.decommissioned: list[tuple[list[str], str]] = []
         self.endpoints: list[str] = []
 
-    def ring_view(self, endpoints: list[str]) -> RingView | None:
+    def ring_view(self, endpoints: list[str]) -> ClusterReport | None:
         self.endpoints = endpoints
         return self.view
 
@@ -131,7 +131,7 @@ def test_decommission_goes_to_the_node_itself_first() -> None:
             name = f"kv2-{z}-{o}"
             kube.pods.append(pod(name, z, f"10.0.{i}.{o + 1}"))
             members[name] = Member(name, z, "normal", True)
-    nodes, events = FakeNodes(RingView(members)), []
+    nodes, events = FakeNodes(ClusterReport(members)), []
     action, _status = reconciler.reconcile(
         body("kv2"), kube, nodes, lambda *e: events.append(e), now=NOW
     )
@@ -165,7 +165,7 @@ def test_replace_deletes_claim_then_pod_forcefully() -> None:
         name = f"kv3-{z}-0"
         kube.pods.append(pod(name, z, f"10.0.{i}.1", ready=z != "zone-b"))
         members[name] = Member(name, z, "normal", z != "zone-b")
-    nodes, events = FakeNodes(RingView(members)), []
+    nodes, events = FakeNodes(ClusterReport(members)), []
     b = body("kv3", failureReplacement={"after": "1m"})
     a1, _s1 = reconciler.reconcile(b, kube, nodes, lambda *e: events.append(e), now=NOW)
     assert a1.kind == "none"

@@ -14,32 +14,22 @@ from __future__ import annotations
 import base64
 import binascii
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ringkv.core.batching import MAX_BATCH_KEYS, BatchError, check_keys
 from ringkv.core.clock_bounds import ClockSkew
 from ringkv.core.conditions import MalformedCondition, parse_condition
 from ringkv.core.expiry import live_versions, parse_ttl
-from ringkv.core.versions import (
-    MalformedContext,
-    VClock,
-    context_of,
-    decode_context,
-    encode_context,
-)
+from ringkv.core.versions import VClock, context_of, encode_context
+from ringkv.node.api_errors import _WRITE_ERRORS, ApiError, api_error, json_object
 from ringkv.node.batch import WriteItem
 from ringkv.node.guards import ClockGuard
 from ringkv.node.http import Request, Response, json_response
+from ringkv.node.kv_api import MAX_KEY_BYTES, checked_context, counted, request_quorum
 from ringkv.node.kv_options import sibling_json
-from ringkv.node.server import (
-    _WRITE_ERRORS,
-    MAX_KEY_BYTES,
-    ApiError,
-    Node,
-    _count,
-    _quorum,
-    api_error,
-)
+
+if TYPE_CHECKING:
+    from ringkv.node.node import Node
 
 _GET_FIELDS = {"keys", "encoding"}
 _ITEM_FIELDS = {
@@ -49,12 +39,7 @@ _ITEM_FIELDS = {
 
 
 def _body(request: Request, fields: set[str]) -> dict[str, Any]:
-    try:
-        body = request.json()
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "bad_request", "the body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "bad_request", "the body must be a JSON object")
+    body = json_object(request, "the body must be a JSON object")
     unknown = set(body) - fields
     if unknown:
         raise ApiError(400, "bad_request", f"unknown fields {sorted(unknown)}; allowed: "
@@ -106,44 +91,36 @@ def _error(exc: Exception) -> dict[str, Any]:
     return {"status": error.status, "error": error.code, "message": error.message, **error.extra}
 
 
+@counted("batch_get")
 async def handle_batch_get(node: Node, request: Request) -> Response:
-    started = time.perf_counter()
-    outcome = "error"
-    try:
-        quorum = _quorum(request, node, "GET")
-        body = _body(request, _GET_FIELDS)
-        encoding = body.get("encoding", "utf-8")
-        raw_keys = body.get("keys")
-        if not isinstance(raw_keys, list):
-            raise ApiError(400, "bad_request", 'the body must be {"keys": [key, ...]}')
-        keys = [_key(k, encoding, i) for i, k in enumerate(raw_keys)]
-        _checked(keys, unique=False)
-        outcomes = await node.batches.get_many(keys, quorum)
-        now_ms = int(time.time() * 1000)
-        results = []
-        for key, versions in zip(keys, outcomes, strict=True):
-            entry: dict[str, Any] = {"key": _shown(key, encoding)}
-            if isinstance(versions, Exception):
-                entry.update(_error(versions))
-                results.append(entry)
-                continue
-            live = live_versions(versions, now_ms)
-            if versions:
-                entry["context"] = encode_context(context_of(versions))
-            if len(live) == 1:
-                entry.update(sibling_json(live[0], now_ms), status=200)
-            elif live:
-                entry.update(status=300, siblings=[sibling_json(v, now_ms) for v in live])
-            else:
-                entry.update(status=404, error="not_found")
+    quorum = request_quorum(request, node, "GET")
+    body = _body(request, _GET_FIELDS)
+    encoding = body.get("encoding", "utf-8")
+    raw_keys = body.get("keys")
+    if not isinstance(raw_keys, list):
+        raise ApiError(400, "bad_request", 'the body must be {"keys": [key, ...]}')
+    keys = [_key(k, encoding, i) for i, k in enumerate(raw_keys)]
+    _checked(keys, unique=False)
+    outcomes = await node.batches.get_many(keys, quorum)
+    now_ms = int(time.time() * 1000)
+    results = []
+    for key, versions in zip(keys, outcomes, strict=True):
+        entry: dict[str, Any] = {"key": _shown(key, encoding)}
+        if isinstance(versions, Exception):
+            entry.update(_error(versions))
             results.append(entry)
-        outcome = "200"
-        return json_response({"results": results})
-    except ApiError as exc:
-        outcome = str(exc.status)
-        raise
-    finally:
-        _count(node, "batch_get", started, outcome)
+            continue
+        live = live_versions(versions, now_ms)
+        if versions:
+            entry["context"] = encode_context(context_of(versions))
+        if len(live) == 1:
+            entry.update(sibling_json(live[0], now_ms), status=200)
+        elif live:
+            entry.update(status=300, siblings=[sibling_json(v, now_ms) for v in live])
+        else:
+            entry.update(status=404, error="not_found")
+        results.append(entry)
+    return json_response({"results": results})
 
 
 def _write_item(
@@ -164,13 +141,10 @@ def _write_item(
     if raw.get("context") is not None:
         if not isinstance(raw["context"], str):
             raise ApiError(400, "bad_request", f"item {index}: context must be a string")
-        try:
-            context = decode_context(raw["context"])
-            guard.check_context(context)  # a forged clock must not move ours
-        except MalformedContext as exc:
-            raise ApiError(400, "bad_request", f"item {index}: {exc}") from None
-        except ClockSkew as exc:
-            raise ApiError(400, "bad_request", f"item {index}: context refused: {exc}") from None
+        context = checked_context(
+            raw["context"], guard, malformed=f"item {index}: ",
+            refused=f"item {index}: context refused: ",
+        )  # fmt: skip
     if_match = raw.get("if_match")
     if raw.get("replace") is True:
         if if_match is not None:
@@ -202,52 +176,43 @@ def _write_item(
 
 
 async def _handle_batch_write(node: Node, request: Request, op: str) -> Response:
-    started = time.perf_counter()
-    outcome = "error"
-    try:
-        quorum = _quorum(request, node, "PUT" if op == "put" else "DELETE")
-        body = _body(request, {"items", "encoding"} | ({"keys"} if op == "delete" else set()))
-        encoding = body.get("encoding", "utf-8")
-        raw_items = body.get("items")
-        if op == "delete" and "keys" in body:  # {"keys": [...]}: delete each, no context
-            if raw_items is not None or not isinstance(body["keys"], list):
-                raise ApiError(400, "bad_request", 'give "items" or a list of "keys", not both')
-            raw_items = [{"key": key} for key in body["keys"]]
-        if not isinstance(raw_items, list):
-            raise ApiError(400, "bad_request", 'the body must be {"items": [{"key": ...}, ...]}')
-        default_ttl = node.config.default_ttl
-        for name, value in request.query():
-            if name == "ttl":
-                try:
-                    default_ttl = parse_ttl(value)
-                except ValueError as exc:
-                    raise ApiError(400, "bad_request", str(exc)) from None
-        guard = node.coordinator.clock_guard
-        items = [
-            _write_item(r, i, op, encoding, default_ttl, guard) for i, r in enumerate(raw_items)
-        ]
-        _checked([item.key for item in items], unique=True)
-        outcomes = await node.batches.put_many(items, quorum)
-        results = []
-        for item, result in zip(items, outcomes, strict=True):
-            entry: dict[str, Any] = {"key": _shown(item.key, encoding)}
-            if isinstance(result, _WRITE_ERRORS):
-                entry.update(_error(result))
-            else:
-                entry.update(status=204, context=encode_context(result))
-            results.append(entry)
-        outcome = "200"
-        return json_response({"results": results})
-    except ApiError as exc:
-        outcome = str(exc.status)
-        raise
-    finally:
-        _count(node, f"batch_{op}", started, outcome)
+    quorum = request_quorum(request, node, "PUT" if op == "put" else "DELETE")
+    body = _body(request, {"items", "encoding"} | ({"keys"} if op == "delete" else set()))
+    encoding = body.get("encoding", "utf-8")
+    raw_items = body.get("items")
+    if op == "delete" and "keys" in body:  # {"keys": [...]}: delete each, no context
+        if raw_items is not None or not isinstance(body["keys"], list):
+            raise ApiError(400, "bad_request", 'give "items" or a list of "keys", not both')
+        raw_items = [{"key": key} for key in body["keys"]]
+    if not isinstance(raw_items, list):
+        raise ApiError(400, "bad_request", 'the body must be {"items": [{"key": ...}, ...]}')
+    default_ttl = node.config.default_ttl
+    for name, value in request.query():
+        if name == "ttl":
+            try:
+                default_ttl = parse_ttl(value)
+            except ValueError as exc:
+                raise ApiError(400, "bad_request", str(exc)) from None
+    guard = node.coordinator.clock_guard
+    items = [_write_item(r, i, op, encoding, default_ttl, guard) for i, r in enumerate(raw_items)]
+    _checked([item.key for item in items], unique=True)
+    outcomes = await node.batches.put_many(items, quorum)
+    results = []
+    for item, result in zip(items, outcomes, strict=True):
+        entry: dict[str, Any] = {"key": _shown(item.key, encoding)}
+        if isinstance(result, _WRITE_ERRORS):
+            entry.update(_error(result))
+        else:
+            entry.update(status=204, context=encode_context(result))
+        results.append(entry)
+    return json_response({"results": results})
 
 
+@counted("batch_put")
 async def handle_batch_put(node: Node, request: Request) -> Response:
     return await _handle_batch_write(node, request, "put")
 
 
+@counted("batch_delete")
 async def handle_batch_delete(node: Node, request: Request) -> Response:
     return await _handle_batch_write(node, request, "delete")

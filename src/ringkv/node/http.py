@@ -2,8 +2,8 @@
 
 Why not aiohttp's server: a ringkv request is small and its handler is short, so the web
 framework around it (request and response objects, router, middleware, header multidicts,
-stream writer) cost more CPU than the key-value work itself -- about 25 µs of the 35 µs
-aiohttp needs to answer a trivial GET on this machine, against 8 µs for a bare protocol (see
+stream writer) cost more CPU than the key-value work itself: most of what aiohttp spends on a
+trivial GET, several times a bare protocol's cost (the measurements are in
 docs/performance.md). This module parses with ``httptools`` (llhttp, the parser of Node.js and
 uvicorn) and keeps only what the node's API uses:
 

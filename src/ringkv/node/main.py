@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from ringkv.node import logs
 from ringkv.node.absence import AwayTooLong
 from ringkv.node.config import parse_args
-from ringkv.node.server import Api
+from ringkv.node.node import Node
 
 FD_RESERVE = 4096  # descriptors beyond client connections: peers, RocksDB files, logs
 
@@ -46,9 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "only %d open files allowed (ulimit -n); --max-client-connections %d wants %d",
             have, config.max_client_connections, wanted,
         )  # fmt: skip
-    api = Api(config)
+    node = Node(config)
     try:
-        loop.run_until_complete(_serve(api))
+        loop.run_until_complete(_serve(node))
     except OSError as exc:
         logging.getLogger("ringkv").error("cannot start node: %s", exc)
         return 1
@@ -60,11 +60,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-async def _serve(api: Api) -> None:
+async def _serve(node: Node) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully: stop accepting, let in-flight
     requests finish (up to 10 s), then stop the node, which flushes and closes RocksDB."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await api.serve(stop, shutdown_timeout=10.0)
+    await node.serve(stop, shutdown_timeout=10.0)

@@ -15,7 +15,7 @@ before anything else is served. Without the secret a process cannot talk to a no
 Outbound connections are opened lazily, fail fast while a peer is known down, and reconnect with
 exponential backoff (the heartbeat loop keeps trying, so a returning peer is found quickly).
 
-Hot path (issue 7): frames written in one event-loop iteration go out in one ``write`` (an
+Hot path: frames written in one event-loop iteration go out in one ``write`` (an
 ``_Outbox`` per connection, flushed by ``call_soon``); the receiving side reads whatever has
 arrived and decodes every complete frame in it; requests time out through one ``call_later``
 handle each instead of ``asyncio.wait_for``; ``call`` hands back the reply future itself, so a

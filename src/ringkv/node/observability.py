@@ -36,7 +36,7 @@ from ringkv.core.ring import Ring
 from ringkv.node.metrics import NodeMetrics
 
 if TYPE_CHECKING:
-    from ringkv.node.server import Node
+    from ringkv.node.node import Node
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote
 
 import msgpack
@@ -29,9 +29,12 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ringkv.core.versions import MalformedRecord, Version, version_from_wire, version_to_wire
+from ringkv.node.api_errors import ApiError
 from ringkv.node.http import Request, Response, Router, json_response
-from ringkv.node.server import ApiError, Node
 from ringkv.node.snapshots import SnapshotError, Snapshots
+
+if TYPE_CHECKING:
+    from ringkv.node.node import Node
 
 SNAPSHOT_PATH = "/v1/admin/snapshot"
 SNAPSHOTS_PREFIX = "/v1/admin/snapshots"

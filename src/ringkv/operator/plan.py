@@ -116,7 +116,7 @@ class Member:
 
 
 @dataclass(frozen=True)
-class RingView:
+class ClusterReport:
     """What the nodes report: the members (from one live node's /v1/ring), the change under
     way (/v1/admin/progress) and hints pending per target (summed over the nodes reached)."""
 
@@ -135,7 +135,7 @@ class Observed:
     statefulsets: dict[str, StatefulSetState]  # by zone; a missing zone has no StatefulSet yet
     pods: dict[str, PodState] = field(default_factory=dict)  # by name
     pvcs: dict[str, PvcState] = field(default_factory=dict)  # by name
-    ring: RingView | None = None  # None: no node answered
+    ring: ClusterReport | None = None  # None: no node answered
     desired_replicas: int | None = None  # autoscaling's choice; None: spec.replicas
 
 
@@ -269,7 +269,7 @@ def change_progress(change: dict[str, Any] | None) -> dict[str, Any] | None:
     return out
 
 
-def cleanup_progress(ring: RingView) -> dict[str, Any]:
+def cleanup_progress(ring: ClusterReport) -> dict[str, Any]:
     """The status.progress of the cleanup after a ring change (the nodes' reports summed)."""
     pending = set(ring.cleanup_pending)
     reports = [r for r in ring.cleanup if r.get("node") in pending]
@@ -398,7 +398,7 @@ class Facts:
         return sum(self.counts.values())
 
     @property
-    def ring(self) -> RingView | None:
+    def ring(self) -> ClusterReport | None:
         return self.observed.ring
 
     @property
@@ -1079,12 +1079,12 @@ def autoscale(
 
 __all__ = [
     "Action",
+    "ClusterReport",
     "Decision",
     "Member",
     "Observed",
     "PodState",
     "PvcState",
-    "RingView",
     "StatefulSetState",
     "autoscale",
     "change_progress",

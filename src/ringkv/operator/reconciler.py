@@ -26,11 +26,11 @@ from ringkv.operator.plan import (
     RESTART,
     SCALE,
     Action,
+    ClusterReport,
     Member,
     Observed,
     PodState,
     PvcState,
-    RingView,
     StatefulSetState,
     autoscale,
     decide,
@@ -69,7 +69,7 @@ class Kube(Protocol):
 
 
 class Nodes(Protocol):
-    def ring_view(self, endpoints: list[str]) -> RingView | None: ...
+    def ring_view(self, endpoints: list[str]) -> ClusterReport | None: ...
     def decommission(self, endpoints: list[str], node: str) -> None: ...
     def load(self, endpoints: list[str]) -> tuple[float | None, float | None]: ...
 
@@ -488,7 +488,7 @@ class NodeHttp:
         except (RingkvError, OSError, ValueError):
             return None
 
-    def ring_view(self, endpoints: list[str]) -> RingView | None:
+    def ring_view(self, endpoints: list[str]) -> ClusterReport | None:
         for endpoint in endpoints:
             try:
                 with self._client(endpoint) as c:
@@ -512,7 +512,7 @@ class NodeHttp:
                 if status:
                     for target, count in dict(_get(status, "hints", "by_target") or {}).items():
                         hints[str(target)] = hints.get(str(target), 0) + int(count)
-            return RingView(
+            return ClusterReport(
                 members, progress.get("in_progress"), change, hints,
                 tuple(str(n) for n in progress.get("cleanup_pending") or ()),
                 tuple(r for r in progress.get("cleanup") or () if isinstance(r, dict)),

@@ -1,0 +1,100 @@
+"""The node's own endpoints: probes (``/health/live``, ``/health/ready``), ``/v1/status``,
+``/v1/ring``, ``/v1/anti-entropy/trees`` and ``/metrics``."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+import ringkv
+from ringkv.node import snapshot_api
+from ringkv.node.http import Request, Response, error_response, json_response
+
+if TYPE_CHECKING:
+    from ringkv.node.node import Node
+
+
+def status_of(node: Node) -> dict[str, Any]:
+    """The ``/v1/status`` document: this node, the cluster's settings, members and progress."""
+    members = node.membership.members()
+    zones: dict[str, list[str]] = {}
+    for member in members:
+        zones.setdefault(str(member["zone"]), []).append(member["id"])
+    ring = node.membership.ring
+    return {
+        "node": {
+            "id": node.config.node_id,
+            "zone": node.config.zone,
+            "address": node.config.address,
+            "peer_address": node.config.peer_address,
+            "incarnation": node.incarnation,
+            "state": node.membership.status_of(node.config.node_id),
+            "ready": node.membership.ready,
+            "in_flight": node.in_flight,
+            "version": ringkv.__version__,
+            "uptime_seconds": round(time.monotonic() - node.started, 3),
+        },
+        "cluster": {
+            "replication_factor": node.config.replication_factor,
+            "conflict_mode": node.config.conflict_mode,
+            "default_consistency": node.config.default_consistency,
+            "vnodes": node.config.vnodes,
+            "ring_version": ring.version,
+            "ring_nodes": len(ring),
+            "balance": round(ring.balance(), 4) if len(ring) else None,
+        },
+        "members": members,
+        "zones": zones,
+        "hints": {"pending": node.hints.total_pending(), "by_target": dict(node.hints.pending)},
+        "anti_entropy": node.anti_entropy.status(),
+        "changes": node.changes.cluster_progress(),
+        "cleanup": node.cleanup.status(),
+        "snapshots": snapshot_api.status_of(node),
+    }
+
+
+async def handle_live(node: Node, request: Request) -> Response:
+    return json_response({"status": "live"})
+
+
+async def handle_ready(node: Node, request: Request) -> Response:
+    if node.membership.ready:
+        return json_response({"status": "ready", "ring_nodes": len(node.membership.ring)})
+    return error_response(503, "not_ready", "the node has not joined a settled ring yet")
+
+
+async def handle_status(node: Node, request: Request) -> Response:
+    return json_response(status_of(node))
+
+
+async def handle_ring(node: Node, request: Request) -> Response:
+    ring = node.membership.ring
+    nodes = []
+    for member in node.membership.members():
+        nodes.append({**member, "tokens": [str(t) for t in ring.tokens_of(member["id"])]
+                      if member["id"] in ring else []})  # fmt: skip
+    return json_response(
+        {
+            "version": ring.version,
+            "replication_factor": node.config.replication_factor,
+            "hash": "blake2b-64",
+            "nodes": nodes,
+        }
+    )
+
+
+async def handle_trees(node: Node, request: Request) -> Response:
+    """The Merkle tree roots of every range this node replicates (for operators and tests)."""
+    node.anti_entropy.ensure_current()
+    await node.anti_entropy.build_pending()
+    return json_response({"node": node.config.node_id, "ranges": node.anti_entropy.tree_roots()})
+
+
+async def handle_metrics(node: Node, request: Request) -> Response:
+    members = node.membership.members()
+    alive = sum(1 for m in members if m["alive"])
+    node.metrics.members.labels("true").set(alive)
+    node.metrics.members.labels("false").set(len(members) - alive)
+    return Response(200, generate_latest(node.metrics.registry), (), CONTENT_TYPE_LATEST)
