@@ -30,7 +30,7 @@ def _example(code: str) -> RequestFailure:
         exc = PreconditionFailed.from_fields("condition failed", {"context": ""})
         exc.seen = VClock({"n1.1": (3, 1700000000000)})
         return exc
-    return cls(*range(2, 2 + len(cls.reason.fields)))  # type: ignore[arg-type]
+    return cls(*range(2, 2 + len(cls.reason.fields)))
 
 
 RAISED = [r for r in REASONS if exception_class(r.code) is not None]
