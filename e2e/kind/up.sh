@@ -13,6 +13,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 host_setup
 engine="$(container_engine)"
+started=$SECONDS
 if [[ $engine == podman ]]; then
     node_image="$(bash "$KIND_DIR/build-images.sh" | tail -1)"
     image_args=(--image "$node_image")
@@ -28,6 +29,7 @@ else
     done
 fi
 
+log "images ready after $((SECONDS - started)) s"
 "$KIND_DIR/down.sh" --quiet
 
 KUBE_VERSION="$(cd "$KIND_DIR/k8s" && GOWORK=off go list -m -f '{{.Version}}' k8s.io/kubernetes)"
@@ -56,6 +58,7 @@ else
 fi
 kind_cmd load image-archive "$archive" --name "$KIND_CLUSTER" >&2
 
+log "cluster up after $((SECONDS - started)) s (images included)"
 echo "cluster $KIND_CLUSTER is up; to use it:"
 echo "  export KUBECONFIG=$KIND_KUBECONFIG"
 if [[ -x $KIND_CACHE/bin/kubectl ]]; then
