@@ -82,6 +82,18 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 _BIN_DIR = pytest.StashKey[str]()
 
 
+def container_engine() -> str:
+    """The engine running kind's nodes, as e2e/kind/lib.sh picks it: $KIND_ENGINE, else
+    docker where a Docker daemon answers, else podman."""
+    if os.environ.get("KIND_ENGINE"):
+        return os.environ["KIND_ENGINE"]
+    if shutil.which("docker"):
+        with contextlib.suppress(subprocess.SubprocessError, OSError):
+            if subprocess.run(["docker", "info"], capture_output=True, timeout=20).returncode == 0:
+                return "docker"
+    return "podman"
+
+
 @dataclass
 class K8s:
     kind: str
@@ -203,6 +215,18 @@ class K8s:
         c = ["-c", container] if container else []
         return self.kubectl("-n", namespace, "exec", "-i", pod, *c, "--", *cmd,
                             check=check, input=input, timeout=timeout)
+
+    def stop_node(self, name: str) -> None:
+        """kind: a machine fails: stop the node's container (its kubelet and every pod on it
+        stop at once; the node goes NotReady after the node monitor's grace period)."""
+        subprocess.run([container_engine(), "stop", "-t", "0", name], check=True,
+                       capture_output=True, text=True, timeout=120)
+
+    def start_node(self, name: str) -> None:
+        """kind: the machine returns: start the node's container again (systemd boots, the
+        kubelet rejoins with its old state, possibly at a new address)."""
+        subprocess.run([container_engine(), "start", name], check=True,
+                       capture_output=True, text=True, timeout=120)
 
     def kubectl(self, *args: str, check: bool = True, input: str | None = None,
                 timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -22,6 +22,7 @@ tests_at=$SECONDS
 log "up (images and cluster): $SECONDS s"
 (($#)) || set -- e2e/kind e2e/operator
 rc=0
-PATH="$KIND_CACHE/bin:$PATH" "$py" -m pytest --cluster=kind --kubeconfig="$KIND_KUBECONFIG" \
-    -p no:cacheprovider "$@" || rc=$?
+# KIND_ENGINE: the tests stop and start node containers (a machine failing)
+KIND_ENGINE="$(container_engine)" PATH="$KIND_CACHE/bin:$PATH" \
+    "$py" -m pytest --cluster=kind --kubeconfig="$KIND_KUBECONFIG" -p no:cacheprovider "$@" || rc=$?
 exit "$rc"

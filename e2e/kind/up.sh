@@ -5,7 +5,8 @@
 # 2. builds or reuses every image (build-images.sh; ~cold: see e2e/README.md),
 # 3. removes a cluster of the same name left over (a crash, an earlier run),
 # 4. creates one control plane and three workers labelled topology.kubernetes.io/zone
-#    zone-a/b/c (kind-config.yaml) from the locally built node image: nothing is pulled,
+#    zone-a/b/c and a spare zone-c worker tainted ringkv.io/spare (kind-config.yaml), from
+#    the locally built node image: nothing is pulled,
 # 5. loads ringkv:0.1.0 and ringkv:0.1.1 into the nodes,
 # 6. writes the kubeconfig and prints how to use it.
 # Env: KIND_CLUSTER (default ringkv), KIND_KUBECONFIG (default e2e/kind/.kubeconfig).
