@@ -26,6 +26,7 @@ from ringkv.client import (
     Timeout,
     Unavailable,
 )
+from ringkv.core import gossip as g
 
 EXIT_OK = 0
 EXIT_NOT_FOUND = 1
@@ -805,7 +806,7 @@ def follow_change(
 
 def settled(client: Client, op: str | None, node: str | None) -> bool:
     """True when the node states show `op` on `node` complete (no streaming was needed)."""
-    final = {"join": "normal", "replace": "normal", "decommission": "left"}.get(op or "")
+    final = {"join": g.NORMAL, "replace": g.NORMAL, "decommission": g.LEFT}.get(op or "")
     if final is None or node is None:
         return False
     try:

@@ -478,3 +478,18 @@ def test_remove() -> None:
     a.remove("a")  # never forgets itself
     assert "a" in a.states
     a.remove("nobody")
+
+
+def test_member_states_are_declared_once_and_agree() -> None:
+    """The status sets the node's membership and the operator's plan both use."""
+    from ringkv.core import gossip as g
+
+    assert set(g.MEMBER_STATES) == {"normal", "joining", "leaving", "left", "starting",
+                                    "replacing"}  # fmt: skip
+    assert g.READABLE_STATUSES == (g.NORMAL, g.LEAVING)
+    for status in g.MEMBER_STATES:
+        # a member holding tokens is in the ring the nodes build exactly when in_ring says so
+        assert g.in_ring(status, True) == (status in g.CURRENT_STATUSES)
+        assert not g.in_ring(status, False) or status in g.RING_STATUSES
+        assert (status in g.CHANGE_STATUSES) <= (status in g.DATA_STATUSES)
+    assert g.LEFT not in g.DATA_STATUSES and g.STARTING not in g.DATA_STATUSES

@@ -301,8 +301,8 @@ def test_available_needs_a_quorum_of_every_range() -> None:
     assert condition(two_down.status, "Available")["status"] == "False"
 
 
-def test_available_from_tokens() -> None:
-    """With tokens, every range's preference list is checked (zone-aware placement)."""
+def members_with_tokens() -> dict[str, Member]:
+    """Two normal, alive members in each zone, each with 16 tokens."""
     from ringkv.core.ring import Ring, allocate_tokens
 
     ring = Ring({}, {})
@@ -313,6 +313,12 @@ def test_available_from_tokens() -> None:
             tokens = allocate_tokens(ring, node, 16)
             ring = ring.with_node(node, z, tokens)
             members[node] = Member(node, z, "normal", True, tuple(tokens))
+    return members
+
+
+def test_available_from_tokens() -> None:
+    """With tokens, every range's preference list is checked (zone-aware placement)."""
+    members = members_with_tokens()
     assert plan.quorum_available(members, 3)[0]
     # a whole zone down: every range still has 2 of 3 replicas (one per zone)
     zone_down = {k: Member(m.id, m.zone, m.state, m.zone != "zone-a", m.tokens)
@@ -323,6 +329,23 @@ def test_available_from_tokens() -> None:
            for k, m in members.items()}  # fmt: skip
     ok, message = plan.quorum_available(two, 3)
     assert not ok and "lack a serving quorum" in message
+
+
+def test_a_starting_member_holding_tokens_keeps_its_place_in_the_ring() -> None:
+    """As on the nodes (``ringkv.core.gossip.in_ring``): a ``starting`` member with tokens (a
+    replacement waiting for ``replace``) owns its ranges but serves none of them, so its
+    ranges are not handed to another node of its zone when the quorum is counted."""
+    members = members_with_tokens()
+    a0, b0 = members["kv-zone-a-0"], members["kv-zone-b-0"]
+    members["kv-zone-a-0"] = Member(a0.id, a0.zone, "starting", True, a0.tokens)
+    assert plan.quorum_available(members, 3)[0]  # a0's ranges: 2 of 3 still serve
+    members["kv-zone-b-0"] = Member(b0.id, b0.zone, "normal", False, b0.tokens)
+    ok, message = plan.quorum_available(members, 3)
+    assert not ok and "lack a serving quorum" in message  # ranges on both a0 and b0
+    # without tokens a starting member is no ring member (it is still meeting its seeds)
+    tokenless = {**members, "kv-zone-a-0": Member(a0.id, a0.zone, "starting", True)}
+    gaps = plan.quorum_gaps(tokenless, 3)
+    assert gaps is not None and gaps[0] == 0
 
 
 # -- rolling update ------------------------------------------------------------------------

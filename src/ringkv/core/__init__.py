@@ -17,4 +17,5 @@
 - ``clock_bounds``: how far ahead of the wall clock a clock from a client or peer may be.
 - ``json_input``: the one depth-limited parser for JSON from outside.
 - ``absence``: whether a node was away too long to rejoin with its data.
+- ``token_bucket``: how long background work waits to keep to its rate.
 """

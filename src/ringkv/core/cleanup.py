@@ -34,7 +34,6 @@ from ringkv.core.placement import preference_list
 from ringkv.core.ring import RING_SIZE, Ring
 
 __all__ = [
-    "CHANGE_STATUSES",
     "CLEANUP_STATES",
     "SETTLE_MS",
     "START_SETTLE_MS",
@@ -47,8 +46,6 @@ __all__ = [
     "records_to_hand_off",
 ]
 
-#: Statuses of a member whose ring change is running or interrupted (it resumes on restart).
-CHANGE_STATUSES = (g.JOINING, g.LEAVING, g.REPLACING)
 #: A cancelled or failed change holds cleanup back this long (views of the ring settle first).
 SETTLE_MS = 10_000
 #: A node that has just started holds cleanup this long: its ring may still be partial until
@@ -127,7 +124,7 @@ def hold_reason(
     if future_ring != ring:
         return "a ring change is pending"
     for other, info in sorted(members.items()):
-        if info.status in CHANGE_STATUSES:
+        if info.status in g.CHANGE_STATUSES:
             return f"{other} is {info.status}"
         if info.removing:
             return f"{other} is removing {info.removing}"

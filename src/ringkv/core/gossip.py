@@ -72,13 +72,38 @@ def _digest_hash(node: str, digest: Digest) -> int:
     return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "big")
 
 
-# Statuses: see ringkv.node.membership for what each means for reads, writes and the ring.
+# Member statuses (docs/operations-ring.md, "Node states"), declared here once: the node's
+# membership, cleanup and observability and the operator's plan all import them.
 NORMAL = "normal"
 JOINING = "joining"
 LEAVING = "leaving"
 LEFT = "left"
 STARTING = "starting"
 REPLACING = "replacing"
+MEMBER_STATES = (NORMAL, JOINING, LEAVING, LEFT, STARTING, REPLACING)
+
+#: A member in one of these owns ranges now: it holds its tokens' data (reads, the "from"
+#: side of streaming).
+RING_STATUSES = (NORMAL, LEAVING, REPLACING)
+#: The ring as it is now, built from the members that hold tokens: ``starting`` counts only
+#: with tokens (a replacement waiting for an admin ``replace``, which keeps the dead node's
+#: place instead of dropping its ranges). See ``in_ring``.
+CURRENT_STATUSES = (*RING_STATUSES, STARTING)
+#: The ring once the change in progress completes (writes go to both rings).
+FUTURE_STATUSES = (NORMAL, JOINING, REPLACING, STARTING)
+#: Members that take writes but must not answer reads yet.
+UNREADABLE_STATUSES = (JOINING, REPLACING, STARTING)
+#: Members that answer reads: in the current ring and readable.
+READABLE_STATUSES = tuple(s for s in CURRENT_STATUSES if s not in UNREADABLE_STATUSES)
+#: A member running a ring change of its own (or interrupted in one; it resumes on restart).
+CHANGE_STATUSES = (JOINING, LEAVING, REPLACING)
+#: Members whose disk holds (or is receiving) ranges of the ring: losing one loses replicas.
+DATA_STATUSES = (NORMAL, JOINING, LEAVING, REPLACING)
+
+
+def in_ring(status: str, has_tokens: bool) -> bool:
+    """Whether a member with this status owns ranges now (is part of the current ring)."""
+    return status in RING_STATUSES or (status == STARTING and has_tokens)
 
 
 @dataclass(slots=True)

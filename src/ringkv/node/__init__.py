@@ -10,6 +10,7 @@
 - ``coordinator``: quorum reads and writes across replicas, forwarding and read repair.
 - ``cleanup``: deletes the ranges a node gave away once a ring change is over (after handing
   them off), and keeps late writes for them off this node.
+- ``throttle``: paces background work (streaming, anti-entropy, cleanup, listing) to its rate.
 - ``metrics``: the node's Prometheus instruments.
 - ``observability``: health metrics read at scrape time (membership, RocksDB, disk,
   anti-entropy, hints, TLS) and the event loop's lag and GC pauses.

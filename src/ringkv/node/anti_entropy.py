@@ -39,6 +39,7 @@ from ringkv.node.membership import Membership
 from ringkv.node.messaging import MessagingService
 from ringkv.node.metrics import NodeMetrics
 from ringkv.node.storage import Storage
+from ringkv.node.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +82,7 @@ class AntiEntropy:
         self.last_exchange: dict[tuple[int, str], int] = {}  # (range end, peer) -> wall ms
         self.last_result: dict[tuple[int, str], str] = {}  # (range end, peer) -> equal/repaired
         self.tombstones_pending = 0  # tombstone-only records kept, at the last purge pass
-        self._budget = 0.0
-        self._budget_at = time.monotonic()
+        self._throttle = Throttle(lambda: self.config.anti_entropy_rate)
         self.completed_rounds = 0
         # Purging scans every replicated range: do it rarely (every quarter of the grace period,
         # but at least once a minute) and in slices, so that it never stalls foreground requests.
@@ -267,15 +267,6 @@ class AntiEntropy:
         self.metrics.anti_entropy_keys.labels("pushed").inc(len(push))
         await self._throttle(fetched + len(push))
         return fetched + len(push)
-
-    async def _throttle(self, records: int) -> None:
-        """Token bucket: at most ``anti_entropy_rate`` records per second on average."""
-        rate = self.config.anti_entropy_rate
-        now = time.monotonic()
-        self._budget = min(rate, self._budget + (now - self._budget_at) * rate) - records
-        self._budget_at = now
-        if self._budget < 0:
-            await asyncio.sleep(-self._budget / rate)
 
     # -- tombstones -----------------------------------------------------------------------------
 

@@ -58,6 +58,7 @@ from ringkv.node.membership import Membership
 from ringkv.node.messaging import MessagingService
 from ringkv.node.metrics import NodeMetrics
 from ringkv.node.storage import Storage
+from ringkv.node.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +121,7 @@ class Cleanup:
         self._started_ms = int(time.time() * 1000)
         self._wake: asyncio.Event | None = None
         self._published_at = 0.0
-        self._budget = 0.0
-        self._budget_at = time.monotonic()
+        self._throttle = Throttle(lambda: self.config.cleanup_rate)
         self.keys_removed = metrics.cleanup_keys
         self.bytes_removed = metrics.cleanup_bytes
         metrics.watch_cleanup(self.remaining, storage.disk_bytes)
@@ -449,16 +449,6 @@ class Cleanup:
         if moved:
             log.info("redirected %d hints to their keys' current replicas", moved)
         return moved
-
-    async def _throttle(self, size: int) -> None:
-        rate = self.config.cleanup_rate
-        now = time.monotonic()
-        self._budget = min(rate, self._budget + (now - self._budget_at) * rate) - size
-        self._budget_at = now
-        if self._budget < 0:
-            await asyncio.sleep(-self._budget / rate)
-        else:
-            await asyncio.sleep(0)
 
     # -- state ----------------------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ from ringkv.node.coordinator import Unavailable
 from ringkv.node.membership import Membership
 from ringkv.node.messaging import MessagingService, PeerError
 from ringkv.node.storage import Storage
+from ringkv.node.throttle import Throttle
 
 #: Comes after every key at a position (keys are at most 256 bytes).
 _AFTER_ALL = b"\xff" * 257
@@ -60,8 +61,7 @@ class KeyLister:
         self.messaging = messaging
         self.timeout = timeout
         self._one_at_a_time = asyncio.Semaphore(1)
-        self._budget = LIST_SCAN_RATE
-        self._budget_at = time.monotonic()
+        self._throttle = Throttle(lambda: LIST_SCAN_RATE, full=True)
 
     # -- the replica's side ---------------------------------------------------------------------
 
@@ -175,12 +175,3 @@ class KeyLister:
             return await self.messaging.request(address, "list_range", body, self.timeout)
         except PeerError:
             return None  # another replica of the range continues from the same position
-
-    async def _throttle(self, records: int) -> None:
-        """Token bucket: at most ``LIST_SCAN_RATE`` records examined per second on average."""
-        now = time.monotonic()
-        self._budget = min(LIST_SCAN_RATE, self._budget + (now - self._budget_at) * LIST_SCAN_RATE)
-        self._budget -= records
-        self._budget_at = now
-        if self._budget < 0:
-            await asyncio.sleep(-self._budget / LIST_SCAN_RATE)

@@ -43,15 +43,6 @@ from ringkv.node.storage import Storage
 
 log = logging.getLogger(__name__)
 
-# Who owns ranges now (reads, and the "from" side of streaming) ...
-# (STARTING counts only for a node that holds tokens: a replacement waiting for an admin
-# `replace`, which keeps the dead node's place instead of dropping its ranges.)
-CURRENT_STATUSES = (g.NORMAL, g.LEAVING, g.REPLACING, g.STARTING)
-# ... and once the change in progress completes (writes go to both).
-FUTURE_STATUSES = (g.NORMAL, g.JOINING, g.REPLACING, g.STARTING)
-# Members that take writes but must not answer reads yet.
-UNREADABLE_STATUSES = (g.JOINING, g.REPLACING, g.STARTING)
-CHANGE_STATUSES = (g.JOINING, g.LEAVING, g.REPLACING)
 SEED_SETTLE_SECONDS = 3.0
 NEWS_PUSH_GAP = 0.5
 QUARANTINE_SECONDS = 600.0
@@ -505,14 +496,14 @@ class Membership:
     def _rebuild_ring(self) -> None:
         self._adopt_removals()
         removed = self.removed_nodes()
-        ring = self._ring_for(CURRENT_STATUSES, removed)
-        future = self._ring_for(FUTURE_STATUSES, removed)
+        ring = self._ring_for(g.CURRENT_STATUSES, removed)
+        future = self._ring_for(g.FUTURE_STATUSES, removed)
         if ring is None or future is None:
             return
         self.unreadable = frozenset(
             node
             for node, state in self.gossiper.states.items()
-            if state.get(g.STATUS) in UNREADABLE_STATUSES
+            if state.get(g.STATUS) in g.UNREADABLE_STATUSES
         )
         changed = ring != self.ring
         if changed:
@@ -528,7 +519,7 @@ class Membership:
         """A description of the membership change under way anywhere, or None."""
         for node, state in sorted(self.gossiper.states.items()):
             status = state.get(g.STATUS)
-            if status in CHANGE_STATUSES and self.is_alive(node):
+            if status in g.CHANGE_STATUSES and self.is_alive(node):
                 return f"{node} is {status}"
             removing = state.get(g.REMOVING)
             if removing and self.is_alive(node):

@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MEMBER_STATES = (g.NORMAL, g.JOINING, g.LEAVING, g.LEFT, g.STARTING, g.REPLACING)
 ROCKSDB_LEVELS = 7  # RocksDB's default num_levels: L0..L6
 LAG_PROBE_INTERVAL = 0.1  # seconds
 
@@ -139,7 +138,7 @@ class NodeCollector(Collector):
             "not listed",
             labels=["peer"],
         )
-        states = dict.fromkeys(MEMBER_STATES, 0)
+        states = dict.fromkeys(g.MEMBER_STATES, 0)
         removed = membership.removed_nodes()
         gone = set()
         for node, state in membership.gossiper.states.items():

@@ -31,6 +31,7 @@ from ringkv.node.membership import Membership
 from ringkv.node.messaging import MessagingService, PeerError
 from ringkv.node.metrics import NodeMetrics
 from ringkv.node.storage import Storage
+from ringkv.node.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +75,7 @@ class RingChanges:
         self.detail: list[dict[str, Any]] = []  # per-transfer progress of the change we drive
         self._cancel = False
         self._driving = False
-        self._budget = 0.0
-        self._budget_at = time.monotonic()
+        self._throttle = Throttle(lambda: self.config.stream_rate)
 
     # -- planning -------------------------------------------------------------------------------
 
@@ -445,14 +445,6 @@ class RingChanges:
             return
         address = self.membership.address_of(target) or ""
         await self.messaging.request(address, "replicate_batch", {"items": records}, 30.0)
-
-    async def _throttle(self, size: int) -> None:
-        rate = self.config.stream_rate
-        now = time.monotonic()
-        self._budget = min(rate, self._budget + (now - self._budget_at) * rate) - size
-        self._budget_at = now
-        if self._budget < 0:
-            await asyncio.sleep(-self._budget / rate)
 
     def _publish(self, state: str) -> None:
         progress = dict(self.progress or {})

@@ -8,7 +8,8 @@
 - ``credentials``: the Secrets the operator generates (API tokens, the cluster secret), and
   the operator's own access to the nodes (its bearer token, the TLS CA).
 - ``plan``: pure reconcile decisions -- from the spec, the observed StatefulSets, pods, volumes
-  and ring, and the time, the next single action and the status with its conditions.
+  and ring, and the time, the next single action and the status with its conditions; the
+  decision is the first verdict of an ordered list of small rules (``plan.RULES``).
 - ``reconciler``: one reconcile pass -- fetch the observed state from Kubernetes and the nodes,
   apply the children, carry out the action ``plan`` chose, write the status.
 - ``handlers``: the kopf handlers (create/resume/update apply the children; a timer runs the

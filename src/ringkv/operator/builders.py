@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ringkv.node.auth import METRICS_ROLE
+from ringkv.node.config import SETTINGS
 from ringkv.operator.spec import (
     ADMIN_TOKEN_KEY,
     API_VERSION,
@@ -105,7 +106,7 @@ def config_data(spec: ClusterSpec) -> dict[str, str]:
         if sec.tls_verify_peers:
             data["RINGKV_TLS_CA_FILE"] = f"{TLS_DIR}/ca.crt"
     for key, value in spec.settings:
-        data["RINGKV_" + key.upper().replace("-", "_")] = value
+        data[SETTINGS[key].env] = value  # parse_spec refused keys that are no node flag
     return data
 
 

@@ -21,6 +21,7 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from ringkv.operator import credentials, reconciler
 from ringkv.operator.metrics import ClusterMetrics
+from ringkv.operator.plan import sts_replicas
 from ringkv.operator.spec import GROUP, PLURAL, VERSION, SpecError, parse_spec
 
 log = logging.getLogger(__name__)
@@ -121,9 +122,7 @@ def apply_children(body: kopf.Body, name: str, namespace: str | None, **_: Any) 
     memory = reconciler.memory_for(namespace, name)
     with memory.lock:
         observed, _pods = reconciler.observe(spec, kube(), _NoNodes())
-        counts = {z: observed.statefulsets[z].replicas if z in observed.statefulsets else 0
-                  for z in spec.zones}  # fmt: skip
-        reconciler.ensure_children(spec, plain, kube(), counts)
+        reconciler.ensure_children(spec, plain, kube(), sts_replicas(spec, observed))
 
 
 class _NoNodes:

@@ -5,49 +5,58 @@ Nothing here talks to Kubernetes or to a node, and the time is an argument: ``de
 operator what riak_core's ``get_apl`` is to a request -- a function of its inputs, tested on its
 own, next to the code that fetches those inputs (``reconciler.py``).
 
-The rules, in the order they are tried (the first that applies wins; one action per pass):
+``decide`` gathers what a pass knows (``facts``) and asks the rules of ``RULES`` in order; the
+first that returns a ``Verdict`` (an action, or a reason to wait) decides: one action per pass.
+Each rule is a small function, tested alone. In order of precedence:
 
 1. ``paused``: nothing.
-2. Finish a scale-down: the highest pod of a zone whose node reports ``left`` is removed by
-   lowering that StatefulSet's replicas; volumes of removed ``left`` nodes are deleted.
-3. A node that still holds data but whose pod is outside its StatefulSet (someone shrank it) is
-   brought back.
-4. While a ring change runs (a member joining, leaving or replacing): wait.
-5. A node down: wait; once it has been down ``failureReplacement.after`` (or its volume is
-   lost) and every other node is up, replace it (delete its pod and volume; the new pod on an
-   empty volume takes over the node id and streams the data back). Never during a roll: a node
-   failing on a new image stops the roll with ``Degraded``.
-6. Pods not ready yet (starting): wait.
-7. After a ring change, until every node has cleaned the ranges it no longer replicates
-   (``cleanup_pending``): wait (``Progressing``/``CleaningUp``), so a scale-out is reported done
-   only once the disk space is reclaimed, and the next step never starts on top of it.
-8. Rolling update: restart one outdated pod, once every node is up, normal and no hints are
+2. ``remove_left_node``, ``delete_removed_volume``: finish a scale-down: the highest pod of a
+   zone whose node reports ``left`` is removed by lowering that StatefulSet's replicas; then
+   the volumes of removed ``left`` nodes are deleted.
+3. ``restore_removed_node``: a node that still holds data but whose pod is outside its
+   StatefulSet (someone shrank it) is brought back.
+4. ``create_first_node`` of a new cluster.
+5. ``wait_for_ring_change``: while a member is joining, leaving or replacing.
+6. Nodes down: ``wait_for_restarted_node`` (the one the operator just restarted or replaced);
+   during a roll ``restart_stale_down_node`` (down on an outdated template: onto the current
+   one) or ``stop_roll_on_failure`` (``Degraded``); else ``replace_failed_node`` once it has
+   been down ``failureReplacement.after`` (or its volume is lost) and every other node is up
+   (its pod and volume are deleted; the new pod on an empty volume takes over the node id and
+   streams the data back), or ``report_down_nodes``.
+7. ``wait_for_starting_pods``: pods not ready yet; ``cluster_unreachable``: no node answered.
+8. ``wait_for_cleanup``: after a ring change, until every node has cleaned the ranges it no
+   longer replicates (``cleanup_pending``), so a scale-out is reported done only once the disk
+   space is reclaimed, and the next step never starts on top of it.
+9. ``roll_one_pod``: restart one outdated pod, once every node is up, normal and no hints are
    pending.
-9. Scale up: one node, in the zone furthest below its share (zone order breaks ties).
-10. Scale down: decommission the highest-ordinal node of the zone furthest above its share;
-    its StatefulSet shrinks only once the node reports ``left`` (rule 2).
+10. ``scale_up``: one node, in the zone furthest below its share (zone order breaks ties).
+11. ``scale_down``: decommission the highest-ordinal node of the zone furthest above its
+    share; its StatefulSet shrinks only once the node reports ``left`` (rule 2).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ringkv.core.gossip import (
+    CHANGE_STATUSES,
+    DATA_STATUSES,
+    JOINING,
+    LEAVING,
+    LEFT,
+    NORMAL,
+    READABLE_STATUSES,
+    REPLACING,
+    in_ring,
+)
 from ringkv.core.placement import preference_list, replica_balance_bound
 from ringkv.core.quorum import majority
 from ringkv.core.ring import Ring
 from ringkv.operator.spec import DATA_VOLUME, ClusterSpec
-
-# Member states (ringkv.core.gossip)
-STARTING, JOINING, NORMAL, LEAVING, LEFT, REPLACING = (
-    "starting", "joining", "normal", "leaving", "left", "replacing",
-)  # fmt: skip
-CHANGE_STATES = (JOINING, LEAVING, REPLACING)
-HOLDS_DATA = (NORMAL, LEAVING, REPLACING, JOINING)
-SERVING = (NORMAL, LEAVING)  # answer reads
-IN_RING = (NORMAL, LEAVING, REPLACING)  # own ranges now
 
 # Action kinds
 # status.phase: what the KVCluster is doing (the CRD's description lists them).
@@ -189,12 +198,12 @@ def quorum_gaps(members: dict[str, Member], rf: int) -> tuple[int, int] | None:
     """(ranges lacking a serving read quorum, ranges) of the ring the members form, or None
     when no member reported tokens. A range is served by its preference-list replicas that are
     alive and ``normal`` or ``leaving``; it needs ``majority(rf)`` of them."""
-    in_ring = {m.id: m for m in members.values() if m.state in IN_RING and m.tokens}
-    if not in_ring:
+    ring_members = {m.id: m for m in members.values() if m.tokens and in_ring(m.state, True)}
+    if not ring_members:
         return None
     try:
-        ring = Ring({m.id: m.tokens for m in in_ring.values()},
-                    {m.id: m.zone for m in in_ring.values()})  # fmt: skip
+        ring = Ring({m.id: m.tokens for m in ring_members.values()},
+                    {m.id: m.zone for m in ring_members.values()})  # fmt: skip
     except ValueError:
         return None
     need = majority(rf)
@@ -204,7 +213,7 @@ def quorum_gaps(members: dict[str, Member], rf: int) -> tuple[int, int] | None:
         serving = sum(
             1
             for rep in preference_list(ring, r.end, rf)
-            if in_ring[rep.node].alive and in_ring[rep.node].state in SERVING
+            if ring_members[rep.node].alive and ring_members[rep.node].state in READABLE_STATUSES
         )
         if serving < need:
             gaps += 1
@@ -221,8 +230,8 @@ def quorum_available(members: dict[str, Member], rf: int) -> tuple[bool, str]:
             return False, f"{missing} of {total} token ranges lack a serving quorum of {need}"
         return True, f"every one of {total} token ranges has a serving quorum of {need}"
     # No tokens reported: count serving nodes (exact when every range has rf distinct nodes).
-    ring_members = [m for m in members.values() if m.state in IN_RING]
-    serving = [m for m in ring_members if m.alive and m.state in SERVING]
+    ring_members = [m for m in members.values() if in_ring(m.state, bool(m.tokens))]
+    serving = [m for m in ring_members if m.alive and m.state in READABLE_STATUSES]
     down = len(ring_members) - len(serving)
     if len(serving) >= majority(rf) and down <= rf - majority(rf):
         return True, f"{len(serving)} of {len(ring_members)} nodes serving"
@@ -343,7 +352,7 @@ class _Node:
     def busy(self) -> bool:
         """Running a ring change of its own (joining, leaving, replacing) and alive."""
         m = self.member
-        return m is not None and m.alive and m.state in CHANGE_STATES and self.pod is not None
+        return m is not None and m.alive and m.state in CHANGE_STATUSES and self.pod is not None
 
     @property
     def up(self) -> bool:
@@ -360,34 +369,72 @@ class _Node:
         nodes see it dead. (A pod that never joined is starting, not down; a running pod that
         is alive but not ready is waited for, not replaced.)"""
         m = self.member
-        if m is None or m.state not in HOLDS_DATA or self.busy:
+        if m is None or m.state not in DATA_STATUSES or self.busy:
             return False
         if self.pod is None or self.pod.deleting or self.pod.phase != "Running":
             return True
         return not m.alive
 
 
-def decide(
-    spec: ClusterSpec,
-    observed: Observed,
-    previous_status: dict[str, Any] | None,
-    now: float,
-    generation: int | None = None,
-) -> Decision:
-    """The next action and the status to write (pure; ``now`` in seconds since the epoch)."""
+@dataclass
+class Facts:
+    """What one pass knows: the spec, what it observed, the last status, and what follows from
+    them (computed once, read by every rule)."""
+
+    spec: ClusterSpec
+    observed: Observed
+    prev: dict[str, Any]
+    now: float
+    counts: dict[str, int]  # StatefulSet replicas by zone
+    desired: int  # nodes to run (autoscaling's choice or spec.replicas)
+    nodes: list[_Node]  # every pod the StatefulSets should run, with its member
+    outdated: list[_Node]  # pods not on their StatefulSet's update revision
+    last: dict[str, Any]  # status.lastAction
+    last_pending: bool  # the last action's node may still be down because of it
+    last_done: bool  # the last action's node has been seen back up
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def ring(self) -> RingView | None:
+        return self.observed.ring
+
+    @property
+    def members(self) -> dict[str, Member]:
+        return self.ring.members if self.ring is not None else {}
+
+    @property
+    def rolling(self) -> bool:
+        return bool(self.outdated)
+
+    @property
+    def down(self) -> list[_Node]:
+        return [n for n in self.nodes if n.down]
+
+    @property
+    def just_restarted(self) -> bool:
+        """The last action restarted or replaced a node that may still be coming back."""
+        return self.last_pending and self.last.get("action") in (RESTART, REPLACE)
+
+    def lost_volume(self, n: _Node) -> bool:
+        pvc = self.observed.pvcs.get(self.spec.pvc_name(n.zone, n.ordinal))
+        return pvc is not None and pvc.phase == "Lost"
+
+
+def facts(
+    spec: ClusterSpec, observed: Observed, previous_status: dict[str, Any] | None, now: float
+) -> Facts:
+    """Everything the rules read, from the inputs of ``decide``."""
     prev = dict(previous_status or {})
     counts = sts_replicas(spec, observed)
-    total = sum(counts.values())
     desired = spec.node_count(
         observed.desired_replicas if observed.desired_replicas is not None else spec.replicas
     )
-    ring = observed.ring
-    members = ring.members if ring is not None else {}
-    prev_down = {
-        m.get("id"): parse_iso(m.get("downSince"))
-        for m in prev.get("members") or ()
-        if isinstance(m, dict)
-    }
+    members = observed.ring.members if observed.ring is not None else {}
+    prev_members = [m for m in prev.get("members") or () if isinstance(m, dict)]
+    prev_down = {m.get("id"): parse_iso(m.get("downSince")) for m in prev_members}
     nodes = [
         _Node(z, i, nid, observed.pods.get(nid), members.get(nid))
         for z, i, nid in expected_nodes(spec, counts)
@@ -395,7 +442,6 @@ def decide(
     for n in nodes:
         if n.down:
             n.down_since = prev_down.get(n.id) or now
-    replacements = int(prev.get("replacements") or 0)
     outdated = [
         n
         for n in nodes
@@ -404,8 +450,6 @@ def decide(
         and observed.statefulsets[n.zone].update_revision
         and n.pod.revision != observed.statefulsets[n.zone].update_revision
     ]
-    rolling = bool(outdated)
-
     # The operator's last action on a node (restart, replace, scale-up) explains that node
     # being down or not ready -- for a while (the grace), and only until the node is back:
     # once a pass sees it up, ``lastAction.done`` records so and a later failure of the same
@@ -420,277 +464,365 @@ def decide(
         last_node is not None and last_node.up and last_node.member is not None
         and last_node.member.state == NORMAL
     )  # fmt: skip
-    prev_ready = {
-        m.get("id"): bool(m.get("ready")) for m in prev.get("members") or () if isinstance(m, dict)
-    }  # fmt: skip
+    prev_ready = {m.get("id"): bool(m.get("ready")) for m in prev_members}
     last_pending = (
         last_time is not None and now - last_time < grace and not last_done
         and not prev_ready.get(last.get("node"), False)
     )  # fmt: skip
+    return Facts(spec, observed, prev, now, counts, desired, nodes, outdated, last, last_pending,
+                 last_done)  # fmt: skip
 
-    action = Action()
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a rule decided: an action (or none: wait), and what the status says about it."""
+
+    action: Action = Action()
     progressing: tuple[str, str] | None = None  # reason, message
-    degraded: tuple[str, str] | None = None
-    progress: dict[str, Any] | None = None
+    degraded: tuple[str, str] | None = None  # reason, message
+    progress: dict[str, Any] | None = None  # status.progress
 
-    def lost_volume(n: _Node) -> bool:
-        pvc = observed.pvcs.get(spec.pvc_name(n.zone, n.ordinal))
-        return pvc is not None and pvc.phase == "Lost"
 
-    while True:  # one pass; `break` once an action or a wait is chosen
-        if spec.paused:
-            progressing = ("Paused", "spec.paused is true: the operator takes no action")
-            break
+def _act(action: Action, progressing: str | None = None, degraded: str | None = None) -> Verdict:
+    """An action, reported as Progressing (and/or Degraded) with its message."""
+    return Verdict(
+        action,
+        (progressing, action.message) if progressing else None,
+        (degraded, action.message) if degraded else None,
+    )
 
-        # 2. finish a scale-down: shrink past a `left` node, then delete its volume
-        done = False
+
+# -- the rules, each alone; ``RULES`` gives their order -----------------------------------------
+
+
+def paused(f: Facts) -> Verdict | None:
+    if f.spec.paused:
+        return Verdict(progressing=("Paused", "spec.paused is true: the operator takes no action"))
+    return None
+
+
+def remove_left_node(f: Facts) -> Verdict | None:
+    """Finish a scale-down: shrink a StatefulSet past its top pod once that node is ``left``."""
+    spec, counts = f.spec, f.counts
+    for z in spec.zones:
+        if counts[z] == 0:
+            continue
+        top = spec.pod_name(z, counts[z] - 1)
+        m = f.members.get(top)
+        if m is not None and m.state == LEFT:
+            return _act(Action(
+                SCALE, zone=z, node=top, replicas=counts[z] - 1, reason="NodeRemoved",
+                message=f"{top} has left the ring; removing its pod "
+                f"({spec.statefulset_name(z)} {counts[z]} -> {counts[z] - 1})",
+            ), "ScalingDown")  # fmt: skip
+    return None
+
+
+def delete_removed_volume(f: Facts) -> Verdict | None:
+    """Then delete the volume of a removed node: no pod, and it left (or is unknown)."""
+    if f.ring is None:
+        return None  # without the nodes' word, a volume's node may still hold data
+    for pvc in sorted(f.observed.pvcs.values(), key=lambda p: p.name):
+        owner = pvc_owner(f.spec, pvc.name)
+        if owner is None or pvc.deleting:
+            continue
+        z, ordinal = owner
+        if ordinal < f.counts[z]:
+            continue
+        node_id = f.spec.pod_name(z, ordinal)
+        m = f.members.get(node_id)
+        if (m is None or m.state == LEFT) and node_id not in f.observed.pods:
+            return _act(Action(
+                DELETE_PVC, zone=z, node=node_id, pvc=pvc.name, reason="VolumeDeleted",
+                message=f"deleting the volume of removed node {node_id} ({pvc.name})",
+            ), "ScalingDown")  # fmt: skip
+    return None
+
+
+def restore_removed_node(f: Facts) -> Verdict | None:
+    """A node that holds data but has no place in its StatefulSet (someone shrank it): bring
+    it back."""
+    spec = f.spec
+    for m in sorted(f.members.values(), key=lambda m: m.id):
+        if m.state not in DATA_STATUSES:
+            continue
         for z in spec.zones:
-            if counts[z] == 0:
-                continue
-            top = spec.pod_name(z, counts[z] - 1)
-            m = members.get(top)
-            if m is not None and m.state == LEFT:
-                action = Action(
-                    SCALE, zone=z, node=top, replicas=counts[z] - 1, reason="NodeRemoved",
-                    message=f"{top} has left the ring; removing its pod "
-                    f"({spec.statefulset_name(z)} {counts[z]} -> {counts[z] - 1})",
-                )  # fmt: skip
-                progressing = ("ScalingDown", action.message)
-                done = True
-                break
-        if done:
-            break
-        if ring is not None:
-            for pvc in sorted(observed.pvcs.values(), key=lambda p: p.name):
-                owner = pvc_owner(spec, pvc.name)
-                if owner is None or pvc.deleting:
-                    continue
-                z, ordinal = owner
-                if ordinal < counts[z]:
-                    continue
-                node_id = spec.pod_name(z, ordinal)
-                m = members.get(node_id)
-                if (m is None or m.state == LEFT) and node_id not in observed.pods:
-                    action = Action(
-                        DELETE_PVC, zone=z, node=node_id, pvc=pvc.name, reason="VolumeDeleted",
-                        message=f"deleting the volume of removed node {node_id} ({pvc.name})",
-                    )  # fmt: skip
-                    progressing = ("ScalingDown", action.message)
-                    done = True
-                    break
-        if done:
-            break
+            prefix = spec.statefulset_name(z) + "-"
+            rest = m.id[len(prefix) :]
+            if m.id.startswith(prefix) and rest.isdigit() and int(rest) >= f.counts[z]:
+                return _act(Action(
+                    SCALE, zone=z, node=m.id, replicas=int(rest) + 1, reason="NodeRestored",
+                    message=f"{m.id} is {m.state} and holds data, but its pod was removed "
+                    f"from {spec.statefulset_name(z)}; restoring it",
+                ), degraded="NodeRemovedUnsafely")  # fmt: skip
+    return None
 
-        # 3. a node that holds data but has no place in its StatefulSet: bring it back
-        for m in sorted(members.values(), key=lambda m: m.id):
-            if m.state not in HOLDS_DATA:
-                continue
-            for z in spec.zones:
-                prefix = spec.statefulset_name(z) + "-"
-                rest = m.id[len(prefix) :]
-                if m.id.startswith(prefix) and rest.isdigit() and int(rest) >= counts[z]:
-                    action = Action(
-                        SCALE, zone=z, node=m.id, replicas=int(rest) + 1, reason="NodeRestored",
-                        message=f"{m.id} is {m.state} and holds data, but its pod was removed "
-                        f"from {spec.statefulset_name(z)}; restoring it",
-                    )  # fmt: skip
-                    degraded = ("NodeRemovedUnsafely", action.message)
-                    done = True
-                    break
-            if done:
-                break
-        if done:
-            break
 
-        # fresh cluster: the first node of the first zone
-        if total == 0 and desired > 0:
-            z = spec.zones[0]
-            action = Action(
-                SCALE, zone=z, node=spec.pod_name(z, 0), replicas=1, reason="ScaleUp",
-                message=f"creating the first node {spec.pod_name(z, 0)}",
-            )  # fmt: skip
-            progressing = ("Creating", action.message)
-            break
+def create_first_node(f: Facts) -> Verdict | None:
+    if f.total == 0 and f.desired > 0:
+        z = f.spec.zones[0]
+        return _act(Action(
+            SCALE, zone=z, node=f.spec.pod_name(z, 0), replicas=1, reason="ScaleUp",
+            message=f"creating the first node {f.spec.pod_name(z, 0)}",
+        ), "Creating")  # fmt: skip
+    return None
 
-        # 4. a ring change under way: wait for it
-        busy = [n for n in nodes if n.busy]
-        if ring is not None and (ring.in_progress or busy):
-            progress = change_progress(ring.change)
-            what = ring.in_progress or f"{busy[0].id} is {busy[0].member.state}"  # type: ignore[union-attr]
-            state = busy[0].member.state if busy and busy[0].member else ""
-            reason = {
-                JOINING: "Joining", LEAVING: "Decommissioning", REPLACING: "Replacing",
-            }.get(state, "RingChange")  # fmt: skip
-            pct = f" ({progress['percent']}%)" if progress and "percent" in progress else ""
-            progressing = (reason, f"{what}{pct}")
-            break
 
-        # 5. nodes down
-        down = [n for n in nodes if n.down]
-        just_restarted = last_pending and last.get("action") in (RESTART, REPLACE)
-        # A pod the roll restarted that keeps crashing is not waited for: the roll is stalled.
-        expected_down = [
-            n for n in down if just_restarted and n.id == last.get("node")
-            and not (rolling and n.crash_looping)
-        ]  # fmt: skip
-        if down and expected_down == down:
-            n = down[0]
-            what = "restarted" if last.get("action") == RESTART else "replaced"
-            reason = "RollingUpdate" if last.get("action") == RESTART else "Replacing"
-            progressing = (reason, f"waiting for {what} {n.id} to come back")
-            break
-        if down:
-            others_up = all(n.up for n in nodes if n not in down)
-            first = down[0]
-            assert first.down_since is not None
-            long_down = [
-                n for n in down if n.down_since is not None
-                and (now - n.down_since >= spec.replace_after_seconds or lost_volume(n))
-            ]  # fmt: skip
-            desc = ", ".join(f"{n.id} ({int(now - (n.down_since or now))} s)" for n in down)
-            # A pod down on an outdated template (the spec was reverted or fixed after a
-            # stall, or it failed by itself mid-roll) is moved to the current template: with
-            # OnDelete, nothing else would ever restart it onto the fix.
-            stale_ids = {o.id for o in outdated}
-            stale = [n for n in down if n.id in stale_ids and n.pod is not None
-                     and not n.pod.deleting]  # fmt: skip
-            if rolling and stale:
-                n = stale[0]
-                action = Action(
-                    RESTART, zone=n.zone, node=n.id, reason="RollingUpdate",
-                    message=f"restarting {n.id} on the current pod template: it is down on "
-                    "an outdated one",
-                )  # fmt: skip
-                progressing = ("RollingUpdate", action.message)
-                break
-            if rolling:
-                crashing = "".join(
-                    f"; {n.id} keeps crashing ({n.pod.restarts} restarts)"
-                    for n in down if n.crash_looping and n.pod is not None
-                )  # fmt: skip
-                degraded = (
-                    "UpgradeStalled",
-                    f"rolling update stopped: {desc} down{crashing}; fix the image or settings",
-                )
-                break
-            if spec.replace_enabled and long_down and others_up and len(down) == 1:
-                n = long_down[0]
-                why = "its volume is lost" if lost_volume(n) else (
-                    f"down for {int(now - (n.down_since or now))} s "
-                    f"(failureReplacement.after {int(spec.replace_after_seconds)} s)"
-                )  # fmt: skip
-                action = Action(
-                    REPLACE, zone=n.zone, node=n.id, pvc=spec.pvc_name(n.zone, n.ordinal),
-                    reason="ReplacingNode",
-                    message=f"replacing {n.id}: {why}; its pod and volume are recreated empty "
-                    "and it streams its ranges back from the other replicas",
-                )  # fmt: skip
-                replacements += 1
-                n.down_since = None
-                degraded = ("NodeDown", action.message)
-                progressing = ("Replacing", action.message)
-                break
-            if spec.replace_enabled and long_down and not others_up:
-                note = "not replaced while other nodes are down too"
-            elif spec.replace_enabled:
-                note = f"replaced after {int(spec.replace_after_seconds)} s"
-            else:
-                note = "failureReplacement is disabled"
-            degraded = ("NodeDown", f"down: {desc}; {note}")
-            break
+def wait_for_ring_change(f: Facts) -> Verdict | None:
+    """A ring change under way (a member joining, leaving or replacing): wait for it."""
+    busy = [n for n in f.nodes if n.busy]
+    ring = f.ring
+    if ring is None or not (ring.in_progress or busy):
+        return None
+    progress = change_progress(ring.change)
+    state = busy[0].member.state if busy and busy[0].member else ""
+    what = ring.in_progress or f"{busy[0].id} is {state}"
+    reason = {
+        JOINING: "Joining", LEAVING: "Decommissioning", REPLACING: "Replacing",
+    }.get(state, "RingChange")  # fmt: skip
+    pct = f" ({progress['percent']}%)" if progress and "percent" in progress else ""
+    return Verdict(progressing=(reason, f"{what}{pct}"), progress=progress)
 
-        # 6. pods starting
-        starting = [n for n in nodes if not n.ready]
-        if starting:
-            names = ", ".join(n.id for n in starting)
-            # Say why they start (the phase follows): the node the operator just restarted
-            # or replaced, a new node of a scale-up, or a node restarting by itself.
-            if not _ever_available(prev):
-                reason = "Creating"
-            elif just_restarted and last.get("node") in {n.id for n in starting}:
-                reason = "RollingUpdate" if last.get("action") == RESTART else "Replacing"
-            elif any(n.member is None or n.member.state not in HOLDS_DATA for n in starting) or (
-                last_pending and last.get("action") == SCALE
-                and last.get("node") in {n.id for n in starting}
-            ):  # fmt: skip
-                reason = "ScalingUp"  # a new node, before or just after its join
-            else:
-                reason = "WaitingForNodes"
-            progressing = (reason, f"waiting for {names} to become ready")
-            break
-        if ring is None:
-            degraded = ("ClusterUnreachable", "no node answered the operator")
-            break
 
-        # 7. after a ring change: wait until every node has cleaned what it gave away
-        if ring.cleanup_pending:
-            progress = cleanup_progress(ring)
-            cleaning = ", ".join(ring.cleanup_pending)
-            progressing = (
-                "CleaningUp",
-                f"waiting for {cleaning} to delete the ranges they no longer replicate "
-                f"({progress['percent']}%)",
-            )
-            break
+def wait_for_restarted_node(f: Facts) -> Verdict | None:
+    """Every node down is the one the operator just restarted or replaced: wait for it (a
+    pod the roll restarted that keeps crashing is not waited for: the roll is stalled)."""
+    down = f.down
+    expected = [
+        n for n in down if f.just_restarted and n.id == f.last.get("node")
+        and not (f.rolling and n.crash_looping)
+    ]  # fmt: skip
+    if not down or expected != down:
+        return None
+    restart = f.last.get("action") == RESTART
+    what, reason = ("restarted", "RollingUpdate") if restart else ("replaced", "Replacing")
+    return Verdict(progressing=(reason, f"waiting for {what} {down[0].id} to come back"))
 
-        # 8. rolling update, one pod at a time
-        if rolling:
-            pending = {k: v for k, v in ring.hints_pending.items() if v}
-            not_normal = [n.id for n in nodes if n.member is None or n.member.state != NORMAL
-                          or not n.member.alive]  # fmt: skip
-            updated = len(nodes) - len(outdated)
-            progress = {"operation": "upgrade", "state": "running",
-                        "updatedReplicas": updated,
-                        "percent": round(100.0 * updated / max(1, len(nodes)), 1)}  # fmt: skip
-            if pending:
-                hints = ", ".join(f"{k} ({v})" for k, v in sorted(pending.items()))
-                progressing = ("RollingUpdate", f"waiting for hints to be delivered to {hints}")
-                break
-            if not_normal:
-                progressing = ("RollingUpdate", "waiting for " + ", ".join(not_normal)
-                               + " to be normal")  # fmt: skip
-                break
-            order = {z: i for i, z in enumerate(spec.zones)}
-            n = sorted(outdated, key=lambda n: (order[n.zone], -n.ordinal))[0]
-            action = Action(
-                RESTART, zone=n.zone, node=n.id, reason="RollingUpdate",
-                message=f"restarting {n.id} on the new pod template "
-                f"({updated}/{len(nodes)} updated)",
-            )  # fmt: skip
-            progressing = ("RollingUpdate", action.message)
-            break
 
-        # 9. scale up
-        if total < desired:
-            z_up = scale_up_zone(spec, counts, desired)
-            if z_up is not None:
-                node_id = spec.pod_name(z_up, counts[z_up])
-                action = Action(
-                    SCALE, zone=z_up, node=node_id, replicas=counts[z_up] + 1, reason="ScaleUp",
-                    message=f"adding {node_id} ({total} -> {total + 1} of {desired} nodes)",
-                )  # fmt: skip
-                progressing = ("ScalingUp", action.message)
-                break
+def restart_stale_down_node(f: Facts) -> Verdict | None:
+    """A pod down on an outdated template (the spec was reverted or fixed after a stall, or
+    it failed by itself mid-roll) is moved to the current template: with OnDelete, nothing
+    else would ever restart it onto the fix."""
+    stale_ids = {o.id for o in f.outdated}
+    stale = [n for n in f.down if n.id in stale_ids and n.pod is not None and not n.pod.deleting]
+    if not (f.rolling and stale):
+        return None
+    n = stale[0]
+    return _act(Action(
+        RESTART, zone=n.zone, node=n.id, reason="RollingUpdate",
+        message=f"restarting {n.id} on the current pod template: it is down on an outdated one",
+    ), "RollingUpdate")  # fmt: skip
 
-        # 10. scale down: decommission first
-        if total > desired:
-            z_down = scale_down_zone(spec, counts, desired)
-            if z_down is not None:
-                node_id = spec.pod_name(z_down, counts[z_down] - 1)
-                action = Action(
-                    DECOMMISSION, zone=z_down, node=node_id, reason="Decommission",
-                    message=f"decommissioning {node_id} ({total} -> {total - 1} of {desired} "
-                    "nodes); its pod is removed once it reports left",
-                )  # fmt: skip
-                progressing = ("ScalingDown", action.message)
-                break
-        break
 
-    status = _status(
-        spec, observed, prev, nodes, counts, now, generation, action, progressing, degraded,
-        progress, replacements, rolling, desired,
+def _down_for(f: Facts, down: list[_Node]) -> str:
+    return ", ".join(f"{n.id} ({int(f.now - (n.down_since or f.now))} s)" for n in down)
+
+
+def stop_roll_on_failure(f: Facts) -> Verdict | None:
+    """A node down during a roll (not one just restarted): stop the roll, say so."""
+    down = f.down
+    if not (f.rolling and down):
+        return None
+    crashing = "".join(
+        f"; {n.id} keeps crashing ({n.pod.restarts} restarts)"
+        for n in down if n.crash_looping and n.pod is not None
     )  # fmt: skip
-    if action.kind == NONE and last and last_done and status.get("lastAction"):
+    return Verdict(degraded=(
+        "UpgradeStalled",
+        f"rolling update stopped: {_down_for(f, down)} down{crashing}; fix the image or settings",
+    ))  # fmt: skip
+
+
+def _long_down(f: Facts) -> list[_Node]:
+    return [
+        n for n in f.down if n.down_since is not None
+        and (f.now - n.down_since >= f.spec.replace_after_seconds or f.lost_volume(n))
+    ]  # fmt: skip
+
+
+def replace_failed_node(f: Facts) -> Verdict | None:
+    """One node down for ``failureReplacement.after`` (or its volume lost), every other node
+    up: replace it (delete its pod and volume; it comes back empty and refills)."""
+    down = f.down
+    long_down = _long_down(f)
+    others_up = all(n.up for n in f.nodes if n not in down)
+    if not (f.spec.replace_enabled and long_down and others_up and len(down) == 1):
+        return None
+    n = long_down[0]
+    why = "its volume is lost" if f.lost_volume(n) else (
+        f"down for {int(f.now - (n.down_since or f.now))} s "
+        f"(failureReplacement.after {int(f.spec.replace_after_seconds)} s)"
+    )  # fmt: skip
+    return _act(Action(
+        REPLACE, zone=n.zone, node=n.id, pvc=f.spec.pvc_name(n.zone, n.ordinal),
+        reason="ReplacingNode",
+        message=f"replacing {n.id}: {why}; its pod and volume are recreated empty "
+        "and it streams its ranges back from the other replicas",
+    ), "Replacing", degraded="NodeDown")  # fmt: skip
+
+
+def report_down_nodes(f: Facts) -> Verdict | None:
+    """Nodes down and not (yet) replaced: wait, and say when they will be."""
+    down = f.down
+    if not down:
+        return None
+    spec = f.spec
+    others_up = all(n.up for n in f.nodes if n not in down)
+    if spec.replace_enabled and _long_down(f) and not others_up:
+        note = "not replaced while other nodes are down too"
+    elif spec.replace_enabled:
+        note = f"replaced after {int(spec.replace_after_seconds)} s"
+    else:
+        note = "failureReplacement is disabled"
+    return Verdict(degraded=("NodeDown", f"down: {_down_for(f, down)}; {note}"))
+
+
+def wait_for_starting_pods(f: Facts) -> Verdict | None:
+    """Pods not ready yet: wait, saying why they start (the phase follows): the node the
+    operator just restarted or replaced, a new node of a scale-up, or one restarting itself."""
+    starting = [n for n in f.nodes if not n.ready]
+    if not starting:
+        return None
+    ids = {n.id for n in starting}
+    last = f.last
+    if not _ever_available(f.prev):
+        reason = "Creating"
+    elif f.just_restarted and last.get("node") in ids:
+        reason = "RollingUpdate" if last.get("action") == RESTART else "Replacing"
+    elif any(n.member is None or n.member.state not in DATA_STATUSES for n in starting) or (
+        f.last_pending and last.get("action") == SCALE and last.get("node") in ids
+    ):
+        reason = "ScalingUp"  # a new node, before or just after its join
+    else:
+        reason = "WaitingForNodes"
+    names = ", ".join(n.id for n in starting)
+    return Verdict(progressing=(reason, f"waiting for {names} to become ready"))
+
+
+def cluster_unreachable(f: Facts) -> Verdict | None:
+    if f.ring is None:
+        return Verdict(degraded=("ClusterUnreachable", "no node answered the operator"))
+    return None
+
+
+def wait_for_cleanup(f: Facts) -> Verdict | None:
+    """After a ring change, until every node has cleaned the ranges it gave away: wait, so a
+    scale-out is done only once the space is reclaimed and no step starts on top of it."""
+    ring = f.ring
+    if ring is None or not ring.cleanup_pending:
+        return None
+    progress = cleanup_progress(ring)
+    cleaning = ", ".join(ring.cleanup_pending)
+    return Verdict(progressing=(
+        "CleaningUp",
+        f"waiting for {cleaning} to delete the ranges they no longer replicate "
+        f"({progress['percent']}%)",
+    ), progress=progress)  # fmt: skip
+
+
+def roll_one_pod(f: Facts) -> Verdict | None:
+    """Rolling update: restart one outdated pod, once every node is normal and alive and no
+    hints are pending."""
+    if not f.rolling or f.ring is None:
+        return None
+    nodes, spec = f.nodes, f.spec
+    pending = {k: v for k, v in f.ring.hints_pending.items() if v}
+    not_normal = [n.id for n in nodes if n.member is None or n.member.state != NORMAL
+                  or not n.member.alive]  # fmt: skip
+    updated = len(nodes) - len(f.outdated)
+    progress = {"operation": "upgrade", "state": "running", "updatedReplicas": updated,
+                "percent": round(100.0 * updated / max(1, len(nodes)), 1)}  # fmt: skip
+    if pending:
+        hints = ", ".join(f"{k} ({v})" for k, v in sorted(pending.items()))
+        return Verdict(progressing=("RollingUpdate", f"waiting for hints to be delivered to "
+                                    f"{hints}"), progress=progress)  # fmt: skip
+    if not_normal:
+        return Verdict(progressing=("RollingUpdate", "waiting for " + ", ".join(not_normal)
+                                    + " to be normal"), progress=progress)  # fmt: skip
+    order = {z: i for i, z in enumerate(spec.zones)}
+    n = sorted(f.outdated, key=lambda n: (order[n.zone], -n.ordinal))[0]
+    action = Action(
+        RESTART, zone=n.zone, node=n.id, reason="RollingUpdate",
+        message=f"restarting {n.id} on the new pod template ({updated}/{len(nodes)} updated)",
+    )  # fmt: skip
+    return Verdict(action, ("RollingUpdate", action.message), progress=progress)
+
+
+def scale_up(f: Facts) -> Verdict | None:
+    """One node more, in the zone furthest below its share."""
+    total, desired = f.total, f.desired
+    z = scale_up_zone(f.spec, f.counts, desired) if total < desired else None
+    if z is None:
+        return None
+    node_id = f.spec.pod_name(z, f.counts[z])
+    return _act(Action(
+        SCALE, zone=z, node=node_id, replicas=f.counts[z] + 1, reason="ScaleUp",
+        message=f"adding {node_id} ({total} -> {total + 1} of {desired} nodes)",
+    ), "ScalingUp")  # fmt: skip
+
+
+def scale_down(f: Facts) -> Verdict | None:
+    """Decommission the top node of the zone furthest above its share; its StatefulSet
+    shrinks once it reports ``left`` (``remove_left_node``)."""
+    total, desired = f.total, f.desired
+    z = scale_down_zone(f.spec, f.counts, desired) if total > desired else None
+    if z is None:
+        return None
+    node_id = f.spec.pod_name(z, f.counts[z] - 1)
+    return _act(Action(
+        DECOMMISSION, zone=z, node=node_id, reason="Decommission",
+        message=f"decommissioning {node_id} ({total} -> {total - 1} of {desired} nodes); "
+        "its pod is removed once it reports left",
+    ), "ScalingDown")  # fmt: skip
+
+
+Rule = Callable[[Facts], Verdict | None]
+
+#: The rules in order of precedence: the first that returns a verdict decides the pass.
+RULES: tuple[Rule, ...] = (
+    paused,
+    remove_left_node,
+    delete_removed_volume,
+    restore_removed_node,
+    create_first_node,
+    wait_for_ring_change,
+    wait_for_restarted_node,
+    restart_stale_down_node,
+    stop_roll_on_failure,
+    replace_failed_node,
+    report_down_nodes,
+    wait_for_starting_pods,
+    cluster_unreachable,
+    wait_for_cleanup,
+    roll_one_pod,
+    scale_up,
+    scale_down,
+)
+
+
+def decide(
+    spec: ClusterSpec,
+    observed: Observed,
+    previous_status: dict[str, Any] | None,
+    now: float,
+    generation: int | None = None,
+) -> Decision:
+    """The next action and the status to write (pure; ``now`` in seconds since the epoch):
+    the verdict of the first rule that has one."""
+    f = facts(spec, observed, previous_status, now)
+    verdict = next((v for v in (rule(f) for rule in RULES) if v is not None), Verdict())
+    action = verdict.action
+    replacements = int(f.prev.get("replacements") or 0)
+    if action.kind == REPLACE:
+        replacements += 1
+        for n in f.nodes:
+            if n.id == action.node:
+                n.down_since = None  # its replacement starts now
+    status = _status(
+        spec, observed, f.prev, f.nodes, f.counts, now, generation, action, verdict.progressing,
+        verdict.degraded, verdict.progress, replacements, f.rolling, f.desired,
+    )  # fmt: skip
+    if action.kind == NONE and f.last and f.last_done and status.get("lastAction"):
         status["lastAction"] = {**status["lastAction"], "done": True}
     return Decision(action, status)
 
@@ -757,7 +889,7 @@ def _status(
     else:
         available, avail_reason = False, "NoNodeReachable"
         avail_msg = "no node answered" if nodes else "no nodes yet"
-    if available and len([m for m in members.values() if m.state in IN_RING]) < min(
+    if available and len([m for m in members.values() if in_ring(m.state, bool(m.tokens))]) < min(
         spec.replication_factor, desired
     ):
         available, avail_reason = False, "Forming"
@@ -865,7 +997,7 @@ def scaling_blocked(spec: ClusterSpec, observed: Observed) -> bool:
             return True
         if member is None or member.state != NORMAL or not member.alive:
             return True
-    return any(m.state in CHANGE_STATES for m in ring.members.values())
+    return any(m.state in CHANGE_STATUSES for m in ring.members.values())
 
 
 def request_rate(

@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from ringkv.node.config import SETTINGS
+
 GROUP = "ringkv.io"
 VERSION = "v1alpha1"
 PLURAL = "kvclusters"
@@ -31,17 +33,15 @@ MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 ZONE_KEY = "ringkv.io/zone"
 NODE_ID_ANNOTATION = "ringkv.io/node-id"
 
-# Node flags the operator sets itself; spec.settings may not override them.
-RESERVED_SETTINGS = frozenset(
-    {
-        "node-id", "host", "port", "peer-port", "advertise-host", "peer-advertise", "zone",
-        "data-dir", "seeds", "replication-factor", "vnodes", "conflict-mode",
-        "default-consistency", "auto-join",
-        # security: wired from spec.security
-        "auth-tokens-file", "no-auth", "cluster-secret-file", "no-peer-auth",
-        "tls-cert-file", "tls-key-file", "tls-ca-file",
-    }
-)  # fmt: skip
+# Node flags the operator sets itself (security flags from spec.security); spec.settings may
+# not override them.
+RESERVED_SETTINGS = frozenset(s.flag for s in SETTINGS.values() if s.operator)
+
+
+def _node_default(flag: str) -> Any:
+    """The node's default for a flag: a KVCluster field that sets it has the same default."""
+    return SETTINGS[flag].default
+
 
 # Where the node pods find the files mounted from Secrets (directories: a Secret volume mounted
 # without subPath is updated in place when the Secret changes, and the nodes reload tokens and
@@ -155,15 +155,15 @@ class ClusterSpec:
     namespace: str
     zones: tuple[str, ...]
     replicas: int = 3
-    replication_factor: int = 3
-    consistency: str = "balanced"
-    conflict_resolution: str = "siblings"
-    vnodes: int = 128
+    replication_factor: int = _node_default("replication-factor")
+    consistency: str = _node_default("default-consistency")
+    conflict_resolution: str = _node_default("conflict-mode")
+    vnodes: int = _node_default("vnodes")
     image: str = DEFAULT_IMAGE
     image_pull_policy: str = "IfNotPresent"
     image_pull_secrets: tuple[str, ...] = ()
-    client_port: int = 7001
-    peer_port: int = 8001
+    client_port: int = _node_default("port")
+    peer_port: int = _node_default("peer-port")
     topology_key: str = ZONE_LABEL
     resources: dict[str, Any] = field(default_factory=dict)
     storage_size: str = "1Gi"
@@ -384,11 +384,12 @@ def parse_spec(name: str, namespace: str, spec: dict[str, Any]) -> ClusterSpec:
         if not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", zone) or len(zone) > 20:
             raise SpecError(f"zone {zone!r} must be a DNS label of at most 20 characters")
     replicas = int(spec.get("replicas", 3))
-    rf = int(spec.get("replicationFactor", 3))
+    rf = int(spec.get("replicationFactor", _node_default("replication-factor")))
     if replicas < 1:
         raise SpecError("spec.replicas must be at least 1")
-    if not 1 <= rf <= 15:
-        raise SpecError("spec.replicationFactor must be between 1 and 15")
+    rf_problem = SETTINGS["replication-factor"].problem(rf)  # N's range: the node's
+    if rf_problem:
+        raise SpecError(rf_problem.replace("--replication-factor", "spec.replicationFactor"))
     if rf > replicas:
         raise SpecError(f"spec.replicationFactor {rf} exceeds spec.replicas {replicas}")
     if len(name) > 40:
@@ -406,6 +407,11 @@ def parse_spec(name: str, namespace: str, spec: dict[str, Any]) -> ClusterSpec:
     bad = sorted(k for k, _ in settings if k in RESERVED_SETTINGS)
     if bad:
         raise SpecError(f"spec.settings must not set {', '.join(bad)} (the operator sets them)")
+    # A misspelt flag would be ignored by the nodes (an unknown RINGKV_* variable) unnoticed.
+    unknown = sorted(k for k, _ in settings if k not in SETTINGS)
+    if unknown:
+        raise SpecError(f"spec.settings: {', '.join(unknown)} is not a node flag (ringkv node "
+                        "--help lists them)")  # fmt: skip
     target_disk = auto.get("targetDiskBytesPerNode")
     autoscaling = Autoscaling(
         enabled=bool(auto.get("enabled", False)),
@@ -423,8 +429,8 @@ def parse_spec(name: str, namespace: str, spec: dict[str, Any]) -> ClusterSpec:
     )
     if autoscaling.enabled and not (rf <= autoscaling.min_replicas <= autoscaling.max_replicas):
         raise SpecError("autoscaling needs replicationFactor <= minReplicas <= maxReplicas")
-    client_port = int(spec.get("clientPort", 7001))
-    peer_port = int(spec.get("peerPort", 8001))
+    client_port = int(spec.get("clientPort", _node_default("port")))
+    peer_port = int(spec.get("peerPort", _node_default("peer-port")))
     if client_port == peer_port:
         raise SpecError("spec.clientPort and spec.peerPort must differ")
     size = storage.get("size", "1Gi")
@@ -435,9 +441,9 @@ def parse_spec(name: str, namespace: str, spec: dict[str, Any]) -> ClusterSpec:
         zones=zones,
         replicas=replicas,
         replication_factor=rf,
-        consistency=str(spec.get("consistency", "balanced")),
-        conflict_resolution=str(spec.get("conflictResolution", "siblings")),
-        vnodes=int(spec.get("vnodes", 128)),
+        consistency=str(spec.get("consistency", _node_default("default-consistency"))),
+        conflict_resolution=str(spec.get("conflictResolution", _node_default("conflict-mode"))),
+        vnodes=int(spec.get("vnodes", _node_default("vnodes"))),
         image=str(spec.get("image") or DEFAULT_IMAGE),
         image_pull_policy=str(spec.get("imagePullPolicy", "IfNotPresent")),
         image_pull_secrets=tuple(

@@ -1,0 +1,314 @@
+"""plan.RULES: each reconcile rule alone (it applies, or it returns None and leaves the pass to
+the next rule), and the order of precedence between them. tests/operator/test_plan.py checks
+``decide`` as a whole."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ringkv.operator import plan
+from ringkv.operator.plan import Facts, Observed, PodState, PvcState, facts, iso
+from ringkv.operator.spec import ClusterSpec
+
+from .conftest import ZONES, cluster, condition, make_spec
+
+NOW = 1_800_000_000.0
+ONE = {"zone-a": 1, "zone-b": 1, "zone-c": 1}
+TWO = {"zone-a": 2, "zone-b": 2, "zone-c": 2}
+RUNNING = {"phase": "Running"}  # a status of a cluster that has been available
+
+
+def f_of(spec: ClusterSpec, observed: Observed, prev: dict[str, Any] | None = None,
+         now: float = NOW) -> Facts:  # fmt: skip
+    return facts(spec, observed, RUNNING if prev is None else prev, now)
+
+
+def no_rule_but(f: Facts, wanted: plan.Rule) -> None:
+    """Only ``wanted`` (among the rules before it) has a verdict for these facts."""
+    for rule in plan.RULES:
+        if rule is wanted:
+            return
+        assert rule(f) is None, rule.__name__
+
+
+def test_the_order_of_precedence() -> None:
+    assert [r.__name__ for r in plan.RULES] == [
+        "paused",
+        "remove_left_node",
+        "delete_removed_volume",
+        "restore_removed_node",
+        "create_first_node",
+        "wait_for_ring_change",
+        "wait_for_restarted_node",
+        "restart_stale_down_node",
+        "stop_roll_on_failure",
+        "replace_failed_node",
+        "report_down_nodes",
+        "wait_for_starting_pods",
+        "cluster_unreachable",
+        "wait_for_cleanup",
+        "roll_one_pod",
+        "scale_up",
+        "scale_down",
+    ]
+    assert all(r.__name__ in (plan.__doc__ or "") for r in plan.RULES)
+
+
+def test_a_settled_cluster_gets_no_verdict() -> None:
+    spec = make_spec()
+    f = f_of(spec, cluster(spec, ONE))
+    assert [r.__name__ for r in plan.RULES if r(f) is not None] == []
+
+
+def test_paused() -> None:
+    spec = make_spec(paused=True, replicas=6)
+    f = f_of(spec, cluster(spec, ONE))
+    v = plan.paused(f)
+    assert v is not None and v.action.kind == plan.NONE and v.progressing is not None
+    assert v.progressing[0] == "Paused"
+    assert plan.paused(f_of(make_spec(), cluster(make_spec(), ONE))) is None
+    assert plan.scale_up(f) is not None  # what pausing holds back
+
+
+def test_remove_left_node() -> None:
+    spec = make_spec()
+    counts = {"zone-a": 1, "zone-b": 1, "zone-c": 2}
+    v = plan.remove_left_node(f_of(spec, cluster(spec, counts, states={"kv-zone-c-1": "left"})))
+    assert v is not None
+    assert (v.action.kind, v.action.zone, v.action.replicas) == (plan.SCALE, "zone-c", 1)
+    assert v.progressing == ("ScalingDown", v.action.message)
+    for state in ("normal", "leaving", "joining", "replacing", "starting"):
+        f = f_of(spec, cluster(spec, counts, states={"kv-zone-c-1": state}))
+        assert plan.remove_left_node(f) is None
+
+
+def test_delete_removed_volume() -> None:
+    spec = make_spec()
+    obs = cluster(spec, ONE, extra_members={"kv-zone-a-1": "left"})
+    pvcs = {"data-kv-zone-a-1": PvcState("data-kv-zone-a-1")}
+    with_volume = dataclasses.replace(obs, pvcs=pvcs)
+    v = plan.delete_removed_volume(f_of(spec, with_volume))
+    assert v is not None and (v.action.kind, v.action.pvc) == (plan.DELETE_PVC, "data-kv-zone-a-1")
+    # not while the node holds data, not without the nodes' word, not twice
+    holding = cluster(spec, ONE, extra_members={"kv-zone-a-1": "normal"})
+    assert plan.delete_removed_volume(f_of(spec, dataclasses.replace(holding, pvcs=pvcs))) is None
+    assert (
+        plan.delete_removed_volume(f_of(spec, dataclasses.replace(with_volume, ring=None))) is None
+    )
+    deleting = {"data-kv-zone-a-1": PvcState("data-kv-zone-a-1", deleting=True)}
+    assert plan.delete_removed_volume(f_of(spec, dataclasses.replace(obs, pvcs=deleting))) is None
+
+
+def test_restore_removed_node() -> None:
+    spec = make_spec()
+    f = f_of(spec, cluster(spec, ONE, extra_members={"kv-zone-b-1": "leaving"}))
+    v = plan.restore_removed_node(f)
+    assert v is not None and (v.action.kind, v.action.zone, v.action.replicas) == (
+        plan.SCALE,
+        "zone-b",
+        2,
+    )
+    assert v.degraded is not None and v.degraded[0] == "NodeRemovedUnsafely"
+    gone = f_of(spec, cluster(spec, ONE, extra_members={"kv-zone-b-1": "left"}))
+    assert plan.restore_removed_node(gone) is None
+
+
+def test_create_first_node() -> None:
+    spec = make_spec()
+    v = plan.create_first_node(f_of(spec, Observed({}, ring=None), prev={}))
+    assert v is not None and (v.action.kind, v.action.node) == (plan.SCALE, "kv-zone-a-0")
+    assert v.progressing is not None and v.progressing[0] == "Creating"
+    assert plan.create_first_node(f_of(spec, cluster(spec, {"zone-a": 1}))) is None
+
+
+def test_wait_for_ring_change() -> None:
+    spec = make_spec(replicas=4)
+    four = {"zone-a": 2, "zone-b": 1, "zone-c": 1}
+    f = f_of(spec, cluster(spec, four, states={"kv-zone-a-1": "joining"}))
+    no_rule_but(f, plan.wait_for_ring_change)
+    v = plan.wait_for_ring_change(f)
+    assert v is not None and v.action.kind == plan.NONE
+    assert v.progressing == ("Joining", "kv-zone-a-1 is joining")
+    elsewhere = f_of(spec, cluster(spec, ONE, in_progress="n9 is removing n8"))
+    v = plan.wait_for_ring_change(elsewhere)
+    assert v is not None and v.progressing == ("RingChange", "n9 is removing n8")
+    assert plan.wait_for_ring_change(f_of(spec, cluster(spec, four))) is None
+
+
+def _restarted(node: str, action: str = plan.RESTART, seconds_ago: float = 10) -> dict[str, Any]:
+    last = {"action": action, "node": node, "time": iso(NOW - seconds_ago)}
+    return {**RUNNING, "lastAction": last, "members": [{"id": node, "ready": False}]}
+
+
+def test_wait_for_restarted_node() -> None:
+    spec = make_spec()
+    down = cluster(spec, ONE, no_pod={"kv-zone-a-0"})
+    f = f_of(spec, down, _restarted("kv-zone-a-0"))
+    no_rule_but(f, plan.wait_for_restarted_node)
+    v = plan.wait_for_restarted_node(f)
+    assert v is not None
+    assert v.progressing == ("RollingUpdate", "waiting for restarted kv-zone-a-0 to come back")
+    replaced = plan.wait_for_restarted_node(
+        f_of(spec, down, _restarted("kv-zone-a-0", plan.REPLACE))
+    )
+    assert replaced is not None and replaced.progressing is not None
+    assert replaced.progressing[0] == "Replacing"
+    # another node down too, or the grace over: not just the restart
+    both = cluster(spec, ONE, no_pod={"kv-zone-a-0"}, dead={"kv-zone-b-0"})
+    assert plan.wait_for_restarted_node(f_of(spec, both, _restarted("kv-zone-a-0"))) is None
+    late = _restarted("kv-zone-a-0", seconds_ago=3600)
+    assert plan.wait_for_restarted_node(f_of(spec, down, late)) is None
+
+
+def test_restart_stale_down_node() -> None:
+    spec = make_spec()
+    obs = cluster(spec, ONE, dead={"kv-zone-b-0"}, revisions={"kv-zone-b-0": "rev0"})
+    v = plan.restart_stale_down_node(f_of(spec, obs))
+    assert v is not None and (v.action.kind, v.action.node) == (plan.RESTART, "kv-zone-b-0")
+    current = cluster(spec, ONE, dead={"kv-zone-b-0"}, revisions={"kv-zone-c-0": "rev0"})
+    assert plan.restart_stale_down_node(f_of(spec, current)) is None
+
+
+def test_stop_roll_on_failure() -> None:
+    spec = make_spec()
+    obs = cluster(spec, ONE, dead={"kv-zone-b-0"}, revisions={"kv-zone-c-0": "rev0"})
+    f = f_of(spec, obs)
+    no_rule_but(f, plan.stop_roll_on_failure)
+    v = plan.stop_roll_on_failure(f)
+    assert v is not None and v.action.kind == plan.NONE and v.degraded is not None
+    assert v.degraded[0] == "UpgradeStalled" and "kv-zone-b-0" in v.degraded[1]
+    not_rolling = cluster(spec, ONE, dead={"kv-zone-b-0"})
+    assert plan.stop_roll_on_failure(f_of(spec, not_rolling)) is None
+
+
+def _down_since(node: str, seconds_ago: float) -> dict[str, Any]:
+    return {**RUNNING, "members": [{"id": node, "downSince": iso(NOW - seconds_ago)}]}
+
+
+def test_replace_failed_node() -> None:
+    spec = make_spec(failureReplacement={"after": "5m"})
+    obs = cluster(spec, ONE, dead={"kv-zone-b-0"})
+    f = f_of(spec, obs, _down_since("kv-zone-b-0", 301))
+    no_rule_but(f, plan.replace_failed_node)
+    v = plan.replace_failed_node(f)
+    assert v is not None and (v.action.kind, v.action.node) == (plan.REPLACE, "kv-zone-b-0")
+    assert v.action.pvc == "data-kv-zone-b-0"
+    assert v.degraded is not None and v.degraded[0] == "NodeDown"
+    assert plan.replace_failed_node(f_of(spec, obs, _down_since("kv-zone-b-0", 100))) is None
+    # a lost volume does not wait
+    lost = dataclasses.replace(obs, pvcs={"data-kv-zone-b-0": PvcState("data-kv-zone-b-0", "Lost")})
+    assert plan.replace_failed_node(f_of(spec, lost, _down_since("kv-zone-b-0", 1))) is not None
+    # not with a second node down, not when disabled
+    two = cluster(spec, ONE, dead={"kv-zone-b-0", "kv-zone-c-0"})
+    prev = {**RUNNING, "members": [{"id": n, "downSince": iso(NOW - 999)}
+                                   for n in ("kv-zone-b-0", "kv-zone-c-0")]}  # fmt: skip
+    assert plan.replace_failed_node(f_of(spec, two, prev)) is None
+    off = make_spec(failureReplacement={"enabled": False})
+    assert plan.replace_failed_node(f_of(off, obs, _down_since("kv-zone-b-0", 9999))) is None
+
+
+def test_report_down_nodes() -> None:
+    spec = make_spec(failureReplacement={"after": "5m"})
+    v = plan.report_down_nodes(f_of(spec, cluster(spec, ONE, dead={"kv-zone-b-0"})))
+    assert v is not None and v.action.kind == plan.NONE and v.degraded is not None
+    assert v.degraded[0] == "NodeDown" and "replaced after 300 s" in v.degraded[1]
+    assert plan.report_down_nodes(f_of(spec, cluster(spec, ONE))) is None
+
+
+def test_wait_for_starting_pods() -> None:
+    spec = make_spec()
+    f = f_of(spec, cluster(spec, ONE, not_ready={"kv-zone-c-0"}))
+    no_rule_but(f, plan.wait_for_starting_pods)
+    v = plan.wait_for_starting_pods(f)
+    assert v is not None
+    assert v.progressing == ("WaitingForNodes", "waiting for kv-zone-c-0 to become ready")
+    fresh = f_of(spec, cluster(spec, ONE, not_ready={"kv-zone-c-0"}), prev={})
+    v = plan.wait_for_starting_pods(fresh)
+    assert v is not None and v.progressing is not None and v.progressing[0] == "Creating"
+    assert plan.wait_for_starting_pods(f_of(spec, cluster(spec, ONE))) is None
+
+
+def test_cluster_unreachable() -> None:
+    spec = make_spec()
+    f = f_of(spec, cluster(spec, ONE, ring=False))
+    v = plan.cluster_unreachable(f)
+    assert v is not None and v.degraded is not None and v.degraded[0] == "ClusterUnreachable"
+    assert plan.cluster_unreachable(f_of(spec, cluster(spec, ONE))) is None
+
+
+def test_wait_for_cleanup() -> None:
+    spec = make_spec(replicas=4)
+    f = f_of(spec, cluster(spec, ONE, cleanup_pending=("kv-zone-a-0",)))
+    no_rule_but(f, plan.wait_for_cleanup)
+    v = plan.wait_for_cleanup(f)
+    assert v is not None and v.action.kind == plan.NONE and v.progressing is not None
+    assert v.progressing[0] == "CleaningUp" and v.progress is not None
+    assert v.progress["operation"] == "cleanup"
+    assert plan.wait_for_cleanup(f_of(spec, cluster(spec, ONE))) is None
+
+
+def test_roll_one_pod() -> None:
+    spec = make_spec()
+    old = {f"kv-{z}-0": "rev0" for z in ZONES}
+    f = f_of(spec, cluster(spec, ONE, revisions=old))
+    no_rule_but(f, plan.roll_one_pod)
+    v = plan.roll_one_pod(f)
+    assert v is not None and (v.action.kind, v.action.node) == (plan.RESTART, "kv-zone-a-0")
+    assert v.progress is not None and v.progress["operation"] == "upgrade"
+    hints = plan.roll_one_pod(f_of(spec, cluster(spec, ONE, revisions=old, hints={"x": 3})))
+    assert hints is not None and hints.action.kind == plan.NONE
+    assert hints.progressing is not None and "hints" in hints.progressing[1]
+    assert plan.roll_one_pod(f_of(spec, cluster(spec, ONE))) is None
+
+
+def test_scale_up() -> None:
+    spec = make_spec(replicas=4)
+    f = f_of(spec, cluster(spec, ONE))
+    no_rule_but(f, plan.scale_up)
+    v = plan.scale_up(f)
+    assert v is not None and (v.action.kind, v.action.zone, v.action.replicas) == (
+        plan.SCALE,
+        "zone-a",
+        2,
+    )
+    assert plan.scale_up(f_of(make_spec(), cluster(make_spec(), ONE))) is None
+
+
+def test_scale_down() -> None:
+    spec = make_spec(replicas=3)
+    f = f_of(spec, cluster(spec, {"zone-a": 2, "zone-b": 1, "zone-c": 1}))
+    no_rule_but(f, plan.scale_down)
+    v = plan.scale_down(f)
+    assert v is not None and (v.action.kind, v.action.node) == (plan.DECOMMISSION, "kv-zone-a-1")
+    assert plan.scale_down(f_of(spec, cluster(spec, ONE))) is None
+
+
+def test_precedence_decides_between_rules_that_both_apply() -> None:
+    """Where two rules have a verdict, the earlier one decides the pass."""
+    spec = make_spec(replicas=6, paused=True)
+    f = f_of(spec, cluster(spec, ONE, states={"kv-zone-a-0": "joining"}))
+    assert plan.scale_up(f) is not None and plan.wait_for_ring_change(f) is not None
+    assert plan.decide(spec, f.observed, RUNNING, NOW).action.kind == plan.NONE  # paused first
+    spec = make_spec(replicas=6)
+    d = plan.decide(spec, f.observed, RUNNING, NOW)  # the ring change before the scale-up
+    assert d.action.kind == plan.NONE and condition(d.status, "Progressing")["reason"] == "Joining"
+    # a node down during a roll: the roll stops instead of restarting the next pod
+    old = {f"kv-{z}-0": "rev0" for z in ZONES}
+    rolling = cluster(make_spec(), ONE, revisions=old, dead={"kv-zone-b-0"})
+    f = f_of(make_spec(), rolling)
+    assert plan.roll_one_pod(f) is not None
+    assert (
+        plan.decide(make_spec(), rolling, RUNNING, NOW).action.kind == plan.RESTART
+    )  # the stale one
+    assert plan.decide(make_spec(), rolling, RUNNING, NOW).action.node == "kv-zone-b-0"
+
+
+def test_a_pod_that_is_deleting_is_not_ready() -> None:
+    spec = make_spec()
+    obs = cluster(spec, ONE)
+    pods = dict(obs.pods)
+    p = pods["kv-zone-a-0"]
+    pods[p.name] = PodState(p.name, p.zone, p.ordinal, deleting=True, revision=p.revision)
+    f = f_of(spec, dataclasses.replace(obs, pods=pods))
+    assert [n.id for n in f.nodes if not n.ready] == ["kv-zone-a-0"]
