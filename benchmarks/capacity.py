@@ -23,8 +23,9 @@ import argparse
 import random
 import time
 
+from ringkv.core.allocation import allocate_tokens
 from ringkv.core.placement import preference_list
-from ringkv.core.ring import DEFAULT_VNODES, RING_SIZE, Ring, allocate_tokens
+from ringkv.core.ring import DEFAULT_VNODES, RING_SIZE, Ring
 from ringkv.core.streaming import moved_fraction, plan_transfers
 
 ZONES = 3

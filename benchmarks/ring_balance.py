@@ -9,7 +9,9 @@ own), and the time to allocate the newcomer's tokens.
 
 Zones: ``--zones 3`` assigns them round-robin (equal zones at every multiple of 3);
 ``--zone-sizes 5,3,2`` fills zones in that proportion (unequal zones); ``--zones 1`` is a single
-zone. ``--sizes 100,300,1000`` reports only those sizes (still joining one node at a time).
+zone; ``--zones 2`` or ``--zones 4`` (N=3) are layouts where zones take an extra replica for
+part of the ring, allocated over the whole ring (slower: about a second per join at 100+ nodes).
+``--sizes 100,300,1000`` reports only those sizes (still joining one node at a time).
 ``--lookups`` times uncached ``preference_list`` at 10, 100, 1,000 and 10,000 members.
 
 Run: ``.venv/bin/python benchmarks/ring_balance.py [max_nodes]`` (default 24).
@@ -22,13 +24,14 @@ import random
 import statistics
 import time
 
+from ringkv.core.allocation import allocate_tokens
 from ringkv.core.placement import (
     preference_list,
     replica_balance_bound,
     replica_loads,
     replicas_gained,
 )
-from ringkv.core.ring import DEFAULT_VNODES, RING_SIZE, Ring, allocate_tokens, key_hash
+from ringkv.core.ring import DEFAULT_VNODES, RING_SIZE, Ring, key_hash
 
 
 def zone_sequence(count: int, zones: int, sizes: list[int] | None) -> list[str]:

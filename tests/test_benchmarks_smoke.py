@@ -103,3 +103,13 @@ def test_cleanup_benchmark_quick_run() -> None:
 def test_frame_auth_benchmark_runs() -> None:
     out = run("benchmarks/frame_auth.py", "--writes", "200", "--rounds", "1")
     assert "median_extra_us" in out
+
+
+@pytest.mark.slow
+def test_backup_benchmark_quick_run(tmp_path: Path) -> None:
+    result = tmp_path / "backup.json"
+    run("benchmarks/backup.py", "--keys", "300", "--rounds", "1", "--rate", "50",
+        "--json", str(result), timeout=300)  # fmt: skip
+    document = json.loads(result.read_text())
+    assert document["restore"]["records_sent"] == 300
+    assert document["incremental"]["second_uploaded"] < document["incremental"]["second_bytes"]

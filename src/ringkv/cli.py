@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from ringkv import __version__, bench
+from ringkv.backup_cli import add_commands as add_backup_commands
 from ringkv.client import (
     BadRequest,
     Client,
@@ -343,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     progress = admin_command("progress", "show the running (or the last) ring change")
     wait_flags(progress, "--watch", "follow the running change until it ends")
     progress.set_defaults(handler=cmd_admin_progress)
+    add_backup_commands(admin_command)  # backup, restore, backups, prune-backups
     return parser
 
 

@@ -41,6 +41,7 @@ import yarl
 
 from ringkv.client_cache import CacheMetrics, ClientCache, ReadPlan, make_cache
 from ringkv.core.batching import MAX_BATCH_KEYS
+from ringkv.core.errors import reason_of
 from ringkv.core.json_input import parse_json
 from ringkv.core.placement import preference_list
 from ringkv.core.ring import Ring, key_hash
@@ -144,15 +145,10 @@ def error_from_response(status: int, body: bytes) -> RingkvError:
         parsed = {}
     code = str(parsed.get("error") or f"http_{status}")
     message = str(parsed.get("message") or body.decode("utf-8", "replace").strip() or code)
-    cls: type[RingkvError] = RingkvError
-    if status in (400, 413, 414):
-        cls = BadRequest
-    elif status == 503:
-        cls = Unavailable
-    elif status == 504:
-        cls = Timeout
-    elif status == 412:
-        cls = PreconditionFailed
+    # The class is named by the node's error table (ringkv.core.errors): by code, else status.
+    reason = reason_of(status, code)
+    classes = {c.__name__: c for c in (BadRequest, Unavailable, Timeout, PreconditionFailed)}
+    cls = classes.get(reason.client, RingkvError) if reason is not None else RingkvError
     return cls(status, code, message, parsed)
 
 

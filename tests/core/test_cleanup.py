@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from tests.core.test_placement import rings
 
 from ringkv.core import gossip as g
+from ringkv.core.allocation import allocate_tokens
 from ringkv.core.cleanup import (
     SETTLE_MS,
     MemberInfo,
@@ -17,7 +18,7 @@ from ringkv.core.cleanup import (
     records_to_hand_off,
 )
 from ringkv.core.placement import preference_list
-from ringkv.core.ring import RING_SIZE, Ring, allocate_tokens, initial_tokens
+from ringkv.core.ring import RING_SIZE, Ring, initial_tokens
 
 NOW = 1_000_000_000
 

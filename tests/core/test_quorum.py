@@ -211,3 +211,18 @@ def test_strong_and_balanced_overlap(n: int) -> None:
         assert 2 * w > n  # and two writes always overlap
     eventual = resolve("write", n, consistency="eventual").required
     assert eventual == 1
+
+
+@given(st.integers(1, 9), st.data(), st.booleans())
+def test_quorum_wire_round_trip(n: int, data: st.DataObject, strict: bool) -> None:
+    quorum = Quorum(n, data.draw(st.integers(1, n)), strict)
+    assert Quorum.from_wire(quorum.to_wire()) == quorum
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [None, [3, 2], [3, 4, False], [3, 0, False], ["3", 2, False], [3, 2, 1], [3, True, False]],
+)
+def test_quorum_from_a_peer_is_checked(raw: object) -> None:
+    with pytest.raises(QuorumError):
+        Quorum.from_wire(raw)

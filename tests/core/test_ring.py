@@ -11,12 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ringkv.core.allocation import allocate_tokens
 from ringkv.core.ring import (
     DEFAULT_VNODES,
     RING_SIZE,
     Ring,
     TokenRange,
-    allocate_tokens,
     initial_tokens,
     key_hash,
 )

@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 
+from ringkv.core.errors import ReplicationMismatch, from_peer
 from ringkv.core.placement import preference_list, sloppy_preference_list
 from ringkv.core.quorum import Quorum
 from ringkv.core.ring import key_hash
 from ringkv.core.versions import VClock
 from ringkv.node.coordinator import Coordinator, QuorumTimeout
-from ringkv.node.messaging import PeerError, PeerNotReached, PeerTimeout
+from ringkv.node.messaging import QUORUM_FEATURE, PeerError, PeerNotReached, PeerTimeout
 from tests.node.standins import RING, coordinator
 
 
@@ -83,3 +84,80 @@ def test_forward_that_may_have_been_applied_is_not_placed_again(tmp_path: Path) 
         asyncio.run(coordinator.put(key, b"value", VClock.empty(), Quorum(1, 1, False)))
     assert messaging.sent == [("addr-n3", "coordinate_put")]
     assert coordinator.hints.get("n3", key) == ()
+
+
+class _Forwarder:
+    """Records the forwarded body and answers it with ``answer``; ``features``: what the
+    receiving peer announced."""
+
+    def __init__(self, features: set[str], answer: dict[str, Any]) -> None:
+        self.features = features
+        self.answer = answer
+        self.bodies: list[dict[str, Any]] = []
+
+    async def request(self, address: str, verb: str, body: Any, timeout: float) -> Any:
+        assert verb == "coordinate_put"
+        self.bodies.append(body)
+        return self.answer
+
+    def supports(self, address: str, feature: str) -> bool:
+        return feature in self.features
+
+
+def test_forward_carries_the_resolved_quorum_as_it_is(tmp_path: Path) -> None:
+    key, _ = _key_of_n3()
+    quorum = Quorum(1, 1, True)
+    for features, expected in (({QUORUM_FEATURE}, {"quorum": [1, 1, True]}),
+                               (set(), {"required": 1, "strict": True})):  # fmt: skip
+        messaging = _Forwarder(features, {"context": VClock.empty().to_wire()})
+        coordinator = _coordinator(tmp_path / str(len(features)), "n1", messaging)
+        asyncio.run(coordinator.put(key, b"v", VClock.empty(), quorum))
+        (body,) = messaging.bodies
+        assert {k: body[k] for k in expected} == expected
+        assert not ({"quorum", "required", "strict"} - set(expected)) & set(body)
+
+
+class _Replicas:
+    """Replica writes that never answer (so only the coordinator's own ack counts)."""
+
+    def supports(self, address: str, feature: str) -> bool:
+        return True
+
+    def call(self, address: str, verb: str, body: Any, timeout: float) -> asyncio.Future[Any]:
+        return asyncio.get_running_loop().create_future()
+
+
+def _coordinator_n3(tmp_path: Path, node: str, messaging: Any, *flags: str) -> Coordinator:
+    return coordinator(tmp_path, node, messaging, "--replication-factor", "3", *flags)
+
+
+def _key_on(node: str, n: int) -> bytes:
+    for i in range(10_000):
+        key = f"k{i}".encode()
+        if node in {r.node for r in preference_list(RING, key_hash(key), n)}:
+            return key
+    raise AssertionError(f"no key on {node}")
+
+
+def test_the_receiver_uses_the_forwarded_quorum(tmp_path: Path) -> None:
+    coordinator = _coordinator_n3(tmp_path, "n1", _Replicas(), "--request-timeout", "0.2")
+    body = {"key": _key_on("n1", 3), "value": b"v", "context": VClock.empty().to_wire()}
+    one = asyncio.run(coordinator.handle_coordinate_put({**body, "quorum": [3, 1, False]}))
+    assert "context" in one  # W=1: its own copy is enough
+    three = asyncio.run(coordinator.handle_coordinate_put({**body, "quorum": [3, 3, True]}))
+    del three["message"]
+    assert three == {"error": "timeout", "required": 3, "acks": 1}  # W=3, as sent
+
+
+def test_a_quorum_for_another_n_is_refused(tmp_path: Path) -> None:
+    coordinator = _coordinator_n3(tmp_path, "n1", _Replicas())
+    key = _key_on("n1", 3)
+    body = {"key": key, "value": b"v", "context": VClock.empty().to_wire(), "quorum": [5, 3, False]}
+    answer = asyncio.run(coordinator.handle_coordinate_put(body))
+    assert answer["error"] == "replication_mismatch"
+    assert (answer["expected"], answer["got"]) == (3, 5)
+    assert coordinator.storage.get(key) == ()  # nothing written
+    with pytest.raises(ReplicationMismatch):  # the sender raises it again for its client
+        raise from_peer(answer)
+    with pytest.raises(ReplicationMismatch):  # a local request is checked alike
+        asyncio.run(coordinator.get(key, Quorum(5, 3, False)))

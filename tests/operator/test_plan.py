@@ -303,7 +303,8 @@ def test_available_needs_a_quorum_of_every_range() -> None:
 
 def members_with_tokens() -> dict[str, Member]:
     """Two normal, alive members in each zone, each with 16 tokens."""
-    from ringkv.core.ring import Ring, allocate_tokens
+    from ringkv.core.allocation import allocate_tokens
+    from ringkv.core.ring import Ring
 
     ring = Ring({}, {})
     members = {}

@@ -1,10 +1,15 @@
 """The pure core of ringkv: no sockets, no disk, no clock reads (time is always an argument).
 
-- ``ring``: the 64-bit consistent-hash ring with virtual nodes, token allocation and ownership.
+- ``ring``: the 64-bit consistent-hash ring with virtual nodes and ownership.
 - ``placement``: the zone-aware preference list of replicas for a key (riak_core's ``get_apl``).
+- ``allocation``: which tokens a joining node takes, balancing zone-aware replica load.
 - ``versions``: vector clocks, dotted versions, sibling sets, tombstones and hybrid logical clocks.
 - ``validators``: the ETag of a version set and the If-None-Match rules of reads.
 - ``quorum``: r/w levels, consistency presets and their validation.
+- ``round``: the quorum round of one request (riak_core's get/put FSM): targets, required
+  count, tally, speculative reads, outcome, read repair; fed events and time.
+- ``errors``: the one table of request failures (code, HTTP status, retryable, fields) and the
+  peer, HTTP and client translations derived from it.
 - ``failure_detector``: the phi accrual failure detector, fed heartbeat arrival times.
 - ``gossip``: versioned endpoint states and the digest exchange that spreads membership.
 - ``merkle``: hash trees over token ranges, updated incrementally, compared by anti-entropy.
@@ -17,5 +22,6 @@
 - ``clock_bounds``: how far ahead of the wall clock a clock from a client or peer may be.
 - ``json_input``: the one depth-limited parser for JSON from outside.
 - ``absence``: whether a node was away too long to rejoin with its data.
+- ``cron``: cron schedules (scheduled backups): the next scheduled minute after a time.
 - ``token_bucket``: how long background work waits to keep to its rate.
 """

@@ -21,12 +21,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ringkv.core import errors
 from ringkv.core.expiry import live_versions
 from ringkv.core.versions import MalformedContext, VClock, Version, context_of, decode_context
 
 ConditionKind = Literal["absent", "matches", "replace"]
-#: The error code of a failed condition (HTTP 412).
-PRECONDITION_FAILED = "precondition_failed"
+#: The error code of a failed condition (HTTP 412; see ``core.errors``).
+PRECONDITION_FAILED = errors.PRECONDITION_FAILED.code
 
 
 class MalformedCondition(ValueError):

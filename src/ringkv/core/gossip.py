@@ -25,7 +25,8 @@ running older code keep gossiping with newer ones.
 
 Members that left or were removed are ``evict``-ed after a grace period, and then quarantined:
 news of them at the generation they had (from a peer that has not evicted them yet) is
-ignored, so a stale peer cannot bring them back.
+ignored, so a stale peer cannot bring them back. Both periods follow the hint window and the
+tombstone grace (``departure_periods``).
 """
 
 from __future__ import annotations
@@ -342,6 +343,34 @@ class Gossiper:
         """End the quarantines that are over."""
         for node in [n for n, (_, until) in self.quarantine.items() if until <= now]:
             del self.quarantine[node]
+
+
+KEEP_DEPARTED_ROUNDS = 60
+"""Gossip rounds a departed member stays in gossip state at least: news reaches every member of
+a 5,000-member cluster within about 10 rounds (benchmarks/membership_sim.py), so 60 leaves a wide
+margin when the hint window is set very short."""
+
+
+def departure_periods(
+    hint_window: float, tombstone_grace: float, gossip_interval: float
+) -> tuple[float, float]:
+    """``(keep, quarantine)``: how long a member that left or was removed stays in gossip state
+    after we saw it depart, and then how long news of it is ignored (``Gossiper.evict``).
+
+    Both follow settings the node already has, rather than a constant of their own:
+
+    - ``keep`` is the hint window (at least ``KEEP_DEPARTED_ROUNDS`` gossip rounds): a member
+      unreachable for up to the hint window is expected back with its state and catches up
+      from hints, so within that window it must still be able to learn the departure from
+      gossip itself, not only be ignored by the others.
+    - ``quarantine`` is the tombstone grace (at least ``keep``): the longest a member can be
+      away and come back with its old state (longer, it refuses to start or wipes itself;
+      see ``ringkv.core.absence``), so stale news of the departed member that any returning
+      member carries is older than that. The same horizon guards deleted values against
+      resurrection; a departed member is the membership's tombstone.
+    """
+    keep = max(hint_window, KEEP_DEPARTED_ROUNDS * gossip_interval)
+    return keep, max(tombstone_grace, keep)
 
 
 def convicted(states: Mapping[str, EndpointState], among: Iterable[str] | None = None) -> set[str]:

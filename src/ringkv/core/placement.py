@@ -6,8 +6,9 @@ token ``>= h`` and taking distinct nodes, so the first replica is the primary ow
 membership change only shifts the lists of the ranges next to the changed tokens. The walk skips
 nodes whose zone already holds its share: when the ring has at least ``n`` zones every replica
 lands in a different zone, and with fewer zones the replicas are spread as evenly as the zones'
-sizes allow (water-filling; ties go to whichever zone comes first clockwise). Results are
-memoized on the ``Ring`` per (token index, n), so a lookup is a bisect plus a dict hit.
+sizes allow (water-filling; ties go to whichever zone comes first clockwise). A lookup is a
+bisect per zone plus a few tokens; the per-ring facts it needs (zone quotas per n) are computed
+once per ring and kept here, weakly keyed by the ring, so the ring knows nothing of placement.
 ``sloppy_preference_list`` replaces down primaries with fallbacks (``primary=False``,
 ``hint_for=...``) drawn from the rest of the clockwise ``walk``.
 """
@@ -18,6 +19,7 @@ from bisect import bisect_left
 from collections.abc import Container, Iterator
 from dataclasses import dataclass
 from itertools import chain, islice
+from weakref import WeakKeyDictionary
 
 from ringkv.core.ring import RING_SIZE, Ring
 
@@ -31,6 +33,7 @@ __all__ = [
     "sloppy_preference_list",
     "walk",
     "zone_quotas",
+    "zone_shares",
 ]
 
 
@@ -91,6 +94,7 @@ class _Plan:
     one shared ``Replica`` per node."""
 
     level: int
+    sizes: dict[str, int]
     base: dict[str, int]
     extra: int
     wanted: int
@@ -101,11 +105,27 @@ class _Plan:
     firsts: tuple[tuple[tuple[int, ...], tuple[str, ...]], ...] | None
 
 
+# Per ring, per n. Weak keys: a ring's plans go when the ring does. The ring looked up last is
+# also kept apart: a node asks about one ring many times in a row, and a weak-key lookup makes
+# a weak reference each time.
+_PLANS: WeakKeyDictionary[Ring, dict[int, _Plan]] = WeakKeyDictionary()
+_last: tuple[Ring, dict[int, _Plan]] | None = None
+
+
 def _plan(ring: Ring, n: int) -> _Plan:
-    cache = ring._placement_cache
+    global _last
+    last = _last
+    if last is not None and last[0] is ring:
+        cache = last[1]
+    else:
+        found = _PLANS.get(ring)
+        cache = {} if found is None else found
+        if found is None:
+            _PLANS[ring] = cache
+        _last = (ring, cache)
     plan = cache.get(n)
     if plan is None:
-        sizes = ring._zone_sizes
+        sizes = ring.zone_sizes()
         level, base, extra = zone_quotas(sizes, n)
         caps = tuple(
             (zone, base[zone] + (1 if extra and sizes[zone] > level else 0)) for zone in ring.zones
@@ -114,11 +134,11 @@ def _plan(ring: Ring, n: int) -> _Plan:
         wanted = sum(base.values()) + extra
         simple = extra == 0 and all(cap == 1 for _, cap in caps)
         plan = _Plan(
-            level, base, extra, wanted, caps, {node: Replica(node) for node in ring.nodes},
+            level, sizes, base, extra, wanted, caps, {node: Replica(node) for node in ring.nodes},
             tuple(ring.zone_tokens(zone) for zone, _ in caps) if simple else None,
         )  # fmt: skip
         cache[n] = plan
-    return plan  # type: ignore[return-value]
+    return plan
 
 
 def _candidates(ring: Ring, h: int, plan: _Plan) -> list[tuple[int, str, str]]:
@@ -162,8 +182,7 @@ def _compute(ring: Ring, h: int, n: int) -> tuple[Replica, ...]:
             firsts.append(((tokens[i] - h) % RING_SIZE, owners[i]))
         firsts.sort()
         return tuple(replicas[node] for _, node in firsts)
-    level, base, extra = plan.level, plan.base, plan.extra
-    sizes = ring._zone_sizes
+    level, base, extra, sizes = plan.level, plan.base, plan.extra, plan.sizes
     taken = dict.fromkeys(base, 0)
     chosen: list[Replica] = []
     for _, node, zone in _candidates(ring, h, plan):
@@ -233,7 +252,7 @@ def _fallback(
     tokens, owners = ring.zone_tokens(zone)
     start = bisect_left(tokens, h)
     seen: set[str] = set()
-    members = ring._zone_sizes[zone]
+    members = _plan(ring, 1).sizes[zone]
     for owner in chain(islice(owners, start, None), islice(owners, start)):
         if owner in seen:
             continue
@@ -291,34 +310,48 @@ def replica_balance(ring: Ring, n: int) -> float:
     return max(load.values()) * len(load) / sum(load.values())
 
 
-def replica_balance_bound(zone_sizes: dict[str, int], n: int) -> float:
-    """The lowest max/mean replica load that zone-aware placement allows with these zones.
+def zone_shares(zone_sizes: dict[str, int], n: int) -> dict[str, float]:
+    """Replicas per key each zone carries on average when replica load is as even as zone-aware
+    placement allows (the allocator's per-zone targets; see ``replica_balance_bound``).
 
-    Zone ``z`` holds between ``base[z]`` and ``base[z] + 1`` (if it may take an extra) of
-    every key's replicas (``zone_quotas``); which zones take the extras may vary along the
-    ring, so zone ``z`` carries a total ``R[z]`` anywhere in that interval, with the ``R`` summing
-    to the replicas per key. Spread evenly over its nodes, each carries ``R[z] / size[z]``. The
-    bound is the smallest possible largest ``R[z] / size[z]`` (water-filling, by bisection),
-    divided by the mean ``sum(R) / nodes``. Equal zones whose count divides ``n`` (or ``n``
-    dividing the zone count) give 1.0; 3 zones of 2, 1 and 1 nodes with N=3 give 4/3, since
-    each zone must hold one replica of every key.
+    Zone ``z`` holds between ``base[z]`` and ``top[z]`` of every key's replicas (``zone_quotas``:
+    ``top = base + 1`` for zones that may take one of the ``extra``), and which zones take the
+    extras may vary along the ring, so over the ring it carries any ``R[z]`` in
+    ``[base[z], top[z]]`` with ``sum(R) = wanted``; every such vector is a mix of per-key
+    choices. Spread over its nodes, each carries ``R[z] / size[z]``. Water-filling gives the
+    ``R`` minimizing the largest ``R[z] / size[z]``: ``R[z] = clamp(t * size[z], base, top)``
+    with the level ``t`` (found by bisection) at which they sum to ``wanted``.
     """
-    nodes = sum(zone_sizes.values())
-    if nodes == 0:
-        return 1.0
     level, base, extra = zone_quotas(zone_sizes, n)
     wanted = sum(base.values()) + extra
     top = {z: base[z] + (1 if extra and zone_sizes[z] > level else 0) for z in zone_sizes}
 
-    def carried(share: float) -> float:
-        return sum(min(max(share * size, base[z]), top[z]) for z, size in zone_sizes.items())
+    def carried(t: float) -> dict[str, float]:
+        return {z: min(max(t * size, base[z]), top[z]) for z, size in zone_sizes.items()}
 
-    low, high = 0.0, float(max(top.values()))
+    low, high = 0.0, float(max(top.values(), default=0))
     for _ in range(100):
         mid = (low + high) / 2
-        if carried(mid) < wanted:
+        if sum(carried(mid).values()) < wanted:
             low = mid
         else:
             high = mid
-    worst = max(min(max(high * size, base[z]), top[z]) / size for z, size in zone_sizes.items())
-    return worst / (wanted / nodes)
+    return carried(high)
+
+
+def replica_balance_bound(zone_sizes: dict[str, int], n: int) -> float:
+    """The lowest max/mean replica load that zone-aware placement allows with these zones:
+    the largest ``R[z] / size[z]`` of ``zone_shares`` over the mean ``sum(R) / nodes``.
+
+    Equal zones give 1.0 (``R[z] = wanted / zones`` lies in every zone's interval), whether or
+    not the zone count divides ``n``; 3 zones of 2, 1 and 1 nodes with N=3 give 4/3, since each
+    zone must hold one replica of every key; 4 zones of 2, 1, 1, 1 with N=3 give 10/9 (a zone
+    holds at most one replica of a key, so the 2-node zone carries at most 1 and the others
+    2/3 each, against a mean of 3/5). The full derivation is in docs/architecture.md.
+    """
+    nodes = sum(zone_sizes.values())
+    if nodes == 0:
+        return 1.0
+    shares = zone_shares(zone_sizes, n)
+    worst = max(share / zone_sizes[z] for z, share in shares.items())
+    return worst / (sum(shares.values()) / nodes)

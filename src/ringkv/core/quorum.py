@@ -10,7 +10,7 @@ others may count sloppy-quorum fallbacks (hinted handoff).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 Operation = Literal["read", "write"]
 
@@ -38,6 +38,23 @@ class Quorum:
 
     def met(self, acks: int) -> bool:
         return acks >= self.required
+
+    def to_wire(self) -> list[Any]:
+        """As a forwarded request carries it: the receiver uses it as it is."""
+        return [self.n, self.required, self.strict]
+
+    @classmethod
+    def from_wire(cls, raw: Any) -> Quorum:
+        """A quorum from a peer; ``QuorumError`` unless it is ``[n, required, strict]`` with
+        1 <= required <= n."""
+        if not isinstance(raw, (list, tuple)) or len(raw) != 3:
+            raise QuorumError("a quorum is [n, required, strict]")
+        n, required, strict = raw
+        if type(n) is not int or type(required) is not int or type(strict) is not bool:
+            raise QuorumError("a quorum is [n, required, strict]")
+        if not 1 <= required <= n:
+            raise QuorumError(f"required={required} is out of range 1..{n}")
+        return cls(n, required, strict)
 
 
 def majority(n: int) -> int:

@@ -5,20 +5,15 @@ many tokens (virtual nodes, "vnodes"); a token owns the arc from the previous to
 to itself (inclusive), so the node owning the first token at or after a key's hash is that key's
 primary (Cassandra's "token range", riak_core's "partition"). A ``Ring`` is an immutable value:
 membership changes produce a new ring (``with_node`` / ``without_node``), and ``version`` is a short
-content digest that nodes compare when gossiping. Random tokens leave ownership lopsided (with 128
-vnodes max/mean is typically 1.1-1.2 and up to about 1.3 for 8-24 nodes), so ``allocate_tokens``
-picks a joining node's tokens greedily, in the spirit of Cassandra's token allocation algorithm
-(``allocate_tokens_for_keyspace``): each new token carves a slice, sized toward the newcomer's fair
-share ``1/(n+1)``, out of the largest range of whichever node currently owns the most. That keeps
-max/mean ownership within about 1% of perfect and moves only the newcomer's share of the keys.
+content digest that nodes compare when gossiping. Which tokens a joining node takes is
+``ringkv.core.allocation``; which nodes hold a key is ``ringkv.core.placement``; both build on
+this module, never the other way round.
 Pure code: no I/O, no clock reads, no global randomness.
 """
 
 from __future__ import annotations
 
 import hashlib
-import heapq
-import math
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -29,7 +24,6 @@ __all__ = [
     "RING_SIZE",
     "Ring",
     "TokenRange",
-    "allocate_tokens",
     "initial_tokens",
     "key_hash",
 ]
@@ -79,11 +73,11 @@ class Ring:
     """
 
     __slots__ = (
+        "__weakref__",
         "_hash",
         "_node_tokens",
         "_nodes",
         "_owners",
-        "_placement_cache",
         "_ranges",
         "_tokens",
         "_version",
@@ -128,9 +122,6 @@ class Ring:
         self._ranges: tuple[TokenRange, ...] | None = None
         self._zone_arrays: dict[str, tuple[tuple[int, ...], tuple[str, ...]]] | None = None
         self._zone_owned: dict[str, dict[str, int]] | None = None
-        # Owned by ringkv.core.placement: per-ring facts that do not depend on the key (zone
-        # quotas per n, one Replica per node), so each is computed once per ring version.
-        self._placement_cache: dict[object, object] = {}
         sizes: dict[str, int] = {}
         for zone in self._zones.values():
             sizes[zone] = sizes.get(zone, 0) + 1
@@ -308,7 +299,7 @@ class Ring:
                 ring._zone_owned = dict(self._zone_owned)
                 if zone in self._zone_owned:
                     ring._zone_owned[zone] = _owned_after_join(
-                        self._zone_owned[zone], *arrays[zone], node
+                        self._zone_owned[zone], *arrays[zone], node, own
                     )
         return ring
 
@@ -370,13 +361,17 @@ class Ring:
 
 
 def _owned_after_join(
-    owned: dict[str, int], tokens: tuple[int, ...], owners: tuple[str, ...], node: str
+    owned: dict[str, int],
+    tokens: tuple[int, ...],
+    owners: tuple[str, ...],
+    node: str,
+    own: tuple[int, ...],
 ) -> dict[str, int]:
-    """Ownership in a (sub-)ring after ``node``'s tokens were added to it: each new token takes
-    the part of a range up to itself from the next token of another node."""
+    """Ownership in a (sub-)ring after ``node``'s tokens ``own`` were added to it: each new
+    token takes the part of a range up to itself from the next token of another node."""
     out = dict(owned)
     size = len(tokens)
-    mine = [k for k, owner in enumerate(owners) if owner is node or owner == node]
+    mine = [bisect_left(tokens, token) for token in own]  # a bisect each, not a scan
     if len(mine) == size:
         out[node] = RING_SIZE
         return out
@@ -423,331 +418,3 @@ def initial_tokens(node_id: str, count: int = DEFAULT_VNODES) -> tuple[int, ...]
     step = RING_SIZE // count
     offset = key_hash(node_id.encode()) % step
     return tuple(offset + i * step for i in range(count))
-
-
-def _id_jitter(node_id: str, index: int) -> int:
-    digest = hashlib.blake2b(f"{node_id}/{index}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big")
-
-
-def allocate_tokens(
-    ring: Ring,
-    node_id: str,
-    count: int = DEFAULT_VNODES,
-    zone: str | None = None,
-    replicas: int | None = None,
-) -> tuple[int, ...]:
-    """Deterministic, balanced tokens (ascending) for ``node_id`` joining ``ring``.
-
-    With ``zone`` and ``replicas`` (N) given -- what every node passes -- the tokens balance
-    the load each node carries as one of the N zone-aware replicas of ``preference_list``
-    (Cassandra's ``allocate_tokens_for_local_replication_factor``), zone by zone: when every
-    zone holds a fixed number ``r`` of each key's replicas (``zone_quotas`` leaves no
-    ``extra``: N zones for N replicas, a single zone, a zone count dividing N), a node's
-    replica load depends only on its own zone's sub-ring, so the newcomer is placed in that
-    sub-ring alone. For ``r == 1`` that is exactly the zone sub-ring's primary ownership
-    (``_carve``); for ``r >= 2`` (fewer zones than replicas, e.g. a single zone) each new token
-    goes where it most reduces the squared deviation of the replicated ownership from its
-    target (``_carve_replicated``), as it does on the whole ring when every zone has one node
-    (distinct zones are then distinct nodes). When some zones take an extra replica only for
-    part of the ring (2 zones, or 4, with N=3), the sub-ring's primary ownership is balanced:
-    an approximation, within 5-40 % of even.
-    Nodes of other zones are not touched, so only the newcomer's share of the data moves.
-
-    Without ``zone`` (the earlier interface), the tokens balance primary ownership over the
-    whole ring. Empty ring -> ``initial_tokens``. ``ValueError`` if ``node_id`` is already in
-    the ring or ``count < 1``. Cost: O(T) to read the ring, plus O(count log T) for ``r == 1``.
-    """
-    if count < 1:
-        raise ValueError(f"count must be >= 1, got {count}")
-    if node_id in ring:
-        raise ValueError(f"node {node_id!r} is already in the ring")
-    if not ring.sorted_tokens:
-        return initial_tokens(node_id, count)
-    if zone is None or replicas is None:
-        return _carve(ring, ring.sorted_tokens, ring.owned_positions(), len(ring), node_id, count)
-    from ringkv.core.placement import zone_quotas  # placement builds on this module
-
-    sizes = ring.zone_sizes()
-    members = sizes.get(zone, 0)
-    sizes[zone] = members + 1
-    _, base, extra = zone_quotas(sizes, replicas)
-    if all(size == 1 for size in sizes.values()) and replicas < len(ring) + 1:
-        # One node per zone: distinct zones are distinct nodes, as in a single zone.
-        return _carve_replicated(
-            ring, ring.sorted_tokens, ring.token_owners, len(ring), node_id, count, replicas
-        )
-    tokens, owners = ring.zone_tokens(zone)
-    if not tokens:
-        # First node of its zone: it holds the zone's whole share whatever its tokens are, so
-        # they balance primary ownership (which replica comes first) across the whole ring.
-        return _carve(ring, ring.sorted_tokens, ring.owned_positions(), len(ring), node_id, count)
-    r = base[zone]
-    if extra == 0 and 2 <= r < members + 1:
-        return _carve_replicated(ring, tokens, owners, members, node_id, count, r)
-    return _carve(ring, tokens, ring.zone_owned(zone), members, node_id, count)
-
-
-def _unclaimed(ring: Ring, tokens: Iterable[int]) -> tuple[int, ...]:
-    """``tokens`` moved down by a position where they collide with the ring's (vanishingly
-    rare for 64-bit tokens, but two zones' sub-rings share one token space)."""
-    existing = ring.sorted_tokens
-    mine: set[int] = set()
-
-    def taken(token: int) -> bool:
-        i = bisect_left(existing, token)
-        return token in mine or (i < len(existing) and existing[i] == token)
-
-    for token in tokens:
-        while taken(token):
-            token = (token - 1) % RING_SIZE
-        mine.add(token)
-    return tuple(sorted(mine))
-
-
-def _carve(
-    ring: Ring,
-    tokens: tuple[int, ...],
-    load: Mapping[str, int],
-    members: int,
-    node_id: str,
-    count: int,
-) -> tuple[int, ...]:
-    """Greedy primary-ownership balance of the (sub-)ring ``tokens`` of ``members`` nodes,
-    where node ``x`` owns ``load[x]`` positions: the newcomer's fair share is
-    ``RING_SIZE // (members + 1)`` positions. For each of its ``count`` tokens, pick the node
-    that currently owns the most positions (ties: smallest id), take its largest range (ties:
-    lowest start) and place a token inside it so the newcomer claims the first
-    ``remaining_share // tokens_left`` positions of that range (at least 1, and always leaving
-    the old owner at least 1). Every existing node thus gives up roughly its excess over
-    ``1/(members + 1)``, and only the newcomer's share moves. A node's ranges are looked up
-    (a bisect per token) only when it is picked, so the cost is O(nodes + count^2 log T)
-    rather than O(T)."""
-    # Per picked node: a max-heap of its ranges as (-size, start); a range is (start, start + size].
-    node_ranges: dict[str, list[tuple[int, int]]] = {}
-    previous = dict(zip(tokens, tokens[-1:] + tokens[:-1], strict=True))
-
-    def ranges_of(node: str) -> list[tuple[int, int]]:
-        heap = node_ranges.get(node)
-        if heap is None:
-            heap = [
-                (-((token - prev) % RING_SIZE or RING_SIZE), prev)
-                for token in ring.tokens_of(node)
-                if (prev := previous[token]) is not None
-            ]
-            heapq.heapify(heap)
-            node_ranges[node] = heap
-        return heap
-
-    by_load = [(-positions, node) for node, positions in load.items()]
-    heapq.heapify(by_load)
-
-    remaining = RING_SIZE // (members + 1)
-    chosen: list[int] = []
-    for left in range(count, 0, -1):
-        quota = max(1, remaining // left)
-        while True:
-            if not by_load:
-                raise ValueError("no range on the ring is wide enough to split")
-            neg_load, node = heapq.heappop(by_load)
-            neg_size, start = ranges_of(node)[0]
-            if neg_size <= -2:
-                break
-            # Every range of this node has width 1: it cannot give anything up.
-        size = -neg_size
-        take = min(quota, size - 1)
-        # Shave up to ~1.5% off by an amount derived from the id, so that two nodes that claim
-        # against the same ring view at the same moment never pick identical tokens.
-        take -= _id_jitter(node_id, left) % max(1, take // 64)
-        token = (start + take) % RING_SIZE
-        heapq.heapreplace(node_ranges[node], (take - size, token))
-        heapq.heappush(by_load, (neg_load + take, node))
-        remaining -= take
-        chosen.append(token)
-    return (
-        _unclaimed(ring, chosen) if len(tokens) < len(ring.sorted_tokens) else tuple(sorted(chosen))
-    )
-
-
-_POPS = (4, 8, 16, 64)  # queue entries re-scored per token, one greedy run each
-
-
-def _window_start(positions: list[int], owners: list[str], k: int, r: int) -> int:
-    """Index of the token just before the arc that token ``k`` holds as one of ``r`` replicas
-    (its *span*): walking back, the first token of the same owner or of the ``r``-th distinct
-    other node. 0 when the walk runs out of the local window (callers give enough margin)."""
-    mine = owners[k]
-    others: set[str] = set()
-    m = k - 1
-    while m > 0:
-        owner = owners[m]
-        if owner == mine:
-            return m
-        if owner not in others:
-            if len(others) == r - 1:
-                return m
-            others.add(owner)
-        m -= 1
-    return 0
-
-
-def _carve_replicated(
-    ring: Ring,
-    tokens: tuple[int, ...],
-    owners: tuple[str, ...],
-    members: int,
-    node_id: str,
-    count: int,
-    r: int,
-) -> tuple[int, ...]:
-    """The best of a few runs of ``_replicated_greedy`` (by the largest resulting load): the
-    greedy is myopic and small changes in how stale its queue may get change the outcome by a
-    few percent either way, so trying several and keeping the best is cheap insurance."""
-    best: tuple[float, tuple[int, ...]] | None = None
-    for pops in _POPS:
-        peak, chosen = _replicated_greedy(ring, tokens, owners, members, node_id, count, r, pops)
-        if best is None or peak < best[0]:
-            best = (peak, chosen)
-    assert best is not None
-    return best[1]
-
-
-def _replicated_greedy(
-    ring: Ring,
-    tokens: tuple[int, ...],
-    owners: tuple[str, ...],
-    members: int,
-    node_id: str,
-    count: int,
-    r: int,
-    pops: int,
-) -> tuple[float, tuple[int, ...]]:
-    """Greedy balance of replicated ownership with ``r`` replicas inside one (sub-)ring.
-
-    A token's *span* is the arc it holds as one of the ``r`` distinct-node replicas: back from
-    the token to the previous token of the same node or of the ``r``-th distinct other node
-    (``_window_start``). A node's load is the sum of its spans. A token ``x`` inserted into a
-    gap shortens a few spans after it (by fixed amounts, or by ``x - start`` for the span it
-    now starts), and gets its own; so every affected node's load is linear in ``x``. For each
-    new token, gaps are taken from a queue ordered by a cheap score (as if the ``r`` tokens
-    after the gap belonged to distinct nodes), re-scored exactly (the drop in the squared
-    deviations of the affected loads from their targets, ``r / (members + 1)`` of the ring
-    each and the newcomer's growing with each token, with ``x`` at its optimum within the gap)
-    and taken once no stale entry is better -- Cassandra's replication-aware allocator works
-    the same way. ``pops``: how many stale entries are re-scored per token at most. Returns
-    the largest resulting load and the tokens."""
-    toks = list(tokens)
-    own = list(owners)
-    target = r * RING_SIZE / (members + 1)
-    margin = 4 * r + 8
-
-    def local(lo: int, hi: int) -> tuple[list[int], list[str]]:
-        """Unwrapped positions and owners of tokens lo..hi-1 (indices taken modulo size)."""
-        size = len(toks)
-        pos = [toks[k % size] + RING_SIZE * (k // size) for k in range(lo, hi)]
-        return pos, [own[k % size] for k in range(lo, hi)]
-
-    load: dict[str, float] = {}
-    pos, names = local(-margin, len(toks))
-    for k in range(margin, len(pos)):
-        load[names[k]] = load.get(names[k], 0) + pos[k] - pos[_window_start(pos, names, k, r)]
-    load[node_id] = 0.0
-
-    def effect(i: int, goal: dict[str, float]) -> tuple[float, int, dict[str, tuple[float, int]]]:
-        """Score, cut and per-node (constant, slope) load changes of a token in gap i."""
-        pos, names = local(i - margin, i + margin)
-        c = margin  # the gap lies between local c-1 and c
-        gap = pos[c] - pos[c - 1]
-        new_pos = [*pos[:c], pos[c - 1], *pos[c:]]  # placeholder at c; x = pos[c-1] + y
-        new_names = [*names[:c], node_id, *names[c:]]
-        lin: dict[str, tuple[float, int]] = {}
-        start = _window_start(new_pos, new_names, c, r)
-        lin[node_id] = (pos[c - 1] - new_pos[start], 1)
-        seen: set[str] = set()
-        for k in range(c, len(pos) - 1):
-            if len(seen) > r:
-                break  # r+1 distinct owners in between: later spans cannot reach the gap
-            seen.add(names[k])
-            old = pos[k] - pos[_window_start(pos, names, k, r)]
-            s = _window_start(new_pos, new_names, k + 1, r)
-            if s == c:
-                const, slope = pos[k] - pos[c - 1] - old, -1
-            else:
-                const, slope = pos[k] - new_pos[s] - old, 0
-            a, b = lin.get(names[k], (0.0, 0))
-            lin[names[k]] = (a + const, b + slope)
-        dev = {node: load[node] - goal.get(node, target) for node in lin}
-        num = sum(b * (dev[n] + a) for n, (a, b) in lin.items())
-        den = sum(b * b for _, b in lin.values())
-        y = int(min(max(-num / den if den else 1, 1), gap - 1))
-        score = sum((dev[n] + a + b * y) ** 2 - dev[n] ** 2 for n, (a, b) in lin.items())
-        return score, y, lin
-
-    def rough(i: int, goal: dict[str, float]) -> float:
-        """Cheap score of gap i assuming the r tokens after it belong to distinct nodes."""
-        size = len(toks)
-        gap = (toks[i % size] - toks[(i - 1) % size]) % RING_SIZE
-        if gap < 2:
-            return math.inf
-        fixed = (toks[(i - 1) % size] - toks[(i - r) % size]) % RING_SIZE
-        deltas: dict[str, float] = {node_id: fixed}
-        for k in range(r - 1):
-            loser = own[(i + k) % size]
-            lost = (toks[(i + k - r + 1) % size] - toks[(i + k - r) % size]) % RING_SIZE
-            deltas[loser] = deltas.get(loser, 0) - lost
-        victim = own[(i + r - 1) % size]
-        dv = load[victim] + deltas.get(victim, 0) - goal.get(victim, target)
-        dn = load[node_id] + deltas[node_id] - goal[node_id]
-        y = min(max((dv - dn) / 2, 1), gap - 1)
-        deltas[victim] = deltas.get(victim, 0) - y
-        deltas[node_id] += y
-        score = 0.0
-        for node, d in deltas.items():
-            before = load[node] - goal.get(node, target)
-            score += (before + d) ** 2 - before**2
-        return score
-
-    # Cassandra's lazy queue: every gap (named by the token ending it) with a score that may
-    # have gone stale as loads changed; the best is re-scored exactly before it is taken.
-    first_goal = {node_id: target / count}
-    queue = [(rough(i, first_goal), toks[i]) for i in range(len(toks))]
-    heapq.heapify(queue)
-    chosen: list[int] = []
-    for placed in range(1, count + 1):
-        goal = {node_id: target * placed / count}
-        best: tuple[float, int, int, dict[str, tuple[float, int]]] | None = None
-        for _ in range(pops):
-            if not queue:
-                break
-            _, end = heapq.heappop(queue)
-            i = bisect_left(toks, end)
-            if toks[(i - 1) % len(toks)] == end or (end - toks[i - 1]) % RING_SIZE < 2:
-                continue
-            score, y, lin = effect(i, goal)
-            if best is None or score < best[0]:
-                if best is not None:
-                    heapq.heappush(queue, (best[0], toks[bisect_left(toks, best[1])]))
-                best = (score, end, y, lin)
-            else:
-                heapq.heappush(queue, (score, end))
-            if queue and best[0] <= queue[0][0]:
-                break
-        if best is None:
-            raise ValueError("no range on the ring is wide enough to split")
-        _, end, y, lin = best
-        y -= _id_jitter(node_id, placed) % max(1, y // 64)
-        for node, (a, b) in lin.items():
-            load[node] += a + b * y
-        i = bisect_left(toks, end)
-        x = (toks[(i - 1) % len(toks)] + y) % RING_SIZE
-        at = bisect_left(toks, x)
-        toks.insert(at, x)
-        own.insert(at, node_id)
-        chosen.append(x)
-        for gap_end in (x, end):
-            k = bisect_left(toks, gap_end)
-            heapq.heappush(queue, (rough(k, goal), gap_end))
-    peak = max(load.values())
-    return peak, (
-        _unclaimed(ring, chosen) if len(tokens) < len(ring.sorted_tokens) else tuple(sorted(chosen))
-    )

@@ -21,5 +21,7 @@
 - ``kv_options``: a write's condition and TTL from the request; TTL in read answers.
 - ``batch``: batch reads and writes, grouped per peer; ``batch_api``: their HTTP endpoints.
 - ``listing``: the key listing scan, one range at a time; ``keys_api``: ``GET /v1/keys``.
+- ``snapshots``: RocksDB checkpoints of the node's database; ``snapshot_api``: their
+  endpoints and ``POST /v1/admin/restore`` (backed-up records merged into their replicas).
 - ``main``: the ``ringkv node`` entry point.
 """

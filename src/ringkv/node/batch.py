@@ -23,8 +23,10 @@ from typing import Any
 
 from ringkv.core.batching import coordinators, group_by_node, next_read_round
 from ringkv.core.conditions import Condition, judge
+from ringkv.core.errors import QuorumTimeout, RequestFailure, Unavailable, from_peer, to_peer
 from ringkv.core.placement import Replica
 from ringkv.core.quorum import Quorum
+from ringkv.core.round import WriteRound, read_required
 from ringkv.core.versions import (
     VClock,
     Version,
@@ -35,15 +37,8 @@ from ringkv.core.versions import (
     version_from_wire,
 )
 from ringkv.node.conditional import PreconditionFailed
-from ringkv.node.coordinator import (
-    SLOW_REPLICA_SECONDS,
-    Coordinator,
-    QuorumTimeout,
-    TooManySiblings,
-    Unavailable,
-)
-from ringkv.node.messaging import PeerError, PeerNotReached
-from ringkv.node.storage import StorageFull
+from ringkv.node.coordinator import SLOW_REPLICA_SECONDS, Coordinator
+from ringkv.node.messaging import QUORUM_FEATURE, PeerError, PeerNotReached
 
 Outcome = Any  # a result, or the exception the single-key API would have raised
 #: One record a coordinator sends one replica: (item index, key, replica, record, versions).
@@ -68,29 +63,6 @@ def _decode_answer(raw: Any) -> tuple[Version, ...]:
     return tuple(version_from_wire(v) for v in raw)
 
 
-def error_to_wire(exc: Exception) -> dict[str, Any]:
-    if isinstance(exc, Unavailable):
-        return {"error": "unavailable", "required": exc.required, "alive": exc.alive}
-    if isinstance(exc, QuorumTimeout):
-        return {"error": "timeout", "required": exc.required, "acks": exc.acks}
-    if isinstance(exc, TooManySiblings):
-        return {"error": "too_many_siblings", "count": exc.count, "limit": exc.limit}
-    if isinstance(exc, StorageFull):
-        return {"error": "insufficient_storage", "message": str(exc)}
-    raise exc
-
-
-def error_from_wire(answer: dict[str, Any]) -> Exception:
-    code = answer.get("error")
-    if code == "unavailable":
-        return Unavailable(int(answer["required"]), int(answer["alive"]))
-    if code == "too_many_siblings":
-        return TooManySiblings(int(answer["count"]), int(answer["limit"]))
-    if code == "insufficient_storage":
-        return StorageFull(28, str(answer.get("message")))
-    return QuorumTimeout(int(answer.get("required", 0)), int(answer.get("acks", 0)))
-
-
 class Batches:
     def __init__(self, coordinator: Coordinator) -> None:
         self.c = coordinator
@@ -100,6 +72,7 @@ class Batches:
     async def get_many(self, keys: Sequence[bytes], quorum: Quorum) -> list[Outcome]:
         """Each key read at ``quorum``: its reconciled versions, or the exception."""
         c = self.c
+        c.check_quorum(quorum)
         me = c.node_id
         results: list[Outcome] = [None] * len(keys)
         candidates: list[list[str]] = []
@@ -110,9 +83,10 @@ class Batches:
         now = time.monotonic()
         for i, key in enumerate(keys):
             primaries, live, _ = c.targets(key, quorum.strict, reading=True)
-            required = min(quorum.required, len(primaries)) if primaries else quorum.required
-            if len(live) < required or not live:
-                results[i] = Unavailable(required, len(live))
+            try:
+                required = read_required(quorum, primaries, live)
+            except Unavailable as exc:
+                results[i] = exc
                 live = []
             # our own copy first, then connected replicas that were not slow lately
             live.sort(key=lambda r: (
@@ -228,6 +202,7 @@ class Batches:
     async def put_many(self, items: Sequence[WriteItem], quorum: Quorum) -> list[Outcome]:
         """Each item written at ``quorum``: the new version's context, or the exception."""
         c = self.c
+        c.check_quorum(quorum)
         results: list[Outcome] = [None] * len(items)
         work = list(items)
         reads = [
@@ -276,29 +251,28 @@ class Batches:
         """One ``coordinate_batch`` message to the node that coordinates these keys."""
         c = self.c
         c.metrics.forwarded.inc(len(items))
-        body = {
-            "items": [[it.key, it.value, it.context.to_wire(), it.ttl] for it in items],
-            "required": quorum.required,
-            "strict": quorum.strict,
+        address = c.membership.address_of(node) or ""
+        body: dict[str, Any] = {
+            "items": [[it.key, it.value, it.context.to_wire(), it.ttl] for it in items]
         }
+        if c.messaging.supports(address, QUORUM_FEATURE):
+            body["quorum"] = quorum.to_wire()
+        else:  # a peer of an older version rebuilds it with its own N
+            body["required"], body["strict"] = quorum.required, quorum.strict
         try:
-            address = c.membership.address_of(node) or ""
             answers = await c.messaging.request(address, "coordinate_batch", body, c.timeout + 1.0)
         except PeerNotReached:
             # Not sent, so not applied: place each write again without that node.
             return list(await asyncio.gather(*(self._single(it, quorum, node) for it in items)))
         except PeerError:
             return [QuorumTimeout(quorum.required, 0) for _ in items]
-        return [
-            VClock.from_wire(a["context"]) if "context" in a else error_from_wire(a)
-            for a in answers
-        ]
+        return [VClock.from_wire(a["context"]) if "context" in a else from_peer(a) for a in answers]
 
     async def _single(self, item: WriteItem, quorum: Quorum, down: str) -> Outcome:
         try:
             return await self.c.put(item.key, item.value, item.context, quorum,
                                     frozenset({down}), item.ttl)  # fmt: skip
-        except (Unavailable, QuorumTimeout, TooManySiblings, StorageFull) as exc:
+        except RequestFailure as exc:
             return exc
 
     async def coordinate_local(self, items: Sequence[WriteItem], quorum: Quorum) -> list[Outcome]:
@@ -306,36 +280,35 @@ class Batches:
         then send each other replica one ``replicate_many`` message with all its records, and
         wait until every key has its W acknowledgements (or cannot get them)."""
         c = self.c
+        try:
+            c.check_quorum(quorum)
+        except RequestFailure as exc:
+            return [exc for _ in items]
         results: list[Outcome] = [None] * len(items)
         versions: dict[int, Version] = {}
-        required: dict[int, int] = {}
-        acks: dict[int, int] = {}
+        rounds: dict[int, WriteRound] = {}
         outgoing: dict[str, list[Outgoing]] = {}
         synced: list[asyncio.Future[None]] = []
         singles: list[tuple[int, Any]] = []
+        now = time.monotonic()
         for i, item in enumerate(items):
-            primaries, live, pending = c.targets(item.key, quorum.strict)
-            me = next((r for r in live if r.node == c.node_id), None)
+            t = c.targets(item.key, quorum.strict)
+            me = next((r for r in t.live if r.node == c.node_id), None)
             if me is None:  # the ring moved since the batch was grouped: the usual path
                 singles.append((i, self._single(item, quorum, "")))
                 continue
-            need = min(quorum.required, len(primaries)) + len(pending)
-            live_pending = [r for r in pending if c.membership.is_alive(r.node)]
-            if len(live) + len(live_pending) < need:
-                results[i] = Unavailable(need, len(live) + len(live_pending))
-                continue
             try:
+                round_ = WriteRound(quorum, me, t, c.membership.is_alive)
                 version, merged, record, sync = c.write_locally(
-                    item.key, item.value, item.context, item.ttl, me, (*primaries, *pending),
-                    live, live_pending,
-                )  # fmt: skip
-            except (TooManySiblings, StorageFull) as exc:
+                    item.key, item.value, item.context, item.ttl, me, round_
+                )
+            except RequestFailure as exc:
                 results[i] = exc
                 continue
             if sync is not None:
                 synced.append(sync)
-            versions[i], required[i], acks[i] = version, need, 1
-            for replica in [r for r in live if r.node != c.node_id] + live_pending:
+            versions[i], rounds[i] = version, round_
+            for replica in round_.start(now, c.timeout):
                 entry = (i, item.key, replica, record, merged)
                 outgoing.setdefault(replica.node, []).append(entry)
         calls = {
@@ -351,10 +324,10 @@ class Batches:
             c.metrics.replica_request("write", True).inc(len(entries))
 
         def settled() -> bool:
-            return all(acks[i] >= required[i] for i in acks)
+            return all(r.done for r in rounds.values())
 
         waiting = set(calls)
-        deadline = time.monotonic() + c.timeout
+        deadline = now + c.timeout
         while waiting and not settled():
             done, waiting = await asyncio.wait(
                 waiting, timeout=max(0.0, deadline - time.monotonic()),
@@ -363,19 +336,23 @@ class Batches:
             if not done:
                 break
             for call in done:
-                if self._hint_failed(call, calls[call]):
-                    for entry in calls[call]:
-                        acks[entry[0]] += 1
+                ok = self._hint_failed(call, calls[call])
+                for entry in calls[call]:
+                    if ok:
+                        rounds[entry[0]].ack()
+                    else:
+                        rounds[entry[0]].fail()
         for call in waiting:  # still running after the answer: hint its records if it fails
             c._track(call)
             call.add_done_callback(partial(self._hint_failed, entries=calls[call]))
         if synced:
             await asyncio.gather(*synced)
         for i, version in versions.items():
-            if acks[i] >= required[i]:
+            try:
+                rounds[i].outcome()
                 results[i] = version.clock()
-            else:
-                results[i] = QuorumTimeout(required[i], acks[i])
+            except QuorumTimeout as exc:
+                results[i] = exc
         for i, job in singles:
             results[i] = await job
         return results
@@ -409,7 +386,11 @@ class Batches:
         return len(body["items"])
 
     async def handle_coordinate_batch(self, body: dict[str, Any]) -> list[dict[str, Any]]:
-        quorum = Quorum(self.c.n, int(body["required"]), bool(body.get("strict")))
+        raw = body.get("quorum")
+        if raw is not None:  # the sender's resolved quorum, used as it is
+            quorum = Quorum.from_wire(raw)
+        else:  # from a peer of an older version
+            quorum = Quorum(self.c.n, int(body["required"]), bool(body.get("strict")))
         items = [
             WriteItem(bytes(key), value, VClock.from_wire(context), None, int(ttl))
             for key, value, context, ttl in body["items"]
@@ -418,6 +399,5 @@ class Batches:
             self.c.clock_guard.check_context(item.context, "peer")
         outcomes = await self.coordinate_local(items, quorum)
         return [
-            error_to_wire(o) if isinstance(o, Exception) else {"context": o.to_wire()}
-            for o in outcomes
+            to_peer(o) if isinstance(o, Exception) else {"context": o.to_wire()} for o in outcomes
         ]

@@ -11,17 +11,20 @@ one atomic step: see docs/api.md for what that guarantees.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from ringkv.core.conditions import Condition, MalformedCondition, judge, parse_condition
+from ringkv.core.errors import PRECONDITION_FAILED, RequestFailure, failure
 from ringkv.core.quorum import Quorum
-from ringkv.core.versions import VClock, Version, context_of
+from ringkv.core.versions import VClock, Version, context_of, decode_context, encode_context
 from ringkv.node.coordinator import Coordinator
 
 IF_NONE_MATCH = "if-none-match"
 IF_MATCH = "if-match"
 
 
-class PreconditionFailed(Exception):
+@failure(PRECONDITION_FAILED)
+class PreconditionFailed(RequestFailure):
     """The condition did not hold for what the quorum read saw (HTTP 412); nothing written."""
 
     def __init__(self, condition: Condition, seen: VClock) -> None:
@@ -32,6 +35,18 @@ class PreconditionFailed(Exception):
         }[condition.kind]
         super().__init__(f"condition failed: {reason}; nothing was written")
         self.seen = seen
+
+    @property
+    def context(self) -> str:
+        """What the node saw, as a client context (the answer's ``context`` field)."""
+        return encode_context(self.seen)
+
+    @classmethod
+    def from_fields(cls, message: str, fields: dict[str, Any]) -> PreconditionFailed:
+        exc = cls.__new__(cls)
+        Exception.__init__(exc, message)
+        exc.seen = decode_context(str(fields["context"]))
+        return exc
 
 
 def condition_of(

@@ -10,9 +10,12 @@ siblings, and afterwards update any replica found stale (read repair). A fractio
 ``--read-repair-chance`` of reads asks every live replica, so that replicas a read does not need
 are still compared and repaired in the background (as Cassandra's ``read_repair_chance``).
 
-Replica calls are futures from ``MessagingService.call`` with done-callbacks (no task per
-replica): the coordinator waits on one future per request that the callbacks resolve once the
-quorum is reached or can no longer be.
+Every decision -- which replicas, how many must answer, whom to ask next, when it is over and
+with which error, which replicas read repair updates -- is the request's round
+(``ringkv.core.round``, pure); this module is its I/O shell: it sends what the round asks,
+feeds it replies, failures and the loop's time, and stores, hints and repairs. Replica calls are
+futures from ``MessagingService.call`` with done-callbacks (no task per replica): the
+coordinator waits on one future per request that the callbacks resolve once the round is done.
 
 Before anything is sent, a request that cannot reach its quorum among live replicas is refused
 (``Unavailable``: nothing written). A quorum not reached in time is a ``QuorumTimeout``: the write
@@ -30,10 +33,31 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
+from ringkv.core.errors import (
+    QuorumTimeout,
+    ReplicationMismatch,
+    RequestFailure,
+    TooManySiblings,
+    from_peer,
+    to_peer,
+)
+from ringkv.core.errors import Unavailable as Unavailable  # importers of this module
 from ringkv.core.expiry import covering_expired, expires_at
-from ringkv.core.placement import Replica, preference_list, sloppy_preference_list
+from ringkv.core.placement import Replica
 from ringkv.core.quorum import Quorum
 from ringkv.core.ring import key_hash
+from ringkv.core.round import (
+    ReadRound,
+    Step,
+    Targets,
+    WriteRound,
+    agreed_digest,
+    differs,
+    forward_target,
+    reconcile,
+    stale_replicas,
+    targets,
+)
 from ringkv.core.validators import digest_of_record, etag_of, has_value
 from ringkv.core.versions import (
     HLC_LOGICAL_BITS,
@@ -56,13 +80,14 @@ from ringkv.node.guards import clock_guard
 from ringkv.node.hints import HintStore
 from ringkv.node.membership import Membership
 from ringkv.node.messaging import (
+    QUORUM_FEATURE,
     READ_DIGEST_FEATURE,
     MessagingService,
     PeerError,
     PeerNotReached,
 )
 from ringkv.node.metrics import NodeMetrics
-from ringkv.node.storage import Storage, StorageFull
+from ringkv.node.storage import Storage
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -97,32 +122,8 @@ def _decoded(record: bytes) -> tuple[Version, ...]:
     return decode_record(record) if record else ()
 
 
-class Unavailable(Exception):
-    def __init__(self, required: int, alive: int) -> None:
-        super().__init__(f"{required} replicas required but only {alive} reachable")
-        self.required = required
-        self.alive = alive
-
-
-class TooManySiblings(Exception):
-    def __init__(self, count: int, limit: int) -> None:
-        super().__init__(
-            f"the write would leave {count} siblings (limit {limit}); read the key and write "
-            "back with its context to resolve them"
-        )
-        self.count = count
-        self.limit = limit
-
-
 class NotReplica(Exception):
     """A replica write for a key this node does not replicate (its ring has moved on)."""
-
-
-class QuorumTimeout(Exception):
-    def __init__(self, required: int, acks: int) -> None:
-        super().__init__(f"{required} replicas required but only {acks} answered in time")
-        self.required = required
-        self.acks = acks
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:
@@ -174,35 +175,24 @@ class Coordinator:
 
     def targets(
         self, key: bytes, strict: bool, reading: bool = False, down: frozenset[str] = frozenset()
-    ) -> tuple[tuple[Replica, ...], list[Replica], list[Replica]]:
-        """(primaries, the live replicas to use, the pending replicas).
+    ) -> Targets:
+        """(primaries, the live replicas to use, the pending replicas): see ``core.round``."""
+        return self._targets(key_hash(key), strict, reading, down)
 
-        Live primaries, plus a fallback for each down primary unless the request is strict.
-        While the ring changes, writes also go to the key's pending replicas (nodes that will
-        replicate it once the change completes; they must ack too, as in Cassandra), and reads
-        skip nodes that are still being filled.
-        """
+    def _targets(self, h: int, strict: bool, reading: bool, down: frozenset[str]) -> Targets:
         membership = self.membership
-        ring = membership.ring
-        if not len(ring):
-            return (), [], []
-        h = key_hash(key)
-        primaries = preference_list(ring, h, self.n)
         up = membership.up_nodes()
         if down:
             up = up - down
         if reading and membership.unreadable:
-            up = up - membership.unreadable
-        if strict:
-            live = [r for r in primaries if r.node in up]
-        else:
-            live = list(sloppy_preference_list(ring, h, self.n, up))
-        pending: list[Replica] = []
-        future = membership.future_ring
-        if not reading and future is not ring and len(future):
-            current = {r.node for r in primaries}
-            pending = [r for r in preference_list(future, h, self.n) if r.node not in current]
-        return primaries, live, pending
+            up = up - membership.unreadable  # nodes still being filled
+        return targets(membership.ring, membership.future_ring, h, self.n, up, strict, reading)
+
+    def check_quorum(self, quorum: Quorum) -> None:
+        """A round places the key with ``quorum.n``: it must be this node's N (a forwarded
+        quorum from a peer configured otherwise is refused, not placed with two N)."""
+        if quorum.n != self.n:
+            raise ReplicationMismatch(self.n, quorum.n)
 
     def _tick(self) -> int:
         self._hlc = hlc_now(self._hlc, int(time.time() * 1000))
@@ -224,33 +214,28 @@ class Coordinator:
         ``down``: nodes to treat as down although the failure detector has not convicted them
         yet (a forward to them could not be sent). ``ttl``: seconds until the value expires
         (0: never), counted from this coordinator's clock."""
-        primaries, live, pending = self.targets(key, quorum.strict, down=down)
-        me = next((r for r in live if r.node == self.node_id), None)
+        if quorum.n != self.n:
+            self.check_quorum(quorum)
+        t = self._targets(key_hash(key), quorum.strict, False, down)
+        me = next((r for r in t.live if r.node == self.node_id), None)
         if me is None:
-            return await self._forward_put(key, value, context, quorum, live, down, ttl)
-        # Pending replicas (a ring change in progress) must acknowledge as well; a ring still
-        # smaller than N (a forming cluster) cannot demand more than it has.
-        required = min(quorum.required, len(primaries)) + len(pending)
-        live_pending = [r for r in pending if self.membership.is_alive(r.node)]
-        if len(live) + len(live_pending) < required:
-            raise Unavailable(required, len(live) + len(live_pending))
+            return await self._forward_put(key, value, context, quorum, t.live, down, ttl)
+        round_ = WriteRound(quorum, me, t, self.membership.is_alive)
         if value is None and not context:
             # A delete without a context deletes what the replicas hold (as riak_client:delete
             # does): read at the write's quorum and delete over everything seen.
             context = context_of(await self.get(key, quorum))
-        version, merged, record, synced = self.write_locally(
-            key, value, context, ttl, me, (*primaries, *pending), live, live_pending
-        )
-        others = [r for r in live if r.node != self.node_id] + live_pending
+        version, merged, record, synced = self.write_locally(key, value, context, ttl, me, round_)
+        loop = self._event_loop()
         try:
-            acks = 1 + await self._quorum(
-                [self._replicate_call(r, key, record, merged) for r in others], required - 1
-            )
+            await self._write_round(round_, [
+                self._replicate_call(r, key, record, merged)
+                for r in round_.start(loop.time(), self.timeout)
+            ])  # fmt: skip
         finally:
             if synced is not None:  # group commit (--fsync): our own copy must be on disk
                 await synced
-        if acks < required:
-            raise QuorumTimeout(required, acks)
+        round_.outcome()
         # What this client has seen: what it read (its context) plus its own write -- not the
         # siblings the coordinator holds, or a write with this context would erase them unseen.
         return version.clock()
@@ -262,14 +247,12 @@ class Coordinator:
         context: VClock,
         ttl: int,
         me: Replica,
-        replicas: Sequence[Replica],
-        live: Sequence[Replica],
-        live_pending: Sequence[Replica],
+        round_: WriteRound,
     ) -> tuple[Version, tuple[Version, ...], bytes, asyncio.Future[None] | None]:
         """The coordinator's half of a write: create the version over ``context``, store it
-        (or, as a fallback, hint it) and keep hints for the primaries and pending replicas
-        (``replicas``) that neither ``live`` nor ``live_pending`` covers. Returns (version,
-        merged record, its encoding for the replicas, the group-commit future or None)."""
+        (or, as a fallback, hint it) and keep hints for the replicas the round names
+        (``hinted``). Returns (version, merged record, its encoding for the replicas, the
+        group-commit future or None)."""
         # Observe the timestamps the new version will supersede, so that (with lww) a write
         # never loses to what it overwrites because this node's clock runs behind.
         seen = max((ts for _, ts in context.entries.values()), default=0) << HLC_LOGICAL_BITS
@@ -299,11 +282,8 @@ class Coordinator:
             self._store_hint(target, key, merged)
             record = encode_record(merged)
         # Replicas get the whole record (see new_version), encoded once for all of them.
-        # Primaries that are down and got no fallback: the coordinator keeps their hint.
-        covered = {r.node for r in live} | {r.hint_for for r in live if r.hint_for}
-        for replica in replicas:
-            if replica.node not in covered and replica not in live_pending:
-                self._store_hint(replica.node, key, merged)
+        for node in round_.hinted:
+            self._store_hint(node, key, merged)
         return version, merged, record, synced
 
     def _check_siblings(self, key: bytes, merged: Sequence[Version]) -> None:
@@ -325,26 +305,20 @@ class Coordinator:
         down: frozenset[str],
         ttl: int = 0,
     ) -> VClock:
-        if len(live) < quorum.required or not live:
-            raise Unavailable(quorum.required, len(live))
-        # Each key's writes go to one of its live primaries chosen by the key's hash, so that
-        # coordinating writes is spread like the replica load, not like primary ownership.
-        primaries = [r for r in live if r.primary] or list(live)
-        target = primaries[key_hash(key) % len(primaries)].node
-        address = self.membership.address_of(target)
+        target = forward_target(quorum, live, key_hash(key))
+        address = self.membership.address_of(target) or ""
         self.metrics.forwarded.inc()
-        body = {
-            "key": key,
-            "value": value,
-            "context": context.to_wire(),
-            "required": quorum.required,
-            "strict": quorum.strict,
-        }
+        body: dict[str, Any] = {"key": key, "value": value, "context": context.to_wire()}
+        if self.messaging.supports(address, QUORUM_FEATURE):
+            body["quorum"] = quorum.to_wire()
+        else:  # a peer of an older version rebuilds it with its own N
+            body["required"] = quorum.required
+            body["strict"] = quorum.strict
         if ttl:
             body["ttl"] = ttl
         try:
             answer = await self.messaging.request(
-                address or "", "coordinate_put", body, self.timeout + 1.0
+                address, "coordinate_put", body, self.timeout + 1.0
             )
         except PeerNotReached as exc:
             # Not sent, so not applied: the node just died and the detector has not caught
@@ -354,14 +328,8 @@ class Coordinator:
         except PeerError as exc:
             log.debug("forwarding to %s failed: %s", target, exc)
             raise QuorumTimeout(quorum.required, 0) from None
-        if answer.get("error") == "unavailable":
-            raise Unavailable(int(answer["required"]), int(answer["alive"]))
-        if answer.get("error") == "timeout":
-            raise QuorumTimeout(int(answer["required"]), int(answer["acks"]))
-        if answer.get("error") == "too_many_siblings":
-            raise TooManySiblings(int(answer["count"]), int(answer["limit"]))
-        if answer.get("error") == "insufficient_storage":
-            raise StorageFull(28, str(answer.get("message")))
+        if "error" in answer:
+            raise from_peer(answer)
         return VClock.from_wire(answer["context"])
 
     def _store_hint(self, target: str, key: bytes, versions: Sequence[Version]) -> None:
@@ -417,49 +385,36 @@ class Coordinator:
 
     async def get(self, key: bytes, quorum: Quorum) -> tuple[Version, ...]:
         """Read at ``quorum``: the reconciled sibling set (possibly empty or all tombstones)."""
-        replicas, live, _ = self.targets(key, quorum.strict, reading=True)
-        if len(replicas) < quorum.required:  # a ring smaller than N
-            quorum = Quorum(quorum.n, len(replicas), quorum.strict)
-        if len(live) < quorum.required or not live:
-            raise Unavailable(quorum.required, len(live))
-        answers: dict[str, tuple[Version, ...]] = {}
-        remote: list[Replica] = []
-        for replica in live:
-            if replica.node == self.node_id:
-                answers[self.node_id] = self._local_read(key, replica.hint_for)
-            else:
-                remote.append(replica)
-        need = quorum.required - len(answers)
-        if need < len(remote):
-            self._order(remote, key)
-        if need >= len(remote) or random.random() < self.read_repair_chance:
-            first, spare = remote, []
-        else:
-            first, spare = remote[:need], remote[need:]
-        got, calls = await self._read_quorum(key, first, spare, need, answers)
-        if got < need:
-            raise QuorumTimeout(quorum.required, got + quorum.required - need)
-        result = merge_siblings((), [v for vs in answers.values() for v in vs], self.mode)
+        if quorum.n != self.n:
+            self.check_quorum(quorum)
+        h = key_hash(key)
+        round_ = self._read_round(h, quorum)
+        local = round_.local
+        if local is not None:
+            round_.reply(self.node_id, self._local_read(key, local.hint_for))
+        self._order(round_, h)
+        # A share of reads asks every replica, to compare and repair them in the background.
+        ask_all = round_.need < len(round_.remote) and random.random() < self.read_repair_chance
+        calls = await self._run_read(key, round_, round_.start(ask_all))
+        round_.outcome()
+        answers = round_.answers
+        result = reconcile(answers, self.mode)
         outstanding = [c for c in calls if not c.done()]
-        final_dots = {v.dot for v in result}
-        if outstanding or any({v.dot for v in vs} != final_dots for vs in answers.values()):
-            primaries = {r.node for r in live if r.primary}
-            self._spawn(self._read_repair(key, outstanding, answers, primaries))
+        if outstanding or differs(answers, result):
+            self._spawn(self._read_repair(key, outstanding, round_))
         return result
 
-    def _order(self, remote: list[Replica], key: bytes) -> None:
-        """Start at a replica chosen by the key's hash, so that reads are spread like the
-        replica load rather than falling on the first replicas of each list. Ask connected
-        replicas first: one still being reconnected to would only be slow. Ask replicas that
-        were slow lately last, then ones still being reconnected to."""
-        turn = key_hash(key) % len(remote)
-        remote[:] = remote[turn:] + remote[:turn]
-        connected = self.messaging.is_connected
-        address_of = self.membership.address_of
-        now, slow = time.monotonic(), self._slow
-        remote.sort(
-            key=lambda r: (slow.get(r.node, 0.0) > now, not connected(address_of(r.node) or ""))
-        )
+    def _read_round(self, h: int, quorum: Quorum) -> ReadRound:
+        return ReadRound(quorum, self.node_id, self._targets(h, quorum.strict, True, frozenset()),
+                         self._event_loop().time(), self.timeout,
+                         self.speculative_read_delay)  # fmt: skip
+
+    def _order(self, round_: ReadRound, h: int) -> None:
+        if round_.need < len(round_.remote):
+            round_.order(h, time.monotonic(), self._slow, self._connected)
+
+    def _connected(self, node: str) -> bool:
+        return self.messaging.is_connected(self.membership.address_of(node) or "")
 
     async def get_digest(
         self, key: bytes, quorum: Quorum, now_ms: int
@@ -474,76 +429,61 @@ class Coordinator:
         was one of them (decoded only when asked: a 304 never needs them). When they differ
         (or a replica does not know the verb) this is a full read, with its read repair.
         Expiry is judged at ``now_ms``, the coordinator's clock, on every replica alike."""
-        replicas, live, _ = self.targets(key, quorum.strict, reading=True)
-        if len(replicas) < quorum.required:  # a ring smaller than N
-            quorum = Quorum(quorum.n, len(replicas), quorum.strict)
-        if len(live) < quorum.required or not live:
-            raise Unavailable(quorum.required, len(live))
+        if quorum.n != self.n:
+            self.check_quorum(quorum)
+        h = key_hash(key)
+        round_ = self._read_round(h, quorum)
         local: Callable[[], tuple[Version, ...]] | None = None
-        digests: dict[str, tuple[str, bool]] = {}
-        remote: list[Replica] = []
-        for replica in live:
-            if replica.node != self.node_id:
-                remote.append(replica)
-            elif replica.hint_for:
-                versions = self._local_read(key, replica.hint_for)
-                digests[self.node_id] = (etag_of(versions, now_ms), has_value(versions, now_ms))
-                local = partial(_same, versions)
-            else:
-                record = self.storage.get_raw(key) or b""
-                digests[self.node_id] = digest_of_record(record, now_ms)
-                local = partial(_decoded, record)
-        need = quorum.required - len(digests)
-        if need < len(remote):
-            self._order(remote, key)
+        me = round_.local
+        if me is not None and me.hint_for:
+            versions = self._local_read(key, me.hint_for)
+            round_.reply(self.node_id, (etag_of(versions, now_ms), has_value(versions, now_ms)))
+            local = partial(_same, versions)
+        elif me is not None:
+            record = self.storage.get_raw(key) or b""
+            round_.reply(self.node_id, digest_of_record(record, now_ms))
+            local = partial(_decoded, record)
+        self._order(round_, h)
         address_of, supports = self.membership.address_of, self.messaging.supports
-        if all(supports(address_of(r.node) or "", READ_DIGEST_FEATURE) for r in remote[:need]):
-            got, _ = await self._read_quorum(
-                key,
-                remote[:need],
-                remote[need:],
-                need,
-                digests,
-                _DIGEST_READ,
-                {"now_ms": now_ms},
-            )
-            if got < need:
-                raise QuorumTimeout(quorum.required, got + quorum.required - need)
-            if len(set(digests.values())) == 1:
+        first = round_.remote[: round_.need]
+        if all(supports(address_of(r.node) or "", READ_DIGEST_FEATURE) for r in first):
+            await self._run_read(key, round_, round_.start(), _DIGEST_READ, {"now_ms": now_ms})
+            round_.outcome()
+            agreed = agreed_digest(round_.answers)
+            if agreed is not None:
                 self.metrics.digest_reads.labels("agreed").inc()
-                etag, found = next(iter(digests.values()))
-                return etag, found, local
+                return agreed[0], agreed[1], local
             self.metrics.digest_reads.labels("differed").inc()
         else:
             self.metrics.digest_reads.labels("unsupported").inc()
         versions = await self.get(key, quorum)
         return etag_of(versions, now_ms), has_value(versions, now_ms), partial(_same, versions)
 
-    async def _read_quorum(
+    async def _run_read(
         self,
         key: bytes,
+        round_: ReadRound,
         first: Sequence[Replica],
-        spare: Sequence[Replica],
-        need: int,
-        answers: dict[str, Any],
         read: tuple[str, Callable[[Any], Any]] | None = None,
         extra: dict[str, Any] | None = None,
-    ) -> tuple[int, list[asyncio.Future[Any]]]:
-        """Read ``first``; also ``spare`` once one fails or after the speculative read delay.
-        Returns (replies received, every call made) once ``need`` replied or cannot.
+    ) -> list[asyncio.Future[Any]]:
+        """Send what the round asks, feed it the answers, failures and time until it is done;
+        returns every call made (late answers still reach the round, for read repair).
         ``read``: another read verb and the decoder of its answers (default: the record)."""
         calls: list[asyncio.Future[Any]] = []
-        if need <= 0 and not first:
-            return 0, calls
+        if round_.done and not first:
+            return calls
         loop = self._event_loop()
         waiter: asyncio.Future[None] = loop.create_future()
-        spares = list(spare)
-        state = [0, 0]  # replies, failures
+        timer: list[asyncio.TimerHandle | None] = [None]
 
-        def settle() -> None:
-            ok, failed = state
-            if not waiter.done() and (ok >= need or ok + len(calls) - ok - failed < need):
-                waiter.set_result(None)
+        def apply(step: Step) -> None:
+            if step.slow:
+                until = time.monotonic() + SLOW_REPLICA_SECONDS
+                for node in step.slow:
+                    self._slow[node] = until
+            for replica in step.send:
+                launch(replica)
 
         def launch(replica: Replica) -> None:
             started = time.perf_counter()
@@ -563,51 +503,50 @@ class Coordinator:
                         raise PeerError("cancelled")
                     raw = f.result()
                     if read is not None:  # a digest: no clock to check
-                        answers[replica.node] = read[1](raw)
+                        answer = read[1](raw)
                     else:
                         if isinstance(raw, bytes):  # the stored record as it is (handle_read)
-                            versions = decode_record(raw) if raw else ()
+                            answer = decode_record(raw) if raw else ()
                         else:
-                            versions = tuple(version_from_wire(v) for v in raw)
-                        self.clock_guard.check_versions(versions)
-                        answers[replica.node] = versions
+                            answer = tuple(version_from_wire(v) for v in raw)
+                        self.clock_guard.check_versions(answer)
                 except Exception as exc:
                     if not isinstance(exc, PeerError):
                         log.debug("bad read answer from %s: %r", replica.node, exc)
                     self.metrics.replica_error("read").inc()
-                    self._slow[replica.node] = time.monotonic() + SLOW_REPLICA_SECONDS
-                    state[1] += 1
-                    if spares and not waiter.done():
-                        launch(spares.pop(0))
+                    apply(round_.fail(replica.node))
                 else:
                     self.metrics.replica_latency_of("read").observe(time.perf_counter() - started)
-                    state[0] += 1
-                settle()
+                    if round_.reply(replica.node, answer) and not waiter.done():
+                        waiter.set_result(None)
+                    return
+                if round_.done and not waiter.done():
+                    waiter.set_result(None)
 
             call.add_done_callback(done)
 
-        def speculate() -> None:
-            if spares and not waiter.done():
-                until = time.monotonic() + SLOW_REPLICA_SECONDS
-                for replica in first:
-                    if replica.node not in answers:
-                        self._slow[replica.node] = until
-            while spares and not waiter.done():
-                launch(spares.pop(0))
+        def tick() -> None:
+            apply(round_.tick(loop.time()))
+            if round_.done:
+                _resolve(waiter)
+            else:
+                schedule()
+
+        def schedule() -> None:
+            when = round_.wakeup()
+            timer[0] = loop.call_at(when, tick) if when is not None else None
 
         for replica in first:
             launch(replica)
-        settle()
-        timers = [loop.call_later(self.timeout, lambda: _resolve(waiter))]
-        if spares:
-            timers.append(loop.call_later(self.speculative_read_delay, speculate))
+        if round_.done:
+            return calls
+        schedule()
         try:
-            if need > 0:
-                await waiter
+            await waiter
         finally:
-            for timer in timers:
-                timer.cancel()
-        return state[0], calls
+            if timer[0] is not None:
+                timer[0].cancel()
+        return calls
 
     def _local_read(self, key: bytes, hint_for: str | None) -> tuple[Version, ...]:
         versions = self.storage.get(key)
@@ -616,24 +555,18 @@ class Coordinator:
         return versions
 
     async def _read_repair(
-        self,
-        key: bytes,
-        tasks: Sequence[asyncio.Future[bool]],
-        answers: dict[str, Any],
-        primaries: set[str],
+        self, key: bytes, tasks: Sequence[asyncio.Future[Any]], round_: ReadRound
     ) -> None:
         if tasks:
             await asyncio.wait(tasks, timeout=self.timeout)
             for task in tasks:
                 if task.done() and not task.cancelled():
                     task.exception()  # retrieved: a failed replica read is expected here
-        everything = [v for vs in answers.values() for v in vs]
-        final = merge_siblings((), everything, self.mode)
-        final_dots = {v.dot for v in final}
-        record = encode_record(final)
-        for node, versions in list(answers.items()):
-            if node not in primaries or {v.dot for v in versions} == final_dots:
-                continue
+        answers = round_.answers
+        final = reconcile(answers, self.mode)
+        stale = stale_replicas(answers, final, round_.primaries)
+        record = encode_record(final) if stale else b""
+        for node in stale:
             self.metrics.read_repairs.inc()
             if node == self.node_id:
                 self.storage.merge(key, final, self.mode)
@@ -712,59 +645,58 @@ class Coordinator:
         return [etag_of(versions, now_ms), has_value(versions, now_ms)]
 
     async def handle_coordinate_put(self, body: dict[str, Any]) -> dict[str, Any]:
-        quorum = Quorum(self.n, int(body["required"]), bool(body.get("strict")))
+        raw = body.get("quorum")
+        if raw is not None:  # the sender's resolved quorum, used as it is
+            quorum = Quorum.from_wire(raw)
+        else:  # from a peer of an older version
+            quorum = Quorum(self.n, int(body["required"]), bool(body.get("strict")))
         context = VClock.from_wire(body["context"])
         self.clock_guard.check_context(context, "peer")
         try:
             clock = await self.put(
                 bytes(body["key"]), body["value"], context, quorum, ttl=int(body.get("ttl", 0))
             )
-        except Unavailable as exc:
-            return {"error": "unavailable", "required": exc.required, "alive": exc.alive}
-        except QuorumTimeout as exc:
-            return {"error": "timeout", "required": exc.required, "acks": exc.acks}
-        except TooManySiblings as exc:
-            return {"error": "too_many_siblings", "count": exc.count, "limit": exc.limit}
-        except StorageFull as exc:
-            return {"error": "insufficient_storage", "message": str(exc)}
+        except RequestFailure as exc:
+            return to_peer(exc)
         return {"context": clock.to_wire()}
 
     # -- plumbing -------------------------------------------------------------------------------
 
-    async def _quorum(self, calls: Sequence[asyncio.Future[Any]], need: int) -> int:
-        """Wait until ``need`` of the calls succeeded (or can no longer, or the request timeout
-        passed); return how many succeeded. The others go on in the background."""
-        if need <= 0:
-            for call in calls:  # fire and forget: the rest still reach their replicas
+    async def _write_round(self, round_: WriteRound, calls: Sequence[asyncio.Future[Any]]) -> None:
+        """Feed the round the calls' outcomes and the time until it is done. The calls not
+        finished by then go on in the background (fire and forget when W needs no other)."""
+        if round_.done:
+            for call in calls:  # the rest still reach their replicas
                 self._track(call)
-            return 0
+            return
         loop = self._event_loop()
         waiter: asyncio.Future[None] = loop.create_future()
-        state = [0, 0]  # successes, failures
-        total = len(calls)
 
         def done(f: asyncio.Future[Any]) -> None:
-            if f.cancelled() or f.exception() is not None:
-                state[1] += 1
-            else:
-                state[0] += 1
-            ok, failed = state
-            if not waiter.done() and (ok >= need or total - failed < need):
+            failed = f.cancelled() or f.exception() is not None
+            if (round_.fail() if failed else round_.ack()) and not waiter.done():
                 waiter.set_result(None)
+
+        timer: asyncio.TimerHandle | None = None
+
+        def tick() -> None:
+            nonlocal timer
+            if round_.tick(loop.time()):
+                _resolve(waiter)
+            else:
+                timer = loop.call_at(round_.deadline, tick)
 
         for call in calls:
             call.add_done_callback(done)
-        if total < need:
-            return 0
-        timer = loop.call_later(self.timeout, lambda: _resolve(waiter))
+        timer = loop.call_at(round_.deadline, tick)
         try:
             await waiter
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
         for call in calls:
             if not call.done():
                 self._track(call)
-        return state[0]
 
     def _track(self, future: asyncio.Future[Any]) -> None:
         """Keep an unfinished replica call for ``drain`` (at shutdown)."""

@@ -18,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from ringkv.core.errors import Unavailable
 from ringkv.core.expiry import live_versions
 from ringkv.core.listing import (
     LIST_SCAN_RATE,
@@ -30,7 +31,6 @@ from ringkv.core.listing import (
 from ringkv.core.placement import preference_list
 from ringkv.core.quorum import Quorum
 from ringkv.core.ring import RING_SIZE
-from ringkv.node.coordinator import Unavailable
 from ringkv.node.membership import Membership
 from ringkv.node.messaging import MessagingService, PeerError
 from ringkv.node.storage import Storage

@@ -10,8 +10,8 @@ others to probe a suspect (``ping_req``) before convicting it, and publishes its
 in gossip (``DOWN``). A member it does not watch is alive unless convicted that way (or its
 connection is down). A convicted member that is in fact alive refutes by bumping its ``ALIVE``
 counter. Gossip rounds exchange bucket summaries, then digests and deltas of what differs.
-Members that left or were removed are dropped from gossip state ``QUARANTINE_SECONDS`` after
-they departed, and quarantined as long again (``Gossiper.evict``).
+Members that left or were removed are dropped from gossip state a hint window after they
+departed, and quarantined for the tombstone grace (``gossip.departure_periods`` says why).
 
 Token claim (formation and later joins): a node that has no tokens yet waits until it has talked
 to its seeds, then takes its turn -- the lowest id among live tokenless nodes claims first, against
@@ -30,13 +30,14 @@ import time
 from typing import Any
 
 from ringkv.core import gossip as g
+from ringkv.core.allocation import allocate_tokens
 from ringkv.core.failure_detector import (
     INDIRECT_PROBES,
     PhiAccrualFailureDetector,
     Watch,
     watch_order,
 )
-from ringkv.core.ring import Ring, allocate_tokens
+from ringkv.core.ring import Ring
 from ringkv.node.config import NodeConfig
 from ringkv.node.messaging import MessagingService, PeerError
 from ringkv.node.storage import Storage
@@ -45,9 +46,6 @@ log = logging.getLogger(__name__)
 
 SEED_SETTLE_SECONDS = 3.0
 NEWS_PUSH_GAP = 0.5
-QUARANTINE_SECONDS = 600.0
-"""How long a member that left or was removed stays in gossip state (so that every member
-learns that it departed), and then how long news of it is ignored."""
 
 
 class Membership:
@@ -72,6 +70,9 @@ class Membership:
         self._watch_order: tuple[str, ...] = ()
         self._gossip_down: set[str] = set()  # convicted by the members that watch them
         self._departed: dict[str, float] = {}  # member -> when we saw it leave or removed
+        self.keep_departed, self.quarantine = g.departure_periods(
+            config.hint_window, config.tombstone_grace, config.gossip_interval
+        )
         self._last_push = 0.0
         tokens = storage.get_meta("tokens")
         self.tokens: tuple[int, ...] = tuple(tokens) if isinstance(tokens, list) else ()
@@ -421,7 +422,8 @@ class Membership:
         self._gossip_down = down
 
     def _evict_departed(self, now: float) -> None:
-        """Drop members that left or were removed ``QUARANTINE_SECONDS`` after we saw them go."""
+        """Drop members that left or were removed ``keep_departed`` after we saw them go, and
+        quarantine them (``gossip.departure_periods``)."""
         removed = self.removed_nodes()
         gone = {
             node
@@ -437,8 +439,8 @@ class Membership:
                 del self._departed[node]
         for node in gone:
             since = self._departed.setdefault(node, now)
-            if now - since >= QUARANTINE_SECONDS:
-                self.gossiper.evict(node, now + QUARANTINE_SECONDS)
+            if now - since >= self.keep_departed:
+                self.gossiper.evict(node, now + self.quarantine)
                 self.detector.forget(node)
                 del self._departed[node]
                 log.info("dropped %s from gossip state (departed)", node)

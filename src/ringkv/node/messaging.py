@@ -89,7 +89,9 @@ DEFER: Any = object()
 #: What this node understands beyond the first protocol (announced in the answer to ``hello``).
 #: ``digest``: the ``read_digest`` verb (a replica answers the entity tag of its copy).
 READ_DIGEST_FEATURE = "digest"
-FEATURES = ("record", READ_DIGEST_FEATURE)
+#: A forwarded write carries its resolved ``Quorum`` (``quorum``), not ``required``/``strict``.
+QUORUM_FEATURE = "quorum"
+FEATURES = ("record", READ_DIGEST_FEATURE, QUORUM_FEATURE)
 
 
 class PeerError(Exception):

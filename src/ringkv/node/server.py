@@ -21,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import ringkv
 from ringkv.core.clock_bounds import ClockSkew
-from ringkv.core.conditions import PRECONDITION_FAILED
+from ringkv.core.errors import RequestFailure, to_http
 from ringkv.core.expiry import live_versions
 from ringkv.core.quorum import Operation, Quorum, QuorumError, resolve
 from ringkv.core.validators import (
@@ -46,9 +46,9 @@ from ringkv.node.anti_entropy import AntiEntropy
 from ringkv.node.auth import METRICS_ROLE, TokenStore, load_secret
 from ringkv.node.batch import Batches
 from ringkv.node.cleanup import Cleanup
-from ringkv.node.conditional import PreconditionFailed, conditional_put
+from ringkv.node.conditional import conditional_put
 from ringkv.node.config import NodeConfig
-from ringkv.node.coordinator import Coordinator, QuorumTimeout, TooManySiblings, Unavailable
+from ringkv.node.coordinator import Coordinator
 from ringkv.node.hints import HintedHandoff, HintStore
 from ringkv.node.http import (
     Handler,
@@ -66,7 +66,7 @@ from ringkv.node.membership import Membership
 from ringkv.node.messaging import DEFER, MessagingService, PeerError
 from ringkv.node.metrics import NodeMetrics
 from ringkv.node.observability import watch
-from ringkv.node.storage import Storage, StorageFull
+from ringkv.node.storage import Storage
 from ringkv.node.streaming import ChangeError, RingChanges
 from ringkv.node.tls import TlsConfig
 
@@ -342,6 +342,7 @@ class Node:
             "anti_entropy": self.anti_entropy.status(),
             "changes": self.changes.cluster_progress(),
             "cleanup": self.cleanup.status(),
+            "snapshots": _snapshot_api().status_of(self),
         }
 
 
@@ -552,22 +553,14 @@ async def handle_delete(node: Node, request: Request) -> Response:
     return await _write(node, request, "delete", None)
 
 
-_WRITE_ERRORS = (PreconditionFailed, TooManySiblings, StorageFull, Unavailable, QuorumTimeout)
+#: Every failure of the table in ``core.errors`` (the four write errors, a failed condition...).
+_WRITE_ERRORS = (RequestFailure,)
 
 
 def api_error(exc: Exception) -> ApiError:
     """The answer for a request (or one key of a batch) that failed with ``exc``."""
-    if isinstance(exc, PreconditionFailed):
-        return ApiError(412, PRECONDITION_FAILED, str(exc), context=encode_context(exc.seen))
-    if isinstance(exc, TooManySiblings):
-        return ApiError(409, "too_many_siblings", str(exc), siblings=exc.count, limit=exc.limit)
-    if isinstance(exc, StorageFull):
-        return ApiError(507, "insufficient_storage", "the node's disk is full; nothing was written")
-    if isinstance(exc, Unavailable):
-        return ApiError(503, "unavailable", str(exc), required=exc.required, alive=exc.alive)
-    if isinstance(exc, QuorumTimeout):
-        return ApiError(504, "timeout", str(exc), required=exc.required, acks=exc.acks)
-    raise exc
+    status, code, message, extra = to_http(exc)
+    return ApiError(status, code, message, **extra)
 
 
 async def _call(awaitable: Awaitable[Any]) -> Any:
@@ -779,6 +772,13 @@ def data_routes() -> list[tuple[str, str, Any]]:
     ]
 
 
+def _snapshot_api() -> Any:
+    """``ringkv.node.snapshot_api`` (it builds on this module, so it is imported late)."""
+    from ringkv.node import snapshot_api
+
+    return snapshot_api
+
+
 def _tune_gc() -> None:
     """Keep the cyclic garbage collector off the request path's tail.
 
@@ -817,6 +817,7 @@ class Api:
         for method, path, handler in data_routes():
             router.add(method, path, partial(handler, node))
         router.add("POST", "/v1/admin/cleanup", partial(handle_cleanup, node))
+        _snapshot_api().install(router, node)  # snapshots, restore (before the /v1/admin/ prefix)
         router.add_prefix("POST", ADMIN_PREFIX, partial(handle_admin, node))
         self.server = HttpServer(
             router,

@@ -30,6 +30,7 @@ metadata) still sync each write.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -39,6 +40,7 @@ from typing import Any
 import msgpack
 from rocksdict import Options, Rdict, WriteOptions
 
+from ringkv.core.errors import INSUFFICIENT_STORAGE, RequestFailure, failure
 from ringkv.core.ring import RING_SIZE, key_hash
 from ringkv.core.versions import (
     ConflictMode,
@@ -59,14 +61,19 @@ HINTS_CF = "hints"
 ChangeListener = Callable[[int, bytes, Sequence[Version], Sequence[Version]], None]
 
 
-class StorageFull(OSError):
+@failure(INSUFFICIENT_STORAGE)
+class StorageFull(OSError, RequestFailure):
     """The disk is full (or RocksDB stopped writing after an I/O error): nothing was written."""
+
+    @classmethod
+    def from_fields(cls, message: str, fields: dict[str, Any]) -> StorageFull:
+        return cls(errno.ENOSPC, message.removeprefix(f"[Errno {errno.ENOSPC}] "))
 
 
 def _write_error(exc: Exception) -> Exception:
     text = str(exc)
     if "No space left" in text or "IO error" in text or "NoSpace" in text:
-        return StorageFull(28, f"storage cannot write: {text}")
+        return StorageFull(errno.ENOSPC, f"storage cannot write: {text}")
     return exc
 
 
@@ -336,6 +343,11 @@ class Storage:
     def flush(self) -> None:
         """Write the memtables to SST files (blocking: run it in a worker thread)."""
         self._db.flush()
+
+    @property
+    def db(self) -> Rdict:
+        """The database itself, for checkpoints (``ringkv.node.snapshots``)."""
+        return self._db
 
     def sst_bytes(self) -> int:
         return int(self._db.property_int_value("rocksdb.total-sst-files-size") or 0)

@@ -22,7 +22,8 @@ import time
 from typing import Any
 
 from ringkv.core import gossip as g
-from ringkv.core.ring import Ring, allocate_tokens
+from ringkv.core.allocation import allocate_tokens
+from ringkv.core.ring import Ring
 from ringkv.core.streaming import Transfer, moved_fraction, plan_rebuild, plan_transfers
 from ringkv.core.versions import version_from_wire, version_to_wire
 from ringkv.node.config import NodeConfig

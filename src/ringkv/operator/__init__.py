@@ -14,6 +14,8 @@
   apply the children, carry out the action ``plan`` chose, write the status.
 - ``handlers``: the kopf handlers (create/resume/update apply the children; a timer runs the
   reconcile pass), Kubernetes Events and Prometheus metrics.
+- ``backup``: ``spec.backup``, scheduled backups, the ``KVBackup`` and ``KVRestore`` runs;
+  ``backup_handlers``: their kopf handlers.
 - ``metrics``: per-KVCluster metrics (phase, last actions, failed passes).
 - ``main``: ``python -m ringkv.operator`` runs kopf with the handlers.
 """

@@ -173,3 +173,6 @@ def forget(name: str, namespace: str | None, **_: Any) -> None:
             gauge.remove(namespace, name)
     CLUSTERS.forget(namespace, name)
     reconciler.forget(namespace, name)
+
+
+from ringkv.operator import backup_handlers  # noqa: E402, F401  (registers the backup handlers)

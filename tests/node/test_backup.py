@@ -1,0 +1,238 @@
+"""Snapshots, backups to a real S3-compatible store (tests/s3server.py) and restores into a
+cluster of another shape, on real multi-process clusters."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ringkv.backup import BackupError, Store, load_manifest, prune, run_backup, run_restore
+from ringkv.client import GetResult
+from tests.conftest import MakeCluster
+from tests.s3server import S3Server
+
+# the first test may build the S3 gateway (tests/s3server.py) when `make test` did not
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+BUCKET = "ringkv-backups"
+
+
+@pytest.fixture
+def s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Server]:
+    with S3Server(tmp_path / "s3") as server:
+        server.create_bucket(BUCKET)
+        for name, value in server.env().items():
+            monkeypatch.setenv(name, value)
+        yield server
+
+
+def _store(s3: S3Server, prefix: str = "prod") -> Store:
+    return Store(BUCKET, prefix, endpoint=s3.endpoint)
+
+
+def _http(method: str, url: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            raw = answer.read()
+            return answer.status, json.loads(raw) if raw[:1] == b"{" else raw
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_snapshot_endpoints(make_cluster: MakeCluster) -> None:
+    cluster = make_cluster(nodes=1, zones=1, replication_factor=1)
+    client = cluster.client(0)
+    client.put_many({f"k{i}": b"v" * 100 for i in range(500)})
+    url = cluster.node(0).url
+    status, snap = _http("POST", url + "/v1/admin/snapshot", {"name": "s1"})
+    assert status == 201, snap
+    assert snap["name"] == "s1" and snap["node"] == "n1" and snap["files"] > 0
+    assert _http("POST", url + "/v1/admin/snapshot", {"name": "s1"})[0] == 409
+    status, bad = _http("POST", url + "/v1/admin/snapshot", {"name": "../x"})
+    assert status == 400 and bad["error"] == "bad_request"
+    status, listed = _http("GET", url + "/v1/admin/snapshots")
+    assert status == 200 and [s["name"] for s in listed["snapshots"]] == ["s1"]
+    assert listed["bytes"] >= snap["bytes"] > 0
+    status, detail = _http("GET", url + "/v1/admin/snapshots/s1")
+    sst = next(f for f in detail["file_list"] if f["path"].endswith(".sst"))
+    assert len(sst["sha256"]) == 64
+    status, data = _http("GET", url + f"/v1/admin/snapshots/s1/files/{sst['path']}")
+    assert status == 200 and len(data) == sst["size"]
+    assert _http("GET", url + "/v1/admin/snapshots/s1/files/..%2F..%2Fetc%2Fpasswd")[0] == 404
+    assert client.status()["snapshots"]["count"] == 1
+    metrics = urllib.request.urlopen(url + "/metrics", timeout=10).read().decode()
+    assert "ringkv_snapshot_bytes" in metrics
+    # the snapshot is a point in time: later writes are not in it, and it survives them
+    client.put_many({f"later{i}": b"x" for i in range(50)})
+    assert _http("GET", url + "/v1/admin/snapshots/s1")[1]["file_list"] == detail["file_list"]
+    assert _http("DELETE", url + "/v1/admin/snapshots/s1") == (200, {"deleted": "s1"})
+    assert _http("DELETE", url + "/v1/admin/snapshots/s1")[0] == 404
+    assert client.status()["snapshots"]["count"] == 0
+
+
+def _read_all(client: Any, keys: list[str]) -> dict[str, GetResult]:
+    out: dict[str, GetResult] = {}
+    for start in range(0, len(keys), 100):
+        answers = client.get_many(keys[start : start + 100], r="all")
+        for key, answer in answers.items():
+            assert isinstance(answer, GetResult), (key, answer)
+            out[key] = answer
+    return out
+
+
+KEYS = 20_000
+SIBLING_KEYS = 1_000
+DELETED_KEYS = 2_000
+
+
+def _write_dataset(client: Any) -> list[str]:
+    keys = [f"user/{i:06d}" for i in range(KEYS)]
+    for start in range(0, KEYS, 100):
+        chunk = keys[start : start + 100]
+        errors = client.put_many({k: f"v1-{k}".encode() for k in chunk}, w="all")
+        assert all(isinstance(v, str) for v in errors.values())
+    # siblings: a second write without a context is concurrent with the first
+    for start in range(0, SIBLING_KEYS, 100):
+        chunk = keys[start : start + 100]
+        client.put_many({k: f"v2-{k}".encode() for k in chunk}, w="all")
+    deleted = keys[SIBLING_KEYS : SIBLING_KEYS + DELETED_KEYS]
+    for start in range(0, len(deleted), 100):
+        client.delete_many(deleted[start : start + 100], w="all")
+    return keys
+
+
+def test_backup_restore_into_another_shape(
+    make_cluster: MakeCluster, s3: S3Server, tmp_path: Path
+) -> None:
+    source = make_cluster(nodes=3, zones=3)
+    keys = _write_dataset(source.client(0))
+    before = _read_all(source.client(0), keys)
+    assert sum(1 for r in before.values() if len(r.siblings) == 2) == SIBLING_KEYS
+    assert sum(1 for r in before.values() if not r.found) == DELETED_KEYS
+    store = _store(s3)
+    reports: list[dict[str, Any]] = []
+    first = run_backup(source.urls[0], store, backup_id="b1", cluster="src",
+                       on_progress=reports.append)  # fmt: skip
+    assert first["cluster"] == "src" and sorted(first["nodes"]) == ["n1", "n2", "n3"]
+    assert first["ring"]["replication_factor"] == 3
+    assert all(len(n["tokens"]) > 0 for n in first["ring"]["nodes"])
+    assert reports[-1]["state"] == "done" and reports[-1]["bytes_done"] == first["bytes"]
+    assert all(f["sha256"] for n in first["nodes"].values() for f in n["files"])
+    # the node snapshots are gone once uploaded
+    assert source.client(0).status()["snapshots"]["count"] == 0
+    # incremental: nothing changed, so the SST files are referenced, not uploaded again
+    second = run_backup(source.urls[0], store, backup_id="b2", cluster="src")
+    assert second["bytes_reused"] > 0.5 * second["bytes"]
+    assert second["bytes_uploaded"] < first["bytes_uploaded"]
+    # a rerun of a complete backup does nothing
+    assert run_backup(source.urls[0], store, backup_id="b2") == second
+    source.stop()
+
+    target = make_cluster(nodes=4, zones=2)
+    report = run_restore(target.urls[1], store, "b2", workdir=str(tmp_path))
+    assert report["state"] == "done" and report["keys_done"] >= KEYS
+    after = _read_all(target.client(2), keys)
+    for key in keys:
+        old, new = before[key], after[key]
+        assert new.found == old.found, key
+        assert sorted(new.siblings) == sorted(old.siblings), key
+    # context semantics: the restored context covers every sibling, so a write with it
+    # replaces them all; a write without it adds a sibling
+    sample = keys[:5]
+    for key in sample:
+        target.client(0).put(key, b"resolved", context=after[key].context, w="all")
+        assert target.client(1).get(key, r="all").siblings == [b"resolved"]
+    deleted = keys[SIBLING_KEYS]
+    target.client(0).put(deleted, b"new", w="all")
+    assert target.client(0).get(deleted, r="all").siblings == [b"new"]
+    # a restore merges with newer data and never overwrites it: restoring again keeps
+    # the writes made since
+    run_restore(target.urls[0], store, "b2", workdir=str(tmp_path))
+    for key in sample:
+        assert target.client(1).get(key, r="all").siblings == [b"resolved"]
+    assert target.client(0).get(deleted, r="all").siblings == [b"new"]
+
+
+def test_corrupt_or_partial_backup_is_refused(
+    make_cluster: MakeCluster, s3: S3Server, tmp_path: Path
+) -> None:
+    source = make_cluster(nodes=3, zones=3)
+    source.client(0).put_many({f"k{i}": b"v" for i in range(300)}, w="all")
+    store = _store(s3, prefix="corrupt")
+    manifest = run_backup(source.urls[0], store, backup_id="b1")
+    source.stop()
+    target = make_cluster(nodes=3, zones=3)
+    victim = next(f for f in manifest["nodes"]["n2"]["files"] if f["path"].endswith(".sst"))
+    body = s3.client().get_object(Bucket=BUCKET, Key=victim["key"])["Body"].read()
+    flipped = body[:100] + bytes([body[100] ^ 0xFF]) + body[101:]
+    s3.client().put_object(Bucket=BUCKET, Key=victim["key"], Body=flipped)
+    with pytest.raises(BackupError, match=victim["key"].replace("/", ".")):
+        run_restore(target.urls[0], store, "b1", workdir=str(tmp_path))
+    assert target.client(0).keys()[0] == []  # nothing was written
+    # a missing file is refused too, naming it
+    s3.client().delete_object(Bucket=BUCKET, Key=victim["key"])
+    with pytest.raises(BackupError, match="incomplete"):
+        run_restore(target.urls[0], store, "b1", workdir=str(tmp_path))
+    # and a backup without its manifest (interrupted) is not complete
+    s3.client().delete_object(Bucket=BUCKET, Key=store.key("b1", "manifest.json"))
+    with pytest.raises(BackupError, match="not complete"):
+        load_manifest(store, "b1")
+
+
+def test_prune_keeps_what_newer_backups_reference(make_cluster: MakeCluster, s3: S3Server) -> None:
+    cluster = make_cluster(nodes=1, zones=1, replication_factor=1)
+    cluster.client(0).put_many({f"k{i}": b"v" * 50 for i in range(200)})
+    store = _store(s3, prefix="prune")
+    for backup_id in ("a1", "a2", "a3"):
+        run_backup(cluster.urls[0], store, backup_id=backup_id)
+    assert prune(store, keep=1) == ["a1", "a2"]
+    assert [m["backup_id"] for m in store.manifests()] == ["a3"]
+    kept = load_manifest(store, "a3")
+    for node in kept["nodes"].values():
+        for f in node["files"]:
+            assert store.head(f["key"]) is not None, f["key"]
+
+
+def _ringkv(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ringkv", *args], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, **env})  # fmt: skip
+
+
+def test_cli_backup_list_restore_and_refusal(make_cluster: MakeCluster, s3: S3Server) -> None:
+    source = make_cluster(nodes=3, zones=3)
+    source.client(0).put_many({f"c{i}": f"v{i}".encode() for i in range(200)}, w="all")
+    flags = ["--bucket", BUCKET, "--prefix", "cli", "--s3-endpoint", s3.endpoint]
+    done = _ringkv("admin", "backup", "--endpoint", source.urls[0], *flags, "--backup-id", "c1",
+                   "--cluster", "src", "--rate", "100", env=s3.env())  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["backup_id"] == "c1" and summary["bytes"] > 0
+    assert "ETA" in done.stderr and "rate" in done.stderr  # the progress lines
+    assert s3.secret_key not in done.stdout + done.stderr  # credentials are never printed
+    listed = _ringkv("admin", "backups", *flags, "--json", env=s3.env())
+    assert [r["backup_id"] for r in json.loads(listed.stdout) if r["complete"]] == ["c1"]
+    source.stop()
+    target = make_cluster(nodes=2, zones=2, replication_factor=2)
+    restored = _ringkv("admin", "restore", "c1", "--endpoint", target.urls[0], *flags,
+                       env=s3.env())  # fmt: skip
+    assert restored.returncode == 0, restored.stderr
+    assert target.client(1).get("c7", r="all").siblings == [b"v7"]
+    # a corrupt file: refused, naming it, exit 1
+    key = next(o["Key"] for o in s3.client().list_objects_v2(Bucket=BUCKET, Prefix="cli/c1/")[
+        "Contents"] if o["Key"].endswith(".sst"))  # fmt: skip
+    s3.client().put_object(Bucket=BUCKET, Key=key, Body=b"not an sst file")
+    refused = _ringkv("admin", "restore", "c1", "--endpoint", target.urls[0], *flags,
+                      env=s3.env())  # fmt: skip
+    assert refused.returncode == 1 and key in refused.stderr, refused.stderr
+    missing = _ringkv("admin", "restore", "nope", "--endpoint", target.urls[0], *flags,
+                      env=s3.env())  # fmt: skip
+    assert missing.returncode == 1 and "not complete" in missing.stderr
