@@ -1,17 +1,17 @@
-"""pytest plugin for the e2e suites: which Kubernetes cluster the tests run against.
+"""pytest plugin for the e2e suites: the Kubernetes cluster the tests run against.
 
-    pytest e2e/... --cluster=localkube   (default) a local control plane from
-                                         e2e/localkube, pods run as processes
-    pytest e2e/... --cluster=kind        an existing cluster (e2e/kind/up.sh, or
-                                         any kubeconfig): --kubeconfig or $KUBECONFIG
+    pytest e2e/... --cluster=kind        an existing cluster (e2e/kind/up.sh, or any
+                                         kubeconfig): --kubeconfig or $KUBECONFIG
+    make e2e                             builds the images, creates a kind cluster,
+                                         runs the suites and deletes it (e2e/kind/run-e2e.sh)
 
 Fixtures:
-    k8s         session-scoped ``K8s`` handle: .kubeconfig, .kind ("localkube" or
-                "kind"), .kubectl(*args), .forward/.pod_url (reach a pod or Service
-                from the test process), .api (localkube only: stdlib REST client),
-                .cluster/.kubelet (localkube only: node stop/start, pod logs).
-                It also exports KUBECONFIG for the rest of the session, so the
-                kubernetes client, kopf and kubectl pick the cluster up unchanged.
+    k8s         session-scoped ``K8s`` handle: .kubeconfig, .kind ("kind"), .kubectl(*args),
+                .exec (kubectl exec), .forward/.pod_url (reach a pod or Service from the test
+                process through port-forwards), .stop_node/.start_node (a kind node's
+                container: a machine failing and coming back). It also exports KUBECONFIG
+                for the rest of the session, so the kubernetes client, kopf and kubectl pick
+                the cluster up unchanged.
     namespace   a fresh namespace per test, deleted afterwards.
 """
 
@@ -23,7 +23,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
@@ -40,46 +39,35 @@ if str(E2E) not in sys.path:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("ringkv-e2e")
-    g.addoption("--cluster", choices=("localkube", "kind"), default="localkube",
-                help="cluster for the e2e tests (default: localkube)")
+    g.addoption("--cluster", choices=("kind",), default="kind",
+                help="cluster for the e2e tests: kind (or any cluster by its kubeconfig)")
     g.addoption("--kubeconfig", default=None,
-                help="kubeconfig of an existing cluster (--cluster=kind); default $KUBECONFIG")
-    g.addoption("--localkube-workdir", default=None,
-                help="localkube state/log directory (default: a fresh temp dir)")
-    g.addoption("--localkube-keep", action="store_true",
-                help="keep the localkube workdir (logs) after the session")
+                help="kubeconfig of an existing cluster; default $KUBECONFIG")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "localkube_only: needs the localkube harness")
     config.addinivalue_line("markers", "kind_only: needs a real cluster (--cluster=kind)")
+    config.addinivalue_line("markers", "localkube_only: needed the removed localkube harness")
     config.addinivalue_line("markers", "slow: long multi-process or fault tests")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    cluster = config.getoption("--cluster")
-    other = "kind_only" if cluster == "localkube" else "localkube_only"
-    skip = pytest.mark.skip(reason=f"{other}: not on --cluster={cluster}")
+    skip = pytest.mark.skip(reason="localkube_only: e2e/localkube was removed; use kind")
     for item in items:
-        if other in item.keywords:
+        if "localkube_only" in item.keywords:
             item.add_marker(skip)
 
 
-def pytest_collection_finish(session: pytest.Session) -> None:
-    """Build (or reuse) the localkube binaries before any test runs, outside the
-    per-test timeout: a cold build takes ~10 minutes on 2 cores."""
-    if session.config.getoption("--cluster") != "localkube" or os.geteuid() != 0:
-        return
-    if session.config.getoption("--collect-only", default=False):
-        return
-    if any("k8s" in getattr(item, "fixturenames", ()) or "localkube_only" in item.keywords
-           for item in session.items):
-        from localkube.cluster import build_binaries
-
-        session.config.stash[_BIN_DIR] = str(build_binaries())
-
-
-_BIN_DIR = pytest.StashKey[str]()
+def container_engine() -> str:
+    """The engine running kind's nodes, as e2e/kind/lib.sh picks it: $KIND_ENGINE, else
+    docker where a Docker daemon answers, else podman."""
+    if os.environ.get("KIND_ENGINE"):
+        return os.environ["KIND_ENGINE"]
+    if shutil.which("docker"):
+        with contextlib.suppress(subprocess.SubprocessError, OSError):
+            if subprocess.run(["docker", "info"], capture_output=True, timeout=20).returncode == 0:
+                return "docker"
+    return "podman"
 
 
 @dataclass
@@ -87,24 +75,16 @@ class K8s:
     kind: str
     kubeconfig: str
     kubectl_bin: str
-    cluster: Any = None  # localkube.cluster.Cluster
-    kubelet: Any = None  # localkube.kubelet.ProcessKubelet
-    api: Any = None  # localkube.kubeapi.KubeAPI
-    # kind: port-forwards kept open by pod_url, by (namespace, pod, port)
+    api: Any = None  # no in-process API client: tests use kubectl (``get --raw``)
+    # port-forwards kept open by pod_url, by (namespace, pod, port)
     _forwards: dict[tuple[str, str, int], tuple[subprocess.Popen[str], str, str]] = field(
         default_factory=dict)
     _forwards_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @contextlib.contextmanager
     def forward(self, namespace: str, target: str, port: int) -> Iterator[tuple[str, int]]:
-        """Reach ``pod/NAME`` or ``svc/NAME`` port from the test process: yields (host, port).
-
-        localkube: pod IPs are routable from the host, so this is the pod IP (for a
-        Service: a ready endpoint and its targetPort); kind: ``kubectl port-forward``.
-        """
-        if self.kind == "localkube":
-            yield self._localkube_addr(namespace, target, port)
-            return
+        """Reach ``pod/NAME`` or ``svc/NAME`` port from the test process through
+        ``kubectl port-forward``: yields (host, port). Pod IPs are not routable from the host."""
         proc, local = self._port_forward(namespace, target, port)
         try:
             yield ("127.0.0.1", local)
@@ -134,12 +114,8 @@ class K8s:
     def pod_url(self, namespace: str, pod: str, port: int) -> str:
         """``http://HOST:PORT`` reaching a pod's port from the test process, for many calls.
 
-        localkube: the pod IP. kind: a ``kubectl port-forward`` to the pod, kept open and
-        reused while the same pod (uid) lives, replaced when the pod is or the forward died
-        (the host never dials pod IPs on a real cluster)."""
-        if self.kind == "localkube":
-            host, p = self._localkube_addr(namespace, f"pod/{pod}", port)
-            return f"http://{host}:{p}"
+        A ``kubectl port-forward`` to the pod, kept open and reused while the same pod (uid)
+        lives, replaced when the pod is or the forward died (the host never dials pod IPs)."""
         uid = self.kubectl("-n", namespace, "get", "pod", pod, "-o",
                            "jsonpath={.metadata.uid}").stdout.strip()
         with self._forwards_lock:
@@ -165,44 +141,25 @@ class K8s:
             proc.wait(10)
         self._forwards.clear()
 
-    def _localkube_addr(self, namespace: str, target: str, port: int) -> tuple[str, int]:
-        kind, _, name = target.partition("/")
-        if kind in ("pod", "pods", "po"):
-            pod = self.api.get(f"/api/v1/namespaces/{namespace}/pods/{name}")
-            return pod["status"]["podIP"], port
-        if kind in ("svc", "service", "services"):
-            svc = self.api.get(f"/api/v1/namespaces/{namespace}/services/{name}")
-            tport: Any = port
-            for sp in svc["spec"].get("ports") or []:
-                if sp["port"] == port:
-                    tport = sp.get("targetPort", port)
-            slices = self.api.get(
-                f"/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices",
-                labelSelector=f"kubernetes.io/service-name={name}")["items"]
-            for sl in slices:
-                for ep in sl.get("endpoints") or []:
-                    if (ep.get("conditions") or {}).get("ready", True) and ep.get("addresses"):
-                        if not isinstance(tport, int):
-                            tport = next(p["port"] for p in sl.get("ports") or []
-                                         if p.get("name") == tport)
-                        return ep["addresses"][0], int(tport)
-            raise RuntimeError(f"service {namespace}/{name} has no ready endpoint")
-        raise ValueError(f"target must be pod/NAME or svc/NAME, not {target!r}")
-
     def exec(self, namespace: str, pod: str, *cmd: str, container: str | None = None,
              input: str | None = None, check: bool = True,
              timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        """Run a command in a pod's container, like ``kubectl exec`` (which the process
-        kubelet cannot serve): localkube enters the container's namespaces directly."""
-        if self.kind == "localkube":
-            r: subprocess.CompletedProcess[str] = self.kubelet.exec(
-                namespace, pod, list(cmd), container, input, timeout)
-            if check and r.returncode:
-                raise subprocess.CalledProcessError(r.returncode, list(cmd), r.stdout, r.stderr)
-            return r
+        """Run a command in a pod's container (``kubectl exec``)."""
         c = ["-c", container] if container else []
         return self.kubectl("-n", namespace, "exec", "-i", pod, *c, "--", *cmd,
                             check=check, input=input, timeout=timeout)
+
+    def stop_node(self, name: str) -> None:
+        """A machine fails: stop the kind node's container (its kubelet and every pod on it
+        stop at once; the node goes NotReady after the node monitor's grace period)."""
+        subprocess.run([container_engine(), "stop", "-t", "0", name], check=True,
+                       capture_output=True, text=True, timeout=120)
+
+    def start_node(self, name: str) -> None:
+        """The machine returns: start the node's container again (systemd boots, the kubelet
+        rejoins with its old state, possibly at a new address)."""
+        subprocess.run([container_engine(), "start", name], check=True,
+                       capture_output=True, text=True, timeout=120)
 
     def kubectl(self, *args: str, check: bool = True, input: str | None = None,
                 timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -215,46 +172,20 @@ class K8s:
 def k8s(request: pytest.FixtureRequest) -> Iterator[K8s]:
     opt = request.config.getoption
     old_kc = os.environ.get("KUBECONFIG")
-    if opt("--cluster") == "kind":
-        kc = opt("--kubeconfig") or os.environ.get("KUBECONFIG") or str(
-            Path.home() / ".kube" / "config")
-        kubectl = shutil.which("kubectl")
-        if not kubectl:
-            pytest.fail("--cluster=kind needs kubectl on PATH")
-        os.environ["KUBECONFIG"] = kc
-        handle = K8s("kind", kc, kubectl)
-        try:
-            yield handle
-        finally:
-            handle.close()
-        return
-
-    from localkube.cluster import Cluster, ClusterConfig, build_binaries
-    from localkube.kubelet import attach_kubelet
-
-    if os.geteuid() != 0:
-        pytest.skip("localkube needs root (network/mount namespaces)")
-    built = request.config.stash.get(_BIN_DIR, None)
-    bin_dir = Path(built) if built else build_binaries()
-    wd = opt("--localkube-workdir")
-    workdir = Path(wd) if wd else Path(tempfile.mkdtemp(prefix="ringkv-localkube-"))
-    cluster = Cluster(ClusterConfig(workdir=workdir), bin_dir=bin_dir)
+    kc = opt("--kubeconfig") or old_kc or str(Path.home() / ".kube" / "config")
+    kubectl = shutil.which("kubectl")
+    if not kubectl:
+        pytest.fail("the e2e tests need kubectl on PATH (make e2e puts the one it built there)")
+    os.environ["KUBECONFIG"] = kc
+    handle = K8s("kind", kc, kubectl)
     try:
-        cluster.up()
-        kubelet = attach_kubelet(cluster, backoff_base=2.0, backoff_max=20.0)
-        os.environ["KUBECONFIG"] = str(cluster.kubeconfig)
-        yield K8s("localkube", str(cluster.kubeconfig), str(bin_dir / "kubectl"),
-                  cluster=cluster, kubelet=kubelet, api=cluster.api)
+        yield handle
     finally:
-        cluster.down()
+        handle.close()
         if old_kc is None:
             os.environ.pop("KUBECONFIG", None)
         else:
             os.environ["KUBECONFIG"] = old_kc
-        if not opt("--localkube-keep") and not wd:
-            shutil.rmtree(workdir, ignore_errors=True)
-        elif opt("--localkube-keep"):
-            print(f"\nlocalkube workdir kept: {workdir}", file=sys.stderr)
 
 
 @pytest.fixture

@@ -8,15 +8,21 @@ source "$(dirname "$0")/lib.sh"
 cd "$REPO_DIR"
 py="${PYTHON:-.venv/bin/python}"
 cleanup() {
+    log "pytest: $((SECONDS - tests_at)) s; total so far: $SECONDS s"
     if [[ "${KIND_KEEP:-0}" == 1 ]]; then log "keeping cluster $KIND_CLUSTER (make kind-down)"; return; fi
     "$KIND_DIR/down.sh" --quiet || true
+    log "down; total: $SECONDS s"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+tests_at=$SECONDS
 "$KIND_DIR/up.sh"
+tests_at=$SECONDS
+log "up (images and cluster): $SECONDS s"
 (($#)) || set -- e2e/kind e2e/operator
 rc=0
-PATH="$KIND_CACHE/bin:$PATH" "$py" -m pytest --cluster=kind --kubeconfig="$KIND_KUBECONFIG" \
-    -p no:cacheprovider "$@" || rc=$?
+# KIND_ENGINE: the tests stop and start node containers (a machine failing)
+KIND_ENGINE="$(container_engine)" PATH="$KIND_CACHE/bin:$PATH" \
+    "$py" -m pytest --cluster=kind --kubeconfig="$KIND_KUBECONFIG" -p no:cacheprovider "$@" || rc=$?
 exit "$rc"

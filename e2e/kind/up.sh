@@ -5,7 +5,8 @@
 # 2. builds or reuses every image (build-images.sh; ~cold: see e2e/README.md),
 # 3. removes a cluster of the same name left over (a crash, an earlier run),
 # 4. creates one control plane and three workers labelled topology.kubernetes.io/zone
-#    zone-a/b/c (kind-config.yaml) from the locally built node image: nothing is pulled,
+#    zone-a/b/c and a spare zone-c worker tainted ringkv.io/spare (kind-config.yaml), from
+#    the locally built node image: nothing is pulled,
 # 5. loads ringkv:0.1.0 and ringkv:0.1.1 into the nodes,
 # 6. writes the kubeconfig and prints how to use it.
 # Env: KIND_CLUSTER (default ringkv), KIND_KUBECONFIG (default e2e/kind/.kubeconfig).
@@ -13,6 +14,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 host_setup
 engine="$(container_engine)"
+started=$SECONDS
 if [[ $engine == podman ]]; then
     node_image="$(bash "$KIND_DIR/build-images.sh" | tail -1)"
     image_args=(--image "$node_image")
@@ -28,6 +30,7 @@ else
     done
 fi
 
+log "images ready after $((SECONDS - started)) s"
 "$KIND_DIR/down.sh" --quiet
 
 KUBE_VERSION="$(cd "$KIND_DIR/k8s" && GOWORK=off go list -m -f '{{.Version}}' k8s.io/kubernetes)"
@@ -56,6 +59,7 @@ else
 fi
 kind_cmd load image-archive "$archive" --name "$KIND_CLUSTER" >&2
 
+log "cluster up after $((SECONDS - started)) s (images included)"
 echo "cluster $KIND_CLUSTER is up; to use it:"
 echo "  export KUBECONFIG=$KIND_KUBECONFIG"
 if [[ -x $KIND_CACHE/bin/kubectl ]]; then

@@ -2,9 +2,11 @@
 KVCluster after the old one was deleted with its volumes (ringkv.operator.backup).
 
 The store is the Versity S3 Gateway (tests/s3server.py) on this machine, listening where the
-pods reach the host: the localkube bridge's gateway address, or on kind the docker network's
-gateway. The operator comes from manifests/ as in test_operator_e2e.py (whose fixtures and
-helpers this module shares).
+pods reach the host: the gateway of kind's container network (podman's or Docker's ``kind``
+network), with a route on the host to every node's pod CIDR through that node so that the
+host can answer pods (this project's kind pod network does not masquerade). The operator
+comes from manifests/ as in test_operator_e2e.py (whose fixtures and helpers this module
+shares).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,7 @@ from test_operator_e2e import (  # noqa: F401  (operator: a fixture)
     wait_for,
 )
 
+from conftest import container_engine
 from ringkv.client import Client
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -44,19 +48,41 @@ PREFIX = "e2e/example"
 
 
 def host_for_pods(k8s: Any) -> str:
-    """An address of this machine that the pods reach."""
-    if k8s.kind == "localkube":
-        return str(k8s.cluster.api_host)  # the bridge address: the pods reach the host there
-    out = subprocess.run(
-        ["docker", "network", "inspect", "kind", "-f", "{{(index .IPAM.Config 0).Gateway}}"],
-        capture_output=True, text=True, check=True, timeout=30,
-    )  # fmt: skip
-    return out.stdout.strip()
+    """An address of this machine that the pods reach: the IPv4 gateway of the ``kind``
+    network (Docker: IPAM.Config[].Gateway, podman: subnets[].gateway)."""
+    out = subprocess.run([container_engine(), "network", "inspect", "kind"],
+                         capture_output=True, text=True, check=True, timeout=30).stdout
+    net = json.loads(out)[0]
+    for sub in (net.get("IPAM") or {}).get("Config") or net.get("subnets") or []:
+        gateway = sub.get("Gateway") or sub.get("gateway")
+        if gateway and ":" not in gateway:
+            return str(gateway)
+    raise AssertionError(f"no IPv4 gateway on the kind network: {out}")
+
+
+@contextmanager
+def routes_to_pods(k8s: Any) -> Iterator[None]:
+    """Routes on this machine to every node's pod CIDR through that node, so that answers
+    to pods find them (removed afterwards)."""
+    nodes = json.loads(k8s.kubectl("get", "nodes", "-o", "json").stdout)["items"]
+    added = []
+    for n in nodes:
+        cidr = n["spec"].get("podCIDR")
+        ip = next((a["address"] for a in n["status"].get("addresses") or []
+                   if a["type"] == "InternalIP"), None)  # fmt: skip
+        if cidr and ip:
+            subprocess.run(["ip", "route", "replace", cidr, "via", ip], check=True, timeout=30)
+            added.append((cidr, ip))
+    try:
+        yield
+    finally:
+        for cidr, ip in added:
+            subprocess.run(["ip", "route", "del", cidr, "via", ip], check=False, timeout=30)
 
 
 @pytest.fixture
 def s3(k8s: Any, tmp_path: Path) -> Iterator[S3Server]:
-    with S3Server(tmp_path / "s3", host=host_for_pods(k8s)) as server:
+    with routes_to_pods(k8s), S3Server(tmp_path / "s3", host=host_for_pods(k8s)) as server:
         server.create_bucket(BUCKET)
         yield server
 

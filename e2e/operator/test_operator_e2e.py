@@ -1,15 +1,15 @@
 """End-to-end tests of the ringkv operator (issue 6) on a real Kubernetes API.
 
 The operator runs in-cluster from ``manifests/`` (``kubectl apply -k manifests/``: its own
-namespace, ServiceAccount, RBAC and Deployment; on localkube the ``ringkv:<tag>`` image runs
-the project's virtualenv). The example KVCluster (``manifests/example/kvcluster.yaml``, 3 zones,
-3 nodes, RF 3) is applied once per module into a fresh namespace and shared by the tests, which
-run in order: create -> scale 3 -> 6 -> 3 -> pod kill -> pod + volume loss.
+namespace, ServiceAccount, RBAC and Deployment) with the ``ringkv:<tag>`` image built from
+the project's Dockerfile (e2e/kind). The example KVCluster (``manifests/example/kvcluster.yaml``,
+3 zones, 3 nodes, RF 3) is applied once per module into a fresh namespace and shared by the
+tests, which run in order: create -> scale 3 -> 6 -> 3 -> pod kill -> pod + volume loss.
 
 No ``__init__.py`` here on purpose: with one, pytest would import this module as
 ``operator.test_operator_e2e`` and collide with the standard library's ``operator``.
 ``e2e/conftest.py`` (the ``k8s`` and ``namespace`` fixtures, ``--cluster``) applies to this
-directory as to ``e2e/tests``.
+directory as to ``e2e/kind``.
 
 Security is on, as the example has it: the operator generates the Secrets (API tokens, the
 cluster secret, its own token). ``cluster_ns`` reads the generated admin token from

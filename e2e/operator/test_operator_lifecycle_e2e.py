@@ -71,10 +71,7 @@ def available(k8s: Any, cluster_ns: str) -> str:
 
 
 def api_get(k8s: Any, path: str, **params: str) -> dict[str, Any]:
-    """GET on the Kubernetes API: localkube's REST client (thread-safe, no subprocess), or
-    ``kubectl get --raw`` elsewhere."""
-    if k8s.api is not None:
-        return dict(k8s.api.get(path, **params))
+    """GET on the Kubernetes API (``kubectl get --raw``)."""
     if params:
         from urllib.parse import urlencode
 
@@ -602,40 +599,58 @@ def test_pod_kill_under_load(k8s: Any, available: str) -> None:
 class Spare:
     zone: str  # the zone whose machine fails
     failing: str  # its Kubernetes node (not the operator's)
-    name: str  # the spare node added in that zone
+    name: str  # the spare node in that zone
+
+
+SPARE = "ringkv.io/spare"  # label and taint of the spare worker (e2e/kind/kind-config.yaml)
+
+
+def _nodes(k8s: Any, selector: str) -> list[dict[str, Any]]:
+    return list(api_get(k8s, "/api/v1/nodes", labelSelector=selector)["items"])
+
+
+def _operator_nodes(k8s: Any, ready: bool = False) -> set[str]:
+    """Nodes of the operator's pods (not being deleted; ``ready``: only Ready ones)."""
+    pods = api_get(k8s, f"/api/v1/namespaces/{OPERATOR_NS}/pods",
+                   labelSelector="app.kubernetes.io/name=ringkv-operator")["items"]
+    return {
+        p["spec"].get("nodeName")
+        for p in pods
+        if not p["metadata"].get("deletionTimestamp")
+        and (not ready or any(c["type"] == "Ready" and c["status"] == "True"
+                              for c in p.get("status", {}).get("conditions") or []))
+    }
 
 
 @pytest.fixture
 def spare_node(k8s: Any) -> Iterator[Spare]:
-    """A second Kubernetes node in the zone of a node that can fail (localkube), so a pod of
-    the failed node can be rescheduled within its zone, as on a real cluster with several
-    machines per zone. The failing node is one the operator does not run on: the operator
-    stops acting with its own machine gone (its Deployment's pod is evicted only after the
-    300 s default toleration), which is not what this test is about."""
-    if k8s.kind != "localkube":
-        pytest.skip("needs the localkube harness (node stop/start)")
-    from localkube.cluster import NodeSpec, free_port
-    from localkube.kubelet import KubeletAPI
-
-    cluster, kubelet = k8s.cluster, k8s.kubelet
-    op = json.loads(
-        k8s.kubectl(
-            "-n", OPERATOR_NS, "get", "pods", "-l", "app.kubernetes.io/name=ringkv-operator",
-            "-o", "json",
-        ).stdout
-    )["items"]  # fmt: skip
-    op_nodes = {p["spec"].get("nodeName") for p in op}
-    failing = next(n for n in cluster.nodes if n.name not in op_nodes and n.zone in ZONES)
-    name = f"{failing.name}-spare"
-    if name not in kubelet.node_names:
-        assert cluster.net is not None
-        spec = NodeSpec(
-            name, failing.zone, cluster.net.node_cidr(len(cluster.nodes)), kubelet_port=free_port()
-        )
-        cluster.nodes.append(spec)
-        kubelet.node_names.add(name)
-        kubelet.servers.append(KubeletAPI(kubelet, name, cluster.api_host, spec.kubelet_port))
-        cluster.add_node_object(spec)
+    """A second worker in the zone of a node that can fail, so a pod of the failed machine
+    can be rescheduled within its zone, as on a real cluster with several machines per
+    zone. kind-config.yaml adds it tainted ``ringkv.io/spare`` (nothing else runs there);
+    this takes the taint off for the test and puts it back afterwards. The failing node is
+    one the operator does not run on: the operator stops acting with its own machine gone
+    (its pod is evicted only after the 300 s default toleration), which is not what this
+    test is about, so the operator is moved off it first."""
+    spares = _nodes(k8s, f"{SPARE}=true")
+    assert spares, f"the cluster needs a worker labelled {SPARE}=true (e2e/kind/kind-config.yaml)"
+    spare = spares[0]
+    name = spare["metadata"]["name"]
+    zone = spare["metadata"]["labels"]["topology.kubernetes.io/zone"]
+    failing = next(
+        n["metadata"]["name"]
+        for n in _nodes(k8s, f"topology.kubernetes.io/zone={zone},!{SPARE}")
+    )
+    if failing in _operator_nodes(k8s):
+        k8s.kubectl("cordon", failing)
+        try:
+            k8s.kubectl("-n", OPERATOR_NS, "delete", "pods", "-l",
+                        "app.kubernetes.io/name=ringkv-operator", "--wait=true", timeout=120)
+            wait_for(lambda: (nodes := _operator_nodes(k8s, ready=True)) and failing not in nodes,
+                     180, f"the operator Ready on a node other than {failing}", every=2)
+        finally:
+            k8s.kubectl("uncordon", failing)
+        assert failing not in _operator_nodes(k8s)
+    k8s.kubectl("taint", "nodes", name, f"{SPARE}:NoSchedule-")
 
     def ready() -> bool:
         n = api_get(k8s, f"/api/v1/nodes/{name}")
@@ -643,21 +658,19 @@ def spare_node(k8s: Any) -> Iterator[Spare]:
             c["type"] == "Ready" and c["status"] == "True" for c in n["status"]["conditions"]
         ) and not n["spec"].get("taints")
 
-    wait_for(ready, 60, f"{name} Ready")
-    yield Spare(failing.zone, failing.name, name)
+    try:
+        wait_for(ready, 60, f"{name} Ready and untainted")
+        yield Spare(zone, failing, name)
+    finally:
+        k8s.kubectl("taint", "nodes", name, f"{SPARE}=true:NoSchedule", "--overwrite",
+                    check=False)
 
 
 def pod_log(k8s: Any, ns: str, pod: dict[str, Any]) -> str:
-    """The log of this pod, by uid (the old pod of the same name may still run on the stopped
-    node), straight from the process kubelet (``kubectl logs`` of a pod on the spare node
-    failed in a run; not investigated)."""
-    w = k8s.kubelet.workers.get(pod["metadata"]["uid"])
-    assert w is not None, f"no kubelet worker for {pod['metadata']['name']}"
-    f = w.dir / "logs" / f"{w.ctrs[0].name}.log"
-    return str(f.read_text(errors="replace")) if f.exists() else ""
+    return str(k8s.kubectl("-n", ns, "logs", pod["metadata"]["name"], "--tail=-1").stdout)
 
 
-@pytest.mark.localkube_only
+@pytest.mark.kind_only
 @pytest.mark.timeout(900)
 def test_failed_node_is_replaced_by_the_operator(
     k8s: Any, available: str, spare_node: Spare
@@ -678,10 +691,10 @@ def test_failed_node_is_replaced_by_the_operator(
     done = timed(f"{node} stopped until {victim} replaced and settled")
     try:
         with Sampler(k8s, ns) as smp:
-            # The machine fails: no heartbeats, its pods unreachable (still running). Cordon
-            # it at once as well, so the replacement is not scheduled there in the ~25 s
-            # before the node lifecycle controller taints it unreachable.
-            k8s.kubelet.stop_node(node)
+            # The machine fails: its kind node's container stops, kubelet and pods with it.
+            # Cordon it at once as well, so the replacement is not scheduled there in the
+            # ~40 s before the node lifecycle controller taints it unreachable.
+            k8s.stop_node(node)
             t_stop = time.time()
             k8s.kubectl("cordon", node)
 
@@ -738,10 +751,10 @@ def test_failed_node_is_replaced_by_the_operator(
         print(f"total {took:.0f}s")
     finally:
         k8s.kubectl("uncordon", node, check=False)
-        k8s.kubelet.start_node(node)
+        k8s.start_node(node)
         patch_kvc(k8s, ns, {"spec": {"failureReplacement": {"after": "5m"}}})
-    # The old pod, still running on the stopped machine, is killed when the machine returns:
-    # the cluster stays as it is (the replacement keeps its place).
+    # The machine returns (its old pod's containers are cleaned up by its kubelet): the
+    # cluster stays as it is (the replacement keeps its place).
     s = settle(k8s, ns, 3, 180, "settled after the failed machine came back")
     assert (
         next(p for p in s.pods if p["metadata"]["name"] == victim)["spec"]["nodeName"]

@@ -433,3 +433,73 @@ def test_undecodable_frames_are_counted_and_close_the_connection(run: Run) -> No
 
     run(main())
     assert refused == ["malformed"] * 3
+
+
+def test_a_slow_name_is_looked_up_once_at_a_time_and_not_reused_stale(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A peer name that takes longer to resolve than the connect timeout (missing while its pod
+    is recreated, the resolver walking its search list) occupies one resolver thread, not one
+    per attempt: lookups cannot be stopped, and a pile of them delays every later lookup,
+    also of peers that are back. Default loop only: it resolves through socket.getaddrinfo in
+    a thread, which the test slows down (uvloop resolves in libuv's pool)."""
+    import threading
+    import time
+
+    real = socket.getaddrinfo
+    lock = threading.Lock()
+    calls: list[float] = []
+    running = [0, 0]  # now, most at once
+    answer = ["missing"]
+
+    def slow(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host != "slow.peer.test":
+            return real(host, port, *args, **kwargs)
+        with lock:
+            calls.append(time.monotonic())
+            running[0] += 1
+            running[1] = max(running)
+        try:
+            time.sleep(0.6)
+            if answer[0] == "missing":
+                raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+            return real("127.0.0.1", port, *args, **kwargs)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow)
+
+    async def main() -> None:
+        async with service("callee") as callee:
+            peer = messaging.PeerConnection("caller", f"slow.peer.test:{callee.port}",
+                                            connect_timeout=0.1)
+            try:
+                loop = asyncio.get_running_loop()
+                end = loop.time() + 2.0
+                while loop.time() < end:  # every attempt times out while the name is slow
+                    peer.reset_backoff()
+                    with pytest.raises(PeerNotReached):
+                        await peer.request("sync", 1, TIMEOUT)
+                    await asyncio.sleep(0.02)
+                assert running[1] == 1, running  # one lookup at a time, not one per attempt
+                assert 2 <= len(calls) <= 5, calls  # back to back: each one taken over
+                # The name appears (the pod is back): a lookup that started before is not
+                # trusted; the next fresh one finds it and the peer is reached.
+                answer[0] = "there"
+                end = loop.time() + 10.0
+                while True:
+                    peer.reset_backoff()
+                    try:
+                        reply = await peer.request("sync", 2, TIMEOUT)
+                        break
+                    except PeerNotReached:
+                        assert loop.time() < end
+                        await asyncio.sleep(0.05)
+                assert reply["body"] == 2
+                assert running[1] == 1
+            finally:
+                await peer.close()
+
+    with asyncio.Runner() as r:
+        r.run(asyncio.wait_for(main(), 30))

@@ -257,6 +257,7 @@ class PeerConnection:
         self._failures = 0
         self._retry_at = 0.0
         self._closed = False
+        self._lookup: asyncio.Future[list[Any]] | None = None
 
     @property
     def connected(self) -> bool:
@@ -332,11 +333,7 @@ class PeerConnection:
         self._connecting = loop.create_future()
         writer: asyncio.StreamWriter | None = None
         try:
-            host, _, port = self.address.rpartition(":")
-            reader, opened = await asyncio.wait_for(
-                asyncio.open_connection(host, int(port), ssl=self.ssl_context),
-                self.connect_timeout,
-            )
+            reader, opened = await asyncio.wait_for(self._open(), self.connect_timeout)
             writer = opened
             _drop_dead_peers(opened)
             nonce = auth.new_nonce()
@@ -385,6 +382,38 @@ class PeerConnection:
             done, self._connecting = self._connecting, None
             if not done.done():
                 done.set_result(None)
+
+    def _resolving(self, host: str, port: int) -> asyncio.Future[list[Any]]:
+        """The peer's addresses, one lookup at a time. A lookup runs in the resolver's small
+        thread pool and cannot be stopped once started, so an attempt that gives up waiting
+        leaves it to the next attempt instead of starting another: a name that takes seconds
+        to fail (missing while its pod is recreated, the resolver walking its search list)
+        would otherwise fill the pool and delay every lookup after it, also of peers that are
+        back. A finished lookup is never reused, so an answer is at most one lookup old."""
+        lookup = self._lookup
+        if lookup is None or lookup.done():
+            lookup = asyncio.ensure_future(
+                asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            )
+            # nobody may be waiting when it ends: take its error so it is not reported
+            lookup.add_done_callback(lambda f: f.cancelled() or f.exception())
+            self._lookup = lookup
+        return lookup
+
+    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        host, _, port = self.address.rpartition(":")
+        infos = await asyncio.shield(self._resolving(host, int(port)))
+        error: OSError = OSError(f"{host} has no address")
+        for *_, sockaddr in infos:
+            try:
+                # TLS checks the certificate against the name dialled, not the address
+                return await asyncio.open_connection(
+                    sockaddr[0], sockaddr[1], ssl=self.ssl_context,
+                    server_hostname=host if self.ssl_context is not None else None,
+                )
+            except OSError as exc:
+                error = exc
+        raise error
 
     async def _read_loop(
         self,
@@ -447,6 +476,8 @@ class PeerConnection:
 
     async def close(self) -> None:
         self._closed = True
+        if self._lookup is not None:
+            self._lookup.cancel()
         task = self._reader_task
         self._drop(None)
         if task is not None:

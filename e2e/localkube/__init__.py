@@ -1,1 +1,0 @@
-"""localkube: a Kubernetes control plane from Go modules, pods as local processes."""
