@@ -31,9 +31,8 @@ from ringkv.core.listing import (
 from ringkv.core.placement import preference_list
 from ringkv.core.quorum import Quorum
 from ringkv.core.ring import RING_SIZE
-from ringkv.node.membership import Membership
-from ringkv.node.messaging import MessagingService, PeerError
-from ringkv.node.storage import Storage
+from ringkv.node.messaging import PeerError
+from ringkv.node.parts import NodePart, NodeParts
 from ringkv.node.throttle import Throttle
 
 #: Comes after every key at a position (keys are at most 256 bytes).
@@ -42,24 +41,12 @@ _AFTER_ALL = b"\xff" * 257
 ReadMany = Callable[[Sequence[bytes], Quorum], Awaitable[list[Any]]]
 
 
-class KeyLister:
-    def __init__(
-        self,
-        node_id: str,
-        n: int,
-        storage: Storage,
-        membership: Membership,
-        messaging: MessagingService,
-        timeout: float,
-        read_many: ReadMany,
-    ) -> None:
+class KeyLister(NodePart):
+    def __init__(self, parts: NodeParts, read_many: ReadMany) -> None:
+        super().__init__(parts)
         self.read_many = read_many
-        self.node_id = node_id
-        self.n = n
-        self.storage = storage
-        self.membership = membership
-        self.messaging = messaging
-        self.timeout = timeout
+        self.n = self.config.replication_factor
+        self.timeout = self.config.request_timeout
         self._one_at_a_time = asyncio.Semaphore(1)
         self._throttle = Throttle(lambda: LIST_SCAN_RATE, full=True)
 

@@ -408,7 +408,9 @@ class PeerConnection:
             try:
                 # TLS checks the certificate against the name dialled, not the address
                 return await asyncio.open_connection(
-                    sockaddr[0], sockaddr[1], ssl=self.ssl_context,
+                    sockaddr[0],
+                    sockaddr[1],
+                    ssl=self.ssl_context,
                     server_hostname=host if self.ssl_context is not None else None,
                 )
             except OSError as exc:

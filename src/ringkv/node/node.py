@@ -113,15 +113,7 @@ class Node:
         parts = NodeParts(config, self.storage, self.membership, self.messaging, self.metrics)
         self.coordinator = Coordinator(parts, self.actor, self.hints)
         self.batches = Batches(self.coordinator)
-        self.lister = KeyLister(
-            config.node_id,
-            config.replication_factor,
-            self.storage,
-            self.membership,
-            self.messaging,
-            config.request_timeout,
-            self.batches.get_many,
-        )
+        self.lister = KeyLister(parts, self.batches.get_many)
         self.handoff = HintedHandoff(
             self.hints,
             self.membership.is_alive,

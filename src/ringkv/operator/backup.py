@@ -205,7 +205,7 @@ class Runner:
         if cluster is None:
             raise BackupSpecError(f"KVCluster {cluster_name} does not exist")
         spec = parse_spec(cluster_name, namespace, cluster.get("spec") or {})
-        _observed, pods = reconciler.observe(spec, self.kube, _NoRing())
+        _observed, pods = reconciler.observe(spec, self.kube, reconciler.PodsOnly())
         urls = reconciler.endpoints_of(spec, pods.values())
         ready = sum(1 for p in pods.values() if p.ready)
         access = credentials.node_access(spec, self.kube)
@@ -352,17 +352,6 @@ class Runner:
 
 class NotReady(Exception):
     """The target cluster is not ready: the restore waits and tries again."""
-
-
-class _NoRing:
-    def ring_view(self, endpoints: list[str]) -> None:
-        return None
-
-    def decommission(self, endpoints: list[str], node: str) -> None:  # pragma: no cover
-        raise NotImplementedError
-
-    def load(self, endpoints: list[str]) -> tuple[None, None]:  # pragma: no cover
-        return None, None
 
 
 def _parse_time(text: str | None) -> float | None:

@@ -121,21 +121,8 @@ def apply_children(body: kopf.Body, name: str, namespace: str | None, **_: Any) 
         raise kopf.PermanentError(f"invalid spec: {exc}") from exc
     memory = reconciler.memory_for(namespace, name)
     with memory.lock:
-        observed, _pods = reconciler.observe(spec, kube(), _NoNodes())
+        observed, _pods = reconciler.observe(spec, kube(), reconciler.PodsOnly())
         reconciler.ensure_children(spec, plain, kube(), sts_replicas(spec, observed))
-
-
-class _NoNodes:
-    """Children only: no need to ask the nodes."""
-
-    def ring_view(self, endpoints: list[str]) -> None:
-        return None
-
-    def decommission(self, endpoints: list[str], node: str) -> None:  # pragma: no cover
-        raise NotImplementedError
-
-    def load(self, endpoints: list[str]) -> tuple[None, None]:  # pragma: no cover
-        return None, None
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=INTERVAL, initial_delay=1.0, sharp=False)

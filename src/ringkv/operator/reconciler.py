@@ -112,6 +112,19 @@ def pod_state(spec: ClusterSpec, pod: dict[str, Any]) -> PodState | None:
     )
 
 
+class PodsOnly:
+    """``Nodes`` for a pass that needs the pods and children only, not the nodes' answers."""
+
+    def ring_view(self, endpoints: list[str]) -> None:
+        return None
+
+    def decommission(self, endpoints: list[str], node: str) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def load(self, endpoints: list[str]) -> tuple[None, None]:  # pragma: no cover
+        return None, None
+
+
 def observe(spec: ClusterSpec, kube: Kube, nodes: Nodes) -> tuple[Observed, dict[str, PodState]]:
     ns = spec.namespace
     selector = f"{INSTANCE_LABEL}={spec.name},app.kubernetes.io/component=node"
