@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 
 from ringkv.client import Client, Unavailable
-from ringkv.node.coordinator import SPECULATIVE_READ_DELAY
+from ringkv.node.config import SETTINGS
 from tests.cluster import Cluster, wait_until
 
 LEVELS = [
@@ -246,7 +246,7 @@ def test_quorum_read_survives_a_paused_replica(make_cluster) -> None:  # type: i
         for key in keys:
             started = time.monotonic()
             assert c.get(key, r="quorum").value == key.encode()
-            slow += time.monotonic() - started >= SPECULATIVE_READ_DELAY
+            slow += time.monotonic() - started >= SETTINGS["speculative-read-delay"].default
         # Once it missed the speculative delay, the paused replica is asked last: the delay is
         # not added to every read whose preference list names it first.
         assert slow <= 2, f"{slow} of {len(keys)} reads waited for the paused replica"

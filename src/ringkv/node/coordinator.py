@@ -87,12 +87,6 @@ from ringkv.node.parts import NodePart, NodeParts
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 SIBLINGS_WARNING = 25  # as Riak's warn_siblings
-#: Defaults of --read-repair-chance (share of reads that ask every live replica, for background
-#: read repair, as Cassandra's read_repair_chance; the others ask only R replicas) and
-#: --speculative-read-delay (a read asks the remaining replicas when the first ones have not
-#: answered within this many seconds).
-READ_REPAIR_CHANCE = 0.1
-SPECULATIVE_READ_DELAY = 0.1
 #: A replica that failed a read or missed the speculative read delay is asked last for this long
 #: (as Cassandra's dynamic snitch): one slow or unreachable replica -- a peer still dialled
 #: at an address it left -- must not add the delay to every read.
