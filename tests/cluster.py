@@ -32,12 +32,13 @@ from ringkv.launcher import HOST, Process, answers_ready, free_ports, node_args
 __all__ = ["HOST", "Cluster", "NodeExited", "NodeProc", "free_ports", "wait_until"]
 T = TypeVar("T")
 
-_live: set[subprocess.Popen[bytes]] = set()
+#: Child processes still running: killed when the test process exits, however it exits.
+LIVE: set[subprocess.Popen[bytes]] = set()
 
 
 @atexit.register
 def _kill_leftovers() -> None:
-    for process in list(_live):
+    for process in list(LIVE):
         with contextlib.suppress(OSError):
             process.kill()
 
@@ -107,7 +108,7 @@ class NodeProc(Process):
     def start(self, banner: str | None = None) -> NodeProc:  # type: ignore[override]
         assert not self.running, f"{self.node_id} is already running"
         self.argv = [sys.executable, "-m", "ringkv.node", *self.args]
-        _live.add(super().start(banner or f"harness: starting {self.node_id}"))
+        LIVE.add(super().start(banner or f"harness: starting {self.node_id}"))
         return self
 
     def ready(self) -> bool:
@@ -172,7 +173,7 @@ class NodeProc(Process):
         if self.process is None:
             return
         self.stop(sig, grace)
-        _live.discard(self.process)
+        LIVE.discard(self.process)
 
 
 def _insecure_unless_configured(extra_args: Sequence[str]) -> list[str]:

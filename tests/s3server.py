@@ -10,7 +10,6 @@ with a random root key pair, and is killed on ``stop()`` (and at interpreter exi
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import secrets
 import socket
@@ -20,17 +19,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from tests.cluster import HOST, free_ports
+from tests.cluster import HOST, LIVE, free_ports
 
 BUILD = Path(__file__).resolve().parent.parent / "e2e" / "s3" / "build.sh"
-_live: set[subprocess.Popen[bytes]] = set()
-
-
-@atexit.register
-def _kill_leftovers() -> None:
-    for process in list(_live):
-        with contextlib.suppress(OSError):
-            process.kill()
 
 
 @cache
@@ -72,7 +63,7 @@ class S3Server:
              "--port", f"{self.host}:{self.port}", "--quiet", "posix", str(data)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
-        _live.add(self.process)
+        LIVE.add(self.process)
         end = time.monotonic() + deadline
         while True:
             if self.process.poll() is not None:
@@ -105,7 +96,7 @@ class S3Server:
         if self.process is not None:
             self.process.kill()
             self.process.wait(10)
-            _live.discard(self.process)
+            LIVE.discard(self.process)
 
     def __enter__(self) -> S3Server:
         return self.start()
