@@ -94,6 +94,7 @@ def _coordinator() -> Any:
         from ringkv.node.config import parse_args
         from ringkv.node.coordinator import Coordinator
         from ringkv.node.metrics import NodeMetrics
+        from ringkv.node.parts import NodeParts
         from ringkv.node.storage import Storage
 
         class _Alone:
@@ -113,9 +114,9 @@ def _coordinator() -> Any:
         config = parse_args(["--node-id", "f1", "--data-dir", data_dir, "--no-auth", "true",
                              "--no-peer-auth", "true"])  # fmt: skip
         storage = Storage(data_dir)
+        parts = NodeParts(config, storage, _Alone(), None, NodeMetrics())  # type: ignore[arg-type]
         _COORDINATOR = Coordinator(
-            config, storage, _Alone(), None, NodeMetrics(), "f1#1",  # type: ignore[arg-type]
-            HintStore(storage, config.mode),
+            parts, "f1#1", HintStore(storage, config.mode),
         )  # fmt: skip
     return _COORDINATOR
 
