@@ -160,6 +160,22 @@ def test_join_progress_is_reported(spec: ClusterSpec) -> None:
     assert "25.0%" in condition(d.status, "Progressing")["message"]
 
 
+
+def test_a_joiner_still_starting_and_not_yet_heard_is_waited_for_not_down() -> None:
+    """Gossip spreads a join before the joiner's first heartbeat reaches the node asked: a
+    joining member whose pod is running but not ready is starting, not a node down."""
+    spec = make_spec(replicas=4)
+    obs = cluster(
+        spec,
+        {"zone-a": 2, "zone-b": 1, "zone-c": 1},
+        not_ready={"kv-zone-a-1"},
+        dead={"kv-zone-a-1"},
+        states={"kv-zone-a-1": "joining"},
+    )
+    d = step(spec, obs)
+    assert condition(d.status, "Degraded")["reason"] == "AsExpected", d.status
+    assert d.action.kind != REPLACE
+
 # -- scale down ----------------------------------------------------------------------------
 
 

@@ -373,6 +373,10 @@ class _Node:
             return False
         if self.pod is None or self.pod.deleting or self.pod.phase != "Running":
             return True
+        if m.state == JOINING and not self.ready and not self.crash_looping:
+            # A joiner whose pod is still starting: the node asked may not have heard its
+            # first heartbeat yet (gossip spread the join first); waited for, not down.
+            return False
         return not m.alive
 
 
