@@ -618,7 +618,8 @@ def test_scale_up_and_down(k8s: Any, available: str) -> None:
     # asks may see a member down and the status says Degraded/NodeDown for a pass. Tolerated
     # only then (a pod not ready) and only once; anything else degraded fails.
     def starting_down(smp: tuple[Any, ...]) -> bool:
-        return smp[3] == "NodeDown" and smp[5] is not None and smp[4] is not None and smp[5] < smp[4]
+        ready, replicas = smp[5], smp[4]
+        return smp[3] == "NodeDown" and None not in (ready, replicas) and ready < replicas
 
     assert sum(1 for smp in changes(samples) if starting_down(smp)) <= 1, changes(samples)
     steady = [smp for smp in samples if not starting_down(smp)]
