@@ -6,6 +6,9 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$REPO_DIR"
+# One cluster of a name per machine: a second run (another checkout) waits for the first.
+exec 9>"/tmp/ringkv-kind-$KIND_CLUSTER.lock"
+flock 9
 py="${PYTHON:-.venv/bin/python}"
 cleanup() {
     log "pytest: $((SECONDS - tests_at)) s; total so far: $SECONDS s"
