@@ -24,4 +24,5 @@
 - ``absence``: whether a node was away too long to rejoin with its data.
 - ``cron``: cron schedules (scheduled backups): the next scheduled minute after a time.
 - ``token_bucket``: how long background work waits to keep to its rate.
+- ``sharding``: which shard of a node holds a token (fixed equal slices), arcs cut at them.
 """
