@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from ringkv.client import Client
-from ringkv.launcher import HOST, Process, answers_ready, free_ports, node_args
+from ringkv.launcher import HOST, Process, answers_ready, free_port_run, free_ports, node_args
 
 __all__ = ["HOST", "Cluster", "NodeExited", "NodeProc", "free_ports", "wait_until"]
 T = TypeVar("T")
@@ -200,12 +200,19 @@ class Cluster:
         zones: int = 3,
         replication_factor: int = 3,
         extra_args: Sequence[str] = (),
+        shards: int = 1,
     ) -> None:
+        """``shards``: run each node with ``--shards`` (its shard ports follow its peer port)."""
         self.root = Path(tmp_path)
         self.root.mkdir(parents=True, exist_ok=True)
         self.replication_factor = replication_factor
-        ports = free_ports(2 * nodes)
-        client_ports, peer_ports = ports[:nodes], ports[nodes:]
+        if shards == 1:
+            ports = free_ports(2 * nodes)
+            client_ports, peer_ports = ports[:nodes], ports[nodes:]
+        else:
+            extra_args = [*extra_args, "--shards", str(shards)]
+            client_ports = free_ports(nodes)
+            peer_ports = [free_port_run(2 * shards) for _ in range(nodes)]
         seeds = ",".join(f"{HOST}:{p}" for p in peer_ports)
         self.nodes: list[NodeProc] = []
         for i in range(nodes):

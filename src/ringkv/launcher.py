@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import random
 import signal
 import socket
 import subprocess
@@ -40,6 +41,7 @@ def node_args(
         "--data-dir", str(data_dir),
         "--seeds", seeds,
         "--replication-factor", str(replication_factor),
+        "--shards", "1",  # one process per node unless a caller asks for more
     ]  # fmt: skip
 
 
@@ -146,6 +148,16 @@ def free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
+
+
+def free_port_run(length: int, tries: int = 200) -> int:
+    """The first of ``length`` consecutive ports free right now (a node's shard ports)."""
+    rng = random.Random()
+    for _ in range(tries):
+        base = rng.randrange(20000, 60000 - length)
+        if not any(port_taken(p) for p in range(base, base + length)):
+            return base
+    raise OSError(f"no {length} consecutive free ports found")
 
 
 def port_taken(port: int) -> bool:

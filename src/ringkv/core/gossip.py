@@ -52,6 +52,8 @@ REMOVING = "removing"  # {"node": id, "generation": g} while this member re-repl
 CHANGE = "change"  # progress of the membership change this member drives
 CLEANUP = "cleanup"  # the ring this member sees and its cleanup progress (ringkv.core.cleanup)
 DOWN = "down"  # {node: [generation, version]} members this one convicts (see core.failure_detector)
+#: {"count", "peer": [addresses], "client": [addresses]} of a node served by several shards
+SHARDS = "shards"
 ALIVE = "alive"  # a counter a member bumps to refute a conviction of itself
 
 DIGEST_BUCKETS = 32

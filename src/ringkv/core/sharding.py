@@ -12,9 +12,11 @@ per piece: ``split_range`` cuts a ring arc at a node's slice boundaries.
 
 from __future__ import annotations
 
+from typing import Any
+
 from ringkv.core.ring import RING_SIZE
 
-__all__ = ["MAX_SHARDS", "TOKEN_BITS", "shard_of", "slice_start", "split_range"]
+__all__ = ["MAX_SHARDS", "TOKEN_BITS", "owning_peer", "shard_of", "slice_start", "split_range"]
 
 TOKEN_BITS = 64
 #: More shards than this on one node is a mistake (a shard is a process with its own RocksDB).
@@ -56,3 +58,9 @@ def split_range(start: int, end: int, shards: int) -> list[tuple[int, int, int]]
                 # back to arc notation; (RING_SIZE - 1, hi - 1] is the arc [0, hi - 1]
                 pieces.append((shard, (lo - 1) % RING_SIZE, hi - 1))
     return pieces
+
+
+def owning_peer(published: dict[str, Any], token: int) -> str:
+    """The peer address of the shard holding ``token`` on a node that published its shards
+    (gossip key ``SHARDS``: ``{"count": S, "peer": [address of shard 0, ...]}``)."""
+    return str(published["peer"][shard_of(token, int(published["count"]))])

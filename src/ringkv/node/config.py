@@ -23,6 +23,7 @@ from ringkv.core.clock_bounds import DEFAULT_MAX_CLOCK_SKEW
 from ringkv.core.expiry import MAX_TTL_SECONDS
 from ringkv.core.quorum import PRESETS
 from ringkv.core.ring import DEFAULT_VNODES
+from ringkv.core.sharding import MAX_SHARDS
 from ringkv.core.versions import CONFLICT_MODES, ConflictMode
 from ringkv.node.auth import split_paths
 from ringkv.node.logs import LOG_FORMATS
@@ -140,6 +141,11 @@ class NodeConfig:
     )  # fmt: skip
     zone: str = setting("default", "failure zone (rack / availability zone)", operator=True)
     data_dir: str = setting("./data", "RocksDB directory; created if missing", operator=True)
+    shards: int = setting(
+        1, "worker processes (shards) serving this node, one per core; each holds a fixed slice "
+        "of the token space in DATA_DIR/shard-I on peer port --peer-port + I (0: the CPUs this "
+        "process may use); the data directory records it", low=0, high=MAX_SHARDS,
+    )  # fmt: skip
     seeds: tuple[str, ...] = setting(
         (), "comma-separated peer addresses HOST:PEER_PORT to join through", operator=True
     )

@@ -278,7 +278,7 @@ class Coordinator(NodePart):
         ttl: int = 0,
     ) -> VClock:
         target = forward_target(quorum, live, key_hash(key))
-        address = self.membership.address_of(target) or ""
+        address = self.membership.address_for(target, key) or ""
         self.metrics.forwarded.inc()
         body: dict[str, Any] = {"key": key, "value": value, "context": context.to_wire()}
         if self.messaging.supports(address, QUORUM_FEATURE):
@@ -320,7 +320,7 @@ class Coordinator(NodePart):
         """Send the record (``merged``, encoded as ``record``) to one replica; on failure keep
         a hint for it (as Cassandra does for replicas that time out), so the write still
         reaches it later. A peer of an older version gets the versions in wire form."""
-        address = self.membership.address_of(replica.node) or ""
+        address = self.membership.address_for(replica.node, key) or ""
         body: dict[str, Any] = {"key": key}
         if self.messaging.supports(address, "record"):
             body["record"] = record
@@ -347,11 +347,16 @@ class Coordinator(NodePart):
         self, node: str, items: Sequence[tuple[bytes, Sequence[Version]]]
     ) -> None:
         """Deliver whole records to a node (hint delivery, anti-entropy); raises on failure."""
-        address = self.membership.address_of(node)
-        if address is None:
+        if self.membership.address_of(node) is None:
             raise PeerError(f"no address for {node}")
-        body = {"items": [[key, [version_to_wire(v) for v in vs]] for key, vs in items]}
-        await self.messaging.request(address, "replicate_batch", body, self.timeout * 2)
+        # one message per shard of the node (one message for a node served by one process)
+        per_address: dict[str, list[Any]] = {}
+        for key, vs in items:
+            address = self.membership.address_for(node, key) or ""
+            per_address.setdefault(address, []).append([key, [version_to_wire(v) for v in vs]])
+        for address, wire in per_address.items():
+            body = {"items": wire}
+            await self.messaging.request(address, "replicate_batch", body, self.timeout * 2)
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -460,7 +465,7 @@ class Coordinator(NodePart):
         def launch(replica: Replica) -> None:
             started = time.perf_counter()
             self.metrics.replica_request("read", replica.primary).inc()
-            address = self.membership.address_of(replica.node) or ""
+            address = self.membership.address_for(replica.node, key) or ""
             body: dict[str, Any] = {"key": key, "raw": True}
             if replica.hint_for:
                 body["hint_for"] = replica.hint_for

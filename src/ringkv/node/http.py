@@ -27,7 +27,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any
@@ -209,6 +209,7 @@ class HttpServer:
         self.connections: set[_Connection] = set()
         self.clock = _Clock()
         self._server: asyncio.Server | None = None
+        self._also: list[asyncio.Server] = []
         self.port = 0
         self._sweeper: asyncio.TimerHandle | None = None
         self.closing = False
@@ -227,13 +228,23 @@ class HttpServer:
         for conn in conns:
             conn.flush()
 
-    async def start(self, host: str, port: int, ssl: Any = None) -> None:
+    async def start(
+        self, host: str, port: int, ssl: Any = None, reuse_port: bool = False,
+        also: Sequence[int] = (),
+    ) -> None:
+        """Listen on ``port`` (shared with sibling processes when ``reuse_port``) and on the
+        ports ``also`` (a shard's own port)."""
         loop = asyncio.get_running_loop()
         server = await loop.create_server(
-            lambda: _Connection(self), host, port, ssl=ssl, reuse_address=True, backlog=1024
-        )
+            lambda: _Connection(self), host, port, ssl=ssl, reuse_address=True, backlog=1024,
+            reuse_port=reuse_port or None,
+        )  # fmt: skip
         self._server = server
         self.port = int(server.sockets[0].getsockname()[1])  # the one bound, for port 0
+        for other in also:
+            self._also.append(await loop.create_server(
+                lambda: _Connection(self), host, other, ssl=ssl, reuse_address=True, backlog=1024
+            ))  # fmt: skip
         self._schedule_sweep()
 
     def _schedule_sweep(self) -> None:
@@ -250,8 +261,9 @@ class HttpServer:
     async def shutdown(self, timeout: float) -> None:
         """Stop accepting, finish in-flight requests (up to ``timeout``), close the rest."""
         self.closing = True
-        if self._server is not None:
-            self._server.close()
+        for server in (self._server, *self._also):
+            if server is not None:
+                server.close()
         for conn in list(self.connections):
             if conn.idle():
                 conn.close()
@@ -262,8 +274,9 @@ class HttpServer:
             conn.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
-        if self._server is not None:
-            await self._server.wait_closed()
+        for server in (self._server, *self._also):
+            if server is not None:
+                await server.wait_closed()
 
 
 class _Connection(asyncio.Protocol):

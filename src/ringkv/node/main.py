@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+import os
 import signal
+import sys
 from collections.abc import Sequence
 
-from ringkv.node import logs
+from ringkv.node import logs, shards
 from ringkv.node.absence import AwayTooLong
 from ringkv.node.config import parse_args
 from ringkv.node.node import Node
+from ringkv.node.shards import ShardLayout
 
 FD_RESERVE = 4096  # descriptors beyond client connections: peers, RocksDB files, logs
 
@@ -31,6 +34,18 @@ def raise_open_files_limit(wanted: int) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     config = parse_args(argv)
     logs.configure(config.node_id, config.log_level, config.log_format)
+    layout: ShardLayout | None = None
+    if shards.shard_count(config) > 1:
+        if shards.SHARD_INDEX_ENV not in os.environ:
+            return shards.supervise(config, list(sys.argv[1:] if argv is None else argv))
+        layout = ShardLayout.of(config)
+        config = layout.worker_config(config)
+    else:
+        try:
+            shards.check_recorded(config.data_dir, 1)
+        except shards.ShardCountChanged as exc:
+            logging.getLogger("ringkv").error("%s", exc)
+            return 1
     try:
         import uvloop
 
@@ -46,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "only %d open files allowed (ulimit -n); --max-client-connections %d wants %d",
             have, config.max_client_connections, wanted,
         )  # fmt: skip
-    node = Node(config)
+    node = Node(config, layout)
     try:
         loop.run_until_complete(_serve(node))
     except OSError as exc:

@@ -37,7 +37,8 @@ from ringkv.core.failure_detector import (
     Watch,
     watch_order,
 )
-from ringkv.core.ring import Ring
+from ringkv.core.ring import Ring, key_hash
+from ringkv.core.sharding import owning_peer
 from ringkv.node.config import NodeConfig
 from ringkv.node.messaging import MessagingService, PeerError
 from ringkv.node.storage import Storage
@@ -113,6 +114,7 @@ class Membership:
         self._up: frozenset[str] = frozenset()
         self._up_at = 0.0
         self._up_ring: Ring | None = None
+        self._sharded: dict[str, dict[str, Any]] = {}  # members served by several shards
         self._rebuild_ring()
 
     # -- queries ------------------------------------------------------------------------------
@@ -153,6 +155,15 @@ class Membership:
     def address_of(self, node: str) -> str | None:
         state = self.gossiper.states.get(node)
         return None if state is None else state.get(g.PEER_ADDRESS)
+
+    def address_for(self, node: str, key: bytes) -> str | None:
+        """The peer address of the shard of ``node`` that holds ``key`` (``address_of`` for a
+        node served by one process)."""
+        if self._sharded:
+            published = self._sharded.get(node)
+            if published is not None:
+                return owning_peer(published, key_hash(key))
+        return self.address_of(node)
 
     def status_of(self, node: str) -> str:
         state = self.gossiper.states.get(node)
@@ -497,6 +508,11 @@ class Membership:
 
     def _rebuild_ring(self) -> None:
         self._adopt_removals()
+        self._sharded = {
+            node: state.get(g.SHARDS)
+            for node, state in self.gossiper.states.items()
+            if isinstance(state.get(g.SHARDS), dict)
+        }
         removed = self.removed_nodes()
         ring = self._ring_for(g.CURRENT_STATUSES, removed)
         future = self._ring_for(g.FUTURE_STATUSES, removed)

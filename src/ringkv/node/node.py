@@ -33,6 +33,7 @@ from ringkv.node.metrics import NodeMetrics
 from ringkv.node.observability import watch
 from ringkv.node.parts import NodeParts
 from ringkv.node.server import Api
+from ringkv.node.shards import SHARDS, FollowerMembership, ShardLayout, shard_verbs
 from ringkv.node.storage import Storage
 from ringkv.node.streaming import ChangeError, RingChanges
 from ringkv.node.tls import TlsConfig
@@ -45,8 +46,11 @@ AsyncVerb = Callable[[Any], Awaitable[Any]]
 
 
 class Node:
-    def __init__(self, config: NodeConfig) -> None:
+    def __init__(self, config: NodeConfig, layout: ShardLayout | None = None) -> None:
+        """``layout``: this process is one shard of a node served by several (``config`` is
+        then the shard's own, ``ShardLayout.worker_config``)."""
         self.config = config
+        self.layout = layout
         self.metrics = NodeMetrics()
         self.tokens = TokenStore(config.auth_tokens_file) if config.auth_tokens_file else None
         if self.tokens is None:
@@ -108,7 +112,12 @@ class Node:
             self.storage.put_meta("incarnation", incarnation)
         self.incarnation = incarnation
         self.actor = make_actor(config.node_id, incarnation)
-        self.membership = Membership(config, self.storage, self.messaging, incarnation)
+        layout = self.layout
+        follower = layout is not None and layout.index > 0
+        member_type = FollowerMembership if follower else Membership
+        self.membership = member_type(config, self.storage, self.messaging, incarnation)
+        if layout is not None and layout.index == 0:
+            self.membership.gossiper.set_app(SHARDS, layout.gossip_value())
         self.hints = HintStore(self.storage, config.mode)
         parts = NodeParts(config, self.storage, self.membership, self.messaging, self.metrics)
         self.coordinator = Coordinator(parts, self.actor, self.hints)
@@ -133,17 +142,29 @@ class Node:
             lambda: self.changes.remaining()[0], lambda: self.changes.remaining()[1]
         )
         self._sync_verbs, self._async_verbs = self._peer_verbs()
-        await self.membership.bootstrap()
-        self._loops = [
-            asyncio.create_task(self.membership.run_heartbeats()),
-            asyncio.create_task(self.membership.run_gossip()),
-            asyncio.create_task(self.handoff.run()),
-            asyncio.create_task(self.changes.run()),
-            asyncio.create_task(self.cleanup.run()),
-            watch(self),
-        ]
+        if layout is not None:
+            shard_verbs(self, self._sync_verbs, self._async_verbs)
+        if isinstance(self.membership, FollowerMembership):
+            assert layout is not None
+            # membership, ring changes and cleanup run once per node, in shard 0
+            self._loops = [
+                asyncio.create_task(self.membership.run_following(layout.peer_address_of(0))),
+                asyncio.create_task(self.handoff.run()),
+                watch(self),
+            ]
+        else:
+            await self.membership.bootstrap()
+            self._loops = [
+                asyncio.create_task(self.membership.run_heartbeats()),
+                asyncio.create_task(self.membership.run_gossip()),
+                asyncio.create_task(self.handoff.run()),
+                asyncio.create_task(self.changes.run()),
+                asyncio.create_task(self.cleanup.run()),
+                watch(self),
+            ]
         self._loops.append(asyncio.create_task(absence.keep_recording(config, self.storage)))
-        if config.anti_entropy_interval > 0:
+        # Anti-entropy compares whole ranges: not yet split per shard (see ringkv.node.shards)
+        if config.anti_entropy_interval > 0 and layout is None:
             self._loops.append(asyncio.create_task(self.anti_entropy.run()))
         if self.tls is not None:
             self._loops.append(asyncio.create_task(self.tls.watch()))
@@ -251,9 +272,12 @@ class Node:
         _tune_gc()
         try:
             tls = self.tls
+            layout = self.layout
             await self.api.server.start(
-                config.host, config.port, ssl=tls.server if tls is not None else None
-            )
+                config.host, config.port, ssl=tls.server if tls is not None else None,
+                reuse_port=layout is not None,
+                also=(layout.client_port_of(layout.index),) if layout is not None else (),
+            )  # fmt: skip
             await stop.wait()
             await self.api.server.shutdown(shutdown_timeout)
         finally:

@@ -13,7 +13,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from ringkv.core.versions import MAX_CONTEXT_CHARS
-from ringkv.node import admin_api, batch_api, keys_api, snapshot_api, status_api
+from ringkv.node import admin_api, batch_api, keys_api, shards, snapshot_api, status_api
 from ringkv.node.admin_api import ADMIN_PREFIX
 from ringkv.node.api_errors import ApiError
 from ringkv.node.auth import METRICS_ROLE
@@ -107,9 +107,11 @@ class Api:
             router.add(method, path, partial(route, node))
         snapshot_api.install(router, node)  # snapshots, restore (before the /v1/admin/ prefix)
         router.add_prefix("POST", ADMIN_PREFIX, partial(admin_api.handle_admin, node))
+        self.router = router
         self.server = HttpServer(
             router,
-            wrap=self.wrap,
+            # a shard of a node with several hands requests to the shard that serves them
+            wrap=self.wrap if node.layout is None else partial(shards.route, self),
             max_body=config.max_value_bytes,
             # room for a 256-byte key percent-encoded and a context header up to
             # MAX_CONTEXT_CHARS, so oversized ones get our JSON error rather than the server's

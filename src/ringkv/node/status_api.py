@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import ringkv
-from ringkv.node import snapshot_api
+from ringkv.node import shards, snapshot_api
 from ringkv.node.http import Request, Response, error_response, json_response
 
 if TYPE_CHECKING:
@@ -60,13 +60,21 @@ async def handle_live(node: Node, request: Request) -> Response:
 
 
 async def handle_ready(node: Node, request: Request) -> Response:
+    if node.layout is not None:
+        missing = await shards.missing_shards(node.layout, node.messaging)
+        if missing:
+            return error_response(503, "not_ready", f"shards {missing} of this node are not "
+                                  "running or not ready")  # fmt: skip
     if node.membership.ready:
         return json_response({"status": "ready", "ring_nodes": len(node.membership.ring)})
     return error_response(503, "not_ready", "the node has not joined a settled ring yet")
 
 
 async def handle_status(node: Node, request: Request) -> Response:
-    return json_response(status_of(node))
+    status = status_of(node)
+    if node.layout is not None:
+        status["shards"] = await shards.status_of_shards(node)
+    return json_response(status)
 
 
 async def handle_ring(node: Node, request: Request) -> Response:
@@ -74,7 +82,8 @@ async def handle_ring(node: Node, request: Request) -> Response:
     nodes = []
     for member in node.membership.members():
         nodes.append({**member, "tokens": [str(t) for t in ring.tokens_of(member["id"])]
-                      if member["id"] in ring else []})  # fmt: skip
+                      if member["id"] in ring else [],
+                      **shards.ring_document(node.membership.gossiper.states.get(member["id"]))})  # fmt: skip
     return json_response(
         {
             "version": ring.version,

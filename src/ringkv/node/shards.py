@@ -1,0 +1,437 @@
+"""Shards: one ring member served by several worker processes, one per core.
+
+``ringkv node --shards S`` (S > 1) runs a small supervisor (``supervise``) and S workers, each
+a ``Node`` with its own event loop and its own RocksDB in ``DATA_DIR/shard-I``. Shard ``I``
+holds the keys whose token ``ringkv.core.sharding.shard_of`` maps to it, listens for peers on
+``--peer-port + I`` and for clients on its own port ``--peer-port + S + I`` (the shard-aware
+port, as Scylla's) and, with SO_REUSEPORT, on the node's shared client port.
+
+Gossip, membership and failure detection run once per node, in shard 0 (whose peer port is
+the node's). The other shards follow its view (``FollowerMembership``: they fetch it over
+loopback, verb ``shard_view``) and run no gossip, heartbeats or ring changes of their own. The
+node publishes its shard count and shard ports in gossip (``SHARDS``), so a coordinator sends
+each replica's message to that node's owning shard (``Membership.address_for``).
+
+With S = 1 nothing here runs: no supervisor, no extra process, the data directory as before.
+
+The data directory records S (file ``SHARDS``); a different S at start is refused: the way to
+change it is to empty the data directory and let the node replace itself (see docs/api.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from ringkv.core import gossip as g
+from ringkv.core.gossip import SHARDS, EndpointState
+from ringkv.core.ring import key_hash
+from ringkv.core.sharding import shard_of
+from ringkv.node.api_errors import ApiError
+from ringkv.node.config import NodeConfig
+from ringkv.node.http import Handler, Request, Response, error_response
+from ringkv.node.kv_api import KV_PREFIX, _key
+from ringkv.node.membership import Membership
+from ringkv.node.messaging import PeerError
+
+if TYPE_CHECKING:
+    from ringkv.node.messaging import MessagingService
+    from ringkv.node.node import Node
+    from ringkv.node.server import Api
+
+log = logging.getLogger(__name__)
+
+#: The environment variable the supervisor sets for each worker: its shard index.
+SHARD_INDEX_ENV = "RINGKV_SHARD_INDEX"
+#: The file in the data directory that records the node's shard count.
+SHARDS_FILE = "SHARDS"
+VIEW_VERB = "shard_view"
+READY_VERB = "shard_ready"
+HANDOVER_VERB = "shard_http"  # a client request handed to the shard that owns its key
+STATUS_VERB = "shard_status"
+#: Paths a shard other than 0 serves itself; the rest (status, admin...) are shard 0's.
+SERVED_BY_EVERY_SHARD = ("/health/", "/metrics", "/v1/ring")
+#: Paths not yet served by a node with several shards (they address many keys at once).
+NOT_YET_SHARDED = ("/v1/batch/", "/v1/keys")
+#: How often a follower shard fetches shard 0's view (seconds).
+FOLLOW_INTERVAL = 0.25
+#: A worker that fails this soon after its first start is not restarted: the node stops.
+START_GRACE = 10.0
+
+
+class ShardCountChanged(Exception):
+    """The data directory holds data written with another shard count."""
+
+
+def available_cpus() -> int:
+    """The CPUs this process may use: its CPU affinity, capped by the cgroup CPU quota
+    (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``), at least 1."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        cpus = os.cpu_count() or 1
+    quota = _cgroup_quota()
+    if quota is not None:
+        cpus = min(cpus, max(1, int(quota + 0.5)))
+    return max(1, cpus)
+
+
+def _cgroup_quota(root: str = "/sys/fs/cgroup") -> float | None:
+    with contextlib.suppress(OSError, ValueError):
+        with open(os.path.join(root, "cpu.max")) as f:
+            quota, period = f.read().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    with contextlib.suppress(OSError, ValueError):
+        with open(os.path.join(root, "cpu", "cpu.cfs_quota_us")) as f:
+            quota_us = int(f.read())
+        with open(os.path.join(root, "cpu", "cpu.cfs_period_us")) as f:
+            period_us = int(f.read())
+        return None if quota_us <= 0 else quota_us / period_us
+    return None
+
+
+def shard_count(config: NodeConfig) -> int:
+    """``--shards``, with 0 meaning the CPUs this process may use."""
+    return config.shards or available_cpus()
+
+
+def check_recorded(data_dir: str, shards: int) -> None:
+    """Record the shard count in the data directory, or refuse one that differs from it."""
+    os.makedirs(data_dir, exist_ok=True)
+    path = os.path.join(data_dir, SHARDS_FILE)
+    try:
+        with open(path) as f:
+            recorded = int(f.read().strip() or "0")
+    except FileNotFoundError:
+        recorded = 0
+    except ValueError:
+        recorded = -1
+    if recorded == 0:
+        # data from before the count was recorded was written by one process
+        if shards > 1 and os.path.exists(os.path.join(data_dir, "CURRENT")):
+            recorded = 1
+        else:
+            with open(path, "w") as f:
+                f.write(f"{shards}\n")
+            return
+    if recorded != shards:
+        raise ShardCountChanged(
+            f"{data_dir} holds data written with --shards {recorded}, not {shards}: a node's "
+            "keys are partitioned by its shard count. To change it, stop the node, move the "
+            "data directory away and start it again with the new --shards: with an empty disk "
+            "it replaces itself (same id and tokens) and streams its data back from the "
+            f"replicas; or start it with --shards {recorded} again"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardLayout:
+    """Where the shards of this node live: count, this process's index, their ports."""
+
+    count: int
+    index: int
+    host: str
+    peer_port: int
+
+    @classmethod
+    def of(cls, config: NodeConfig, index: int | None = None) -> ShardLayout:
+        if index is None:
+            index = int(os.environ.get(SHARD_INDEX_ENV, "0"))
+        return cls(shard_count(config), index, config.public_host, config.peer_port)
+
+    def peer_port_of(self, shard: int) -> int:
+        return self.peer_port + shard
+
+    def client_port_of(self, shard: int) -> int:
+        return self.peer_port + self.count + shard
+
+    def peer_address_of(self, shard: int) -> str:
+        return f"{self.host}:{self.peer_port_of(shard)}"
+
+    def client_address_of(self, shard: int) -> str:
+        return f"{self.host}:{self.client_port_of(shard)}"
+
+    def gossip_value(self) -> dict[str, Any]:
+        return {
+            "count": self.count,
+            "peer": [self.peer_address_of(i) for i in range(self.count)],
+            "client": [self.client_address_of(i) for i in range(self.count)],
+        }
+
+    def worker_config(self, config: NodeConfig) -> NodeConfig:
+        """The configuration of this shard's ``Node``: its own directory and peer port. The
+        node's addresses in gossip stay those of shard 0."""
+        return dataclasses.replace(
+            config,
+            data_dir=os.path.join(config.data_dir, f"shard-{self.index}"),
+            peer_port=self.peer_port_of(self.index),
+            peer_advertise="",
+        )
+
+
+def ring_document(state: EndpointState | None) -> dict[str, Any]:
+    """What ``/v1/ring`` says about a member's shards: how many, the rule mapping a key's
+    token to one, and each shard's own client port (empty for a node of one process)."""
+    value = state.get(SHARDS) if state is not None else None
+    if not isinstance(value, dict):
+        return {"shards": 1, "shard_rule": SHARD_RULE, "shard_addresses": []}
+    return {
+        "shards": int(value["count"]),
+        "shard_rule": SHARD_RULE,
+        "shard_addresses": list(value["client"]),
+    }
+
+
+SHARD_RULE = "(token * shards) >> 64"
+
+
+# -- the membership view, shared by the shards ---------------------------------------------------
+
+
+def view_of(membership: Membership) -> dict[str, Any]:
+    """Shard 0's answer to ``shard_view``: every member's state, who is down, whether ready."""
+    states = membership.gossiper.states
+    return {
+        "states": {node: state.delta_since(-1) for node, state in states.items()},
+        "down": [node for node in states if not membership.is_alive(node)],
+        "ready": membership.ready,
+    }
+
+
+class FollowerMembership(Membership):
+    """The membership of shards 1..S-1: shard 0's view, fetched over loopback. It gossips
+    nothing and judges no one itself."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._mirror_down: frozenset[str] = frozenset()
+        self._mirror_ready = False
+        self.followed = False
+
+    def is_alive(self, node: str) -> bool:
+        return node == self.node_id or (
+            node in self.gossiper.states and node not in self._mirror_down
+        )
+
+    @property
+    def ready(self) -> bool:
+        return self._mirror_ready and self.node_id in self.ring
+
+    def follow(self, view: dict[str, Any]) -> None:
+        states = {}
+        for node, delta in dict(view["states"]).items():
+            app = {str(k): (v, int(ver)) for k, (v, ver) in dict(delta["a"]).items()}
+            states[str(node)] = EndpointState(int(delta["g"]), int(delta["h"]), app)
+        mine = states.get(self.node_id)
+        if mine is None:
+            return
+        self.gossiper.states = states
+        self.tokens = tuple(mine.get(g.TOKENS) or ())
+        self._mirror_down = frozenset(str(n) for n in view["down"])
+        self._mirror_ready = bool(view["ready"])
+        self._up_at = 0.0  # recompute up_nodes
+        self.followed = True
+        self._rebuild_ring()
+
+    def _adopt_removals(self) -> None:
+        """Shard 0 adopts removals and records them; a follower only reads them."""
+
+    async def run_following(self, leader: str) -> None:
+        while True:
+            try:
+                self.follow(await self.messaging.request(leader, VIEW_VERB, {}, 2.0))
+            except PeerError as exc:
+                log.debug("cannot fetch the membership view from shard 0: %s", exc)
+            await asyncio.sleep(FOLLOW_INTERVAL)
+
+
+async def missing_shards(layout: ShardLayout, messaging: MessagingService) -> list[int]:
+    """The sibling shards that do not answer (or are not ready), for readiness."""
+
+    async def ask(shard: int) -> bool:
+        try:
+            answer = await messaging.request(layout.peer_address_of(shard), READY_VERB, {}, 1.0)
+        except PeerError:
+            return False
+        return bool(answer.get("ready"))
+
+    siblings = [i for i in range(layout.count) if i != layout.index]
+    answers = await asyncio.gather(*(ask(i) for i in siblings))
+    return [i for i, ok in zip(siblings, answers, strict=True) if not ok]
+
+
+# -- the supervisor --------------------------------------------------------------------------------
+
+
+def supervise(config: NodeConfig, argv: Sequence[str]) -> int:
+    """Run the node's S workers (``ringkv node`` with the same flags and ``SHARD_INDEX_ENV``),
+    restart one that dies, and stop them all on SIGTERM/SIGINT."""
+    shards = shard_count(config)
+    try:
+        check_recorded(config.data_dir, shards)
+    except ShardCountChanged as exc:
+        log.error("%s", exc)
+        return 1
+    stopping = False
+
+    def stop(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+    def spawn(index: int) -> subprocess.Popen[bytes]:
+        env = {**os.environ, SHARD_INDEX_ENV: str(index), "RINGKV_SHARDS": str(shards)}
+        args = [sys.executable, "-m", "ringkv.node", *argv]
+        return subprocess.Popen(args, env=env)
+
+    started = time.monotonic()
+    workers = {i: spawn(i) for i in range(shards)}
+    restarts = dict.fromkeys(workers, 0)
+    log.info("node %s: %d shards, workers %s", config.node_id, shards,
+             [w.pid for w in workers.values()])  # fmt: skip
+    code = 0
+    while not stopping:
+        time.sleep(0.1)
+        for index, worker in list(workers.items()):
+            rc = worker.poll()
+            if rc is None or stopping:
+                continue
+            if rc > 0 and time.monotonic() - started < START_GRACE:
+                log.error("shard %d failed at start (exit %d): stopping the node", index, rc)
+                stopping, code = True, 1
+                break
+            restarts[index] += 1
+            log.error("shard %d (pid %d) exited with %d: restarting it (restart %d)",
+                      index, worker.pid, rc, restarts[index])  # fmt: skip
+            time.sleep(min(5.0, 0.2 * restarts[index]))
+            workers[index] = spawn(index)
+    for worker in workers.values():
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+    for worker in workers.values():
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+    return code
+
+
+# -- client requests: each is served by the shard that owns its key -----------------------------
+
+
+def shard_verbs(node: Node, sync: dict[str, Any], tasks: dict[str, Any]) -> None:
+    """The peer verbs between the shards of one node."""
+    sync[READY_VERB] = lambda body: {"ready": node.membership.ready}
+    sync[STATUS_VERB] = lambda body: shard_status(node)
+    tasks[HANDOVER_VERB] = lambda body: serve_handed_over(node, body)
+    if not isinstance(node.membership, FollowerMembership):
+        sync[VIEW_VERB] = lambda body: view_of(node.membership)
+
+
+async def route(api: Api, request: Request, handler: Handler) -> Response:
+    """The HTTP wrapper of a shard: a key another shard owns, or a node-wide request (status,
+    admin) on a shard other than 0, is handed to the shard that serves it."""
+    node = api.node
+    layout = node.layout
+    assert layout is not None
+    path = request.path
+    if path.startswith(KV_PREFIX):
+        try:
+            shard = shard_of(key_hash(_key(request)), layout.count)
+        except ApiError:
+            shard = layout.index  # its error answer, here
+    elif path.startswith(NOT_YET_SHARDED):
+        return error_response(
+            501, "not_implemented", f"{path} is not served yet by a node run with --shards "
+            f"{layout.count}; use single-key requests",
+        )  # fmt: skip
+    elif path.startswith(SERVED_BY_EVERY_SHARD):
+        shard = layout.index
+    else:
+        shard = 0
+    if shard == layout.index:
+        return await api.wrap(request, handler)
+    return await hand_over(node, request, shard)
+
+
+async def hand_over(node: Node, request: Request, shard: int) -> Response:
+    """Serve ``request`` on sibling ``shard``: sent as a peer frame (already parsed), answered
+    by its own wrapper (authentication, overload limit) and handler."""
+    assert node.layout is not None
+    body = {
+        "m": request.method, "p": request.path, "q": request.query_string,
+        "h": request.headers, "r": sorted(request.repeated or ()), "b": request.body,
+    }  # fmt: skip
+    try:
+        answer = await node.messaging.request(
+            node.layout.peer_address_of(shard), HANDOVER_VERB, body,
+            node.config.request_timeout + 2.0,
+        )  # fmt: skip
+    except PeerError as exc:
+        return error_response(503, "unavailable", f"shard {shard} of this node is not "
+                              f"running: {exc}")  # fmt: skip
+    return Response(int(answer["s"]), bytes(answer["b"]), [(str(k), str(v)) for k, v in
+                    answer["h"]])  # fmt: skip
+
+
+async def serve_handed_over(node: Node, body: dict[str, Any]) -> dict[str, Any]:
+    request = Request(
+        str(body["m"]), str(body["p"]), str(body["q"]),
+        {str(k): str(v) for k, v in dict(body["h"]).items()},
+        {str(r) for r in body["r"]} or None, bytes(body["b"]), True,
+    )  # fmt: skip
+    api = node.api
+    resolved = api.router.resolve(request.method, request.path)
+    if isinstance(resolved, Response):
+        response = resolved
+    else:
+        response = await api.wrap(request, resolved)
+    return {"s": response.status, "b": response.body, "h": response.headers}
+
+
+def shard_status(node: Node) -> dict[str, Any]:
+    """One shard's part of ``/v1/status``."""
+    assert node.layout is not None and node.storage is not None
+    return {
+        "shard": node.layout.index,
+        "pid": os.getpid(),
+        "ready": node.membership.ready,
+        "in_flight": node.in_flight,
+        "keys": node.storage.approximate_keys(),
+        "bytes": node.storage.approximate_bytes(),
+        "hints_pending": node.hints.total_pending(),
+    }
+
+
+async def status_of_shards(node: Node) -> dict[str, Any]:
+    """Every shard's status and the totals, for ``/v1/status`` of a node with shards."""
+    layout = node.layout
+    assert layout is not None
+
+    async def ask(shard: int) -> dict[str, Any]:
+        if shard == layout.index:
+            return shard_status(node)
+        try:
+            return dict(await node.messaging.request(layout.peer_address_of(shard),
+                                                     STATUS_VERB, {}, 1.0))  # fmt: skip
+        except PeerError as exc:
+            return {"shard": shard, "ready": False, "error": str(exc)}
+
+    rows = list(await asyncio.gather(*(ask(i) for i in range(layout.count))))
+    totals = {
+        name: sum(int(r.get(name, 0)) for r in rows)
+        for name in ("in_flight", "keys", "bytes", "hints_pending")
+    }
+    return {"count": layout.count, "rule": SHARD_RULE, "per_shard": rows, "totals": totals}
