@@ -22,8 +22,10 @@ sends each key-value request straight to a live replica of the key, so a node th
 hold the key never has to forward a write, and reads start on a node holding a copy. Each
 key's requests go to one of its replicas chosen by the key's hash (as nodes spread a key's
 reads over its replicas), then the others. The endpoints given to the constructor stay the
-fallback. The ring is fetched again every `ring_refresh` seconds and whenever a replica
-cannot be reached. `ssl_context` is used for https endpoints (None: the system's defaults).
+fallback. A node served by several shards (`ringkv node --shards S`) lists each shard's own
+port in `/v1/ring`: the request goes to the port of the shard holding the key, so no shard
+hands it to another. The ring is fetched again every `ring_refresh` seconds and whenever a
+replica cannot be reached. `ssl_context` is used for https endpoints (None: the system's defaults).
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ from ringkv.core.errors import reason_of
 from ringkv.core.json_input import parse_json
 from ringkv.core.placement import preference_list
 from ringkv.core.ring import Ring, key_hash
+from ringkv.core.sharding import shard_of
 
 CONTEXT_HEADER = "X-Ringkv-Context"
 TTL_HEADER = "X-Ringkv-TTL"
@@ -218,6 +219,8 @@ class RingView:
         tokens: dict[str, list[int]] = {}
         zones: dict[str, str] = {}
         self.endpoints: dict[str, _Endpoint] = {}
+        # a node served by several shards: each shard's own port, by shard (``/v1/ring``)
+        self.shard_endpoints: dict[str, list[_Endpoint]] = {}
         for node in answer.get("nodes", []):
             node_id = str(node["id"])
             if node.get("tokens"):
@@ -228,11 +231,16 @@ class RingView:
                 host, _, port = str(address).rpartition(":")
                 if host and port.isdigit():
                     self.endpoints[node_id] = _Endpoint(scheme, host.strip("[]"), int(port))
+                shard_ports = [str(a).rpartition(":") for a in node.get("shard_addresses") or ()]
+                if len(shard_ports) > 1 and all(h and p.isdigit() for h, _, p in shard_ports):
+                    self.shard_endpoints[node_id] = [
+                        _Endpoint(scheme, h.strip("[]"), int(p)) for h, _, p in shard_ports
+                    ]
         self.ring = Ring(tokens, zones) if tokens else Ring.empty()
 
     def replicas(self, key: Key) -> list[_Endpoint]:
         """The live replicas' endpoints for a key, its preference-list order."""
-        return self._live(self._preference(key))
+        return self._live(self._preference(key), key_hash(_raw_key(key)))
 
     def coordinators(self, key: Key) -> list[_Endpoint]:
         """The live replicas in the order a token-aware client tries them: starting at the
@@ -242,19 +250,28 @@ class RingView:
         list, so a key keeps its coordinator (and its connections) while another of its
         replicas is down."""
         nodes = self._preference(key)
+        h = key_hash(_raw_key(key))
         if nodes:
-            turn = key_hash(_raw_key(key)) % len(nodes)
+            turn = h % len(nodes)
             nodes = nodes[turn:] + nodes[:turn]
-        return self._live(nodes)
+        return self._live(nodes, h)
 
     def _preference(self, key: Key) -> list[str]:
         if not len(self.ring):
             return []
         return [r.node for r in preference_list(self.ring, key_hash(_raw_key(key)), self.n)]
 
-    def _live(self, nodes: Iterable[str]) -> list[_Endpoint]:
-        found = (self.endpoints.get(node) for node in nodes)
-        return [endpoint for endpoint in found if endpoint is not None]
+    def _live(self, nodes: Iterable[str], h: int) -> list[_Endpoint]:
+        """The nodes' endpoints; for a node served by several shards, the port of the shard
+        holding token ``h`` (no hand-over between its shards)."""
+        found = []
+        for node in nodes:
+            endpoint = self.endpoints.get(node)
+            if endpoint is None:
+                continue
+            shards = self.shard_endpoints.get(node)
+            found.append(endpoint if shards is None else shards[shard_of(h, len(shards))])
+        return found
 
 
 # --------------------------------------------------------------------------- requests

@@ -5,6 +5,9 @@ Wiring and settings:
   through one verb table, and owns the HTTP API; ``Node.serve`` runs it until SIGTERM.
 - ``config``: flags and ``RINGKV_*`` environment variables.
 - ``main`` (and ``__main__``): the ``ringkv node`` entry point.
+- ``shards``: ``--shards S``: the supervisor of S worker processes (one per core), the shard
+  ports, the membership view shard 0 shares with the others, and the hand-over of a client
+  request to the shard that owns its key.
 
 Parts:
 - ``storage``: RocksDB (rocksdict) records of sibling versions, plus node metadata.

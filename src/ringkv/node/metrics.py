@@ -194,6 +194,12 @@ class NodeMetrics:
             "Writes forwarded to a replica because this node does not hold the key",
             registry=r,
         )
+        self.shard_handovers = Counter(
+            "ringkv_shard_handovers",
+            "Client requests this shard handed to the shard of its node that serves them "
+            "(--shards > 1; a token-aware client makes none)",
+            registry=r,
+        )
         self.replica_requests = _Family(
             "ringkv_replica_requests",
             "Replica operations sent, by operation and replica role (primary or fallback)",

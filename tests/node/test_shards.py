@@ -1,0 +1,165 @@
+"""Shards: one ring member served by several worker processes (``ringkv node --shards S``).
+
+Unit tests of the shell's rules (the recorded shard count, the CPUs a process may use) and
+multi-process tests of real sharded nodes on loopback: quorum reads and writes land in the
+owning shard of every replica, the token-aware client goes straight to the owning shard, and a
+killed shard is restarted while the node reports not ready, losing no acknowledged write.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from ringkv.client import Client
+from ringkv.core.ring import key_hash
+from ringkv.core.sharding import shard_of
+from ringkv.node import shards
+from ringkv.node.main import main as node_main
+from ringkv.node.storage import Storage
+from tests.cluster import Cluster, wait_until
+
+
+def test_the_data_directory_records_the_shard_count_and_refuses_another(tmp_path: Path) -> None:
+    shards.check_recorded(str(tmp_path), 2)
+    shards.check_recorded(str(tmp_path), 2)  # the same again: fine
+    with pytest.raises(shards.ShardCountChanged, match="--shards 2, not 4"):
+        shards.check_recorded(str(tmp_path), 4)
+
+
+def test_data_written_by_one_process_before_the_record_is_refused_with_shards(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "CURRENT").write_text("MANIFEST-000001\n")  # a RocksDB directory
+    with pytest.raises(shards.ShardCountChanged, match="--shards 1, not 2"):
+        shards.check_recorded(str(tmp_path), 2)
+    shards.check_recorded(str(tmp_path), 1)
+    assert (tmp_path / shards.SHARDS_FILE).read_text().strip() == "1"
+
+
+def test_a_node_started_with_another_shard_count_exits_saying_why(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    shards.check_recorded(str(tmp_path), 3)
+    code = node_main(["--node-id", "n1", "--data-dir", str(tmp_path), "--shards", "1",
+                      "--no-auth", "true", "--no-peer-auth", "true"])  # fmt: skip
+    assert code == 1
+    assert "written with --shards 3, not 1" in capfd.readouterr().err
+
+
+def test_cpus_come_from_the_affinity_capped_by_the_cgroup_quota(tmp_path: Path) -> None:
+    (tmp_path / "cpu.max").write_text("150000 100000\n")
+    assert shards._cgroup_quota(str(tmp_path)) == 1.5
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert shards._cgroup_quota(str(tmp_path)) is None
+    assert 1 <= shards.available_cpus() <= len(os.sched_getaffinity(0))
+
+
+def _get(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def _shard_pids(cluster: Cluster, node: int) -> list[int]:
+    status = cluster.client(node).status()
+    return [int(row["pid"]) for row in status["shards"]["per_shard"]]
+
+
+def _handovers(url: str) -> float:
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    return sum(float(line.split()[-1]) for line in text.splitlines()
+               if line.startswith("ringkv_shard_handovers_total"))  # fmt: skip
+
+
+@pytest.fixture
+def sharded(tmp_path: Path):
+    cluster = Cluster(tmp_path, nodes=3, zones=3, replication_factor=3, shards=2)
+    try:
+        cluster.start(deadline=90)
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def test_quorum_writes_land_in_the_owning_shard_of_every_replica(sharded: Cluster) -> None:
+    keys = [f"key-{i}" for i in range(60)]
+    for i, key in enumerate(keys):
+        sharded.client(i % 3).put(key, key.encode(), w="all")
+    for i, key in enumerate(keys):
+        assert sharded.client((i + 1) % 3).get(key, r="all").value == key.encode()
+    ring = sharded.client(0).ring()
+    for node in ring["nodes"]:
+        assert node["shards"] == 2 and node["shard_rule"] == shards.SHARD_RULE
+        assert len(node["shard_addresses"]) == 2
+    status = sharded.client(1).status()["shards"]
+    assert [row["shard"] for row in status["per_shard"]] == [0, 1]
+    assert all(row["ready"] for row in status["per_shard"])
+    sharded.stop()
+    # Every node holds every key (N = 3 of 3), each in the shard its token maps to.
+    for node in sharded.nodes:
+        held: dict[int, set[str]] = {}
+        for shard in (0, 1):
+            storage = Storage(str(node.data_dir / f"shard-{shard}"))
+            try:
+                held[shard] = {k.decode() for _, k, _ in storage.scan(0, 0)} & set(keys)
+            finally:
+                storage.close()
+        assert held[0] | held[1] == set(keys), node.node_id
+        for shard, found in held.items():
+            assert all(shard_of(key_hash(k.encode()), 2) == shard for k in found), node.node_id
+
+
+def test_the_token_aware_client_sends_each_key_to_its_owning_shard(sharded: Cluster) -> None:
+    shard_urls = []
+    for node in sharded.client(0).ring()["nodes"]:
+        shard_urls += [f"http://{a}" for a in node["shard_addresses"]]
+    with Client(sharded.urls, token_aware=True, timeout=5) as client:
+        before = sum(_handovers(u) for u in shard_urls)
+        for i in range(40):
+            client.put(f"aware-{i}", b"v")
+            assert client.get(f"aware-{i}").value == b"v"
+        assert sum(_handovers(u) for u in shard_urls) == before
+    plain = sharded.client(0)
+    for i in range(40):
+        plain.put(f"plain-{i}", b"v")  # about half land on the shard that does not own them
+    assert sum(_handovers(u) for u in shard_urls) > before
+
+
+def test_a_killed_shard_is_restarted_and_the_node_is_not_ready_meanwhile(
+    sharded: Cluster,
+) -> None:
+    node = sharded.node(0)
+    writer = sharded.client(1)
+    acknowledged = []
+    for i in range(30):
+        writer.put(f"before-{i}", b"x")
+        acknowledged.append(f"before-{i}")
+    pids = _shard_pids(sharded, 0)
+    os.kill(pids[1], signal.SIGKILL)
+    # Not ready while the shard is missing (the probe may land on either shard's socket).
+    wait_until(lambda: _get(node.url + "/health/ready")[0] == 503, 10, 0.02,
+               message="n1 not ready")  # fmt: skip
+    assert "not running" in _get(node.url + "/health/ready")[1]["message"]
+    # Writes through the other nodes go on (the missing shard's replicas get hints).
+    for i in range(30):
+        try:
+            writer.put(f"during-{i}", b"y")
+        except Exception:  # a write may fail while the shard is down: then it is not counted
+            continue
+        acknowledged.append(f"during-{i}")
+    wait_until(lambda: _get(node.url + "/health/ready")[0] == 200, 60, message="n1 ready again")
+    restarted = _shard_pids(sharded, 0)
+    assert restarted[0] == pids[0] and restarted[1] != pids[1]
+    # No acknowledged write was lost: every one is read back from every replica.
+    for key in acknowledged:
+        assert sharded.client(0).get(key, r="all").found, key
