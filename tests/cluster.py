@@ -212,7 +212,8 @@ class Cluster:
         else:
             extra_args = [*extra_args, "--shards", str(shards)]
             client_ports = free_ports(nodes)
-            peer_ports = [free_port_run(2 * shards) for _ in range(nodes)]
+            # room for a node restarted with up to 4 shards: a peer and a client port each
+            peer_ports = [free_port_run(2 * max(shards, 4)) for _ in range(nodes)]
         seeds = ",".join(f"{HOST}:{p}" for p in peer_ports)
         self.nodes: list[NodeProc] = []
         for i in range(nodes):

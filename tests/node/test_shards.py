@@ -107,16 +107,23 @@ def test_quorum_writes_land_in_the_owning_shard_of_every_replica(sharded: Cluste
     sharded.stop()
     # Every node holds every key (N = 3 of 3), each in the shard its token maps to.
     for node in sharded.nodes:
-        held: dict[int, set[str]] = {}
-        for shard in (0, 1):
-            storage = Storage(str(node.data_dir / f"shard-{shard}"))
-            try:
-                held[shard] = {k.decode() for _, k, _ in storage.scan(0, 0)} & set(keys)
-            finally:
-                storage.close()
-        assert held[0] | held[1] == set(keys), node.node_id
-        for shard, found in held.items():
-            assert all(shard_of(key_hash(k.encode()), 2) == shard for k in found), node.node_id
+        assert_placed(node.data_dir, 2, keys)
+
+
+def assert_placed(data_dir: Path, count: int, keys: list[str]) -> None:
+    """The stopped node's shards hold all ``keys``, each in the shard its token maps to."""
+    held: dict[int, set[str]] = {}
+    for shard in range(count):
+        # (the killed node's workers die with it, a moment later: wait for their locks)
+        storage = wait_until(lambda: Storage(str(data_dir / f"shard-{shard}")), 10,
+                             message="the shard's RocksDB lock")  # fmt: skip
+        try:
+            held[shard] = {k.decode() for _, k, _ in storage.scan(0, 0)} & set(keys)
+        finally:
+            storage.close()
+    assert set().union(*held.values()) == set(keys), data_dir
+    for shard, found in held.items():
+        assert all(shard_of(key_hash(k.encode()), count) == shard for k in found), data_dir
 
 
 def test_the_token_aware_client_sends_each_key_to_its_owning_shard(sharded: Cluster) -> None:
@@ -163,3 +170,36 @@ def test_a_killed_shard_is_restarted_and_the_node_is_not_ready_meanwhile(
     # No acknowledged write was lost: every one is read back from every replica.
     for key in acknowledged:
         assert sharded.client(0).get(key, r="all").found, key
+
+
+def test_a_wiped_node_restarted_with_another_shard_count_streams_into_its_shards(
+    tmp_path: Path,
+) -> None:
+    """The documented way to change --shards: empty the data directory and start the node
+    with the new count; it replaces itself and each shard receives exactly its keys, from
+    nodes whose shards are cut differently."""
+    cluster = Cluster(tmp_path, nodes=3, zones=3, replication_factor=3, shards=2,
+                      extra_args=["--anti-entropy-interval", "0"])  # streaming alone
+    try:
+        cluster.start(deadline=90)
+        keys = [f"s{i}" for i in range(300)]
+        for key in keys:
+            cluster.client(0).put(key, key.encode(), w="all")
+        node = cluster.node(1)
+        node.kill()
+        node.wipe()
+        node.args = [*node.args, "--shards", "3"]
+        node.start()
+        def replaced() -> bool:
+            for change in cluster.client(0).progress()["changes"]:
+                if (change.get("op"), change.get("node"), change["state"]) == (
+                    "replace", "n2", "done",
+                ):
+                    return change["keys_sent"] == len(keys)
+            return False
+        wait_until(replaced, 120, 0.2, message="replace of n2 done")
+        cluster.wait_ready(60)
+        assert cluster.client(1).status()["shards"]["count"] == 3
+    finally:
+        cluster.stop()
+    assert_placed(cluster.node(1).data_dir, 3, keys)

@@ -38,7 +38,7 @@ from ringkv.core.failure_detector import (
     watch_order,
 )
 from ringkv.core.ring import Ring, key_hash
-from ringkv.core.sharding import owning_peer
+from ringkv.core.sharding import owning_peer, split_range
 from ringkv.node.config import NodeConfig
 from ringkv.node.messaging import MessagingService, PeerError
 from ringkv.node.storage import Storage
@@ -155,6 +155,21 @@ class Membership:
     def address_of(self, node: str) -> str | None:
         state = self.gossiper.states.get(node)
         return None if state is None else state.get(g.PEER_ADDRESS)
+
+    def pieces_of(self, node: str, start: int, end: int) -> list[tuple[str, int, int]]:
+        """The arc ``(start, end]`` cut at ``node``'s shard slices: ``[(peer address of the
+        shard holding the piece, piece start, piece end)]`` in ring order (one piece, the
+        node's address, for a node served by one process)."""
+        published = self._sharded.get(node)
+        if published is None:
+            return [(self.address_of(node) or "", start, end)]
+        peers = published["peer"]
+        return [(str(peers[shard]), s, e) for shard, s, e in
+                split_range(start, end, int(published["count"]))]  # fmt: skip
+
+    def sharded(self, node: str) -> bool:
+        """Whether ``node`` is served by several shards (it published them)."""
+        return node in self._sharded
 
     def address_for(self, node: str, key: bytes) -> str | None:
         """The peer address of the shard of ``node`` that holds ``key`` (``address_of`` for a

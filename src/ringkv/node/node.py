@@ -119,7 +119,9 @@ class Node:
         if layout is not None and layout.index == 0:
             self.membership.gossiper.set_app(SHARDS, layout.gossip_value())
         self.hints = HintStore(self.storage, config.mode)
-        parts = NodeParts(config, self.storage, self.membership, self.messaging, self.metrics)
+        parts = NodeParts(
+            config, self.storage, self.membership, self.messaging, self.metrics, layout
+        )
         self.coordinator = Coordinator(parts, self.actor, self.hints)
         self.batches = Batches(self.coordinator)
         self.lister = KeyLister(parts, self.batches.get_many)

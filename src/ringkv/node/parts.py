@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from ringkv.node.membership import Membership
     from ringkv.node.messaging import MessagingService
     from ringkv.node.metrics import NodeMetrics
+    from ringkv.node.shards import ShardLayout
     from ringkv.node.storage import Storage
 
 
@@ -23,6 +24,8 @@ class NodeParts:
     membership: Membership
     messaging: MessagingService
     metrics: NodeMetrics
+    #: this process is one shard of a node served by several (None: the node is one process)
+    layout: ShardLayout | None = None
 
 
 class NodePart:
@@ -38,5 +41,6 @@ class NodePart:
         self.membership = parts.membership
         self.messaging = parts.messaging
         self.metrics = parts.metrics
+        self.layout = parts.layout
         self.clock_guard = clock_guard(config.max_clock_skew, parts.metrics)
         self.skew_ms = int(config.max_clock_skew * 1000)  # expired values: see core.expiry

@@ -134,6 +134,20 @@ class RingChanges(NodePart):
         }
 
     async def _range_stats(self, node: str, start: int, end: int) -> tuple[int, int]:
+        if not self.membership.sharded(node):
+            return await self._piece_stats(node, start, end)
+        keys = size = 0  # a node served by several shards: the sum over its shards' pieces
+        for address, s, e in self.membership.pieces_of(node, start, end):
+            if address == self.config.peer_address:
+                answer: Any = self.range_stats(s, e)
+            else:
+                answer = await self.messaging.request(
+                    address, "range_stats", {"start": s, "end": e}, 30.0
+                )
+            keys, size = keys + int(answer[0]), size + int(answer[1])
+        return keys, size
+
+    async def _piece_stats(self, node: str, start: int, end: int) -> tuple[int, int]:
         if node == self.node_id:
             return self.range_stats(start, end)
         address = self.membership.address_of(node) or ""
@@ -398,6 +412,17 @@ class RingChanges(NodePart):
             self._publish("running")
 
     async def _fetch(self, source: str, after: int, end: int) -> tuple[list[Any], int]:
+        """A batch of ``source``'s records after ``after``. From a node served by several
+        shards, from the shard holding the first piece of ``(after, end]``: the position
+        then moves to that piece's end, and the next batch comes from the next shard."""
+        if self.membership.sharded(source):
+            address, piece_start, piece_end = self.membership.pieces_of(source, after, end)[0]
+            if address == self.config.peer_address:
+                return self.stream_batch(piece_start, piece_end)
+            answer = await self.messaging.request(
+                address, "stream_batch", {"after": piece_start, "end": piece_end}, 30.0
+            )
+            return answer[0], int(answer[1])
         if source == self.node_id:
             return self.stream_batch(after, end)
         address = self.membership.address_of(source) or ""
@@ -420,6 +445,19 @@ class RingChanges(NodePart):
         return records, last
 
     async def _push(self, target: str, records: list[Any]) -> None:
+        if self.membership.sharded(target):
+            # each record to the shard of the target that holds it (this one, or a sibling)
+            per_address: dict[str, list[Any]] = {}
+            for record in records:
+                address = self.membership.address_for(target, bytes(record[0])) or ""
+                per_address.setdefault(address, []).append(record)
+            for address, items in per_address.items():
+                if address == self.config.peer_address:
+                    self._merge_here(items)
+                else:
+                    await self.messaging.request(address, "replicate_batch", {"items": items},
+                                                 30.0)  # fmt: skip
+            return
         if target == self.node_id:
             for key, wire in records:
                 versions = [version_from_wire(v) for v in wire]
@@ -428,6 +466,12 @@ class RingChanges(NodePart):
             return
         address = self.membership.address_of(target) or ""
         await self.messaging.request(address, "replicate_batch", {"items": records}, 30.0)
+
+    def _merge_here(self, records: list[Any]) -> None:
+        for key, wire in records:
+            versions = [version_from_wire(v) for v in wire]
+            if self.clock_guard.admits(versions):
+                self.storage.merge(bytes(key), versions, self.mode)
 
     def _publish(self, state: str) -> None:
         progress = dict(self.progress or {})
