@@ -32,6 +32,7 @@ from ringkv.core.expiry import purgeable
 from ringkv.core.merkle import MerkleTree, record_digest
 from ringkv.core.placement import preference_list
 from ringkv.core.ring import Ring, TokenRange
+from ringkv.core.sharding import slice_start, split_range
 from ringkv.core.versions import Version, version_from_wire, version_to_wire
 from ringkv.node.parts import NodePart, NodeParts
 from ringkv.node.throttle import Throttle
@@ -83,12 +84,24 @@ class AntiEntropy(NodePart):
         self.replicas = {}
         self._to_build = []
         n = self.config.replication_factor
+        layout = self.layout
         for token_range in ring.ranges():
             nodes = tuple(r.node for r in preference_list(ring, token_range.end, n))
             if self.node_id in nodes:
-                self.replicas[token_range.end] = nodes
-                self._to_build.append(token_range)
+                if layout is None:
+                    self.replicas[token_range.end] = nodes
+                    self._to_build.append(token_range)
+                    continue
+                # a shard keeps trees for the pieces of the range its slice holds
+                for shard, start, end in split_range(token_range.start, token_range.end,
+                                                     layout.count):  # fmt: skip
+                    if shard == layout.index:
+                        self.replicas[end] = nodes
+                        self._to_build.append(TokenRange(start, end, token_range.owner))
         self._ends = list(ring.sorted_tokens)
+        if layout is not None:
+            slice_ends = {slice_start(i + 1, layout.count) - 1 for i in range(layout.count)}
+            self._ends = sorted(set(self._ends) | slice_ends)
         self.last_exchange = {k: v for k, v in self.last_exchange.items() if k[0] in self.replicas}
         self.last_result = {k: v for k, v in self.last_result.items() if k[0] in self.replicas}
 
@@ -180,7 +193,7 @@ class AntiEntropy(NodePart):
 
     async def exchange(self, peer: str) -> int:
         """Compare and repair every range shared with ``peer``; returns records moved."""
-        address = self.membership.address_of(peer)
+        address = self._peer_address(peer)
         if address is None:
             return 0
         started_ms = int(time.time() * 1000)
@@ -215,6 +228,18 @@ class AntiEntropy(NodePart):
             self.last_exchange[(tree.end, peer)] = started_ms
         self.completed_rounds += 1
         return moved
+
+    def _peer_address(self, peer: str) -> str | None:
+        """Where to compare trees with ``peer``: its address, or for nodes served by several
+        shards the peer's shard with this shard's index -- the same slice, so the same trees.
+        Nodes whose shard counts differ cut their trees differently and are not compared
+        (streaming, hints and read repair still converge them)."""
+        layout, published = self.layout, self.membership.published_shards(peer)
+        if layout is None and published is None:
+            return self.membership.address_of(peer)
+        if layout is None or published is None or int(published["count"]) != layout.count:
+            return None
+        return str(published["peer"][layout.index])
 
     async def _repair_leaf(self, address: str, lo: int, hi: int, timeout: float) -> int:
         remote = await self.messaging.request(address, "ae_fetch", {"lo": lo, "hi": hi}, timeout)

@@ -171,6 +171,10 @@ class Membership:
         """Whether ``node`` is served by several shards (it published them)."""
         return node in self._sharded
 
+    def published_shards(self, node: str) -> dict[str, Any] | None:
+        """What ``node`` published about its shards (None: one process)."""
+        return self._sharded.get(node)
+
     def address_for(self, node: str, key: bytes) -> str | None:
         """The peer address of the shard of ``node`` that holds ``key`` (``address_of`` for a
         node served by one process)."""

@@ -165,8 +165,7 @@ class Node:
                 watch(self),
             ]
         self._loops.append(asyncio.create_task(absence.keep_recording(config, self.storage)))
-        # Anti-entropy compares whole ranges: not yet split per shard (see ringkv.node.shards)
-        if config.anti_entropy_interval > 0 and layout is None:
+        if config.anti_entropy_interval > 0:
             self._loops.append(asyncio.create_task(self.anti_entropy.run()))
         if self.tls is not None:
             self._loops.append(asyncio.create_task(self.tls.watch()))

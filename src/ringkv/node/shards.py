@@ -60,6 +60,7 @@ VIEW_VERB = "shard_view"
 READY_VERB = "shard_ready"
 HANDOVER_VERB = "shard_http"  # a client request handed to the shard that owns its key
 STATUS_VERB = "shard_status"
+TREES_VERB = "shard_trees"
 #: Paths a shard other than 0 serves itself; the rest (status, admin...) are shard 0's.
 SERVED_BY_EVERY_SHARD = ("/health/", "/metrics", "/v1/ring")
 #: Paths not yet served by a node with several shards (they address many keys at once).
@@ -355,6 +356,7 @@ def shard_verbs(node: Node, sync: dict[str, Any], tasks: dict[str, Any]) -> None
     sync[READY_VERB] = lambda body: {"ready": node.membership.ready}
     sync[STATUS_VERB] = lambda body: shard_status(node)
     tasks[HANDOVER_VERB] = lambda body: serve_handed_over(node, body)
+    tasks[TREES_VERB] = lambda body: tree_roots(node)
     if not isinstance(node.membership, FollowerMembership):
         sync[VIEW_VERB] = lambda body: view_of(node.membership)
 
@@ -432,7 +434,29 @@ def shard_status(node: Node) -> dict[str, Any]:
         "keys": node.storage.approximate_keys(),
         "bytes": node.storage.approximate_bytes(),
         "hints_pending": node.hints.total_pending(),
+        "anti_entropy_rounds": node.anti_entropy.completed_rounds,
     }
+
+
+async def tree_roots(node: Node) -> list[dict[str, Any]]:
+    """This shard's Merkle tree roots (each shard keeps trees for its pieces of the ranges)."""
+    node.anti_entropy.ensure_current()
+    await node.anti_entropy.build_pending()
+    return node.anti_entropy.tree_roots()
+
+
+async def tree_roots_of_shards(node: Node) -> list[dict[str, Any]]:
+    """Every shard's tree roots, for ``/v1/anti-entropy/trees`` of a node with shards."""
+    layout = node.layout
+    assert layout is not None
+
+    async def ask(shard: int) -> list[dict[str, Any]]:
+        if shard == layout.index:
+            return await tree_roots(node)
+        return list(await node.messaging.request(layout.peer_address_of(shard), TREES_VERB,
+                                                 {}, 10.0))  # fmt: skip
+
+    return [row for rows in await asyncio.gather(*map(ask, range(layout.count))) for row in rows]
 
 
 async def status_of_shards(node: Node) -> dict[str, Any]:
@@ -452,6 +476,6 @@ async def status_of_shards(node: Node) -> dict[str, Any]:
     rows = list(await asyncio.gather(*(ask(i) for i in range(layout.count))))
     totals = {
         name: sum(int(r.get(name, 0)) for r in rows)
-        for name in ("in_flight", "keys", "bytes", "hints_pending")
+        for name in ("in_flight", "keys", "bytes", "hints_pending", "anti_entropy_rounds")
     }
     return {"count": layout.count, "rule": SHARD_RULE, "per_shard": rows, "totals": totals}

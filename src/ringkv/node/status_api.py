@@ -96,9 +96,13 @@ async def handle_ring(node: Node, request: Request) -> Response:
 
 async def handle_trees(node: Node, request: Request) -> Response:
     """The Merkle tree roots of every range this node replicates (for operators and tests)."""
-    node.anti_entropy.ensure_current()
-    await node.anti_entropy.build_pending()
-    return json_response({"node": node.config.node_id, "ranges": node.anti_entropy.tree_roots()})
+    if node.layout is not None:
+        ranges = await shards.tree_roots_of_shards(node)
+    else:
+        node.anti_entropy.ensure_current()
+        await node.anti_entropy.build_pending()
+        ranges = node.anti_entropy.tree_roots()
+    return json_response({"node": node.config.node_id, "ranges": ranges})
 
 
 async def handle_metrics(node: Node, request: Request) -> Response:
