@@ -110,6 +110,9 @@ def _coordinator() -> Any:
             def address_of(self, node: str) -> str:
                 return "nowhere:1"
 
+            def address_for(self, node: str, key: bytes) -> str:
+                return "nowhere:1"
+
         data_dir = tempfile.mkdtemp(prefix="ringkv-fuzz-frame-")
         config = parse_args(["--node-id", "f1", "--data-dir", data_dir, "--no-auth", "true",
                              "--no-peer-auth", "true"])  # fmt: skip

@@ -34,6 +34,12 @@ class AllUp:
     def address_of(self, node: str) -> str:
         return f"addr-{node}"
 
+    def address_for(self, node: str, key: bytes) -> str:
+        return self.address_of(node)  # every node is one process
+
+    def sharded(self, node: str) -> bool:
+        return False
+
 
 def coordinator(data_dir: Path, node: str, messaging: Any, *flags: str) -> Coordinator:
     """Node ``node``'s coordinator, with its own RocksDB in ``data_dir``, AllUp membership and

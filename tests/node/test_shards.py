@@ -18,12 +18,14 @@ from pathlib import Path
 import pytest
 
 from ringkv.client import Client
+from ringkv.core.placement import preference_list
 from ringkv.core.ring import key_hash
 from ringkv.core.sharding import shard_of
 from ringkv.node import shards
 from ringkv.node.main import main as node_main
 from ringkv.node.storage import Storage
 from tests.cluster import Cluster, wait_until
+from tests.node.test_failures import ring_of
 
 
 def test_the_data_directory_records_the_shard_count_and_refuses_another(tmp_path: Path) -> None:
@@ -118,7 +120,7 @@ def assert_placed(data_dir: Path, count: int, keys: list[str]) -> None:
         storage = wait_until(lambda: Storage(str(data_dir / f"shard-{shard}")), 10,
                              message="the shard's RocksDB lock")  # fmt: skip
         try:
-            held[shard] = {k.decode() for _, k, _ in storage.scan(0, 0)} & set(keys)
+            held[shard] = {k.decode() for _, k, _ in storage.scan(0, 0)}
         finally:
             storage.close()
     assert set().union(*held.values()) == set(keys), data_dir
@@ -262,3 +264,40 @@ def test_anti_entropy_between_shards_carries_deletes_and_purges_them_once(
     status = cluster.client(0).status()["shards"]
     assert all(row["anti_entropy_rounds"] > 0 for row in status["per_shard"])
     assert _metric_total(urls, "ringkv_tombstones_purged_total") == 3 * len(keys)
+
+
+def test_a_join_streams_into_the_right_shards_and_every_shard_cleans_what_it_gave_away(
+    tmp_path: Path,
+) -> None:
+    cluster = Cluster(tmp_path, nodes=3, zones=3, replication_factor=2, shards=2,
+                      extra_args=["--anti-entropy-interval", "0"])  # fmt: skip
+    try:
+        for i in (0, 1):
+            cluster.node(i).start()
+        cluster.wait_ready(90)
+        keys = [f"j{i}" for i in range(200)]
+        for key in keys:
+            cluster.client(0).put(key, key.encode(), w="all")
+        cluster.node(2).start()
+        cluster.wait_ready(90)
+
+        def cleaned() -> bool:
+            for i in range(3):
+                status = cluster.client(i).status()
+                report = status["cleanup"]
+                if report["state"] != "done" or report["cleaned_ring"] != status["cluster"][
+                    "ring_version"
+                ]:
+                    return False
+            return True
+
+        wait_until(cleaned, 90, 0.3, message="every node cleaned for the new ring")
+        for key in keys:
+            assert cluster.client(2).get(key, r="all").value == key.encode()
+        ring = ring_of(cluster.client(0))
+    finally:
+        cluster.stop()
+    for node in cluster.nodes:
+        mine = [k for k in keys
+                if node.node_id in {r.node for r in preference_list(ring, key_hash(k.encode()), 2)}]  # fmt: skip
+        assert_placed(node.data_dir, 2, mine)  # exactly what it replicates: nothing given away left

@@ -388,17 +388,22 @@ class Cleanup(NodePart):
         ours = [(key, record_digest(versions)) for _h, key, versions in batch]
         by_key = {key: versions for _h, key, versions in batch}
         timeout = max(self.config.request_timeout * 5, 10.0)
-        items = [[key, digest] for key, digest in ours]
         for node in replicas:
-            address = self.membership.address_of(node) or ""
-            differing = await self.messaging.request(
-                address, "cleanup_check", {"items": items}, timeout
-            )
-            keys = records_to_hand_off(ours, differing)
-            if keys:
-                push = [[k, [version_to_wire(v) for v in by_key[k]]] for k in keys]
-                await self.messaging.request(address, "replicate_batch", {"items": push}, timeout)
-                self.report["keys_handed_off"] += len(keys)
+            # one check per shard of the replica holding the keys (one for a single process)
+            per_address: dict[str, list[tuple[bytes, bytes]]] = {}
+            for key, digest in ours:
+                address = self.membership.address_for(node, key) or ""
+                per_address.setdefault(address, []).append((key, digest))
+            for address, mine in per_address.items():
+                differing = await self.messaging.request(
+                    address, "cleanup_check", {"items": [[k, d] for k, d in mine]}, timeout
+                )
+                keys = records_to_hand_off(mine, differing)
+                if keys:
+                    push = [[k, [version_to_wire(v) for v in by_key[k]]] for k in keys]
+                    await self.messaging.request(address, "replicate_batch", {"items": push},
+                                                 timeout)  # fmt: skip
+                    self.report["keys_handed_off"] += len(keys)
         return ours
 
     def _delete_if_unchanged(
@@ -472,4 +477,10 @@ class Cleanup(NodePart):
         self._published_at = now
         report["disk_bytes"] = self.storage.disk_bytes()
         report["updated_ms"] = int(time.time() * 1000)
+        if self.layout is not None:  # one report per node: shard 0 publishes all shards'
+            self.publish_shards(report)
+            return
         self.membership.gossiper.set_app(g.CLEANUP, report)
+
+    def publish_shards(self, report: dict[str, Any]) -> None:
+        """Set by a node served by several shards (``ringkv.node.shards``)."""

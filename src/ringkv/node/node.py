@@ -148,10 +148,11 @@ class Node:
             shard_verbs(self, self._sync_verbs, self._async_verbs)
         if isinstance(self.membership, FollowerMembership):
             assert layout is not None
-            # membership, ring changes and cleanup run once per node, in shard 0
+            # membership and ring changes run once per node, in shard 0
             self._loops = [
                 asyncio.create_task(self.membership.run_following(layout.peer_address_of(0))),
                 asyncio.create_task(self.handoff.run()),
+                asyncio.create_task(self.cleanup.run()),  # each shard cleans its own data
                 watch(self),
             ]
         else:

@@ -61,6 +61,7 @@ READY_VERB = "shard_ready"
 HANDOVER_VERB = "shard_http"  # a client request handed to the shard that owns its key
 STATUS_VERB = "shard_status"
 TREES_VERB = "shard_trees"
+CLEANUP_VERB = "shard_cleanup"
 #: Paths a shard other than 0 serves itself; the rest (status, admin...) are shard 0's.
 SERVED_BY_EVERY_SHARD = ("/health/", "/metrics", "/v1/ring")
 #: Paths not yet served by a node with several shards (they address many keys at once).
@@ -357,8 +358,74 @@ def shard_verbs(node: Node, sync: dict[str, Any], tasks: dict[str, Any]) -> None
     sync[STATUS_VERB] = lambda body: shard_status(node)
     tasks[HANDOVER_VERB] = lambda body: serve_handed_over(node, body)
     tasks[TREES_VERB] = lambda body: tree_roots(node)
-    if not isinstance(node.membership, FollowerMembership):
-        sync[VIEW_VERB] = lambda body: view_of(node.membership)
+    cleanup, layout = node.cleanup, node.layout
+    assert layout is not None
+    if isinstance(node.membership, FollowerMembership):
+        leader = layout.peer_address_of(0)
+
+        def to_leader(report: dict[str, Any]) -> None:
+            future = node.messaging.call(leader, CLEANUP_VERB,
+                                         {"shard": layout.index, "report": report}, 5.0)
+            future.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+        cleanup.publish_shards = to_leader  # type: ignore[method-assign]
+        return
+    sync[VIEW_VERB] = lambda body: view_of(node.membership)
+    reports: dict[int, dict[str, Any]] = {}
+    own = [None]
+
+    def publish(report: dict[str, Any]) -> None:
+        own[0] = report  # type: ignore[call-overload]
+        merged = combined_cleanup(report, reports, layout.count)
+        node.membership.gossiper.set_app(g.CLEANUP, merged)
+
+    def from_sibling(body: dict[str, Any]) -> bool:
+        reports[int(body["shard"])] = dict(body["report"])
+        if own[0] is not None:
+            publish(own[0])
+        return True
+
+    cleanup.publish_shards = publish  # type: ignore[method-assign]
+    sync[CLEANUP_VERB] = from_sibling
+    run_here = sync["cleanup_run"]
+
+    def run_everywhere(body: Any) -> Any:
+        """``ringkv admin cleanup`` reaches shard 0: every shard cleans again."""
+        for shard in range(1, layout.count):
+            future = node.messaging.call(layout.peer_address_of(shard), "cleanup_run", {}, 5.0)
+            future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return run_here(body)
+
+    sync["cleanup_run"] = run_everywhere
+
+
+#: The order of cleanup states, least advanced first: a node is as far as its slowest shard.
+_CLEANUP_ORDER = ("held", "pending", "running", "done")
+
+
+def combined_cleanup(
+    own: dict[str, Any], siblings: dict[int, dict[str, Any]], count: int
+) -> dict[str, Any]:
+    """The node's cleanup report from shard 0's and its siblings': done for a ring only when
+    every shard is done for it; counts add up."""
+    reports = [own, *(siblings.get(i) for i in range(1, count))]
+    merged = dict(own)
+    ring = own.get("ring")
+    for shard, report in enumerate(reports):
+        if report is None or report.get("ring") != ring:
+            merged["state"], merged["reason"] = "pending", f"shard {shard} has not reported"
+            break
+    else:
+        slowest = min(reports, key=lambda r: _CLEANUP_ORDER.index(str(r.get("state")))
+                      if r and r.get("state") in _CLEANUP_ORDER else 0)  # fmt: skip
+        merged["state"] = slowest["state"] if slowest else "pending"
+        if slowest and slowest.get("reason"):
+            merged["reason"] = slowest["reason"]
+    for name in ("ranges_total", "ranges_done", "keys_total", "bytes_total", "keys_done",
+                 "bytes_done", "keys_handed_off", "hints_redirected", "reclaimed_bytes",
+                 "disk_bytes"):  # fmt: skip
+        merged[name] = sum(int((r or {}).get(name) or 0) for r in reports)
+    return merged
 
 
 async def route(api: Api, request: Request, handler: Handler) -> Response:
