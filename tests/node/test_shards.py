@@ -301,3 +301,15 @@ def test_a_join_streams_into_the_right_shards_and_every_shard_cleans_what_it_gav
         mine = [k for k in keys
                 if node.node_id in {r.node for r in preference_list(ring, key_hash(k.encode()), 2)}]  # fmt: skip
         assert_placed(node.data_dir, 2, mine)  # exactly what it replicates: nothing given away left
+
+
+def test_batches_on_sharded_nodes_behave_as_on_single_process_ones(sharded: Cluster) -> None:
+    """The batch endpoints' own tests, against nodes of two shards: each shard serves its
+    part of a batch, peers' multi-key messages reach the owning shards, and results keep
+    request order."""
+    from tests.node import test_batch
+
+    test_batch.test_batches_through_every_node(sharded)
+    test_batch.test_per_key_outcomes_and_conditions(sharded)
+    test_batch.test_batch_limits_and_bad_requests(sharded)
+    test_batch.test_batch_with_one_replica_down(sharded)

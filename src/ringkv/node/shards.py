@@ -21,10 +21,13 @@ change it is to empty the data directory and let the node replace itself (see do
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import ctypes
 import ctypes.util
 import dataclasses
+import json
 import logging
 import os
 import signal
@@ -32,18 +35,20 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ringkv.core import gossip as g
+from ringkv.core.batching import BatchError, check_keys
 from ringkv.core.gossip import SHARDS, EndpointState
 from ringkv.core.ring import key_hash
 from ringkv.core.sharding import shard_of
 from ringkv.node.api_errors import ApiError
 from ringkv.node.config import NodeConfig
-from ringkv.node.http import Handler, Request, Response, error_response
+from ringkv.node.http import Handler, Request, Response, error_response, json_response
 from ringkv.node.kv_api import KV_PREFIX, _key
 from ringkv.node.membership import Membership
-from ringkv.node.messaging import PeerError
+from ringkv.node.messaging import DEFER, PeerError
 
 if TYPE_CHECKING:
     from ringkv.node.messaging import MessagingService
@@ -64,8 +69,12 @@ TREES_VERB = "shard_trees"
 CLEANUP_VERB = "shard_cleanup"
 #: Paths a shard other than 0 serves itself; the rest (status, admin...) are shard 0's.
 SERVED_BY_EVERY_SHARD = ("/health/", "/metrics", "/v1/ring")
-#: Paths not yet served by a node with several shards (they address many keys at once).
-NOT_YET_SHARDED = ("/v1/batch/", "/v1/keys")
+#: Paths not yet served by a node with several shards.
+NOT_YET_SHARDED = ("/v1/keys",)
+BATCH_PREFIX = "/v1/batch/"
+#: Peer verbs carrying many keys: a shard answers for its own and hands the rest to siblings
+#: (a peer that addressed the node's shard 0 with keys of every shard).
+MULTI_KEY_VERBS = ("read_batch", "replicate_many", "coordinate_batch", "replicate_batch")
 #: How often a follower shard fetches shard 0's view (seconds).
 FOLLOW_INTERVAL = 0.25
 #: A worker that fails this soon after its first start is not restarted: the node stops.
@@ -220,11 +229,18 @@ class FollowerMembership(Membership):
         self._mirror_down: frozenset[str] = frozenset()
         self._mirror_ready = False
         self.followed = False
+        self.followed_at = 0.0
 
     def is_alive(self, node: str) -> bool:
-        return node == self.node_id or (
-            node in self.gossiper.states and node not in self._mirror_down
-        )
+        """Alive in shard 0's view, and none of its shards this shard talked to is known
+        unreachable (the view is up to ``FOLLOW_INTERVAL`` old)."""
+        if node == self.node_id:
+            return True
+        if node not in self.gossiper.states or node in self._mirror_down:
+            return False
+        published = self.published_shards(node)
+        addresses = published["peer"] if published is not None else (self.address_of(node),)
+        return not any(address and self.messaging.peer(address).down for address in addresses)
 
     @property
     def ready(self) -> bool:
@@ -244,6 +260,7 @@ class FollowerMembership(Membership):
         self._mirror_ready = bool(view["ready"])
         self._up_at = 0.0  # recompute up_nodes
         self.followed = True
+        self.followed_at = time.monotonic()
         self._rebuild_ring()
 
     def _adopt_removals(self) -> None:
@@ -255,6 +272,8 @@ class FollowerMembership(Membership):
                 self.follow(await self.messaging.request(leader, VIEW_VERB, {}, 2.0))
             except PeerError as exc:
                 log.debug("cannot fetch the membership view from shard 0: %s", exc)
+            except Exception:
+                log.exception("cannot follow shard 0's membership view")
             await asyncio.sleep(FOLLOW_INTERVAL)
 
 
@@ -358,6 +377,7 @@ def shard_verbs(node: Node, sync: dict[str, Any], tasks: dict[str, Any]) -> None
     sync[STATUS_VERB] = lambda body: shard_status(node)
     tasks[HANDOVER_VERB] = lambda body: serve_handed_over(node, body)
     tasks[TREES_VERB] = lambda body: tree_roots(node)
+    route_peer_verbs(node, sync, tasks)
     cleanup, layout = node.cleanup, node.layout
     assert layout is not None
     if isinstance(node.membership, FollowerMembership):
@@ -440,6 +460,8 @@ async def route(api: Api, request: Request, handler: Handler) -> Response:
             shard = shard_of(key_hash(_key(request)), layout.count)
         except ApiError:
             shard = layout.index  # its error answer, here
+    elif path.startswith(BATCH_PREFIX):
+        return await split_batch(api, request, handler)
     elif path.startswith(NOT_YET_SHARDED):
         return error_response(
             501, "not_implemented", f"{path} is not served yet by a node run with --shards "
@@ -475,6 +497,131 @@ async def hand_over(node: Node, request: Request, shard: int) -> Response:
                     answer["h"]])  # fmt: skip
 
 
+def _batch_keys(request: Request) -> list[bytes] | None:
+    """The keys of a batch request, in order (None: malformed; its handler says why)."""
+    try:
+        body = json.loads(request.body)
+        base64_keys = body.get("encoding") == "base64"
+        if _batch_field(request, body) == "keys":
+            texts = list(body["keys"])
+        else:
+            texts = [item["key"] for item in body["items"]]
+        return [base64.b64decode(t, validate=True) if base64_keys else str(t).encode()
+                for t in texts]  # fmt: skip
+    except (ValueError, TypeError, KeyError, AttributeError, binascii.Error):
+        return None
+
+
+def _batch_field(request: Request, body: dict[str, Any]) -> str:
+    """Where a batch lists its keys: ``keys`` (get, and the delete shorthand) or ``items``."""
+    return "keys" if request.path.endswith("/get") or "keys" in body else "items"
+
+
+async def split_batch(api: Api, request: Request, handler: Handler) -> Response:
+    """A batch request on a node with shards: each shard serves the keys it owns (its part of
+    the batch, handed to it), and the results are put back in request order."""
+    node = api.node
+    layout = node.layout
+    assert layout is not None
+    keys = _batch_keys(request)
+    try:
+        # a batch is judged whole (its size, a key written twice) before it is split
+        check_keys(keys or [], unique=not request.path.endswith("/get"))
+    except BatchError:
+        keys = None
+    if not keys:
+        return await api.wrap(request, handler)
+    by_shard: dict[int, list[int]] = {}
+    for i, key in enumerate(keys):
+        by_shard.setdefault(shard_of(key_hash(key), layout.count), []).append(i)
+    if len(by_shard) == 1:
+        (shard,) = by_shard
+        if shard == layout.index:
+            return await api.wrap(request, handler)
+        return await hand_over(node, request, shard)
+    body = json.loads(request.body)
+    field = _batch_field(request, body)
+
+    async def part(shard: int, indexes: list[int]) -> Response:
+        sub = Request(
+            request.method, request.path, request.query_string, request.headers,
+            request.repeated, json.dumps({**body, field: [body[field][i] for i in indexes]})
+            .encode(), request.keep_alive,
+        )  # fmt: skip
+        if shard == layout.index:
+            return await api.wrap(sub, handler)
+        return await hand_over(node, sub, shard)
+
+    parts = list(by_shard.items())
+    answers = await asyncio.gather(*(part(shard, indexes) for shard, indexes in parts))
+    results: list[Any] = [None] * len(keys)
+    for (_shard, indexes), answer in zip(parts, answers, strict=True):
+        if answer.status != 200:
+            return answer  # refused as a whole (authentication, overload, a bad request)
+        for i, result in zip(indexes, json.loads(answer.body)["results"], strict=True):
+            results[i] = result
+    return json_response({"results": results})
+
+
+def route_peer_verbs(node: Node, sync: dict[str, Any], tasks: dict[str, Any]) -> None:
+    """The multi-key peer verbs of a shard: answered inline when every key is this shard's,
+    else split, the sibling shards' parts sent to them, and the answers put back in order."""
+    layout = node.layout
+    assert layout is not None
+
+    def mine(body: Any) -> bool:
+        return all(
+            shard_of(key_hash(bytes(item[0])), layout.count) == layout.index
+            for item in body["items"]
+        )
+
+    for verb in MULTI_KEY_VERBS:
+        inline, task = sync.get(verb), tasks.get(verb)
+        local = task if task is not None else inline
+        if local is None:
+            continue
+        if inline is not None:
+            sync[verb] = partial(_inline_if_mine, mine, inline)
+        tasks[verb] = partial(_split_items, node, verb, mine, local)
+
+
+def _inline_if_mine(mine: Any, inline: Any, body: Any) -> Any:
+    return inline(body) if mine(body) else DEFER
+
+
+async def _split_items(node: Node, verb: str, mine: Any, local: Any, body: Any) -> Any:
+    layout = node.layout
+    assert layout is not None
+
+    async def run_local(part: Any) -> Any:
+        result = local(part)
+        return await result if asyncio.iscoroutine(result) else result
+
+    if mine(body):
+        return await run_local(body)
+    by_shard: dict[int, list[int]] = {}
+    items = body["items"]
+    for i, item in enumerate(items):
+        by_shard.setdefault(shard_of(key_hash(bytes(item[0])), layout.count), []).append(i)
+
+    async def part(shard: int, indexes: list[int]) -> Any:
+        sub = {**body, "items": [items[i] for i in indexes]}
+        if shard == layout.index:
+            return await run_local(sub)
+        return await node.messaging.request(layout.peer_address_of(shard), verb, sub,
+                                            node.config.request_timeout * 2 + 1.0)  # fmt: skip
+
+    parts = list(by_shard.items())
+    answers = await asyncio.gather(*(part(s, ix) for s, ix in parts))
+    if all(isinstance(a, int) for a in answers):
+        return sum(answers)  # how many applied
+    out: list[Any] = [None] * len(items)
+    for (_shard, indexes), answer in zip(parts, answers, strict=True):
+        for i, one in zip(indexes, answer, strict=True):
+            out[i] = one
+    return out
+
+
 async def serve_handed_over(node: Node, body: dict[str, Any]) -> dict[str, Any]:
     request = Request(
         str(body["m"]), str(body["p"]), str(body["q"]),
@@ -502,6 +649,10 @@ def shard_status(node: Node) -> dict[str, Any]:
         "bytes": node.storage.approximate_bytes(),
         "hints_pending": node.hints.total_pending(),
         "anti_entropy_rounds": node.anti_entropy.completed_rounds,
+        "view_age_seconds": round(time.monotonic() - node.membership.followed_at, 3)
+        if isinstance(node.membership, FollowerMembership) else 0.0,
+        "members_down": sorted(n for n in node.membership.gossiper.states
+                               if not node.membership.is_alive(n)),  # fmt: skip
     }
 
 
