@@ -313,3 +313,20 @@ def test_batches_on_sharded_nodes_behave_as_on_single_process_ones(sharded: Clus
     test_batch.test_per_key_outcomes_and_conditions(sharded)
     test_batch.test_batch_limits_and_bad_requests(sharded)
     test_batch.test_batch_with_one_replica_down(sharded)
+
+
+def test_key_listing_on_sharded_nodes_behaves_as_on_single_process_ones(sharded: Cluster) -> None:
+    """The listing's own tests against nodes of two shards: a node lists the keys of all its
+    shards in ring order, with prefixes, pages, expiry and quorum merging."""
+    from tests.node import test_listing
+
+    test_listing.test_prefixes_expiry_clients_and_cli(sharded)
+
+
+def test_listing_at_a_quorum_on_sharded_nodes(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    from tests.node import test_listing
+
+    def sharded_cluster(**kwargs):  # type: ignore[no-untyped-def]
+        return make_cluster(shards=2, **kwargs)
+
+    test_listing.test_listing_at_a_quorum_merges_replicas_and_checks_versions(sharded_cluster)

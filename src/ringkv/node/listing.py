@@ -50,6 +50,10 @@ class KeyLister(NodePart):
         self._one_at_a_time = asyncio.Semaphore(1)
         self._throttle = Throttle(lambda: LIST_SCAN_RATE, full=True)
 
+    async def list_here(self, body: dict[str, Any]) -> dict[str, Any]:
+        """This node's keys for a ``list_range`` (a node of several shards asks them all)."""
+        return self.handle_list_range(body)
+
     # -- the replica's side ---------------------------------------------------------------------
 
     def handle_list_range(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -154,7 +158,7 @@ class KeyLister(NodePart):
 
     async def _ask_one(self, node: str, body: dict[str, Any]) -> Any:
         if node == self.node_id:
-            return self.handle_list_range(body)
+            return await self.list_here(body)
         address = self.membership.address_of(node)
         if address is None:
             return None

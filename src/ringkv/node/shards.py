@@ -42,7 +42,8 @@ from ringkv.core import gossip as g
 from ringkv.core.batching import BatchError, check_keys
 from ringkv.core.gossip import SHARDS, EndpointState
 from ringkv.core.ring import key_hash
-from ringkv.core.sharding import shard_of
+from ringkv.core.sharding import shard_of, slice_start
+from ringkv.node import listing
 from ringkv.node.api_errors import ApiError
 from ringkv.node.config import NodeConfig
 from ringkv.node.http import Handler, Request, Response, error_response, json_response
@@ -70,7 +71,8 @@ CLEANUP_VERB = "shard_cleanup"
 #: Paths a shard other than 0 serves itself; the rest (status, admin...) are shard 0's.
 SERVED_BY_EVERY_SHARD = ("/health/", "/metrics", "/v1/ring")
 #: Paths not yet served by a node with several shards.
-NOT_YET_SHARDED = ("/v1/keys",)
+NOT_YET_SHARDED: tuple[str, ...] = ()
+LIST_VERB = "shard_list_range"  # one shard's own keys for a list_range
 BATCH_PREFIX = "/v1/batch/"
 #: Peer verbs carrying many keys: a shard answers for its own and hands the rest to siblings
 #: (a peer that addressed the node's shard 0 with keys of every shard).
@@ -378,6 +380,9 @@ def shard_verbs(node: Node, sync: dict[str, Any], tasks: dict[str, Any]) -> None
     tasks[HANDOVER_VERB] = lambda body: serve_handed_over(node, body)
     tasks[TREES_VERB] = lambda body: tree_roots(node)
     route_peer_verbs(node, sync, tasks)
+    sync[LIST_VERB] = node.lister.handle_list_range
+    del sync["list_range"]
+    tasks["list_range"] = node.lister.list_here = partial(list_shards, node)  # type: ignore[method-assign]
     cleanup, layout = node.cleanup, node.layout
     assert layout is not None
     if isinstance(node.membership, FollowerMembership):
@@ -462,11 +467,6 @@ async def route(api: Api, request: Request, handler: Handler) -> Response:
             shard = layout.index  # its error answer, here
     elif path.startswith(BATCH_PREFIX):
         return await split_batch(api, request, handler)
-    elif path.startswith(NOT_YET_SHARDED):
-        return error_response(
-            501, "not_implemented", f"{path} is not served yet by a node run with --shards "
-            f"{layout.count}; use single-key requests",
-        )  # fmt: skip
     elif path.startswith(SERVED_BY_EVERY_SHARD):
         shard = layout.index
     else:
@@ -561,6 +561,36 @@ async def split_batch(api: Api, request: Request, handler: Handler) -> Response:
         for i, result in zip(indexes, json.loads(answer.body)["results"], strict=True):
             results[i] = result
     return json_response({"results": results})
+
+
+async def list_shards(node: Node, body: dict[str, Any]) -> dict[str, Any]:
+    """``list_range`` on a node of several shards: the keys of ``(after, hi]`` from each
+    shard holding a part of it, in ring order, with the same limits and ``stop`` as one
+    process answers."""
+    layout = node.layout
+    assert layout is not None
+    after = (int(body["after"][0]), bytes(body["after"][1]))
+    hi, limit = int(body["hi"]), int(body["limit"])
+    first = max(after[0], 0)
+    keys: list[Any] = []
+    scanned = 0
+    for shard in range(shard_of(first, layout.count), shard_of(hi, layout.count) + 1):
+        lo = max(first, slice_start(shard, layout.count))
+        top = min(hi, slice_start(shard + 1, layout.count) - 1)
+        piece_after = list(after) if lo == first else [lo - 1, listing._AFTER_ALL]
+        part = {**body, "after": piece_after, "hi": top, "limit": limit - len(keys)}
+        if shard == layout.index:
+            answer = node.lister.handle_list_range(part)
+        else:
+            answer = await node.messaging.request(layout.peer_address_of(shard), LIST_VERB,
+                                                  part, node.config.request_timeout)  # fmt: skip
+        keys.extend(answer["keys"])
+        scanned += int(answer["scanned"])
+        if answer["stop"] is not None:
+            return {"keys": keys, "stop": answer["stop"], "scanned": scanned}
+        if len(keys) >= limit:
+            return {"keys": keys, "stop": keys[-1] if top < hi else None, "scanned": scanned}
+    return {"keys": keys, "stop": None, "scanned": scanned}
 
 
 def route_peer_verbs(node: Node, sync: dict[str, Any], tasks: dict[str, Any]) -> None:
