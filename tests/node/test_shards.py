@@ -64,11 +64,14 @@ def test_cpus_come_from_the_affinity_capped_by_the_cgroup_quota(tmp_path: Path) 
 
 
 def _get(url: str) -> tuple[int, dict]:
+    """Status and JSON body (0 and {} when the connection broke: a shard being killed)."""
     try:
         with urllib.request.urlopen(url, timeout=5) as answer:
             return answer.status, json.loads(answer.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
+    except (ConnectionError, urllib.error.URLError):
+        return 0, {}
 
 
 def _shard_pids(cluster: Cluster, node: int) -> list[int]:
@@ -129,9 +132,7 @@ def assert_placed(data_dir: Path, count: int, keys: list[str]) -> None:
 
 
 def test_the_token_aware_client_sends_each_key_to_its_owning_shard(sharded: Cluster) -> None:
-    shard_urls = []
-    for node in sharded.client(0).ring()["nodes"]:
-        shard_urls += [f"http://{a}" for a in node["shard_addresses"]]
+    shard_urls = sharded.urls  # a node's /metrics holds every shard's samples
     with Client(sharded.urls, token_aware=True, timeout=5) as client:
         before = sum(_handovers(u) for u in shard_urls)
         for i in range(40):
@@ -142,6 +143,10 @@ def test_the_token_aware_client_sends_each_key_to_its_owning_shard(sharded: Clus
     for i in range(40):
         plain.put(f"plain-{i}", b"v")  # about half land on the shard that does not own them
     assert sum(_handovers(u) for u in shard_urls) > before
+    with urllib.request.urlopen(sharded.urls[0] + "/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    for shard in (0, 1):  # one sample per shard, labelled
+        assert f'ringkv_shard_handovers_total{{shard="{shard}"}}' in text
 
 
 def test_a_killed_shard_is_restarted_and_the_node_is_not_ready_meanwhile(
@@ -158,7 +163,9 @@ def test_a_killed_shard_is_restarted_and_the_node_is_not_ready_meanwhile(
     # Not ready while the shard is missing (the probe may land on either shard's socket).
     wait_until(lambda: _get(node.url + "/health/ready")[0] == 503, 10, 0.02,
                message="n1 not ready")  # fmt: skip
-    assert "not running" in _get(node.url + "/health/ready")[1]["message"]
+    assert "not running" in wait_until(
+        lambda: _get(node.url + "/health/ready")[1].get("message"), 10, message="its reason"
+    )
     # Writes through the other nodes go on (the missing shard's replicas get hints).
     for i in range(30):
         try:
@@ -207,20 +214,13 @@ def test_a_wiped_node_restarted_with_another_shard_count_streams_into_its_shards
     assert_placed(cluster.node(1).data_dir, 3, keys)
 
 
-def _shard_urls(cluster: Cluster) -> list[str]:
-    urls = []
-    for node in cluster.client(0).ring()["nodes"]:
-        urls += [f"http://{a}" for a in node["shard_addresses"]]
-    return urls
-
-
 def _metric_total(urls: list[str], name: str) -> float:
     total = 0.0
     for url in urls:
         with urllib.request.urlopen(url + "/metrics", timeout=5) as answer:
             for line in answer.read().decode().splitlines():
-                if line.startswith(name + " "):
-                    total += float(line.split()[1])
+                if line.startswith((name + " ", name + "{")):
+                    total += float(line.split()[-1])
     return total
 
 
@@ -258,7 +258,7 @@ def test_anti_entropy_between_shards_carries_deletes_and_purges_them_once(
     wait_until(converged, 60, 0.3, message="every shard's trees equal")
     for key in keys:
         assert not cluster.client(2).get(key, r="all").found
-    urls = _shard_urls(cluster)
+    urls = cluster.urls  # a node's /metrics holds every shard's samples, labelled by shard
     wait_until(lambda: _metric_total(urls, "ringkv_tombstones_purged_total") >= 3 * len(keys),
                120, 0.5, message="purged everywhere")  # fmt: skip
     status = cluster.client(0).status()["shards"]

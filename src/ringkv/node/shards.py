@@ -43,7 +43,10 @@ from ringkv.core.batching import BatchError, check_keys
 from ringkv.core.gossip import SHARDS, EndpointState
 from ringkv.core.ring import key_hash
 from ringkv.core.sharding import shard_of, slice_start
-from ringkv.node import listing
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.utils import floatToGoString
+
+from ringkv.node import listing, status_api
 from ringkv.node.api_errors import ApiError
 from ringkv.node.config import NodeConfig
 from ringkv.node.http import Handler, Request, Response, error_response, json_response
@@ -68,8 +71,9 @@ HANDOVER_VERB = "shard_http"  # a client request handed to the shard that owns i
 STATUS_VERB = "shard_status"
 TREES_VERB = "shard_trees"
 CLEANUP_VERB = "shard_cleanup"
+METRICS_VERB = "shard_metrics"
 #: Paths a shard other than 0 serves itself; the rest (status, admin...) are shard 0's.
-SERVED_BY_EVERY_SHARD = ("/health/", "/metrics", "/v1/ring")
+SERVED_BY_EVERY_SHARD = ("/health/", "/v1/ring")
 #: Paths not yet served by a node with several shards.
 NOT_YET_SHARDED: tuple[str, ...] = ()
 LIST_VERB = "shard_list_range"  # one shard's own keys for a list_range
@@ -271,7 +275,7 @@ class FollowerMembership(Membership):
     async def run_following(self, leader: str) -> None:
         while True:
             try:
-                self.follow(await self.messaging.request(leader, VIEW_VERB, {}, 2.0))
+                self.follow(await to_sibling(self.messaging, leader, VIEW_VERB, {}, 2.0))
             except PeerError as exc:
                 log.debug("cannot fetch the membership view from shard 0: %s", exc)
             except Exception:
@@ -279,12 +283,22 @@ class FollowerMembership(Membership):
             await asyncio.sleep(FOLLOW_INTERVAL)
 
 
+async def to_sibling(
+    messaging: MessagingService, address: str, verb: str, body: Any, timeout: float
+) -> Any:
+    """A request to a sibling shard. A restarted sibling is tried at once, not after the
+    reconnect backoff a remote peer gets (it is on this machine, and trying is cheap)."""
+    messaging.peer(address).reset_backoff()
+    return await messaging.request(address, verb, body, timeout)
+
+
 async def missing_shards(layout: ShardLayout, messaging: MessagingService) -> list[int]:
     """The sibling shards that do not answer (or are not ready), for readiness."""
 
     async def ask(shard: int) -> bool:
         try:
-            answer = await messaging.request(layout.peer_address_of(shard), READY_VERB, {}, 1.0)
+            answer = await to_sibling(messaging, layout.peer_address_of(shard), READY_VERB, {},
+                                      1.0)  # fmt: skip
         except PeerError:
             return False
         return bool(answer.get("ready"))
@@ -379,6 +393,7 @@ def shard_verbs(node: Node, sync: dict[str, Any], tasks: dict[str, Any]) -> None
     sync[STATUS_VERB] = lambda body: shard_status(node)
     tasks[HANDOVER_VERB] = lambda body: serve_handed_over(node, body)
     tasks[TREES_VERB] = lambda body: tree_roots(node)
+    sync[METRICS_VERB] = lambda body: status_api.metrics_text(node)
     route_peer_verbs(node, sync, tasks)
     sync[LIST_VERB] = node.lister.handle_list_range
     del sync["list_range"]
@@ -473,6 +488,8 @@ async def route(api: Api, request: Request, handler: Handler) -> Response:
         shard = 0
     if shard == layout.index:
         return await api.wrap(request, handler)
+    if path.startswith(KV_PREFIX):
+        node.metrics.shard_handovers.inc()
     return await hand_over(node, request, shard)
 
 
@@ -480,14 +497,13 @@ async def hand_over(node: Node, request: Request, shard: int) -> Response:
     """Serve ``request`` on sibling ``shard``: sent as a peer frame (already parsed), answered
     by its own wrapper (authentication, overload limit) and handler."""
     assert node.layout is not None
-    node.metrics.shard_handovers.inc()
     body = {
         "m": request.method, "p": request.path, "q": request.query_string,
         "h": request.headers, "r": sorted(request.repeated or ()), "b": request.body,
     }  # fmt: skip
     try:
-        answer = await node.messaging.request(
-            node.layout.peer_address_of(shard), HANDOVER_VERB, body,
+        answer = await to_sibling(
+            node.messaging, node.layout.peer_address_of(shard), HANDOVER_VERB, body,
             node.config.request_timeout + 2.0,
         )  # fmt: skip
     except PeerError as exc:
@@ -538,7 +554,9 @@ async def split_batch(api: Api, request: Request, handler: Handler) -> Response:
         (shard,) = by_shard
         if shard == layout.index:
             return await api.wrap(request, handler)
+        node.metrics.shard_handovers.inc()
         return await hand_over(node, request, shard)
+    node.metrics.shard_handovers.inc()
     body = json.loads(request.body)
     field = _batch_field(request, body)
 
@@ -582,7 +600,7 @@ async def list_shards(node: Node, body: dict[str, Any]) -> dict[str, Any]:
         if shard == layout.index:
             answer = node.lister.handle_list_range(part)
         else:
-            answer = await node.messaging.request(layout.peer_address_of(shard), LIST_VERB,
+            answer = await to_sibling(node.messaging, layout.peer_address_of(shard), LIST_VERB,
                                                   part, node.config.request_timeout)  # fmt: skip
         keys.extend(answer["keys"])
         scanned += int(answer["scanned"])
@@ -638,7 +656,7 @@ async def _split_items(node: Node, verb: str, mine: Any, local: Any, body: Any) 
         sub = {**body, "items": [items[i] for i in indexes]}
         if shard == layout.index:
             return await run_local(sub)
-        return await node.messaging.request(layout.peer_address_of(shard), verb, sub,
+        return await to_sibling(node.messaging, layout.peer_address_of(shard), verb, sub,
                                             node.config.request_timeout * 2 + 1.0)  # fmt: skip
 
     parts = list(by_shard.items())
@@ -686,6 +704,54 @@ def shard_status(node: Node) -> dict[str, Any]:
     }
 
 
+async def metrics_of_shards(node: Node) -> bytes:
+    """``/metrics`` of a node of several shards: every shard's samples, each with a ``shard``
+    label (a node's total is the sum over its shards)."""
+    layout = node.layout
+    assert layout is not None
+
+    async def ask(shard: int) -> bytes:
+        if shard == layout.index:
+            return status_api.metrics_text(node)
+        try:
+            return bytes(await to_sibling(node.messaging, layout.peer_address_of(shard),
+                                                      METRICS_VERB, {}, 5.0))  # fmt: skip
+        except PeerError:
+            return b""  # a missing shard: its samples are absent (readiness says why)
+
+    texts = await asyncio.gather(*(ask(i) for i in range(layout.count)))
+    return labelled_metrics([t.decode() for t in texts]).encode()
+
+
+def labelled_metrics(texts: Sequence[str]) -> str:
+    """Prometheus texts of the shards (by index) merged into one, each sample labelled with
+    its shard; a family's samples stay together under one HELP and TYPE."""
+    families: dict[str, tuple[str, str, list[str]]] = {}
+    for shard, text in enumerate(texts):
+        for family in text_string_to_metric_families(text):
+            entry = families.setdefault(family.name, (family.type, family.documentation, []))
+            for sample in family.samples:
+                labels = {**sample.labels, "shard": str(shard)}
+                rendered = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
+                entry[2].append(f"{sample.name}{{{rendered}}} {floatToGoString(sample.value)}")
+    lines = []
+    for name, (kind, documentation, samples) in families.items():
+        if kind == "counter":
+            name += "_total"  # as prometheus_client writes a counter's family
+        lines.append(f"# HELP {name} {_escape_help(documentation)}")
+        lines.append(f"# TYPE {name} {kind}")
+        lines.extend(samples)
+    return "\n".join(lines) + "\n"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
 async def tree_roots(node: Node) -> list[dict[str, Any]]:
     """This shard's Merkle tree roots (each shard keeps trees for its pieces of the ranges)."""
     node.anti_entropy.ensure_current()
@@ -701,7 +767,7 @@ async def tree_roots_of_shards(node: Node) -> list[dict[str, Any]]:
     async def ask(shard: int) -> list[dict[str, Any]]:
         if shard == layout.index:
             return await tree_roots(node)
-        return list(await node.messaging.request(layout.peer_address_of(shard), TREES_VERB,
+        return list(await to_sibling(node.messaging, layout.peer_address_of(shard), TREES_VERB,
                                                  {}, 10.0))  # fmt: skip
 
     return [row for rows in await asyncio.gather(*map(ask, range(layout.count))) for row in rows]
@@ -716,7 +782,7 @@ async def status_of_shards(node: Node) -> dict[str, Any]:
         if shard == layout.index:
             return shard_status(node)
         try:
-            return dict(await node.messaging.request(layout.peer_address_of(shard),
+            return dict(await to_sibling(node.messaging, layout.peer_address_of(shard),
                                                      STATUS_VERB, {}, 1.0))  # fmt: skip
         except PeerError as exc:
             return {"shard": shard, "ready": False, "error": str(exc)}

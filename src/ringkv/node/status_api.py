@@ -105,9 +105,16 @@ async def handle_trees(node: Node, request: Request) -> Response:
     return json_response({"node": node.config.node_id, "ranges": ranges})
 
 
-async def handle_metrics(node: Node, request: Request) -> Response:
+def metrics_text(node: Node) -> bytes:
+    """This process's metrics in Prometheus text format."""
     members = node.membership.members()
     alive = sum(1 for m in members if m["alive"])
     node.metrics.members.labels("true").set(alive)
     node.metrics.members.labels("false").set(len(members) - alive)
-    return Response(200, generate_latest(node.metrics.registry), (), CONTENT_TYPE_LATEST)
+    return generate_latest(node.metrics.registry)
+
+
+async def handle_metrics(node: Node, request: Request) -> Response:
+    if node.layout is not None:
+        return Response(200, await shards.metrics_of_shards(node), (), CONTENT_TYPE_LATEST)
+    return Response(200, metrics_text(node), (), CONTENT_TYPE_LATEST)
