@@ -268,6 +268,14 @@ class FollowerMembership(Membership):
         self.followed = True
         self.followed_at = time.monotonic()
         self._rebuild_ring()
+        # Shard 0 hears from these members (heartbeats): connections this shard found down
+        # may be tried again, as shard 0's own are when a heartbeat arrives.
+        for node in states:
+            if node not in self._mirror_down and node != self.node_id:
+                published = self.published_shards(node)
+                for address in published["peer"] if published else (self.address_of(node),):
+                    if address:
+                        self.messaging.peer(address).reset_backoff()
 
     def _adopt_removals(self) -> None:
         """Shard 0 adopts removals and records them; a follower only reads them."""
