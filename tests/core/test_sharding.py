@@ -44,9 +44,11 @@ def test_split_covers_the_arc_exactly_with_one_shard_per_piece(
 ) -> None:
     pieces = split_range(start, end, shards)
     whole = TokenRange(start, end, "n").size()
-    assert sum(TokenRange(s, e, "n").size() for _, s, e in pieces if s != e) + sum(
-        RING_SIZE for _, s, e in pieces if s == e
-    ) == whole
+    assert (
+        sum(TokenRange(s, e, "n").size() for _, s, e in pieces if s != e)
+        + sum(RING_SIZE for _, s, e in pieces if s == e)
+        == whole
+    )
     # each piece's first and last token belong to its shard (slices are contiguous)
     for shard, s, e in pieces:
         assert shard_of((s + 1) % RING_SIZE, shards) == shard

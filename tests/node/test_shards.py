@@ -120,8 +120,8 @@ def assert_placed(data_dir: Path, count: int, keys: list[str]) -> None:
     held: dict[int, set[str]] = {}
     for shard in range(count):
         # (the killed node's workers die with it, a moment later: wait for their locks)
-        storage = wait_until(lambda: Storage(str(data_dir / f"shard-{shard}")), 10,
-                             message="the shard's RocksDB lock")  # fmt: skip
+        path = str(data_dir / f"shard-{shard}")
+        storage = wait_until(lambda: Storage(path), 10, message="the shard's RocksDB lock")  # noqa: B023
         try:
             held[shard] = {k.decode() for _, k, _ in storage.scan(0, 0)}
         finally:
@@ -187,8 +187,14 @@ def test_a_wiped_node_restarted_with_another_shard_count_streams_into_its_shards
     """The documented way to change --shards: empty the data directory and start the node
     with the new count; it replaces itself and each shard receives exactly its keys, from
     nodes whose shards are cut differently."""
-    cluster = Cluster(tmp_path, nodes=3, zones=3, replication_factor=3, shards=2,
-                      extra_args=["--anti-entropy-interval", "0"])  # streaming alone
+    cluster = Cluster(
+        tmp_path,
+        nodes=3,
+        zones=3,
+        replication_factor=3,
+        shards=2,
+        extra_args=["--anti-entropy-interval", "0"],
+    )  # streaming alone
     try:
         cluster.start(deadline=90)
         keys = [f"s{i}" for i in range(300)]
@@ -199,13 +205,17 @@ def test_a_wiped_node_restarted_with_another_shard_count_streams_into_its_shards
         node.wipe()
         node.args = [*node.args, "--shards", "3"]
         node.start()
+
         def replaced() -> bool:
             for change in cluster.client(0).progress()["changes"]:
                 if (change.get("op"), change.get("node"), change["state"]) == (
-                    "replace", "n2", "done",
+                    "replace",
+                    "n2",
+                    "done",
                 ):
                     return change["keys_sent"] == len(keys)
             return False
+
         wait_until(replaced, 120, 0.2, message="replace of n2 done")
         cluster.wait_ready(60)
         assert cluster.client(1).status()["shards"]["count"] == 3
@@ -230,10 +240,19 @@ def test_anti_entropy_between_shards_carries_deletes_and_purges_them_once(
     """Each shard compares the trees of its pieces with the same shard of the other
     replicas: a node that missed deletes (hints expire at once) gets the tombstones, and
     after the grace period every replica's owning shard purges each tombstone exactly once."""
-    cluster = make_cluster(shards=2, extra_args=[
-        "--anti-entropy-interval", "0.3", "--anti-entropy-rate", "100000",
-        "--tombstone-grace", "30", "--hint-window", "0.01",
-    ])  # fmt: skip  (a grace longer than a sharded node's restart on a loaded machine)
+    cluster = make_cluster(
+        shards=2,
+        extra_args=[
+            "--anti-entropy-interval",
+            "0.3",
+            "--anti-entropy-rate",
+            "100000",
+            "--tombstone-grace",
+            "30",
+            "--hint-window",
+            "0.01",
+        ],
+    )  # fmt: skip  (a grace longer than a sharded node's restart on a loaded machine)
     keys = [f"del-{i}" for i in range(40)]
     for key in keys:
         cluster.client(0).put(key, b"doomed", w="all")
@@ -285,9 +304,10 @@ def test_a_join_streams_into_the_right_shards_and_every_shard_cleans_what_it_gav
             for i in range(3):
                 status = cluster.client(i).status()
                 report = status["cleanup"]
-                if report["state"] != "done" or report["cleaned_ring"] != status["cluster"][
-                    "ring_version"
-                ]:
+                if (
+                    report["state"] != "done"
+                    or report["cleaned_ring"] != status["cluster"]["ring_version"]
+                ):
                     return False
             return True
 
@@ -298,8 +318,10 @@ def test_a_join_streams_into_the_right_shards_and_every_shard_cleans_what_it_gav
     finally:
         cluster.stop()
     for node in cluster.nodes:
-        mine = [k for k in keys
-                if node.node_id in {r.node for r in preference_list(ring, key_hash(k.encode()), 2)}]  # fmt: skip
+        mine = [
+            k for k in keys
+            if node.node_id in {r.node for r in preference_list(ring, key_hash(k.encode()), 2)}
+        ]  # fmt: skip
         assert_placed(node.data_dir, 2, mine)  # exactly what it replicates: nothing given away left
 
 

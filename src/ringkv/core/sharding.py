@@ -42,10 +42,8 @@ def split_range(start: int, end: int, shards: int) -> list[tuple[int, int, int]]
     if shards == 1:
         return [(0, start, end)]
     # As half-open linear intervals [a, b) of token positions.
-    if start < end:
-        spans = [(start + 1, end + 1)]
-    else:
-        spans = [(start + 1, RING_SIZE), (0, end + 1)]
+    wraps = start >= end
+    spans = [(start + 1, RING_SIZE), (0, end + 1)] if wraps else [(start + 1, end + 1)]
     pieces: list[tuple[int, int, int]] = []
     for a, b in spans:
         if a >= b:

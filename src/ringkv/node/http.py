@@ -229,7 +229,11 @@ class HttpServer:
             conn.flush()
 
     async def start(
-        self, host: str, port: int, ssl: Any = None, reuse_port: bool = False,
+        self,
+        host: str,
+        port: int,
+        ssl: Any = None,
+        reuse_port: bool = False,
         also: Sequence[int] = (),
     ) -> None:
         """Listen on ``port`` (shared with sibling processes when ``reuse_port``) and on the

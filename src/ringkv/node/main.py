@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import resource
 import os
+import resource
 import signal
 import sys
 from collections.abc import Sequence

@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ringkv.core.gossip import SHARDS
 from ringkv.core.versions import make_actor
 from ringkv.node import absence
 from ringkv.node.anti_entropy import AntiEntropy
@@ -33,7 +34,7 @@ from ringkv.node.metrics import NodeMetrics
 from ringkv.node.observability import watch
 from ringkv.node.parts import NodeParts
 from ringkv.node.server import Api
-from ringkv.node.shards import SHARDS, FollowerMembership, ShardLayout, shard_verbs
+from ringkv.node.shards import FollowerMembership, ShardLayout, shard_verbs
 from ringkv.node.storage import Storage
 from ringkv.node.streaming import ChangeError, RingChanges
 from ringkv.node.tls import TlsConfig

@@ -38,14 +38,14 @@ from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.utils import floatToGoString
+
 from ringkv.core import gossip as g
 from ringkv.core.batching import BatchError, check_keys
 from ringkv.core.gossip import SHARDS, EndpointState
 from ringkv.core.ring import key_hash
 from ringkv.core.sharding import shard_of, slice_start
-from prometheus_client.parser import text_string_to_metric_families
-from prometheus_client.utils import floatToGoString
-
 from ringkv.node import listing, status_api
 from ringkv.node.api_errors import ApiError
 from ringkv.node.config import NodeConfig
@@ -412,8 +412,9 @@ def shard_verbs(node: Node, sync: dict[str, Any], tasks: dict[str, Any]) -> None
         leader = layout.peer_address_of(0)
 
         def to_leader(report: dict[str, Any]) -> None:
-            future = node.messaging.call(leader, CLEANUP_VERB,
-                                         {"shard": layout.index, "report": report}, 5.0)
+            future = node.messaging.call(
+                leader, CLEANUP_VERB, {"shard": layout.index, "report": report}, 5.0
+            )
             future.add_done_callback(lambda f: f.cancelled() or f.exception())
 
         cleanup.publish_shards = to_leader  # type: ignore[method-assign]
@@ -696,6 +697,7 @@ async def serve_handed_over(node: Node, body: dict[str, Any]) -> dict[str, Any]:
 def shard_status(node: Node) -> dict[str, Any]:
     """One shard's part of ``/v1/status``."""
     assert node.layout is not None and node.storage is not None
+    membership = node.membership
     return {
         "shard": node.layout.index,
         "pid": os.getpid(),
@@ -705,10 +707,11 @@ def shard_status(node: Node) -> dict[str, Any]:
         "bytes": node.storage.approximate_bytes(),
         "hints_pending": node.hints.total_pending(),
         "anti_entropy_rounds": node.anti_entropy.completed_rounds,
-        "view_age_seconds": round(time.monotonic() - node.membership.followed_at, 3)
-        if isinstance(node.membership, FollowerMembership) else 0.0,
-        "members_down": sorted(n for n in node.membership.gossiper.states
-                               if not node.membership.is_alive(n)),  # fmt: skip
+        # how old the view a follower copies from shard 0 is (shard 0 holds its own)
+        "view_age_seconds": round(time.monotonic() - membership.followed_at, 3)
+        if isinstance(membership, FollowerMembership)
+        else 0.0,
+        "members_down": sorted(n for n in membership.gossiper.states if not membership.is_alive(n)),
     }
 
 
@@ -741,7 +744,8 @@ def labelled_metrics(texts: Sequence[str]) -> str:
             for sample in family.samples:
                 labels = {**sample.labels, "shard": str(shard)}
                 rendered = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
-                entry[2].append(f"{sample.name}{{{rendered}}} {floatToGoString(sample.value)}")
+                value = floatToGoString(sample.value)  # type: ignore[no-untyped-call]
+                entry[2].append(f"{sample.name}{{{rendered}}} {value}")
     lines = []
     for name, (kind, documentation, samples) in families.items():
         if kind == "counter":

@@ -81,9 +81,10 @@ async def handle_ring(node: Node, request: Request) -> Response:
     ring = node.membership.ring
     nodes = []
     for member in node.membership.members():
+        state = node.membership.gossiper.states.get(member["id"])
         nodes.append({**member, "tokens": [str(t) for t in ring.tokens_of(member["id"])]
                       if member["id"] in ring else [],
-                      **shards.ring_document(node.membership.gossiper.states.get(member["id"]))})  # fmt: skip
+                      **shards.ring_document(state)})  # fmt: skip
     return json_response(
         {
             "version": ring.version,
