@@ -352,3 +352,17 @@ def test_listing_at_a_quorum_on_sharded_nodes(make_cluster) -> None:  # type: ig
         return make_cluster(shards=2, **kwargs)
 
     test_listing.test_listing_at_a_quorum_merges_replicas_and_checks_versions(sharded_cluster)
+
+
+def test_hints_for_a_sharded_node_are_kept_by_every_shard_and_delivered_into_its_shards(
+    make_cluster,  # type: ignore[no-untyped-def]
+) -> None:
+    """Hinted handoff's own test against nodes of two shards: every coordinating shard keeps
+    hints for the down node, /v1/status counts all of them, and each is delivered to the
+    shard of the node holding its key (read back from that node's own copy)."""
+    from tests.node import test_failures
+
+    def sharded_cluster(**kwargs):  # type: ignore[no-untyped-def]
+        return make_cluster(shards=2, **kwargs)
+
+    test_failures.test_hints_accumulate_while_a_node_is_down_and_are_delivered(sharded_cluster)

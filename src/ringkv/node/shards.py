@@ -300,20 +300,35 @@ async def to_sibling(
     return await messaging.request(address, verb, body, timeout)
 
 
-async def missing_shards(layout: ShardLayout, messaging: MessagingService) -> list[int]:
-    """The sibling shards that do not answer (or are not ready), for readiness."""
+def readiness(membership: Membership) -> dict[str, Any]:
+    """A shard's answer to ``shard_ready``: ready, and the rings it places keys with."""
+    return {
+        "ready": membership.ready,
+        "rings": [membership.ring.version, membership.future_ring.version],
+    }
 
-    async def ask(shard: int) -> bool:
+
+async def missing_shards(
+    layout: ShardLayout, messaging: MessagingService, membership: Membership
+) -> list[int]:
+    """The shards that do not answer, are not ready, or place keys with other rings than
+    shard 0 (a follower whose view lags would count a finished change as pending)."""
+
+    async def ask(shard: int) -> dict[str, Any] | None:
+        if shard == layout.index:
+            return readiness(membership)
         try:
-            answer = await to_sibling(messaging, layout.peer_address_of(shard), READY_VERB, {},
-                                      1.0)  # fmt: skip
+            return dict(await to_sibling(messaging, layout.peer_address_of(shard), READY_VERB,
+                                         {}, 1.0))  # fmt: skip
         except PeerError:
-            return False
-        return bool(answer.get("ready"))
+            return None
 
-    siblings = [i for i in range(layout.count) if i != layout.index]
-    answers = await asyncio.gather(*(ask(i) for i in siblings))
-    return [i for i, ok in zip(siblings, answers, strict=True) if not ok]
+    answers = await asyncio.gather(*(ask(i) for i in range(layout.count)))
+    leader = answers[0]
+    return [
+        i for i, a in enumerate(answers)
+        if a is None or not a.get("ready") or leader is None or a.get("rings") != leader["rings"]
+    ]  # fmt: skip
 
 
 # -- the supervisor --------------------------------------------------------------------------------
@@ -397,7 +412,7 @@ def supervise(config: NodeConfig, argv: Sequence[str]) -> int:
 
 def shard_verbs(node: Node, sync: dict[str, Any], tasks: dict[str, Any]) -> None:
     """The peer verbs between the shards of one node."""
-    sync[READY_VERB] = lambda body: {"ready": node.membership.ready}
+    sync[READY_VERB] = lambda body: readiness(node.membership)
     sync[STATUS_VERB] = lambda body: shard_status(node)
     tasks[HANDOVER_VERB] = lambda body: serve_handed_over(node, body)
     tasks[TREES_VERB] = lambda body: tree_roots(node)
@@ -706,11 +721,14 @@ def shard_status(node: Node) -> dict[str, Any]:
         "keys": node.storage.approximate_keys(),
         "bytes": node.storage.approximate_bytes(),
         "hints_pending": node.hints.total_pending(),
+        "hints_by_target": dict(node.hints.pending),
         "anti_entropy_rounds": node.anti_entropy.completed_rounds,
         # how old the view a follower copies from shard 0 is (shard 0 holds its own)
         "view_age_seconds": round(time.monotonic() - membership.followed_at, 3)
         if isinstance(membership, FollowerMembership)
         else 0.0,
+        "ring_version": membership.ring.version,
+        "future_ring_version": membership.future_ring.version,
         "members_down": sorted(n for n in membership.gossiper.states if not membership.is_alive(n)),
     }
 

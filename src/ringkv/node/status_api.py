@@ -61,7 +61,7 @@ async def handle_live(node: Node, request: Request) -> Response:
 
 async def handle_ready(node: Node, request: Request) -> Response:
     if node.layout is not None:
-        missing = await shards.missing_shards(node.layout, node.messaging)
+        missing = await shards.missing_shards(node.layout, node.messaging, node.membership)
         if missing:
             return error_response(503, "not_ready", f"shards {missing} of this node are not "
                                   "running or not ready")  # fmt: skip
@@ -74,6 +74,12 @@ async def handle_status(node: Node, request: Request) -> Response:
     status = status_of(node)
     if node.layout is not None:
         status["shards"] = await shards.status_of_shards(node)
+        # the node's hints are those of all its shards
+        by_target: dict[str, int] = {}
+        for row in status["shards"]["per_shard"]:
+            for target, count in dict(row.get("hints_by_target") or {}).items():
+                by_target[target] = by_target.get(target, 0) + int(count)
+        status["hints"] = {"pending": sum(by_target.values()), "by_target": by_target}
     return json_response(status)
 
 
