@@ -945,6 +945,7 @@ def _status(
         ),
         "selector": spec.selector_string,
         "image": spec.image,
+        "shards": spec.shards,
         "zones": zones,
         "members": list(listed.values()),
         "progress": progress,  # None deletes it in a merge patch
