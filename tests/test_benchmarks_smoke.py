@@ -103,6 +103,29 @@ def test_compare_quick_run_measures_every_system_and_workload(tmp_path: Path) ->
 
 
 @pytest.mark.slow
+def test_compare_measures_10_kib_rows_beside_the_1_kib_ones(tmp_path: Path) -> None:
+    """benchmarks/compare --value-size 1024,10240: rows of both sizes for ringkv and etcd in
+    one run, and the design's p99 targets judged on the 10 KiB rows."""
+    result = tmp_path / "compare.json"
+    run("benchmarks/compare_lib/main.py", "--quick", "--systems", "ringkv,etcd",
+        "--value-size", "1024,10240", "--workloads", "read,write", "--json", str(result),
+        timeout=300)  # fmt: skip
+    document = json.loads(result.read_text())
+    rows = {(r["system"], r["value_size"], r["workload"]): r for r in document["summary"]}
+    assert set(rows) == {
+        (system, size, workload)
+        for system in ("ringkv", "etcd")
+        for size in (1024, 10240)
+        for workload in ("read", "write")
+    }
+    for row in rows.values():
+        assert row["rps"] > 0 and row["non_2xx"] == 0 and row["server_cpu_us_per_op"] > 0, row
+    ten = [t for t in document["targets"] if t["target"].endswith("10 KiB values")]
+    assert len(ten) == 2 and all(t["value"] is not None for t in ten), ten
+    assert "ringkv/etcd @ 10 KiB" in document["ratios"]
+
+
+@pytest.mark.slow
 def test_cleanup_benchmark_quick_run() -> None:
     out = run("benchmarks/cleanup.py", "--keys", "300", timeout=300)
     assert "keys/s" in out and "without cleanup" in out
