@@ -45,17 +45,16 @@ SHARDS_FLAG = "shards"
 SHARDS_ENV = "RINGKV_SHARDS"
 
 
-def _shards_range() -> tuple[int, int]:
-    """spec.shards' bounds: the node's --shards range once the node declares the flag (as N's
-    range is the node's); before that the node ignores RINGKV_SHARDS and the operator's own
-    bounds hold."""
+def _max_shards() -> int:
+    """spec.shards' upper bound: the node's --shards bound once the node declares the flag (as
+    N's range is the node's); before that the node ignores RINGKV_SHARDS and this one holds."""
     node = SETTINGS.get(SHARDS_FLAG)
-    if node is not None and node.low is not None and node.high is not None:
-        return int(node.low), int(node.high)
-    return 1, 256
+    return int(node.high) if node is not None and node.high is not None else 256
 
 
-MIN_SHARDS, MAX_SHARDS = _shards_range()
+# The operator always passes an explicit count (its default comes from the pod's CPU), so 1 is
+# its lower bound even where the node reads 0 as "detect the CPUs".
+MIN_SHARDS, MAX_SHARDS = 1, _max_shards()
 
 # Node flags the operator sets itself (security flags from spec.security, the shard count from
 # spec.shards); spec.settings may not override them.
