@@ -126,6 +126,45 @@ def test_compare_measures_10_kib_rows_beside_the_1_kib_ones(tmp_path: Path) -> N
 
 
 @pytest.mark.slow
+def test_open_loop_benchmark_quick_run(tmp_path: Path) -> None:
+    """benchmarks/open_loop.py --quick: capacity first, then the open loop at each fraction of
+    it, for reads and writes, every run answered."""
+    result = tmp_path / "open.json"
+    run("benchmarks/open_loop.py", "--quick", "--json", str(result), timeout=300)
+    document = json.loads(result.read_text())
+    assert set(document["capacity"]) == {"read", "write"}
+    rows = {(r["workload"], r["fraction"]): r for r in document["summary"]}
+    assert set(rows) == {(w, f) for w in ("read", "write") for f in (0.5, 0.8)}
+    for (workload, fraction), row in rows.items():
+        capacity = document["capacity"][workload]["median"]
+        assert capacity > 0 and row["target_rate"] == pytest.approx(fraction * capacity, 0.01)
+        assert row["errors"] == 0, row
+        assert 0 < row["p50_ms"]["median"] <= row["p99_ms"]["median"] <= row["p99.9_ms"]["median"]
+
+
+@pytest.mark.slow
+def test_shards_benchmark_quick_run(tmp_path: Path) -> None:
+    """benchmarks/shards.py --quick: both arms measured for reads and writes with their CPU
+    per request. With a node that has --shards the arms are 1 and 2; before, both arms run
+    the node's default (no flag)."""
+    from ringkv.node.config import SETTINGS
+
+    arms = "1,2" if "shards" in SETTINGS else "-,-"
+    result = tmp_path / "shards.json"
+    run("benchmarks/shards.py", "--quick", "--arms", arms, "--json", str(result), timeout=300)
+    document = json.loads(result.read_text())
+    runs = document["runs"]
+    assert len(runs) == 4  # 2 arms x 2 workloads, 1 round
+    for r in runs:
+        assert r["rps"] > 0 and r["non_2xx"] == 0 and r["cpu_us_per_request"] > 0, r
+    ratios = document["summary"]["ratios"]
+    assert set(ratios) == {"read", "write"}
+    if arms == "1,2":
+        assert {r["shards"] for r in runs} == {1, 2}
+        assert max(r["node_processes"] for r in runs if r["shards"] == 2) >= 2
+
+
+@pytest.mark.slow
 def test_cleanup_benchmark_quick_run() -> None:
     out = run("benchmarks/cleanup.py", "--keys", "300", timeout=300)
     assert "keys/s" in out and "without cleanup" in out
