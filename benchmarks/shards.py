@@ -4,10 +4,10 @@ connection count, interleaved rounds.
 
     flock /tmp/ringkv-heavy.lock nice .venv/bin/python benchmarks/shards.py \
         [--arms 1,2] [--rounds 5] [--duration 15] [--connections 30] [--json out.json]
-    .venv/bin/python benchmarks/shards.py --quick --arms -,-      # smoke run on any node
+    .venv/bin/python benchmarks/shards.py --quick --arms default,default   # smoke, any node
 
-Each arm is a shard count, or ``-`` for the node's default without a ``--shards`` flag (a node
-that predates the flag takes no other). A round starts one fresh node (N=1,
+Each arm is a shard count, or ``default`` for the node's default without a ``--shards`` flag (a
+node that predates the flag takes no other). A round starts one fresh node (N=1,
 ``--conflict-mode lww``, no auth, as benchmarks/compare's ringkv-single) per arm, the arms in
 alternating order (ABBA), preloads ``--keys`` keys, warms up with ``--warmup`` s of reads, and
 runs every workload (rotated) with wrk (``benchmarks/wrk/ringkv.lua``, R=W=quorum of N=1) at
@@ -74,13 +74,14 @@ class ShardedNode(systems.RingkvSingle):
         if "shards" not in inspect.signature(Cluster).parameters:
             raise SystemExit(
                 "tests/cluster.py of this checkout has no shards= (nodes without --shards): "
-                "give the arms as - to run the node's default"
+                "give the arms as default to run the node's default"
             )
         return {"shards": self.shards}
 
 
-def arm_name(shards: int | None) -> str:
-    return f"shards={shards}" if shards is not None else "default"
+def arm_name(index: int, shards: int | None) -> str:
+    """``A shards=1``, ``B shards=2``, ``A default``: arms are told apart by position."""
+    return f"{'AB'[index]} " + (f"shards={shards}" if shards is not None else "default")
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -92,18 +93,19 @@ def spread(values: list[float]) -> dict[str, float]:
 
 
 def one_arm(
-    args: argparse.Namespace, shards: int | None, rnd: int, keys: list[str], value: bytes,
+    args: argparse.Namespace, index: int, rnd: int, keys: list[str], value: bytes,
     workdir: Path,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """A fresh node, preloaded and warmed up, then every workload once."""
-    name = arm_name(shards)
-    node = ShardedNode(workdir / f"round{rnd}-{name}", keys, value, shards)
+    shards = args.arms[index]
+    name = arm_name(index, shards)
+    node = ShardedNode(workdir / f"round{rnd}-{'AB'[index]}", keys, value, shards)
     runs = []
     try:
         node.start()
         node.preload()
         node.verify()
-        base = workdir / f"load-{name}"
+        base = workdir / f"load-{'AB'[index]}"
         base.mkdir(exist_ok=True)
         files = {"keys": base / "keys.txt", "value": base / "value.bin"}
         files["keys"].write_text("\n".join(node.encoded_keys()) + "\n")
@@ -147,10 +149,10 @@ def one_arm(
 
 
 def summarise(runs: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
-    names = [arm_name(s) for s in args.arms]
+    names = [arm_name(i, s) for i, s in enumerate(args.arms)]
     rows = []
     for workload in args.workloads:
-        for name in dict.fromkeys(names):
+        for name in names:
             sample = [r for r in runs if r["arm"] == name and r["workload"] == workload]
             rows.append({
                 "arm": name, "workload": workload, "runs": len(sample),
@@ -162,7 +164,7 @@ def summarise(runs: list[dict[str, Any]], args: argparse.Namespace) -> dict[str,
                 "errors": sum(r["non_2xx"] + sum(r["socket_errors"].values()) for r in sample),
             })  # fmt: skip
     ratios = {}
-    first, second = names[0], names[-1]
+    first, second = names
     by = {(r["arm"], r["workload"]): r for r in rows}
     for workload in args.workloads:
         a, b = by[(first, workload)], by[(second, workload)]
@@ -221,7 +223,7 @@ def render(summary: dict[str, Any], args: argparse.Namespace) -> str:
 
 def parse_arm(text: str) -> int | None:
     text = text.strip()
-    if text in ("-", ""):
+    if text == "default":
         return None
     count = int(text)
     if count < 1:
@@ -232,8 +234,8 @@ def parse_arm(text: str) -> int | None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--arms", default="1,2",
-                   help="two shard counts compared, '-' for the node's default without the "
-                   "flag (1,2)")  # fmt: skip
+                   help="two shard counts compared, 'default' for the node's default without "
+                   "the flag (1,2)")  # fmt: skip
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--duration", type=float, default=15.0, help="seconds per wrk run")
     p.add_argument("--warmup", type=float, default=3.0, help="seconds of reads per fresh node")
@@ -250,7 +252,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     try:
         args.arms = [parse_arm(a) for a in args.arms.split(",")]
     except ValueError:
-        p.error("--arms: two shard counts (positive) or '-', comma-separated")
+        p.error("--arms: two shard counts (positive) or 'default', comma-separated")
     if len(args.arms) != 2:
         p.error("--arms: exactly two, e.g. 1,2")
     args.workloads = [w for w in args.workloads.split(",") if w]
@@ -274,9 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="ringkv-shards-") as tmp:
         for rnd in range(args.rounds):
-            order = args.arms if rnd % 2 == 0 else args.arms[::-1]  # ABBA
-            for shards in order:
-                runs += one_arm(args, shards, rnd, keys, value, Path(tmp))
+            for index in (0, 1) if rnd % 2 == 0 else (1, 0):  # ABBA
+                runs += one_arm(args, index, rnd, keys, value, Path(tmp))
     summary = summarise(runs, args)
     table = render(summary, args)
     result = {

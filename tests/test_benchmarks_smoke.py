@@ -149,7 +149,7 @@ def test_shards_benchmark_quick_run(tmp_path: Path) -> None:
     the node's default (no flag)."""
     from ringkv.node.config import SETTINGS
 
-    arms = "1,2" if "shards" in SETTINGS else "-,-"
+    arms = "1,2" if "shards" in SETTINGS else "default,default"
     result = tmp_path / "shards.json"
     run("benchmarks/shards.py", "--quick", "--arms", arms, "--json", str(result), timeout=300)
     document = json.loads(result.read_text())
