@@ -15,9 +15,9 @@ import hashlib
 import heapq
 import math
 from bisect import bisect_left
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
-from ringkv.core.placement import zone_quotas, zone_shares
+from ringkv.core.placement import pick_by_quota, zone_caps, zone_quotas, zone_shares
 from ringkv.core.ring import DEFAULT_VNODES, RING_SIZE, Ring, initial_tokens
 
 __all__ = ["allocate_tokens"]
@@ -370,49 +370,33 @@ def _replicated_greedy(
 
 
 class _Quotas:
-    """The walk's rule of ``placement.preference_list`` for a ring's zone sizes: a node is taken
-    while its zone is under ``base``, or at ``level`` with an ``extra`` left; ``wanted`` in all."""
+    """The preference list's walk (``placement.pick_by_quota``) over a ring's token owners,
+    optionally with a newcomer's token spliced in."""
 
-    __slots__ = ("base", "extra", "level", "sizes", "wanted", "zone_of")
+    __slots__ = ("base", "extra", "top", "wanted", "zone_of")
 
     def __init__(self, sizes: dict[str, int], replicas: int, zone_of: dict[str, str]) -> None:
-        self.level, self.base, self.extra = zone_quotas(sizes, replicas)
-        self.sizes = sizes
-        self.wanted = sum(self.base.values()) + self.extra
+        self.base, self.top, self.extra, self.wanted = zone_caps(sizes, replicas)
         self.zone_of = zone_of
 
     def walk(self, owners: list[str], start: int, insert: int = -1, node: str = "") -> list[str]:
         """The replicas of the range ending at token ``start`` of ``owners`` (a ring's token
         owners in order): the preference list's walk. With ``insert >= 0``, as if ``node`` held
         a token just before index ``insert`` (``insert == start``: the range it would end)."""
-        base, level, sizes, zone_of = self.base, self.level, self.sizes, self.zone_of
-        extra, wanted = self.extra, self.wanted
-        taken: dict[str, int] = {}
-        chosen: list[str] = []
+        return pick_by_quota(
+            self._order(owners, start, insert, node), self.base, self.top, self.extra, self.wanted
+        )
+
+    def _order(
+        self, owners: list[str], start: int, insert: int, node: str
+    ) -> Iterator[tuple[str, str]]:
+        zone_of = self.zone_of
         size = len(owners)
-        k = start
-        pending = insert >= 0
-        for _ in range(size + 1):
-            if pending and k % size == insert:
-                owner, pending = node, False
-            else:
-                owner = owners[k % size]
-                k += 1
-            if owner in chosen:
-                continue
-            zone = zone_of[owner]
-            count = taken.get(zone, 0)
-            if count < base[zone]:
-                pass
-            elif count == level and sizes[zone] > level and extra > 0:
-                extra -= 1
-            else:
-                continue
-            taken[zone] = count + 1
-            chosen.append(owner)
-            if len(chosen) == wanted:
-                break
-        return chosen
+        for k in range(start, start + size):
+            if k % size == insert:
+                yield node, zone_of[node]  # the newcomer's token comes just before index insert
+            owner = owners[k % size]
+            yield owner, zone_of[owner]
 
 
 def _replica_greedy(
