@@ -16,6 +16,7 @@ import heapq
 import math
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping
+from typing import NamedTuple
 
 from ringkv.core.placement import pick_by_quota, zone_caps, zone_quotas, zone_shares
 from ringkv.core.ring import DEFAULT_VNODES, RING_SIZE, Ring, initial_tokens
@@ -72,9 +73,8 @@ def allocate_tokens(
     _, base, extra = zone_quotas(sizes, replicas)
     if all(size == 1 for size in sizes.values()) and replicas < len(ring) + 1:
         # One node per zone: distinct zones are distinct nodes, as in a single zone.
-        return _carve_replicated(
-            ring, ring.sorted_tokens, ring.token_owners, len(ring), node_id, count, replicas
-        )
+        whole = _SubRing(ring.sorted_tokens, ring.token_owners, len(ring))
+        return _carve_replicated(ring, whole, node_id, count, replicas)
     if extra and replicas < len(ring) + 1:
         return _replica_greedy(ring, node_id, zone, count, replicas)
     tokens, owners = ring.zone_tokens(zone)
@@ -84,7 +84,7 @@ def allocate_tokens(
         return _carve(ring, ring.sorted_tokens, ring.owned_positions(), len(ring), node_id, count)
     r = base[zone]
     if extra == 0 and 2 <= r < members + 1:
-        return _carve_replicated(ring, tokens, owners, members, node_id, count, r)
+        return _carve_replicated(ring, _SubRing(tokens, owners, members), node_id, count, r)
     return _carve(ring, tokens, ring.zone_owned(zone), members, node_id, count)
 
 
@@ -207,21 +207,24 @@ def _window_start(positions: list[int], owners: list[str], k: int, r: int) -> in
     return 0
 
 
+class _SubRing(NamedTuple):
+    """The (sub-)ring a newcomer is placed in: a zone's tokens and owners, or the whole
+    ring's, and how many nodes hold them."""
+
+    tokens: tuple[int, ...]
+    owners: tuple[str, ...]
+    members: int
+
+
 def _carve_replicated(
-    ring: Ring,
-    tokens: tuple[int, ...],
-    owners: tuple[str, ...],
-    members: int,
-    node_id: str,
-    count: int,
-    r: int,
+    ring: Ring, sub: _SubRing, node_id: str, count: int, r: int
 ) -> tuple[int, ...]:
     """The best of a few runs of ``_replicated_greedy`` (by the largest resulting load): the
     greedy is myopic and small changes in how stale its queue may get change the outcome by a
     few percent either way, so trying several and keeping the best is cheap insurance."""
     best: tuple[float, tuple[int, ...]] | None = None
     for pops in _POPS:
-        peak, chosen = _replicated_greedy(ring, tokens, owners, members, node_id, count, r, pops)
+        peak, chosen = _replicated_greedy(ring, sub, node_id, count, r, pops)
         if best is None or peak < best[0]:
             best = (peak, chosen)
     assert best is not None
@@ -229,16 +232,9 @@ def _carve_replicated(
 
 
 def _replicated_greedy(
-    ring: Ring,
-    tokens: tuple[int, ...],
-    owners: tuple[str, ...],
-    members: int,
-    node_id: str,
-    count: int,
-    r: int,
-    pops: int,
+    ring: Ring, sub: _SubRing, node_id: str, count: int, r: int, pops: int
 ) -> tuple[float, tuple[int, ...]]:
-    """Greedy balance of replicated ownership with ``r`` replicas inside one (sub-)ring.
+    """Greedy balance of replicated ownership with ``r`` replicas inside one (sub-)ring ``sub``.
 
     A token's *span* is the arc it holds as one of the ``r`` distinct-node replicas: back from
     the token to the previous token of the same node or of the ``r``-th distinct other node
@@ -252,8 +248,9 @@ def _replicated_greedy(
     and taken once no stale entry is better -- Cassandra's replication-aware allocator works
     the same way. ``pops``: how many stale entries are re-scored per token at most. Returns
     the largest resulting load and the tokens."""
+    tokens, members = sub.tokens, sub.members
     toks = list(tokens)
-    own = list(owners)
+    own = list(sub.owners)
     target = r * RING_SIZE / (members + 1)
     margin = 4 * r + 8
 
