@@ -6,7 +6,8 @@ token ``>= h`` and taking distinct nodes, so the first replica is the primary ow
 membership change only shifts the lists of the ranges next to the changed tokens. The walk skips
 nodes whose zone already holds its share: when the ring has at least ``n`` zones every replica
 lands in a different zone, and with fewer zones the replicas are spread as evenly as the zones'
-sizes allow (water-filling; ties go to whichever zone comes first clockwise). A lookup is a
+sizes allow (water-filling; ties go to whichever zone comes first clockwise). That rule is
+``pick_by_quota`` over ``zone_caps``, shared with the allocator's walk. A lookup is a
 bisect per zone plus a few tokens; the per-ring facts it needs (zone quotas per n) are computed
 once per ring and kept here, weakly keyed by the ring, so the ring knows nothing of placement.
 ``sloppy_preference_list`` replaces down primaries with fallbacks (``primary=False``,
