@@ -15,7 +15,8 @@ import hashlib
 import heapq
 import math
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
+from itertools import chain
 from typing import NamedTuple
 
 from ringkv.core.placement import pick_by_quota, zone_caps, zone_quotas, zone_shares
@@ -380,20 +381,20 @@ class _Quotas:
         """The replicas of the range ending at token ``start`` of ``owners`` (a ring's token
         owners in order): the preference list's walk. With ``insert >= 0``, as if ``node`` held
         a token just before index ``insert`` (``insert == start``: the range it would end)."""
-        return pick_by_quota(
-            self._order(owners, start, insert, node), self.base, self.top, self.extra, self.wanted
-        )
-
-    def _order(
-        self, owners: list[str], start: int, insert: int, node: str
-    ) -> Iterator[tuple[str, str]]:
-        zone_of = self.zone_of
-        size = len(owners)
-        for k in range(start, start + size):
-            if k % size == insert:
-                yield node, zone_of[node]  # the newcomer's token comes just before index insert
-            owner = owners[k % size]
-            yield owner, zone_of[owner]
+        at, size = owners.__getitem__, len(owners)  # indexed: islice would skip along the list
+        if insert < 0:
+            order = chain(map(at, range(start, size)), map(at, range(start)))
+        elif insert >= start:
+            order = chain(
+                map(at, range(start, insert)), (node,), map(at, range(insert, size)),
+                map(at, range(start)),
+            )  # fmt: skip
+        else:
+            order = chain(
+                map(at, range(start, size)), map(at, range(insert)), (node,),
+                map(at, range(insert, start)),
+            )  # fmt: skip
+        return pick_by_quota(order, self.zone_of, self.base, self.top, self.extra, self.wanted)
 
 
 def _replica_greedy(

@@ -17,7 +17,7 @@ once per ring and kept here, weakly keyed by the ring, so the ring knows nothing
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Container, Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import chain, islice
 from weakref import WeakKeyDictionary
@@ -102,21 +102,23 @@ def zone_caps(
 
 
 def pick_by_quota(
-    order: Iterable[tuple[str, str]],
+    order: Iterable[str],
+    zone_of: Mapping[str, str],
     base: dict[str, int],
     top: dict[str, int],
     extra: int,
     wanted: int,
 ) -> list[str]:
-    """The walk's rule, in one place: from ``(node, zone)`` pairs in clockwise order (a node
-    may repeat), take each new node while its zone holds fewer than ``base`` of the replicas,
-    or fewer than ``top`` while an ``extra`` is left (first come, first served), until
-    ``wanted`` are taken (``zone_caps``)."""
+    """The walk's rule, in one place: from nodes in clockwise order (a node may repeat), take
+    each new node while its zone holds fewer than ``base`` of the replicas, or fewer than
+    ``top`` while an ``extra`` is left (first come, first served), until ``wanted`` are taken
+    (``zone_caps``)."""
     taken: dict[str, int] = {}
     chosen: list[str] = []
-    for node, zone in order:
+    for node in order:
         if node in chosen:
             continue
+        zone = zone_of[node]
         count = taken.get(zone, 0)
         if count >= base[zone]:
             if count >= top[zone] or not extra:
@@ -142,6 +144,7 @@ class _Plan:
     wanted: int
     caps: tuple[tuple[str, int], ...]
     replicas: dict[str, Replica]
+    zone_of: dict[str, str]
     # Set when every zone with a quota takes exactly its first node (e.g. N zones, N replicas):
     # the zones' sub-rings, so a lookup is one bisect per zone and a sort of N entries.
     firsts: tuple[tuple[tuple[int, ...], tuple[str, ...]], ...] | None
@@ -173,6 +176,7 @@ def _plan(ring: Ring, n: int) -> _Plan:
         simple = extra == 0 and all(cap == 1 for _, cap in caps)
         plan = _Plan(
             sizes, base, top, extra, wanted, caps, {node: Replica(node) for node in ring.nodes},
+            {node: ring.zone_of(node) for node in ring.nodes},
             tuple(ring.zone_tokens(zone) for zone, _ in caps) if simple else None,
         )  # fmt: skip
         cache[n] = plan
@@ -220,8 +224,8 @@ def _compute(ring: Ring, h: int, n: int) -> tuple[Replica, ...]:
             firsts.append(((tokens[i] - h) % RING_SIZE, owners[i]))
         firsts.sort()
         return tuple(replicas[node] for _, node in firsts)
-    order = [(node, zone) for _, node, zone in _candidates(ring, h, plan)]
-    chosen = pick_by_quota(order, plan.base, plan.top, plan.extra, plan.wanted)
+    order = [node for _, node, _ in _candidates(ring, h, plan)]
+    chosen = pick_by_quota(order, plan.zone_of, plan.base, plan.top, plan.extra, plan.wanted)
     return tuple([replicas[node] for node in chosen])
 
 
