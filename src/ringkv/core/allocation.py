@@ -367,6 +367,9 @@ def _replicated_greedy(
     )
 
 
+_WALK_WINDOW = 24  # tokens a walk looks at before falling back to the whole ring
+
+
 class _Quotas:
     """The preference list's walk (``placement.pick_by_quota``) over a ring's token owners,
     optionally with a newcomer's token spliced in."""
@@ -381,7 +384,21 @@ class _Quotas:
         """The replicas of the range ending at token ``start`` of ``owners`` (a ring's token
         owners in order): the preference list's walk. With ``insert >= 0``, as if ``node`` held
         a token just before index ``insert`` (``insert == start``: the range it would end)."""
-        at, size = owners.__getitem__, len(owners)  # indexed: islice would skip along the list
+        size = len(owners)
+        end = start + _WALK_WINDOW
+        if end <= size:
+            # Nearly always settled within the next few tokens: walk a copied slice (fast), and
+            # the whole ring only if it was not.
+            if start <= insert < end:
+                window = [*owners[start:insert], node, *owners[insert:end]]
+            else:
+                window = owners[start:end]
+            chosen = pick_by_quota(
+                window, self.zone_of, self.base, self.top, self.extra, self.wanted
+            )
+            if len(chosen) == self.wanted:
+                return chosen
+        at = owners.__getitem__  # indexed: islice would skip along the list
         if insert < 0:
             order = chain(map(at, range(start, size)), map(at, range(start)))
         elif insert >= start:
