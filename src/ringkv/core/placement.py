@@ -183,17 +183,17 @@ def _plan(ring: Ring, n: int) -> _Plan:
     return plan
 
 
-def _candidates(ring: Ring, h: int, plan: _Plan) -> list[tuple[int, str, str]]:
-    """(clockwise distance from h, node, zone) of the first ``cap`` distinct nodes of every
-    zone, found by a bisect into each zone's sub-ring: the only nodes the walk could take."""
-    found: list[tuple[int, str, str]] = []
+def _candidates(ring: Ring, h: int, plan: _Plan) -> list[str]:
+    """The first ``cap`` distinct nodes of every zone, found by a bisect into each zone's
+    sub-ring (the only nodes the walk could take), in clockwise order from h."""
+    found: list[tuple[int, str]] = []
     for zone, cap in plan.caps:
         tokens, owners = ring.zone_tokens(zone)
         size = len(tokens)
         i = bisect_left(tokens, h)
         if cap == 1:
             token = tokens[i] if i < size else tokens[0]
-            found.append(((token - h) % RING_SIZE, (owners[i] if i < size else owners[0]), zone))
+            found.append(((token - h) % RING_SIZE, owners[i] if i < size else owners[0]))
             continue
         seen: set[str] = set()
         for step in range(size):
@@ -201,11 +201,11 @@ def _candidates(ring: Ring, h: int, plan: _Plan) -> list[tuple[int, str, str]]:
             owner = owners[k]
             if owner not in seen:
                 seen.add(owner)
-                found.append(((tokens[k] - h) % RING_SIZE, owner, zone))
+                found.append(((tokens[k] - h) % RING_SIZE, owner))
                 if len(seen) == cap:
                     break
     found.sort()
-    return found
+    return [node for _, node in found]
 
 
 def _compute(ring: Ring, h: int, n: int) -> tuple[Replica, ...]:
@@ -224,7 +224,7 @@ def _compute(ring: Ring, h: int, n: int) -> tuple[Replica, ...]:
             firsts.append(((tokens[i] - h) % RING_SIZE, owners[i]))
         firsts.sort()
         return tuple(replicas[node] for _, node in firsts)
-    order = [node for _, node, _ in _candidates(ring, h, plan)]
+    order = _candidates(ring, h, plan)
     chosen = pick_by_quota(order, plan.zone_of, plan.base, plan.top, plan.extra, plan.wanted)
     return tuple([replicas[node] for node in chosen])
 
