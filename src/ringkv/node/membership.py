@@ -15,7 +15,8 @@ departed, and quarantined for the tombstone grace (``gossip.departure_periods`` 
 
 Token claim (formation and later joins): a node that has no tokens yet waits until it has talked
 to its seeds, then takes its turn -- the lowest id among live tokenless nodes claims first, against
-the ring it sees -- using the deterministic, balanced ``allocate_tokens``; the tokens are persisted
+the ring it sees -- using the deterministic, balanced ``allocate_tokens`` (in a worker thread: it
+can take seconds of CPU on a large ring, which the event loop must not); the tokens are persisted
 in the data directory and published through gossip, and never change afterwards. A node that
 finds its own id already holding tokens in gossip (a replacement with an empty disk) adopts them.
 """
