@@ -66,6 +66,7 @@ class FakeNodes:
     def __init__(self, view: ClusterReport | None = None) -> None:
         self.view = view
         self.decommissioned: list[tuple[list[str], str]] = []
+        self.cancelled: list[tuple[list[str], str]] = []
         self.endpoints: list[str] = []
 
     def ring_view(self, endpoints: list[str]) -> ClusterReport | None:
@@ -74,6 +75,9 @@ class FakeNodes:
 
     def decommission(self, endpoints: list[str], node: str) -> None:
         self.decommissioned.append((endpoints, node))
+
+    def cancel(self, endpoints: list[str], node: str) -> None:
+        self.cancelled.append((endpoints, node))
 
     def load(self, endpoints: list[str]) -> tuple[float | None, float | None]:
         return None, None

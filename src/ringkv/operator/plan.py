@@ -10,13 +10,16 @@ first that returns a ``Verdict`` (an action, or a reason to wait) decides: one a
 Each rule is a small function, tested alone. In order of precedence:
 
 1. ``paused``: nothing.
-2. ``remove_left_node``, ``delete_removed_volume``: finish a scale-down: the highest pod of a
-   zone whose node reports ``left`` is removed by lowering that StatefulSet's replicas; then
-   the volumes of removed ``left`` nodes are deleted.
+2. ``remove_left_node``, ``remove_unjoined_node``, ``delete_removed_volume``: finish a
+   scale-down: the highest pod of a zone whose node reports ``left`` (or never joined: a
+   scale-up reversed before the join) is removed by lowering that StatefulSet's replicas;
+   then the volumes of removed ``left`` (or never joined) nodes are deleted.
 3. ``restore_removed_node``: a node that still holds data but whose pod is outside its
    StatefulSet (someone shrank it) is brought back.
 4. ``create_first_node`` of a new cluster.
-5. ``wait_for_ring_change``: while a member is joining, leaving or replacing.
+5. ``cancel_reversed_change``: a scaling reversed while its ring change runs (3 -> 6 -> 3
+   while a node joins, 6 -> 3 -> 6 while one leaves): the change is cancelled.
+   ``wait_for_ring_change``: while a member is joining, leaving or replacing.
 6. Nodes down: ``wait_for_restarted_node`` (the one the operator just restarted or replaced);
    during a roll ``restart_stale_down_node`` (down on an outdated template: onto the current
    one) or ``stop_roll_on_failure`` (``Degraded``); else ``replace_failed_node`` once it has
@@ -30,6 +33,7 @@ Each rule is a small function, tested alone. In order of precedence:
 9. ``roll_one_pod``: restart one outdated pod, once every node is up, normal and no hints are
    pending.
 10. ``scale_up``: one node, in the zone furthest below its share (zone order breaks ties).
+    It waits while the volume of a node that left from the same place is still there.
 11. ``scale_down``: decommission the highest-ordinal node of the zone furthest above its
     share; its StatefulSet shrinks only once the node reports ``left`` (rule 2).
 """
@@ -51,6 +55,7 @@ from ringkv.core.gossip import (
     NORMAL,
     READABLE_STATUSES,
     REPLACING,
+    STARTING,
     in_ring,
 )
 from ringkv.core.placement import preference_list, replica_balance_bound
@@ -68,6 +73,7 @@ DECOMMISSION = "decommission"  # POST /v1/admin/decommission for node
 DELETE_PVC = "delete_pvc"  # delete the volume claim `pvc`
 REPLACE = "replace"  # delete node's volume claim and pod: it comes back empty and refills
 RESTART = "restart"  # delete node's pod: the StatefulSet recreates it on the new template
+CANCEL = "cancel"  # POST /v1/admin/cancel for node: undo its join or decommission
 
 # How long a pod the operator restarted (or replaced) may stay down before it counts as failed.
 ROLL_GRACE_SECONDS = 180.0
@@ -535,7 +541,8 @@ def delete_removed_volume(f: Facts) -> Verdict | None:
             continue
         node_id = f.spec.pod_name(z, ordinal)
         m = f.members.get(node_id)
-        if (m is None or m.state == LEFT) and node_id not in f.observed.pods:
+        gone = m is None or m.state == LEFT or _never_joined(m)
+        if gone and node_id not in f.observed.pods:
             return _act(Action(
                 DELETE_PVC, zone=z, node=node_id, pvc=pvc.name, reason="VolumeDeleted",
                 message=f"deleting the volume of removed node {node_id} ({pvc.name})",
@@ -569,6 +576,58 @@ def create_first_node(f: Facts) -> Verdict | None:
             SCALE, zone=z, node=f.spec.pod_name(z, 0), replicas=1, reason="ScaleUp",
             message=f"creating the first node {f.spec.pod_name(z, 0)}",
         ), "Creating")  # fmt: skip
+    return None
+
+
+def _never_joined(m: Member | None) -> bool:
+    """A member that holds no ranges and none of the data of its own: not heard of yet, or
+    ``starting`` without tokens (before its join, or after a cancelled one)."""
+    return m is None or (m.state == STARTING and not m.tokens)
+
+
+def remove_unjoined_node(f: Facts) -> Verdict | None:
+    """Scale-down reversed before the new node joined (or after its join was cancelled): its
+    pod is removed at once -- there is nothing to decommission, and waiting for it to become
+    ready would wait for a join that must not happen."""
+    if f.ring is None or f.total <= f.desired:
+        return None
+    targets = f.spec.zone_targets(f.desired)
+    for z in reversed(f.spec.zones):
+        if f.counts[z] <= targets[z]:
+            continue
+        top = f.spec.pod_name(z, f.counts[z] - 1)
+        if _never_joined(f.members.get(top)):
+            return _act(Action(
+                SCALE, zone=z, node=top, replicas=f.counts[z] - 1, reason="NodeRemoved",
+                message=f"{top} has not joined and is no longer wanted; removing its pod "
+                f"({f.spec.statefulset_name(z)} {f.counts[z]} -> {f.counts[z] - 1})",
+            ), "ScalingDown")  # fmt: skip
+    return None
+
+
+def cancel_reversed_change(f: Facts) -> Verdict | None:
+    """The scaling was reversed while its ring change runs: a node joining whose pod is no
+    longer wanted, or a node leaving whose zone is no longer to shrink. The change is
+    cancelled (the joiner gives its tokens back, the leaver turns normal again) instead of
+    finishing it and then undoing it, which would stream the same data twice."""
+    if f.ring is None:
+        return None
+    targets = f.spec.zone_targets(f.desired)
+    for n in f.nodes:
+        m = n.member
+        if m is None or not m.alive or n.pod is None:
+            continue
+        if m.state == JOINING and n.ordinal >= targets[n.zone]:
+            why = f"its pod is no longer wanted ({f.total} -> {f.desired} nodes)"
+        elif m.state == LEAVING and f.counts[n.zone] <= targets[n.zone]:
+            why = f"{n.zone} is no longer to shrink ({f.desired} nodes wanted)"
+        else:
+            continue
+        op = "join" if m.state == JOINING else "decommission"
+        return _act(Action(
+            CANCEL, zone=n.zone, node=n.id, reason="RingChangeCancelled",
+            message=f"cancelling the {op} of {n.id}: {why}",
+        ), "ScalingDown" if m.state == JOINING else "ScalingUp")  # fmt: skip
     return None
 
 
@@ -759,6 +818,13 @@ def scale_up(f: Facts) -> Verdict | None:
     if z is None:
         return None
     node_id = f.spec.pod_name(z, f.counts[z])
+    stale = f.observed.pvcs.get(f.spec.pvc_name(z, f.counts[z]))
+    m = f.members.get(node_id)
+    if stale is not None and (stale.deleting or (m is not None and m.state == LEFT)):
+        # The volume of the node that left from this place is still being deleted: a pod now
+        # would start on it, as a node that has left, and be removed again.
+        return Verdict(progressing=("ScalingUp", f"waiting for the volume {stale.name} of "
+                                    f"removed node {node_id} to be deleted"))  # fmt: skip
     return _act(Action(
         SCALE, zone=z, node=node_id, replicas=f.counts[z] + 1, reason="ScaleUp",
         message=f"adding {node_id} ({total} -> {total + 1} of {desired} nodes)",
@@ -786,9 +852,11 @@ Rule = Callable[[Facts], Verdict | None]
 RULES: tuple[Rule, ...] = (
     paused,
     remove_left_node,
+    remove_unjoined_node,
     delete_removed_volume,
     restore_removed_node,
     create_first_node,
+    cancel_reversed_change,
     wait_for_ring_change,
     wait_for_restarted_node,
     restart_stale_down_node,

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from ringkv.client import Client, RingkvError
 from ringkv.operator import builders, credentials
 from ringkv.operator.plan import (
+    CANCEL,
     DECOMMISSION,
     DELETE_PVC,
     NONE,
@@ -71,6 +72,7 @@ class Kube(Protocol):
 class Nodes(Protocol):
     def ring_view(self, endpoints: list[str]) -> ClusterReport | None: ...
     def decommission(self, endpoints: list[str], node: str) -> None: ...
+    def cancel(self, endpoints: list[str], node: str) -> None: ...
     def load(self, endpoints: list[str]) -> tuple[float | None, float | None]: ...
 
 
@@ -119,6 +121,9 @@ class PodsOnly:
         return None
 
     def decommission(self, endpoints: list[str], node: str) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def cancel(self, endpoints: list[str], node: str) -> None:  # pragma: no cover
         raise NotImplementedError
 
     def load(self, endpoints: list[str]) -> tuple[None, None]:  # pragma: no cover
@@ -297,10 +302,11 @@ def execute(
     if action.kind == SCALE:
         assert action.zone is not None and action.replicas is not None
         kube.apply(builders.build_statefulset(spec, action.zone, action.replicas, owner_of(body)))
-    elif action.kind == DECOMMISSION:
+    elif action.kind in (DECOMMISSION, CANCEL):
         assert action.node is not None
         own = endpoints_of(spec, pods.values(), only=action.node)
-        nodes.decommission(own + endpoints_of(spec, pods.values()), action.node)
+        change = nodes.decommission if action.kind == DECOMMISSION else nodes.cancel
+        change(own + endpoints_of(spec, pods.values()), action.node)
     elif action.kind == DELETE_PVC:
         assert action.pvc is not None
         kube.delete_pvc(ns, action.pvc)
@@ -533,20 +539,27 @@ class NodeHttp:
         return None
 
     def decommission(self, endpoints: list[str], node: str) -> None:
+        self._change(endpoints, "decommission", node)
+
+    def cancel(self, endpoints: list[str], node: str) -> None:
+        """Cancel the join or decommission ``node`` drives (the node undoes it)."""
+        self._change(endpoints, "cancel", node)
+
+    def _change(self, endpoints: list[str], action: str, node: str) -> None:
         for endpoint in endpoints:
             try:
                 with self._client(endpoint, max(self.timeout, 10.0)) as c:
-                    c.admin("decommission", node)
+                    c.admin(action, node)
                 return
             except RingkvError as exc:
-                if exc.status == 409:  # already leaving, or another change runs: next pass
-                    log.info("decommission of %s refused for now: %s", node, exc)
+                if exc.status == 409:  # already done, or another change runs: next pass
+                    log.info("%s of %s refused for now: %s", action, node, exc)
                     return
                 if exc.status:  # an answer other than a connection failure
                     raise
             except (OSError, ValueError):
                 continue
-        raise ConnectionError(f"no node answered the decommission of {node}")
+        raise ConnectionError(f"no node answered the {action} of {node}")
 
     def load(self, endpoints: list[str]) -> tuple[float | None, float | None]:
         """(client requests served, stored bytes), summed over the nodes' /metrics."""
