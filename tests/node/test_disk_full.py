@@ -70,7 +70,7 @@ def test_full_disk_on_one_node_routes_writes_elsewhere_and_recovers(
     ballast = _fill(small_disk, MIN_FREE // 2)
     # n3 says it: not ready (the Service's probe), flagged in its peers' view, metric set
     wait_until(lambda: _probe(n3.port, "/health/ready")[0] == 507, 15, message="n3 unready")
-    status, body = _probe(n3.port, "/health/ready")
+    _, body = _probe(n3.port, "/health/ready")
     assert json.loads(body)["error"] == "insufficient_storage"
     wait_until(lambda: _member(cluster, 0, "n3")["writes_refused"], 15,
                message="n1 sees n3 refusing writes")  # fmt: skip

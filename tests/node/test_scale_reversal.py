@@ -25,9 +25,7 @@ def _leaving(cluster: Cluster, node: str) -> bool:
 
 
 def _settled(cluster: Cluster) -> bool:
-    return all(
-        Client(n.url).progress()["in_progress"] is None for n in cluster.nodes if n.running
-    )
+    return all(Client(n.url).progress()["in_progress"] is None for n in cluster.nodes if n.running)
 
 
 def test_decommission_cancelled_half_way_loses_nothing_and_leaves_no_stuck_state(
