@@ -40,6 +40,7 @@ def test_the_order_of_precedence() -> None:
         "delete_removed_volume",
         "restore_removed_node",
         "create_first_node",
+        "grow_volumes",
         "cancel_reversed_change",
         "wait_for_ring_change",
         "wait_for_restarted_node",
@@ -348,3 +349,23 @@ def test_cancel_reversed_change_alone() -> None:
     assert plan.cancel_reversed_change(f_of(spec, joining)) is None
     v = plan.cancel_reversed_change(f_of(make_spec(replicas=3), joining))
     assert v is not None and (v.action.kind, v.action.node) == (plan.CANCEL, "kv-zone-a-1")
+
+
+def test_a_refused_volume_change_stops_no_other_rule() -> None:
+    spec = make_spec(replicas=4, storage={"size": "2Gi"})
+    obs = cluster(spec, ONE)
+    pvcs = {spec.pvc_name(z, 0): PvcState(spec.pvc_name(z, 0), requested=2.0**30,
+                                          capacity=2.0**30, storage_class="local-path")
+            for z in ZONES}  # fmt: skip
+    f = f_of(spec, dataclasses.replace(obs, pvcs=pvcs))
+    assert (f.volumes.ok, f.volumes.reason) == (False, "VolumeExpansionNotSupported")
+    assert plan.grow_volumes(f) is None
+    d = plan.decide(spec, f.observed, RUNNING, NOW)
+    assert d.action.kind == plan.SCALE  # the scale-up goes on
+    cond = condition(d.status, plan.VOLUMES_CONDITION)
+    assert (cond["status"], cond["reason"]) == ("False", "VolumeExpansionNotSupported")
+    # an expandable class: the claims are raised first
+    f = f_of(spec, dataclasses.replace(obs, pvcs=pvcs, expandable={"local-path": True}))
+    no_rule_but(f, plan.grow_volumes)
+    v = plan.grow_volumes(f)
+    assert v is not None and v.action.kind == plan.RESIZE_PVC and len(v.action.pvcs) == 3

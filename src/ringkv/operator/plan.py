@@ -16,7 +16,11 @@ Each rule is a small function, tested alone. In order of precedence:
    then the volumes of removed ``left`` (or never joined) nodes are deleted.
 3. ``restore_removed_node``: a node that still holds data but whose pod is outside its
    StatefulSet (someone shrank it) is brought back.
-4. ``create_first_node`` of a new cluster.
+4. ``create_first_node`` of a new cluster. ``grow_volumes``: spec.storage.size raised: every
+   node's volume claim is raised (where its StorageClass allows expansion), then each
+   StatefulSet is re-created with the new volume template, its pods orphaned (not restarted).
+   A refused change (shrinking, a class without expansion) is the ``VolumesResized``
+   condition's (``volume_check``), and stops nothing else.
 5. ``cancel_reversed_change``: a scaling reversed while its ring change runs (3 -> 6 -> 3
    while a node joins, 6 -> 3 -> 6 while one leaves): the change is cancelled.
    ``wait_for_ring_change``: while a member is joining, leaving or replacing.
@@ -61,7 +65,7 @@ from ringkv.core.gossip import (
 from ringkv.core.placement import preference_list, replica_balance_bound
 from ringkv.core.quorum import majority
 from ringkv.core.ring import Ring
-from ringkv.operator.spec import DATA_VOLUME, ClusterSpec
+from ringkv.operator.spec import DATA_VOLUME, ClusterSpec, parse_quantity
 
 # Action kinds
 # status.phase: what the KVCluster is doing (the CRD's description lists them).
@@ -74,6 +78,15 @@ DELETE_PVC = "delete_pvc"  # delete the volume claim `pvc`
 REPLACE = "replace"  # delete node's volume claim and pod: it comes back empty and refills
 RESTART = "restart"  # delete node's pod: the StatefulSet recreates it on the new template
 CANCEL = "cancel"  # POST /v1/admin/cancel for node: undo its join or decommission
+RESIZE_PVC = "resize_pvc"  # raise the volume claims `pvcs` to spec.storage.size (online)
+# delete the zone's StatefulSet, orphaning its pods and volumes: the next pass creates it again
+# with the new volume template (a StatefulSet's volumeClaimTemplates cannot be changed)
+RECREATE_STATEFULSET = "recreate_statefulset"
+
+#: The condition about the volumes' size against spec.storage.size, and the reasons it is False
+#: because the operator refuses (with a Warning event), not because it is under way.
+VOLUMES_CONDITION = "VolumesResized"
+VOLUME_REFUSALS = ("VolumeShrinkRefused", "VolumeExpansionNotSupported")
 
 # How long a pod the operator restarted (or replaced) may stay down before it counts as failed.
 ROLL_GRACE_SECONDS = 180.0
@@ -103,6 +116,8 @@ class StatefulSetState:
     zone: str
     replicas: int
     update_revision: str = ""
+    volume_size: str = ""  # its volume template's size, as written ("": not read)
+    deleting: bool = False
 
 
 @dataclass(frozen=True)
@@ -110,6 +125,9 @@ class PvcState:
     name: str
     phase: str = "Bound"  # Pending, Bound, Lost
     deleting: bool = False
+    requested: float | None = None  # spec.resources.requests.storage, bytes
+    capacity: float | None = None  # status.capacity.storage, bytes (what the volume has)
+    storage_class: str = ""
 
 
 @dataclass(frozen=True)
@@ -143,6 +161,8 @@ class Observed:
     pvcs: dict[str, PvcState] = field(default_factory=dict)  # by name
     ring: ClusterReport | None = None  # None: no node answered
     desired_replicas: int | None = None  # autoscaling's choice; None: spec.replicas
+    # StorageClass name -> its allowVolumeExpansion (read for the classes of volumes to grow)
+    expandable: dict[str, bool] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -152,6 +172,8 @@ class Action:
     node: str | None = None
     replicas: int | None = None
     pvc: str | None = None
+    pvcs: tuple[str, ...] = ()
+    size: str = ""  # the size volumes are raised to
     reason: str = ""  # the Kubernetes Event reason
     message: str = ""
 
@@ -189,10 +211,17 @@ def pvc_owner(spec: ClusterSpec, pvc_name: str) -> tuple[str, int] | None:
 
 
 def sts_replicas(spec: ClusterSpec, observed: Observed) -> dict[str, int]:
-    return {
-        z: (observed.statefulsets[z].replicas if z in observed.statefulsets else 0)
-        for z in spec.zones
-    }
+    """Pods per zone: its StatefulSet's replicas; for a zone without one, the pods it left
+    (its StatefulSet was deleted with its pods orphaned, to be created again), so that the
+    StatefulSet is re-created with them rather than with none."""
+    counts = {}
+    for z in spec.zones:
+        if z in observed.statefulsets:
+            counts[z] = observed.statefulsets[z].replicas
+        else:
+            ordinals = [p.ordinal + 1 for p in observed.pods.values() if p.zone == z]
+            counts[z] = max(ordinals, default=0)
+    return counts
 
 
 def expected_nodes(spec: ClusterSpec, counts: dict[str, int]) -> list[tuple[str, int, str]]:
@@ -402,6 +431,7 @@ class Facts:
     last: dict[str, Any]  # status.lastAction
     last_pending: bool  # the last action's node may still be down because of it
     last_done: bool  # the last action's node has been seen back up
+    volumes: VolumeCheck  # the volumes against spec.storage.size
 
     @property
     def total(self) -> int:
@@ -480,7 +510,7 @@ def facts(
         and not prev_ready.get(last.get("node"), False)
     )  # fmt: skip
     return Facts(spec, observed, prev, now, counts, desired, nodes, outdated, last, last_pending,
-                 last_done)  # fmt: skip
+                 last_done, volume_check(spec, observed, counts))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -602,6 +632,101 @@ def remove_unjoined_node(f: Facts) -> Verdict | None:
                 message=f"{top} has not joined and is no longer wanted; removing its pod "
                 f"({f.spec.statefulset_name(z)} {f.counts[z]} -> {f.counts[z] - 1})",
             ), "ScalingDown")  # fmt: skip
+    return None
+
+
+@dataclass(frozen=True)
+class VolumeCheck:
+    """The node volumes against spec.storage.size: the condition to report (``ok``,
+    ``reason``, ``message``), the claims to raise and the StatefulSets to re-create."""
+
+    ok: bool
+    reason: str
+    message: str
+    grow: tuple[str, ...] = ()
+    recreate: tuple[str, ...] = ()  # zones
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:g}Gi"
+
+
+def volume_check(spec: ClusterSpec, observed: Observed, counts: dict[str, int]) -> VolumeCheck:
+    """Shrinking is refused (a volume cannot shrink); growing is done online by raising each
+    claim where its StorageClass allows expansion, else refused; once every claim asks for the
+    size, StatefulSets whose volume template still has the old size are re-created."""
+    want = parse_quantity(spec.storage_size)
+    claims = []
+    for pvc in sorted(observed.pvcs.values(), key=lambda p: p.name):
+        owner = pvc_owner(spec, pvc.name)
+        if owner is None or owner[1] >= counts[owner[0]] or pvc.deleting or pvc.requested is None:
+            continue
+        claims.append(pvc)
+    larger = [p for p in claims if p.requested is not None and p.requested > want]
+    if larger:
+        biggest = max(p.requested or 0 for p in larger)
+        return VolumeCheck(False, "VolumeShrinkRefused", (
+            f"spec.storage.size {spec.storage_size} is smaller than {len(larger)} volume(s) "
+            f"({', '.join(p.name for p in larger)}, up to {_gib(biggest)}): volumes cannot "
+            f"shrink; set spec.storage.size back to at least {_gib(biggest)}"
+        ))  # fmt: skip
+    grow = [p for p in claims if p.requested is not None and p.requested < want]
+    if grow:
+        expandable = observed.expandable
+        fixed = sorted({p.storage_class for p in grow if not expandable.get(p.storage_class)})
+        if fixed:
+            names = ", ".join(c or "(default)" for c in fixed)
+            return VolumeCheck(False, "VolumeExpansionNotSupported", (
+                f"cannot grow {len(grow)} volume(s) to {spec.storage_size}: StorageClass "
+                f"{names} does not allow volume expansion (allowVolumeExpansion is not true); "
+                "use a class that does, or set spec.storage.size back"
+            ))  # fmt: skip
+        return VolumeCheck(False, "VolumeExpanding", (
+            f"expanding {', '.join(p.name for p in grow)} to {spec.storage_size}"
+        ), grow=tuple(p.name for p in grow))  # fmt: skip
+    stale = tuple(
+        z for z in spec.zones
+        if z in observed.statefulsets and observed.statefulsets[z].volume_size
+        and parse_quantity(observed.statefulsets[z].volume_size) != want
+    )  # fmt: skip
+    if stale:
+        return VolumeCheck(False, "VolumeExpanding", (
+            "re-creating the StatefulSets of " + ", ".join(stale) + " with volumes of "
+            f"{spec.storage_size} (their pods keep running)"
+        ), recreate=stale)  # fmt: skip
+    filling = [p for p in claims if p.capacity is not None and p.requested is not None
+               and p.capacity < p.requested]  # fmt: skip
+    if filling:
+        return VolumeCheck(False, "VolumeExpanding", (
+            f"waiting for {', '.join(p.name for p in filling)} to reach {spec.storage_size} "
+            "(the storage provider and the kubelet grow them)"
+        ))  # fmt: skip
+    return VolumeCheck(True, "VolumesMatchSpec", f"every volume has {spec.storage_size}")
+
+
+def grow_volumes(f: Facts) -> Verdict | None:
+    """spec.storage.size raised: raise every node's volume claim (online, where the
+    StorageClass allows it), then re-create each StatefulSet with the new volume template,
+    orphaning its pods (they are adopted again, not restarted). Refusals are the condition's,
+    not a verdict: they do not stop the other rules."""
+    if any(s.deleting for s in f.observed.statefulsets.values()):
+        return Verdict(progressing=("ExpandingVolumes", "waiting for a StatefulSet to be "
+                                    "deleted (its pods orphaned) to create it again"))  # fmt: skip
+    check = f.volumes
+    if check.grow:
+        return _act(Action(
+            RESIZE_PVC, pvcs=check.grow, size=f.spec.storage_size, reason="VolumeExpansion",
+            message=f"expanding {len(check.grow)} volume(s) to {f.spec.storage_size} online: "
+            + ", ".join(check.grow),
+        ), "ExpandingVolumes")  # fmt: skip
+    if check.recreate:
+        z = check.recreate[0]
+        return _act(Action(
+            RECREATE_STATEFULSET, zone=z, size=f.spec.storage_size,
+            reason="VolumeTemplateUpdated",
+            message=f"re-creating StatefulSet {f.spec.statefulset_name(z)} with volumes of "
+            f"{f.spec.storage_size}; its pods are orphaned and adopted again, not restarted",
+        ), "ExpandingVolumes")  # fmt: skip
     return None
 
 
@@ -856,6 +981,7 @@ RULES: tuple[Rule, ...] = (
     delete_removed_volume,
     restore_removed_node,
     create_first_node,
+    grow_volumes,
     cancel_reversed_change,
     wait_for_ring_change,
     wait_for_restarted_node,
@@ -896,6 +1022,11 @@ def decide(
     )  # fmt: skip
     if action.kind == NONE and f.last and f.last_done and status.get("lastAction"):
         status["lastAction"] = {**status["lastAction"], "done": True}
+    prev_conditions = [c for c in f.prev.get("conditions") or () if isinstance(c, dict)]
+    v = f.volumes
+    status["conditions"].append(
+        _condition(prev_conditions, VOLUMES_CONDITION, v.ok, v.reason, v.message, now, generation)
+    )
     return Decision(action, status)
 
 
