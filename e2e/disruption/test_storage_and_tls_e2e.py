@@ -73,6 +73,11 @@ def events(k8s: Any, ns: str, reason: str) -> list[dict[str, Any]]:
     return [e for e in json.loads(out)["items"] if e.get("reason") == reason]
 
 
+def event_count(k8s: Any, ns: str, reason: str) -> int:
+    """How often it happened (repeated events are one object with a count)."""
+    return sum(int(e.get("count") or 1) for e in events(k8s, ns, reason))
+
+
 def patch_kvc(k8s: Any, ns: str, patch: dict[str, Any], name: str = NAME) -> None:
     k8s.kubectl("-n", ns, "patch", "kvc", name, "--type", "merge", "-p", json.dumps(patch))
 
@@ -159,9 +164,10 @@ def test_scale_reversed_while_joining_and_while_decommissioning(k8s: Any, availa
         k8s.kubectl("-n", ns, "scale", "kvc", NAME, "--replicas=4")
         op.wait_for(lambda: _settled_at(k8s, ns, 4), 900, "settled at 4", every=2)
         t1 = time.monotonic()
+        asked = event_count(k8s, ns, "Decommission")
         k8s.kubectl("-n", ns, "scale", "kvc", NAME, "--replicas=3")
-        op.wait_for(lambda: events(k8s, ns, "Decommission"), 300, "the decommission asked",
-                    every=0.5)  # fmt: skip
+        op.wait_for(lambda: event_count(k8s, ns, "Decommission") > asked, 300,
+                    "the decommission asked", every=0.5)  # fmt: skip
         print(f"{fourth} was {member_state(fourth)} when the scale-down was reversed")
         k8s.kubectl("-n", ns, "scale", "kvc", NAME, "--replicas=4")
         op.wait_for(lambda: _settled_at(k8s, ns, 4), 900, "settled at 4 again", every=2)
