@@ -369,3 +369,19 @@ def test_a_refused_volume_change_stops_no_other_rule() -> None:
     no_rule_but(f, plan.grow_volumes)
     v = plan.grow_volumes(f)
     assert v is not None and v.action.kind == plan.RESIZE_PVC and len(v.action.pvcs) == 3
+
+
+def test_a_node_whose_disk_is_full_is_degraded_not_starting_and_blocks_no_remedy() -> None:
+    spec = make_spec(replicas=4)
+    obs = cluster(spec, ONE, not_ready={"kv-zone-b-0"})
+    assert obs.ring is not None
+    m = obs.ring.members["kv-zone-b-0"]
+    members = {**obs.ring.members, m.id: dataclasses.replace(m, writes_refused="disk full")}
+    obs = dataclasses.replace(obs, ring=dataclasses.replace(obs.ring, members=members))
+    f = f_of(spec, obs)
+    assert plan.wait_for_starting_pods(f) is None
+    d = plan.decide(spec, obs, RUNNING, NOW)
+    assert d.action.kind == plan.SCALE  # adding a node is not held up by it
+    degraded = condition(d.status, "Degraded")
+    assert degraded["reason"] == "DiskFull" and "kv-zone-b-0: disk full" in degraded["message"]
+    assert d.status["phase"] == "Degraded"

@@ -44,6 +44,7 @@ Each rule is a small function, tested alone. In order of precedence:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 from collections.abc import Callable
@@ -137,6 +138,7 @@ class Member:
     state: str
     alive: bool = True
     tokens: tuple[int, ...] = ()
+    writes_refused: str = ""  # why its disk refuses writes (ringkv.node.disk_guard), or ""
 
 
 @dataclass(frozen=True)
@@ -867,8 +869,10 @@ def report_down_nodes(f: Facts) -> Verdict | None:
 
 def wait_for_starting_pods(f: Facts) -> Verdict | None:
     """Pods not ready yet: wait, saying why they start (the phase follows): the node the
-    operator just restarted or replaced, a new node of a scale-up, or one restarting itself."""
-    starting = [n for n in f.nodes if not n.ready]
+    operator just restarted or replaced, a new node of a scale-up, or one restarting itself.
+    (A node unready because its disk is full is not starting: it serves reads, and adding
+    nodes or growing volumes is what helps it; ``decide`` reports it as Degraded.)"""
+    starting = [n for n in f.nodes if not n.ready and not _disk_full(n)]
     if not starting:
         return None
     ids = {n.id for n in starting}
@@ -885,6 +889,11 @@ def wait_for_starting_pods(f: Facts) -> Verdict | None:
         reason = "WaitingForNodes"
     names = ", ".join(n.id for n in starting)
     return Verdict(progressing=(reason, f"waiting for {names} to become ready"))
+
+
+def _disk_full(n: _Node) -> bool:
+    m = n.member
+    return m is not None and m.alive and m.state == NORMAL and bool(m.writes_refused)
 
 
 def cluster_unreachable(f: Facts) -> Verdict | None:
@@ -1009,6 +1018,12 @@ def decide(
     the verdict of the first rule that has one."""
     f = facts(spec, observed, previous_status, now)
     verdict = next((v for v in (rule(f) for rule in RULES) if v is not None), Verdict())
+    full = [n for n in f.nodes if _disk_full(n)]
+    if full and verdict.degraded is None:
+        why = "; ".join(f"{n.id}: {n.member.writes_refused}" for n in full if n.member)
+        verdict = dataclasses.replace(verdict, degraded=("DiskFull", (
+            f"refusing writes (507), serving reads: {why}; grow spec.storage.size or free space"
+        )))  # fmt: skip
     action = verdict.action
     replacements = int(f.prev.get("replacements") or 0)
     if action.kind == REPLACE:

@@ -623,6 +623,7 @@ class NodeHttp:
                     state=str(n.get("state")),
                     alive=bool(n.get("alive")),
                     tokens=tuple(int(t) for t in n.get("tokens") or ()),
+                    writes_refused=str(n.get("writes_refused") or ""),
                 )
             running = [c for c in progress.get("changes") or () if c.get("state") == "running"]
             change = running[0] if running else None
