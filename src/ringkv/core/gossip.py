@@ -53,6 +53,7 @@ CHANGE = "change"  # progress of the membership change this member drives
 CLEANUP = "cleanup"  # the ring this member sees and its cleanup progress (ringkv.core.cleanup)
 DOWN = "down"  # {node: [generation, version]} members this one convicts (see core.failure_detector)
 ALIVE = "alive"  # a counter a member bumps to refute a conviction of itself
+WRITES_REFUSED = "writes_refused"  # why its disk refuses writes now ("" when it takes them)
 
 DIGEST_BUCKETS = 32
 """Buckets of the SYN summary: enough that one change costs the digests of ~1/32 of the

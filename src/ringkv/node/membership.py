@@ -182,6 +182,7 @@ class Membership:
                     "ownership": round(ownership.get(node, 0.0), 4),
                     "phi": self.phi(node),
                     "incarnation": state.get(g.INCARNATION),
+                    "writes_refused": state.get(g.WRITES_REFUSED) or "",
                     "generation": state.generation,
                 }
             )
