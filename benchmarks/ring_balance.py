@@ -13,6 +13,9 @@ zone; ``--zones 2`` or ``--zones 4`` (N=3) are layouts where zones take an extra
 part of the ring, allocated over the whole ring (slower: about a second per join at 100+ nodes).
 ``--sizes 100,300,1000`` reports only those sizes (still joining one node at a time).
 ``--lookups`` times uncached ``preference_list`` at 10, 100, 1,000 and 10,000 members.
+``--shards S`` also reports the load of each node's shards, the token space cut into S equal
+contiguous slices as a node with ``--shards S`` cuts it: the busiest shard of any node over the
+mean shard load (a shard is one process, so this is what its core carries).
 
 Run: ``.venv/bin/python benchmarks/ring_balance.py [max_nodes]`` (default 24).
 """
@@ -55,6 +58,7 @@ def grow(
     replicas: int,
     vnodes: int,
     report: set[int] | None,
+    shards: int = 0,
 ) -> list[dict[str, float]]:
     """Join ``count`` nodes one at a time; a row of measurements for each reported size."""
     ring = Ring.empty()
@@ -81,8 +85,44 @@ def grow(
                     "alloc_ms": alloc * 1000,
                 }
             )
+            if shards:
+                rows[-1]["shards"] = shard_balance(grown, replicas, shards)
         ring = grown
     return rows
+
+
+def _split_range(start: int, end: int, shards: int) -> list[tuple[int, int, int]]:
+    """The arc ``(start, end]`` cut at the shard slices: [(shard, piece start, piece end)]."""
+    # As half-open linear intervals [a, b) of positions; slice k starts at ceil(k * RING / S).
+    spans = [(start + 1, end + 1)] if start < end else [(start + 1, RING_SIZE), (0, end + 1)]
+    pieces = []
+    for a, b in spans:
+        for shard in range((a * shards) >> 64, ((b - 1) * shards >> 64) + 1 if a < b else 0):
+            lo = max(a, -((-shard * RING_SIZE) // shards))
+            hi = min(b, -((-(shard + 1) * RING_SIZE) // shards))
+            if lo < hi:
+                pieces.append((shard, (lo - 1) % RING_SIZE, hi - 1))
+    return pieces
+
+
+try:  # the node's own cut, where this checkout's nodes have shards
+    from ringkv.core.sharding import split_range
+except ImportError:
+    split_range = _split_range
+
+
+def shard_balance(ring: Ring, replicas: int, shards: int) -> float:
+    """Max/mean of the replica load of every (node, shard): hash positions a shard stores."""
+    assert RING_SIZE == 1 << 64
+    load: dict[tuple[str, int], int] = {}
+    for r in ring.ranges():
+        pieces = split_range(r.start, r.end, shards)
+        for replica in preference_list(ring, r.end, replicas):
+            for shard, lo, hi in pieces:
+                key = (replica.node, shard)
+                load[key] = load.get(key, 0) + ((hi - lo) % RING_SIZE or RING_SIZE)
+    cells = len(ring) * shards
+    return max(load.values()) * cells / sum(load.values())
 
 
 def time_lookups(members: int, vnodes: int, zones: int, replicas: int) -> list[float]:
@@ -114,6 +154,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="", help="report only these ring sizes, e.g. 100,300")
     parser.add_argument("--lookups", action="store_true", help="time preference_list instead")
     parser.add_argument("--max-members", type=int, default=10_000, help="largest ring timed")
+    parser.add_argument("--shards", type=int, default=0, help="also the busiest shard's load")
     args = parser.parse_args()
 
     if args.lookups:
@@ -135,15 +176,17 @@ def main() -> None:
     header = (
         f"{'nodes':>5} {'zones':>14} {'bound':>7} {'measured':>9} {'excess':>7} "
         f"{'primary':>8} {'moved/ideal':>11} {'alloc ms':>9}"
+        + (f" {'shard max/mean':>15}" if args.shards else "")
     )
     print(header)
     print("-" * len(header))
-    rows = grow(count, args.zones, sizes, args.replicas, args.vnodes, report)
+    rows = grow(count, args.zones, sizes, args.replicas, args.vnodes, report, args.shards)
     for row in rows:
         print(
             f"{row['nodes']:>5} {row['zones']:>14} {row['bound']:>7.4f} {row['measured']:>9.4f} "
             f"{row['measured'] - row['bound']:>+7.4f} {row['primary']:>8.4f} "
             f"{row['moved']:>11.4f} {row['alloc_ms']:>9.2f}"
+            + (f" {row['shards']:>15.4f}" if args.shards else "")
         )
     worst = max(rows, key=lambda row: row["measured"] - row["bound"])
     excess = worst["measured"] - worst["bound"]

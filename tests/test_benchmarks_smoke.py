@@ -29,6 +29,11 @@ def test_ring_balance_benchmark_runs_and_meets_the_balance_target() -> None:
     assert "1000 members" in out.replace(",", "")
 
 
+def test_claim_lag_benchmark_quick_run() -> None:
+    out = run("benchmarks/claim_lag.py", "6", "--rounds", "1")
+    assert "inline" in out and "worker thread" in out
+
+
 def test_membership_simulator_quick_run(tmp_path: Path) -> None:
     result = tmp_path / "sim.json"
     run("benchmarks/membership_sim.py", "--quick", "--json", str(result))
@@ -100,6 +105,68 @@ def test_compare_quick_run_measures_every_system_and_workload(tmp_path: Path) ->
             assert 0 <= run_["machine_steal_pct"] <= 100
     cpu_target = next(t for t in document["targets"] if "quorum write CPU" in t["target"])
     assert cpu_target["value"] > 1  # measured (ringkv-single ran): a quorum write costs more
+
+
+@pytest.mark.slow
+def test_compare_measures_10_kib_rows_beside_the_1_kib_ones(tmp_path: Path) -> None:
+    """benchmarks/compare --value-size 1024,10240: rows of both sizes for ringkv and etcd in
+    one run, and the design's p99 targets judged on the 10 KiB rows."""
+    result = tmp_path / "compare.json"
+    run("benchmarks/compare_lib/main.py", "--quick", "--systems", "ringkv,etcd",
+        "--value-size", "1024,10240", "--workloads", "read,write", "--json", str(result),
+        timeout=300)  # fmt: skip
+    document = json.loads(result.read_text())
+    rows = {(r["system"], r["value_size"], r["workload"]): r for r in document["summary"]}
+    assert set(rows) == {
+        (system, size, workload)
+        for system in ("ringkv", "etcd")
+        for size in (1024, 10240)
+        for workload in ("read", "write")
+    }
+    for row in rows.values():
+        assert row["rps"] > 0 and row["non_2xx"] == 0 and row["server_cpu_us_per_op"] > 0, row
+    ten = [t for t in document["targets"] if t["target"].endswith("10 KiB values")]
+    assert len(ten) == 2 and all(t["value"] is not None for t in ten), ten
+    assert "ringkv/etcd @ 10 KiB" in document["ratios"]
+
+
+@pytest.mark.slow
+def test_open_loop_benchmark_quick_run(tmp_path: Path) -> None:
+    """benchmarks/open_loop.py --quick: capacity first, then the open loop at each fraction of
+    it, for reads and writes, every run answered."""
+    result = tmp_path / "open.json"
+    run("benchmarks/open_loop.py", "--quick", "--json", str(result), timeout=300)
+    document = json.loads(result.read_text())
+    assert set(document["capacity"]) == {"read", "write"}
+    rows = {(r["workload"], r["fraction"]): r for r in document["summary"]}
+    assert set(rows) == {(w, f) for w in ("read", "write") for f in (0.5, 0.8)}
+    for (workload, fraction), row in rows.items():
+        capacity = document["capacity"][workload]["median"]
+        assert capacity > 0 and row["target_rate"] == pytest.approx(fraction * capacity, 0.01)
+        assert row["errors"] == 0, row
+        assert 0 < row["p50_ms"]["median"] <= row["p99_ms"]["median"] <= row["p99.9_ms"]["median"]
+
+
+@pytest.mark.slow
+def test_shards_benchmark_quick_run(tmp_path: Path) -> None:
+    """benchmarks/shards.py --quick: both arms measured for reads and writes with their CPU
+    per request. With a node that has --shards the arms are 1 and 2; before, both arms run
+    the node's default (no flag)."""
+    from ringkv.node.config import SETTINGS
+
+    arms = "1,2" if "shards" in SETTINGS else "default,default"
+    result = tmp_path / "shards.json"
+    run("benchmarks/shards.py", "--quick", "--arms", arms, "--json", str(result), timeout=300)
+    document = json.loads(result.read_text())
+    runs = document["runs"]
+    assert len(runs) == 4  # 2 arms x 2 workloads, 1 round
+    for r in runs:
+        assert r["rps"] > 0 and r["non_2xx"] == 0 and r["cpu_us_per_request"] > 0, r
+    ratios = document["summary"]["ratios"]
+    assert set(ratios) == {"read", "write"}
+    if arms == "1,2":
+        assert {r["shards"] for r in runs} == {1, 2}
+        assert max(r["node_processes"] for r in runs if r["shards"] == 2) >= 2
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ The processes themselves are ``ringkv.launcher``'s, as the test harness's and
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -79,17 +80,45 @@ class Daemon(Process):
         super().stop(sig, grace)
 
 
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (field 3, the state, is [0])."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def process_tree(pids: Iterable[int]) -> set[int]:
+    """These processes and all their live descendants (a node's worker processes)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _stat(int(entry))
+            if fields is not None:
+                children.setdefault(int(fields[1]), []).append(int(entry))  # ppid
+    tree: set[int] = set()
+    todo = list(pids)
+    while todo:
+        pid = todo.pop()
+        if pid not in tree:
+            tree.add(pid)
+            todo += children.get(pid, [])
+    return tree
+
+
 def cpu_seconds(pids: Iterable[int]) -> float:
-    """User + system CPU seconds consumed so far by these processes."""
+    """User + system CPU seconds consumed so far by these processes and their descendants: the
+    live ones' own time, and the time of the children they have reaped (cutime, cstime), so
+    that a server of several processes counts whole, and a worker that ended still counts."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-        except (OSError, IndexError, ValueError):
-            pass
+    for pid in process_tree(pids):
+        fields = _stat(pid)
+        if fields is None:
+            continue
+        with contextlib.suppress(IndexError, ValueError):
+            total += sum(int(fields[i]) for i in (11, 12, 13, 14))  # utime stime cutime cstime
     return total / tick
 
 

@@ -190,6 +190,7 @@ class Ringkv(System):
             zones=self.nodes,
             replication_factor=self.replication_factor,
             extra_args=extra,
+            **self.cluster_options(),
         )
         self.cluster.start(deadline=120)
         _, body, _ = http_call("GET", f"{self.cluster.urls[0]}/v1/status")
@@ -200,6 +201,10 @@ class Ringkv(System):
             "args": extra,
         }
         assert cluster_info["replication_factor"] == self.replication_factor, cluster_info
+
+    def cluster_options(self) -> dict[str, Any]:
+        """More keyword arguments for ``tests.cluster.Cluster`` (benchmarks/shards.py's)."""
+        return {}
 
     @property
     def targets(self) -> list[str]:

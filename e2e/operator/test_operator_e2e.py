@@ -417,6 +417,11 @@ def test_example_cluster_becomes_available(k8s: Any, cluster_ns: str) -> None:
     print(f"\nAvailable after {t_avail:.0f}s, settled after {time.monotonic() - t0:.0f}s; "
           f"phases seen: {phases}")
     assert s.row["RF"] == "3" and s.row["NAME"] == NAME
+    # no CPU limit in the example (a request of 100m): one shard per node, passed to the pods
+    assert s.row["SHARDS"] == "1" and s.obj["status"]["shards"] == 1
+    for pod in s.pods:
+        env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+        assert env["RINGKV_SHARDS"] == "1", pod["metadata"]["name"]
     assert_consistent(k8s, ns, s, 3)
     avail = condition(s.obj, "Available")
     assert avail["reason"] == "QuorumAvailable"

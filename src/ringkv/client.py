@@ -3,7 +3,9 @@
 Both take one or more endpoints ("http://127.0.0.1:7001" or "127.0.0.1:7001"; a single
 string may list several, comma separated). A request goes to the endpoint that answered
 last; when an endpoint cannot be reached (refused, reset, timed out) the next one is
-tried. An HTTP error answer is never retried: it is raised as a `RingkvError`.
+tried. An HTTP error answer is not retried: it is raised as a `RingkvError` -- except `507
+insufficient_storage` (that node's disk is full; nothing was written), which is tried on the
+next endpoint.
 
     with Client("http://127.0.0.1:7001") as kv:
         ctx = kv.put("greeting", b"hello")

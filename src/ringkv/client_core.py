@@ -31,7 +31,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from ringkv.client_cache import ClientCache, ReadPlan
 from ringkv.core.batching import MAX_BATCH_KEYS
-from ringkv.core.errors import reason_of
+from ringkv.core.errors import INSUFFICIENT_STORAGE, reason_of
 from ringkv.core.json_input import parse_json
 from ringkv.core.placement import preference_list
 from ringkv.core.ring import Ring, key_hash
@@ -493,7 +493,10 @@ class ClientCore:
     def exchange(self, request: Request, key: Key | None = None) -> Call[Answer]:
         """Send ``request``: first to the live replicas of ``key`` when routing token-aware,
         then to the configured endpoints starting with the one that answered last, moving on
-        while an endpoint cannot be reached. An HTTP answer, even an error, ends it."""
+        while an endpoint cannot be reached. An HTTP answer, even an error, ends it -- except
+        ``507 insufficient_storage`` (that node's disk is full, nothing was written): the next
+        endpoint is tried, and the 507 is the answer only when every endpoint gave one."""
+        full: Answer | None = None  # a 507 answer, kept while other endpoints are tried
         replicas: list[_Endpoint] = []
         if key is not None and self.token_aware:
             if self._ring_due():
@@ -506,7 +509,10 @@ class ClientCore:
         for endpoint in replicas:
             reply = yield endpoint, request
             if not isinstance(reply, Unreachable):
-                return reply
+                if reply[0] != INSUFFICIENT_STORAGE.status:
+                    return reply
+                full = reply
+                continue
             failures.append(f"{endpoint}: {reply.reason}")
             self.ring_fetched = -float("inf")  # the ring may have changed: fetch it again
         count = len(self.endpoints)
@@ -515,9 +521,14 @@ class ClientCore:
             endpoint = self.endpoints[index]
             reply = yield endpoint, request
             if not isinstance(reply, Unreachable):
+                if reply[0] == INSUFFICIENT_STORAGE.status and step + 1 < count:
+                    full = reply
+                    continue
                 self.preferred = index
                 return reply
             failures.append(f"{endpoint}: {reply.reason}")
+        if full is not None:
+            return full
         raise ConnectionFailed("no endpoint reachable: " + "; ".join(failures))
 
     def raw(

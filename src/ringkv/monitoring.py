@@ -143,12 +143,14 @@ ALERTS: tuple[Alert, ...] = (
     ),
     Alert(
         "RingkvDiskFull",
-        f"ringkv_disk_free_bytes{{{NODES}}} <= ringkv_disk_min_free_bytes{{{NODES}}}",
+        f"ringkv_disk_free_bytes{{{NODES}}} <= ringkv_disk_min_free_bytes{{{NODES}}} "
+        f"or ringkv_writes_refused{{{NODES}}} == 1",
         "1m",
         "critical",
         "{{ $labels.instance }} refuses writes (507): disk full",
-        "Free space on {{ $labels.instance }} is below --min-free-bytes; writes there are "
-        "refused with 507 insufficient_storage until space is freed.",
+        "Free space on {{ $labels.instance }} is below --min-free-bytes (or RocksDB stopped "
+        "writing); writes there are refused with 507 insufficient_storage, and go to other "
+        "replicas as hints, until space is freed.",
     ),
     Alert(
         "RingkvReadP99OverSLO",

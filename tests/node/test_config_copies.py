@@ -13,7 +13,14 @@ import yaml
 
 from ringkv.node.config import SETTINGS, docs_table
 from ringkv.operator import builders
-from ringkv.operator.spec import RESERVED_SETTINGS, ClusterSpec, SpecError, parse_spec
+from ringkv.operator.spec import (
+    RESERVED_SETTINGS,
+    SHARDS_ENV,
+    SHARDS_FLAG,
+    ClusterSpec,
+    SpecError,
+    parse_spec,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 WITH_CRD_FIELD = [s for s in SETTINGS.values() if s.crd]
@@ -68,7 +75,8 @@ def test_crd_fields_match_the_flags(path: str, s: Any) -> None:
 def test_crd_refuses_exactly_the_flags_the_operator_sets() -> None:
     rule = crd_spec()["properties"]["settings"]["x-kubernetes-validations"][0]["rule"]
     assert set(re.findall(r"'([a-z-]+)'", rule)) == RESERVED_SETTINGS
-    assert {s.flag for s in SETTINGS.values() if s.operator} == RESERVED_SETTINGS
+    # spec.shards sets --shards, whether or not the node's table already declares the flag
+    assert {s.flag for s in SETTINGS.values() if s.operator} | {SHARDS_FLAG} == RESERVED_SETTINGS
 
 
 def test_operator_defaults_are_the_nodes() -> None:
@@ -114,6 +122,8 @@ def test_the_operator_writes_only_node_variables() -> None:
     """Every RINGKV_* variable of a node pod is a flag of the table (a misspelt one would be
     ignored by the node)."""
     envs = {s.env for s in SETTINGS.values()}
+    if SHARDS_FLAG not in SETTINGS:
+        envs.add(SHARDS_ENV)  # a node that predates --shards ignores it (test_shards.py)
     for raw in (
         {"zones": ["a", "b"]},
         {"zones": ["a"], "security": {"auth": {"enabled": False}, "peerAuth": {"enabled": False}}},

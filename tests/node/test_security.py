@@ -268,19 +268,6 @@ def _in_flight(cluster: Cluster) -> int:
     return int(Client(cluster.node(0).url).status()["node"]["in_flight"])
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("needs root to mount a small tmpfs")
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=120m", "tmpfs", str(mount)], check=True)
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
 def test_full_disk_answers_507_keeps_reads_and_recovers(small_disk: Path, tmp_path: Path) -> None:
     ballast = small_disk / "ballast"
     with ballast.open("wb") as f:

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from ringkv.operator import plan
 from ringkv.operator.plan import (
+    CANCEL,
     DECOMMISSION,
     DELETE_PVC,
     NONE,
@@ -218,8 +219,89 @@ def test_scale_down_6_to_3_decommissions_before_shrinking() -> None:
 def test_no_statefulset_shrinks_unless_its_top_node_has_left() -> None:
     spec = make_spec(replicas=3)
     for state in ("normal", "leaving", "joining", "replacing", "starting"):
-        d = step(spec, cluster(spec, TWO, states={"kv-zone-c-1": state}))
+        obs = cluster(spec, TWO, states={"kv-zone-c-1": state})
+        assert obs.ring is not None
+        top = obs.ring.members["kv-zone-c-1"]
+        # (a starting member with tokens holds data: a replacement waiting to be asked)
+        members = {**obs.ring.members, top.id: dataclasses.replace(top, tokens=(1, 2))}
+        obs = dataclasses.replace(obs, ring=dataclasses.replace(obs.ring, members=members))
+        d = step(spec, obs)
         assert d.action.kind != SCALE or d.action.replicas > 2  # type: ignore[operator]
+
+
+# -- scaling reversed half-way --------------------------------------------------------------
+
+
+def test_scale_up_reversed_while_the_new_node_joins_cancels_the_join_then_removes_it() -> None:
+    spec = make_spec(replicas=3)  # was 6; kv-zone-a-1 (the 4th node) is joining
+    four = {"zone-a": 2, "zone-b": 1, "zone-c": 1}
+    joining = cluster(spec, four, not_ready={"kv-zone-a-1"}, states={"kv-zone-a-1": "joining"},
+                      in_progress="kv-zone-a-1 is joining")  # fmt: skip
+    d = step(spec, joining)
+    assert (d.action.kind, d.action.node) == (CANCEL, "kv-zone-a-1")
+    assert condition(d.status, "Progressing")["reason"] == "ScalingDown"
+    # the join is undone: the node gave its tokens back and waits, not ready: its pod goes
+    cancelled = cluster(spec, four, not_ready={"kv-zone-a-1"},
+                        states={"kv-zone-a-1": "starting"})  # fmt: skip
+    d = step(spec, cancelled)
+    assert (d.action.kind, d.action.zone, d.action.replicas) == (SCALE, "zone-a", 1)
+    # then its volume (it never held data of its own)
+    gone = cluster(spec, ONE, extra_members={"kv-zone-a-1": "starting"})
+    gone = dataclasses.replace(gone, pvcs={"data-kv-zone-a-1": PvcState("data-kv-zone-a-1")})
+    d = step(spec, gone)
+    assert (d.action.kind, d.action.pvc) == (DELETE_PVC, "data-kv-zone-a-1")
+    assert step(spec, cluster(spec, ONE)).action.kind == NONE
+
+
+def test_scale_up_reversed_before_the_new_pod_started_removes_it_at_once() -> None:
+    spec = make_spec(replicas=3)
+    four = {"zone-a": 2, "zone-b": 1, "zone-c": 1}
+    starting = cluster(spec, four, not_ready={"kv-zone-a-1"}, states={"kv-zone-a-1": "absent"})
+    d = step(spec, starting)  # not "waiting for kv-zone-a-1 to become ready" forever
+    assert (d.action.kind, d.action.zone, d.action.replicas) == (SCALE, "zone-a", 1)
+    # without the nodes' word, nothing is removed
+    blind = cluster(spec, four, not_ready={"kv-zone-a-1"}, states={"kv-zone-a-1": "absent"},
+                    ring=False)  # fmt: skip
+    assert step(spec, blind).action.kind == NONE
+
+
+def test_scale_down_reversed_mid_decommission_cancels_it() -> None:
+    spec = make_spec(replicas=6)  # was 3; kv-zone-c-1 is leaving
+    leaving = cluster(spec, TWO, states={"kv-zone-c-1": "leaving"},
+                      in_progress="kv-zone-c-1 is leaving")  # fmt: skip
+    d = step(spec, leaving)
+    assert (d.action.kind, d.action.node) == (CANCEL, "kv-zone-c-1")
+    # a leaving node whose zone is still to shrink is waited for
+    five = make_spec(replicas=5)
+    d = step(five, leaving)
+    assert d.action.kind == NONE
+    assert condition(d.status, "Progressing")["reason"] == "Decommissioning"
+    # cancelled: normal again, nothing more to do
+    assert step(spec, cluster(spec, TWO)).action.kind == NONE
+
+
+def test_scale_up_after_a_node_left_waits_for_its_volume_to_go() -> None:
+    """6 -> 3 -> 6 reversed just after a node left: a pod started on the left node's volume
+    would be a left node, removed again and again."""
+    spec = make_spec(replicas=6)
+    counts = {"zone-a": 2, "zone-b": 2, "zone-c": 1}
+    obs = cluster(spec, counts, extra_members={"kv-zone-c-1": "left"})
+    pvc = {"data-kv-zone-c-1": PvcState("data-kv-zone-c-1")}
+    terminating = dataclasses.replace(obs, pvcs=pvc, pods={
+        **obs.pods, "kv-zone-c-1": dataclasses.replace(
+            obs.pods["kv-zone-a-0"], name="kv-zone-c-1", zone="zone-c", ordinal=1,
+            deleting=True),
+    })  # fmt: skip
+    d = step(spec, terminating)
+    assert d.action.kind == NONE
+    assert "waiting for the volume data-kv-zone-c-1" in condition(d.status, "Progressing")[
+        "message"]  # fmt: skip
+    d = step(spec, dataclasses.replace(obs, pvcs=pvc))  # the pod is gone: the volume goes
+    assert (d.action.kind, d.action.pvc) == (DELETE_PVC, "data-kv-zone-c-1")
+    deleting = {"data-kv-zone-c-1": PvcState("data-kv-zone-c-1", deleting=True)}
+    assert step(spec, dataclasses.replace(obs, pvcs=deleting)).action.kind == NONE
+    d = step(spec, obs)  # gone: the node comes back, empty, and joins
+    assert (d.action.kind, d.action.zone, d.action.replicas) == (SCALE, "zone-c", 2)
 
 
 def test_volume_of_a_node_holding_data_is_never_deleted() -> None:

@@ -36,9 +36,12 @@ def test_the_order_of_precedence() -> None:
     assert [r.__name__ for r in plan.RULES] == [
         "paused",
         "remove_left_node",
+        "remove_unjoined_node",
         "delete_removed_volume",
         "restore_removed_node",
         "create_first_node",
+        "grow_volumes",
+        "cancel_reversed_change",
         "wait_for_ring_change",
         "wait_for_restarted_node",
         "restart_stale_down_node",
@@ -312,3 +315,73 @@ def test_a_pod_that_is_deleting_is_not_ready() -> None:
     pods[p.name] = PodState(p.name, p.zone, p.ordinal, deleting=True, revision=p.revision)
     f = f_of(spec, dataclasses.replace(obs, pods=pods))
     assert [n.id for n in f.nodes if not n.ready] == ["kv-zone-a-0"]
+
+
+def test_remove_unjoined_node_alone() -> None:
+    spec = make_spec(replicas=3)
+    four = {"zone-a": 2, "zone-b": 1, "zone-c": 1}
+    f = f_of(spec, cluster(spec, four, not_ready={"kv-zone-a-1"},
+                           states={"kv-zone-a-1": "starting"}))  # fmt: skip
+    no_rule_but(f, plan.remove_unjoined_node)
+    v = plan.remove_unjoined_node(f)
+    assert v is not None and (v.action.kind, v.action.replicas) == (plan.SCALE, 1)
+    # wanted (a scale-up under way), joined, or holding tokens: not this rule's
+    assert plan.remove_unjoined_node(f_of(make_spec(replicas=4), f.observed)) is None
+    joined = cluster(spec, four, not_ready={"kv-zone-a-1"}, states={"kv-zone-a-1": "joining"})
+    assert plan.remove_unjoined_node(f_of(spec, joined)) is None
+
+
+def test_cancel_reversed_change_alone() -> None:
+    spec = make_spec(replicas=6)
+    leaving = cluster(spec, TWO, states={"kv-zone-b-1": "leaving"},
+                      in_progress="kv-zone-b-1 is leaving")  # fmt: skip
+    f = f_of(spec, leaving)
+    no_rule_but(f, plan.cancel_reversed_change)
+    v = plan.cancel_reversed_change(f)
+    assert v is not None and (v.action.kind, v.action.node) == (plan.CANCEL, "kv-zone-b-1")
+    # still wanted: a scale-down to 3 lets the decommission run; a dead leaver is not asked
+    assert plan.cancel_reversed_change(f_of(make_spec(replicas=3), leaving)) is None
+    dead = cluster(spec, TWO, states={"kv-zone-b-1": "leaving"}, dead={"kv-zone-b-1"})
+    assert plan.cancel_reversed_change(f_of(spec, dead)) is None
+    # a joiner is cancelled only when its pod is no longer wanted
+    four = {"zone-a": 2, "zone-b": 1, "zone-c": 1}
+    joining = cluster(spec, four, not_ready={"kv-zone-a-1"}, states={"kv-zone-a-1": "joining"})
+    assert plan.cancel_reversed_change(f_of(spec, joining)) is None
+    v = plan.cancel_reversed_change(f_of(make_spec(replicas=3), joining))
+    assert v is not None and (v.action.kind, v.action.node) == (plan.CANCEL, "kv-zone-a-1")
+
+
+def test_a_refused_volume_change_stops_no_other_rule() -> None:
+    spec = make_spec(replicas=4, storage={"size": "2Gi"})
+    obs = cluster(spec, ONE)
+    pvcs = {spec.pvc_name(z, 0): PvcState(spec.pvc_name(z, 0), requested=2.0**30,
+                                          capacity=2.0**30, storage_class="local-path")
+            for z in ZONES}  # fmt: skip
+    f = f_of(spec, dataclasses.replace(obs, pvcs=pvcs))
+    assert (f.volumes.ok, f.volumes.reason) == (False, "VolumeExpansionNotSupported")
+    assert plan.grow_volumes(f) is None
+    d = plan.decide(spec, f.observed, RUNNING, NOW)
+    assert d.action.kind == plan.SCALE  # the scale-up goes on
+    cond = condition(d.status, plan.VOLUMES_CONDITION)
+    assert (cond["status"], cond["reason"]) == ("False", "VolumeExpansionNotSupported")
+    # an expandable class: the claims are raised first
+    f = f_of(spec, dataclasses.replace(obs, pvcs=pvcs, expandable={"local-path": True}))
+    no_rule_but(f, plan.grow_volumes)
+    v = plan.grow_volumes(f)
+    assert v is not None and v.action.kind == plan.RESIZE_PVC and len(v.action.pvcs) == 3
+
+
+def test_a_node_whose_disk_is_full_is_degraded_not_starting_and_blocks_no_remedy() -> None:
+    spec = make_spec(replicas=4)
+    obs = cluster(spec, ONE, not_ready={"kv-zone-b-0"})
+    assert obs.ring is not None
+    m = obs.ring.members["kv-zone-b-0"]
+    members = {**obs.ring.members, m.id: dataclasses.replace(m, writes_refused="disk full")}
+    obs = dataclasses.replace(obs, ring=dataclasses.replace(obs.ring, members=members))
+    f = f_of(spec, obs)
+    assert plan.wait_for_starting_pods(f) is None
+    d = plan.decide(spec, obs, RUNNING, NOW)
+    assert d.action.kind == plan.SCALE  # adding a node is not held up by it
+    degraded = condition(d.status, "Degraded")
+    assert degraded["reason"] == "DiskFull" and "kv-zone-b-0: disk full" in degraded["message"]
+    assert d.status["phase"] == "Degraded"

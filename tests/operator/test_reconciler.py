@@ -29,6 +29,14 @@ class FakeKube:
         self.order: list[tuple[str, str]] = []
 
     def apply(self, obj: dict[str, Any]) -> None:
+        before = self.objects.get((obj["kind"], obj["metadata"]["name"]))
+        if obj["kind"] == "StatefulSet" and before is not None:
+            # as the API server: a StatefulSet's volume templates cannot change
+            old = before["spec"].get("volumeClaimTemplates")
+            new = obj["spec"]["volumeClaimTemplates"]
+            sizes = [[t["spec"]["resources"]["requests"]["storage"] for t in ts]
+                     for ts in (old, new) if ts]  # fmt: skip
+            assert len(sizes) < 2 or sizes[0] == sizes[1], "volumeClaimTemplates are immutable"
         self.objects[(obj["kind"], obj["metadata"]["name"])] = obj
         self.order.append(("apply", obj["metadata"]["name"]))
 
@@ -61,11 +69,25 @@ class FakeKube:
         self.secrets[obj["metadata"]["name"]] = obj
         self.order.append(("create", obj["metadata"]["name"]))
 
+    def resize_pvc(self, namespace: str, name: str, size: str) -> None:
+        for pvc in self.pvcs:
+            if pvc["metadata"]["name"] == name:
+                pvc["spec"]["resources"]["requests"]["storage"] = size
+        self.order.append(("resize", name))
+
+    def delete_statefulset_orphan(self, namespace: str, name: str) -> None:
+        del self.objects[("StatefulSet", name)]  # the pods stay
+        self.order.append(("orphan", name))
+
+    def storage_class_expandable(self, name: str) -> bool:
+        return name == "expandable"
+
 
 class FakeNodes:
     def __init__(self, view: ClusterReport | None = None) -> None:
         self.view = view
         self.decommissioned: list[tuple[list[str], str]] = []
+        self.cancelled: list[tuple[list[str], str]] = []
         self.endpoints: list[str] = []
 
     def ring_view(self, endpoints: list[str]) -> ClusterReport | None:
@@ -74,6 +96,9 @@ class FakeNodes:
 
     def decommission(self, endpoints: list[str], node: str) -> None:
         self.decommissioned.append((endpoints, node))
+
+    def cancel(self, endpoints: list[str], node: str) -> None:
+        self.cancelled.append((endpoints, node))
 
     def load(self, endpoints: list[str]) -> tuple[float | None, float | None]:
         return None, None
@@ -361,3 +386,98 @@ def test_pod_monitor_is_applied_when_asked_and_optional(
     assert ("StatefulSet", "kvm-zone-a") in bare.objects
     said = [r for r in caplog.records if "PodMonitor" in r.getMessage()]
     assert len(said) == 1 and "RuntimeError" in said[0].getMessage()
+
+
+# -- volume growth ------------------------------------------------------------------------------
+
+
+def _running_cluster(kube: FakeKube, name: str, storage_class: str) -> FakeNodes:
+    """Three nodes on 1Gi volumes of ``storage_class``, applied by a first pass."""
+    members = {}
+    for i, z in enumerate(("zone-a", "zone-b", "zone-c")):
+        node = f"{name}-{z}-0"
+        kube.pods.append(pod(node, z, f"10.0.{i}.1"))
+        members[node] = Member(node, z, "normal", True)
+        kube.pvcs.append({
+            "metadata": {"name": f"data-{node}"},
+            "spec": {"storageClassName": storage_class,
+                     "resources": {"requests": {"storage": "1Gi"}}},
+            "status": {"phase": "Bound", "capacity": {"storage": "1Gi"}},
+        })  # fmt: skip
+        kube.objects[("StatefulSet", f"{name}-{z}")] = {
+            "metadata": {"name": f"{name}-{z}", "labels": {"ringkv.io/zone": z}},
+            "spec": {"replicas": 1, "volumeClaimTemplates": [
+                {"spec": {"resources": {"requests": {"storage": "1Gi"}}}}]},
+            "status": {"updateRevision": "r1"},
+        }  # fmt: skip
+    return FakeNodes(ClusterReport(members))
+
+
+def _volumes(status: dict[str, Any]) -> dict[str, Any]:
+    return next(c for c in status["conditions"] if c["type"] == "VolumesResized")
+
+
+def test_raising_storage_size_expands_the_claims_then_recreates_the_statefulsets() -> None:
+    reconciler.forget("ns", "kvg")
+    kube = with_secrets(FakeKube(), "kvg")
+    nodes, events = _running_cluster(kube, "kvg", "expandable"), []
+    b = body("kvg", storage={"size": "2Gi"})
+    t = NOW
+
+    def reconcile() -> tuple[Any, dict[str, Any]]:
+        nonlocal t
+        t += 10
+        return reconciler.reconcile(b, kube, nodes, lambda *e: events.append(e), now=t)
+
+    action, status = reconcile()
+    assert action.kind == "resize_pvc" and len(action.pvcs) == 3
+    assert [c["spec"]["resources"]["requests"]["storage"] for c in kube.pvcs] == ["2Gi"] * 3
+    assert _volumes(status)["reason"] == "VolumeExpanding"
+    assert events[-1][:2] == ("Normal", "VolumeExpansion")
+    # then each StatefulSet, one a pass: deleted with its pods orphaned, applied again
+    recreated = []
+    for _ in range(3):
+        action, status = reconcile()
+        assert action.kind == "recreate_statefulset"
+        recreated.append(action.zone)
+    assert recreated == ["zone-a", "zone-b", "zone-c"]
+    action, status = reconcile()  # the next pass applies the last one with its pods again
+    for z in ("zone-a", "zone-b", "zone-c"):
+        sts = kube.objects[("StatefulSet", f"kvg-{z}")]
+        assert sts["spec"]["replicas"] == 1  # the orphaned pod, adopted again
+        assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"][
+            "storage"] == "2Gi"  # fmt: skip
+    assert not [d for d in kube.deleted if d[0] == "pod"]  # no pod restarted
+    # until the provider has grown them, the condition says it is waiting
+    assert _volumes(status)["reason"] == "VolumeExpanding" and "waiting for" in _volumes(
+        status)["message"]  # fmt: skip
+    for c in kube.pvcs:
+        c["status"]["capacity"]["storage"] = "2Gi"
+    action, status = reconcile()
+    assert action.kind == "none"
+    assert (_volumes(status)["status"], _volumes(status)["reason"]) == ("True", "VolumesMatchSpec")
+
+
+def test_volume_growth_refused_where_the_class_cannot_expand_and_shrink_refused() -> None:
+    reconciler.forget("ns", "kvr")
+    kube = with_secrets(FakeKube(), "kvr")
+    nodes, events = _running_cluster(kube, "kvr", "local-path"), []
+    b = body("kvr", storage={"size": "2Gi"})
+    action, status = reconciler.reconcile(b, kube, nodes, lambda *e: events.append(e), now=NOW)
+    assert action.kind == "none"
+    cond = _volumes(status)
+    assert (cond["status"], cond["reason"]) == ("False", "VolumeExpansionNotSupported")
+    assert "local-path does not allow volume expansion" in cond["message"]
+    assert [c["spec"]["resources"]["requests"]["storage"] for c in kube.pvcs] == ["1Gi"] * 3
+    assert events == [("Warning", "VolumeExpansionNotSupported", cond["message"])]
+    # said once, not every pass
+    reconciler.reconcile(b, kube, nodes, lambda *e: events.append(e), now=NOW + 10)
+    assert len(events) == 1
+    # shrinking is refused too
+    small = body("kvr", storage={"size": "512Mi"})
+    action, status = reconciler.reconcile(small, kube, nodes, lambda *e: events.append(e),
+                                          now=NOW + 20)  # fmt: skip
+    assert action.kind == "none"
+    assert _volumes(status)["reason"] == "VolumeShrinkRefused"
+    assert "cannot shrink" in _volumes(status)["message"]
+    assert events[-1][:2] == ("Warning", "VolumeShrinkRefused")

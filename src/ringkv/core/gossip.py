@@ -55,6 +55,7 @@ DOWN = "down"  # {node: [generation, version]} members this one convicts (see co
 #: {"count", "peer": [addresses], "client": [addresses]} of a node served by several shards
 SHARDS = "shards"
 ALIVE = "alive"  # a counter a member bumps to refute a conviction of itself
+WRITES_REFUSED = "writes_refused"  # why its disk refuses writes now ("" when it takes them)
 
 DIGEST_BUCKETS = 32
 """Buckets of the SYN summary: enough that one change costs the digests of ~1/32 of the

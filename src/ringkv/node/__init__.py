@@ -11,6 +11,8 @@ Wiring and settings:
 
 Parts:
 - ``storage``: RocksDB (rocksdict) records of sibling versions, plus node metadata.
+- ``disk_guard``: a full disk: not ready, flagged in gossip so coordinators write elsewhere
+  (hints), and the recovery (reopening RocksDB after an ENOSPC) once space returns.
 - ``messaging``: the multiplexed node-to-node protocol (msgpack frames over TCP).
 - ``frame_auth``: session keys from the peer handshake and a tag on every later frame.
 - ``auth``: API tokens and their roles; the cluster secret.

@@ -75,6 +75,7 @@ from ringkv.core.versions import (
     version_to_wire,
 )
 from ringkv.node.cleanup import Cleanup
+from ringkv.node.disk_guard import DiskGuard
 from ringkv.node.hints import HintStore
 from ringkv.node.messaging import (
     QUORUM_FEATURE,
@@ -133,6 +134,7 @@ class Coordinator(NodePart):
         self.speculative_read_delay = config.speculative_read_delay
         self._hlc = 0
         self.cleanup: Cleanup | None = None  # set by the node: which keys this node replicates
+        self.disk_guard: DiskGuard | None = None  # set by the node: peers whose disk is full
         self._background: set[asyncio.Future[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -158,6 +160,8 @@ class Coordinator(NodePart):
             up = up - down
         if reading and membership.unreadable:
             up = up - membership.unreadable  # nodes still being filled
+        elif not reading and self.disk_guard is not None:
+            up = self.disk_guard.writable(up)  # full disks: a fallback takes a hint instead
         return targets(membership.ring, membership.future_ring, h, self.n, up, strict, reading)
 
     def check_quorum(self, quorum: Quorum) -> None:

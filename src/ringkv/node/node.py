@@ -26,6 +26,7 @@ from ringkv.node.batch import Batches
 from ringkv.node.cleanup import Cleanup
 from ringkv.node.config import NodeConfig
 from ringkv.node.coordinator import Coordinator
+from ringkv.node.disk_guard import DiskGuard
 from ringkv.node.hints import HintedHandoff, HintStore
 from ringkv.node.listing import KeyLister
 from ringkv.node.membership import Membership
@@ -124,6 +125,9 @@ class Node:
             config, self.storage, self.membership, self.messaging, self.metrics, layout
         )
         self.coordinator = Coordinator(parts, self.actor, self.hints)
+        self.disk_guard = self.coordinator.disk_guard = DiskGuard(
+            self.storage, self.membership.gossiper
+        )
         self.batches = Batches(self.coordinator)
         self.lister = KeyLister(parts, self.batches.get_many)
         self.handoff = HintedHandoff(
@@ -154,6 +158,7 @@ class Node:
                 asyncio.create_task(self.membership.run_following(layout.peer_address_of(0))),
                 asyncio.create_task(self.handoff.run()),
                 asyncio.create_task(self.cleanup.run()),  # each shard cleans its own data
+                asyncio.create_task(self.disk_guard.run()),
                 watch(self),
             ]
         else:
@@ -164,6 +169,7 @@ class Node:
                 asyncio.create_task(self.handoff.run()),
                 asyncio.create_task(self.changes.run()),
                 asyncio.create_task(self.cleanup.run()),
+                asyncio.create_task(self.disk_guard.run()),
                 watch(self),
             ]
         self._loops.append(asyncio.create_task(absence.keep_recording(config, self.storage)))

@@ -255,6 +255,12 @@ class NodeCollector(Collector):
             "Free space below which writes are refused with 507 (--min-free-bytes)",
             storage.min_free_bytes,
         )
+        yield _gauge(
+            "ringkv_writes_refused",
+            "1 while this node refuses writes (507): disk below --min-free-bytes or RocksDB "
+            "stopped writing",
+            1 if self.node.disk_guard.reason else 0,
+        )
 
     def _anti_entropy(self) -> Iterable[Metric]:
         node = self.node

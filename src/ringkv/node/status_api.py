@@ -32,6 +32,7 @@ def status_of(node: Node) -> dict[str, Any]:
             "incarnation": node.incarnation,
             "state": node.membership.status_of(node.config.node_id),
             "ready": node.membership.ready,
+            "writes_refused": node.disk_guard.reason,
             "in_flight": node.in_flight,
             "version": ringkv.__version__,
             "uptime_seconds": round(time.monotonic() - node.started, 3),
@@ -60,6 +61,8 @@ async def handle_live(node: Node, request: Request) -> Response:
 
 
 async def handle_ready(node: Node, request: Request) -> Response:
+    if node.disk_guard.reason:  # the Service sends clients elsewhere; reads still work here
+        return error_response(507, "insufficient_storage", node.disk_guard.reason)
     if node.layout is not None:
         missing = await shards.missing_shards(node.layout, node.messaging, node.membership)
         if missing:

@@ -30,7 +30,9 @@ metadata) still sync each write.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import gc
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -70,6 +72,10 @@ class StorageFull(OSError, RequestFailure):
         return cls(errno.ENOSPC, message.removeprefix(f"[Errno {errno.ENOSPC}] "))
 
 
+class ReopenFailed(RuntimeError):
+    """RocksDB could not be reopened after a full disk: only a restart brings writes back."""
+
+
 def _write_error(exc: Exception) -> Exception:
     text = str(exc)
     if "No space left" in text or "IO error" in text or "NoSpace" in text:
@@ -90,8 +96,9 @@ class Storage:
     reserve that also covers RocksDB's own flushes (a memtable of
     ``WRITE_BUFFER_BYTES``) and compactions -- so writes resume by themselves once space is
     freed, reads keep working, and nothing stored is damaged. Should RocksDB still meet ENOSPC,
-    it stops writing (its background-error state): writes then answer 507 until the node is
-    restarted, and reads keep working.
+    it stops writing (its background-error state): writes then answer 507, reads keep working,
+    and ``resume_writes`` (tried by ``ringkv.node.disk_guard`` once space is back) lets writes
+    through again when a probe write succeeds.
     """
 
     def __init__(
@@ -115,10 +122,11 @@ class Storage:
         self._sync_pool: ThreadPoolExecutor | None = None
         self._listeners: list[ChangeListener] = []
         self._closed = False
-        self._failed = False  # RocksDB refused a write: it needs a restart to write again
+        self._failed = False  # RocksDB refused a write: writes wait for resume_writes()
         self._written = 0  # bytes put since the free space was last measured
         self._write_budget = 0  # what may be put before measuring again (see ensure_writable)
         self._recheck_at = 0.0
+        self._block_cache_mb = block_cache_mb
         self._open(block_cache_mb)
 
     def _open(self, block_cache_mb: int) -> None:
@@ -152,7 +160,9 @@ class Storage:
         ``min_free_bytes``: so our own writes can never take the disk below the reserve
         unnoticed, and a busy node does not make one system call per write for it."""
         if self._failed:
-            raise StorageFull(28, "RocksDB stopped writing after an I/O error; restart the node")
+            raise StorageFull(
+                28, "RocksDB stopped writing after an I/O error; writes resume once space is freed"
+            )
         if not self.min_free_bytes:
             return
         if self._written < self._write_budget and time.monotonic() < self._recheck_at:
@@ -164,6 +174,41 @@ class Storage:
         self._written = 0
         self._write_budget = (free - self.min_free_bytes) // 4
         self._recheck_at = time.monotonic() + FREE_SPACE_RECHECK
+
+    def refusal(self) -> str | None:
+        """Why writes are refused now (measured, not cached), or None."""
+        if self._failed:
+            return "RocksDB stopped writing after an I/O error"
+        if self.min_free_bytes and self.free_bytes() < self.min_free_bytes:
+            return f"less than {self.min_free_bytes} bytes free in {self.path}"
+        return None
+
+    def resume_writes(self) -> bool:
+        """After RocksDB refused a write (ENOSPC): once the disk is above ``min_free_bytes``
+        again, reopen the database -- RocksDB keeps refusing writes after a failed WAL append
+        until it is reopened; the WAL holds every acknowledged write, so nothing is lost.
+        Whether writes are possible now. Raises ``ReopenFailed`` when the old database is
+        still held (a scan in progress) and could not be reopened: the node must restart."""
+        if not self._failed:
+            return True
+        if self.free_bytes() < max(self.min_free_bytes, WRITE_BUFFER_BYTES):
+            return False
+        old = self._db
+        old.cancel_all_background(True)
+        for handle in (self._meta, self.hints):
+            with contextlib.suppress(Exception):
+                handle.close()
+        del old
+        self._db = self._meta = self.hints = None
+        gc.collect()  # the handles' last references: RocksDB releases its LOCK file
+        try:
+            self._open(self._block_cache_mb)
+        except Exception as exc:
+            self._closed = True
+            raise ReopenFailed(f"cannot reopen RocksDB after a full disk: {exc}") from exc
+        self._failed = False
+        self._write_budget = 0  # measure the free space again on the next write
+        return True
 
     def on_change(self, listener: ChangeListener) -> None:
         self._listeners.append(listener)
@@ -404,6 +449,8 @@ class Storage:
         self._closed = True
         if self._sync_pool is not None:
             self._sync_pool.shutdown(wait=True)
+        if self._db is None:  # a failed reopen (resume_writes): nothing open to close
+            return
         self._db.flush()
         self._db.flush_wal(True)
         # The column-family handles hold the database open (and its LOCK file) until they

@@ -32,6 +32,7 @@ from ringkv.operator.spec import (
     NODE_ID_ANNOTATION,
     OPERATOR_TOKEN_DIR,
     OPERATOR_TOKEN_KEY,
+    SHARDS_ENV,
     TLS_DIR,
     TOKENS_DIR,
     TOKENS_FILE,
@@ -77,6 +78,7 @@ def config_data(spec: ClusterSpec) -> dict[str, str]:
         "RINGKV_SEEDS": ",".join(spec.seeds()),
         "RINGKV_REPLICATION_FACTOR": str(spec.replication_factor),
         "RINGKV_VNODES": str(spec.vnodes),
+        SHARDS_ENV: str(spec.shards),
         "RINGKV_CONFLICT_MODE": spec.conflict_resolution,
         "RINGKV_DEFAULT_CONSISTENCY": spec.consistency,
         # A pod that starts with no tokens joins by itself, and one that starts on an empty

@@ -122,7 +122,8 @@ def apply_children(body: kopf.Body, name: str, namespace: str | None, **_: Any) 
     memory = reconciler.memory_for(namespace, name)
     with memory.lock:
         observed, _pods = reconciler.observe(spec, kube(), reconciler.PodsOnly())
-        reconciler.ensure_children(spec, plain, kube(), sts_replicas(spec, observed))
+        reconciler.ensure_children(spec, plain, kube(), sts_replicas(spec, observed),
+                                   reconciler.volume_sizes(observed))  # fmt: skip
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=INTERVAL, initial_delay=1.0, sharp=False)

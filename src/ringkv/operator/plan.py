@@ -10,13 +10,20 @@ first that returns a ``Verdict`` (an action, or a reason to wait) decides: one a
 Each rule is a small function, tested alone. In order of precedence:
 
 1. ``paused``: nothing.
-2. ``remove_left_node``, ``delete_removed_volume``: finish a scale-down: the highest pod of a
-   zone whose node reports ``left`` is removed by lowering that StatefulSet's replicas; then
-   the volumes of removed ``left`` nodes are deleted.
+2. ``remove_left_node``, ``remove_unjoined_node``, ``delete_removed_volume``: finish a
+   scale-down: the highest pod of a zone whose node reports ``left`` (or never joined: a
+   scale-up reversed before the join) is removed by lowering that StatefulSet's replicas;
+   then the volumes of removed ``left`` (or never joined) nodes are deleted.
 3. ``restore_removed_node``: a node that still holds data but whose pod is outside its
    StatefulSet (someone shrank it) is brought back.
-4. ``create_first_node`` of a new cluster.
-5. ``wait_for_ring_change``: while a member is joining, leaving or replacing.
+4. ``create_first_node`` of a new cluster. ``grow_volumes``: spec.storage.size raised: every
+   node's volume claim is raised (where its StorageClass allows expansion), then each
+   StatefulSet is re-created with the new volume template, its pods orphaned (not restarted).
+   A refused change (shrinking, a class without expansion) is the ``VolumesResized``
+   condition's (``volume_check``), and stops nothing else.
+5. ``cancel_reversed_change``: a scaling reversed while its ring change runs (3 -> 6 -> 3
+   while a node joins, 6 -> 3 -> 6 while one leaves): the change is cancelled.
+   ``wait_for_ring_change``: while a member is joining, leaving or replacing.
 6. Nodes down: ``wait_for_restarted_node`` (the one the operator just restarted or replaced);
    during a roll ``restart_stale_down_node`` (down on an outdated template: onto the current
    one) or ``stop_roll_on_failure`` (``Degraded``); else ``replace_failed_node`` once it has
@@ -30,12 +37,14 @@ Each rule is a small function, tested alone. In order of precedence:
 9. ``roll_one_pod``: restart one outdated pod, once every node is up, normal and no hints are
    pending.
 10. ``scale_up``: one node, in the zone furthest below its share (zone order breaks ties).
+    It waits while the volume of a node that left from the same place is still there.
 11. ``scale_down``: decommission the highest-ordinal node of the zone furthest above its
     share; its StatefulSet shrinks only once the node reports ``left`` (rule 2).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 from collections.abc import Callable
@@ -51,12 +60,13 @@ from ringkv.core.gossip import (
     NORMAL,
     READABLE_STATUSES,
     REPLACING,
+    STARTING,
     in_ring,
 )
 from ringkv.core.placement import preference_list, replica_balance_bound
 from ringkv.core.quorum import majority
 from ringkv.core.ring import Ring
-from ringkv.operator.spec import DATA_VOLUME, ClusterSpec
+from ringkv.operator.spec import DATA_VOLUME, ClusterSpec, parse_quantity
 
 # Action kinds
 # status.phase: what the KVCluster is doing (the CRD's description lists them).
@@ -68,6 +78,16 @@ DECOMMISSION = "decommission"  # POST /v1/admin/decommission for node
 DELETE_PVC = "delete_pvc"  # delete the volume claim `pvc`
 REPLACE = "replace"  # delete node's volume claim and pod: it comes back empty and refills
 RESTART = "restart"  # delete node's pod: the StatefulSet recreates it on the new template
+CANCEL = "cancel"  # POST /v1/admin/cancel for node: undo its join or decommission
+RESIZE_PVC = "resize_pvc"  # raise the volume claims `pvcs` to spec.storage.size (online)
+# delete the zone's StatefulSet, orphaning its pods and volumes: the next pass creates it again
+# with the new volume template (a StatefulSet's volumeClaimTemplates cannot be changed)
+RECREATE_STATEFULSET = "recreate_statefulset"
+
+#: The condition about the volumes' size against spec.storage.size, and the reasons it is False
+#: because the operator refuses (with a Warning event), not because it is under way.
+VOLUMES_CONDITION = "VolumesResized"
+VOLUME_REFUSALS = ("VolumeShrinkRefused", "VolumeExpansionNotSupported")
 
 # How long a pod the operator restarted (or replaced) may stay down before it counts as failed.
 ROLL_GRACE_SECONDS = 180.0
@@ -97,6 +117,8 @@ class StatefulSetState:
     zone: str
     replicas: int
     update_revision: str = ""
+    volume_size: str = ""  # its volume template's size, as written ("": not read)
+    deleting: bool = False
 
 
 @dataclass(frozen=True)
@@ -104,6 +126,9 @@ class PvcState:
     name: str
     phase: str = "Bound"  # Pending, Bound, Lost
     deleting: bool = False
+    requested: float | None = None  # spec.resources.requests.storage, bytes
+    capacity: float | None = None  # status.capacity.storage, bytes (what the volume has)
+    storage_class: str = ""
 
 
 @dataclass(frozen=True)
@@ -113,6 +138,7 @@ class Member:
     state: str
     alive: bool = True
     tokens: tuple[int, ...] = ()
+    writes_refused: str = ""  # why its disk refuses writes (ringkv.node.disk_guard), or ""
 
 
 @dataclass(frozen=True)
@@ -137,6 +163,8 @@ class Observed:
     pvcs: dict[str, PvcState] = field(default_factory=dict)  # by name
     ring: ClusterReport | None = None  # None: no node answered
     desired_replicas: int | None = None  # autoscaling's choice; None: spec.replicas
+    # StorageClass name -> its allowVolumeExpansion (read for the classes of volumes to grow)
+    expandable: dict[str, bool] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -146,6 +174,8 @@ class Action:
     node: str | None = None
     replicas: int | None = None
     pvc: str | None = None
+    pvcs: tuple[str, ...] = ()
+    size: str = ""  # the size volumes are raised to
     reason: str = ""  # the Kubernetes Event reason
     message: str = ""
 
@@ -183,10 +213,17 @@ def pvc_owner(spec: ClusterSpec, pvc_name: str) -> tuple[str, int] | None:
 
 
 def sts_replicas(spec: ClusterSpec, observed: Observed) -> dict[str, int]:
-    return {
-        z: (observed.statefulsets[z].replicas if z in observed.statefulsets else 0)
-        for z in spec.zones
-    }
+    """Pods per zone: its StatefulSet's replicas; for a zone without one, the pods it left
+    (its StatefulSet was deleted with its pods orphaned, to be created again), so that the
+    StatefulSet is re-created with them rather than with none."""
+    counts = {}
+    for z in spec.zones:
+        if z in observed.statefulsets:
+            counts[z] = observed.statefulsets[z].replicas
+        else:
+            ordinals = [p.ordinal + 1 for p in observed.pods.values() if p.zone == z]
+            counts[z] = max(ordinals, default=0)
+    return counts
 
 
 def expected_nodes(spec: ClusterSpec, counts: dict[str, int]) -> list[tuple[str, int, str]]:
@@ -396,6 +433,7 @@ class Facts:
     last: dict[str, Any]  # status.lastAction
     last_pending: bool  # the last action's node may still be down because of it
     last_done: bool  # the last action's node has been seen back up
+    volumes: VolumeCheck  # the volumes against spec.storage.size
 
     @property
     def total(self) -> int:
@@ -474,7 +512,7 @@ def facts(
         and not prev_ready.get(last.get("node"), False)
     )  # fmt: skip
     return Facts(spec, observed, prev, now, counts, desired, nodes, outdated, last, last_pending,
-                 last_done)  # fmt: skip
+                 last_done, volume_check(spec, observed, counts))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -535,7 +573,8 @@ def delete_removed_volume(f: Facts) -> Verdict | None:
             continue
         node_id = f.spec.pod_name(z, ordinal)
         m = f.members.get(node_id)
-        if (m is None or m.state == LEFT) and node_id not in f.observed.pods:
+        gone = m is None or m.state == LEFT or _never_joined(m)
+        if gone and node_id not in f.observed.pods:
             return _act(Action(
                 DELETE_PVC, zone=z, node=node_id, pvc=pvc.name, reason="VolumeDeleted",
                 message=f"deleting the volume of removed node {node_id} ({pvc.name})",
@@ -569,6 +608,153 @@ def create_first_node(f: Facts) -> Verdict | None:
             SCALE, zone=z, node=f.spec.pod_name(z, 0), replicas=1, reason="ScaleUp",
             message=f"creating the first node {f.spec.pod_name(z, 0)}",
         ), "Creating")  # fmt: skip
+    return None
+
+
+def _never_joined(m: Member | None) -> bool:
+    """A member that holds no ranges and none of the data of its own: not heard of yet, or
+    ``starting`` without tokens (before its join, or after a cancelled one)."""
+    return m is None or (m.state == STARTING and not m.tokens)
+
+
+def remove_unjoined_node(f: Facts) -> Verdict | None:
+    """Scale-down reversed before the new node joined (or after its join was cancelled): its
+    pod is removed at once -- there is nothing to decommission, and waiting for it to become
+    ready would wait for a join that must not happen."""
+    if f.ring is None or f.total <= f.desired:
+        return None
+    targets = f.spec.zone_targets(f.desired)
+    for z in reversed(f.spec.zones):
+        if f.counts[z] <= targets[z]:
+            continue
+        top = f.spec.pod_name(z, f.counts[z] - 1)
+        if _never_joined(f.members.get(top)):
+            return _act(Action(
+                SCALE, zone=z, node=top, replicas=f.counts[z] - 1, reason="NodeRemoved",
+                message=f"{top} has not joined and is no longer wanted; removing its pod "
+                f"({f.spec.statefulset_name(z)} {f.counts[z]} -> {f.counts[z] - 1})",
+            ), "ScalingDown")  # fmt: skip
+    return None
+
+
+@dataclass(frozen=True)
+class VolumeCheck:
+    """The node volumes against spec.storage.size: the condition to report (``ok``,
+    ``reason``, ``message``), the claims to raise and the StatefulSets to re-create."""
+
+    ok: bool
+    reason: str
+    message: str
+    grow: tuple[str, ...] = ()
+    recreate: tuple[str, ...] = ()  # zones
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:g}Gi"
+
+
+def volume_check(spec: ClusterSpec, observed: Observed, counts: dict[str, int]) -> VolumeCheck:
+    """Shrinking is refused (a volume cannot shrink); growing is done online by raising each
+    claim where its StorageClass allows expansion, else refused; once every claim asks for the
+    size, StatefulSets whose volume template still has the old size are re-created."""
+    want = parse_quantity(spec.storage_size)
+    claims = []
+    for pvc in sorted(observed.pvcs.values(), key=lambda p: p.name):
+        owner = pvc_owner(spec, pvc.name)
+        if owner is None or owner[1] >= counts[owner[0]] or pvc.deleting or pvc.requested is None:
+            continue
+        claims.append(pvc)
+    larger = [p for p in claims if p.requested is not None and p.requested > want]
+    if larger:
+        biggest = max(p.requested or 0 for p in larger)
+        return VolumeCheck(False, "VolumeShrinkRefused", (
+            f"spec.storage.size {spec.storage_size} is smaller than {len(larger)} volume(s) "
+            f"({', '.join(p.name for p in larger)}, up to {_gib(biggest)}): volumes cannot "
+            f"shrink; set spec.storage.size back to at least {_gib(biggest)}"
+        ))  # fmt: skip
+    grow = [p for p in claims if p.requested is not None and p.requested < want]
+    if grow:
+        expandable = observed.expandable
+        fixed = sorted({p.storage_class for p in grow if not expandable.get(p.storage_class)})
+        if fixed:
+            names = ", ".join(c or "(default)" for c in fixed)
+            return VolumeCheck(False, "VolumeExpansionNotSupported", (
+                f"cannot grow {len(grow)} volume(s) to {spec.storage_size}: StorageClass "
+                f"{names} does not allow volume expansion (allowVolumeExpansion is not true); "
+                "use a class that does, or set spec.storage.size back"
+            ))  # fmt: skip
+        return VolumeCheck(False, "VolumeExpanding", (
+            f"expanding {', '.join(p.name for p in grow)} to {spec.storage_size}"
+        ), grow=tuple(p.name for p in grow))  # fmt: skip
+    stale = tuple(
+        z for z in spec.zones
+        if z in observed.statefulsets and observed.statefulsets[z].volume_size
+        and parse_quantity(observed.statefulsets[z].volume_size) != want
+    )  # fmt: skip
+    if stale:
+        return VolumeCheck(False, "VolumeExpanding", (
+            "re-creating the StatefulSets of " + ", ".join(stale) + " with volumes of "
+            f"{spec.storage_size} (their pods keep running)"
+        ), recreate=stale)  # fmt: skip
+    filling = [p for p in claims if p.capacity is not None and p.requested is not None
+               and p.capacity < p.requested]  # fmt: skip
+    if filling:
+        return VolumeCheck(False, "VolumeExpanding", (
+            f"waiting for {', '.join(p.name for p in filling)} to reach {spec.storage_size} "
+            "(the storage provider and the kubelet grow them)"
+        ))  # fmt: skip
+    return VolumeCheck(True, "VolumesMatchSpec", f"every volume has {spec.storage_size}")
+
+
+def grow_volumes(f: Facts) -> Verdict | None:
+    """spec.storage.size raised: raise every node's volume claim (online, where the
+    StorageClass allows it), then re-create each StatefulSet with the new volume template,
+    orphaning its pods (they are adopted again, not restarted). Refusals are the condition's,
+    not a verdict: they do not stop the other rules."""
+    if any(s.deleting for s in f.observed.statefulsets.values()):
+        return Verdict(progressing=("ExpandingVolumes", "waiting for a StatefulSet to be "
+                                    "deleted (its pods orphaned) to create it again"))  # fmt: skip
+    check = f.volumes
+    if check.grow:
+        return _act(Action(
+            RESIZE_PVC, pvcs=check.grow, size=f.spec.storage_size, reason="VolumeExpansion",
+            message=f"expanding {len(check.grow)} volume(s) to {f.spec.storage_size} online: "
+            + ", ".join(check.grow),
+        ), "ExpandingVolumes")  # fmt: skip
+    if check.recreate:
+        z = check.recreate[0]
+        return _act(Action(
+            RECREATE_STATEFULSET, zone=z, size=f.spec.storage_size,
+            reason="VolumeTemplateUpdated",
+            message=f"re-creating StatefulSet {f.spec.statefulset_name(z)} with volumes of "
+            f"{f.spec.storage_size}; its pods are orphaned and adopted again, not restarted",
+        ), "ExpandingVolumes")  # fmt: skip
+    return None
+
+
+def cancel_reversed_change(f: Facts) -> Verdict | None:
+    """The scaling was reversed while its ring change runs: a node joining whose pod is no
+    longer wanted, or a node leaving whose zone is no longer to shrink. The change is
+    cancelled (the joiner gives its tokens back, the leaver turns normal again) instead of
+    finishing it and then undoing it, which would stream the same data twice."""
+    if f.ring is None:
+        return None
+    targets = f.spec.zone_targets(f.desired)
+    for n in f.nodes:
+        m = n.member
+        if m is None or not m.alive or n.pod is None:
+            continue
+        if m.state == JOINING and n.ordinal >= targets[n.zone]:
+            why = f"its pod is no longer wanted ({f.total} -> {f.desired} nodes)"
+        elif m.state == LEAVING and f.counts[n.zone] <= targets[n.zone]:
+            why = f"{n.zone} is no longer to shrink ({f.desired} nodes wanted)"
+        else:
+            continue
+        op = "join" if m.state == JOINING else "decommission"
+        return _act(Action(
+            CANCEL, zone=n.zone, node=n.id, reason="RingChangeCancelled",
+            message=f"cancelling the {op} of {n.id}: {why}",
+        ), "ScalingDown" if m.state == JOINING else "ScalingUp")  # fmt: skip
     return None
 
 
@@ -683,8 +869,10 @@ def report_down_nodes(f: Facts) -> Verdict | None:
 
 def wait_for_starting_pods(f: Facts) -> Verdict | None:
     """Pods not ready yet: wait, saying why they start (the phase follows): the node the
-    operator just restarted or replaced, a new node of a scale-up, or one restarting itself."""
-    starting = [n for n in f.nodes if not n.ready]
+    operator just restarted or replaced, a new node of a scale-up, or one restarting itself.
+    (A node unready because its disk is full is not starting: it serves reads, and adding
+    nodes or growing volumes is what helps it; ``decide`` reports it as Degraded.)"""
+    starting = [n for n in f.nodes if not n.ready and not _disk_full(n)]
     if not starting:
         return None
     ids = {n.id for n in starting}
@@ -701,6 +889,11 @@ def wait_for_starting_pods(f: Facts) -> Verdict | None:
         reason = "WaitingForNodes"
     names = ", ".join(n.id for n in starting)
     return Verdict(progressing=(reason, f"waiting for {names} to become ready"))
+
+
+def _disk_full(n: _Node) -> bool:
+    m = n.member
+    return m is not None and m.alive and m.state == NORMAL and bool(m.writes_refused)
 
 
 def cluster_unreachable(f: Facts) -> Verdict | None:
@@ -759,6 +952,13 @@ def scale_up(f: Facts) -> Verdict | None:
     if z is None:
         return None
     node_id = f.spec.pod_name(z, f.counts[z])
+    stale = f.observed.pvcs.get(f.spec.pvc_name(z, f.counts[z]))
+    m = f.members.get(node_id)
+    if stale is not None and (stale.deleting or (m is not None and m.state == LEFT)):
+        # The volume of the node that left from this place is still being deleted: a pod now
+        # would start on it, as a node that has left, and be removed again.
+        return Verdict(progressing=("ScalingUp", f"waiting for the volume {stale.name} of "
+                                    f"removed node {node_id} to be deleted"))  # fmt: skip
     return _act(Action(
         SCALE, zone=z, node=node_id, replicas=f.counts[z] + 1, reason="ScaleUp",
         message=f"adding {node_id} ({total} -> {total + 1} of {desired} nodes)",
@@ -786,9 +986,12 @@ Rule = Callable[[Facts], Verdict | None]
 RULES: tuple[Rule, ...] = (
     paused,
     remove_left_node,
+    remove_unjoined_node,
     delete_removed_volume,
     restore_removed_node,
     create_first_node,
+    grow_volumes,
+    cancel_reversed_change,
     wait_for_ring_change,
     wait_for_restarted_node,
     restart_stale_down_node,
@@ -815,6 +1018,12 @@ def decide(
     the verdict of the first rule that has one."""
     f = facts(spec, observed, previous_status, now)
     verdict = next((v for v in (rule(f) for rule in RULES) if v is not None), Verdict())
+    full = [n for n in f.nodes if _disk_full(n)]
+    if full and verdict.degraded is None:
+        why = "; ".join(f"{n.id}: {n.member.writes_refused}" for n in full if n.member)
+        verdict = dataclasses.replace(verdict, degraded=("DiskFull", (
+            f"refusing writes (507), serving reads: {why}; grow spec.storage.size or free space"
+        )))  # fmt: skip
     action = verdict.action
     replacements = int(f.prev.get("replacements") or 0)
     if action.kind == REPLACE:
@@ -828,6 +1037,11 @@ def decide(
     )  # fmt: skip
     if action.kind == NONE and f.last and f.last_done and status.get("lastAction"):
         status["lastAction"] = {**status["lastAction"], "done": True}
+    prev_conditions = [c for c in f.prev.get("conditions") or () if isinstance(c, dict)]
+    v = f.volumes
+    status["conditions"].append(
+        _condition(prev_conditions, VOLUMES_CONDITION, v.ok, v.reason, v.message, now, generation)
+    )
     return Decision(action, status)
 
 
@@ -945,6 +1159,7 @@ def _status(
         ),
         "selector": spec.selector_string,
         "image": spec.image,
+        "shards": spec.shards,
         "zones": zones,
         "members": list(listed.values()),
         "progress": progress,  # None deletes it in a merge patch

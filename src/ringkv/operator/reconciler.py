@@ -19,12 +19,17 @@ from typing import Any, Protocol
 from ringkv.client import Client, RingkvError
 from ringkv.operator import builders, credentials
 from ringkv.operator.plan import (
+    CANCEL,
     DECOMMISSION,
     DELETE_PVC,
     NONE,
+    RECREATE_STATEFULSET,
     REPLACE,
+    RESIZE_PVC,
     RESTART,
     SCALE,
+    VOLUME_REFUSALS,
+    VOLUMES_CONDITION,
     Action,
     ClusterReport,
     Member,
@@ -38,6 +43,7 @@ from ringkv.operator.plan import (
     parse_iso,
     request_rate,
     scaling_blocked,
+    sts_replicas,
 )
 from ringkv.operator.spec import (
     GROUP,
@@ -47,6 +53,7 @@ from ringkv.operator.spec import (
     ZONE_KEY,
     ClusterSpec,
     SpecError,
+    parse_quantity,
     parse_spec,
 )
 
@@ -66,11 +73,15 @@ class Kube(Protocol):
     def patch_replicas(self, namespace: str, name: str, replicas: int) -> None: ...
     def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     def create(self, obj: dict[str, Any]) -> None: ...
+    def resize_pvc(self, namespace: str, name: str, size: str) -> None: ...
+    def delete_statefulset_orphan(self, namespace: str, name: str) -> None: ...
+    def storage_class_expandable(self, name: str) -> bool: ...
 
 
 class Nodes(Protocol):
     def ring_view(self, endpoints: list[str]) -> ClusterReport | None: ...
     def decommission(self, endpoints: list[str], node: str) -> None: ...
+    def cancel(self, endpoints: list[str], node: str) -> None: ...
     def load(self, endpoints: list[str]) -> tuple[float | None, float | None]: ...
 
 
@@ -121,6 +132,9 @@ class PodsOnly:
     def decommission(self, endpoints: list[str], node: str) -> None:  # pragma: no cover
         raise NotImplementedError
 
+    def cancel(self, endpoints: list[str], node: str) -> None:  # pragma: no cover
+        raise NotImplementedError
+
     def load(self, endpoints: list[str]) -> tuple[None, None]:  # pragma: no cover
         return None, None
 
@@ -132,10 +146,14 @@ def observe(spec: ClusterSpec, kube: Kube, nodes: Nodes) -> tuple[Observed, dict
     for sts in kube.list_statefulsets(ns, selector):
         zone = _get(sts, "metadata", "labels", ZONE_KEY, default="")
         if zone in spec.zones and _get(sts, "metadata", "name") == spec.statefulset_name(zone):
+            templates = _get(sts, "spec", "volumeClaimTemplates", default=[])
+            template = templates[0] if templates else {}
             statefulsets[zone] = StatefulSetState(
                 zone=zone,
                 replicas=int(_get(sts, "spec", "replicas", default=0)),
                 update_revision=_get(sts, "status", "updateRevision", default=""),
+                volume_size=str(_get(template, "spec", "resources", "requests", "storage") or ""),
+                deleting=_get(sts, "metadata", "deletionTimestamp") is not None,
             )
     pods = {}
     for raw in kube.list_pods(ns, selector):
@@ -149,9 +167,23 @@ def observe(spec: ClusterSpec, kube: Kube, nodes: Nodes) -> tuple[Observed, dict
             name=name,
             phase=_get(raw, "status", "phase", default="Pending"),
             deleting=_get(raw, "metadata", "deletionTimestamp") is not None,
+            requested=_quantity(_get(raw, "spec", "resources", "requests", "storage")),
+            capacity=_quantity(_get(raw, "status", "capacity", "storage")),
+            storage_class=_get(raw, "spec", "storageClassName", default=""),
         )
+    # Whether the StorageClass allows expansion, read only for the volumes to grow.
+    want = parse_quantity(spec.storage_size)
+    classes = {p.storage_class for p in pvcs.values() if p.requested and p.requested < want}
+    expandable = {c: kube.storage_class_expandable(c) for c in sorted(classes) if c}
     ring = nodes.ring_view(endpoints_of(spec, pods.values()))
-    return Observed(statefulsets, pods, pvcs, ring), pods
+    return Observed(statefulsets, pods, pvcs, ring, expandable=expandable), pods
+
+
+def _quantity(value: Any) -> float | None:
+    try:
+        return parse_quantity(value) if value is not None else None
+    except SpecError:
+        return None
 
 
 def endpoints_of(spec: ClusterSpec, pods: Iterable[PodState], only: str | None = None) -> list[str]:
@@ -197,14 +229,33 @@ def owner_of(body: dict[str, Any]) -> dict[str, Any]:
     return {"name": body["metadata"]["name"], "uid": body["metadata"]["uid"]}
 
 
+def volume_sizes(observed: Observed) -> dict[str, str]:
+    """The volume template size of each zone's StatefulSet. It is applied unchanged: the API
+    refuses to change a StatefulSet's volumeClaimTemplates (``plan.grow_volumes`` re-creates
+    the StatefulSet to change it)."""
+    return {z: s.volume_size for z, s in observed.statefulsets.items() if s.volume_size}
+
+
+def _keep_volume_size(obj: dict[str, Any], sizes: dict[str, str]) -> dict[str, Any]:
+    size = sizes.get(_get(obj, "metadata", "labels", ZONE_KEY, default=""))
+    if obj.get("kind") == "StatefulSet" and size:
+        obj["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] = size
+    return obj
+
+
 def ensure_children(
-    spec: ClusterSpec, body: dict[str, Any], kube: Kube, replicas: dict[str, int]
+    spec: ClusterSpec,
+    body: dict[str, Any],
+    kube: Kube,
+    replicas: dict[str, int],
+    sizes: dict[str, str] | None = None,
 ) -> None:
-    """Create or patch every child (server-side apply), StatefulSets with ``replicas``; first
-    the Secrets the operator generates (created once, never re-applied)."""
+    """Create or patch every child (server-side apply), StatefulSets with ``replicas`` (and
+    the volume template ``sizes`` they have, see ``volume_sizes``); first the Secrets the
+    operator generates (created once, never re-applied)."""
     credentials.ensure_secrets(spec, owner_of(body), kube)
     for obj in builders.build_children(spec, owner_of(body), replicas):
-        kube.apply(obj)
+        kube.apply(_keep_volume_size(obj, sizes or {}))
     if spec.monitoring.pod_monitor:
         _apply_pod_monitor(spec, builders.build_pod_monitor(spec, owner_of(body)), kube)
 
@@ -256,13 +307,18 @@ def reconcile(
             emit("Warning", "InvalidSpec", str(exc))
             return Action(), status
         observed, pods = observe(spec, kube, nodes)
-        counts = {z: observed.statefulsets[z].replicas if z in observed.statefulsets else 0
-                  for z in spec.zones}  # fmt: skip
-        ensure_children(spec, body, kube, counts)
+        # (a zone whose StatefulSet was deleted, orphaning its pods, counts its pods: it is
+        # created again with them -- see plan.sts_replicas)
+        counts = sts_replicas(spec, observed)
+        sizes = volume_sizes(observed)
+        ensure_children(spec, body, kube, counts, sizes)
         decision = decide(spec, observed, previous, now, generation)
         action, status = decision.action, decision.status
+        refusal = _new_refusal(previous, status)
+        if act and refusal is not None:
+            emit("Warning", refusal["reason"], refusal["message"])
         if act and action.kind != NONE:
-            execute(spec, body, action, kube, nodes, pods, counts)
+            execute(spec, body, action, kube, nodes, pods, counts, sizes)
             kind = "Warning" if action.kind == REPLACE else "Normal"
             emit(kind, action.reason, action.message)
         if act and action.kind == NONE and observed.ring is not None:
@@ -274,6 +330,21 @@ def reconcile(
         kube.patch_status(namespace, name, status)
         memory.status = status
         return action, status
+
+
+def _new_refusal(previous: dict[str, Any], status: dict[str, Any]) -> dict[str, Any] | None:
+    """The volumes condition when it turned to a refusal this pass (said once, as an event)."""
+
+    def volumes(s: dict[str, Any]) -> dict[str, Any]:
+        found = [c for c in s.get("conditions") or () if c.get("type") == VOLUMES_CONDITION]
+        return found[0] if found else {}
+
+    now, before = volumes(status), volumes(previous)
+    if now.get("reason") in VOLUME_REFUSALS and (
+        now.get("reason"), now.get("message")) != (before.get("reason"), before.get("message")
+    ):  # fmt: skip
+        return now
+    return None
 
 
 def _newer(mine: dict[str, Any], seen: dict[str, Any]) -> bool:
@@ -291,16 +362,19 @@ def execute(
     nodes: Nodes,
     pods: dict[str, PodState],
     counts: dict[str, int],
+    sizes: dict[str, str] | None = None,
 ) -> None:
     ns = spec.namespace
     log.info("%s/%s: %s", ns, spec.name, action.message)
     if action.kind == SCALE:
         assert action.zone is not None and action.replicas is not None
-        kube.apply(builders.build_statefulset(spec, action.zone, action.replicas, owner_of(body)))
-    elif action.kind == DECOMMISSION:
+        sts = builders.build_statefulset(spec, action.zone, action.replicas, owner_of(body))
+        kube.apply(_keep_volume_size(sts, sizes or {}))
+    elif action.kind in (DECOMMISSION, CANCEL):
         assert action.node is not None
         own = endpoints_of(spec, pods.values(), only=action.node)
-        nodes.decommission(own + endpoints_of(spec, pods.values()), action.node)
+        change = nodes.decommission if action.kind == DECOMMISSION else nodes.cancel
+        change(own + endpoints_of(spec, pods.values()), action.node)
     elif action.kind == DELETE_PVC:
         assert action.pvc is not None
         kube.delete_pvc(ns, action.pvc)
@@ -313,6 +387,14 @@ def execute(
     elif action.kind == RESTART:
         assert action.node is not None
         kube.delete_pod(ns, action.node)
+    elif action.kind == RESIZE_PVC:
+        for pvc in action.pvcs:
+            kube.resize_pvc(ns, pvc, action.size)
+    elif action.kind == RECREATE_STATEFULSET:
+        assert action.zone is not None
+        # Its pods and volumes stay (orphaned); the next pass applies it again, with the
+        # new volume template, and it adopts them: no pod restarts.
+        kube.delete_statefulset_orphan(ns, spec.statefulset_name(action.zone))
 
 
 def autoscale_step(
@@ -427,6 +509,30 @@ class KubeApi:
             lambda: self.core.delete_namespaced_persistent_volume_claim(name, namespace)
         )
 
+    def resize_pvc(self, namespace: str, name: str, size: str) -> None:
+        body = {"spec": {"resources": {"requests": {"storage": size}}}}
+        self._ignore_404(
+            lambda: self.core.patch_namespaced_persistent_volume_claim(name, namespace, body)
+        )
+
+    def delete_statefulset_orphan(self, namespace: str, name: str) -> None:
+        options = self._client.V1DeleteOptions(propagation_policy="Orphan")
+        self._ignore_404(
+            lambda: self.apps.delete_namespaced_stateful_set(name, namespace, body=options)
+        )
+
+    def storage_class_expandable(self, name: str) -> bool:
+        """A StorageClass's allowVolumeExpansion (False when there is no such class)."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            sc = self._client.StorageV1Api(self.api).read_storage_class(name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return bool(sc.allow_volume_expansion)
+
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         self.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, PLURAL, name, {"status": status}
@@ -517,6 +623,7 @@ class NodeHttp:
                     state=str(n.get("state")),
                     alive=bool(n.get("alive")),
                     tokens=tuple(int(t) for t in n.get("tokens") or ()),
+                    writes_refused=str(n.get("writes_refused") or ""),
                 )
             running = [c for c in progress.get("changes") or () if c.get("state") == "running"]
             change = running[0] if running else None
@@ -533,20 +640,27 @@ class NodeHttp:
         return None
 
     def decommission(self, endpoints: list[str], node: str) -> None:
+        self._change(endpoints, "decommission", node)
+
+    def cancel(self, endpoints: list[str], node: str) -> None:
+        """Cancel the join or decommission ``node`` drives (the node undoes it)."""
+        self._change(endpoints, "cancel", node)
+
+    def _change(self, endpoints: list[str], action: str, node: str) -> None:
         for endpoint in endpoints:
             try:
                 with self._client(endpoint, max(self.timeout, 10.0)) as c:
-                    c.admin("decommission", node)
+                    c.admin(action, node)
                 return
             except RingkvError as exc:
-                if exc.status == 409:  # already leaving, or another change runs: next pass
-                    log.info("decommission of %s refused for now: %s", node, exc)
+                if exc.status == 409:  # already done, or another change runs: next pass
+                    log.info("%s of %s refused for now: %s", action, node, exc)
                     return
                 if exc.status:  # an answer other than a connection failure
                     raise
             except (OSError, ValueError):
                 continue
-        raise ConnectionError(f"no node answered the decommission of {node}")
+        raise ConnectionError(f"no node answered the {action} of {node}")
 
     def load(self, endpoints: list[str]) -> tuple[float | None, float | None]:
         """(client requests served, stored bytes), summed over the nodes' /metrics."""

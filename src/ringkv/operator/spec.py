@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import Any
 
 from ringkv.node.config import SETTINGS
@@ -33,14 +34,31 @@ MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 ZONE_KEY = "ringkv.io/zone"
 NODE_ID_ANNOTATION = "ringkv.io/node-id"
 
-# Node flags the operator sets itself (security flags from spec.security); spec.settings may
-# not override them.
-RESERVED_SETTINGS = frozenset(s.flag for s in SETTINGS.values() if s.operator)
-
 
 def _node_default(flag: str) -> Any:
     """The node's default for a flag: a KVCluster field that sets it has the same default."""
     return SETTINGS[flag].default
+
+
+# spec.shards: worker processes (one per core) serving each node, passed on as RINGKV_SHARDS.
+SHARDS_FLAG = "shards"
+SHARDS_ENV = "RINGKV_SHARDS"
+
+
+def _max_shards() -> int:
+    """spec.shards' upper bound: the node's --shards bound once the node declares the flag (as
+    N's range is the node's); before that the node ignores RINGKV_SHARDS and this one holds."""
+    node = SETTINGS.get(SHARDS_FLAG)
+    return int(node.high) if node is not None and node.high is not None else 256
+
+
+# The operator always passes an explicit count (its default comes from the pod's CPU), so 1 is
+# its lower bound even where the node reads 0 as "detect the CPUs".
+MIN_SHARDS, MAX_SHARDS = 1, _max_shards()
+
+# Node flags the operator sets itself (security flags from spec.security, the shard count from
+# spec.shards); spec.settings may not override them.
+RESERVED_SETTINGS = frozenset(s.flag for s in SETTINGS.values() if s.operator) | {SHARDS_FLAG}
 
 
 # Where the node pods find the files mounted from Secrets (directories: a Secret volume mounted
@@ -101,6 +119,33 @@ def parse_quantity(value: int | float | str) -> float:
     return float(m.group(1)) * _QUANTITY_UNITS[m.group(2) or ""]
 
 
+def _cpu_cores(value: Any) -> Decimal | None:
+    """A CPU quantity (``2``, ``2500m``, ``1.5``) in cores, exactly (``3000m`` is 3, not a hair
+    above it as a float would make it); None if it is not one."""
+    m = _QUANTITY.match(str(value).strip())
+    if not m or m.group(2) not in (None, "m"):
+        return None
+    try:
+        cores = Decimal(m.group(1))
+    except InvalidOperation:
+        return None
+    return cores / 1000 if m.group(2) == "m" else cores
+
+
+def default_shards(resources: dict[str, Any]) -> int:
+    """spec.shards when the spec names none: one shard per core the container may use, that is
+    its CPU limit rounded up (``limits.cpu: 2500m`` gives 3). Without a limit the container may
+    burst onto every core of its machine, which it does not own: its CPU request (what the
+    scheduler reserved for it) rounded up, and with neither 1, as a node ran before shards.
+    Clamped to the range."""
+    for section in ("limits", "requests"):
+        cpu = _cpu_cores(dict(resources.get(section) or {}).get("cpu", ""))
+        if cpu is not None and cpu > 0:
+            whole = int(cpu.to_integral_value(rounding=ROUND_CEILING))
+            return max(MIN_SHARDS, min(MAX_SHARDS, whole))
+    return MIN_SHARDS
+
+
 @dataclass(frozen=True)
 class Autoscaling:
     enabled: bool = False
@@ -159,6 +204,7 @@ class ClusterSpec:
     consistency: str = _node_default("default-consistency")
     conflict_resolution: str = _node_default("conflict-mode")
     vnodes: int = _node_default("vnodes")
+    shards: int = MIN_SHARDS  # spec.shards, or default_shards(resources)
     image: str = DEFAULT_IMAGE
     image_pull_policy: str = "IfNotPresent"
     image_pull_secrets: tuple[str, ...] = ()
@@ -435,6 +481,14 @@ def parse_spec(name: str, namespace: str, spec: dict[str, Any]) -> ClusterSpec:
         raise SpecError("spec.clientPort and spec.peerPort must differ")
     size = storage.get("size", "1Gi")
     parse_quantity(size)
+    resources = _map(spec.get("resources"), "spec.resources")
+    shards = spec.get("shards")
+    if shards is None:
+        shards = default_shards(resources)
+    elif isinstance(shards, bool) or not isinstance(shards, int):
+        raise SpecError(f"spec.shards must be a whole number, got {shards!r}")
+    elif not MIN_SHARDS <= shards <= MAX_SHARDS:
+        raise SpecError(f"spec.shards must be between {MIN_SHARDS} and {MAX_SHARDS}")
     return ClusterSpec(
         name=name,
         namespace=namespace,
@@ -444,6 +498,7 @@ def parse_spec(name: str, namespace: str, spec: dict[str, Any]) -> ClusterSpec:
         consistency=str(spec.get("consistency", _node_default("default-consistency"))),
         conflict_resolution=str(spec.get("conflictResolution", _node_default("conflict-mode"))),
         vnodes=int(spec.get("vnodes", _node_default("vnodes"))),
+        shards=shards,
         image=str(spec.get("image") or DEFAULT_IMAGE),
         image_pull_policy=str(spec.get("imagePullPolicy", "IfNotPresent")),
         image_pull_secrets=tuple(
@@ -452,7 +507,7 @@ def parse_spec(name: str, namespace: str, spec: dict[str, Any]) -> ClusterSpec:
         client_port=client_port,
         peer_port=peer_port,
         topology_key=str(spec.get("topologyKey") or ZONE_LABEL),
-        resources=dict(spec.get("resources") or {}),
+        resources=resources,
         storage_size=str(size),
         storage_class=storage.get("storageClassName") or None,
         delete_policy=str(storage.get("deletePolicy", "Retain")),
