@@ -34,7 +34,8 @@ def binary() -> str:
 
 
 class S3Server:
-    def __init__(self, root: Path, host: str = HOST) -> None:
+    def __init__(self, root: Path, host: str = HOST, nice: int = 0) -> None:
+        self.nice = nice
         self.root = Path(root)
         self.host = host
         self.port = free_ports(1)[0]
@@ -58,8 +59,9 @@ class S3Server:
         data = self.root / "data"
         data.mkdir(parents=True, exist_ok=True)
         log = (self.root / "versitygw.log").open("ab")
+        niced = ["nice", "-n", str(self.nice)] if self.nice else []
         self.process = subprocess.Popen(
-            [binary(), "--access", self.access_key, "--secret", self.secret_key,
+            [*niced, binary(), "--access", self.access_key, "--secret", self.secret_key,
              "--port", f"{self.host}:{self.port}", "--quiet", "posix", str(data)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip

@@ -188,3 +188,16 @@ def test_backup_benchmark_quick_run(tmp_path: Path) -> None:
     document = json.loads(result.read_text())
     assert document["restore"]["records_sent"] == 300
     assert document["incremental"]["second_uploaded"] < document["incremental"]["second_bytes"]
+
+
+@pytest.mark.slow
+def test_backup_benchmark_attributes_the_node_side(tmp_path: Path) -> None:
+    """--under reads: only what a backup asks of the nodes (snapshots, listings, file reads)."""
+    result = tmp_path / "reads.json"
+    run("benchmarks/backup.py", "--keys", "300", "--rounds", "1", "--rate", "50",
+        "--under", "reads", "--chunk-mb", "0.25", "--nice", "5", "--skip-restore",
+        "--json", str(result), timeout=300)  # fmt: skip
+    document = json.loads(result.read_text())
+    (row,) = document["rounds"]
+    assert row["backups_during_load"] >= 1 and row["backup"]["errors"] == 0
+    assert "restore" not in document

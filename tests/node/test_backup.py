@@ -236,3 +236,46 @@ def test_cli_backup_list_restore_and_refusal(make_cluster: MakeCluster, s3: S3Se
     missing = _ringkv("admin", "restore", "nope", "--endpoint", target.urls[0], *flags,
                       env=s3.env())  # fmt: skip
     assert missing.returncode == 1 and "not complete" in missing.stderr
+
+
+def test_a_second_snapshot_hashes_only_the_files_written_since(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SST files are immutable and shared (hard links) between the database and its
+    snapshots: their checksums are kept by inode, so an incremental backup's listing reads
+    only what is new."""
+    import ringkv.node.snapshots as snapshots
+    from ringkv.node.storage import Storage
+
+    hashed: list[str] = []
+    real = snapshots.file_sha256
+
+    def counting(path: Path) -> str:
+        hashed.append(path.name)
+        return real(path)
+
+    monkeypatch.setattr(snapshots, "file_sha256", counting)
+    storage = Storage(str(tmp_path / "db"))
+    snaps = snapshots.Snapshots(str(tmp_path / "db"))
+    try:
+        for batch in range(3):
+            for i in range(200):
+                storage.db[b"k%d-%d" % (batch, i)] = os.urandom(100)
+            storage.flush()
+        snaps.create(storage.db, "one", {})
+        first = {f["path"]: f["sha256"] for f in snaps.describe("one", True)["file_list"]}
+        first_ssts = {name for name in hashed if name.endswith(".sst")}
+        assert len(first_ssts) >= 3
+        hashed.clear()
+        storage.db[b"new"] = b"x"
+        storage.flush()
+        snaps.create(storage.db, "two", {})
+        second = {f["path"]: f["sha256"] for f in snaps.describe("two", True)["file_list"]}
+        new_ssts = {p for p in second if p.endswith(".sst")} - set(first)
+        assert len(new_ssts) == 1
+        assert {name for name in hashed if name.endswith(".sst")} == new_ssts
+        for path in first.keys() & second.keys():
+            if path.endswith(".sst"):
+                assert first[path] == second[path] == real(snaps.root / "two" / path)
+    finally:
+        storage.close()

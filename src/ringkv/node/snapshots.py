@@ -30,6 +30,7 @@ from rocksdict import Checkpoint
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 INFO_FILE = "ringkv-snapshot.json"
 CHUNK = 1024 * 1024
+MAX_SHARED_DIGESTS = 100_000
 
 
 class SnapshotError(Exception):
@@ -62,6 +63,10 @@ class Snapshots:
 
     def __init__(self, data_dir: str) -> None:
         self.root = snapshots_dir(data_dir)
+        # SHA-256 of the files shared with the live database (RocksDB's SST files, hard
+        # links of one immutable inode), by inode: the next snapshot shares most of them, so
+        # an incremental backup hashes only the files written since the last one.
+        self._shared_digests: dict[tuple[int, int, int, int], str] = {}
 
     def _path(self, name: str) -> Path:
         if not isinstance(name, str) or not NAME_RE.match(name):
@@ -119,14 +124,27 @@ class Snapshots:
             listed = []
             for f in files:
                 rel = f.relative_to(path).as_posix()
-                digest = known.get(rel) or file_sha256(f)
+                st = f.stat()
+                digest = known.get(rel) or self._digest(f, st)
                 known[rel] = digest
-                listed.append({"path": rel, "size": f.stat().st_size, "sha256": digest})
+                listed.append({"path": rel, "size": st.st_size, "sha256": digest})
             if info.get("checksums") != known:
                 info["checksums"] = known
                 (path / INFO_FILE).write_text(json.dumps(info))
             out["file_list"] = listed
         return out
+
+    def _digest(self, path: Path, st: os.stat_result) -> str:
+        if st.st_nlink == 1:  # a file of this snapshot alone (a copied log or manifest)
+            return file_sha256(path)
+        inode = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        digest = self._shared_digests.get(inode)
+        if digest is None:
+            digest = self._shared_digests[inode] = file_sha256(path)
+            if len(self._shared_digests) > MAX_SHARED_DIGESTS:  # oldest first: long gone
+                for old in list(self._shared_digests)[: MAX_SHARED_DIGESTS // 2]:
+                    del self._shared_digests[old]
+        return digest
 
     def names(self) -> list[str]:
         if not self.root.is_dir():
