@@ -216,6 +216,22 @@ def test_report_down_nodes() -> None:
     assert plan.report_down_nodes(f_of(spec, cluster(spec, ONE))) is None
 
 
+def test_node_down_names_the_member_and_why() -> None:
+    """The Degraded message says which member is down and on whose word (the node the
+    operator asked, the pod's state), so a transient one can be told from a real one."""
+    spec = make_spec()
+    obs = cluster(spec, ONE, dead={"kv-zone-b-0"})
+    obs = dataclasses.replace(obs, ring=dataclasses.replace(obs.ring, source="kv-zone-a-0"))
+    v = plan.report_down_nodes(f_of(spec, obs))
+    assert v is not None and v.degraded is not None
+    assert "kv-zone-b-0 (0 s: normal, dead to kv-zone-a-0, pod not ready)" in v.degraded[1]
+    pods = {**obs.pods, "kv-zone-b-0": dataclasses.replace(obs.pods["kv-zone-b-0"],
+                                                           phase="Pending")}  # fmt: skip
+    v = plan.report_down_nodes(f_of(spec, dataclasses.replace(obs, pods=pods)))
+    assert v is not None and v.degraded is not None
+    assert "kv-zone-b-0 (0 s: pod Pending)" in v.degraded[1]
+
+
 def test_wait_for_starting_pods() -> None:
     spec = make_spec()
     f = f_of(spec, cluster(spec, ONE, not_ready={"kv-zone-c-0"}))

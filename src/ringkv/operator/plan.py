@@ -128,6 +128,8 @@ class ClusterReport:
     # ``cleanup_pending``); their reports (``cleanup``) give the progress
     cleanup_pending: tuple[str, ...] = ()
     cleanup: tuple[dict[str, Any], ...] = ()
+    # the node whose view ``members`` is (its pod name), named when it calls a member dead
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -379,6 +381,18 @@ class _Node:
             return False
         return not m.alive
 
+    def down_reason(self, source: str) -> str:
+        """Why it counts as down, for the Degraded message: its pod, or who holds it dead."""
+        if self.pod is None:
+            return "no pod"
+        if self.pod.deleting:
+            return "pod terminating"
+        if self.pod.phase != "Running":
+            return f"pod {self.pod.phase}"
+        state = self.member.state if self.member else "absent"
+        ready = "ready" if self.ready else "not ready"
+        return f"{state}, dead to {source or 'the node asked'}, pod {ready}"
+
 
 @dataclass
 class Facts:
@@ -619,7 +633,11 @@ def restart_stale_down_node(f: Facts) -> Verdict | None:
 
 
 def _down_for(f: Facts, down: list[_Node]) -> str:
-    return ", ".join(f"{n.id} ({int(f.now - (n.down_since or f.now))} s)" for n in down)
+    source = f.ring.source if f.ring is not None else ""
+    return ", ".join(
+        f"{n.id} ({int(f.now - (n.down_since or f.now))} s: {n.down_reason(source)})"
+        for n in down
+    )
 
 
 def stop_roll_on_failure(f: Facts) -> Verdict | None:

@@ -8,6 +8,7 @@ ringkv nodes' HTTP API), so a pass can run against fakes in unit tests; ``KubeAp
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -151,6 +152,10 @@ def observe(spec: ClusterSpec, kube: Kube, nodes: Nodes) -> tuple[Observed, dict
             deleting=_get(raw, "metadata", "deletionTimestamp") is not None,
         )
     ring = nodes.ring_view(endpoints_of(spec, pods.values()))
+    if ring is not None and ring.source:  # the endpoint that answered: name its pod
+        named = next((p.name for p in pods.values() if endpoints_of(spec, [p]) == [ring.source]),
+                     ring.source)  # fmt: skip
+        ring = dataclasses.replace(ring, source=named)
     return Observed(statefulsets, pods, pvcs, ring), pods
 
 
@@ -529,6 +534,7 @@ class NodeHttp:
                 members, progress.get("in_progress"), change, hints,
                 tuple(str(n) for n in progress.get("cleanup_pending") or ()),
                 tuple(r for r in progress.get("cleanup") or () if isinstance(r, dict)),
+                source=endpoint,
             )  # fmt: skip
         return None
 
