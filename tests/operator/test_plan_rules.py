@@ -328,3 +328,17 @@ def test_a_pod_that_is_deleting_is_not_ready() -> None:
     pods[p.name] = PodState(p.name, p.zone, p.ordinal, deleting=True, revision=p.revision)
     f = f_of(spec, dataclasses.replace(obs, pods=pods))
     assert [n.id for n in f.nodes if not n.ready] == ["kv-zone-a-0"]
+
+
+def test_disruption_budgets_close_the_other_zones_while_a_node_is_out() -> None:
+    """A zone's budget is 1 while every node of the other zones is ready: nodes out in one
+    zone leave each range a quorum, nodes out in two zones may not."""
+    spec = make_spec()
+    assert plan.disruption_budgets(spec, cluster(spec, ONE)) == {z: 1 for z in ZONES}
+    out_b = cluster(spec, ONE, not_ready={"kv-zone-b-0"})
+    assert plan.disruption_budgets(spec, out_b) == {"zone-a": 0, "zone-b": 1, "zone-c": 0}
+    gone = dataclasses.replace(out_b, pods={k: v for k, v in out_b.pods.items()
+                                            if k != "kv-zone-b-0"})  # fmt: skip
+    assert plan.disruption_budgets(spec, gone) == {"zone-a": 0, "zone-b": 1, "zone-c": 0}
+    two = cluster(spec, ONE, not_ready={"kv-zone-b-0", "kv-zone-c-0"})
+    assert plan.disruption_budgets(spec, two) == {z: 0 for z in ZONES}

@@ -997,6 +997,28 @@ def zone_balance_message(sizes: list[int], rf: int, bound: float) -> str:
     )
 
 
+# -- disruption budgets -------------------------------------------------------------------------
+
+
+def disruption_budgets(spec: ClusterSpec, observed: Observed) -> dict[str, int]:
+    """Each zone's PodDisruptionBudget ``maxUnavailable``: 1 while every node of the other
+    zones is ready, else 0.
+
+    Zone-aware placement keeps a replica of each range per zone (with as many zones as
+    replicas), so any number of nodes out in one zone leave every range a quorum, and nodes
+    out in two zones may not. Per-zone budgets let a zone's maintenance (a drain) go on
+    whatever the other zones' budgets, one node at a time in the zone; a node out elsewhere
+    (drained, failed, restarting) closes them, so a second zone is not drained on top of it.
+    The budgets follow the pods each pass: two evictions in different zones within one pass
+    can both pass (the PodDisruptionBudget API has no cross-budget limit)."""
+    counts = sts_replicas(spec, observed)
+    not_ready = {
+        z for z, _, node_id in expected_nodes(spec, counts)
+        if (p := observed.pods.get(node_id)) is None or not p.ready or p.deleting
+    }  # fmt: skip
+    return {z: 0 if not_ready - {z} else 1 for z in spec.zones}
+
+
 # -- autoscaling --------------------------------------------------------------------------------
 
 
@@ -1112,6 +1134,7 @@ __all__ = [
     "change_progress",
     "cleanup_progress",
     "decide",
+    "disruption_budgets",
     "expected_nodes",
     "iso",
     "parse_iso",

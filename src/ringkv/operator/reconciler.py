@@ -35,6 +35,7 @@ from ringkv.operator.plan import (
     StatefulSetState,
     autoscale,
     decide,
+    disruption_budgets,
     iso,
     parse_iso,
     request_rate,
@@ -63,6 +64,7 @@ class Kube(Protocol):
     def list_pvcs(self, namespace: str, selector: str) -> list[dict[str, Any]]: ...
     def delete_pod(self, namespace: str, name: str, force: bool = False) -> None: ...
     def delete_pvc(self, namespace: str, name: str) -> None: ...
+    def delete_pdb(self, namespace: str, name: str) -> None: ...
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
     def patch_replicas(self, namespace: str, name: str, replicas: int) -> None: ...
     def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None: ...
@@ -181,6 +183,7 @@ class _Memory:
     # The status this process wrote last (the watched object may not show it yet).
     status: dict[str, Any] | None = None
     generation: int | None = None
+    legacy_pdb_gone: bool = False  # the cluster-wide PodDisruptionBudget deleted
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -203,12 +206,17 @@ def owner_of(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def ensure_children(
-    spec: ClusterSpec, body: dict[str, Any], kube: Kube, replicas: dict[str, int]
+    spec: ClusterSpec,
+    body: dict[str, Any],
+    kube: Kube,
+    replicas: dict[str, int],
+    budgets: dict[str, int] | None = None,
 ) -> None:
-    """Create or patch every child (server-side apply), StatefulSets with ``replicas``; first
-    the Secrets the operator generates (created once, never re-applied)."""
+    """Create or patch every child (server-side apply), StatefulSets with ``replicas``, the
+    zones' PodDisruptionBudgets with ``budgets``; first the Secrets the operator generates
+    (created once, never re-applied)."""
     credentials.ensure_secrets(spec, owner_of(body), kube)
-    for obj in builders.build_children(spec, owner_of(body), replicas):
+    for obj in builders.build_children(spec, owner_of(body), replicas, budgets):
         kube.apply(obj)
     if spec.monitoring.pod_monitor:
         _apply_pod_monitor(spec, builders.build_pod_monitor(spec, owner_of(body)), kube)
@@ -263,7 +271,12 @@ def reconcile(
         observed, pods = observe(spec, kube, nodes)
         counts = {z: observed.statefulsets[z].replicas if z in observed.statefulsets else 0
                   for z in spec.zones}  # fmt: skip
-        ensure_children(spec, body, kube, counts)
+        ensure_children(spec, body, kube, counts, disruption_budgets(spec, observed))
+        if not memory.legacy_pdb_gone:
+            # the one cluster-wide budget of earlier versions: a pod under two budgets
+            # cannot be evicted at all
+            kube.delete_pdb(namespace, spec.pdb_name)
+            memory.legacy_pdb_gone = True
         decision = decide(spec, observed, previous, now, generation)
         action, status = decision.action, decision.status
         if act and action.kind != NONE:
@@ -379,6 +392,7 @@ class KubeApi:
         self.core = client.CoreV1Api(self.api)
         self.apps = client.AppsV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)
+        self.policy = client.PolicyV1Api(self.api)
         self.dynamic = dynamic.DynamicClient(self.api)  # type: ignore[no-untyped-call]
         self._resources: dict[tuple[str, str], Any] = {}
 
@@ -430,6 +444,11 @@ class KubeApi:
     def delete_pvc(self, namespace: str, name: str) -> None:
         self._ignore_404(
             lambda: self.core.delete_namespaced_persistent_volume_claim(name, namespace)
+        )
+
+    def delete_pdb(self, namespace: str, name: str) -> None:
+        self._ignore_404(
+            lambda: self.policy.delete_namespaced_pod_disruption_budget(name, namespace)
         )
 
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
