@@ -43,6 +43,7 @@ def test_the_order_of_precedence() -> None:
         "wait_for_restarted_node",
         "restart_stale_down_node",
         "stop_roll_on_failure",
+        "report_zone_down",
         "replace_failed_node",
         "report_down_nodes",
         "wait_for_starting_pods",
@@ -342,3 +343,29 @@ def test_disruption_budgets_close_the_other_zones_while_a_node_is_out() -> None:
     assert plan.disruption_budgets(spec, gone) == {"zone-a": 0, "zone-b": 1, "zone-c": 0}
     two = cluster(spec, ONE, not_ready={"kv-zone-b-0", "kv-zone-c-0"})
     assert plan.disruption_budgets(spec, two) == {z: 0 for z in ZONES}
+
+
+def test_report_zone_down_names_the_zone_and_does_not_replace() -> None:
+    """Every machine of a zone not Ready: its nodes are not replaced (they would have nowhere
+    to run, and they keep their data); Degraded names the zone. A failed machine in a zone
+    that has another Ready one is replaced as before."""
+    spec = make_spec(failureReplacement={"after": "1m"})
+    obs = cluster(spec, ONE, dead={"kv-zone-c-0"}, not_ready={"kv-zone-c-0"})
+    prev = _down_since("kv-zone-c-0", 9999)
+    zone_out = dataclasses.replace(obs, machines={"zone-a": (1, 1), "zone-b": (1, 1),
+                                                  "zone-c": (0, 2)})  # fmt: skip
+    f = f_of(spec, zone_out, prev)
+    assert plan.replace_failed_node(f) is not None  # the rule alone would replace it
+    v = plan.report_zone_down(f)
+    assert v is not None and v.action.kind == plan.NONE and v.degraded is not None
+    assert v.degraded[0] == "ZoneDown" and "zone zone-c is down" in v.degraded[1]
+    d = plan.decide(spec, zone_out, prev, NOW)
+    assert d.action.kind == plan.NONE and d.status["phase"] == "Degraded"
+    assert condition(d.status, "Degraded")["reason"] == "ZoneDown"
+    # one machine of the zone still Ready: a failed machine, replaced
+    spare = dataclasses.replace(obs, machines={"zone-a": (1, 1), "zone-b": (1, 1),
+                                               "zone-c": (1, 2)})  # fmt: skip
+    assert plan.report_zone_down(f_of(spec, spare, prev)) is None
+    assert plan.decide(spec, spare, prev, NOW).action.kind == plan.REPLACE
+    # machines not observed (no RBAC for nodes): as before
+    assert plan.report_zone_down(f_of(spec, obs, prev)) is None

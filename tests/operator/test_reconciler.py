@@ -24,6 +24,7 @@ class FakeKube:
         self.pvcs: list[dict[str, Any]] = []
         self.deleted: list[tuple[str, str, bool]] = []
         self.deleted_pdbs: list[str] = []
+        self.machines: list[dict[str, Any]] | None = None
         self.status: dict[str, Any] | None = None
         self.replicas: int | None = None
         self.secrets: dict[str, dict[str, Any]] = {}
@@ -47,6 +48,9 @@ class FakeKube:
 
     def delete_pvc(self, namespace: str, name: str) -> None:
         self.deleted.append(("pvc", name, False))
+
+    def list_nodes(self) -> list[dict[str, Any]] | None:
+        return self.machines
 
     def delete_pdb(self, namespace: str, name: str) -> None:
         self.deleted_pdbs.append(name)

@@ -22,7 +22,8 @@ Each rule is a small function, tested alone. In order of precedence:
    one) or ``stop_roll_on_failure`` (``Degraded``); else ``replace_failed_node`` once it has
    been down ``failureReplacement.after`` (or its volume is lost) and every other node is up
    (its pod and volume are deleted; the new pod on an empty volume takes over the node id and
-   streams the data back), or ``report_down_nodes``.
+   streams the data back), or ``report_down_nodes``; nodes of a zone none of whose
+   machines is Ready are not replaced (``report_zone_down``: a zone outage).
 7. ``wait_for_starting_pods``: pods not ready yet; ``cluster_unreachable``: no node answered.
 8. ``wait_for_cleanup``: after a ring change, until every node has cleaned the ranges it no
    longer replicates (``cleanup_pending``), so a scale-out is reported done only once the disk
@@ -139,6 +140,8 @@ class Observed:
     pvcs: dict[str, PvcState] = field(default_factory=dict)  # by name
     ring: ClusterReport | None = None  # None: no node answered
     desired_replicas: int | None = None  # autoscaling's choice; None: spec.replicas
+    # Kubernetes nodes (machines) per zone: (Ready, all); None when not observed
+    machines: dict[str, tuple[int, int]] | None = None
 
 
 @dataclass(frozen=True)
@@ -436,6 +439,14 @@ class Facts:
         """The last action restarted or replaced a node that may still be coming back."""
         return self.last_pending and self.last.get("action") in (RESTART, REPLACE)
 
+    @property
+    def zones_out(self) -> list[str]:
+        """Zones none of whose machines is Ready (a zone outage, not a failed machine)."""
+        machines = self.observed.machines
+        if machines is None or len(self.spec.zones) < 2:
+            return []
+        return [z for z in self.spec.zones if machines.get(z, (0, 0))[1] and not machines[z][0]]
+
     def lost_volume(self, n: _Node) -> bool:
         pvc = self.observed.pvcs.get(self.spec.pvc_name(n.zone, n.ordinal))
         return pvc is not None and pvc.phase == "Lost"
@@ -662,6 +673,25 @@ def _long_down(f: Facts) -> list[_Node]:
     ]  # fmt: skip
 
 
+def report_zone_down(f: Facts) -> Verdict | None:
+    """Nodes down in a zone none of whose machines is Ready: a zone outage. They are not
+    replaced -- a replacement would have nowhere to run, and the nodes keep their data and
+    rejoin with it when the zone returns (hints fill in what they missed); replacing them
+    would stream every range of the zone again -- and the zone is named."""
+    out = f.zones_out
+    down = [n for n in f.down if n.zone in out]
+    if not down:
+        return None
+    zones = ", ".join(sorted({n.zone for n in down}))
+    others = [n for n in f.down if n.zone not in out]
+    more = f"; also down: {_down_for(f, others)}" if others else ""
+    return Verdict(degraded=(
+        "ZoneDown",
+        f"zone {zones} is down (no Ready machine): {_down_for(f, down)}; not replaced while "
+        f"their zone is out, they rejoin when it returns{more}",
+    ))  # fmt: skip
+
+
 def replace_failed_node(f: Facts) -> Verdict | None:
     """One node down for ``failureReplacement.after`` (or its volume lost), every other node
     up: replace it (delete its pod and volume; it comes back empty and refills)."""
@@ -811,6 +841,7 @@ RULES: tuple[Rule, ...] = (
     wait_for_restarted_node,
     restart_stale_down_node,
     stop_roll_on_failure,
+    report_zone_down,
     replace_failed_node,
     report_down_nodes,
     wait_for_starting_pods,

@@ -9,6 +9,7 @@ ringkv nodes' HTTP API), so a pass can run against fakes in unit tests; ``KubeAp
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import threading
 import time
@@ -65,6 +66,7 @@ class Kube(Protocol):
     def delete_pod(self, namespace: str, name: str, force: bool = False) -> None: ...
     def delete_pvc(self, namespace: str, name: str) -> None: ...
     def delete_pdb(self, namespace: str, name: str) -> None: ...
+    def list_nodes(self) -> list[dict[str, Any]] | None: ...
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
     def patch_replicas(self, namespace: str, name: str, replicas: int) -> None: ...
     def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None: ...
@@ -115,6 +117,20 @@ def pod_state(spec: ClusterSpec, pod: dict[str, Any]) -> PodState | None:
     )
 
 
+def machines_by_zone(spec: ClusterSpec, nodes: list[dict[str, Any]]) -> dict[str, tuple[int, int]]:
+    """(Ready, all) Kubernetes nodes per zone of the spec, by the label ``spec.topologyKey``."""
+    out: dict[str, tuple[int, int]] = {z: (0, 0) for z in spec.zones}
+    for node in nodes:
+        zone = _get(node, "metadata", "labels", spec.topology_key, default="")
+        if zone not in out:
+            continue
+        conditions = _get(node, "status", "conditions", default=[])
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+        have_ready, have = out[zone]
+        out[zone] = (have_ready + int(ready), have + 1)
+    return out
+
+
 class PodsOnly:
     """``Nodes`` for a pass that needs the pods and children only, not the nodes' answers."""
 
@@ -153,12 +169,14 @@ def observe(spec: ClusterSpec, kube: Kube, nodes: Nodes) -> tuple[Observed, dict
             phase=_get(raw, "status", "phase", default="Pending"),
             deleting=_get(raw, "metadata", "deletionTimestamp") is not None,
         )
+    machines = kube.list_nodes()
     ring = nodes.ring_view(endpoints_of(spec, pods.values()))
     if ring is not None and ring.source:  # the endpoint that answered: name its pod
         named = next((p.name for p in pods.values() if endpoints_of(spec, [p]) == [ring.source]),
                      ring.source)  # fmt: skip
         ring = dataclasses.replace(ring, source=named)
-    return Observed(statefulsets, pods, pvcs, ring), pods
+    return Observed(statefulsets, pods, pvcs, ring,
+                    machines=None if machines is None else machines_by_zone(spec, machines)), pods
 
 
 def endpoints_of(spec: ClusterSpec, pods: Iterable[PodState], only: str | None = None) -> list[str]:
@@ -414,8 +432,6 @@ class KubeApi:
 
     def _list(self, fn: Any, namespace: str, selector: str) -> list[dict[str, Any]]:
         result = fn(namespace, label_selector=selector, _preload_content=False)
-        import json
-
         items: list[dict[str, Any]] = json.loads(result.data).get("items", [])
         return items
 
@@ -445,6 +461,20 @@ class KubeApi:
         self._ignore_404(
             lambda: self.core.delete_namespaced_persistent_volume_claim(name, namespace)
         )
+
+    def list_nodes(self) -> list[dict[str, Any]] | None:
+        """The Kubernetes nodes, or None where the operator may not list them (its RBAC)."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            result = self.core.list_node(_preload_content=False)
+        except ApiException as exc:
+            if exc.status in (401, 403):
+                return None
+            raise
+        data = result.data  # type: ignore[attr-defined]
+        items: list[dict[str, Any]] = json.loads(data).get("items", [])
+        return items
 
     def delete_pdb(self, namespace: str, name: str) -> None:
         self._ignore_404(
