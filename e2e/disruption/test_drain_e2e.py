@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 from test_operator_e2e import (
     NAME,
-    Workload,
     check_quorum_reads,
     endpoints,
     fill,
@@ -28,7 +27,7 @@ from test_operator_e2e import (
     pod_ready,
     wait_for,
 )
-from test_operator_lifecycle_e2e import Spare, patch_kvc, settle
+from test_operator_lifecycle_e2e import Spare, live_workload, patch_kvc, report, settle
 
 pytestmark = [pytest.mark.slow, pytest.mark.kind_only]
 
@@ -61,7 +60,7 @@ def test_evictions_are_one_zone_at_a_time_and_a_drain_finishes(
              "a budget of 1 per zone, each allowing one disruption", every=2)
     patch_kvc(k8s, ns, {"spec": {"failureReplacement": {"enabled": True, "after": "60s"}}})
     before = fill(k8s, ns, "pre-drain", 50)
-    work = Workload(endpoints(k8s, ns), "drain").start()
+    work = live_workload(k8s, ns, "drain").start()
     try:
         # 1. One eviction admitted; the others are closed once the operator sees it out.
         first, second = f"{NAME}-zone-a-0", f"{NAME}-zone-b-0"
@@ -100,6 +99,7 @@ def test_evictions_are_one_zone_at_a_time_and_a_drain_finishes(
         assert int(s.obj["status"].get("replacements", 0)) == replaced_before + 1
     finally:
         work.stop()
+    report(work)
     print(f"\nevictions checked in {t_evict:.0f}s; drain of {spare_node.failing} took "
           f"{drain_took:.0f}s, {victim} replaced and settled {back:.0f}s after it; "
           f"{time.monotonic() - t0:.0f}s in all; workload: {work.summary()}")

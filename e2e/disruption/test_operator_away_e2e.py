@@ -20,7 +20,6 @@ import pytest
 from test_operator_e2e import (
     NAME,
     OPERATOR_NS,
-    Workload,
     assert_consistent,
     check_quorum_reads,
     endpoints,
@@ -31,6 +30,7 @@ from test_operator_e2e import (
     settled,
     wait_for,
 )
+from test_operator_lifecycle_e2e import live_workload, report
 
 pytestmark = [pytest.mark.slow]
 
@@ -66,7 +66,7 @@ def test_operator_away_then_back_converges(k8s: Any, available: str) -> None:
     ns = available
     t0 = time.monotonic()
     before = fill(k8s, ns, "pre-away", 50)
-    work = Workload(endpoints(k8s, ns), "away").start()
+    work = live_workload(k8s, ns, "away").start()
     try:
         k8s.kubectl("-n", OPERATOR_NS, "scale", DEPLOYMENT, "--replicas=0")
         wait_for(lambda: not _operator_pods(k8s), 180, "the operator pod gone", every=2)
@@ -101,6 +101,7 @@ def test_operator_away_then_back_converges(k8s: Any, available: str) -> None:
     finally:
         work.stop()
         k8s.kubectl("-n", OPERATOR_NS, "scale", DEPLOYMENT, "--replicas=1", check=False)
+    report(work)
     print(f"\noperator away and back: converged {converge:.0f}s after it returned, "
           f"{time.monotonic() - t0:.0f}s in all; workload: {work.summary()}")
     s = wait_for(lambda: settled(k8s, ns, 3), 300, "settled", every=2)
@@ -115,7 +116,7 @@ def test_operator_away_then_back_converges(k8s: Any, available: str) -> None:
 def test_operator_upgrade_restarts_no_data_pod(k8s: Any, available: str) -> None:
     ns = available
     t0 = time.monotonic()
-    work = Workload(endpoints(k8s, ns), "op-upgrade").start()
+    work = live_workload(k8s, ns, "op-upgrade").start()
     try:
         pods = _pods_by_name(k8s, ns)
         revisions = {s_["metadata"]["name"]: s_["status"].get("updateRevision") for s_ in
@@ -146,6 +147,7 @@ def test_operator_upgrade_restarts_no_data_pod(k8s: Any, available: str) -> None
         upgrade = time.monotonic() - t0
     finally:
         work.stop()
+    report(work)
     print(f"\noperator upgraded and acting in {upgrade:.0f}s; workload: {work.summary()}")
     assert _pods_by_name(k8s, ns) == pods  # same pods (uid), no container restarted
     after = {s_["metadata"]["name"]: s_["status"].get("updateRevision") for s_ in
