@@ -348,6 +348,7 @@ class _Node:
     pod: PodState | None
     member: Member | None
     down_since: float | None = None
+    new: bool = False  # the node the last scale-up added, within its grace
 
     @property
     def ready(self) -> bool:
@@ -378,9 +379,10 @@ class _Node:
             return False
         if self.pod is None or self.pod.deleting or self.pod.phase != "Running":
             return True
-        if m.state == JOINING and not self.ready and not self.crash_looping:
-            # A joiner whose pod is still starting: the node asked may not have heard its
-            # first heartbeat yet (gossip spread the join first); waited for, not down.
+        if (m.state == JOINING or self.new) and not self.ready and not self.crash_looping:
+            # A joiner, or a scale-up's new node just past its join, whose pod is not ready
+            # yet: the node asked may not have reached it yet (gossip spread the join first,
+            # a first connection to a new pod's name may fail); waited for, not down.
             return False
         return not m.alive
 
@@ -468,9 +470,6 @@ def facts(
         _Node(z, i, nid, observed.pods.get(nid), members.get(nid))
         for z, i, nid in expected_nodes(spec, counts)
     ]
-    for n in nodes:
-        if n.down:
-            n.down_since = prev_down.get(n.id) or now
     outdated = [
         n
         for n in nodes
@@ -498,6 +497,11 @@ def facts(
         last_time is not None and now - last_time < grace and not last_done
         and not prev_ready.get(last.get("node"), False)
     )  # fmt: skip
+    if last_pending and last.get("action") == SCALE and last_node is not None:
+        last_node.new = True
+    for n in nodes:
+        if n.down:
+            n.down_since = prev_down.get(n.id) or now
     return Facts(spec, observed, prev, now, counts, desired, nodes, outdated, last, last_pending,
                  last_done)  # fmt: skip
 
