@@ -101,6 +101,24 @@ def test_delete_removed_volume() -> None:
     assert plan.delete_removed_volume(f_of(spec, dataclasses.replace(obs, pvcs=deleting))) is None
 
 
+
+def test_a_volume_of_a_node_nobody_knows_is_kept() -> None:
+    """A KVCluster deleted with deletePolicy Retain and created again starts one node at a
+    time: the kept volumes of the nodes not started yet have no pod and no member, and must
+    not be deleted (they hold the data). A node that left and was forgotten since (the last
+    status says it left) still has its volume deleted."""
+    spec = make_spec()
+    first = cluster(spec, {"zone-a": 1, "zone-b": 0, "zone-c": 0})
+    kept = {f"data-kv-zone-{z}-0": PvcState(f"data-kv-zone-{z}-0") for z in "abc"}
+    f = f_of(spec, dataclasses.replace(first, pvcs=kept))
+    assert plan.delete_removed_volume(f) is None
+    d = plan.decide(spec, dataclasses.replace(first, pvcs=kept), None, NOW)
+    assert d.action.kind == plan.SCALE and d.action.zone == "zone-b", d.action
+    forgotten = {"members": [{"id": "kv-zone-b-0", "state": "left"}]}
+    v = plan.delete_removed_volume(f_of(spec, dataclasses.replace(first, pvcs=kept), forgotten))
+    assert v is not None and v.action.pvc == "data-kv-zone-b-0"
+
+
 def test_restore_removed_node() -> None:
     spec = make_spec()
     f = f_of(spec, cluster(spec, ONE, extra_members={"kv-zone-b-1": "leaving"}))

@@ -12,7 +12,8 @@ Each rule is a small function, tested alone. In order of precedence:
 1. ``paused``: nothing.
 2. ``remove_left_node``, ``delete_removed_volume``: finish a scale-down: the highest pod of a
    zone whose node reports ``left`` is removed by lowering that StatefulSet's replicas; then
-   the volumes of removed ``left`` nodes are deleted.
+   the volumes of removed ``left`` nodes are deleted (never a volume of a node nobody knows:
+   kept volumes a re-created KVCluster adopts).
 3. ``restore_removed_node``: a node that still holds data but whose pod is outside its
    StatefulSet (someone shrank it) is brought back.
 4. ``create_first_node`` of a new cluster.
@@ -552,9 +553,17 @@ def remove_left_node(f: Facts) -> Verdict | None:
 
 
 def delete_removed_volume(f: Facts) -> Verdict | None:
-    """Then delete the volume of a removed node: no pod, and it left (or is unknown)."""
+    """Then delete the volume of a removed node: no pod, and it left -- as the nodes say, or,
+    once they have forgotten it, as the last status said. A volume of a node nobody knows is
+    kept: it may hold the only copy of its data (a KVCluster deleted with ``deletePolicy:
+    Retain`` and created again adopts its volumes one node at a time, so the volumes of the
+    nodes not started yet look unused)."""
     if f.ring is None:
         return None  # without the nodes' word, a volume's node may still hold data
+    prev_left = {
+        str(m.get("id")) for m in f.prev.get("members") or ()
+        if isinstance(m, dict) and m.get("state") == LEFT
+    }  # fmt: skip
     for pvc in sorted(f.observed.pvcs.values(), key=lambda p: p.name):
         owner = pvc_owner(f.spec, pvc.name)
         if owner is None or pvc.deleting:
@@ -564,7 +573,8 @@ def delete_removed_volume(f: Facts) -> Verdict | None:
             continue
         node_id = f.spec.pod_name(z, ordinal)
         m = f.members.get(node_id)
-        if (m is None or m.state == LEFT) and node_id not in f.observed.pods:
+        left = m.state == LEFT if m is not None else node_id in prev_left
+        if left and node_id not in f.observed.pods:
             return _act(Action(
                 DELETE_PVC, zone=z, node=node_id, pvc=pvc.name, reason="VolumeDeleted",
                 message=f"deleting the volume of removed node {node_id} ({pvc.name})",
