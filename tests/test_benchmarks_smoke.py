@@ -29,6 +29,11 @@ def test_ring_balance_benchmark_runs_and_meets_the_balance_target() -> None:
     assert "1000 members" in out.replace(",", "")
 
 
+def test_claim_lag_benchmark_quick_run() -> None:
+    out = run("benchmarks/claim_lag.py", "6", "--rounds", "1")
+    assert "inline" in out and "worker thread" in out
+
+
 def test_membership_simulator_quick_run(tmp_path: Path) -> None:
     result = tmp_path / "sim.json"
     run("benchmarks/membership_sim.py", "--quick", "--json", str(result))

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from ringkv.core.allocation import allocate_tokens
 from ringkv.core.placement import (
+    preference_list,
     replica_balance,
     replica_balance_bound,
     replica_loads,
@@ -114,6 +115,8 @@ def test_every_size_3_to_48(zones: int, size: int) -> None:
 # (0.05-0.095 above the bound; 16 and 20 nodes are equal zones at 1.076 and 1.068). A join
 # cannot always reach the bound of its zone sizes without moving the members' tokens: a zone
 # that must now hold fewer keys can only be pushed out of a key's list where it comes last.
+# test_the_join_to_six_nodes_in_four_zones_is_limited_by_its_ring shows that at 6 nodes the
+# join does the best its ring allows: the shortfall comes from the earlier joins.
 # Strict: a size that starts passing fails here, so this list stays true. See docs/capacity.md.
 FOUR_ZONES_SHORT = {6, 7, 9, 11, 14, 15, 16, 20, 36}
 
@@ -132,6 +135,37 @@ FOUR_ZONES_SHORT = {6, 7, 9, 11, 14, 15, 16, 20, 36}
 )
 def test_four_zones_every_size_3_to_48(size: int) -> None:
     check_against_bound(round_robin(48, 4)[size - 1])
+
+
+def test_the_join_to_six_nodes_in_four_zones_is_limited_by_its_ring() -> None:
+    """The 6th node (zone-1) can only turn keys without zone-1 into keys with it, and each
+    such key then loses the zone that came third in its walk. So each lone zone (2 and 3)
+    keeps at least its share at 5 nodes minus the keys without zone-1 where it comes third,
+    above the 1/2 it should carry at 6 nodes; the allocator comes within 0.1 % of the keys
+    of that floor."""
+    before, after = round_robin(6, 4)[4:6]
+    assert after.zone_sizes() == {"zone-0": 2, "zone-1": 2, "zone-2": 1, "zone-3": 1}
+    share_before, pushable = zone_carried(before, "zone-1")
+    share_after, _ = zone_carried(after, "zone-1")
+    for lone in ("zone-2", "zone-3"):
+        floor = share_before[lone] - pushable.get(lone, 0.0)
+        assert floor > 0.5 + 0.025  # the target (1/2 of the keys) is out of reach here
+        assert share_after[lone] == pytest.approx(floor, abs=0.001)
+
+
+def zone_carried(ring: Ring, absent: str) -> tuple[dict[str, float], dict[str, float]]:
+    """Fraction of the keys each zone holds a replica of, and of the keys without zone
+    ``absent``, the fraction where each zone comes last in the walk."""
+    share: dict[str, float] = {}
+    last: dict[str, float] = {}
+    for r in ring.ranges():
+        width = r.size() / RING_SIZE
+        zones = [ring.zone_of(replica.node) for replica in preference_list(ring, r.end, N)]
+        for zone in zones:
+            share[zone] = share.get(zone, 0.0) + width
+        if absent not in zones:
+            last[zones[-1]] = last.get(zones[-1], 0.0) + width
+    return share, last
 
 
 FIVE_ZONES_SHORT = {6, 8}  # as for four zones

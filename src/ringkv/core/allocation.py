@@ -16,8 +16,10 @@ import heapq
 import math
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping
+from itertools import chain
+from typing import NamedTuple
 
-from ringkv.core.placement import zone_quotas, zone_shares
+from ringkv.core.placement import pick_by_quota, zone_caps, zone_quotas, zone_shares
 from ringkv.core.ring import DEFAULT_VNODES, RING_SIZE, Ring, initial_tokens
 
 __all__ = ["allocate_tokens"]
@@ -72,9 +74,8 @@ def allocate_tokens(
     _, base, extra = zone_quotas(sizes, replicas)
     if all(size == 1 for size in sizes.values()) and replicas < len(ring) + 1:
         # One node per zone: distinct zones are distinct nodes, as in a single zone.
-        return _carve_replicated(
-            ring, ring.sorted_tokens, ring.token_owners, len(ring), node_id, count, replicas
-        )
+        whole = _SubRing(ring.sorted_tokens, ring.token_owners, len(ring))
+        return _carve_replicated(ring, whole, node_id, count, replicas)
     if extra and replicas < len(ring) + 1:
         return _replica_greedy(ring, node_id, zone, count, replicas)
     tokens, owners = ring.zone_tokens(zone)
@@ -84,7 +85,7 @@ def allocate_tokens(
         return _carve(ring, ring.sorted_tokens, ring.owned_positions(), len(ring), node_id, count)
     r = base[zone]
     if extra == 0 and 2 <= r < members + 1:
-        return _carve_replicated(ring, tokens, owners, members, node_id, count, r)
+        return _carve_replicated(ring, _SubRing(tokens, owners, members), node_id, count, r)
     return _carve(ring, tokens, ring.zone_owned(zone), members, node_id, count)
 
 
@@ -207,21 +208,24 @@ def _window_start(positions: list[int], owners: list[str], k: int, r: int) -> in
     return 0
 
 
+class _SubRing(NamedTuple):
+    """The (sub-)ring a newcomer is placed in: a zone's tokens and owners, or the whole
+    ring's, and how many nodes hold them."""
+
+    tokens: tuple[int, ...]
+    owners: tuple[str, ...]
+    members: int
+
+
 def _carve_replicated(
-    ring: Ring,
-    tokens: tuple[int, ...],
-    owners: tuple[str, ...],
-    members: int,
-    node_id: str,
-    count: int,
-    r: int,
+    ring: Ring, sub: _SubRing, node_id: str, count: int, r: int
 ) -> tuple[int, ...]:
     """The best of a few runs of ``_replicated_greedy`` (by the largest resulting load): the
     greedy is myopic and small changes in how stale its queue may get change the outcome by a
     few percent either way, so trying several and keeping the best is cheap insurance."""
     best: tuple[float, tuple[int, ...]] | None = None
     for pops in _POPS:
-        peak, chosen = _replicated_greedy(ring, tokens, owners, members, node_id, count, r, pops)
+        peak, chosen = _replicated_greedy(ring, sub, node_id, count, r, pops)
         if best is None or peak < best[0]:
             best = (peak, chosen)
     assert best is not None
@@ -229,16 +233,9 @@ def _carve_replicated(
 
 
 def _replicated_greedy(
-    ring: Ring,
-    tokens: tuple[int, ...],
-    owners: tuple[str, ...],
-    members: int,
-    node_id: str,
-    count: int,
-    r: int,
-    pops: int,
+    ring: Ring, sub: _SubRing, node_id: str, count: int, r: int, pops: int
 ) -> tuple[float, tuple[int, ...]]:
-    """Greedy balance of replicated ownership with ``r`` replicas inside one (sub-)ring.
+    """Greedy balance of replicated ownership with ``r`` replicas inside one (sub-)ring ``sub``.
 
     A token's *span* is the arc it holds as one of the ``r`` distinct-node replicas: back from
     the token to the previous token of the same node or of the ``r``-th distinct other node
@@ -252,8 +249,9 @@ def _replicated_greedy(
     and taken once no stale entry is better -- Cassandra's replication-aware allocator works
     the same way. ``pops``: how many stale entries are re-scored per token at most. Returns
     the largest resulting load and the tokens."""
+    tokens, members = sub.tokens, sub.members
     toks = list(tokens)
-    own = list(owners)
+    own = list(sub.owners)
     target = r * RING_SIZE / (members + 1)
     margin = 4 * r + 8
 
@@ -369,50 +367,51 @@ def _replicated_greedy(
     )
 
 
-class _Quotas:
-    """The walk's rule of ``placement.preference_list`` for a ring's zone sizes: a node is taken
-    while its zone is under ``base``, or at ``level`` with an ``extra`` left; ``wanted`` in all."""
+_WALK_WINDOW = 24  # tokens a walk looks at before falling back to the whole ring
 
-    __slots__ = ("base", "extra", "level", "sizes", "wanted", "zone_of")
+
+class _Quotas:
+    """The preference list's walk (``placement.pick_by_quota``) over a ring's token owners,
+    optionally with a newcomer's token spliced in."""
+
+    __slots__ = ("base", "extra", "top", "wanted", "zone_of")
 
     def __init__(self, sizes: dict[str, int], replicas: int, zone_of: dict[str, str]) -> None:
-        self.level, self.base, self.extra = zone_quotas(sizes, replicas)
-        self.sizes = sizes
-        self.wanted = sum(self.base.values()) + self.extra
+        self.base, self.top, self.extra, self.wanted = zone_caps(sizes, replicas)
         self.zone_of = zone_of
 
     def walk(self, owners: list[str], start: int, insert: int = -1, node: str = "") -> list[str]:
         """The replicas of the range ending at token ``start`` of ``owners`` (a ring's token
         owners in order): the preference list's walk. With ``insert >= 0``, as if ``node`` held
         a token just before index ``insert`` (``insert == start``: the range it would end)."""
-        base, level, sizes, zone_of = self.base, self.level, self.sizes, self.zone_of
-        extra, wanted = self.extra, self.wanted
-        taken: dict[str, int] = {}
-        chosen: list[str] = []
         size = len(owners)
-        k = start
-        pending = insert >= 0
-        for _ in range(size + 1):
-            if pending and k % size == insert:
-                owner, pending = node, False
+        end = start + _WALK_WINDOW
+        if end <= size:
+            # Nearly always settled within the next few tokens: walk a copied slice (fast), and
+            # the whole ring only if it was not.
+            if start <= insert < end:
+                window = [*owners[start:insert], node, *owners[insert:end]]
             else:
-                owner = owners[k % size]
-                k += 1
-            if owner in chosen:
-                continue
-            zone = zone_of[owner]
-            count = taken.get(zone, 0)
-            if count < base[zone]:
-                pass
-            elif count == level and sizes[zone] > level and extra > 0:
-                extra -= 1
-            else:
-                continue
-            taken[zone] = count + 1
-            chosen.append(owner)
-            if len(chosen) == wanted:
-                break
-        return chosen
+                window = owners[start:end]
+            chosen = pick_by_quota(
+                window, self.zone_of, self.base, self.top, self.extra, self.wanted
+            )
+            if len(chosen) == self.wanted:
+                return chosen
+        at = owners.__getitem__  # indexed: islice would skip along the list
+        if insert < 0:
+            order = chain(map(at, range(start, size)), map(at, range(start)))
+        elif insert >= start:
+            order = chain(
+                map(at, range(start, insert)), (node,), map(at, range(insert, size)),
+                map(at, range(start)),
+            )  # fmt: skip
+        else:
+            order = chain(
+                map(at, range(start, size)), map(at, range(insert)), (node,),
+                map(at, range(insert, start)),
+            )  # fmt: skip
+        return pick_by_quota(order, self.zone_of, self.base, self.top, self.extra, self.wanted)
 
 
 def _replica_greedy(

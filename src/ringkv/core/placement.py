@@ -6,7 +6,8 @@ token ``>= h`` and taking distinct nodes, so the first replica is the primary ow
 membership change only shifts the lists of the ranges next to the changed tokens. The walk skips
 nodes whose zone already holds its share: when the ring has at least ``n`` zones every replica
 lands in a different zone, and with fewer zones the replicas are spread as evenly as the zones'
-sizes allow (water-filling; ties go to whichever zone comes first clockwise). A lookup is a
+sizes allow (water-filling; ties go to whichever zone comes first clockwise). That rule is
+``pick_by_quota`` over ``zone_caps``, shared with the allocator's walk. A lookup is a
 bisect per zone plus a few tokens; the per-ring facts it needs (zone quotas per n) are computed
 once per ring and kept here, weakly keyed by the ring, so the ring knows nothing of placement.
 ``sloppy_preference_list`` replaces down primaries with fallbacks (``primary=False``,
@@ -16,7 +17,7 @@ once per ring and kept here, weakly keyed by the ring, so the ring knows nothing
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Container, Iterator
+from collections.abc import Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import chain, islice
 from weakref import WeakKeyDictionary
@@ -25,6 +26,7 @@ from ringkv.core.ring import RING_SIZE, Ring
 
 __all__ = [
     "Replica",
+    "pick_by_quota",
     "preference_list",
     "replica_balance",
     "replica_balance_bound",
@@ -32,6 +34,7 @@ __all__ = [
     "replicas_gained",
     "sloppy_preference_list",
     "walk",
+    "zone_caps",
     "zone_quotas",
     "zone_shares",
 ]
@@ -87,19 +90,61 @@ def zone_quotas(zone_sizes: dict[str, int], n: int) -> tuple[int, dict[str, int]
     return level, base, wanted - sum(base.values())
 
 
+def zone_caps(
+    zone_sizes: dict[str, int], n: int
+) -> tuple[dict[str, int], dict[str, int], int, int]:
+    """``zone_quotas`` as the walk uses it: ``(base, top, extra, wanted)``, where a zone may
+    take ``top[z]`` replicas (``base[z] + 1`` for the zones that may take one of the
+    ``extra``) and the walk stops at ``wanted`` replicas."""
+    level, base, extra = zone_quotas(zone_sizes, n)
+    top = {z: base[z] + (1 if extra and size > level else 0) for z, size in zone_sizes.items()}
+    return base, top, extra, sum(base.values()) + extra
+
+
+def pick_by_quota(
+    order: Iterable[str],
+    zone_of: Mapping[str, str],
+    base: dict[str, int],
+    top: dict[str, int],
+    extra: int,
+    wanted: int,
+) -> list[str]:
+    """The walk's rule, in one place: from nodes in clockwise order (a node may repeat), take
+    each new node while its zone holds fewer than ``base`` of the replicas, or fewer than
+    ``top`` while an ``extra`` is left (first come, first served), until ``wanted`` are taken
+    (``zone_caps``)."""
+    taken: dict[str, int] = {}
+    chosen: list[str] = []
+    for node in order:
+        if node in chosen:
+            continue
+        zone = zone_of[node]
+        count = taken.get(zone, 0)
+        if count >= base[zone]:
+            if count >= top[zone] or not extra:
+                continue
+            extra -= 1
+        taken[zone] = count + 1
+        chosen.append(node)
+        if len(chosen) == wanted:
+            break
+    return chosen
+
+
 @dataclass(frozen=True, slots=True)
 class _Plan:
     """Per-ring, per-n facts of placement, computed once per ring version: how many replicas
-    each zone may take (``base``, and ``cap`` = base + 1 for zones that may get an extra) and
-    one shared ``Replica`` per node."""
+    each zone may take (``zone_caps``; ``caps``: the zones that may take any, with their
+    ``top``) and one shared ``Replica`` per node."""
 
-    level: int
     sizes: dict[str, int]
     base: dict[str, int]
+    top: dict[str, int]
     extra: int
     wanted: int
     caps: tuple[tuple[str, int], ...]
     replicas: dict[str, Replica]
+    zone_of: dict[str, str]
     # Set when every zone with a quota takes exactly its first node (e.g. N zones, N replicas):
     # the zones' sub-rings, so a lookup is one bisect per zone and a sort of N entries.
     firsts: tuple[tuple[tuple[int, ...], tuple[str, ...]], ...] | None
@@ -126,32 +171,29 @@ def _plan(ring: Ring, n: int) -> _Plan:
     plan = cache.get(n)
     if plan is None:
         sizes = ring.zone_sizes()
-        level, base, extra = zone_quotas(sizes, n)
-        caps = tuple(
-            (zone, base[zone] + (1 if extra and sizes[zone] > level else 0)) for zone in ring.zones
-        )
-        caps = tuple((zone, cap) for zone, cap in caps if cap)
-        wanted = sum(base.values()) + extra
+        base, top, extra, wanted = zone_caps(sizes, n)
+        caps = tuple((zone, top[zone]) for zone in ring.zones if top[zone])
         simple = extra == 0 and all(cap == 1 for _, cap in caps)
         plan = _Plan(
-            level, sizes, base, extra, wanted, caps, {node: Replica(node) for node in ring.nodes},
+            sizes, base, top, extra, wanted, caps, {node: Replica(node) for node in ring.nodes},
+            {node: ring.zone_of(node) for node in ring.nodes},
             tuple(ring.zone_tokens(zone) for zone, _ in caps) if simple else None,
         )  # fmt: skip
         cache[n] = plan
     return plan
 
 
-def _candidates(ring: Ring, h: int, plan: _Plan) -> list[tuple[int, str, str]]:
-    """(clockwise distance from h, node, zone) of the first ``cap`` distinct nodes of every
-    zone, found by a bisect into each zone's sub-ring: the only nodes the walk could take."""
-    found: list[tuple[int, str, str]] = []
+def _candidates(ring: Ring, h: int, plan: _Plan) -> list[str]:
+    """The first ``cap`` distinct nodes of every zone, found by a bisect into each zone's
+    sub-ring (the only nodes the walk could take), in clockwise order from h."""
+    found: list[tuple[int, str]] = []
     for zone, cap in plan.caps:
         tokens, owners = ring.zone_tokens(zone)
         size = len(tokens)
         i = bisect_left(tokens, h)
         if cap == 1:
             token = tokens[i] if i < size else tokens[0]
-            found.append(((token - h) % RING_SIZE, (owners[i] if i < size else owners[0]), zone))
+            found.append(((token - h) % RING_SIZE, owners[i] if i < size else owners[0]))
             continue
         seen: set[str] = set()
         for step in range(size):
@@ -159,11 +201,11 @@ def _candidates(ring: Ring, h: int, plan: _Plan) -> list[tuple[int, str, str]]:
             owner = owners[k]
             if owner not in seen:
                 seen.add(owner)
-                found.append(((tokens[k] - h) % RING_SIZE, owner, zone))
+                found.append(((tokens[k] - h) % RING_SIZE, owner))
                 if len(seen) == cap:
                     break
     found.sort()
-    return found
+    return [node for _, node in found]
 
 
 def _compute(ring: Ring, h: int, n: int) -> tuple[Replica, ...]:
@@ -182,22 +224,9 @@ def _compute(ring: Ring, h: int, n: int) -> tuple[Replica, ...]:
             firsts.append(((tokens[i] - h) % RING_SIZE, owners[i]))
         firsts.sort()
         return tuple(replicas[node] for _, node in firsts)
-    level, base, extra, sizes = plan.level, plan.base, plan.extra, plan.sizes
-    taken = dict.fromkeys(base, 0)
-    chosen: list[Replica] = []
-    for _, node, zone in _candidates(ring, h, plan):
-        count = taken[zone]
-        if count < base[zone]:
-            pass
-        elif count == level and sizes[zone] > level and extra > 0:
-            extra -= 1
-        else:
-            continue
-        taken[zone] = count + 1
-        chosen.append(replicas[node])
-        if len(chosen) == plan.wanted:
-            break
-    return tuple(chosen)
+    order = _candidates(ring, h, plan)
+    chosen = pick_by_quota(order, plan.zone_of, plan.base, plan.top, plan.extra, plan.wanted)
+    return tuple([replicas[node] for node in chosen])
 
 
 def preference_list(ring: Ring, h: int, n: int) -> tuple[Replica, ...]:

@@ -15,7 +15,8 @@ departed, and quarantined for the tombstone grace (``gossip.departure_periods`` 
 
 Token claim (formation and later joins): a node that has no tokens yet waits until it has talked
 to its seeds, then takes its turn -- the lowest id among live tokenless nodes claims first, against
-the ring it sees -- using the deterministic, balanced ``allocate_tokens``; the tokens are persisted
+the ring it sees -- using the deterministic, balanced ``allocate_tokens`` (in a worker thread: it
+can take seconds of CPU on a large ring, which the event loop must not); the tokens are persisted
 in the data directory and published through gossip, and never change afterwards. A node that
 finds its own id already holding tokens in gossip (a replacement with an empty disk) adopts them.
 """
@@ -74,6 +75,7 @@ class Membership:
             config.hint_window, config.tombstone_grace, config.gossip_interval
         )
         self._last_push = 0.0
+        self._claiming: asyncio.Task[None] | None = None  # allocate_tokens, in a worker thread
         tokens = storage.get_meta("tokens")
         self.tokens: tuple[int, ...] = tuple(tokens) if isinstance(tokens, list) else ()
         saved_status = storage.get_meta("status")
@@ -338,6 +340,8 @@ class Membership:
                 await asyncio.sleep(0.2)
         await self._gossip_round()
         self._maybe_claim_tokens()
+        if self._claiming is not None:
+            await self._claiming  # a node forming a cluster starts with its tokens
 
     async def _lookup_self(self, seed: str) -> list[int]:
         answer = await self.messaging.request(seed, "lookup_node", {"node": self.node_id}, 1.0)
@@ -540,7 +544,7 @@ class Membership:
         log.info("status is now %s", status)
 
     def _maybe_claim_tokens(self) -> None:
-        if self.tokens or self.replace_tokens:
+        if self.tokens or self.replace_tokens or self.claiming:
             return
         settled = self._seed_contacted or (
             time.monotonic() - self._started_at > SEED_SETTLE_SECONDS
@@ -560,16 +564,41 @@ class Membership:
         elif self.auto_join and self.change_in_progress() is None:
             self.claim(g.JOINING)
 
-    def claim(self, status: str) -> None:
-        """Take tokens against the current ring and enter ``status`` (normal or joining)."""
+    @property
+    def claiming(self) -> bool:
+        """True while a claim's tokens are being allocated."""
+        return self._claiming is not None and not self._claiming.done()
+
+    def claim(self, status: str) -> asyncio.Task[None]:
+        """Take tokens against the current ring and enter ``status`` (normal or joining).
+
+        The allocation (up to a second or two of CPU on a large ring, or with zones that take
+        an extra replica for part of the ring) runs in a worker thread, so the event loop keeps
+        serving requests and heartbeats meanwhile; the claim completes in the returned task.
+        """
+        if self.claiming:
+            assert self._claiming is not None
+            return self._claiming
         self.storage.put_meta("auto_join", None)
-        tokens = allocate_tokens(
-            self.ring,
-            self.node_id,
-            self.config.vnodes,
-            zone=self.config.zone,
-            replicas=self.config.replication_factor,
-        )
+        ring = self.ring
+        self._claiming = asyncio.get_running_loop().create_task(self._claim(ring, status))
+        return self._claiming
+
+    async def _claim(self, ring: Ring, status: str) -> None:
+        try:
+            tokens = await asyncio.to_thread(
+                allocate_tokens,
+                ring,
+                self.node_id,
+                self.config.vnodes,
+                zone=self.config.zone,
+                replicas=self.config.replication_factor,
+            )
+        except ValueError:
+            log.exception("could not allocate tokens against a ring of %d nodes", len(ring))
+            return
+        if self.tokens or self.replace_tokens:
+            return  # took tokens another way meanwhile (an adopted replacement)
         self._adopt_tokens(tokens, status)
 
     def replace(self) -> None:
