@@ -373,7 +373,7 @@ def test_report_zone_down_names_the_zone_and_does_not_replace() -> None:
     zone_out = dataclasses.replace(obs, machines={"zone-a": (1, 1), "zone-b": (1, 1),
                                                   "zone-c": (0, 2)})  # fmt: skip
     f = f_of(spec, zone_out, prev)
-    assert plan.replace_failed_node(f) is not None  # the rule alone would replace it
+    assert plan.replace_failed_node(f) is None  # its clock stands still while the zone is out
     v = plan.report_zone_down(f)
     assert v is not None and v.action.kind == plan.NONE and v.degraded is not None
     assert v.degraded[0] == "ZoneDown" and "zone zone-c is down" in v.degraded[1]
@@ -387,3 +387,22 @@ def test_report_zone_down_names_the_zone_and_does_not_replace() -> None:
     assert plan.decide(spec, spare, prev, NOW).action.kind == plan.REPLACE
     # machines not observed (no RBAC for nodes): as before
     assert plan.report_zone_down(f_of(spec, obs, prev)) is None
+
+
+def test_a_node_of_a_zone_back_is_replaced_only_after_the_grace_from_its_return() -> None:
+    """While its zone is out a node's clock towards failureReplacement.after does not run: once
+    the zone is back and the node still restarting, it is not replaced at once."""
+    spec = make_spec(failureReplacement={"after": "1m"})
+    obs = cluster(spec, ONE, dead={"kv-zone-c-0"}, not_ready={"kv-zone-c-0"})
+    out = dataclasses.replace(obs, machines={"zone-a": (1, 1), "zone-b": (1, 1),
+                                             "zone-c": (0, 2)})  # fmt: skip
+    back = dataclasses.replace(out, machines={"zone-a": (1, 1), "zone-b": (1, 1),
+                                              "zone-c": (2, 2)})  # fmt: skip
+    status = plan.decide(spec, out, _down_since("kv-zone-c-0", 600), NOW - 300).status
+    for t in range(-295, 1, 5):  # the zone out for 5 minutes
+        status = plan.decide(spec, out, status, NOW + t).status
+    d = plan.decide(spec, back, status, NOW + 5)
+    assert d.action.kind == plan.NONE, d.action
+    assert condition(d.status, "Degraded")["reason"] == "NodeDown"
+    d = plan.decide(spec, back, d.status, NOW + 70)
+    assert d.action.kind == plan.REPLACE, d.action

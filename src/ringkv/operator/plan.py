@@ -444,15 +444,19 @@ class Facts:
 
     @property
     def zones_out(self) -> list[str]:
-        """Zones none of whose machines is Ready (a zone outage, not a failed machine)."""
-        machines = self.observed.machines
-        if machines is None or len(self.spec.zones) < 2:
-            return []
-        return [z for z in self.spec.zones if machines.get(z, (0, 0))[1] and not machines[z][0]]
+        return zones_out(self.spec, self.observed)
 
     def lost_volume(self, n: _Node) -> bool:
         pvc = self.observed.pvcs.get(self.spec.pvc_name(n.zone, n.ordinal))
         return pvc is not None and pvc.phase == "Lost"
+
+
+def zones_out(spec: ClusterSpec, observed: Observed) -> list[str]:
+    """Zones none of whose machines is Ready (a zone outage, not a failed machine)."""
+    machines = observed.machines
+    if machines is None or len(spec.zones) < 2:
+        return []
+    return [z for z in spec.zones if machines.get(z, (0, 0))[1] and not machines[z][0]]
 
 
 def facts(
@@ -500,9 +504,12 @@ def facts(
     )  # fmt: skip
     if last_pending and last.get("action") == SCALE and last_node is not None:
         last_node.new = True
+    out = zones_out(spec, observed)
     for n in nodes:
         if n.down:
-            n.down_since = prev_down.get(n.id) or now
+            # A node of a zone that is out is not failing on its own: its clock towards
+            # failureReplacement.after starts when its zone is back.
+            n.down_since = now if n.zone in out else (prev_down.get(n.id) or now)
     return Facts(spec, observed, prev, now, counts, desired, nodes, outdated, last, last_pending,
                  last_done)  # fmt: skip
 
