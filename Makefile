@@ -37,6 +37,14 @@ e2e: $(STAMP)
 	bash e2e/s3/build.sh >/dev/null
 	bash e2e/kind/run-e2e.sh
 
+# The disruption scenarios (e2e/disruption: pod deleted while starting, operator away and
+# upgraded, evictions and drains, a zone lost, delete and rebootstrap) on a fresh kind cluster,
+# deleted afterwards. Not part of `make e2e` (CI's 90 minutes): a nightly target; durations in
+# e2e/README.md. Needs root.
+.PHONY: e2e-disruption
+e2e-disruption: $(STAMP)
+	bash e2e/kind/run-e2e.sh e2e/disruption
+
 # Kubernetes on kind with real containers (e2e/kind; podman here, Docker elsewhere): every
 # image is built on this machine (~30 min cold on 2 cores, see e2e/README.md; cached in
 # ~/.cache/ringkv/kind and podman's store). kind-up prints the KUBECONFIG; kind-e2e runs the

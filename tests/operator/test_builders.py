@@ -30,7 +30,8 @@ def test_every_child_is_named_labelled_and_owned() -> None:
     assert set(objs) == {
         ("ServiceAccount", "kv-node"), ("Role", "kv-node"), ("RoleBinding", "kv-node"),
         ("Service", "kv-peers"), ("Service", "kv"),
-        ("PodDisruptionBudget", "kv"), ("StatefulSet", "kv-zone-a"),
+        ("PodDisruptionBudget", "kv-zone-a"), ("PodDisruptionBudget", "kv-zone-b"),
+        ("PodDisruptionBudget", "kv-zone-c"), ("StatefulSet", "kv-zone-a"),
         ("StatefulSet", "kv-zone-b"), ("StatefulSet", "kv-zone-c"),
     }  # fmt: skip
     for obj in objs.values():
@@ -62,13 +63,24 @@ def test_statefulset_selector_matches_template_and_services() -> None:
         assert s["podManagementPolicy"] == "Parallel"
         for svc in (objs[("Service", "kv-peers")], objs[("Service", "kv")]):
             assert svc["spec"]["selector"].items() <= labels.items()
-        pdb = objs[("PodDisruptionBudget", "kv")]
+        pdb = objs[("PodDisruptionBudget", f"kv-{zone}")]
         assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
         assert pdb["spec"]["maxUnavailable"] == 1
-    # a zone's selector does not select another zone's pods
+    # a zone's selector (StatefulSet, PodDisruptionBudget) does not select another zone's pods
     a = objs[("StatefulSet", "kv-zone-a")]["spec"]["selector"]["matchLabels"]
     b = objs[("StatefulSet", "kv-zone-b")]["spec"]["template"]["metadata"]["labels"]
     assert not a.items() <= b.items()
+    a = objs[("PodDisruptionBudget", "kv-zone-a")]["spec"]["selector"]["matchLabels"]
+    assert not a.items() <= b.items()
+
+
+def test_each_zone_budget_is_the_one_given() -> None:
+    spec = make_spec()
+    objs = builders.build_children(spec, OWNER, {"zone-a": 1, "zone-b": 1, "zone-c": 1},
+                                   {"zone-a": 1, "zone-b": 0, "zone-c": 0})  # fmt: skip
+    budgets = {o["metadata"]["name"]: o["spec"]["maxUnavailable"] for o in objs
+               if o["kind"] == "PodDisruptionBudget"}  # fmt: skip
+    assert budgets == {"kv-zone-a": 1, "kv-zone-b": 0, "kv-zone-c": 0}
 
 
 def test_peer_service_is_headless_and_publishes_unready_pods() -> None:

@@ -177,6 +177,29 @@ def test_a_joiner_still_starting_and_not_yet_heard_is_waited_for_not_down() -> N
     assert condition(d.status, "Degraded")["reason"] == "AsExpected", d.status
     assert d.action.kind != REPLACE
 
+def test_a_new_node_just_joined_and_not_yet_reached_is_waited_for_not_down() -> None:
+    """The scale-up's new node, normal (its join done) but its pod not ready yet, that the
+    node asked has not reached yet (a first connection to a new pod's name can fail): starting,
+    not down -- within the grace of the scale-up; another node in that state is down."""
+    spec = make_spec(replicas=4)
+    obs = cluster(
+        spec,
+        {"zone-a": 2, "zone-b": 1, "zone-c": 1},
+        not_ready={"kv-zone-a-1"},
+        dead={"kv-zone-a-1"},
+    )
+    added = {"phase": "Scaling", "lastAction": {
+        "action": "scale", "node": "kv-zone-a-1", "zone": "zone-a", "time": iso(NOW - 30)}}
+    d = plan.decide(spec, obs, added, NOW)
+    assert condition(d.status, "Degraded")["reason"] == "AsExpected", d.status
+    assert d.action.kind != REPLACE
+    d = plan.decide(spec, obs, {"phase": "Running"}, NOW)
+    assert condition(d.status, "Degraded")["reason"] == "NodeDown", d.status
+    late = {**added, "lastAction": {**added["lastAction"], "time": iso(NOW - 3600)}}
+    d = plan.decide(spec, obs, late, NOW)
+    assert condition(d.status, "Degraded")["reason"] == "NodeDown", d.status
+
+
 # -- scale down ----------------------------------------------------------------------------
 
 

@@ -46,6 +46,7 @@ def test_the_order_of_precedence() -> None:
         "wait_for_restarted_node",
         "restart_stale_down_node",
         "stop_roll_on_failure",
+        "report_zone_down",
         "replace_failed_node",
         "report_down_nodes",
         "wait_for_starting_pods",
@@ -101,6 +102,24 @@ def test_delete_removed_volume() -> None:
     )
     deleting = {"data-kv-zone-a-1": PvcState("data-kv-zone-a-1", deleting=True)}
     assert plan.delete_removed_volume(f_of(spec, dataclasses.replace(obs, pvcs=deleting))) is None
+
+
+
+def test_a_volume_of_a_node_nobody_knows_is_kept() -> None:
+    """A KVCluster deleted with deletePolicy Retain and created again starts one node at a
+    time: the kept volumes of the nodes not started yet have no pod and no member, and must
+    not be deleted (they hold the data). A node that left and was forgotten since (the last
+    status says it left) still has its volume deleted."""
+    spec = make_spec()
+    first = cluster(spec, {"zone-a": 1, "zone-b": 0, "zone-c": 0})
+    kept = {f"data-kv-zone-{z}-0": PvcState(f"data-kv-zone-{z}-0") for z in "abc"}
+    f = f_of(spec, dataclasses.replace(first, pvcs=kept))
+    assert plan.delete_removed_volume(f) is None
+    d = plan.decide(spec, dataclasses.replace(first, pvcs=kept), None, NOW)
+    assert d.action.kind == plan.SCALE and d.action.zone == "zone-b", d.action
+    forgotten = {"members": [{"id": "kv-zone-b-0", "state": "left"}]}
+    v = plan.delete_removed_volume(f_of(spec, dataclasses.replace(first, pvcs=kept), forgotten))
+    assert v is not None and v.action.pvc == "data-kv-zone-b-0"
 
 
 def test_restore_removed_node() -> None:
@@ -217,6 +236,22 @@ def test_report_down_nodes() -> None:
     assert v is not None and v.action.kind == plan.NONE and v.degraded is not None
     assert v.degraded[0] == "NodeDown" and "replaced after 300 s" in v.degraded[1]
     assert plan.report_down_nodes(f_of(spec, cluster(spec, ONE))) is None
+
+
+def test_node_down_names_the_member_and_why() -> None:
+    """The Degraded message says which member is down and on whose word (the node the
+    operator asked, the pod's state), so a transient one can be told from a real one."""
+    spec = make_spec()
+    obs = cluster(spec, ONE, dead={"kv-zone-b-0"})
+    obs = dataclasses.replace(obs, ring=dataclasses.replace(obs.ring, source="kv-zone-a-0"))
+    v = plan.report_down_nodes(f_of(spec, obs))
+    assert v is not None and v.degraded is not None
+    assert "kv-zone-b-0 (0 s: normal, dead to kv-zone-a-0, pod not ready)" in v.degraded[1]
+    pods = {**obs.pods, "kv-zone-b-0": dataclasses.replace(obs.pods["kv-zone-b-0"],
+                                                           phase="Pending")}  # fmt: skip
+    v = plan.report_down_nodes(f_of(spec, dataclasses.replace(obs, pods=pods)))
+    assert v is not None and v.degraded is not None
+    assert "kv-zone-b-0 (0 s: pod Pending)" in v.degraded[1]
 
 
 def test_wait_for_starting_pods() -> None:
@@ -385,3 +420,62 @@ def test_a_node_whose_disk_is_full_is_degraded_not_starting_and_blocks_no_remedy
     degraded = condition(d.status, "Degraded")
     assert degraded["reason"] == "DiskFull" and "kv-zone-b-0: disk full" in degraded["message"]
     assert d.status["phase"] == "Degraded"
+
+
+def test_disruption_budgets_close_the_other_zones_while_a_node_is_out() -> None:
+    """A zone's budget is 1 while every node of the other zones is ready: nodes out in one
+    zone leave each range a quorum, nodes out in two zones may not."""
+    spec = make_spec()
+    assert plan.disruption_budgets(spec, cluster(spec, ONE)) == {z: 1 for z in ZONES}
+    out_b = cluster(spec, ONE, not_ready={"kv-zone-b-0"})
+    assert plan.disruption_budgets(spec, out_b) == {"zone-a": 0, "zone-b": 1, "zone-c": 0}
+    gone = dataclasses.replace(out_b, pods={k: v for k, v in out_b.pods.items()
+                                            if k != "kv-zone-b-0"})  # fmt: skip
+    assert plan.disruption_budgets(spec, gone) == {"zone-a": 0, "zone-b": 1, "zone-c": 0}
+    two = cluster(spec, ONE, not_ready={"kv-zone-b-0", "kv-zone-c-0"})
+    assert plan.disruption_budgets(spec, two) == {z: 0 for z in ZONES}
+
+
+def test_report_zone_down_names_the_zone_and_does_not_replace() -> None:
+    """Every machine of a zone not Ready: its nodes are not replaced (they would have nowhere
+    to run, and they keep their data); Degraded names the zone. A failed machine in a zone
+    that has another Ready one is replaced as before."""
+    spec = make_spec(failureReplacement={"after": "1m"})
+    obs = cluster(spec, ONE, dead={"kv-zone-c-0"}, not_ready={"kv-zone-c-0"})
+    prev = _down_since("kv-zone-c-0", 9999)
+    zone_out = dataclasses.replace(obs, machines={"zone-a": (1, 1), "zone-b": (1, 1),
+                                                  "zone-c": (0, 2)})  # fmt: skip
+    f = f_of(spec, zone_out, prev)
+    assert plan.replace_failed_node(f) is None  # its clock stands still while the zone is out
+    v = plan.report_zone_down(f)
+    assert v is not None and v.action.kind == plan.NONE and v.degraded is not None
+    assert v.degraded[0] == "ZoneDown" and "zone zone-c is down" in v.degraded[1]
+    d = plan.decide(spec, zone_out, prev, NOW)
+    assert d.action.kind == plan.NONE and d.status["phase"] == "Degraded"
+    assert condition(d.status, "Degraded")["reason"] == "ZoneDown"
+    # one machine of the zone still Ready: a failed machine, replaced
+    spare = dataclasses.replace(obs, machines={"zone-a": (1, 1), "zone-b": (1, 1),
+                                               "zone-c": (1, 2)})  # fmt: skip
+    assert plan.report_zone_down(f_of(spec, spare, prev)) is None
+    assert plan.decide(spec, spare, prev, NOW).action.kind == plan.REPLACE
+    # machines not observed (no RBAC for nodes): as before
+    assert plan.report_zone_down(f_of(spec, obs, prev)) is None
+
+
+def test_a_node_of_a_zone_back_is_replaced_only_after_the_grace_from_its_return() -> None:
+    """While its zone is out a node's clock towards failureReplacement.after does not run: once
+    the zone is back and the node still restarting, it is not replaced at once."""
+    spec = make_spec(failureReplacement={"after": "1m"})
+    obs = cluster(spec, ONE, dead={"kv-zone-c-0"}, not_ready={"kv-zone-c-0"})
+    out = dataclasses.replace(obs, machines={"zone-a": (1, 1), "zone-b": (1, 1),
+                                             "zone-c": (0, 2)})  # fmt: skip
+    back = dataclasses.replace(out, machines={"zone-a": (1, 1), "zone-b": (1, 1),
+                                              "zone-c": (2, 2)})  # fmt: skip
+    status = plan.decide(spec, out, _down_since("kv-zone-c-0", 600), NOW - 300).status
+    for t in range(-295, 1, 5):  # the zone out for 5 minutes
+        status = plan.decide(spec, out, status, NOW + t).status
+    d = plan.decide(spec, back, status, NOW + 5)
+    assert d.action.kind == plan.NONE, d.action
+    assert condition(d.status, "Degraded")["reason"] == "NodeDown"
+    d = plan.decide(spec, back, d.status, NOW + 70)
+    assert d.action.kind == plan.REPLACE, d.action

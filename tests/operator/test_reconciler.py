@@ -23,6 +23,8 @@ class FakeKube:
         self.pods: list[dict[str, Any]] = []
         self.pvcs: list[dict[str, Any]] = []
         self.deleted: list[tuple[str, str, bool]] = []
+        self.deleted_pdbs: list[str] = []
+        self.machines: list[dict[str, Any]] | None = None
         self.status: dict[str, Any] | None = None
         self.replicas: int | None = None
         self.secrets: dict[str, dict[str, Any]] = {}
@@ -54,6 +56,12 @@ class FakeKube:
 
     def delete_pvc(self, namespace: str, name: str) -> None:
         self.deleted.append(("pvc", name, False))
+
+    def list_nodes(self) -> list[dict[str, Any]] | None:
+        return self.machines
+
+    def delete_pdb(self, namespace: str, name: str) -> None:
+        self.deleted_pdbs.append(name)
 
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         self.status = status
@@ -135,11 +143,15 @@ def test_fresh_create_applies_children_and_starts_the_first_node() -> None:
     action, status = reconciler.reconcile(body(), kube, nodes, lambda *e: events.append(e), now=NOW)
     assert action.kind == "scale"
     kinds = sorted(k for k, _ in kube.objects)
-    assert kinds.count("StatefulSet") == 3 and "PodDisruptionBudget" in kinds
+    assert kinds.count("StatefulSet") == 3 and kinds.count("PodDisruptionBudget") == 3
+    # one budget per zone; the cluster-wide one of earlier versions deleted, once
+    assert kube.deleted_pdbs == ["kv"]
+    reconciler.reconcile(body(), kube, nodes, lambda *e: events.append(e), now=NOW + 5)
+    assert kube.deleted_pdbs == ["kv"]
     assert kube.objects[("StatefulSet", "kv-zone-a")]["spec"]["replicas"] == 1
     assert kube.objects[("StatefulSet", "kv-zone-b")]["spec"]["replicas"] == 0
-    assert events == [("Normal", "ScaleUp", action.message)]
-    assert kube.status == status and status["observedGeneration"] == 2
+    assert events[0] == ("Normal", "ScaleUp", action.message)
+    assert status["observedGeneration"] == 2
 
 
 def test_decommission_goes_to_the_node_itself_first() -> None:

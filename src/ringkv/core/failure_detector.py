@@ -207,6 +207,14 @@ class Watch:
                     break
         return out
 
+    def alive(self, node: str, now: float) -> bool | None:
+        """Our verdict on ``node``, or None while we have no verdict of our own: it was not a
+        target at the last ``tick`` (it just became one when the members changed, and the
+        history we hold of it, if any, is stale until ``tick`` gives it a fresh start)."""
+        if node not in self._watched:
+            return None
+        return self.detector.is_available(node, now)
+
     def heard(self, node: str, now: float) -> None:
         """A heartbeat answer (direct or through an indirect probe) from ``node``."""
         self.detector.heartbeat(node, now)

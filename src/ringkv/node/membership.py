@@ -131,7 +131,12 @@ class Membership:
         if conn.down:
             return False
         if node in self._watching:
-            return self.detector.is_available(node, time.monotonic())
+            # A member that just became our target (the members changed: a join) is judged
+            # by what its watchers gossip until our first tick on it; a phi from no history,
+            # or from when we last watched it, would call a live member dead for a round.
+            verdict = self.watch.alive(node, time.monotonic())
+            if verdict is not None:
+                return verdict
         return node not in self._gossip_down
 
     def up_nodes(self) -> frozenset[str]:

@@ -3,7 +3,7 @@
 - ``spec``: the KVCluster spec as a typed, defaulted value, and the names and labels of
   everything derived from it.
 - ``builders``: pure functions that build every child object (a StatefulSet per zone, the peer
-  and client Services, the PodDisruptionBudget, the nodes' ServiceAccount, Role
+  and client Services, the zones' PodDisruptionBudgets, the nodes' ServiceAccount, Role
   and RoleBinding) as plain dicts.
 - ``credentials``: the Secrets the operator generates (API tokens, the cluster secret), and
   the operator's own access to the nodes (its bearer token, the TLS CA).

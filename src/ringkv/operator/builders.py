@@ -300,14 +300,21 @@ def build_client_service(spec: ClusterSpec, owner: dict[str, Any] | None = None)
     }  # fmt: skip
 
 
-def build_pdb(spec: ClusterSpec, owner: dict[str, Any] | None = None) -> Obj:
+def build_pdb(
+    spec: ClusterSpec, zone: str, max_unavailable: int = 1, owner: dict[str, Any] | None = None
+) -> Obj:
+    """One zone's PodDisruptionBudget (named as its StatefulSet): a drain in one zone is
+    judged on that zone's pods, not blocked by another zone's; ``max_unavailable`` is
+    ``plan.disruption_budgets``' choice (0 while another zone has a node out)."""
+    meta = _meta(spec, owner, spec.statefulset_name(zone), "node")
+    meta["labels"][ZONE_KEY] = zone
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "metadata": _meta(spec, owner, spec.pdb_name, "node"),
+        "metadata": meta,
         "spec": {
-            "maxUnavailable": 1,
-            "selector": {"matchLabels": spec.node_selector_labels()},
+            "maxUnavailable": max_unavailable,
+            "selector": {"matchLabels": spec.node_selector_labels(zone)},
         },
     }
 
@@ -525,17 +532,21 @@ def _label_name(label: str) -> str:
 
 
 def build_children(
-    spec: ClusterSpec, owner: dict[str, Any] | None, replicas: dict[str, int]
+    spec: ClusterSpec,
+    owner: dict[str, Any] | None,
+    replicas: dict[str, int],
+    budgets: dict[str, int] | None = None,
 ) -> list[Obj]:
-    """Every child, in the order to apply them (StatefulSets last, with the given replicas)."""
+    """Every child, in the order to apply them (StatefulSets last, with the given replicas;
+    each zone's PodDisruptionBudget with its budget, 1 when not given)."""
     objects = [
         build_service_account(spec, owner),
         build_role(spec, owner),
         build_role_binding(spec, owner),
         build_peer_service(spec, owner),
         build_client_service(spec, owner),
-        build_pdb(spec, owner),
     ]
+    objects += [build_pdb(spec, z, (budgets or {}).get(z, 1), owner) for z in spec.zones]
     objects += [build_statefulset(spec, z, replicas.get(z, 0), owner) for z in spec.zones]
     return objects
 

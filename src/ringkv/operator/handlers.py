@@ -21,7 +21,7 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from ringkv.operator import credentials, reconciler
 from ringkv.operator.metrics import ClusterMetrics
-from ringkv.operator.plan import sts_replicas
+from ringkv.operator.plan import disruption_budgets, sts_replicas
 from ringkv.operator.spec import GROUP, PLURAL, VERSION, SpecError, parse_spec
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,8 @@ def apply_children(body: kopf.Body, name: str, namespace: str | None, **_: Any) 
     with memory.lock:
         observed, _pods = reconciler.observe(spec, kube(), reconciler.PodsOnly())
         reconciler.ensure_children(spec, plain, kube(), sts_replicas(spec, observed),
-                                   reconciler.volume_sizes(observed))  # fmt: skip
+                                   reconciler.volume_sizes(observed),
+                                   disruption_budgets(spec, observed))  # fmt: skip
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=INTERVAL, initial_delay=1.0, sharp=False)

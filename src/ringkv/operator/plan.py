@@ -13,7 +13,8 @@ Each rule is a small function, tested alone. In order of precedence:
 2. ``remove_left_node``, ``remove_unjoined_node``, ``delete_removed_volume``: finish a
    scale-down: the highest pod of a zone whose node reports ``left`` (or never joined: a
    scale-up reversed before the join) is removed by lowering that StatefulSet's replicas;
-   then the volumes of removed ``left`` (or never joined) nodes are deleted.
+   then the volumes of removed ``left`` (or never joined) nodes are deleted (never a volume
+   of a node nobody knows: kept volumes a re-created KVCluster adopts).
 3. ``restore_removed_node``: a node that still holds data but whose pod is outside its
    StatefulSet (someone shrank it) is brought back.
 4. ``create_first_node`` of a new cluster. ``grow_volumes``: spec.storage.size raised: every
@@ -29,7 +30,8 @@ Each rule is a small function, tested alone. In order of precedence:
    one) or ``stop_roll_on_failure`` (``Degraded``); else ``replace_failed_node`` once it has
    been down ``failureReplacement.after`` (or its volume is lost) and every other node is up
    (its pod and volume are deleted; the new pod on an empty volume takes over the node id and
-   streams the data back), or ``report_down_nodes``.
+   streams the data back), or ``report_down_nodes``; nodes of a zone none of whose
+   machines is Ready are not replaced (``report_zone_down``: a zone outage).
 7. ``wait_for_starting_pods``: pods not ready yet; ``cluster_unreachable``: no node answered.
 8. ``wait_for_cleanup``: after a ring change, until every node has cleaned the ranges it no
    longer replicates (``cleanup_pending``), so a scale-out is reported done only once the disk
@@ -154,6 +156,8 @@ class ClusterReport:
     # ``cleanup_pending``); their reports (``cleanup``) give the progress
     cleanup_pending: tuple[str, ...] = ()
     cleanup: tuple[dict[str, Any], ...] = ()
+    # the node whose view ``members`` is (its pod name), named when it calls a member dead
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -165,6 +169,8 @@ class Observed:
     desired_replicas: int | None = None  # autoscaling's choice; None: spec.replicas
     # StorageClass name -> its allowVolumeExpansion (read for the classes of volumes to grow)
     expandable: dict[str, bool] = field(default_factory=dict)
+    # Kubernetes nodes (machines) per zone: (Ready, all); None when not observed
+    machines: dict[str, tuple[int, int]] | None = None
 
 
 @dataclass(frozen=True)
@@ -380,6 +386,7 @@ class _Node:
     pod: PodState | None
     member: Member | None
     down_since: float | None = None
+    new: bool = False  # the node the last scale-up added, within its grace
 
     @property
     def ready(self) -> bool:
@@ -410,11 +417,24 @@ class _Node:
             return False
         if self.pod is None or self.pod.deleting or self.pod.phase != "Running":
             return True
-        if m.state == JOINING and not self.ready and not self.crash_looping:
-            # A joiner whose pod is still starting: the node asked may not have heard its
-            # first heartbeat yet (gossip spread the join first); waited for, not down.
+        if (m.state == JOINING or self.new) and not self.ready and not self.crash_looping:
+            # A joiner, or a scale-up's new node just past its join, whose pod is not ready
+            # yet: the node asked may not have reached it yet (gossip spread the join first,
+            # a first connection to a new pod's name may fail); waited for, not down.
             return False
         return not m.alive
+
+    def down_reason(self, source: str) -> str:
+        """Why it counts as down, for the Degraded message: its pod, or who holds it dead."""
+        if self.pod is None:
+            return "no pod"
+        if self.pod.deleting:
+            return "pod terminating"
+        if self.pod.phase != "Running":
+            return f"pod {self.pod.phase}"
+        state = self.member.state if self.member else "absent"
+        ready = "ready" if self.ready else "not ready"
+        return f"{state}, dead to {source or 'the node asked'}, pod {ready}"
 
 
 @dataclass
@@ -460,9 +480,21 @@ class Facts:
         """The last action restarted or replaced a node that may still be coming back."""
         return self.last_pending and self.last.get("action") in (RESTART, REPLACE)
 
+    @property
+    def zones_out(self) -> list[str]:
+        return zones_out(self.spec, self.observed)
+
     def lost_volume(self, n: _Node) -> bool:
         pvc = self.observed.pvcs.get(self.spec.pvc_name(n.zone, n.ordinal))
         return pvc is not None and pvc.phase == "Lost"
+
+
+def zones_out(spec: ClusterSpec, observed: Observed) -> list[str]:
+    """Zones none of whose machines is Ready (a zone outage, not a failed machine)."""
+    machines = observed.machines
+    if machines is None or len(spec.zones) < 2:
+        return []
+    return [z for z in spec.zones if machines.get(z, (0, 0))[1] and not machines[z][0]]
 
 
 def facts(
@@ -481,9 +513,6 @@ def facts(
         _Node(z, i, nid, observed.pods.get(nid), members.get(nid))
         for z, i, nid in expected_nodes(spec, counts)
     ]
-    for n in nodes:
-        if n.down:
-            n.down_since = prev_down.get(n.id) or now
     outdated = [
         n
         for n in nodes
@@ -511,6 +540,14 @@ def facts(
         last_time is not None and now - last_time < grace and not last_done
         and not prev_ready.get(last.get("node"), False)
     )  # fmt: skip
+    if last_pending and last.get("action") == SCALE and last_node is not None:
+        last_node.new = True
+    out = zones_out(spec, observed)
+    for n in nodes:
+        if n.down:
+            # A node of a zone that is out is not failing on its own: its clock towards
+            # failureReplacement.after starts when its zone is back.
+            n.down_since = now if n.zone in out else (prev_down.get(n.id) or now)
     return Facts(spec, observed, prev, now, counts, desired, nodes, outdated, last, last_pending,
                  last_done, volume_check(spec, observed, counts))  # fmt: skip
 
@@ -561,9 +598,17 @@ def remove_left_node(f: Facts) -> Verdict | None:
 
 
 def delete_removed_volume(f: Facts) -> Verdict | None:
-    """Then delete the volume of a removed node: no pod, and it left (or is unknown)."""
+    """Then delete the volume of a removed node: no pod, and it left -- as the nodes say, or,
+    once they have forgotten it, as the last status said. A volume of a node nobody knows is
+    kept: it may hold the only copy of its data (a KVCluster deleted with ``deletePolicy:
+    Retain`` and created again adopts its volumes one node at a time, so the volumes of the
+    nodes not started yet look unused)."""
     if f.ring is None:
         return None  # without the nodes' word, a volume's node may still hold data
+    prev_left = {
+        str(m.get("id")) for m in f.prev.get("members") or ()
+        if isinstance(m, dict) and m.get("state") == LEFT
+    }  # fmt: skip
     for pvc in sorted(f.observed.pvcs.values(), key=lambda p: p.name):
         owner = pvc_owner(f.spec, pvc.name)
         if owner is None or pvc.deleting:
@@ -573,7 +618,7 @@ def delete_removed_volume(f: Facts) -> Verdict | None:
             continue
         node_id = f.spec.pod_name(z, ordinal)
         m = f.members.get(node_id)
-        gone = m is None or m.state == LEFT or _never_joined(m)
+        gone = (m.state == LEFT or _never_joined(m)) if m is not None else node_id in prev_left
         if gone and node_id not in f.observed.pods:
             return _act(Action(
                 DELETE_PVC, zone=z, node=node_id, pvc=pvc.name, reason="VolumeDeleted",
@@ -805,7 +850,11 @@ def restart_stale_down_node(f: Facts) -> Verdict | None:
 
 
 def _down_for(f: Facts, down: list[_Node]) -> str:
-    return ", ".join(f"{n.id} ({int(f.now - (n.down_since or f.now))} s)" for n in down)
+    source = f.ring.source if f.ring is not None else ""
+    return ", ".join(
+        f"{n.id} ({int(f.now - (n.down_since or f.now))} s: {n.down_reason(source)})"
+        for n in down
+    )
 
 
 def stop_roll_on_failure(f: Facts) -> Verdict | None:
@@ -828,6 +877,25 @@ def _long_down(f: Facts) -> list[_Node]:
         n for n in f.down if n.down_since is not None
         and (f.now - n.down_since >= f.spec.replace_after_seconds or f.lost_volume(n))
     ]  # fmt: skip
+
+
+def report_zone_down(f: Facts) -> Verdict | None:
+    """Nodes down in a zone none of whose machines is Ready: a zone outage. They are not
+    replaced -- a replacement would have nowhere to run, and the nodes keep their data and
+    rejoin with it when the zone returns (hints fill in what they missed); replacing them
+    would stream every range of the zone again -- and the zone is named."""
+    out = f.zones_out
+    down = [n for n in f.down if n.zone in out]
+    if not down:
+        return None
+    zones = ", ".join(sorted({n.zone for n in down}))
+    others = [n for n in f.down if n.zone not in out]
+    more = f"; also down: {_down_for(f, others)}" if others else ""
+    return Verdict(degraded=(
+        "ZoneDown",
+        f"zone {zones} is down (no Ready machine): {_down_for(f, down)}; not replaced while "
+        f"their zone is out, they rejoin when it returns{more}",
+    ))  # fmt: skip
 
 
 def replace_failed_node(f: Facts) -> Verdict | None:
@@ -996,6 +1064,7 @@ RULES: tuple[Rule, ...] = (
     wait_for_restarted_node,
     restart_stale_down_node,
     stop_roll_on_failure,
+    report_zone_down,
     replace_failed_node,
     report_down_nodes,
     wait_for_starting_pods,
@@ -1194,6 +1263,28 @@ def zone_balance_message(sizes: list[int], rf: int, bound: float) -> str:
     )
 
 
+# -- disruption budgets -------------------------------------------------------------------------
+
+
+def disruption_budgets(spec: ClusterSpec, observed: Observed) -> dict[str, int]:
+    """Each zone's PodDisruptionBudget ``maxUnavailable``: 1 while every node of the other
+    zones is ready, else 0.
+
+    Zone-aware placement keeps a replica of each range per zone (with as many zones as
+    replicas), so any number of nodes out in one zone leave every range a quorum, and nodes
+    out in two zones may not. Per-zone budgets let a zone's maintenance (a drain) go on
+    whatever the other zones' budgets, one node at a time in the zone; a node out elsewhere
+    (drained, failed, restarting) closes them, so a second zone is not drained on top of it.
+    The budgets follow the pods each pass: two evictions in different zones within one pass
+    can both pass (the PodDisruptionBudget API has no cross-budget limit)."""
+    counts = sts_replicas(spec, observed)
+    not_ready = {
+        z for z, _, node_id in expected_nodes(spec, counts)
+        if (p := observed.pods.get(node_id)) is None or not p.ready or p.deleting
+    }  # fmt: skip
+    return {z: 0 if not_ready - {z} else 1 for z in spec.zones}
+
+
 # -- autoscaling --------------------------------------------------------------------------------
 
 
@@ -1309,6 +1400,7 @@ __all__ = [
     "change_progress",
     "cleanup_progress",
     "decide",
+    "disruption_budgets",
     "expected_nodes",
     "iso",
     "parse_iso",

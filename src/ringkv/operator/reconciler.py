@@ -8,6 +8,8 @@ ringkv nodes' HTTP API), so a pass can run against fakes in unit tests; ``KubeAp
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import threading
 import time
@@ -39,6 +41,7 @@ from ringkv.operator.plan import (
     StatefulSetState,
     autoscale,
     decide,
+    disruption_budgets,
     iso,
     parse_iso,
     request_rate,
@@ -69,6 +72,8 @@ class Kube(Protocol):
     def list_pvcs(self, namespace: str, selector: str) -> list[dict[str, Any]]: ...
     def delete_pod(self, namespace: str, name: str, force: bool = False) -> None: ...
     def delete_pvc(self, namespace: str, name: str) -> None: ...
+    def delete_pdb(self, namespace: str, name: str) -> None: ...
+    def list_nodes(self) -> list[dict[str, Any]] | None: ...
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
     def patch_replicas(self, namespace: str, name: str, replicas: int) -> None: ...
     def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None: ...
@@ -123,6 +128,20 @@ def pod_state(spec: ClusterSpec, pod: dict[str, Any]) -> PodState | None:
     )
 
 
+def machines_by_zone(spec: ClusterSpec, nodes: list[dict[str, Any]]) -> dict[str, tuple[int, int]]:
+    """(Ready, all) Kubernetes nodes per zone of the spec, by the label ``spec.topologyKey``."""
+    out: dict[str, tuple[int, int]] = {z: (0, 0) for z in spec.zones}
+    for node in nodes:
+        zone = _get(node, "metadata", "labels", spec.topology_key, default="")
+        if zone not in out:
+            continue
+        conditions = _get(node, "status", "conditions", default=[])
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+        have_ready, have = out[zone]
+        out[zone] = (have_ready + int(ready), have + 1)
+    return out
+
+
 class PodsOnly:
     """``Nodes`` for a pass that needs the pods and children only, not the nodes' answers."""
 
@@ -175,8 +194,15 @@ def observe(spec: ClusterSpec, kube: Kube, nodes: Nodes) -> tuple[Observed, dict
     want = parse_quantity(spec.storage_size)
     classes = {p.storage_class for p in pvcs.values() if p.requested and p.requested < want}
     expandable = {c: kube.storage_class_expandable(c) for c in sorted(classes) if c}
+    machines = kube.list_nodes()
     ring = nodes.ring_view(endpoints_of(spec, pods.values()))
-    return Observed(statefulsets, pods, pvcs, ring, expandable=expandable), pods
+    if ring is not None and ring.source:  # the endpoint that answered: name its pod
+        named = next((p.name for p in pods.values() if endpoints_of(spec, [p]) == [ring.source]),
+                     ring.source)  # fmt: skip
+        ring = dataclasses.replace(ring, source=named)
+    machines_seen = None if machines is None else machines_by_zone(spec, machines)
+    return Observed(statefulsets, pods, pvcs, ring, expandable=expandable,
+                    machines=machines_seen), pods
 
 
 def _quantity(value: Any) -> float | None:
@@ -208,6 +234,7 @@ class _Memory:
     # The status this process wrote last (the watched object may not show it yet).
     status: dict[str, Any] | None = None
     generation: int | None = None
+    legacy_pdb_gone: bool = False  # the cluster-wide PodDisruptionBudget deleted
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -249,12 +276,14 @@ def ensure_children(
     kube: Kube,
     replicas: dict[str, int],
     sizes: dict[str, str] | None = None,
+    budgets: dict[str, int] | None = None,
 ) -> None:
     """Create or patch every child (server-side apply), StatefulSets with ``replicas`` (and
-    the volume template ``sizes`` they have, see ``volume_sizes``); first the Secrets the
-    operator generates (created once, never re-applied)."""
+    the volume template ``sizes`` they have, see ``volume_sizes``), the zones'
+    PodDisruptionBudgets with ``budgets``; first the Secrets the operator generates (created
+    once, never re-applied)."""
     credentials.ensure_secrets(spec, owner_of(body), kube)
-    for obj in builders.build_children(spec, owner_of(body), replicas):
+    for obj in builders.build_children(spec, owner_of(body), replicas, budgets):
         kube.apply(_keep_volume_size(obj, sizes or {}))
     if spec.monitoring.pod_monitor:
         _apply_pod_monitor(spec, builders.build_pod_monitor(spec, owner_of(body)), kube)
@@ -311,7 +340,12 @@ def reconcile(
         # created again with them -- see plan.sts_replicas)
         counts = sts_replicas(spec, observed)
         sizes = volume_sizes(observed)
-        ensure_children(spec, body, kube, counts, sizes)
+        ensure_children(spec, body, kube, counts, sizes, disruption_budgets(spec, observed))
+        if not memory.legacy_pdb_gone:
+            # the one cluster-wide budget of earlier versions: a pod under two budgets
+            # cannot be evicted at all
+            kube.delete_pdb(namespace, spec.pdb_name)
+            memory.legacy_pdb_gone = True
         decision = decide(spec, observed, previous, now, generation)
         action, status = decision.action, decision.status
         refusal = _new_refusal(previous, status)
@@ -456,6 +490,7 @@ class KubeApi:
         self.core = client.CoreV1Api(self.api)
         self.apps = client.AppsV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)
+        self.policy = client.PolicyV1Api(self.api)
         self.dynamic = dynamic.DynamicClient(self.api)  # type: ignore[no-untyped-call]
         self._resources: dict[tuple[str, str], Any] = {}
 
@@ -477,8 +512,6 @@ class KubeApi:
 
     def _list(self, fn: Any, namespace: str, selector: str) -> list[dict[str, Any]]:
         result = fn(namespace, label_selector=selector, _preload_content=False)
-        import json
-
         items: list[dict[str, Any]] = json.loads(result.data).get("items", [])
         return items
 
@@ -532,6 +565,25 @@ class KubeApi:
                 return False
             raise
         return bool(sc.allow_volume_expansion)
+
+    def list_nodes(self) -> list[dict[str, Any]] | None:
+        """The Kubernetes nodes, or None where the operator may not list them (its RBAC)."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            result = self.core.list_node(_preload_content=False)
+        except ApiException as exc:
+            if exc.status in (401, 403):
+                return None
+            raise
+        data = result.data  # type: ignore[attr-defined]
+        items: list[dict[str, Any]] = json.loads(data).get("items", [])
+        return items
+
+    def delete_pdb(self, namespace: str, name: str) -> None:
+        self._ignore_404(
+            lambda: self.policy.delete_namespaced_pod_disruption_budget(name, namespace)
+        )
 
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         self.custom.patch_namespaced_custom_object_status(
@@ -636,6 +688,7 @@ class NodeHttp:
                 members, progress.get("in_progress"), change, hints,
                 tuple(str(n) for n in progress.get("cleanup_pending") or ()),
                 tuple(r for r in progress.get("cleanup") or () if isinstance(r, dict)),
+                source=endpoint,
             )  # fmt: skip
         return None
 
