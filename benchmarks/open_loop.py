@@ -279,12 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     table = render(result, args)
     result["table_markdown"] = table
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1, default=str) + "\n")
-    print(f"# {command}\n# {result['started_utc']}, {result['minutes']} min; before: "
-          f"{uptime_before}; after: {result['uptime_after']}\n")  # fmt: skip
-    print(table)
+    procs.finish_report(result, table, args.json, command, uptime_before)
     return 0
 
 

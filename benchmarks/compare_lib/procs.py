@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import signal
 import socket
@@ -14,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 try:
     from ringkv.launcher import HOST, Process, free_ports
@@ -141,3 +143,14 @@ def uptime_line() -> str:
         ).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         return "load average: {:.2f}, {:.2f}, {:.2f}".format(*os.getloadavg())
+
+
+def finish_report(result: dict[str, Any], table: str, json_path: Path | None, command: str,
+                  uptime_before: str) -> None:  # fmt: skip
+    """Write ``result`` as JSON (when asked) and print the run's header and table."""
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result, indent=1, default=str) + "\n")
+    print(f"# {command}\n# {result['started_utc']}, {result['minutes']} min; before: "
+          f"{uptime_before}; after: {result['uptime_after']}\n")  # fmt: skip
+    print(table)
