@@ -435,7 +435,7 @@ def test_example_cluster_becomes_available(k8s: Any, cluster_ns: str) -> None:
     # The children are owned by the KVCluster.
     uid = s.obj["metadata"]["uid"]
     for kind, name in (("statefulset", f"{NAME}-zone-a"), ("service", NAME),
-                       ("service", f"{NAME}-peers"), ("pdb", NAME)):
+                       ("service", f"{NAME}-peers"), ("pdb", f"{NAME}-zone-a")):
         meta = json.loads(k8s.kubectl("-n", ns, "get", kind, name, "-o", "json").stdout)
         assert [o["uid"] for o in meta["metadata"]["ownerReferences"]] == [uid], (kind, name)
 
