@@ -161,6 +161,13 @@ class K8s:
         subprocess.run([container_engine(), "start", name], check=True,
                        capture_output=True, text=True, timeout=120)
 
+    def on_node(self, name: str, script: str, check: bool = True,
+                timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run a shell script on a machine: in the kind node's container, as root (its
+        kubelet and pods see the same mounts)."""
+        return subprocess.run([container_engine(), "exec", name, "sh", "-ec", script],
+                              check=check, capture_output=True, text=True, timeout=timeout)
+
     def kubectl(self, *args: str, check: bool = True, input: str | None = None,
                 timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run([self.kubectl_bin, f"--kubeconfig={self.kubeconfig}", *args],
