@@ -15,8 +15,8 @@ that directory has no package on purpose), installed once for this module.
 - Certificate rotation: a TLS cluster (mutual TLS between nodes) gets a renewed certificate
   from the same CA, then an old+new CA bundle and a certificate from the new CA: every pod
   serves the new certificate, no pod restarts, no request of a workload fails.
-- Disk full on one pod is not run on kind: its volume is a directory on this machine's shared
-  disk, which a test must not fill; tests/node/test_disk_full.py fills a small tmpfs instead.
+- Disk full on one pod: test_disk_full_e2e.py (its volumes on small tmpfs file systems, so
+  that no test fills this machine's shared disk).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ rather than fail, ``DiskGuard`` checks the disk every ``CHECK_INTERVAL`` seconds
 - makes the readiness probe fail (``/health/ready``: 503 ``insufficient_storage``), so the
   Kubernetes Service stops sending clients to the pod (the peers' headless Service still
   publishes it, so reads and hint delivery keep working);
-- shows it in ``ringkv_writes_refused`` (the ``RingkvWritesRefused`` alert) and in
+- shows it in ``ringkv_writes_refused`` (the ``RingkvDiskFull`` alert) and in
   ``/v1/status`` (``node.writes_refused``, and each member's ``writes_refused``);
 - recovers by itself: once space is back the flag is cleared; after an ENOSPC inside RocksDB
   (which then refuses every write until it is reopened) the database is reopened in place
