@@ -9,8 +9,8 @@ the node's ``--min-free-bytes`` (64 MiB by default) stays free:
 
 - that node answers 507 ``insufficient_storage`` to a write sent to it and keeps serving
   reads; its readiness probe fails, so the client Service stops sending it clients; its
-  ``ringkv_writes_refused`` gauge (what the ``RingkvDiskFull`` alert fires on) says so; ``kubectl get
-  kvc`` shows Degraded, reason ``DiskFull`` naming the pod;
+  ``ringkv_writes_refused`` gauge (what the ``RingkvDiskFull`` alert fires on) says so;
+  ``kubectl get kvc`` shows Degraded, reason ``DiskFull`` naming the pod;
 - the workload (quorum writes and reads through the other pods) goes on without a failure:
   the coordinators leave the full node out of write rounds and keep its copies as hints;
 - nothing restarts and nothing is replaced;

@@ -8,6 +8,8 @@
    its local-path volume (pinned to the drained machine), so it stays Pending; the operator
    treats that as a node down and replaces it after ``failureReplacement.after`` (a new
    volume on the spare, the data streamed back) -- not a crash loop, no manual step.
+3. Two pods of one zone (4 nodes: zone-a runs two, on one machine): the zone's budget admits
+   the first eviction and refuses the second until the first pod is back.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from test_operator_e2e import (
     kvc,
     node_pods,
     pod_ready,
+    settled,
     wait_for,
 )
 from test_operator_lifecycle_e2e import Spare, live_workload, patch_kvc, report, settle
@@ -106,6 +109,49 @@ def test_evictions_are_one_zone_at_a_time_and_a_drain_finishes(
     print(f"\nevictions checked in {t_evict:.0f}s; drain of {spare_node.failing} took "
           f"{drain_took:.0f}s, {victim} replaced and settled {back:.0f}s after it; "
           f"{time.monotonic() - t0:.0f}s in all; workload: {work.summary()}")
+    assert work.acked and work.wrong_reads == [], work.summary()
+    assert check_quorum_reads(endpoints(k8s, ns)[0], {**before, **work.acked}) == []
+    failed = len(work.write_failures) + len(work.read_failures)
+    assert failed <= max(3, work.ops // 100), work.summary()
+
+
+@pytest.mark.timeout(1200)
+def test_two_pods_of_one_zone_are_evicted_one_at_a_time(k8s: Any, available: str) -> None:
+    """Within a zone the budget (``maxUnavailable: 1``) admits one eviction and refuses the
+    next until the first pod is back: at 4 nodes zone-a runs two, on its one machine (what a
+    drain of that machine asks for)."""
+    ns = available
+    t0 = time.monotonic()
+    zone_a = f"{NAME}-zone-a"
+    before = fill(k8s, ns, "pre-zone-evict", 30)
+    work = live_workload(k8s, ns, "zone-evict").start()
+    try:
+        k8s.kubectl("-n", ns, "scale", "kvc", NAME, "--replicas=4")
+        wait_for(lambda: settled(k8s, ns, 4), 600, "settled at 4 nodes", every=2)
+        names = {p["metadata"]["name"] for p in node_pods(k8s, ns)}
+        first, second = f"{zone_a}-1", f"{zone_a}-0"
+        assert {first, second} <= names, names
+        wait_for(lambda: budgets(k8s, ns).get(zone_a) == (1, 1), 120,
+                 "zone-a's budget allowing one disruption of its two pods", every=2)
+        ok, answer = evict(k8s, ns, first)
+        assert ok, answer
+        ok, answer = evict(k8s, ns, second)
+        assert not ok and ("TooManyRequests" in answer or "429" in answer), answer
+        assert "disruption" in answer.lower(), answer
+        wait_for(lambda: settled(k8s, ns, 4), 300, f"{first} back", every=2)
+        # once the first is back, the second may go
+        wait_for(lambda: budgets(k8s, ns).get(zone_a) == (1, 1), 120,
+                 "zone-a's budget open again", every=2)
+        ok, answer = evict(k8s, ns, second)
+        assert ok, answer
+        wait_for(lambda: settled(k8s, ns, 4), 300, f"{second} back", every=2)
+        k8s.kubectl("-n", ns, "scale", "kvc", NAME, "--replicas=3")
+        settle(k8s, ns, 3, 600, "back at 3 nodes")
+    finally:
+        work.stop()
+    report(work)
+    print(f"\ntwo pods of zone-a evicted one at a time; {time.monotonic() - t0:.0f}s in all; "
+          f"workload: {work.summary()}")
     assert work.acked and work.wrong_reads == [], work.summary()
     assert check_quorum_reads(endpoints(k8s, ns)[0], {**before, **work.acked}) == []
     failed = len(work.write_failures) + len(work.read_failures)
