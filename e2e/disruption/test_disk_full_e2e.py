@@ -32,7 +32,7 @@ from test_operator_e2e import (
     EXAMPLE,
     NAME,
     Workload,
-    admin_token,
+    admin_token_in_env,
     check_quorum_reads,
     condition,
     fill,
@@ -113,8 +113,6 @@ def small_disks(k8s: Any, operator: str) -> Iterator[dict[str, str]]:
 @pytest.fixture(scope="module")
 def disk_ns(k8s: Any, small_disks: dict[str, str]) -> Iterator[str]:
     """The example KVCluster with its volumes on the small disks, in a fresh namespace."""
-    import os
-
     ns = "e2e-disk-" + uuid.uuid4().hex[:6]
     k8s.kubectl("create", "namespace", ns)
     obj = yaml.safe_load(EXAMPLE.read_text())
@@ -122,19 +120,12 @@ def disk_ns(k8s: Any, small_disks: dict[str, str]) -> Iterator[str]:
     obj["spec"]["storage"] = {"storageClassName": CLASS, "size": f"{SIZE_MIB}Mi",
                               "deletePolicy": "Delete"}  # fmt: skip
     k8s.kubectl("apply", "-f", "-", input=json.dumps(obj))
-    previous = os.environ.get("RINGKV_TOKEN")
     try:
-        os.environ["RINGKV_TOKEN"] = wait_for(
-            lambda: admin_token(k8s, ns), 120, f"the generated Secret {NAME}-tokens"
-        )
-        wait_for(lambda: settled(k8s, ns, 3), 600, "settled at 3 nodes on the small disks",
-                 every=2)  # fmt: skip
-        yield ns
+        with admin_token_in_env(k8s, ns):
+            wait_for(lambda: settled(k8s, ns, 3), 600, "settled at 3 nodes on the small disks",
+                     every=2)  # fmt: skip
+            yield ns
     finally:
-        if previous is None:
-            os.environ.pop("RINGKV_TOKEN", None)
-        else:
-            os.environ["RINGKV_TOKEN"] = previous
         print(f"\ndisk-full e2e logs saved to {save_logs(k8s, ns, ns)}")
         k8s.kubectl("delete", "kvc", NAME, "-n", ns, "--wait=true", "--timeout=120s",
                     check=False, timeout=150)  # fmt: skip

@@ -25,6 +25,7 @@ cluster is gone.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import random
@@ -80,6 +81,22 @@ def secret_data(k8s: Any, ns: str, name: str) -> dict[str, str]:
 def admin_token(k8s: Any, ns: str) -> str:
     """The admin token the operator generated for the example cluster (``NAME-tokens``)."""
     return secret_data(k8s, ns, f"{NAME}-tokens")["admin-token"]
+
+
+@contextlib.contextmanager
+def admin_token_in_env(k8s: Any, ns: str) -> Iterator[None]:
+    """``$RINGKV_TOKEN`` set to the cluster's generated admin token while inside (the operator
+    writes the Secret on its first pass; every helper's client sends it), restored after."""
+    previous = os.environ.get("RINGKV_TOKEN")
+    try:
+        os.environ["RINGKV_TOKEN"] = wait_for(
+            lambda: admin_token(k8s, ns), 120, f"the generated Secret {NAME}-tokens")
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("RINGKV_TOKEN", None)
+        else:
+            os.environ["RINGKV_TOKEN"] = previous
 
 
 def auth_headers(k8s: Any, ns: str) -> dict[str, str]:
@@ -372,17 +389,10 @@ def cluster_ns(k8s: Any, operator: str) -> Iterator[str]:
     text = re.sub(r"(?m)^(\s+namespace:\s*)default\s*$", rf"\g<1>{ns}", text)
     assert f"namespace: {ns}" in text
     k8s.kubectl("apply", "-f", "-", input=text)
-    previous = os.environ.get("RINGKV_TOKEN")
     try:
-        # The operator generates the Secret on its first pass; every helper's client sends it.
-        os.environ["RINGKV_TOKEN"] = wait_for(
-            lambda: admin_token(k8s, ns), 120, f"the generated Secret {NAME}-tokens")
-        yield ns
+        with admin_token_in_env(k8s, ns):
+            yield ns
     finally:
-        if previous is None:
-            os.environ.pop("RINGKV_TOKEN", None)
-        else:
-            os.environ["RINGKV_TOKEN"] = previous
         path = save_logs(k8s, ns, ns)
         print(f"\noperator e2e logs saved to {path}")
         k8s.kubectl("delete", "namespace", ns, "--wait=false", check=False)
