@@ -300,6 +300,35 @@ def test_roll_one_pod() -> None:
     assert plan.roll_one_pod(f_of(spec, cluster(spec, ONE))) is None
 
 
+def _template_shards(observed: Observed, shards: int) -> Observed:
+    pods = {n: dataclasses.replace(p, shards=shards) for n, p in observed.pods.items()}
+    return dataclasses.replace(observed, pods=pods)
+
+
+def test_roll_one_pod_to_another_shard_count_recreates_the_volume() -> None:
+    spec = make_spec(shards=2)
+    old = {f"kv-{z}-0": "rev0" for z in ZONES}
+    f = f_of(spec, _template_shards(cluster(spec, ONE, revisions=old), 1))
+    no_rule_but(f, plan.roll_one_pod)
+    v = plan.roll_one_pod(f)
+    assert v is not None and (v.action.kind, v.action.node) == (plan.RESHARD, "kv-zone-a-0")
+    assert v.action.pvc == "data-kv-zone-a-0" and "from 1 to 2 shards" in v.action.message
+    assert v.progress is not None and v.progress["operation"] == "upgrade"
+    # the same count (another setting changed): a plain restart
+    same = f_of(spec, _template_shards(cluster(spec, ONE, revisions=old), 2))
+    v = plan.roll_one_pod(same)
+    assert v is not None and v.action.kind == plan.RESTART
+    # with no other replica to refill from, refused and said why
+    lone = make_spec(shards=2, replicationFactor=1)
+    v = plan.roll_one_pod(f_of(lone, _template_shards(cluster(lone, ONE, revisions=old), 1)))
+    assert v is not None and v.action.kind == plan.NONE and v.degraded is not None
+    assert v.degraded[0] == "ReshardRefused" and "replicationFactor 1" in v.degraded[1]
+    # then the roll waits for the node to come back, as for a restart
+    down = cluster(spec, ONE, no_pod={"kv-zone-a-0"}, revisions=old)
+    w = plan.wait_for_restarted_node(f_of(spec, down, _restarted("kv-zone-a-0", plan.RESHARD)))
+    assert w is not None and w.progressing is not None and w.progressing[0] == "RollingUpdate"
+
+
 def test_scale_up() -> None:
     spec = make_spec(replicas=4)
     f = f_of(spec, cluster(spec, ONE))

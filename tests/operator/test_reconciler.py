@@ -212,6 +212,36 @@ def test_replace_deletes_claim_then_pod_forcefully() -> None:
     assert events[-1][:2] == ("Warning", "ReplacingNode")
 
 
+def test_a_shard_count_change_moves_each_node_onto_an_empty_volume() -> None:
+    """A node refuses data written with another shard count, so the roll of a spec.shards
+    change recreates a node's volume with its pod (gracefully: the node is healthy), one
+    node at a time, instead of restarting the pod into a refusal."""
+    reconciler.forget("ns", "kv4")
+    kube = with_secrets(FakeKube(), "kv4")
+    for z in ("zone-a", "zone-b", "zone-c"):
+        kube.objects[("StatefulSet", f"kv4-{z}")] = {
+            "metadata": {"name": f"kv4-{z}", "labels": {"ringkv.io/zone": z}},
+            "spec": {"replicas": 1}, "status": {"updateRevision": "r2"},
+        }  # fmt: skip
+    members = {}
+    for i, z in enumerate(("zone-a", "zone-b", "zone-c")):
+        name = f"kv4-{z}-0"
+        p = pod(name, z, f"10.0.{i}.1")
+        p["spec"] = {"containers": [{"name": "node", "env": [{"name": "RINGKV_SHARDS",
+                                                              "value": "1"}]}]}  # fmt: skip
+        kube.pods.append(p)
+        members[name] = Member(name, z, "normal", True)
+    nodes, events = FakeNodes(ClusterReport(members)), []
+    action, status = reconciler.reconcile(
+        body("kv4", shards=2), kube, nodes, lambda *e: events.append(e), now=NOW
+    )
+    assert action.kind == "reshard" and action.node == "kv4-zone-a-0", action
+    assert kube.deleted == [("pvc", "data-kv4-zone-a-0", False), ("pod", "kv4-zone-a-0", False)]
+    assert events[-1][:2] == ("Normal", "Resharding")
+    assert "from 1 to 2 shards" in events[-1][2]
+    assert status["phase"] == "Upgrading" and status.get("replacements", 0) == 0
+
+
 # -- credentials: generated Secrets, named Secrets, the operator's access to nodes ------------
 
 

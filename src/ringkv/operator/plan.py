@@ -37,7 +37,8 @@ Each rule is a small function, tested alone. In order of precedence:
    longer replicates (``cleanup_pending``), so a scale-out is reported done only once the disk
    space is reclaimed, and the next step never starts on top of it.
 9. ``roll_one_pod``: restart one outdated pod, once every node is up, normal and no hints are
-   pending.
+   pending; a pod whose template changes the shard count gets an empty volume too (the node
+   refills from the other replicas), and with N = 1 that is refused.
 10. ``scale_up``: one node, in the zone furthest below its share (zone order breaks ties).
     It waits while the volume of a node that left from the same place is still there.
 11. ``scale_down``: decommission the highest-ordinal node of the zone furthest above its
@@ -80,6 +81,9 @@ DECOMMISSION = "decommission"  # POST /v1/admin/decommission for node
 DELETE_PVC = "delete_pvc"  # delete the volume claim `pvc`
 REPLACE = "replace"  # delete node's volume claim and pod: it comes back empty and refills
 RESTART = "restart"  # delete node's pod: the StatefulSet recreates it on the new template
+# delete node's volume claim, then its pod (gracefully): it comes back empty on the new
+# template, with another shard count, and refills (its data is partitioned by that count)
+RESHARD = "reshard"
 CANCEL = "cancel"  # POST /v1/admin/cancel for node: undo its join or decommission
 RESIZE_PVC = "resize_pvc"  # raise the volume claims `pvcs` to spec.storage.size (online)
 # delete the zone's StatefulSet, orphaning its pods and volumes: the next pass creates it again
@@ -112,6 +116,7 @@ class PodState:
     revision: str = ""  # the controller-revision-hash label
     ip: str | None = None
     restarts: int = 0  # container restarts of this pod (restartCount)
+    shards: int | None = None  # the shard count its template passes (None: not read)
 
 
 @dataclass(frozen=True)
@@ -478,7 +483,7 @@ class Facts:
     @property
     def just_restarted(self) -> bool:
         """The last action restarted or replaced a node that may still be coming back."""
-        return self.last_pending and self.last.get("action") in (RESTART, REPLACE)
+        return self.last_pending and self.last.get("action") in (RESTART, REPLACE, RESHARD)
 
     @property
     def zones_out(self) -> list[str]:
@@ -829,7 +834,7 @@ def wait_for_restarted_node(f: Facts) -> Verdict | None:
     ]  # fmt: skip
     if not down or expected != down:
         return None
-    restart = f.last.get("action") == RESTART
+    restart = f.last.get("action") in (RESTART, RESHARD)
     what, reason = ("restarted", "RollingUpdate") if restart else ("replaced", "Replacing")
     return Verdict(progressing=(reason, f"waiting for {what} {down[0].id} to come back"))
 
@@ -948,7 +953,7 @@ def wait_for_starting_pods(f: Facts) -> Verdict | None:
     if not _ever_available(f.prev):
         reason = "Creating"
     elif f.just_restarted and last.get("node") in ids:
-        reason = "RollingUpdate" if last.get("action") == RESTART else "Replacing"
+        reason = "RollingUpdate" if last.get("action") in (RESTART, RESHARD) else "Replacing"
     elif any(n.member is None or n.member.state not in DATA_STATUSES for n in starting) or (
         f.last_pending and last.get("action") == SCALE and last.get("node") in ids
     ):
@@ -1006,9 +1011,28 @@ def roll_one_pod(f: Facts) -> Verdict | None:
                                     + " to be normal"), progress=progress)  # fmt: skip
     order = {z: i for i, z in enumerate(spec.zones)}
     n = sorted(f.outdated, key=lambda n: (order[n.zone], -n.ordinal))[0]
+    was = n.pod.shards if n.pod is not None else None
+    if was is None or was == spec.shards:
+        action = Action(
+            RESTART, zone=n.zone, node=n.id, reason="RollingUpdate",
+            message=f"restarting {n.id} on the new pod template ({updated}/{len(nodes)} updated)",
+        )  # fmt: skip
+        return Verdict(action, ("RollingUpdate", action.message), progress=progress)
+    # A node refuses data written with another shard count: it restarts on an empty volume
+    # and streams its ranges back from the other replicas, which only exist when N > 1.
+    if spec.replication_factor < 2:
+        return Verdict(progressing=("RollingUpdate", "stopped"), progress=progress, degraded=(
+            "ReshardRefused",
+            f"spec.shards {was} -> {spec.shards} needs every node to refill from other replicas, "
+            "and replicationFactor 1 has none: set spec.shards back to "
+            f"{was}, or raise replicationFactor first",
+        ))  # fmt: skip
     action = Action(
-        RESTART, zone=n.zone, node=n.id, reason="RollingUpdate",
-        message=f"restarting {n.id} on the new pod template ({updated}/{len(nodes)} updated)",
+        RESHARD, zone=n.zone, node=n.id, pvc=spec.pvc_name(n.zone, n.ordinal),
+        reason="Resharding",
+        message=f"moving {n.id} from {was} to {spec.shards} shards: its volume and pod are "
+        "recreated, empty, and it streams its ranges back from the other replicas "
+        f"({updated}/{len(nodes)} updated)",
     )  # fmt: skip
     return Verdict(action, ("RollingUpdate", action.message), progress=progress)
 

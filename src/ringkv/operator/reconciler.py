@@ -27,6 +27,7 @@ from ringkv.operator.plan import (
     NONE,
     RECREATE_STATEFULSET,
     REPLACE,
+    RESHARD,
     RESIZE_PVC,
     RESTART,
     SCALE,
@@ -52,6 +53,7 @@ from ringkv.operator.spec import (
     GROUP,
     INSTANCE_LABEL,
     PLURAL,
+    SHARDS_ENV,
     VERSION,
     ZONE_KEY,
     ClusterSpec,
@@ -125,7 +127,18 @@ def pod_state(spec: ClusterSpec, pod: dict[str, Any]) -> PodState | None:
             int(c.get("restartCount") or 0)
             for c in _get(pod, "status", "containerStatuses", default=[])
         ),
+        shards=_template_shards(pod),
     )
+
+
+def _template_shards(pod: dict[str, Any]) -> int | None:
+    """The shard count a pod's template passes its node (``RINGKV_SHARDS``), if it says."""
+    for container in _get(pod, "spec", "containers", default=[]):
+        for env in container.get("env") or ():
+            if env.get("name") == SHARDS_ENV:
+                value = str(env.get("value") or "")
+                return int(value) if value.isdigit() else None
+    return None
 
 
 def machines_by_zone(spec: ClusterSpec, nodes: list[dict[str, Any]]) -> dict[str, tuple[int, int]]:
@@ -420,6 +433,11 @@ def execute(
         kube.delete_pod(ns, action.node, force=True)
     elif action.kind == RESTART:
         assert action.node is not None
+        kube.delete_pod(ns, action.node)
+    elif action.kind == RESHARD:
+        assert action.pvc is not None and action.node is not None
+        # As a replacement, but the node is healthy: its pod stops gracefully.
+        kube.delete_pvc(ns, action.pvc)
         kube.delete_pod(ns, action.node)
     elif action.kind == RESIZE_PVC:
         for pvc in action.pvcs:
