@@ -35,7 +35,8 @@ DISRUPTION_FAILURES := e2e/disruption/test_zone_loss_e2e.py e2e/disruption/test_
                        e2e/disruption/test_disk_full_e2e.py
 DISRUPTION_LIFECYCLE := e2e/disruption/test_starting_pod_e2e.py \
                         e2e/disruption/test_operator_away_e2e.py \
-                        e2e/disruption/test_rebootstrap_e2e.py
+                        e2e/disruption/test_rebootstrap_e2e.py \
+                        e2e/disruption/test_reshard_e2e.py
 DISRUPTION_STORAGE := e2e/disruption/test_storage_and_tls_e2e.py
 
 # End-to-end tests on kind with real containers (e2e/kind; podman here, Docker elsewhere): builds
