@@ -432,7 +432,7 @@ def _replica_greedy(
     """The best of a few runs of ``_replica_greedy_run`` (by the largest load over its target),
     as for ``_carve_replicated``."""
     best: tuple[float, tuple[int, ...]] | None = None
-    shared: list[object] = []  # the ring's lists, loads and first queue, read by the first run
+    shared: list[object] = []  # the ring's lists and loads, read by the first run; first queues
     sizes = ring.zone_sizes()
     sizes[zone] = sizes.get(zone, 0) + 1
     runs: tuple[tuple[int, float, float], ...] = _RUNS_LARGE
@@ -616,8 +616,14 @@ def _replica_greedy_run(
         d, q, w = load[loser] - goal[loser], -per_token, min(width / 2, per_token)
         return (d - w) ** 2 - d * d + (q + w) ** 2 - q * q
 
-    if shared and (len(toks) > _EXACT_QUEUE_GAPS or (under == 1.0 and ahead == shared[3])):
-        queue: list[tuple[float, int]] = list(shared[2])  # type: ignore[call-overload]
+    # First queues by the scoring that made them: runs that score alike start alike (a large
+    # ring's rough queue does not depend on the run at all).
+    queues: dict[tuple[float, float], list[tuple[float, int]]] = (
+        shared[2] if shared else {}  # type: ignore[assignment]
+    )
+    kind = (0.0, 0.0) if len(toks) > _EXACT_QUEUE_GAPS else (under, ahead)
+    if kind in queues:
+        queue = list(queues[kind])
     else:
         score_of = (lambda i: effect(i)[0]) if len(toks) <= _EXACT_QUEUE_GAPS else rough
         queue = [
@@ -626,8 +632,9 @@ def _replica_greedy_run(
             if (toks[i] - toks[i - 1]) % RING_SIZE >= 2 or len(toks) == 1
         ]
         heapq.heapify(queue)
+        queues[kind] = list(queue)
         if not shared:
-            shared[:] = [list(lists), dict(load), list(queue), ahead]
+            shared[:] = [list(lists), dict(load), queues]
     chosen: list[int] = []
     for placed in range(1, count + 1):
         goal[node_id] = full * placed / count
