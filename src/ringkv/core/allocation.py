@@ -52,7 +52,9 @@ def allocate_tokens(
     (distinct zones are then distinct nodes). When some zones take an extra replica only for
     part of the ring (2 zones, or 4, with N=3), which zone takes the extra depends on how the
     zones' tokens interleave, so the tokens are chosen over the whole ring against the real
-    walk of the preference list (``_replica_greedy``). Either way a new token only adds the
+    walk of the preference list (``_replica_greedy``); with more zones than replicas each join
+    there also looks one join ahead, so that the next zone to grow can still push the other
+    zones out of the keys they must give up. Either way a new token only adds the
     newcomer to some ranges' lists, so only the newcomer's share of the data moves.
 
     Without ``zone`` (the earlier interface), the tokens balance primary ownership over the
@@ -470,7 +472,9 @@ def _replica_greedy_run(
     linear in ``x``. Each token goes where it most reduces the squared deviation of the loads
     from their targets (``placement.zone_shares`` spread over each zone's nodes, the
     newcomer's growing with each token), from Cassandra's lazy queue of gaps whose scores may
-    be stale, re-scored exactly before one is taken. O(T) walks to read the ring."""
+    be stale, re-scored exactly before one is taken. With ``ahead`` (4+ zones), the score also
+    weighs the floors the next join will face (see ``nexts`` below). O(T) walks to read the
+    ring."""
     toks = list(ring.sorted_tokens)
     own = list(ring.token_owners)
     sizes = ring.zone_sizes()
