@@ -111,46 +111,26 @@ def test_every_size_3_to_48(zones: int, size: int) -> None:
     check_against_bound(round_robin(48, zones)[size - 1])
 
 
-# Four zones, N=3 (each key in 3 of the 4): at these sizes the allocator misses the target
-# (0.05-0.095 above the bound; 16 and 20 nodes are equal zones at 1.076 and 1.068). A join
-# cannot always reach the bound of its zone sizes without moving the members' tokens: a zone
-# that must now hold fewer keys can only be pushed out of a key's list where it comes last.
-# test_the_join_to_six_nodes_in_four_zones_is_limited_by_its_ring shows that at 6 nodes the
-# join does the best its ring allows: the shortfall comes from the earlier joins.
-# Strict: a size that starts passing fails here, so this list stays true. See docs/capacity.md.
-FOUR_ZONES_SHORT = {6, 7, 9, 11, 14, 15, 16, 20, 36}
-
-
-@pytest.mark.parametrize(
-    "size",
-    [
-        pytest.param(
-            size,
-            marks=pytest.mark.xfail(strict=True, reason="a known shortfall with 4 zones"),
-        )
-        if size in FOUR_ZONES_SHORT
-        else size
-        for size in range(3, 49)
-    ],
-)
+@pytest.mark.parametrize("size", range(3, 49))
 def test_four_zones_every_size_3_to_48(size: int) -> None:
+    """Four zones, N=3 (each key in 3 of the 4): a join can only push a zone out of a key's
+    list where that zone comes last, so each join also prepares the ring for the next one."""
     check_against_bound(round_robin(48, 4)[size - 1])
 
 
-def test_the_join_to_six_nodes_in_four_zones_is_limited_by_its_ring() -> None:
-    """The 6th node (zone-1) can only turn keys without zone-1 into keys with it, and each
-    such key then loses the zone that came third in its walk. So each lone zone (2 and 3)
-    keeps at least its share at 5 nodes minus the keys without zone-1 where it comes third,
-    above the 1/2 it should carry at 6 nodes; the allocator comes within 0.1 % of the keys
-    of that floor."""
+def test_the_join_to_five_nodes_in_four_zones_leaves_the_sixth_room() -> None:
+    """At 6 nodes (2/2/1/1) the lone zones 2 and 3 must carry 1/2 of the keys each, down from
+    2/3 at 5 nodes, and the 6th node (zone-1) can only take keys from them where zone-1 is left
+    out and they come last. The 5th join leaves enough such keys for each lone zone to reach
+    the target (within 0.05 of the mean, 1/2), and the 6th join takes them."""
     before, after = round_robin(6, 4)[4:6]
     assert after.zone_sizes() == {"zone-0": 2, "zone-1": 2, "zone-2": 1, "zone-3": 1}
     share_before, pushable = zone_carried(before, "zone-1")
     share_after, _ = zone_carried(after, "zone-1")
     for lone in ("zone-2", "zone-3"):
         floor = share_before[lone] - pushable.get(lone, 0.0)
-        assert floor > 0.5 + 0.025  # the target (1/2 of the keys) is out of reach here
-        assert share_after[lone] == pytest.approx(floor, abs=0.001)
+        assert floor <= 0.5 + 0.025
+        assert share_after[lone] <= 0.5 + 0.025
 
 
 def zone_carried(ring: Ring, absent: str) -> tuple[dict[str, float], dict[str, float]]:
@@ -168,7 +148,12 @@ def zone_carried(ring: Ring, absent: str) -> tuple[dict[str, float], dict[str, f
     return share, last
 
 
-FIVE_ZONES_SHORT = {6, 8}  # as for four zones
+# Five zones, N=3, at 6 nodes (2/1/1/1/1): every lone zone must drop from 3/5 of the keys to
+# 1/2, which the 6th node can do only where zone-0 is left out and the lone zone comes last;
+# the 5th join (one node per zone, placed by _carve_replicated, which does not look ahead)
+# leaves too few such keys for one of them (1.076 against a bound of 1.0).
+# Strict: a size that starts passing fails here, so this list stays true. See docs/capacity.md.
+FIVE_ZONES_SHORT = {6}
 
 
 @pytest.mark.parametrize(

@@ -52,7 +52,9 @@ def allocate_tokens(
     (distinct zones are then distinct nodes). When some zones take an extra replica only for
     part of the ring (2 zones, or 4, with N=3), which zone takes the extra depends on how the
     zones' tokens interleave, so the tokens are chosen over the whole ring against the real
-    walk of the preference list (``_replica_greedy``). Either way a new token only adds the
+    walk of the preference list (``_replica_greedy``); with more zones than replicas each join
+    there also looks one join ahead, so that the next zone to grow can still push the other
+    zones out of the keys they must give up. Either way a new token only adds the
     newcomer to some ranges' lists, so only the newcomer's share of the data moves.
 
     Without ``zone`` (the earlier interface), the tokens balance primary ownership over the
@@ -181,12 +183,17 @@ def _cost(deviation: float, newcomer: bool, under: float) -> float:
 # Score added for a newcomer token next to a token of its own zone, in squared per-token loads.
 _NEIGHBOUR_PENALTY = 2.0
 _POPS = (4, 8, 16, 64)  # queue entries re-scored per token, one greedy run each
-# (pops, weight of a load below target) of each run of _replica_greedy
-_RUNS = tuple((pops, under) for under in (1.0, 0.25) for pops in _POPS)
+# (pops, weight of a load below target, weight of the look-ahead) of each run of
+# _replica_greedy: how strongly a join should prepare the ring for the next one is a trade-off
+# that no single weight gets right at every size, so runs try a light and a heavy one.
+_RUNS_AHEAD = tuple(
+    (pops, under, ahead) for ahead in (0.3, 3.0) for under in (1.0, 0.25) for pops in (4, 16)
+)
+_RUNS = tuple((pops, under, 0.0) for under in (1.0, 0.25) for pops in _POPS)  # no look-ahead
 # Above this many tokens the first queue is scored roughly and only two runs are made, so a
 # join at 1,000 nodes costs about a second.
 _EXACT_QUEUE_GAPS = 16_384
-_RUNS_LARGE = ((16, 1.0), (16, 0.25))
+_RUNS_LARGE = ((16, 1.0, 1.0), (16, 0.25, 1.0))
 
 
 def _window_start(positions: list[int], owners: list[str], k: int, r: int) -> int:
@@ -414,17 +421,28 @@ class _Quotas:
         return pick_by_quota(order, self.zone_of, self.base, self.top, self.extra, self.wanted)
 
 
+def _looks_ahead(sizes: dict[str, int], replicas: int) -> bool:
+    """Whether joins look ahead: with more zones than a key has replicas, each zone holding at
+    most one of them (4 or more zones, N=3)."""
+    _, top, _, wanted = zone_caps(sizes, replicas)
+    return len(sizes) > wanted and max(top.values()) == 1
+
+
 def _replica_greedy(
     ring: Ring, node_id: str, zone: str, count: int, replicas: int
 ) -> tuple[int, ...]:
     """The best of a few runs of ``_replica_greedy_run`` (by the largest load over its target),
     as for ``_carve_replicated``."""
     best: tuple[float, tuple[int, ...]] | None = None
-    shared: list[object] = []  # the ring's lists, loads and first queue, read by the first run
-    runs = _RUNS if len(ring.sorted_tokens) <= _EXACT_QUEUE_GAPS else _RUNS_LARGE
-    for pops, under in runs:
+    shared: list[object] = []  # the ring's lists and loads, read by the first run; first queues
+    sizes = ring.zone_sizes()
+    sizes[zone] = sizes.get(zone, 0) + 1
+    runs: tuple[tuple[int, float, float], ...] = _RUNS_LARGE
+    if len(ring.sorted_tokens) <= _EXACT_QUEUE_GAPS:
+        runs = _RUNS_AHEAD if _looks_ahead(sizes, replicas) else _RUNS
+    for pops, under, weight in runs:
         peak, chosen = _replica_greedy_run(
-            ring, node_id, zone, count, replicas, pops, under, shared
+            ring, node_id, zone, count, replicas, pops, under, shared, weight
         )
         if best is None or peak < best[0]:
             best = (peak, chosen)
@@ -441,6 +459,7 @@ def _replica_greedy_run(
     pops: int,
     under: float,
     shared: list[object],
+    ahead: float,
 ) -> tuple[float, tuple[int, ...]]:
     """Greedy balance of replica load over the whole ring, for zones that take an extra replica
     for only part of it (2 zones, or 4, with N=3): who takes the extra depends on how the
@@ -453,7 +472,9 @@ def _replica_greedy_run(
     linear in ``x``. Each token goes where it most reduces the squared deviation of the loads
     from their targets (``placement.zone_shares`` spread over each zone's nodes, the
     newcomer's growing with each token), from Cassandra's lazy queue of gaps whose scores may
-    be stale, re-scored exactly before one is taken. O(T) walks to read the ring."""
+    be stale, re-scored exactly before one is taken. With ``ahead`` (4+ zones), the score also
+    weighs the floors the next join will face (see ``nexts`` below). O(T) walks to read the
+    ring."""
     toks = list(ring.sorted_tokens)
     own = list(ring.token_owners)
     sizes = ring.zone_sizes()
@@ -474,8 +495,41 @@ def _replica_greedy_run(
             for name in names:
                 load[name] += width
     goal = {node: target[zone_of[node]] for node in zone_of}
+    # Look-ahead, with more zones than a key has replicas (4 or more zones, N=3): when a zone y
+    # grows next, a node of another zone can only lose the keys where it is the last replica
+    # and y is left out (the newcomer of y comes before it, and the node drops off the end),
+    # so what it carries beyond those is a floor for the ring after that join. Each token here
+    # also weighs how far that floor lies above the node's target after the join, for every
+    # zone that may grow next (the smallest), so later joins can still balance the ring.
+    nexts: tuple[str, ...] = ()
+    if ahead > 0 and _looks_ahead(sizes, replicas):
+        smallest = min(sizes.values())
+        nexts = tuple(z for z in sorted(sizes) if sizes[z] == smallest)
+    next_goal: dict[str, dict[str, float]] = {}
+    for grows in nexts:
+        grown_sizes = {**sizes, grows: sizes[grows] + 1}
+        grown = zone_shares(grown_sizes, replicas)
+        next_goal[grows] = {z: grown[z] / grown_sizes[z] * RING_SIZE for z in sizes}
 
-    def effect(i: int) -> tuple[float, int, dict[str, tuple[float, int]], list[list[str]]]:
+    def left_last(names: list[str]) -> list[tuple[str, str]]:
+        """(last replica, next zone left out) for a range with replicas ``names``."""
+        held = {zone_of[name] for name in names}
+        return [(names[-1], y) for y in nexts if y not in held]
+
+    pushable: dict[tuple[str, str], float] = {}
+    if nexts:
+        pushable = {(node, y): 0.0 for node in zone_of for y in nexts}
+        for k, names in enumerate(lists):
+            width = (toks[k] - toks[k - 1]) % RING_SIZE or RING_SIZE
+            for key in left_last(names):
+                pushable[key] += width
+
+    def effect(
+        i: int,
+    ) -> tuple[
+        float, int, dict[str, tuple[float, int]], list[list[str]],
+        dict[tuple[str, str], tuple[float, int]],
+    ]:  # fmt: skip
         """Score, offset in the gap and per-node (constant, slope) load changes of a token in
         the gap ending at index i; and the new lists of the ranges before it, nearest first."""
         size = len(toks)
@@ -501,20 +555,53 @@ def _replica_greedy_run(
             for name in lists[j]:
                 a, b = lin.get(name, (0.0, 0))
                 lin[name] = (a - width, b)
+        qlin: dict[tuple[str, str], tuple[float, int]] = {}
+        if nexts:
+            for key in left_last(first):
+                qlin[key] = (0.0, 1)
+            for key in left_last(lists[i]):
+                a, b = qlin.get(key, (0.0, 0))
+                qlin[key] = (a, b - 1)
+            for back, new in enumerate(changed, start=1):
+                j = (i - back) % size
+                width = (toks[j] - toks[j - 1]) % RING_SIZE or RING_SIZE
+                for key in left_last(new):
+                    a, b = qlin.get(key, (0.0, 0))
+                    qlin[key] = (a + width, b)
+                for key in left_last(lists[j]):
+                    a, b = qlin.get(key, (0.0, 0))
+                    qlin[key] = (a - width, b)
         dev = {name: load[name] - goal[name] for name in lin}
         num = sum(b * (dev[n] + a) for n, (a, b) in lin.items())
         den = sum(b * b for _, b in lin.values())
         best_y = int(min(max(-num / den if den else gap / 2, 1), gap - 1))
+        # Each affected floor as (now, constant, slope) in the token's offset.
+        floors: list[tuple[float, float, int]] = []
+        for n, (a, b) in lin.items():
+            zone_n = zone_of[n]
+            for z in nexts:
+                if z != zone_n:
+                    qa, qb = qlin.get((n, z), (0.0, 0))
+                    now = load[n] - pushable[(n, z)] - next_goal[z][zone_n]
+                    floors.append((now, a - qa, b - qb))
+        floors_now = sum(now * now for now, _, _ in floors if now > 0)
         best_score = math.inf
         for y in {best_y, 1, max(1, gap // 2), max(1, gap - 1)}:
             score = sum(_cost(dev[n] + a + b * y, n == node_id, under)
                 - _cost(dev[n], n == node_id, under)
                         for n, (a, b) in lin.items())  # fmt: skip
+            if floors:
+                after = 0.0
+                for now, a, b in floors:
+                    f = now + a + b * y
+                    if f > 0:
+                        after += f * f
+                score += ahead * (after - floors_now)
             if score < best_score:
                 best_score, best_y = score, y
         if interleave and (zone_of[own[i - 1]] == zone or zone_of[own[i]] == zone):
             best_score += _NEIGHBOUR_PENALTY * per_token * per_token
-        return best_score, best_y, lin, changed
+        return best_score, best_y, lin, changed, qlin
 
     full = target[zone]
     per_token = full / count
@@ -533,8 +620,14 @@ def _replica_greedy_run(
         d, q, w = load[loser] - goal[loser], -per_token, min(width / 2, per_token)
         return (d - w) ** 2 - d * d + (q + w) ** 2 - q * q
 
-    if shared and (len(toks) > _EXACT_QUEUE_GAPS or under == 1.0):
-        queue: list[tuple[float, int]] = list(shared[2])  # type: ignore[call-overload]
+    # First queues by the scoring that made them: runs that score alike start alike (a large
+    # ring's rough queue does not depend on the run at all).
+    queues: dict[tuple[float, float], list[tuple[float, int]]] = (
+        shared[2] if shared else {}  # type: ignore[assignment]
+    )
+    kind = (0.0, 0.0) if len(toks) > _EXACT_QUEUE_GAPS else (under, ahead)
+    if kind in queues:
+        queue = list(queues[kind])
     else:
         score_of = (lambda i: effect(i)[0]) if len(toks) <= _EXACT_QUEUE_GAPS else rough
         queue = [
@@ -543,12 +636,18 @@ def _replica_greedy_run(
             if (toks[i] - toks[i - 1]) % RING_SIZE >= 2 or len(toks) == 1
         ]
         heapq.heapify(queue)
+        queues[kind] = list(queue)
         if not shared:
-            shared[:] = [list(lists), dict(load), list(queue)]
+            shared[:] = [list(lists), dict(load), queues]
     chosen: list[int] = []
     for placed in range(1, count + 1):
         goal[node_id] = full * placed / count
-        best: tuple[float, int, int, dict[str, tuple[float, int]], list[list[str]]] | None = None
+        best: (
+            tuple[
+                float, int, int, dict[str, tuple[float, int]], list[list[str]],
+                dict[tuple[str, str], tuple[float, int]],
+            ] | None
+        ) = None  # fmt: skip
         for _ in range(pops):
             if not queue:
                 break
@@ -558,21 +657,23 @@ def _replica_greedy_run(
                 continue  # stale entry
             if len(toks) > 1 and (end - toks[i - 1]) % RING_SIZE < 2:
                 continue
-            score, y, lin, changed = effect(i)
+            score, y, lin, changed, qlin = effect(i)
             if best is None or score < best[0]:
                 if best is not None:
                     heapq.heappush(queue, (best[0], best[1]))
-                best = (score, end, y, lin, changed)
+                best = (score, end, y, lin, changed, qlin)
             else:
                 heapq.heappush(queue, (score, end))
             if queue and best[0] <= queue[0][0]:
                 break
         if best is None:
             raise ValueError("no range on the ring is wide enough to split")
-        _, end, y, lin, changed = best
+        _, end, y, lin, changed, qlin = best
         y -= _id_jitter(node_id, placed) % max(1, y // 64)
         for name, (a, b) in lin.items():
             load[name] += a + b * y
+        for key, (a, b) in qlin.items():
+            pushable[key] += a + b * y
         i = bisect_left(toks, end)
         size = len(toks)
         for back, new in enumerate(changed, start=1):
@@ -587,4 +688,15 @@ def _replica_greedy_run(
         for gap_end in (x, end):
             k = bisect_left(toks, gap_end)
             heapq.heappush(queue, (effect(k)[0], gap_end))
-    return max(load[n] / goal[n] for n in load), _unclaimed(ring, chosen)
+    peak = max(load[n] / goal[n] for n in load)
+    if nexts:
+        peak = max(
+            peak,
+            max(
+                (load[n] - pushable[(n, y)]) / next_goal[y][zone_of[n]]
+                for n in load
+                for y in nexts
+                if zone_of[n] != y
+            ),
+        )
+    return peak, _unclaimed(ring, chosen)
