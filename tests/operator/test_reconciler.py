@@ -189,20 +189,29 @@ def test_invalid_spec_is_reported_not_acted_on() -> None:
     assert events[0][:2] == ("Warning", "InvalidSpec")
 
 
-def test_replace_deletes_claim_then_pod_forcefully() -> None:
-    reconciler.forget("ns", "kv3")
-    kube = with_secrets(FakeKube(), "kv3")
-    for z in ("zone-a", "zone-b", "zone-c"):
-        kube.objects[("StatefulSet", f"kv3-{z}")] = {
-            "metadata": {"name": f"kv3-{z}", "labels": {"ringkv.io/zone": z}},
-            "spec": {"replicas": 1}, "status": {"updateRevision": "r1"},
-        }  # fmt: skip
+def one_node_per_zone(name: str, update_revision: str = "r1", down: str = "",
+                      env: dict[str, str] | None = None) -> tuple[FakeKube, FakeNodes]:
+    """A running 3-node cluster (pods on revision r1), node ``down`` dead and unready."""
+    reconciler.forget("ns", name)
+    kube = with_secrets(FakeKube(), name)
     members = {}
     for i, z in enumerate(("zone-a", "zone-b", "zone-c")):
-        name = f"kv3-{z}-0"
-        kube.pods.append(pod(name, z, f"10.0.{i}.1", ready=z != "zone-b"))
-        members[name] = Member(name, z, "normal", z != "zone-b")
-    nodes, events = FakeNodes(ClusterReport(members)), []
+        kube.objects[("StatefulSet", f"{name}-{z}")] = {
+            "metadata": {"name": f"{name}-{z}", "labels": {"ringkv.io/zone": z}},
+            "spec": {"replicas": 1}, "status": {"updateRevision": update_revision},
+        }  # fmt: skip
+        node = f"{name}-{z}-0"
+        p = pod(node, z, f"10.0.{i}.1", ready=node != down)
+        p["spec"] = {"containers": [{"name": "node", "env": [
+            {"name": k, "value": v} for k, v in (env or {}).items()]}]}  # fmt: skip
+        kube.pods.append(p)
+        members[node] = Member(node, z, "normal", node != down)
+    return kube, FakeNodes(ClusterReport(members))
+
+
+def test_replace_deletes_claim_then_pod_forcefully() -> None:
+    kube, nodes = one_node_per_zone("kv3", down="kv3-zone-b-0")
+    events: list[Any] = []
     b = body("kv3", failureReplacement={"after": "1m"})
     a1, _s1 = reconciler.reconcile(b, kube, nodes, lambda *e: events.append(e), now=NOW)
     assert a1.kind == "none"
@@ -216,22 +225,8 @@ def test_a_shard_count_change_moves_each_node_onto_an_empty_volume() -> None:
     """A node refuses data written with another shard count, so the roll of a spec.shards
     change recreates a node's volume with its pod (gracefully: the node is healthy), one
     node at a time, instead of restarting the pod into a refusal."""
-    reconciler.forget("ns", "kv4")
-    kube = with_secrets(FakeKube(), "kv4")
-    for z in ("zone-a", "zone-b", "zone-c"):
-        kube.objects[("StatefulSet", f"kv4-{z}")] = {
-            "metadata": {"name": f"kv4-{z}", "labels": {"ringkv.io/zone": z}},
-            "spec": {"replicas": 1}, "status": {"updateRevision": "r2"},
-        }  # fmt: skip
-    members = {}
-    for i, z in enumerate(("zone-a", "zone-b", "zone-c")):
-        name = f"kv4-{z}-0"
-        p = pod(name, z, f"10.0.{i}.1")
-        p["spec"] = {"containers": [{"name": "node", "env": [{"name": "RINGKV_SHARDS",
-                                                              "value": "1"}]}]}  # fmt: skip
-        kube.pods.append(p)
-        members[name] = Member(name, z, "normal", True)
-    nodes, events = FakeNodes(ClusterReport(members)), []
+    kube, nodes = one_node_per_zone("kv4", update_revision="r2", env={"RINGKV_SHARDS": "1"})
+    events: list[Any] = []
     action, status = reconciler.reconcile(
         body("kv4", shards=2), kube, nodes, lambda *e: events.append(e), now=NOW
     )
