@@ -83,7 +83,7 @@ async def handle_create(node: Node, request: Request) -> Response:
         "replication_factor": node.config.replication_factor,
         "conflict_mode": node.config.conflict_mode,
     }
-    return json_response(await _run(snapshots_of(node).create, storage.db, name, info), 201)
+    return json_response(await _run(snapshots_of(node).create, storage, name, info), 201)
 
 
 async def handle_list(node: Node, request: Request) -> Response:
