@@ -110,12 +110,15 @@ def node_side_only(endpoint: str, reads: bool, rate: float, stop: threading.Even
             if not reads and rate > 0:
                 stop.wait(sum(f["size"] for f in listed) / rate)
             for f in listed if reads else []:
-                chunk = backup_module.CHUNK
-                for offset in range(0, f["size"], chunk):
-                    length = min(chunk, f["size"] - offset)
+                offset, path = 0, f"/v1/admin/snapshots/{name}/files/{quote(f['path'])}"
+                while offset < f["size"]:  # a node may answer less than asked
+                    length = min(backup_module.CHUNK, f["size"] - offset)
                     limit.take(length)
-                    path = f"/v1/admin/snapshots/{name}/files/{quote(f['path'])}"
-                    done += len(_call(c, "GET", f"{path}?offset={offset}&length={length}")[2])
+                    got = len(_call(c, "GET", f"{path}?offset={offset}&length={length}")[2])
+                    if not got:
+                        break
+                    offset += got
+                done += offset
             _call(c, "DELETE", f"/v1/admin/snapshots/{name}")
     return done
 
