@@ -51,7 +51,7 @@ from ringkv.core.token_bucket import TokenBucket
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-CHUNK = 8 * 1024 * 1024
+CHUNK = 1024 * 1024  # per request for a snapshot file (a node serves at most 1 MiB a request)
 RESTORE_BATCH_RECORDS = 500
 RESTORE_BATCH_BYTES = 512 * 1024
 

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,7 +68,7 @@ def test_snapshot_endpoints(make_cluster: MakeCluster) -> None:
     assert len(sst["sha256"]) == 64
     status, data = _http("GET", url + f"/v1/admin/snapshots/s1/files/{sst['path']}")
     assert status == 200 and len(data) == sst["size"]
-    assert hashlib.sha256(data).hexdigest() == sst["sha256"]  # read by the low-priority thread
+    assert hashlib.sha256(data).hexdigest() == sst["sha256"]
     half = sst["size"] // 2
     ranged = b"".join(
         _http("GET", url + f"/v1/admin/snapshots/s1/files/{sst['path']}?offset={o}&length={n}")[1]
@@ -346,27 +345,3 @@ def test_a_snapshot_flushes_the_memtables_before_the_checkpoint(
         meta.close()
     finally:
         opened.close()
-
-
-@pytest.mark.skipif(sys.platform != "linux", reason="niceness is per thread on Linux only")
-def test_snapshot_files_are_read_by_a_nicer_thread() -> None:
-    """A backup's bulk file work (reads, hashing) runs in one thread of its own, nicer than
-    the node, so on a busy machine it waits for CPU the event loop leaves; the rest of the
-    node keeps its priority."""
-    from types import SimpleNamespace
-
-    from ringkv.node.snapshot_api import SNAPSHOT_IO_NICE, io_pool
-
-    def niceness() -> int:
-        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-
-    node = SimpleNamespace()
-    mine = niceness()
-    pool = io_pool(node)  # type: ignore[arg-type]
-    try:
-        assert mine < 19, "run the tests below the lowest priority to check this"
-        assert pool.submit(niceness).result(10) == min(19, mine + SNAPSHOT_IO_NICE)
-        assert io_pool(node) is pool  # type: ignore[arg-type]
-        assert niceness() == mine
-    finally:
-        pool.shutdown()

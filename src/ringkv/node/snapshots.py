@@ -19,14 +19,11 @@ would free.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,16 +57,6 @@ def file_sha256(path: Path) -> str:
         while chunk := f.read(CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def lower_thread_priority(by: int) -> None:
-    """Make the calling thread ``by`` nicer (Linux: niceness is per thread, and threads it
-    starts inherit it). Elsewhere, or without the permission, it stays as it is."""
-    if sys.platform != "linux" or by <= 0:
-        return
-    tid = threading.get_native_id()
-    with contextlib.suppress(OSError):
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + by))
 
 
 def _files(root: Path) -> Iterator[Path]:
