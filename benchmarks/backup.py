@@ -113,10 +113,10 @@ def node_side_only(endpoint: str, reads: bool, rate: float, stop: threading.Even
                 offset, path = 0, f"/v1/admin/snapshots/{name}/files/{quote(f['path'])}"
                 while offset < f["size"]:  # a node may answer less than asked
                     length = min(backup_module.CHUNK, f["size"] - offset)
-                    limit.take(length)
                     got = len(_call(c, "GET", f"{path}?offset={offset}&length={length}")[2])
                     if not got:
                         break
+                    limit.take(got)
                     offset += got
                 done += offset
             _call(c, "DELETE", f"/v1/admin/snapshots/{name}")
