@@ -34,8 +34,9 @@ def binary() -> str:
 
 
 class S3Server:
-    def __init__(self, root: Path, host: str = HOST, nice: int = 0) -> None:
+    def __init__(self, root: Path, host: str = HOST, nice: int = 0, idle: bool = False) -> None:
         self.nice = nice
+        self.idle = idle  # SCHED_IDLE: only CPU time nothing else wants (benchmarks)
         self.root = Path(root)
         self.host = host
         self.port = free_ports(1)[0]
@@ -60,6 +61,8 @@ class S3Server:
         data.mkdir(parents=True, exist_ok=True)
         log = (self.root / "versitygw.log").open("ab")
         niced = ["nice", "-n", str(self.nice)] if self.nice else []
+        if self.idle:  # every thread of the gateway inherits it from the first
+            niced = ["chrt", "--idle", "0", *niced]
         self.process = subprocess.Popen(
             [*niced, binary(), "--access", self.access_key, "--secret", self.secret_key,
              "--port", f"{self.host}:{self.port}", "--quiet", "posix", str(data)],

@@ -195,9 +195,12 @@ def test_backup_benchmark_attributes_the_node_side(tmp_path: Path) -> None:
     """--under reads: only what a backup asks of the nodes (snapshots, listings, file reads)."""
     result = tmp_path / "reads.json"
     run("benchmarks/backup.py", "--keys", "300", "--rounds", "1", "--rate", "50",
-        "--under", "reads", "--chunk-mb", "0.25", "--nice", "5", "--skip-restore",
-        "--json", str(result), timeout=300)  # fmt: skip
+        "--under", "reads,snapshots+idle@0.25", "--chunk-mb", "0.25", "--nice", "5",
+        "--skip-restore", "--json", str(result), timeout=300)  # fmt: skip
     document = json.loads(result.read_text())
     (row,) = document["rounds"]
-    assert row["backups_during_load"] >= 1 and row["backup"]["errors"] == 0
+    for arm in ("reads", "snapshots+idle@0.25"):
+        assert row[arm]["runs"] >= 1 and row[arm]["errors"] == 0
+        assert row[arm]["cpu_nodes_s"] > 0 and row[arm]["loop_probes"] > 0
+    assert set(document["phases"]) == {"quiet", "reads", "snapshots+idle@0.25"}
     assert "restore" not in document

@@ -51,7 +51,7 @@ from ringkv.core.token_bucket import TokenBucket
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-CHUNK = 8 * 1024 * 1024
+CHUNK = 1024 * 1024  # per request for a snapshot file (a node serves at most 1 MiB a request)
 RESTORE_BATCH_RECORDS = 500
 RESTORE_BATCH_BYTES = 512 * 1024
 
@@ -397,7 +397,6 @@ def _copy_file(
         offset = 0
         while offset < f["size"] or offset == 0:
             length = min(CHUNK, max(f["size"] - offset, 0)) or CHUNK
-            limit.take(length)
             path = (
                 f"/v1/admin/snapshots/{snapshot}/files/{quote(f['path'])}"
                 f"?offset={offset}&length={length}"
@@ -405,6 +404,7 @@ def _copy_file(
             _, _, data = _call(client, "GET", path)
             if not data:
                 break
+            limit.take(len(data))  # what came: a node may answer less than asked
             digest.update(data)
             tmp.write(data)
             offset += len(data)

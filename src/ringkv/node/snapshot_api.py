@@ -39,7 +39,10 @@ if TYPE_CHECKING:
 SNAPSHOT_PATH = "/v1/admin/snapshot"
 SNAPSHOTS_PREFIX = "/v1/admin/snapshots"
 RESTORE_PATH = "/v1/admin/restore"
-MAX_READ = 8 * 1024 * 1024
+#: The most one file read answers. The event loop writes the answer out, and a large one
+#: keeps it busy (and the backup reading it bursty): 1 MiB kept a quorum workload's p99
+#: lower than 8 MiB beside throttled backups.
+MAX_READ = 1024 * 1024
 MSGPACK = "application/msgpack"
 
 
@@ -83,7 +86,7 @@ async def handle_create(node: Node, request: Request) -> Response:
         "replication_factor": node.config.replication_factor,
         "conflict_mode": node.config.conflict_mode,
     }
-    return json_response(await _run(snapshots_of(node).create, storage.db, name, info), 201)
+    return json_response(await _run(snapshots_of(node).create, storage, name, info), 201)
 
 
 async def handle_list(node: Node, request: Request) -> Response:

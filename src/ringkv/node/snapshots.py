@@ -3,10 +3,14 @@
 A checkpoint hard-links the live SST files (immutable in RocksDB) into a new directory and
 copies the small rest (MANIFEST, OPTIONS, the WAL's tail), so taking one costs a memtable flush
 and a few file operations: traffic is not paused, and the snapshot is consistent for this node
-(one RocksDB sequence number). Snapshots live beside the data directory, on the same
-filesystem (hard links cannot cross filesystems): ``<data-dir>-snapshots/<name>/``, each with a
-``ringkv-snapshot.json`` describing it (node, time, the ring's version and this node's tokens)
-and, once asked for, the SHA-256 of every file.
+(one RocksDB sequence number). The memtables are flushed first without the interpreter lock
+(``Storage.flush_unlocked``): rocksdict holds the lock through the checkpoint call, which would
+otherwise include the flush and stop the node's event loop for its whole length.
+
+Snapshots live beside the data directory, on the same filesystem (hard links cannot cross
+filesystems): ``<data-dir>-snapshots/<name>/``, each with a ``ringkv-snapshot.json``
+describing it (node, time, the ring's version and this node's tokens) and, once asked for, the
+SHA-256 of every file.
 
 Disk use: ``bytes`` counts every file of every snapshot; ``exclusive_bytes`` counts only files
 no longer linked from the live database (their link count is 1): what deleting the snapshots
@@ -23,9 +27,12 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rocksdict import Checkpoint
+
+if TYPE_CHECKING:
+    from ringkv.node.storage import Storage
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 INFO_FILE = "ringkv-snapshot.json"
@@ -78,8 +85,8 @@ class Snapshots:
             )
         return self.root / name
 
-    def create(self, db: Any, name: str, info: dict[str, Any]) -> dict[str, Any]:
-        """Checkpoint ``db`` (the rocksdict database) as ``name``; ``info`` is stored with it."""
+    def create(self, storage: Storage, name: str, info: dict[str, Any]) -> dict[str, Any]:
+        """Checkpoint ``storage``'s database as ``name``; ``info`` is stored with it."""
         path = self._path(name)
         if path.exists():
             raise SnapshotError(409, "conflict", f"snapshot {name!r} already exists")
@@ -87,7 +94,10 @@ class Snapshots:
         tmp = self.root / f".{name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         started = time.monotonic()
-        Checkpoint(db).create_checkpoint(str(tmp))
+        # what the checkpoint then flushes (the writes since) is small: its time under the
+        # interpreter lock is short
+        storage.flush_unlocked()
+        Checkpoint(storage.db).create_checkpoint(str(tmp))
         record = {
             **info,
             "name": name,

@@ -87,6 +87,17 @@ def storage_key(h: int, key: bytes) -> bytes:
     return h.to_bytes(8, "big") + key
 
 
+FLUSH_WAIT_SECONDS = 30.0
+
+
+def _flush_pending(family: Any) -> bool:
+    """A memtable of this column family is switched out and not yet written to disk."""
+    return any(
+        int(family.property_int_value(name) or 0)
+        for name in ("rocksdb.num-immutable-mem-table", "rocksdb.mem-table-flush-pending")
+    )
+
+
 class Storage:
     """A node's RocksDB.
 
@@ -388,6 +399,26 @@ class Storage:
     def flush(self) -> None:
         """Write the memtables to SST files (blocking: run it in a worker thread)."""
         self._db.flush()
+
+    def flush_unlocked(self, deadline: float = FLUSH_WAIT_SECONDS) -> bool:
+        """Write every column family's memtable to SST files, waiting here rather than inside
+        RocksDB: rocksdict holds the interpreter lock through a flush it waits for (and through
+        the flush a checkpoint starts with), and that stops this process's event loop for as
+        long as the flush takes -- tens of milliseconds, more on a busy disk. Asked not to
+        wait, RocksDB only switches the memtables and flushes in its own threads, while this
+        one sleeps. Returns whether the flush ended within ``deadline`` seconds (blocking: run
+        it in a worker thread)."""
+        families = (self._db, self._meta, self.hints)
+        for family in families:
+            family.flush(False)
+        end = time.monotonic() + deadline
+        pause = 0.001
+        while any(_flush_pending(f) for f in families):
+            if time.monotonic() >= end:
+                return False
+            time.sleep(pause)
+            pause = min(2 * pause, 0.05)
+        return True
 
     @property
     def db(self) -> Rdict:
