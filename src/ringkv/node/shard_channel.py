@@ -34,7 +34,6 @@ import logging
 import os
 import socket
 import stat
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import msgpack
@@ -303,22 +302,18 @@ class _Inbound(asyncio.Protocol):
                 self._answer(request_id, mode, request, resolved)
                 continue
             self.running += 1
-            task = self.loop.create_task(self.api.wrap(request, resolved))
-            task.add_done_callback(partial(self._finished, request_id, mode, request))
+            self.loop.create_task(self._serve(request_id, mode, request, resolved))
 
-    def _finished(
-        self, request_id: int, mode: int, request: Request, task: asyncio.Task[Any]
-    ) -> None:
-        self.running -= 1
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:
-            log.error("unexpected error serving %s %s", request.method, request.path,
-                      exc_info=exc)  # fmt: skip
+    async def _serve(self, request_id: int, mode: int, request: Request, handler: Any) -> None:
+        """One task per request, as on a client connection; answered in the task's own step
+        (no done-callback turn)."""
+        try:
+            response = await self.api.wrap(request, handler)
+        except Exception:
+            log.exception("unexpected error serving %s %s", request.method, request.path)
             response = error_response(500, "internal", "internal error; see the node log")
-        else:
-            response = task.result()
+        finally:
+            self.running -= 1
         self._answer(request_id, mode, request, response)
 
     def _answer(self, request_id: int, mode: int, request: Request, response: Response) -> None:
