@@ -252,6 +252,7 @@ def test_a_data_directory_too_long_for_a_socket_path_still_works(run: Run, tmp_p
             writer.write(get("/s1/k", AUTH))
             assert (await read_reply(reader)).status == 200
             close(writer)
-        assert (deep / socket_name(1)).exists()  # where the node keeps it
+            assert (deep / socket_name(1)).exists()  # where the node keeps it
+        assert not (deep / socket_name(1)).exists()  # and removes it when the shard stops
 
     run(go())

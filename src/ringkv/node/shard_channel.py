@@ -119,6 +119,8 @@ class ShardChannel:
         close every connection (requests this shard handed out then fail as 503)."""
         if self.server is not None:
             self.server.close()
+            with contextlib.suppress(OSError):  # the file would outlive the shard
+                os.unlink(self.directory.address(socket_name(self.layout.index)))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while any(c.running for c in self.inbound) and loop.time() < deadline:
