@@ -5,9 +5,13 @@ connection count, interleaved rounds.
     flock /tmp/ringkv-heavy.lock nice .venv/bin/python benchmarks/shards.py \
         [--arms 1,2] [--rounds 5] [--duration 15] [--connections 30] [--json out.json]
     .venv/bin/python benchmarks/shards.py --quick --arms default,default   # smoke, any node
+    .venv/bin/python benchmarks/shards.py --arms 2@/tmp/shards-before,2    # old code beside new
 
 Each arm is a shard count, or ``default`` for the node's default without a ``--shards`` flag (a
-node that predates the flag takes no other). A round starts one fresh node (N=1,
+node that predates the flag takes no other); ``COUNT@CHECKOUT`` runs that arm's node from the
+source tree of another checkout of ringkv (its ``src`` first on ``PYTHONPATH``; the same
+interpreter and installed dependencies, this checkout's harness), to set a change beside the
+code before it. A round starts one fresh node (N=1,
 ``--conflict-mode lww``, no auth, as benchmarks/compare's ringkv-single) per arm, the arms in
 alternating order (ABBA), preloads ``--keys`` keys, warms up with ``--warmup`` s of reads, and
 runs every workload (rotated) with wrk (``benchmarks/wrk/ringkv.lua``, R=W=quorum of N=1) at
@@ -31,6 +35,7 @@ import os
 import random
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -59,10 +64,31 @@ class ShardedNode(systems.RingkvSingle):
 
     name = "ringkv-shards"
 
-    def __init__(self, root: Path, keys: list[str], value: bytes, shards: int | None) -> None:
+    def __init__(
+        self, root: Path, keys: list[str], value: bytes, shards: int | None,
+        checkout: Path | None = None,
+    ) -> None:  # fmt: skip
         super().__init__(root, keys, value, "lww")
         self.shards = shards
+        self.checkout = checkout
         self.label = f"ringkv 1 node N=1, --shards {shards if shards is not None else '(none)'}"
+
+    def start(self) -> None:
+        if self.checkout is None:
+            super().start()
+            return
+        # the node processes inherit the environment: their ringkv is the other checkout's
+        before = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            [str(self.checkout / "src"), *([before] if before else [])]
+        )
+        try:
+            super().start()
+        finally:
+            if before is None:
+                del os.environ["PYTHONPATH"]
+            else:
+                os.environ["PYTHONPATH"] = before
 
     def cluster_options(self) -> dict[str, Any]:
         if self.shards is None:
@@ -78,9 +104,22 @@ class ShardedNode(systems.RingkvSingle):
         return {"shards": self.shards}
 
 
-def arm_name(index: int, shards: int | None) -> str:
-    """``A shards=1``, ``B shards=2``, ``A default``: arms are told apart by position."""
-    return f"{'AB'[index]} " + (f"shards={shards}" if shards is not None else "default")
+def arm_name(index: int, shards: int | None, checkout: Path | None = None) -> str:
+    """``A shards=1``, ``B shards=2``, ``A default``, ``A shards=2@c21d1f5``: arms are told
+    apart by position."""
+    name = f"{'AB'[index]} " + (f"shards={shards}" if shards is not None else "default")
+    return name + (f"@{checkout_label(checkout)}" if checkout is not None else "")
+
+
+def checkout_label(checkout: Path) -> str:
+    """The other checkout's commit (short), or its directory's name."""
+    try:
+        return subprocess.run(
+            ["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, check=True, timeout=10,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return checkout.name
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -96,9 +135,9 @@ def one_arm(
     workdir: Path,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """A fresh node, preloaded and warmed up, then every workload once."""
-    shards = args.arms[index]
-    name = arm_name(index, shards)
-    node = ShardedNode(workdir / f"round{rnd}-{'AB'[index]}", keys, value, shards)
+    shards, checkout = args.arms[index], args.checkouts[index]
+    name = arm_name(index, shards, checkout)
+    node = ShardedNode(workdir / f"round{rnd}-{'AB'[index]}", keys, value, shards, checkout)
     runs = []
     try:
         node.start()
@@ -148,7 +187,8 @@ def one_arm(
 
 
 def summarise(runs: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
-    names = [arm_name(i, s) for i, s in enumerate(args.arms)]
+    names = [arm_name(i, s, c) for i, (s, c) in enumerate(zip(args.arms, args.checkouts,
+                                                               strict=True))]  # fmt: skip
     rows = []
     for workload in args.workloads:
         for name in names:
@@ -220,14 +260,18 @@ def render(summary: dict[str, Any], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def parse_arm(text: str) -> int | None:
-    text = text.strip()
+def parse_arm(text: str) -> tuple[int | None, Path | None]:
+    """``2``, ``default`` or ``2@/path/to/another/checkout``."""
+    text, at, where = text.strip().partition("@")
+    checkout = Path(where).resolve() if at else None
+    if checkout is not None and not (checkout / "src" / "ringkv").is_dir():
+        raise ValueError(f"{where}: no src/ringkv there")
     if text == "default":
-        return None
+        return None, checkout
     count = int(text)
     if count < 1:
         raise ValueError(text)
-    return count
+    return count, checkout
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -249,9 +293,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.quick:
         args.rounds, args.duration, args.warmup, args.keys = 1, 1.0, 0.0, 500
     try:
-        args.arms = [parse_arm(a) for a in args.arms.split(",")]
-    except ValueError:
-        p.error("--arms: two shard counts (positive) or 'default', comma-separated")
+        parsed = [parse_arm(a) for a in args.arms.split(",")]
+    except ValueError as exc:
+        p.error(f"--arms: two shard counts (positive) or 'default', each optionally "
+                f"@CHECKOUT, comma-separated ({exc})")  # fmt: skip
+    args.arms = [count for count, _ in parsed]
+    args.checkouts = [checkout for _, checkout in parsed]
     if len(args.arms) != 2:
         p.error("--arms: exactly two, e.g. 1,2")
     args.workloads = [w for w in args.workloads.split(",") if w]
@@ -279,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
                 runs += one_arm(args, index, rnd, keys, value, Path(tmp))
     summary = summarise(runs, args)
     table = render(summary, args)
+    settings = {k: v for k, v in vars(args).items() if k != "json"}
+    settings["checkouts"] = [str(c) if c is not None else None for c in args.checkouts]
     result = {
         "command": command,
         "started_utc": started.isoformat(timespec="seconds"),
@@ -286,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         "uptime_before": uptime_before,
         "uptime_after": procs.uptime_line(),
         "cpus": os.cpu_count(),
-        "settings": {k: v for k, v in vars(args).items() if k != "json"},
+        "settings": settings,
         "runs": runs,
         "summary": summary,
         "table_markdown": table,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -63,15 +64,25 @@ def test_cpus_come_from_the_affinity_capped_by_the_cgroup_quota(tmp_path: Path) 
     assert 1 <= shards.available_cpus() <= len(os.sched_getaffinity(0))
 
 
-def _get(url: str) -> tuple[int, dict]:
+def _get(url: str, timeout: float = 5) -> tuple[int, dict]:
     """Status and JSON body (0 and {} when the connection broke: a shard being killed)."""
     try:
-        with urllib.request.urlopen(url, timeout=5) as answer:
+        with urllib.request.urlopen(url, timeout=timeout) as answer:
             return answer.status, json.loads(answer.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
     except (ConnectionError, urllib.error.URLError):
         return 0, {}
+
+
+def _status(url: str, timeout: float = 5) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (ConnectionError, urllib.error.URLError):
+        return 0
 
 
 def _shard_pids(cluster: Cluster, node: int) -> list[int]:
@@ -366,3 +377,50 @@ def test_hints_for_a_sharded_node_are_kept_by_every_shard_and_delivered_into_its
         return make_cluster(shards=2, **kwargs)
 
     test_failures.test_hints_accumulate_while_a_node_is_down_and_are_delivered(sharded_cluster)
+
+
+def test_a_shard_killed_while_serving_a_handed_over_request_answers_503_not_a_hang(
+    tmp_path: Path,
+) -> None:
+    """A request handed to a sibling that dies before answering gets a 503 naming the shard
+    as soon as the sibling is gone (not after the request timeout), and once the sibling is
+    back the next handover is served again."""
+    cluster = Cluster(tmp_path, nodes=1, zones=1, replication_factor=1, shards=2,
+                      extra_args=["--request-timeout", "20"])  # fmt: skip
+    try:
+        cluster.start(deadline=60)
+        node = cluster.node(0)
+        first_shard = f"http://127.0.0.1:{node.peer_port + 2}"  # shard 0's own client port
+        key = next(k for k in (f"k{i}" for i in range(100))
+                   if shard_of(key_hash(k.encode()), 2) == 1)  # fmt: skip
+        put = urllib.request.Request(f"{first_shard}/v1/kv/{key}", data=b"v", method="PUT")
+        with urllib.request.urlopen(put, timeout=5) as answer:
+            assert answer.status in (200, 201, 204)
+        assert _status(f"{first_shard}/v1/kv/{key}") == 200
+        pids = _shard_pids(cluster, 0)
+        os.kill(pids[1], signal.SIGSTOP)  # it takes the request and never answers
+        answers: list[tuple[int, dict]] = []
+        asking = threading.Thread(
+            target=lambda: answers.append(_get(f"{first_shard}/v1/kv/{key}", timeout=30))
+        )
+        asking.start()
+
+        def handed_over() -> bool:  # the /metrics of shard 0 alone: shard 1 cannot answer
+            with urllib.request.urlopen(first_shard + "/metrics", timeout=30) as answer:
+                text = answer.read().decode()
+            return any(float(line.split()[-1]) >= 3 for line in text.splitlines()
+                       if line.startswith('ringkv_shard_handovers_total{shard="0"}'))  # fmt: skip
+
+        wait_until(handed_over, 40, message="the third handover")
+        assert asking.is_alive()  # waiting for shard 1
+        os.kill(pids[1], signal.SIGKILL)
+        asking.join(5)  # far less than the request timeout
+        assert not asking.is_alive(), "the handed-over request hangs"
+        status, body = answers[0]
+        assert status == 503 and body["error"] == "unavailable", body
+        assert "shard 1 of this node" in body["message"] and "stopped" in body["message"]
+        # restarted by the node: handovers are served again
+        wait_until(lambda: _status(f"{first_shard}/v1/kv/{key}") == 200, 60,
+                   message="shard 1 back")  # fmt: skip
+    finally:
+        cluster.stop()

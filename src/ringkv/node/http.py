@@ -109,6 +109,26 @@ def error_response(status: int, code: str, message: str, **extra: Any) -> Respon
     return json_response({"error": code, "message": message, **extra}, status)
 
 
+def serialize(response: Response, head_only: bool, keep_alive: bool, date: bytes) -> list[bytes]:
+    """The bytes of an HTTP/1.1 answer: one part, or the head and a large body apart."""
+    status = response.status
+    body = response.body
+    head = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, "Unknown").encode()), date]
+    for name, value in response.headers:
+        head.append(f"{name}: {value}\r\n".encode("latin-1"))
+    if status >= 200 and status not in (204, 304):
+        head.append(b"Content-Length: %d\r\n" % len(body))
+    if not keep_alive:
+        head.append(b"Connection: close\r\n")
+    head.append(b"\r\n")
+    if head_only or status in (204, 304) or not body:
+        return [b"".join(head)]
+    if len(body) <= 16384:
+        head.append(body)
+        return [b"".join(head)]
+    return [b"".join(head), body]
+
+
 class _Clock:
     """The Date header, formatted once a second."""
 
@@ -196,8 +216,12 @@ class HttpServer:
         keepalive_timeout: float = 75.0,
         max_connections: int = 4096,
         on_refused: Callable[[], None] | None = None,
+        divert: Callable[[_Connection, Request], bool] | None = None,
     ) -> None:
         self.router = router
+        # Takes a request elsewhere before it is routed here (True: taken; it answers through
+        # the connection's ``answer`` or ``answer_raw``): a shard's hand-over to its sibling.
+        self.divert = divert
         self.max_connections = max_connections
         self.on_refused = on_refused  # called for each connection refused over the limit
         self.wrap = wrap
@@ -474,6 +498,9 @@ class _Connection(asyncio.Protocol):
 
     def _start(self, request: Request) -> None:
         self.busy = True
+        divert = self.server.divert
+        if divert is not None and divert(self, request):
+            return
         routed = self.server.router.resolve(request.method, request.path)
         if isinstance(routed, Response):
             self._answer(request, routed)
@@ -491,6 +518,18 @@ class _Connection(asyncio.Protocol):
             response = error_response(500, "internal", "internal error; see the node log")
         self._answer(request, response)
 
+    def answer(self, request: Request, response: Response) -> None:
+        """Answer a request taken by ``HttpServer.divert``."""
+        self._answer(request, response)
+
+    def answer_raw(self, data: bytes, keep_alive: bool) -> None:
+        """Answer a request taken by ``HttpServer.divert`` with an HTTP response already
+        serialized (by a sibling shard, with ``keep_alive`` as it was told)."""
+        if self.transport is None:
+            return
+        self._send(data)
+        self._answered(keep_alive and not self.server.closing)
+
     def _answer(self, request: Request, response: Response) -> None:
         transport = self.transport
         if transport is None:
@@ -505,6 +544,9 @@ class _Connection(asyncio.Protocol):
             parts = self._serialize(internal, False, keep_alive)
         for part in parts:
             self._send(part)
+        self._answered(keep_alive)
+
+    def _answered(self, keep_alive: bool) -> None:
         self.busy = False
         self.last_active = time.monotonic()
         if not keep_alive:
@@ -528,25 +570,7 @@ class _Connection(asyncio.Protocol):
             self._resume_reading()
 
     def _serialize(self, response: Response, head_only: bool, keep_alive: bool) -> list[bytes]:
-        status = response.status
-        body = response.body
-        head = [
-            b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, "Unknown").encode()),
-            self.server.clock.date(),
-        ]
-        for name, value in response.headers:
-            head.append(f"{name}: {value}\r\n".encode("latin-1"))
-        if status >= 200 and status not in (204, 304):
-            head.append(b"Content-Length: %d\r\n" % len(body))
-        if not keep_alive:
-            head.append(b"Connection: close\r\n")
-        head.append(b"\r\n")
-        if head_only or status in (204, 304) or not body:
-            return [b"".join(head)]
-        if len(body) <= 16384:
-            head.append(body)
-            return [b"".join(head)]
-        return [b"".join(head), body]
+        return serialize(response, head_only, keep_alive, self.server.clock.date())
 
     def _fail(self, response: Response) -> None:
         """Refuse the request being parsed (malformed, too large, too slow): nothing more is

@@ -282,6 +282,9 @@ class Node:
         try:
             tls = self.tls
             layout = self.layout
+            channel = self.api.channel
+            if channel is not None:
+                await channel.start()
             await self.api.server.start(
                 config.host, config.port, ssl=tls.server if tls is not None else None,
                 reuse_port=layout is not None,
@@ -289,6 +292,9 @@ class Node:
             )  # fmt: skip
             await stop.wait()
             await self.api.server.shutdown(shutdown_timeout)
+            if channel is not None:
+                # what siblings handed here finishes (their clients wait for it), then closes
+                await channel.close(shutdown_timeout)
         finally:
             await self.stop()
 

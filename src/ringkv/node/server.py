@@ -20,6 +20,7 @@ from ringkv.node.auth import METRICS_ROLE
 from ringkv.node.http import Handler, HttpServer, Request, Response, Router, error_response
 from ringkv.node.kv_api import KV_PREFIX, handle_delete, handle_get, handle_put
 from ringkv.node.logs import REQUEST_ID, REQUEST_ID_HEADER, request_id_of
+from ringkv.node.shard_channel import ShardChannel
 
 if TYPE_CHECKING:
     from ringkv.node.node import Node
@@ -108,6 +109,9 @@ class Api:
         snapshot_api.install(router, node)  # snapshots, restore (before the /v1/admin/ prefix)
         router.add_prefix("POST", ADMIN_PREFIX, partial(admin_api.handle_admin, node))
         self.router = router
+        layout = node.layout
+        # the shards of one node hand client requests to each other over a local channel
+        self.channel = ShardChannel(self, layout.data_dir) if layout is not None else None
         self.server = HttpServer(
             router,
             # a shard of a node with several hands requests to the shard that serves them
@@ -121,6 +125,7 @@ class Api:
             keepalive_timeout=75.0,  # idle keep-alive connections are closed after this
             max_connections=config.max_client_connections,
             on_refused=node.metrics.rejected.labels("connections").inc,
+            divert=partial(shards.divert, self) if layout is not None else None,
         )
 
     async def wrap(self, request: Request, handler: Handler) -> Response:

@@ -49,12 +49,13 @@ from ringkv.core.sharding import shard_of, slice_start
 from ringkv.node import listing, status_api
 from ringkv.node.api_errors import ApiError
 from ringkv.node.config import NodeConfig
-from ringkv.node.http import Handler, Request, Response, error_response, json_response
+from ringkv.node.http import Handler, Request, Response, json_response
 from ringkv.node.kv_api import KV_PREFIX, _key
 from ringkv.node.membership import Membership
 from ringkv.node.messaging import DEFER, PeerError
 
 if TYPE_CHECKING:
+    from ringkv.node.http import _Connection
     from ringkv.node.messaging import MessagingService
     from ringkv.node.node import Node
     from ringkv.node.server import Api
@@ -67,7 +68,6 @@ SHARD_INDEX_ENV = "RINGKV_SHARD_INDEX"
 SHARDS_FILE = "SHARDS"
 VIEW_VERB = "shard_view"
 READY_VERB = "shard_ready"
-HANDOVER_VERB = "shard_http"  # a client request handed to the shard that owns its key
 STATUS_VERB = "shard_status"
 TREES_VERB = "shard_trees"
 CLEANUP_VERB = "shard_cleanup"
@@ -160,12 +160,15 @@ class ShardLayout:
     index: int
     host: str
     peer_port: int
+    data_dir: str = ""  # the node's (each shard's own is a directory in it)
 
     @classmethod
     def of(cls, config: NodeConfig, index: int | None = None) -> ShardLayout:
         if index is None:
             index = int(os.environ.get(SHARD_INDEX_ENV, "0"))
-        return cls(shard_count(config), index, config.public_host, config.peer_port)
+        return cls(
+            shard_count(config), index, config.public_host, config.peer_port, config.data_dir
+        )
 
     def peer_port_of(self, shard: int) -> int:
         return self.peer_port + shard
@@ -414,7 +417,6 @@ def shard_verbs(node: Node, sync: dict[str, Any], tasks: dict[str, Any]) -> None
     """The peer verbs between the shards of one node."""
     sync[READY_VERB] = lambda body: readiness(node.membership)
     sync[STATUS_VERB] = lambda body: shard_status(node)
-    tasks[HANDOVER_VERB] = lambda body: serve_handed_over(node, body)
     tasks[TREES_VERB] = lambda body: tree_roots(node)
     sync[METRICS_VERB] = lambda body: status_api.metrics_text(node)
     route_peer_verbs(node, sync, tasks)
@@ -492,49 +494,40 @@ def combined_cleanup(
     return merged
 
 
+def divert(api: Api, conn: _Connection, request: Request) -> bool:
+    """Before a client request is routed: a key another shard owns is handed to that shard
+    over the local channel, its answer written to ``conn`` as the sibling serialized it
+    (True: taken). Everything else is routed here (``route``)."""
+    if not request.path.startswith(KV_PREFIX):
+        return False
+    layout = api.node.layout
+    assert layout is not None
+    try:
+        shard = shard_of(key_hash(_key(request)), layout.count)
+    except ApiError:
+        return False  # its error answer, here
+    if shard == layout.index:
+        return False
+    api.node.metrics.shard_handovers.inc()
+    assert api.channel is not None
+    api.channel.hand_over_raw(conn, request, shard)
+    return True
+
+
 async def route(api: Api, request: Request, handler: Handler) -> Response:
-    """The HTTP wrapper of a shard: a key another shard owns, or a node-wide request (status,
-    admin) on a shard other than 0, is handed to the shard that serves it."""
+    """The HTTP wrapper of a shard (after ``divert``: a key request here is this shard's): a
+    batch is split by shard, and a node-wide request (status, admin) on a shard other than 0
+    is handed to shard 0."""
     node = api.node
     layout = node.layout
     assert layout is not None
     path = request.path
-    if path.startswith(KV_PREFIX):
-        try:
-            shard = shard_of(key_hash(_key(request)), layout.count)
-        except ApiError:
-            shard = layout.index  # its error answer, here
-    elif path.startswith(BATCH_PREFIX):
+    if path.startswith(BATCH_PREFIX):
         return await split_batch(api, request, handler)
-    elif path.startswith(SERVED_BY_EVERY_SHARD):
-        shard = layout.index
-    else:
-        shard = 0
-    if shard == layout.index:
+    if path.startswith((KV_PREFIX, *SERVED_BY_EVERY_SHARD)) or layout.index == 0:
         return await api.wrap(request, handler)
-    if path.startswith(KV_PREFIX):
-        node.metrics.shard_handovers.inc()
-    return await hand_over(node, request, shard)
-
-
-async def hand_over(node: Node, request: Request, shard: int) -> Response:
-    """Serve ``request`` on sibling ``shard``: sent as a peer frame (already parsed), answered
-    by its own wrapper (authentication, overload limit) and handler."""
-    assert node.layout is not None
-    body = {
-        "m": request.method, "p": request.path, "q": request.query_string,
-        "h": request.headers, "r": sorted(request.repeated or ()), "b": request.body,
-    }  # fmt: skip
-    try:
-        answer = await to_sibling(
-            node.messaging, node.layout.peer_address_of(shard), HANDOVER_VERB, body,
-            node.config.request_timeout + 2.0,
-        )  # fmt: skip
-    except PeerError as exc:
-        return error_response(503, "unavailable", f"shard {shard} of this node is not "
-                              f"running: {exc}")  # fmt: skip
-    return Response(int(answer["s"]), bytes(answer["b"]), [(str(k), str(v)) for k, v in
-                    answer["h"]])  # fmt: skip
+    assert api.channel is not None
+    return await api.channel.hand_over(request, 0)
 
 
 def _batch_keys(request: Request) -> list[bytes] | None:
@@ -571,6 +564,8 @@ async def split_batch(api: Api, request: Request, handler: Handler) -> Response:
         keys = None
     if not keys:
         return await api.wrap(request, handler)
+    channel = api.channel
+    assert channel is not None
     by_shard: dict[int, list[int]] = {}
     for i, key in enumerate(keys):
         by_shard.setdefault(shard_of(key_hash(key), layout.count), []).append(i)
@@ -579,7 +574,7 @@ async def split_batch(api: Api, request: Request, handler: Handler) -> Response:
         if shard == layout.index:
             return await api.wrap(request, handler)
         node.metrics.shard_handovers.inc()
-        return await hand_over(node, request, shard)
+        return await channel.hand_over(request, shard)
     node.metrics.shard_handovers.inc()
     body = json.loads(request.body)
     field = _batch_field(request, body)
@@ -592,7 +587,7 @@ async def split_batch(api: Api, request: Request, handler: Handler) -> Response:
         )  # fmt: skip
         if shard == layout.index:
             return await api.wrap(sub, handler)
-        return await hand_over(node, sub, shard)
+        return await channel.hand_over(sub, shard)
 
     parts = list(by_shard.items())
     answers = await asyncio.gather(*(part(shard, indexes) for shard, indexes in parts))
@@ -692,21 +687,6 @@ async def _split_items(node: Node, verb: str, mine: Any, local: Any, body: Any) 
         for i, one in zip(indexes, answer, strict=True):
             out[i] = one
     return out
-
-
-async def serve_handed_over(node: Node, body: dict[str, Any]) -> dict[str, Any]:
-    request = Request(
-        str(body["m"]), str(body["p"]), str(body["q"]),
-        {str(k): str(v) for k, v in dict(body["h"]).items()},
-        {str(r) for r in body["r"]} or None, bytes(body["b"]), True,
-    )  # fmt: skip
-    api = node.api
-    resolved = api.router.resolve(request.method, request.path)
-    if isinstance(resolved, Response):
-        response = resolved
-    else:
-        response = await api.wrap(request, resolved)
-    return {"s": response.status, "b": response.body, "h": response.headers}
 
 
 def shard_status(node: Node) -> dict[str, Any]:
