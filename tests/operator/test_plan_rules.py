@@ -381,6 +381,26 @@ def test_a_pod_that_is_deleting_is_not_ready() -> None:
     assert [n.id for n in f.nodes if not n.ready] == ["kv-zone-a-0"]
 
 
+def test_the_volume_of_a_scale_up_reversed_before_anyone_heard_of_the_node_is_deleted() -> None:
+    """3 -> 4 turned back to 3 so fast that no node ever heard of the fourth: its pod is gone
+    and its (new) volume is deleted; a volume of a node nobody knows is otherwise kept."""
+    spec = make_spec(replicas=3)
+    obs = dataclasses.replace(cluster(spec, ONE), pvcs={
+        "data-kv-zone-a-1": PvcState("data-kv-zone-a-1")})  # fmt: skip
+    removed = {**RUNNING, "lastAction": {"action": plan.SCALE, "node": "kv-zone-a-1",
+                                         "zone": "zone-a", "time": iso(NOW - 10)}}  # fmt: skip
+    v = plan.delete_removed_volume(f_of(spec, obs, removed))
+    assert v is not None and (v.action.kind, v.action.pvc) == (plan.DELETE_PVC, "data-kv-zone-a-1")
+    other = {**removed, "lastAction": {**removed["lastAction"], "node": "kv-zone-b-0"}}
+    assert plan.delete_removed_volume(f_of(spec, obs, other)) is None
+    assert plan.delete_removed_volume(f_of(spec, obs)) is None
+    # while its pod is still there, not yet
+    four = {"zone-a": 2, "zone-b": 1, "zone-c": 1}
+    with_pod = dataclasses.replace(cluster(spec, four, states={"kv-zone-a-1": "absent"}),
+                                   pvcs=obs.pvcs)  # fmt: skip
+    assert plan.delete_removed_volume(f_of(spec, with_pod, removed)) is None
+
+
 def test_remove_unjoined_node_alone() -> None:
     spec = make_spec(replicas=3)
     four = {"zone-a": 2, "zone-b": 1, "zone-c": 1}

@@ -604,10 +604,12 @@ def remove_left_node(f: Facts) -> Verdict | None:
 
 def delete_removed_volume(f: Facts) -> Verdict | None:
     """Then delete the volume of a removed node: no pod, and it left -- as the nodes say, or,
-    once they have forgotten it, as the last status said. A volume of a node nobody knows is
-    kept: it may hold the only copy of its data (a KVCluster deleted with ``deletePolicy:
-    Retain`` and created again adopts its volumes one node at a time, so the volumes of the
-    nodes not started yet look unused)."""
+    once they have forgotten it, as the last status said -- or it never joined. A volume of a
+    node nobody knows is kept: it may hold the only copy of its data (a KVCluster deleted with
+    ``deletePolicy: Retain`` and created again adopts its volumes one node at a time, so the
+    volumes of the nodes not started yet look unused; the nodes started first know them from
+    their own saved state) -- unless the operator's last action scaled that very node's pod
+    up or away (a scale-up reversed before the new node was heard of: its volume is new)."""
     if f.ring is None:
         return None  # without the nodes' word, a volume's node may still hold data
     prev_left = {
@@ -623,7 +625,12 @@ def delete_removed_volume(f: Facts) -> Verdict | None:
             continue
         node_id = f.spec.pod_name(z, ordinal)
         m = f.members.get(node_id)
-        gone = (m.state == LEFT or _never_joined(m)) if m is not None else node_id in prev_left
+        if m is not None:
+            gone = m.state == LEFT or _never_joined(m)
+        else:
+            gone = node_id in prev_left or (
+                f.last.get("action") == SCALE and f.last.get("node") == node_id
+            )
         if gone and node_id not in f.observed.pods:
             return _act(Action(
                 DELETE_PVC, zone=z, node=node_id, pvc=pvc.name, reason="VolumeDeleted",
