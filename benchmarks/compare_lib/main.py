@@ -187,22 +187,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def ensure_tools(args: argparse.Namespace) -> list[str]:
     """Install missing Debian packages (as root); return notes about what is still missing."""
     needed = sorted({tool for name in args.systems for tool in NEEDS[name]})
-    missing = [tool for tool in needed if shutil.which(tool) is None]
+    missing = procs.install_missing({t: TOOLS[t] for t in needed}, not args.no_install)
     notes: list[str] = []
-    if missing and not args.no_install and os.geteuid() == 0:
-        packages = sorted({TOOLS[tool] for tool in missing})
-        log(f"installing {' '.join(packages)} with apt-get")
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        cmd = ["apt-get", "install", "-y", "--no-install-recommends", *packages]
-        result = subprocess.run(
-            cmd, env=env, capture_output=True, text=True, timeout=900, check=False
-        )
-        if result.returncode != 0:
-            subprocess.run(
-                ["apt-get", "update"], env=env, capture_output=True, timeout=600, check=False
-            )
-            subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=False)
-        missing = [tool for tool in needed if shutil.which(tool) is None]
     for tool in missing:
         notes.append(f"{tool} (Debian package {TOOLS[tool]}) is not installed")
     skipped = [name for name in args.systems if any(tool in missing for tool in NEEDS[name])]

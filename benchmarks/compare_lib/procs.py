@@ -8,6 +8,7 @@ import contextlib
 import ctypes
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -43,6 +44,27 @@ class _Popen(subprocess.Popen):  # type: ignore[type-arg]
 def install_parent_death_signal() -> None:
     """Every process started from now on (also by tests/cluster.py) dies with this one."""
     subprocess.Popen = _Popen  # type: ignore[misc]
+
+
+def install_missing(packages: dict[str, str], allowed: bool = True) -> list[str]:
+    """Install with apt-get (as root, when ``allowed``) the Debian packages of the tools in
+    ``packages`` (tool -> package) that are not on PATH; return the tools still missing."""
+    missing = [tool for tool in packages if shutil.which(tool) is None]
+    if missing and allowed and os.geteuid() == 0:
+        names = sorted({packages[tool] for tool in missing})
+        print(f"installing {' '.join(names)} with apt-get", file=sys.stderr, flush=True)
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        cmd = ["apt-get", "install", "-y", "--no-install-recommends", *names]
+        result = subprocess.run(
+            cmd, env=env, capture_output=True, text=True, timeout=900, check=False
+        )
+        if result.returncode != 0:  # a stale package index: refresh it once
+            subprocess.run(
+                ["apt-get", "update"], env=env, capture_output=True, timeout=600, check=False
+            )
+            subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=False)
+        missing = [tool for tool in packages if shutil.which(tool) is None]
+    return missing
 
 
 def wait_port(port: int, timeout: float) -> None:
