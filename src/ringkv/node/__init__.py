@@ -8,6 +8,8 @@ Wiring and settings:
 - ``shards``: ``--shards S``: the supervisor of S worker processes (one per core), the shard
   ports, the membership view shard 0 shares with the others, and the hand-over of a client
   request to the shard that owns its key.
+- ``shard_channel``: the local channel between the shards of a node (a Unix socket each) over
+  which a client request is handed to the shard that owns its key, answered with its bytes.
 
 Parts:
 - ``storage``: RocksDB (rocksdict) records of sibling versions, plus node metadata.
