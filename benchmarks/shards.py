@@ -312,9 +312,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     procs.install_parent_death_signal()
-    if procs.install_missing({"wrk": "wrk"}):
-        print("wrk is not installed (Debian package wrk; as root this script installs it)",
-              file=sys.stderr)
+    if not procs.require({"wrk": "wrk"}):
         return 2
     started = dt.datetime.now(dt.UTC)
     command = "benchmarks/shards.py " + " ".join(sys.argv[1:] if argv is None else argv)

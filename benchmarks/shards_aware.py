@@ -136,9 +136,7 @@ def main() -> int:
     args = p.parse_args()
     args.workloads = [w for w in args.workloads.split(",") if w]
     procs.install_parent_death_signal()
-    if procs.install_missing({"wrk": "wrk"}):
-        print("wrk is not installed (Debian package wrk; as root this script installs it)",
-              file=sys.stderr)
+    if not procs.require({"wrk": "wrk"}):
         return 2
     started = dt.datetime.now(dt.UTC)
     uptime_before = procs.uptime_line()

@@ -67,6 +67,15 @@ def install_missing(packages: dict[str, str], allowed: bool = True) -> list[str]
     return missing
 
 
+def require(packages: dict[str, str]) -> bool:
+    """``install_missing``, then say on stderr which tools are still missing: False if any."""
+    missing = install_missing(packages)
+    for tool in missing:
+        print(f"{tool} is not installed (Debian package {packages[tool]}; as root this script "
+              "installs it)", file=sys.stderr)
+    return not missing
+
+
 def wait_port(port: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
