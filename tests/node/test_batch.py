@@ -115,9 +115,13 @@ def test_batch_with_one_replica_down(cluster3: Cluster) -> None:
                    for r in got.values()), got  # fmt: skip
         # every key fails on its own, and says why, when the quorum cannot be met
         strict = kv.get_many(keys[:5], r="all")
-        assert all(isinstance(r, Unavailable) and r.required == 3 for r in strict.values())
+        assert all(isinstance(r, Unavailable) and r.required == 3 for r in strict.values()), {
+            k: (type(r).__name__, getattr(r, "body", r)) for k, r in strict.items()
+        }
         refused = kv.put_many({k: b"x" for k in keys[:5]}, consistency="strong")
-        assert all(isinstance(r, Unavailable) for r in refused.values())
+        assert all(isinstance(r, Unavailable) for r in refused.values()), {
+            k: (type(r).__name__, getattr(r, "body", r)) for k, r in refused.items()
+        }
     # n3 comes back: the hints bring it the batch writes it missed
     cluster3.node(2).start().wait_ready()
     cluster3.wait_ready()

@@ -32,8 +32,13 @@ def ring_of(client: Client) -> Ring:
 
 def seen_down(cluster: Cluster, observer: int, node_id: str, down: bool = True) -> None:
     def check() -> bool:
-        members = cluster.client(observer).status()["members"]
-        return any(m["id"] == node_id and m["alive"] is not down for m in members)
+        status = cluster.client(observer).status()
+        if not any(m["id"] == node_id and m["alive"] is not down for m in status["members"]):
+            return False
+        # a node of several shards: every shard's coordinator must judge it so, not only the
+        # one that answered (the followers copy shard 0's view a moment later)
+        rows = (status.get("shards") or {}).get("per_shard") or ()
+        return all((node_id in row.get("members_down", ())) is down for row in rows)
 
     wait_until(check, 15, message=f"{node_id} seen {'down' if down else 'up'}")
 
