@@ -1,11 +1,15 @@
 """One node with ``--shards 1`` against the same node with ``--shards 2``: requests/s and CPU
 per request (every process of the node), reads and writes, 1 KiB values, wrk at a fixed
-connection count, interleaved rounds.
+connection count, interleaved rounds. With ``--nodes 3``: a 3-node, N=3, quorum cluster per
+arm instead (benchmarks/compare's ringkv), its CPU summed over the three nodes, against the
+target that shards must not tax the small case (``--shards 1`` at most 1.05x the CPU per
+request of the code before shards).
 
     flock /tmp/ringkv-heavy.lock nice .venv/bin/python benchmarks/shards.py \
         [--arms 1,2] [--rounds 5] [--duration 15] [--connections 30] [--json out.json]
     .venv/bin/python benchmarks/shards.py --quick --arms default,default   # smoke, any node
     .venv/bin/python benchmarks/shards.py --arms 2@/tmp/shards-before,2    # old code beside new
+    .venv/bin/python benchmarks/shards.py --nodes 3 --arms default@/tmp/before-shards,1
 
 Each arm is a shard count, or ``default`` for the node's default without a ``--shards`` flag (a
 node that predates the flag takes no other); ``COUNT@CHECKOUT`` runs that arm's node from the
@@ -51,27 +55,33 @@ import procs  # noqa: E402
 import systems  # noqa: E402
 
 WORKLOADS = ("read", "write")
-THROUGHPUT_TARGET = 1.5  # the second arm's requests/s over the first's, at least
-CPU_TARGET = 1.15  # the second arm's CPU per request over the first's, at most
+# The second arm against the first, by --nodes: (requests/s at least, CPU per request at most).
+# One node: 2 shards against 1 on two cores. Three nodes: --shards 1 against the code before
+# shards, which must cost no more than 5 % more CPU per request (no throughput target).
+TARGETS: dict[int, tuple[float | None, float]] = {1: (1.5, 1.15), 3: (None, 1.05)}
 
 
 def log(message: str) -> None:
     print(f"[shards {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-class ShardedNode(systems.RingkvSingle):
-    """benchmarks/compare's one-node N=1 ringkv, run with ``--shards`` (when given)."""
+class ShardedNode(systems.Ringkv):
+    """benchmarks/compare's one-node N=1 ringkv (or, with ``nodes=3``, its 3-node N=3 quorum
+    cluster), run with ``--shards`` (when given)."""
 
     name = "ringkv-shards"
 
     def __init__(
         self, root: Path, keys: list[str], value: bytes, shards: int | None,
-        checkout: Path | None = None,
+        checkout: Path | None = None, nodes: int = 1,
     ) -> None:  # fmt: skip
+        self.nodes = nodes
+        self.replication_factor = 1 if nodes == 1 else 3
         super().__init__(root, keys, value, "lww")
         self.shards = shards
         self.checkout = checkout
-        self.label = f"ringkv 1 node N=1, --shards {shards if shards is not None else '(none)'}"
+        shape = "1 node N=1" if nodes == 1 else f"{nodes} nodes N=3 quorum"
+        self.label = f"ringkv {shape}, --shards {shards if shards is not None else '(none)'}"
 
     def start(self) -> None:
         if self.checkout is None:
@@ -91,9 +101,10 @@ class ShardedNode(systems.RingkvSingle):
                 os.environ["PYTHONPATH"] = before
 
     def cluster_options(self) -> dict[str, Any]:
-        if self.shards is None:
-            return {}
         from tests.cluster import Cluster
+
+        if self.shards is None:  # no --shards flag: the node's default, or a node before it
+            return {"shards": None} if "shards" in inspect.signature(Cluster).parameters else {}
 
         # The harness gives a node with shards the runs of ports its workers use.
         if "shards" not in inspect.signature(Cluster).parameters:
@@ -137,7 +148,8 @@ def one_arm(
     """A fresh node, preloaded and warmed up, then every workload once."""
     shards, checkout = args.arms[index], args.checkouts[index]
     name = arm_name(index, shards, checkout)
-    node = ShardedNode(workdir / f"round{rnd}-{'AB'[index]}", keys, value, shards, checkout)
+    node = ShardedNode(workdir / f"round{rnd}-{'AB'[index]}", keys, value, shards, checkout,
+                       args.nodes)  # fmt: skip
     runs = []
     try:
         node.start()
@@ -203,6 +215,7 @@ def summarise(runs: list[dict[str, Any]], args: argparse.Namespace) -> dict[str,
                 "errors": sum(r["non_2xx"] + sum(r["socket_errors"].values()) for r in sample),
             })  # fmt: skip
     ratios = {}
+    throughput_target, cpu_target = TARGETS[args.nodes]
     first, second = names
     by = {(r["arm"], r["workload"]): r for r in rows}
     for workload in args.workloads:
@@ -220,10 +233,10 @@ def summarise(runs: list[dict[str, Any]], args: argparse.Namespace) -> dict[str,
         ratios[workload] = {
             "rps": round(rps, 3),
             "rps_same_round": spread(same_round["rps"]),
-            "rps_target_met": rps >= THROUGHPUT_TARGET,
+            "rps_target_met": None if throughput_target is None else rps >= throughput_target,
             "cpu_per_request": round(cpu, 3),
             "cpu_same_round": spread(same_round["cpu"]),
-            "cpu_target_met": cpu <= CPU_TARGET,
+            "cpu_target_met": cpu <= cpu_target,
         }
     return {"rows": rows, "ratios": ratios, "first": first, "second": second}
 
@@ -243,19 +256,22 @@ def render(summary: dict[str, Any], args: argparse.Namespace) -> str:
             f"| {cell(r['rps'])} | {cell(r['p50_ms'], 2)} | {cell(r['p99_ms'], 2)} "
             f"| {cell(r['cpu_us_per_request'])} | {r['errors']} |"
         )
+    throughput_target, cpu_target = TARGETS[args.nodes]
+    wanted = f">= {throughput_target}x" if throughput_target is not None else "none"
     lines += [
         "",
         f"| {summary['second']} / {summary['first']} | req/s (of medians) | same-round "
-        f"| target >= {THROUGHPUT_TARGET}x | CPU per request (of medians) | same-round "
-        f"| target <= {CPU_TARGET}x |",
+        f"| target {wanted} | CPU per request (of medians) | same-round "
+        f"| target <= {cpu_target}x |",
         "|---|---:|---:|---|---:|---:|---|",
     ]
+    verdict = {True: "yes", False: "**no**", None: "-"}
     for workload, q in summary["ratios"].items():
         rr, cr = q["rps_same_round"], q["cpu_same_round"]
         lines.append(
             f"| {workload} | {q['rps']:.2f}x | {rr['min']:.2f}-{rr['max']:.2f} "
-            f"| {'yes' if q['rps_target_met'] else '**no**'} | {q['cpu_per_request']:.2f}x "
-            f"| {cr['min']:.2f}-{cr['max']:.2f} | {'yes' if q['cpu_target_met'] else '**no**'} |"
+            f"| {verdict[q['rps_target_met']]} | {q['cpu_per_request']:.2f}x "
+            f"| {cr['min']:.2f}-{cr['max']:.2f} | {verdict[q['cpu_target_met']]} |"
         )
     return "\n".join(lines)
 
@@ -280,6 +296,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="two shard counts compared, 'default' for the node's default without "
                    "the flag (1,2)")  # fmt: skip
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--nodes", type=int, choices=sorted(TARGETS), default=1,
+                   help="1: one node, N=1 (the shards target); 3: a 3-node N=3 quorum cluster "
+                   "per arm (the small-case target)")  # fmt: skip
     p.add_argument("--duration", type=float, default=15.0, help="seconds per wrk run")
     p.add_argument("--warmup", type=float, default=3.0, help="seconds of reads per fresh node")
     p.add_argument("--connections", type=int, default=30,

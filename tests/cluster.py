@@ -200,17 +200,17 @@ class Cluster:
         zones: int = 3,
         replication_factor: int = 3,
         extra_args: Sequence[str] = (),
-        shards: int = 1,
+        shards: int | None = 1,
     ) -> None:
-        """``shards``: run each node with ``--shards`` (its shard ports follow its peer port)."""
+        """``shards``: run each node with ``--shards`` (its shard ports follow its peer port);
+        None: without the flag (benchmarks run nodes of older checkouts)."""
         self.root = Path(tmp_path)
         self.root.mkdir(parents=True, exist_ok=True)
         self.replication_factor = replication_factor
-        if shards == 1:
+        if shards is None or shards == 1:
             ports = free_ports(2 * nodes)
             client_ports, peer_ports = ports[:nodes], ports[nodes:]
         else:
-            extra_args = [*extra_args, "--shards", str(shards)]
             client_ports = free_ports(nodes)
             # room for a node restarted with up to 4 shards: a peer and a client port each
             peer_ports = [free_port_run(2 * max(shards, 4)) for _ in range(nodes)]
@@ -221,7 +221,7 @@ class Cluster:
             data_dir = self.root / node_id
             args = [
                 *node_args(node_id, zone, client_ports[i], peer_ports[i], data_dir, seeds,
-                           replication_factor),
+                           replication_factor, shards),
                 *_insecure_unless_configured(extra_args),
                 *extra_args,
             ]  # fmt: skip

@@ -30,8 +30,10 @@ def node_args(
     data_dir: Path,
     seeds: str,
     replication_factor: int,
+    shards: int | None = 1,
 ) -> list[str]:
-    """The flags every node of a loopback cluster is started with (callers add their own)."""
+    """The flags every node of a loopback cluster is started with (callers add their own).
+    ``shards=None``: no ``--shards`` flag (the node's default; a node that predates it)."""
     return [
         "--node-id", node_id,
         "--host", HOST,
@@ -41,7 +43,8 @@ def node_args(
         "--data-dir", str(data_dir),
         "--seeds", seeds,
         "--replication-factor", str(replication_factor),
-        "--shards", "1",  # one process per node unless a caller asks for more
+        # one process per node unless a caller asks for more
+        *(("--shards", str(shards)) if shards is not None else ()),
     ]  # fmt: skip
 
 
