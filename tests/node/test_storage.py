@@ -135,3 +135,36 @@ def test_range_deletes_remove_exactly_a_span_and_compaction_reclaims_it(tmp_path
         assert not storage.get(b"k")
     finally:
         storage.close()
+
+
+def test_a_flush_waits_outside_rocksdb(tmp_path: Path) -> None:
+    """rocksdict holds the interpreter lock through a flush it waits for, which would stop the
+    node's event loop: ``Storage.flush`` asks every column family not to wait and waits on its
+    own, and the memtables are empty afterwards."""
+    storage = Storage(str(tmp_path / "db"))
+    asked: list[bool] = []
+
+    class Watched:
+        def __init__(self, family: Rdict) -> None:
+            self.family = family
+
+        def flush(self, wait: bool = True) -> None:
+            asked.append(wait)
+            self.family.flush(wait)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.family, name)
+
+    real = storage._db, storage._meta, storage.hints
+    try:
+        for i in range(500):
+            storage._db[b"k%d" % i] = b"v"
+            storage.hints[b"h%d" % i] = b"x"
+        storage._db, storage._meta, storage.hints = (Watched(f) for f in real)  # type: ignore[assignment]
+        storage.flush()
+        assert asked and not any(asked), asked
+        for family in real:
+            assert family.property_int_value("rocksdb.num-entries-active-mem-table") == 0
+    finally:
+        storage._db, storage._meta, storage.hints = real
+        storage.close()

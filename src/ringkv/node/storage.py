@@ -397,8 +397,11 @@ class Storage:
         self._db.compact_range(None, None)
 
     def flush(self) -> None:
-        """Write the memtables to SST files (blocking: run it in a worker thread)."""
-        self._db.flush()
+        """Write the memtables to SST files and wait for it, outside RocksDB as
+        ``flush_unlocked`` does (inside it only past that wait's deadline), so the event loop
+        keeps running (blocking: run it in a worker thread)."""
+        if not self.flush_unlocked():
+            self._db.flush()
 
     def flush_unlocked(self, deadline: float = FLUSH_WAIT_SECONDS) -> bool:
         """Write every column family's memtable to SST files, waiting here rather than inside
