@@ -161,33 +161,32 @@ def test_join_progress_is_reported(spec: ClusterSpec) -> None:
     assert "25.0%" in condition(d.status, "Progressing")["message"]
 
 
+def _fourth_node_unready_and_unheard(spec: ClusterSpec, **states: str) -> Observed:
+    """4 nodes; kv-zone-a-1's pod runs but is not ready, and the node asked calls it dead."""
+    return cluster(
+        spec,
+        {"zone-a": 2, "zone-b": 1, "zone-c": 1},
+        not_ready={"kv-zone-a-1"},
+        dead={"kv-zone-a-1"},
+        states=states,
+    )
+
 
 def test_a_joiner_still_starting_and_not_yet_heard_is_waited_for_not_down() -> None:
     """Gossip spreads a join before the joiner's first heartbeat reaches the node asked: a
     joining member whose pod is running but not ready is starting, not a node down."""
     spec = make_spec(replicas=4)
-    obs = cluster(
-        spec,
-        {"zone-a": 2, "zone-b": 1, "zone-c": 1},
-        not_ready={"kv-zone-a-1"},
-        dead={"kv-zone-a-1"},
-        states={"kv-zone-a-1": "joining"},
-    )
-    d = step(spec, obs)
+    d = step(spec, _fourth_node_unready_and_unheard(spec, **{"kv-zone-a-1": "joining"}))
     assert condition(d.status, "Degraded")["reason"] == "AsExpected", d.status
     assert d.action.kind != REPLACE
+
 
 def test_a_new_node_just_joined_and_not_yet_reached_is_waited_for_not_down() -> None:
     """The scale-up's new node, normal (its join done) but its pod not ready yet, that the
     node asked has not reached yet (a first connection to a new pod's name can fail): starting,
     not down -- within the grace of the scale-up; another node in that state is down."""
     spec = make_spec(replicas=4)
-    obs = cluster(
-        spec,
-        {"zone-a": 2, "zone-b": 1, "zone-c": 1},
-        not_ready={"kv-zone-a-1"},
-        dead={"kv-zone-a-1"},
-    )
+    obs = _fourth_node_unready_and_unheard(spec)
     added = {"phase": "Scaling", "lastAction": {
         "action": "scale", "node": "kv-zone-a-1", "zone": "zone-a", "time": iso(NOW - 30)}}
     d = plan.decide(spec, obs, added, NOW)
