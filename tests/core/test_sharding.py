@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ringkv.core.ring import RING_SIZE, TokenRange
-from ringkv.core.sharding import MAX_SHARDS, shard_of, slice_start, split_range
+from ringkv.core.sharding import (
+    MAX_SHARDS,
+    cut_at_slices,
+    shard_of,
+    slice_ends,
+    slice_start,
+    split_range,
+)
 
 tokens = st.integers(min_value=0, max_value=RING_SIZE - 1)
 shard_counts = st.integers(min_value=1, max_value=MAX_SHARDS)
@@ -68,3 +77,30 @@ def test_split_covers_the_arc_exactly_with_one_shard_per_piece(
 @given(tokens, tokens)
 def test_one_shard_keeps_the_arc_whole(start: int, end: int) -> None:
     assert split_range(start, end, 1) == [(0, start, end)]
+
+
+@settings(deadline=None)
+@given(tokens, tokens, st.sets(st.integers(min_value=1, max_value=16), min_size=1, max_size=3),
+       st.lists(tokens, max_size=20))  # fmt: skip
+def test_cuts_for_several_counts_give_pieces_each_in_one_shard_of_every_count(
+    start: int, end: int, counts: set[int], probes: list[int]
+) -> None:
+    """Nodes of different shard counts cut an arc alike: pieces in ring order that cover it
+    exactly, each inside one slice of every count, ending at ring or slice ends only."""
+    pieces = cut_at_slices(start, end, counts)
+    whole = TokenRange(start, end, "n").size()
+    assert sum(TokenRange(s, e, "n").size() if s != e else RING_SIZE for s, e in pieces) == whole
+    assert pieces[0][0] == start and pieces[-1][1] == end
+    assert all(a[1] == b[0] for a, b in pairwise(pieces))  # adjacent, in ring order
+    ends = slice_ends(counts) | {end}
+    for s, e in pieces:
+        assert e in ends or len(pieces) == 1
+        for count in counts:
+            assert shard_of((s + 1) % RING_SIZE, count) == shard_of(e, count)
+    for token in probes:
+        if _inside(start, end, token):
+            assert sum(_inside(s, e, token) for s, e in pieces) == 1
+    # one count alone: split_range's pieces
+    if len(counts) == 1:
+        (count,) = counts
+        assert pieces == [(s, e) for _, s, e in split_range(start, end, count)]

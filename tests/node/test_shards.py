@@ -26,7 +26,7 @@ from ringkv.node import shards
 from ringkv.node.main import main as node_main
 from ringkv.node.storage import Storage
 from tests.cluster import Cluster, wait_until
-from tests.node.test_failures import ring_of
+from tests.node.test_failures import local_value, ring_of, seen_down, trees_equal
 
 
 def test_the_data_directory_records_the_shard_count_and_refuses_another(tmp_path: Path) -> None:
@@ -294,6 +294,36 @@ def test_anti_entropy_between_shards_carries_deletes_and_purges_them_once(
     status = cluster.client(0).status()["shards"]
     assert all(row["anti_entropy_rounds"] > 0 for row in status["per_shard"])
     assert _metric_total(urls, "ringkv_tombstones_purged_total") == 3 * len(keys)
+
+
+def test_anti_entropy_repairs_between_nodes_of_different_shard_counts(tmp_path: Path) -> None:
+    """Every node cuts its trees at the slice boundaries of every count in the ring, so a
+    node of 2 shards whose only peers run 1 process compares the same pieces with them and
+    gets the writes it missed (hints expire at once; nothing reads the keys meanwhile)."""
+    cluster = Cluster(
+        tmp_path, nodes=3, zones=3, replication_factor=3, shards=2,
+        extra_args=["--anti-entropy-interval", "0.3", "--anti-entropy-rate", "100000",
+                    "--hint-window", "0.01"],
+    )  # fmt: skip
+    for single in (0, 1):
+        cluster.node(single).args = [*cluster.node(single).args, "--shards", "1"]
+    keys = [f"ae-{i}" for i in range(100)]
+    try:
+        cluster.start(deadline=90)
+        assert [n["shards"] for n in cluster.client(0).ring()["nodes"]] == [1, 1, 2]
+        for key in keys:
+            cluster.client(0).put(key, b"old", w="all")
+        cluster.node(2).kill()
+        seen_down(cluster, 0, "n3")
+        for key in keys:
+            cluster.client(0).put(key, b"new", w="quorum", replace=True)
+        cluster.node(2).start().wait_ready(60)
+        cluster.wait_ready(60)
+        wait_until(lambda: trees_equal(cluster, [0, 1, 2]), 60, 0.3,
+                   message="the trees of every piece equal on the three nodes")  # fmt: skip
+        assert [local_value(cluster, 2, key) for key in keys] == [b"new"] * len(keys)
+    finally:
+        cluster.stop()
 
 
 def test_a_join_streams_into_the_right_shards_and_every_shard_cleans_what_it_gave_away(

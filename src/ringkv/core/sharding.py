@@ -12,11 +12,21 @@ per piece: ``split_range`` cuts a ring arc at a node's slice boundaries.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from ringkv.core.ring import RING_SIZE
 
-__all__ = ["MAX_SHARDS", "TOKEN_BITS", "owning_peer", "shard_of", "slice_start", "split_range"]
+__all__ = [
+    "MAX_SHARDS",
+    "TOKEN_BITS",
+    "cut_at_slices",
+    "owning_peer",
+    "shard_of",
+    "slice_ends",
+    "slice_start",
+    "split_range",
+]
 
 TOKEN_BITS = 64
 #: More shards than this on one node is a mistake (a shard is a process with its own RocksDB).
@@ -56,6 +66,22 @@ def split_range(start: int, end: int, shards: int) -> list[tuple[int, int, int]]
                 # back to arc notation; (RING_SIZE - 1, hi - 1] is the arc [0, hi - 1]
                 pieces.append((shard, (lo - 1) % RING_SIZE, hi - 1))
     return pieces
+
+
+def cut_at_slices(start: int, end: int, counts: Iterable[int]) -> list[tuple[int, int]]:
+    """The arc ``(start, end]`` cut at the slice boundaries of every shard count in ``counts``:
+    arcs in ring order, each held by one shard of a node of any of those counts. Nodes with
+    different counts that cut a range alike compare the same pieces (anti-entropy)."""
+    pieces = [(start, end)]
+    for count in sorted(set(counts)):
+        pieces = [(lo, hi) for a, b in pieces for _, lo, hi in split_range(a, b, count)]
+    return pieces
+
+
+def slice_ends(counts: Iterable[int]) -> set[int]:
+    """The last token of every slice of nodes with these shard counts, where ``cut_at_slices``
+    cuts (a count of 1 cuts nowhere)."""
+    return {slice_start(i + 1, count) - 1 for count in counts if count > 1 for i in range(count)}
 
 
 def owning_peer(published: dict[str, Any], token: int) -> str:

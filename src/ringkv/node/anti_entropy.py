@@ -2,7 +2,10 @@
 
 The node keeps one ``MerkleTree`` per token range it replicates. Trees are built by one scan of
 that range when the ring changes (or at start), then kept current by every write: the storage
-change hook XORs the old record out of its leaf and the new one in.
+change hook XORs the old record out of its leaf and the new one in. Ranges are cut at the slice
+boundaries of every shard count in the ring (``core.sharding.cut_at_slices``): each shard keeps
+the trees of the pieces its slice holds, and nodes of different shard counts hold trees of the
+same pieces, compared shard to shard.
 
 Every ``--anti-entropy-interval`` the node exchanges with the next live peer in turn, over every
 range both replicate: compare roots (one message for all ranges), then the leaves of the ranges
@@ -32,7 +35,7 @@ from ringkv.core.expiry import purgeable
 from ringkv.core.merkle import MerkleTree, record_digest
 from ringkv.core.placement import preference_list
 from ringkv.core.ring import Ring, TokenRange
-from ringkv.core.sharding import slice_start, split_range
+from ringkv.core.sharding import cut_at_slices, owning_peer, shard_of, slice_ends
 from ringkv.core.versions import Version, version_from_wire, version_to_wire
 from ringkv.node.parts import NodePart, NodeParts
 from ringkv.node.throttle import Throttle
@@ -59,6 +62,7 @@ class AntiEntropy(NodePart):
         self._ends: list[int] = []
         self._to_build: list[TokenRange] = []
         self._ring: Ring | None = None
+        self._counts: frozenset[int] = frozenset()  # the shard counts the trees are cut for
         self._peer_turn = 0
         self.last_exchange: dict[tuple[int, str], int] = {}  # (range end, peer) -> wall ms
         self.last_result: dict[tuple[int, str], str] = {}  # (range end, peer) -> equal/repaired
@@ -77,9 +81,19 @@ class AntiEntropy(NodePart):
 
     # -- trees ----------------------------------------------------------------------------------
 
+    def _shard_counts(self, ring: Ring) -> frozenset[int]:
+        """This node's shard count and every ring member's: trees are cut at all their slice
+        boundaries, so that nodes of different counts hold trees of the same pieces."""
+        counts = {self.layout.count if self.layout is not None else 1}
+        for node in ring.nodes:
+            published = self.membership.published_shards(node)
+            counts.add(int(published["count"]) if published is not None else 1)
+        return frozenset(counts)
+
     def _plan(self, ring: Ring) -> None:
         """Decide which ranges we replicate; their trees are (re)built by ``build_pending``."""
         self._ring = ring
+        self._counts = counts = self._shard_counts(ring)
         self.trees = {}
         self.replicas = {}
         self._to_build = []
@@ -87,21 +101,14 @@ class AntiEntropy(NodePart):
         layout = self.layout
         for token_range in ring.ranges():
             nodes = tuple(r.node for r in preference_list(ring, token_range.end, n))
-            if self.node_id in nodes:
-                if layout is None:
-                    self.replicas[token_range.end] = nodes
-                    self._to_build.append(token_range)
-                    continue
-                # a shard keeps trees for the pieces of the range its slice holds
-                for shard, start, end in split_range(token_range.start, token_range.end,
-                                                     layout.count):  # fmt: skip
-                    if shard == layout.index:
-                        self.replicas[end] = nodes
-                        self._to_build.append(TokenRange(start, end, token_range.owner))
-        self._ends = list(ring.sorted_tokens)
-        if layout is not None:
-            slice_ends = {slice_start(i + 1, layout.count) - 1 for i in range(layout.count)}
-            self._ends = sorted(set(self._ends) | slice_ends)
+            if self.node_id not in nodes:
+                continue
+            # a shard keeps trees for the pieces of the range its slice holds
+            for start, end in cut_at_slices(token_range.start, token_range.end, counts):
+                if layout is None or shard_of(end, layout.count) == layout.index:
+                    self.replicas[end] = nodes
+                    self._to_build.append(TokenRange(start, end, token_range.owner))
+        self._ends = sorted(set(ring.sorted_tokens) | slice_ends(counts))
         self.last_exchange = {k: v for k, v in self.last_exchange.items() if k[0] in self.replicas}
         self.last_result = {k: v for k, v in self.last_result.items() if k[0] in self.replicas}
 
@@ -133,7 +140,9 @@ class AntiEntropy(NodePart):
 
     def ensure_current(self) -> None:
         ring = self.membership.ring
-        if ring is not self._ring and ring != self._ring:
+        if (ring is not self._ring and ring != self._ring) or (
+            self._shard_counts(ring) != self._counts
+        ):
             self._plan(ring)
         elif ring is not self._ring:
             self._ring = ring
@@ -193,13 +202,25 @@ class AntiEntropy(NodePart):
 
     async def exchange(self, peer: str) -> int:
         """Compare and repair every range shared with ``peer``; returns records moved."""
-        address = self._peer_address(peer)
-        if address is None:
-            return 0
         started_ms = int(time.time() * 1000)
-        shared = [tree for end, tree in self.trees.items() if peer in self.replicas.get(end, ())]
-        if not shared:
+        by_address: dict[str, list[MerkleTree]] = {}
+        for end, tree in self.trees.items():
+            if peer in self.replicas.get(end, ()):
+                address = self._peer_address(peer, end)
+                if address is not None:
+                    by_address.setdefault(address, []).append(tree)
+        if not by_address:
             return 0
+        moved = 0
+        for address, shared in by_address.items():
+            moved += await self._exchange_trees(peer, address, shared, started_ms)
+        self.completed_rounds += 1
+        return moved
+
+    async def _exchange_trees(
+        self, peer: str, address: str, shared: list[MerkleTree], started_ms: int
+    ) -> int:
+        """Compare and repair ``shared`` with the peer's process at ``address``."""
         timeout = max(self.config.request_timeout, 5.0)
         roots = await self.messaging.request(
             address, "ae_roots", {"ranges": [[t.start, t.end] for t in shared]}, timeout
@@ -226,20 +247,16 @@ class AntiEntropy(NodePart):
                 self.metrics.anti_entropy_exchanges.labels("equal").inc()
                 self.last_result[(tree.end, peer)] = "equal"
             self.last_exchange[(tree.end, peer)] = started_ms
-        self.completed_rounds += 1
         return moved
 
-    def _peer_address(self, peer: str) -> str | None:
-        """Where to compare trees with ``peer``: its address, or for nodes served by several
-        shards the peer's shard with this shard's index -- the same slice, so the same trees.
-        Nodes whose shard counts differ cut their trees differently and are not compared
-        (streaming, hints and read repair still converge them)."""
-        layout, published = self.layout, self.membership.published_shards(peer)
-        if layout is None and published is None:
+    def _peer_address(self, peer: str, end: int) -> str | None:
+        """Where to compare the tree of the piece ending at ``end`` with ``peer``: its address,
+        or for a node served by several shards the shard holding the piece (trees are cut at
+        every member's slice boundaries, so one shard of the peer holds each whole piece)."""
+        published = self.membership.published_shards(peer)
+        if published is None:
             return self.membership.address_of(peer)
-        if layout is None or published is None or int(published["count"]) != layout.count:
-            return None
-        return str(published["peer"][layout.index])
+        return owning_peer(published, end)
 
     async def _repair_leaf(self, address: str, lo: int, hi: int, timeout: float) -> int:
         remote = await self.messaging.request(address, "ae_fetch", {"lo": lo, "hi": hi}, timeout)
