@@ -3,7 +3,8 @@ workload's tail latency.
 
     flock /tmp/ringkv-heavy.lock .venv/bin/python benchmarks/backup.py \
         [--keys 50000] [--value-bytes 1024] [--rounds 3] [--rate 300] [--backup-rate MB_S]
-        [--under backup,reads,snapshots,backup+idle@1] [--skip-restore] [--json out.json]
+        [--under backup,reads,snapshots,backup+idle@1] [--split-cpus] [--skip-restore]
+        [--json out.json]
 
 A 3-node cluster (N=3) and the Versity S3 Gateway (tests/s3server.py) on loopback. Preload
 ``--keys`` values, then for each round: an open-loop quorum workload (`ringkv bench --rate
@@ -254,6 +255,19 @@ def spread(values: list[float]) -> dict[str, float]:
             "max": round(max(values), 3)}  # fmt: skip
 
 
+def start_on(cluster: Cluster, cpus: set[int] | None) -> None:
+    """Start ``cluster``; with ``cpus``, its processes (which inherit the mask) run there."""
+    if cpus is None:
+        cluster.start(60)
+        return
+    mine = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        cluster.start(60)
+    finally:
+        os.sched_setaffinity(0, mine)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--keys", type=int, default=50000)
@@ -296,6 +310,13 @@ def main() -> int:
         "and after a change to the node, in one run. Its phases are named with a "
         f"{BASELINE.strip()!r} suffix; the backup client is this checkout's for both",
     )
+    parser.add_argument(
+        "--split-cpus",
+        action="store_true",
+        help="run the nodes on CPU 0 only and everything else (the S3 gateways, the backup "
+        "client, the load generator) on the other CPUs, in every phase: the nodes' machine "
+        "apart from the clients' and the object store's, as in a deployment",
+    )
     parser.add_argument("--skip-restore", action="store_true", help="only the loaded rounds")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
@@ -307,6 +328,16 @@ def main() -> int:
                               "rate": args.rate, "backup_rate_mb": args.backup_rate,
                               "under": args.under, "nice": args.nice, "chunk_mb": args.chunk_mb,
                               "uptime_before": os.getloadavg()}  # fmt: skip
+    node_cpus: set[int] | None = None
+    if args.split_cpus:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            raise SystemExit("--split-cpus needs at least 2 CPUs")
+        node_cpus = {cpus[0]}
+        # this process and what it starts from now on (gateways, client threads, the load
+        # generator) keep off the nodes' CPU; the nodes are started on it (start_on)
+        os.sched_setaffinity(0, set(cpus[1:]))
+    result["split_cpus"] = args.split_cpus
     with tempfile.TemporaryDirectory(prefix="ringkv-backup-bench-") as tmp:
         root = Path(tmp)
         s3 = S3Server(root / "s3", nice=args.nice).start()
@@ -326,7 +357,7 @@ def main() -> int:
                 s3_idle.access_key, s3_idle.secret_key = s3.access_key, s3.secret_key
                 s3_idle.start().create_bucket(BUCKET)
             for _, cluster in clusters:
-                cluster.start(60)
+                start_on(cluster, node_cpus)
                 started = time.monotonic()
                 asyncio.run(preload(cluster.urls, args.keys, args.value_bytes))
                 print(f"preloaded {args.keys} keys in {time.monotonic() - started:.1f} s",
@@ -394,7 +425,7 @@ def main() -> int:
             }  # fmt: skip
             print(json.dumps(result["incremental"]), flush=True)
             source.stop()
-            target.start(60)
+            start_on(target, node_cpus)
             report = run_restore(target.urls[0], store, "i2", workdir=tmp)
             result["restore"] = {
                 "seconds": report["elapsed_seconds"], "bytes": report["bytes_total"],
