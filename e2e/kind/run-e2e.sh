@@ -6,9 +6,14 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$REPO_DIR"
-# One cluster of a name per machine: a second run (another checkout) waits for the first.
-exec 9>"/tmp/ringkv-kind-$KIND_CLUSTER.lock"
-flock 9
+# One cluster of a name per machine: a second run (another checkout) waits for the first. The
+# lock is held by flock(1) itself (--close): processes the run starts must not inherit it, or a
+# daemon that outlives the run (podman's DNS server, after a teardown that failed) would keep
+# every later run waiting.
+if [[ "${RINGKV_KIND_LOCK_HELD:-}" != "$KIND_CLUSTER" ]]; then
+    export RINGKV_KIND_LOCK_HELD="$KIND_CLUSTER"
+    exec flock --close "/tmp/ringkv-kind-$KIND_CLUSTER.lock" bash "$KIND_DIR/run-e2e.sh" "$@"
+fi
 py="${PYTHON:-.venv/bin/python}"
 cleanup() {
     log "pytest: $((SECONDS - tests_at)) s; total so far: $SECONDS s"
