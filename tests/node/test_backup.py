@@ -8,6 +8,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +19,7 @@ import pytest
 
 from ringkv.backup import BackupError, Store, load_manifest, prune, run_backup, run_restore
 from ringkv.client import GetResult
+from tests.cluster import wait_until
 from tests.conftest import MakeCluster
 from tests.s3server import S3Server
 
@@ -347,3 +350,53 @@ def test_a_snapshot_flushes_the_memtables_before_the_checkpoint(
         meta.close()
     finally:
         opened.close()
+
+
+def test_a_backup_under_a_quorum_workload_loses_nothing(
+    make_cluster: MakeCluster, s3: S3Server, tmp_path: Path
+) -> None:
+    """Quorum writes run before, during and after a backup: none fails, every write
+    acknowledged before the backup began is in it (restored into an empty cluster of another
+    shape), and every write acknowledged at all reads back from the source cluster."""
+    source = make_cluster(nodes=3, zones=3)
+    acked: list[tuple[str, bytes, float]] = []  # key, value, when acknowledged (monotonic)
+    failures: list[BaseException] = []
+    stop = threading.Event()
+
+    def writer() -> None:
+        kv = source.client(0)
+        i = 0
+        deadline = time.monotonic() + 120  # bounded, whatever happens to the backup
+        while not stop.is_set() and time.monotonic() < deadline and i < 20_000:
+            key, value = f"live-{i}", b"v%d" % i
+            try:
+                kv.put(key, value, w="quorum")
+            except Exception as exc:  # every failure counts: the assertion below shows them
+                failures.append(exc)
+            else:
+                acked.append((key, value, time.monotonic()))
+            i += 1
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        wait_until(lambda: len(acked) >= 200, 60, message="writes before the backup")
+        began = time.monotonic()
+        run_backup(source.urls[0], _store(s3), backup_id="live")
+        after_backup = len(acked)
+        wait_until(lambda: len(acked) >= after_backup + 100, 60, message="writes after it")
+    finally:
+        stop.set()
+        thread.join()
+    assert not failures, failures[:3]
+    before = [(k, v) for k, v, at in acked if at < began]
+    assert len(before) >= 200 and len(acked) > len(before)
+    got = source.client(1).get_many([k for k, _, _ in acked], r="quorum")
+    assert all(got[k].value == v for k, v, _ in acked)  # type: ignore[union-attr]
+    source.stop()
+
+    target = make_cluster(nodes=4, zones=2)
+    run_restore(target.urls[0], _store(s3), "live", workdir=str(tmp_path))
+    restored = target.client(2).get_many([k for k, _ in before], r="quorum")
+    missing = [k for k, v in before if restored[k].value != v]  # type: ignore[union-attr]
+    assert not missing, missing[:10]
