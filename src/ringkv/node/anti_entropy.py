@@ -90,10 +90,11 @@ class AntiEntropy(NodePart):
             counts.add(int(published["count"]) if published is not None else 1)
         return frozenset(counts)
 
-    def _plan(self, ring: Ring) -> None:
-        """Decide which ranges we replicate; their trees are (re)built by ``build_pending``."""
+    def _plan(self, ring: Ring, counts: frozenset[int]) -> None:
+        """Decide which ranges we replicate, cut for the shard counts ``counts``; their trees
+        are (re)built by ``build_pending``."""
         self._ring = ring
-        self._counts = counts = self._shard_counts(ring)
+        self._counts = counts
         self.trees = {}
         self.replicas = {}
         self._to_build = []
@@ -140,10 +141,9 @@ class AntiEntropy(NodePart):
 
     def ensure_current(self) -> None:
         ring = self.membership.ring
-        if (ring is not self._ring and ring != self._ring) or (
-            self._shard_counts(ring) != self._counts
-        ):
-            self._plan(ring)
+        counts = self._shard_counts(ring)
+        if (ring is not self._ring and ring != self._ring) or counts != self._counts:
+            self._plan(ring, counts)
         elif ring is not self._ring:
             self._ring = ring
 

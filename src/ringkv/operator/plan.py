@@ -84,6 +84,8 @@ RESTART = "restart"  # delete node's pod: the StatefulSet recreates it on the ne
 # delete node's volume claim, then its pod (gracefully): it comes back empty on the new
 # template, with another shard count, and refills (its data is partitioned by that count)
 RESHARD = "reshard"
+# the actions of a rolling update: a node restarted on the new template, with its data or not
+ROLLING = (RESTART, RESHARD)
 CANCEL = "cancel"  # POST /v1/admin/cancel for node: undo its join or decommission
 RESIZE_PVC = "resize_pvc"  # raise the volume claims `pvcs` to spec.storage.size (online)
 # delete the zone's StatefulSet, orphaning its pods and volumes: the next pass creates it again
@@ -483,7 +485,7 @@ class Facts:
     @property
     def just_restarted(self) -> bool:
         """The last action restarted or replaced a node that may still be coming back."""
-        return self.last_pending and self.last.get("action") in (RESTART, REPLACE, RESHARD)
+        return self.last_pending and self.last.get("action") in (*ROLLING, REPLACE)
 
     @property
     def zones_out(self) -> list[str]:
@@ -841,7 +843,7 @@ def wait_for_restarted_node(f: Facts) -> Verdict | None:
     ]  # fmt: skip
     if not down or expected != down:
         return None
-    restart = f.last.get("action") in (RESTART, RESHARD)
+    restart = f.last.get("action") in ROLLING
     what, reason = ("restarted", "RollingUpdate") if restart else ("replaced", "Replacing")
     return Verdict(progressing=(reason, f"waiting for {what} {down[0].id} to come back"))
 
@@ -960,7 +962,7 @@ def wait_for_starting_pods(f: Facts) -> Verdict | None:
     if not _ever_available(f.prev):
         reason = "Creating"
     elif f.just_restarted and last.get("node") in ids:
-        reason = "RollingUpdate" if last.get("action") in (RESTART, RESHARD) else "Replacing"
+        reason = "RollingUpdate" if last.get("action") in ROLLING else "Replacing"
     elif any(n.member is None or n.member.state not in DATA_STATUSES for n in starting) or (
         f.last_pending and last.get("action") == SCALE and last.get("node") in ids
     ):

@@ -425,19 +425,15 @@ def execute(
     elif action.kind == DELETE_PVC:
         assert action.pvc is not None
         kube.delete_pvc(ns, action.pvc)
-    elif action.kind == REPLACE:
+    elif action.kind in (REPLACE, RESHARD):
         assert action.pvc is not None and action.node is not None
-        # The claim goes first (it stays Terminating until the pod is gone), then the pod,
-        # forcefully: its Kubernetes node may be down. The StatefulSet recreates both, empty.
+        # The claim goes first (it stays Terminating until the pod is gone), then the pod: the
+        # StatefulSet recreates both, empty. A replaced node's Kubernetes node may be down, so
+        # its pod goes forcefully; a resharded node is healthy and stops gracefully.
         kube.delete_pvc(ns, action.pvc)
-        kube.delete_pod(ns, action.node, force=True)
+        kube.delete_pod(ns, action.node, force=action.kind == REPLACE)
     elif action.kind == RESTART:
         assert action.node is not None
-        kube.delete_pod(ns, action.node)
-    elif action.kind == RESHARD:
-        assert action.pvc is not None and action.node is not None
-        # As a replacement, but the node is healthy: its pod stops gracefully.
-        kube.delete_pvc(ns, action.pvc)
         kube.delete_pod(ns, action.node)
     elif action.kind == RESIZE_PVC:
         for pvc in action.pvcs:
