@@ -1,4 +1,4 @@
-"""Profile one ringkv node under the benchmarks/compare workload (wrk, 1 KiB values).
+"""Profile one ringkv node under the benchmarks/compare workload (wrk, 1 KiB values by default).
 
 Starts the same cluster as benchmarks/compare (3 nodes/3 zones N=3, lww, no auth; or one node
 with ``--single``), preloads the keys, runs wrk for ``--duration`` seconds and records node n1
@@ -7,6 +7,7 @@ request, and the hottest frames (self time and inclusive time, as % of the non-i
 
     .venv/bin/python benchmarks/profile_node.py --workload mix --duration 15
     .venv/bin/python benchmarks/profile_node.py --workload write --no-profile   # CPU/op only
+    .venv/bin/python benchmarks/profile_node.py --workload write --value-size 10240  # 10 KiB
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=15)
     parser.add_argument("--connections", type=int, default=30)
     parser.add_argument("--keys", type=int, default=10000)
+    parser.add_argument("--value-size", type=int, default=1024, help="value bytes")
     parser.add_argument("--single", action="store_true", help="1 node, --replication-factor 1")
     parser.add_argument("--fsync", action="store_true")
     parser.add_argument("--no-profile", action="store_true", help="measure only")
@@ -75,7 +77,7 @@ def main() -> int:
     procs.install_parent_death_signal()
     workdir = Path(tempfile.mkdtemp(prefix="ringkv-profile-"))
     keys = systems.make_keys(args.keys)
-    value = b"v" * 1024
+    value = b"v" * args.value_size
     cls = systems.RingkvSingle if args.single else (
         systems.RingkvFsync if args.fsync else systems.Ringkv
     )  # fmt: skip

@@ -13,7 +13,9 @@ zone; ``--zones 2`` or ``--zones 4`` (N=3) are layouts where zones take an extra
 part of the ring, allocated over the whole ring (slower: about a second per join at 100+ nodes).
 ``--sizes 100,300,1000`` reports only those sizes (still joining one node at a time).
 ``--lookups`` times uncached ``preference_list`` at 10, 100, 1,000 and 10,000 members.
-``--shards S`` also reports the load of each node's shards, the token space cut into S equal
+``--shards S`` joins every node as a node with ``--shards S`` does (its tokens allocated slice
+by slice, ``allocate_tokens(..., slices=S)``; ``--unsliced``: over the whole ring, as before)
+and also reports the load of each node's shards, the token space cut into S equal
 contiguous slices as a node with ``--shards S`` cuts it: the busiest shard of any node over the
 mean shard load (a shard is one process, so this is what its core carries).
 
@@ -59,6 +61,7 @@ def grow(
     vnodes: int,
     report: set[int] | None,
     shards: int = 0,
+    sliced: bool = True,
 ) -> list[dict[str, float]]:
     """Join ``count`` nodes one at a time; a row of measurements for each reported size."""
     ring = Ring.empty()
@@ -66,7 +69,8 @@ def grow(
     for i, zone in enumerate(zone_sequence(count, zones, sizes)):
         node = f"node-{i:04d}"
         start = time.perf_counter()
-        tokens = allocate_tokens(ring, node, vnodes, zone=zone, replicas=replicas)
+        by_slice = {"slices": shards} if shards > 1 and sliced else {}
+        tokens = allocate_tokens(ring, node, vnodes, zone=zone, replicas=replicas, **by_slice)
         alloc = time.perf_counter() - start
         grown = ring.with_node(node, zone, tokens)
         n = len(grown)
@@ -155,6 +159,10 @@ def main() -> None:
     parser.add_argument("--lookups", action="store_true", help="time preference_list instead")
     parser.add_argument("--max-members", type=int, default=10_000, help="largest ring timed")
     parser.add_argument("--shards", type=int, default=0, help="also the busiest shard's load")
+    parser.add_argument(
+        "--unsliced", action="store_true",
+        help="with --shards: allocate over the whole ring (as before slices), for comparison",
+    )  # fmt: skip
     args = parser.parse_args()
 
     if args.lookups:
@@ -180,7 +188,8 @@ def main() -> None:
     )
     print(header)
     print("-" * len(header))
-    rows = grow(count, args.zones, sizes, args.replicas, args.vnodes, report, args.shards)
+    rows = grow(count, args.zones, sizes, args.replicas, args.vnodes, report, args.shards,
+                not args.unsliced)  # fmt: skip
     for row in rows:
         print(
             f"{row['nodes']:>5} {row['zones']:>14} {row['bound']:>7.4f} {row['measured']:>9.4f} "

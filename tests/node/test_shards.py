@@ -117,6 +117,9 @@ def test_quorum_writes_land_in_the_owning_shard_of_every_replica(sharded: Cluste
     for node in ring["nodes"]:
         assert node["shards"] == 2 and node["shard_rule"] == shards.SHARD_RULE
         assert len(node["shard_addresses"]) == 2
+        # a sharded node claims its tokens slice by slice: half of them in each shard's slice
+        tokens = [int(t) for t in node["tokens"]]
+        assert sum(shard_of(t, 2) for t in tokens) == len(tokens) // 2, node["id"]
     status = sharded.client(1).status()["shards"]
     assert [row["shard"] for row in status["per_shard"]] == [0, 1]
     assert all(row["ready"] for row in status["per_shard"])

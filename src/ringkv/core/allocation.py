@@ -15,14 +15,18 @@ import hashlib
 import heapq
 import math
 from bisect import bisect_left
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import chain
 from typing import NamedTuple
 
 from ringkv.core.placement import pick_by_quota, zone_caps, zone_quotas, zone_shares
 from ringkv.core.ring import DEFAULT_VNODES, RING_SIZE, Ring, initial_tokens
+from ringkv.core.sharding import slice_start
 
-__all__ = ["allocate_tokens"]
+__all__ = ["MIN_TOKENS_PER_SLICE", "allocate_tokens"]
+
+#: Tokens per slice below which a sharded node's tokens are allocated over the whole ring.
+MIN_TOKENS_PER_SLICE = 16
 
 
 def _id_jitter(node_id: str, index: int) -> int:
@@ -36,8 +40,18 @@ def allocate_tokens(
     count: int = DEFAULT_VNODES,
     zone: str | None = None,
     replicas: int | None = None,
+    slices: int = 1,
 ) -> tuple[int, ...]:
     """Deterministic, balanced tokens (ascending) for ``node_id`` joining ``ring``.
+
+    ``slices`` (a node's ``--shards``): a node of S shards serves each fixed slice of the token
+    space from one process (``core.sharding``), so its busiest shard, not its total, is what
+    saturates first. With ``slices > 1`` the tokens are allocated slice by slice
+    (``_by_slice``): ``count / slices`` in each, balanced within the slice, so each of the
+    newcomer's shards carries its share, and the nodes it takes load from give it up in every
+    slice alike. With fewer than ``MIN_TOKENS_PER_SLICE`` tokens per slice, as for one slice:
+    a ring of so few tokens per node balances each slice too coarsely, and alike in every slice,
+    so the nodes' totals would drift apart.
 
     With ``zone`` and ``replicas`` (N) given -- what every node passes -- the tokens balance
     the load each node carries as one of the N zone-aware replicas of ``preference_list``
@@ -66,6 +80,9 @@ def allocate_tokens(
         raise ValueError(f"count must be >= 1, got {count}")
     if node_id in ring:
         raise ValueError(f"node {node_id!r} is already in the ring")
+    if slices > 1 and count >= MIN_TOKENS_PER_SLICE * slices:
+        if not _zones_compete(ring, zone, replicas):
+            return _by_slice(ring, node_id, count, zone, replicas, slices)
     if not ring.sorted_tokens:
         return initial_tokens(node_id, count)
     if zone is None or replicas is None:
@@ -78,7 +95,7 @@ def allocate_tokens(
         # One node per zone: distinct zones are distinct nodes, as in a single zone.
         whole = _SubRing(ring.sorted_tokens, ring.token_owners, len(ring))
         return _carve_replicated(ring, whole, node_id, count, replicas)
-    if extra and replicas < len(ring) + 1:
+    if _zones_compete(ring, zone, replicas):
         return _replica_greedy(ring, node_id, zone, count, replicas)
     tokens, owners = ring.zone_tokens(zone)
     if not tokens:
@@ -89,6 +106,69 @@ def allocate_tokens(
     if extra == 0 and 2 <= r < members + 1:
         return _carve_replicated(ring, _SubRing(tokens, owners, members), node_id, count, r)
     return _carve(ring, tokens, ring.zone_owned(zone), members, node_id, count)
+
+
+def _zones_compete(ring: Ring, zone: str | None, replicas: int | None) -> bool:
+    """Whether zones take an extra replica for part of the ring only (2 zones, or 4, with
+    N=3; not when every zone has one node), so the newcomer's tokens are chosen over the whole
+    ring against the real walk (``_replica_greedy``), and not slice by slice: per slice, such
+    layouts balanced the nodes worse (their slices come out alike, so their errors add up)."""
+    if zone is None or replicas is None or replicas >= len(ring) + 1:
+        return False
+    sizes = ring.zone_sizes()
+    sizes[zone] = sizes.get(zone, 0) + 1
+    if all(size == 1 for size in sizes.values()):
+        return False  # distinct zones are distinct nodes, as in a single zone
+    return bool(zone_quotas(sizes, replicas)[2])
+
+
+def _by_slice(
+    ring: Ring, node_id: str, count: int, zone: str | None, replicas: int | None, slices: int
+) -> tuple[int, ...]:
+    """``allocate_tokens`` in each slice ``[a, b)`` of ``sharding.slice_start`` on its own: the
+    ring's tokens in the slice, stretched to the whole token space, make a ring whose members
+    are the nodes with tokens there; the newcomer's tokens for it (``count`` split evenly, the
+    first slices taking the remainder) are mapped back between the same neighbours
+    (``_into_slice``). Only the last few ranges of a slice see a different walk than on the
+    real ring (there the walk goes on into the next slice, here it wraps to the slice's start),
+    so the balance within each slice is that of a ring of the slice's tokens."""
+    chosen: list[int] = []
+    tokens, owners = ring.sorted_tokens, ring.token_owners
+    for index in range(slices):
+        a, b = slice_start(index, slices), slice_start(index + 1, slices)
+        lo, hi = bisect_left(tokens, a), bisect_left(tokens, b)
+        real = tokens[lo:hi]
+        stretched = [(t - a) * RING_SIZE // (b - a) for t in real]  # strictly increasing
+        held: dict[str, list[int]] = {}
+        for token, owner in zip(stretched, owners[lo:hi], strict=True):
+            held.setdefault(owner, []).append(token)
+        part = Ring(held, {node: ring.zone_of(node) for node in held}) if held else Ring.empty()
+        share = count // slices + (index < count % slices)
+        picked = allocate_tokens(part, node_id, share, zone, replicas)
+        chosen += _into_slice(picked, stretched, real, a, b)
+    return _unclaimed(ring, chosen)
+
+
+def _into_slice(
+    picked: Iterable[int], stretched: list[int], real: Sequence[int], a: int, b: int
+) -> list[int]:
+    """Tokens ``picked`` on the stretched ring, as tokens of the slice ``[a, b)``: each between
+    the real tokens of its stretched neighbours, at the same fraction of the way (the order,
+    which decides every walk, is kept; rounding a stretched position back alone could land a
+    token on or before its predecessor)."""
+    out: list[int] = []
+    out_stretched = -1
+    for token in sorted(picked):
+        j = bisect_left(stretched, token)
+        prev_s, prev_r = (stretched[j - 1], real[j - 1]) if j else (-1, a - 1)
+        if out and out[-1] > prev_r:  # the newcomer's own previous token is nearer
+            prev_s, prev_r = out_stretched, out[-1]
+        next_s, next_r = (stretched[j], real[j]) if j < len(stretched) else (RING_SIZE, b)
+        room = next_r - prev_r
+        step = (token - prev_s) * room // (next_s - prev_s)
+        out.append(prev_r + min(max(step, 1), room - 1) if room >= 2 else prev_r)
+        out_stretched = token
+    return out
 
 
 def _unclaimed(ring: Ring, tokens: Iterable[int]) -> tuple[int, ...]:

@@ -60,6 +60,7 @@ class Membership:
     ) -> None:
         self.config = config
         self.node_id = config.node_id
+        self.shards = 1  # this node's shard count (set by a sharded Node): tokens go per slice
         self.storage = storage
         self.messaging = messaging
         self.incarnation = incarnation
@@ -629,6 +630,7 @@ class Membership:
                 self.config.vnodes,
                 zone=self.config.zone,
                 replicas=self.config.replication_factor,
+                slices=self.shards,
             )
         except ValueError:
             log.exception("could not allocate tokens against a ring of %d nodes", len(ring))
