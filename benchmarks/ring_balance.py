@@ -17,7 +17,9 @@ part of the ring, allocated over the whole ring (slower: about a second per join
 by slice, ``allocate_tokens(..., slices=S)``; ``--unsliced``: over the whole ring, as before)
 and also reports the load of each node's shards, the token space cut into S equal
 contiguous slices as a node with ``--shards S`` cuts it: the busiest shard of any node over the
-mean shard load (a shard is one process, so this is what its core carries).
+mean shard load (a shard is one process, so this is what its core carries), and ``within a
+node``: the largest busiest shard over its own node's mean shard (how unevenly a node's load
+falls into its slices, leaving out how the nodes differ).
 
 Run: ``.venv/bin/python benchmarks/ring_balance.py [max_nodes]`` (default 24).
 """
@@ -90,7 +92,7 @@ def grow(
                 }
             )
             if shards:
-                rows[-1]["shards"] = shard_balance(grown, replicas, shards)
+                rows[-1]["shards"], rows[-1]["within"] = shard_balance(grown, replicas, shards)
         ring = grown
     return rows
 
@@ -115,8 +117,10 @@ except ImportError:
     split_range = _split_range
 
 
-def shard_balance(ring: Ring, replicas: int, shards: int) -> float:
-    """Max/mean of the replica load of every (node, shard): hash positions a shard stores."""
+def shard_balance(ring: Ring, replicas: int, shards: int) -> tuple[float, float]:
+    """Max/mean of the replica load of every (node, shard): hash positions a shard stores; and
+    the largest over the nodes of (busiest shard / the node's mean shard), which leaves out
+    how the nodes differ."""
     assert RING_SIZE == 1 << 64
     load: dict[tuple[str, int], int] = {}
     for r in ring.ranges():
@@ -126,7 +130,13 @@ def shard_balance(ring: Ring, replicas: int, shards: int) -> float:
                 key = (replica.node, shard)
                 load[key] = load.get(key, 0) + ((hi - lo) % RING_SIZE or RING_SIZE)
     cells = len(ring) * shards
-    return max(load.values()) * cells / sum(load.values())
+    within = max(
+        max(load.get((node, s), 0) for s in range(shards))
+        * shards
+        / sum(load.get((node, s), 0) for s in range(shards))
+        for node in ring.nodes
+    )
+    return max(load.values()) * cells / sum(load.values()), within
 
 
 def time_lookups(members: int, vnodes: int, zones: int, replicas: int) -> list[float]:
@@ -184,7 +194,7 @@ def main() -> None:
     header = (
         f"{'nodes':>5} {'zones':>14} {'bound':>7} {'measured':>9} {'excess':>7} "
         f"{'primary':>8} {'moved/ideal':>11} {'alloc ms':>9}"
-        + (f" {'shard max/mean':>15}" if args.shards else "")
+        + (f" {'shard max/mean':>15} {'within a node':>13}" if args.shards else "")
     )
     print(header)
     print("-" * len(header))
@@ -195,7 +205,7 @@ def main() -> None:
             f"{row['nodes']:>5} {row['zones']:>14} {row['bound']:>7.4f} {row['measured']:>9.4f} "
             f"{row['measured'] - row['bound']:>+7.4f} {row['primary']:>8.4f} "
             f"{row['moved']:>11.4f} {row['alloc_ms']:>9.2f}"
-            + (f" {row['shards']:>15.4f}" if args.shards else "")
+            + (f" {row['shards']:>15.4f} {row['within']:>13.4f}" if args.shards else "")
         )
     worst = max(rows, key=lambda row: row["measured"] - row["bound"])
     excess = worst["measured"] - worst["bound"]

@@ -28,6 +28,11 @@ def test_ring_balance_benchmark_runs_and_meets_the_balance_target() -> None:
     assert float(line.split(":")[1].split()[0]) <= 0.05
     out = run("benchmarks/ring_balance.py", "--lookups", "--max-members", "1000")
     assert "1000 members" in out.replace(",", "")
+    # nodes of 4 shards: every node's busiest shard near its mean (tokens claimed per slice)
+    out = run("benchmarks/ring_balance.py", "--shards", "4", "9")
+    rows = [x.split() for x in out.splitlines() if x.split()[:1] and x.split()[0].isdigit()]
+    rows = [row for row in rows if len(row) == 10]  # nodes, zones, ..., shard max/mean, within
+    assert rows and all(float(row[-1]) <= 1.05 for row in rows), out
 
 
 def test_claim_lag_benchmark_quick_run() -> None:

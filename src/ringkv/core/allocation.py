@@ -49,8 +49,9 @@ def allocate_tokens(
     saturates first. With ``slices > 1`` the tokens are allocated slice by slice
     (``_by_slice``): ``count / slices`` in each, balanced within the slice, so each of the
     newcomer's shards carries its share, and the nodes it takes load from give it up in every
-    slice alike. With fewer than ``MIN_TOKENS_PER_SLICE`` tokens per slice, as for one slice:
-    a ring of so few tokens per node balances each slice too coarsely, and alike in every slice,
+    slice alike. As for one slice where the tokens are scored against the whole ring's walk
+    (``_whole_ring_walk``), and with fewer than ``MIN_TOKENS_PER_SLICE`` tokens per slice: a
+    ring of so few tokens per node balances each slice too coarsely, and alike in every slice,
     so the nodes' totals would drift apart.
 
     With ``zone`` and ``replicas`` (N) given -- what every node passes -- the tokens balance
@@ -80,23 +81,22 @@ def allocate_tokens(
         raise ValueError(f"count must be >= 1, got {count}")
     if node_id in ring:
         raise ValueError(f"node {node_id!r} is already in the ring")
-    if slices > 1 and count >= MIN_TOKENS_PER_SLICE * slices:
-        if not _zones_compete(ring, zone, replicas):
-            return _by_slice(ring, node_id, count, zone, replicas, slices)
     if not ring.sorted_tokens:
-        return initial_tokens(node_id, count)
+        return initial_tokens(node_id, count)  # evenly spaced: count / S in each slice
+    walk = _whole_ring_walk(ring, zone, replicas)
+    if slices > 1 and count >= MIN_TOKENS_PER_SLICE * slices and walk is None:
+        return _by_slice(ring, node_id, count, zone, replicas, slices)
     if zone is None or replicas is None:
         return _carve(ring, ring.sorted_tokens, ring.owned_positions(), len(ring), node_id, count)
+    if walk == ONE_PER_ZONE:
+        whole = _SubRing(ring.sorted_tokens, ring.token_owners, len(ring))
+        return _carve_replicated(ring, whole, node_id, count, replicas)
+    if walk == ZONES_COMPETE:
+        return _replica_greedy(ring, node_id, zone, count, replicas)
     sizes = ring.zone_sizes()
     members = sizes.get(zone, 0)
     sizes[zone] = members + 1
     _, base, extra = zone_quotas(sizes, replicas)
-    if all(size == 1 for size in sizes.values()) and replicas < len(ring) + 1:
-        # One node per zone: distinct zones are distinct nodes, as in a single zone.
-        whole = _SubRing(ring.sorted_tokens, ring.token_owners, len(ring))
-        return _carve_replicated(ring, whole, node_id, count, replicas)
-    if _zones_compete(ring, zone, replicas):
-        return _replica_greedy(ring, node_id, zone, count, replicas)
     tokens, owners = ring.zone_tokens(zone)
     if not tokens:
         # First node of its zone: it holds the zone's whole share whatever its tokens are, so
@@ -108,18 +108,25 @@ def allocate_tokens(
     return _carve(ring, tokens, ring.zone_owned(zone), members, node_id, count)
 
 
-def _zones_compete(ring: Ring, zone: str | None, replicas: int | None) -> bool:
-    """Whether zones take an extra replica for part of the ring only (2 zones, or 4, with
-    N=3; not when every zone has one node), so the newcomer's tokens are chosen over the whole
-    ring against the real walk (``_replica_greedy``), and not slice by slice: per slice, such
-    layouts balanced the nodes worse (their slices come out alike, so their errors add up)."""
+ONE_PER_ZONE = "one node per zone"
+ZONES_COMPETE = "zones compete for an extra replica"
+
+
+def _whole_ring_walk(ring: Ring, zone: str | None, replicas: int | None) -> str | None:
+    """Why the newcomer's tokens are scored against the walk over the whole ring, or None when
+    they only meet its zone's sub-ring. ``ONE_PER_ZONE``: every zone (the newcomer's too) has
+    one node, so distinct zones are distinct nodes, as in a single zone. ``ZONES_COMPETE``:
+    zones take an extra replica for part of the ring only (2 zones, or 4, with N=3), so who
+    holds a key depends on how the zones' tokens interleave (``_replica_greedy``). Neither is
+    allocated slice by slice: their slices come out alike, so their errors add up (per slice,
+    4 zones and 2 zones filled 5:3 missed the balance of the whole-ring walk at S=2)."""
     if zone is None or replicas is None or replicas >= len(ring) + 1:
-        return False
+        return None
     sizes = ring.zone_sizes()
     sizes[zone] = sizes.get(zone, 0) + 1
     if all(size == 1 for size in sizes.values()):
-        return False  # distinct zones are distinct nodes, as in a single zone
-    return bool(zone_quotas(sizes, replicas)[2])
+        return ONE_PER_ZONE
+    return ZONES_COMPETE if zone_quotas(sizes, replicas)[2] else None
 
 
 def _by_slice(
