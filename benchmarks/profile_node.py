@@ -3,7 +3,9 @@
 Starts the same cluster as benchmarks/compare (3 nodes/3 zones N=3, lww, no auth; or one node
 with ``--single``), preloads the keys, runs wrk for ``--duration`` seconds and records node n1
 with py-spy (``pip install py-spy``) meanwhile. Prints wrk's throughput, the nodes' CPU per
-request, and the hottest frames (self time and inclusive time, as % of the non-idle samples).
+request, the nodes' own latency histograms over the run (request, replica call, GC pause,
+event-loop lag: the bucket holding p50/p99/p99.9), and the hottest frames (self time and
+inclusive time, as % of the non-idle samples).
 
     .venv/bin/python benchmarks/profile_node.py --workload mix --duration 15
     .venv/bin/python benchmarks/profile_node.py --workload write --no-profile   # CPU/op only
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import math
 import shutil
 import subprocess
 import sys
@@ -26,8 +29,62 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "compare_lib"))
 import loaders
 import procs
 import systems
+from prometheus_client.parser import text_string_to_metric_families
 
 IDLE = ("epoll_wait", "select (selectors", "_run_once", "run_forever (")
+# The nodes' own histograms read around each run: where a request's time goes inside them.
+HISTOGRAMS = (
+    "ringkv_request_duration_seconds",
+    "ringkv_replica_rpc_duration_seconds",
+    "ringkv_gc_pause_seconds",
+    "ringkv_event_loop_lag_seconds",
+)
+
+
+def scrape(urls: list[str]) -> dict[tuple[str, str], dict[float, float]]:
+    """Cumulative bucket counts of HISTOGRAMS, summed over the nodes: {(name, labels): {le: n}}."""
+    out: dict[tuple[str, str], dict[float, float]] = {}
+    for url in urls:
+        _, body, _ = systems.http_call("GET", f"{url}/metrics")
+        for family in text_string_to_metric_families(body.decode()):
+            if family.name not in HISTOGRAMS:
+                continue
+            for sample in family.samples:
+                if not sample.name.endswith("_bucket"):
+                    continue
+                labels = dict(sample.labels)
+                le = float(labels.pop("le"))
+                labels.pop("shard", None)
+                key = (family.name, ",".join(f"{k}={v}" for k, v in sorted(labels.items())))
+                out.setdefault(key, {}).setdefault(le, 0.0)
+                out[key][le] += sample.value
+    return out
+
+
+def quantile_bounds(buckets: dict[float, float], q: float) -> tuple[float, float]:
+    """The bucket (lower, upper bound, seconds) holding quantile q of a cumulative histogram."""
+    bounds = sorted(buckets)
+    total = buckets[bounds[-1]]
+    lower = 0.0
+    for le in bounds:
+        if buckets[le] >= q * total:
+            return lower, le
+        lower = le
+    return lower, math.inf
+
+
+def report_histograms(before: dict[tuple[str, str], dict[float, float]],
+                      after: dict[tuple[str, str], dict[float, float]]) -> None:  # fmt: skip
+    for (name, labels), buckets in sorted(after.items()):
+        delta = {le: n - before.get((name, labels), {}).get(le, 0.0) for le, n in buckets.items()}
+        count = max(delta.values(), default=0)
+        if count <= 0:
+            continue
+        cells = []
+        for q in (0.5, 0.99, 0.999):
+            lo, hi = quantile_bounds(delta, q)
+            cells.append(f"p{q * 100:g} {lo * 1000:g}-{hi * 1000:g} ms")
+        print(f"  nodes' {name}{{{labels}}}: {count:.0f} observed, " + ", ".join(cells))
 
 
 def summarise(collapsed: Path, top: int) -> None:
@@ -100,6 +157,7 @@ def main() -> int:
             )  # fmt: skip
         for workload in args.workload.split(","):
             cpu0 = procs.cpu_seconds(system.pids())
+            histograms = scrape(system.cluster.urls)
             result = loaders.run_wrk(system, workload, args.duration, args.connections, 10, files)
             cpu = procs.cpu_seconds(system.pids()) - cpu0
             requests = result["requests"]
@@ -109,6 +167,7 @@ def main() -> int:
                 f"node CPU {cpu / max(1, requests) * 1e6:.0f} us/op over {requests} requests",
                 flush=True,
             )
+            report_histograms(histograms, scrape(system.cluster.urls))
         if spy is not None:
             spy.wait(timeout=args.duration + 30)
             time.sleep(0.5)
