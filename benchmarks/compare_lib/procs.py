@@ -71,8 +71,11 @@ def require(packages: dict[str, str]) -> bool:
     """``install_missing``, then say on stderr which tools are still missing: False if any."""
     missing = install_missing(packages)
     for tool in missing:
-        print(f"{tool} is not installed (Debian package {packages[tool]}; as root this script "
-              "installs it)", file=sys.stderr)
+        print(
+            f"{tool} is not installed (Debian package {packages[tool]}; as root this script "
+            "installs it)",
+            file=sys.stderr,
+        )
     return not missing
 
 

@@ -61,7 +61,8 @@ def test_a_member_that_just_became_a_target_is_not_called_dead(run: Run, tmp_pat
             before = set(member._watching)
             order_with = lambda n: watch_order([*others, n, "a"])  # noqa: E731
             joiner = next(
-                n for n in (f"j{i}" for i in range(1000))
+                n
+                for n in (f"j{i}" for i in range(1000))
                 if set(member.watch.targets(order_with(n))) - before
             )
             member.watch.targets(member._watch_order)  # back to the current order

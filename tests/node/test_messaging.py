@@ -472,8 +472,9 @@ def test_a_slow_name_is_looked_up_once_at_a_time_and_not_reused_stale(
 
     async def main() -> None:
         async with service("callee") as callee:
-            peer = messaging.PeerConnection("caller", f"slow.peer.test:{callee.port}",
-                                            connect_timeout=0.1)
+            peer = messaging.PeerConnection(
+                "caller", f"slow.peer.test:{callee.port}", connect_timeout=0.1
+            )
             try:
                 loop = asyncio.get_running_loop()
                 end = loop.time() + 2.0

@@ -187,8 +187,15 @@ def test_a_new_node_just_joined_and_not_yet_reached_is_waited_for_not_down() -> 
     not down -- within the grace of the scale-up; another node in that state is down."""
     spec = make_spec(replicas=4)
     obs = _fourth_node_unready_and_unheard(spec)
-    added = {"phase": "Scaling", "lastAction": {
-        "action": "scale", "node": "kv-zone-a-1", "zone": "zone-a", "time": iso(NOW - 30)}}
+    added = {
+        "phase": "Scaling",
+        "lastAction": {
+            "action": "scale",
+            "node": "kv-zone-a-1",
+            "zone": "zone-a",
+            "time": iso(NOW - 30),
+        },
+    }
     d = plan.decide(spec, obs, added, NOW)
     assert condition(d.status, "Degraded")["reason"] == "AsExpected", d.status
     assert d.action.kind != REPLACE

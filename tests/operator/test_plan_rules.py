@@ -104,7 +104,6 @@ def test_delete_removed_volume() -> None:
     assert plan.delete_removed_volume(f_of(spec, dataclasses.replace(obs, pvcs=deleting))) is None
 
 
-
 def test_a_volume_of_a_node_nobody_knows_is_kept() -> None:
     """A KVCluster deleted with deletePolicy Retain and created again starts one node at a
     time: the kept volumes of the nodes not started yet have no pod and no member, and must

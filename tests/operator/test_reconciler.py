@@ -189,8 +189,9 @@ def test_invalid_spec_is_reported_not_acted_on() -> None:
     assert events[0][:2] == ("Warning", "InvalidSpec")
 
 
-def one_node_per_zone(name: str, update_revision: str = "r1", down: str = "",
-                      env: dict[str, str] | None = None) -> tuple[FakeKube, FakeNodes]:
+def one_node_per_zone(
+    name: str, update_revision: str = "r1", down: str = "", env: dict[str, str] | None = None
+) -> tuple[FakeKube, FakeNodes]:
     """A running 3-node cluster (pods on revision r1), node ``down`` dead and unready."""
     reconciler.forget("ns", name)
     kube = with_secrets(FakeKube(), name)

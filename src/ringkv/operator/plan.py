@@ -866,8 +866,7 @@ def restart_stale_down_node(f: Facts) -> Verdict | None:
 def _down_for(f: Facts, down: list[_Node]) -> str:
     source = f.ring.source if f.ring is not None else ""
     return ", ".join(
-        f"{n.id} ({int(f.now - (n.down_since or f.now))} s: {n.down_reason(source)})"
-        for n in down
+        f"{n.id} ({int(f.now - (n.down_since or f.now))} s: {n.down_reason(source)})" for n in down
     )
 
 

@@ -214,8 +214,9 @@ def observe(spec: ClusterSpec, kube: Kube, nodes: Nodes) -> tuple[Observed, dict
                      ring.source)  # fmt: skip
         ring = dataclasses.replace(ring, source=named)
     machines_seen = None if machines is None else machines_by_zone(spec, machines)
-    return Observed(statefulsets, pods, pvcs, ring, expandable=expandable,
-                    machines=machines_seen), pods
+    return Observed(
+        statefulsets, pods, pvcs, ring, expandable=expandable, machines=machines_seen
+    ), pods
 
 
 def _quantity(value: Any) -> float | None:
