@@ -81,6 +81,12 @@ class K8s:
         default_factory=dict)
     _forwards_lock: threading.Lock = field(default_factory=threading.Lock)
 
+    @property
+    def engine(self) -> str:
+        """The container engine running kind's nodes (tests use this rather than importing
+        ``conftest``, a name e2e/disruption's conftest shares when both suites are collected)."""
+        return container_engine()
+
     @contextlib.contextmanager
     def forward(self, namespace: str, target: str, port: int) -> Iterator[tuple[str, int]]:
         """Reach ``pod/NAME`` or ``svc/NAME`` port from the test process through

@@ -36,7 +36,6 @@ from test_operator_e2e import (  # noqa: F401  (operator: a fixture)
     wait_for,
 )
 
-from conftest import container_engine
 from ringkv.client import Client
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -50,7 +49,7 @@ PREFIX = "e2e/example"
 def host_for_pods(k8s: Any) -> str:
     """An address of this machine that the pods reach: the IPv4 gateway of the ``kind``
     network (Docker: IPAM.Config[].Gateway, podman: subnets[].gateway)."""
-    out = subprocess.run([container_engine(), "network", "inspect", "kind"],
+    out = subprocess.run([k8s.engine, "network", "inspect", "kind"],
                          capture_output=True, text=True, check=True, timeout=30).stdout
     net = json.loads(out)[0]
     for sub in (net.get("IPAM") or {}).get("Config") or net.get("subnets") or []:
