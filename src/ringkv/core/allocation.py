@@ -15,15 +15,17 @@ import hashlib
 import heapq
 import math
 from bisect import bisect_left
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import chain
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from ringkv.core.placement import pick_by_quota, zone_caps, zone_quotas, zone_shares
 from ringkv.core.ring import DEFAULT_VNODES, RING_SIZE, Ring, initial_tokens
 from ringkv.core.sharding import slice_start
 
 __all__ = ["MIN_TOKENS_PER_SLICE", "allocate_tokens"]
+
+_K = TypeVar("_K")
 
 #: Tokens per slice below which a sharded node's tokens are allocated over the whole ring.
 MIN_TOKENS_PER_SLICE = 16
@@ -537,6 +539,27 @@ def _replica_greedy(
     return best[1]
 
 
+def _linear_changes(
+    first: list[str],
+    before: list[str],
+    steps: list[tuple[int, list[str], list[str]]],
+    keys_of: Callable[[list[str]], Iterable[_K]],
+) -> dict[_K, tuple[float, int]]:
+    """How a newcomer token at offset ``y`` in a gap changes what each key (a node, or a
+    (node, zone) floor) carries, as (constant, slope) of ``y``: the gap's part up to the token
+    gets the list ``first`` instead of ``before`` (slope), and each range ``(width, new, old)``
+    before the gap whose walk reaches the token gets ``new`` instead of ``old`` (constant)."""
+    lin: dict[_K, tuple[float, int]] = {}
+    changes = [(first, 0, 1), (before, 0, -1)]
+    changes += [(names, sign * width, 0) for width, new, old in steps
+                for names, sign in ((new, 1), (old, -1))]  # fmt: skip
+    for names, constant, slope in changes:
+        for key in keys_of(names):
+            a, b = lin.get(key, (0.0, 0))
+            lin[key] = (a + constant, b + slope)
+    return lin
+
+
 def _replica_greedy_run(
     ring: Ring,
     node_id: str,
@@ -621,43 +644,18 @@ def _replica_greedy_run(
         the gap ending at index i; and the new lists of the ranges before it, nearest first."""
         size = len(toks)
         gap = (toks[i] - toks[i - 1]) % RING_SIZE or RING_SIZE
-        lin: dict[str, tuple[float, int]] = {}
         first = quotas.walk(own, i, i, node_id)
-        for name in first:
-            lin[name] = (0.0, 1)
-        for name in lists[i]:
-            a, b = lin.get(name, (0.0, 0))
-            lin[name] = (a, b - 1)
         changed: list[list[str]] = []
+        steps: list[tuple[int, list[str], list[str]]] = []
         for back in range(1, size):
             j = (i - back) % size
             new = quotas.walk(own, j, i, node_id)
             if new == lists[j]:
                 break
             changed.append(new)
-            width = (toks[j] - toks[j - 1]) % RING_SIZE or RING_SIZE
-            for name in new:
-                a, b = lin.get(name, (0.0, 0))
-                lin[name] = (a + width, b)
-            for name in lists[j]:
-                a, b = lin.get(name, (0.0, 0))
-                lin[name] = (a - width, b)
-        qlin: dict[tuple[str, str], tuple[float, int]] = {}
-        if nexts:
-            for key in left_last(first):
-                qlin[key] = (0.0, 1)
-            for key in left_last(lists[i]):
-                a, b = qlin.get(key, (0.0, 0))
-                qlin[key] = (a, b - 1)
-            for back, new in enumerate(changed, start=1):
-                j = (i - back) % size
-                width = (toks[j] - toks[j - 1]) % RING_SIZE or RING_SIZE
-                for key in left_last(new):
-                    a, b = qlin.get(key, (0.0, 0))
-                    qlin[key] = (a + width, b)
-                for key in left_last(lists[j]):
-                    a, b = qlin.get(key, (0.0, 0))
-                    qlin[key] = (a - width, b)
+            steps.append(((toks[j] - toks[j - 1]) % RING_SIZE or RING_SIZE, new, lists[j]))
+        lin = _linear_changes(first, lists[i], steps, list)
+        qlin = _linear_changes(first, lists[i], steps, left_last) if nexts else {}
         dev = {name: load[name] - goal[name] for name in lin}
         num = sum(b * (dev[n] + a) for n, (a, b) in lin.items())
         den = sum(b * b for _, b in lin.values())
