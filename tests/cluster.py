@@ -48,11 +48,12 @@ def wait_until(
     timeout: float,
     interval: float = 0.05,
     message: str = "condition",
+    explain: Callable[[], str] | None = None,
 ) -> T:
     """Poll `predicate` until it returns something truthy, and return that.
 
     Exceptions raised by the predicate count as "not yet"; the last one is shown if the
-    deadline passes.
+    deadline passes, and so is what `explain` says then (the state the test waited on).
     """
     deadline = time.monotonic() + timeout
     last_error: BaseException | None = None
@@ -66,6 +67,11 @@ def wait_until(
                 return result
         if time.monotonic() >= deadline:
             detail = f" (last error: {last_error!r})" if last_error else ""
+            if explain is not None:
+                try:
+                    detail += f"; {explain()}"
+                except Exception as exc:  # the state could not be read either
+                    detail += f"; explain failed: {exc!r}"
             raise AssertionError(f"timed out after {timeout} s waiting for {message}{detail}")
         time.sleep(interval)
 
