@@ -84,11 +84,8 @@ class AntiEntropy(NodePart):
     def _shard_counts(self, ring: Ring) -> frozenset[int]:
         """This node's shard count and every ring member's: trees are cut at all their slice
         boundaries, so that nodes of different counts hold trees of the same pieces."""
-        counts = {self.layout.count if self.layout is not None else 1}
-        for node in ring.nodes:
-            published = self.membership.published_shards(node)
-            counts.add(int(published["count"]) if published is not None else 1)
-        return frozenset(counts)
+        nodes = (self.node_id, *ring.nodes)
+        return frozenset(self.membership.shard_count_of(node) for node in nodes)
 
     def _plan(self, ring: Ring, counts: frozenset[int]) -> None:
         """Decide which ranges we replicate, cut for the shard counts ``counts``; their trees

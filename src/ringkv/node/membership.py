@@ -57,10 +57,11 @@ class Membership:
         storage: Storage,
         messaging: MessagingService,
         incarnation: int,
+        shards: int = 1,
     ) -> None:
         self.config = config
         self.node_id = config.node_id
-        self.shards = 1  # this node's shard count (set by a sharded Node): tokens go per slice
+        self.shards = shards  # this node's shard count: its tokens are claimed per slice
         self.storage = storage
         self.messaging = messaging
         self.incarnation = incarnation
@@ -182,6 +183,13 @@ class Membership:
     def published_shards(self, node: str) -> dict[str, Any] | None:
         """What ``node`` published about its shards (None: one process)."""
         return self._sharded.get(node)
+
+    def shard_count_of(self, node: str) -> int:
+        """How many shards serve ``node``: ours, or what it published (1: one process)."""
+        if node == self.node_id:
+            return self.shards
+        published = self._sharded.get(node)
+        return int(published["count"]) if published is not None else 1
 
     def address_for(self, node: str, key: bytes) -> str | None:
         """The peer address of the shard of ``node`` that holds ``key`` (``address_of`` for a

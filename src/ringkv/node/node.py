@@ -117,9 +117,10 @@ class Node:
         layout = self.layout
         follower = layout is not None and layout.index > 0
         member_type = FollowerMembership if follower else Membership
-        self.membership = member_type(config, self.storage, self.messaging, incarnation)
-        if layout is not None:
-            self.membership.shards = layout.count
+        self.membership = member_type(
+            config, self.storage, self.messaging, incarnation,
+            shards=layout.count if layout is not None else 1,
+        )  # fmt: skip
         if layout is not None and layout.index == 0:
             self.membership.gossiper.set_app(SHARDS, layout.gossip_value())
         self.hints = HintStore(self.storage, config.mode)

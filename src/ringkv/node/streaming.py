@@ -79,10 +79,9 @@ class RingChanges(NodePart):
             if node in ring:
                 raise ChangeError(409, "conflict", f"{node} is already a ring member")
             zone = str(state.get(g.ZONE))
-            published = m.published_shards(node)
             tokens = state.get(g.TOKENS) or allocate_tokens(
                 ring, node, self.config.vnodes, zone=zone, replicas=n,
-                slices=int(published["count"]) if published is not None else 1,
+                slices=m.shard_count_of(node),
             )  # fmt: skip
             future = ring.with_node(node, zone, tokens)
             return ring, future, plan_transfers(ring, future, n, alive)
