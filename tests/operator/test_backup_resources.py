@@ -95,3 +95,20 @@ def test_manifests_carry_the_crds_and_the_rbac() -> None:
         "schedule",
         "retention",
     }
+
+
+def test_a_backup_of_a_cluster_with_no_running_node_waits_instead_of_failing() -> None:
+    """A schedule that fires while the cluster's pods have no address yet: the KVBackup is
+    retried (NotReady: Pending, every 10 s), not Failed with "no endpoint given"."""
+    from ringkv.operator.backup import NotReady, Runner
+
+    class Starting(Runner):
+        def cluster_access(self, namespace: str, cluster_name: str) -> Any:
+            return {"spec": {"backup": {"bucket": "bk"}}}, [], None, False
+
+        def store(self, spec: Any, namespace: str) -> Any:
+            raise AssertionError("a backup without nodes must not reach the bucket")
+
+    obj = {"metadata": {"namespace": "db", "name": "prod-1"}, "spec": {"cluster": "prod"}}
+    with pytest.raises(NotReady, match="no running node"):
+        Starting(kube=None, group="ringkv.io", version="v1alpha1").run_backup(obj, print)

@@ -217,6 +217,8 @@ class Runner:
         meta, spec = obj["metadata"], obj.get("spec") or {}
         ns, name = meta["namespace"], meta["name"]
         cluster, urls, access, _ready = self.cluster_access(ns, spec["cluster"])
+        if not urls:  # no pod has an address yet (a schedule that fires as the cluster starts)
+            raise NotReady(f"KVCluster {spec['cluster']} has no running node to back up yet")
         bspec = parse_backup(spec["cluster"], ns, (cluster.get("spec") or {}).get("backup"))
         if bspec is None:
             raise BackupSpecError(f"KVCluster {spec['cluster']} has no spec.backup")

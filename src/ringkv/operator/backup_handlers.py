@@ -1,6 +1,7 @@
 """kopf handlers of backups (``ringkv.operator.backup``): the schedule timer on KVClusters, and
 the KVBackup and KVRestore resources, each run once (a Failed one stays failed: create a new
-one to try again; a KVRestore waits, retrying, until its cluster is ready)."""
+one to try again; a KVRestore waits, retrying, until its cluster is ready, and a KVBackup while
+no node of its cluster is running)."""
 
 from __future__ import annotations
 
