@@ -74,6 +74,20 @@ async def preload(urls: list[str], keys: int, value_bytes: int, prefix: str = "k
     await client.close()
 
 
+def readable(urls: list[str], keys: int) -> int:
+    """How many of the preloaded keys the restored cluster serves. The restore sends one
+    record per distinct replica copy, more than ``keys`` when a backup caught replicas apart
+    (a write the third replica had not applied yet), so the count of keys read back is
+    what shows nothing was lost."""
+    client = Client(urls)
+    try:
+        names = [f"k{i}" for i in range(keys)]
+        answers = client.get_many(names, consistency="strong")
+        return sum(1 for a in answers.values() if not isinstance(a, Exception) and a.found)
+    finally:
+        client.close()
+
+
 def workload(
     urls: list[str], args: argparse.Namespace, seconds: float, out: Path
 ) -> dict[str, Any]:
@@ -432,6 +446,7 @@ def main() -> int:
                 "records_read": report["keys_done"], "records_sent": report["records_sent"],
                 "mb_per_s": round(report["bytes_total"] / report["elapsed_seconds"] / 1e6, 2),
                 "keys_per_s": round(args.keys / report["elapsed_seconds"], 1),
+                "keys_readable": readable(target.urls, args.keys),
             }  # fmt: skip
             print(json.dumps(result["restore"]), flush=True)
         except _Done:

@@ -195,7 +195,9 @@ def test_backup_benchmark_quick_run(tmp_path: Path) -> None:
         "--json", str(result), timeout=300)  # fmt: skip
     document = json.loads(result.read_text())
     assert document["split_cpus"] is bool(split)
-    assert document["restore"]["records_sent"] == 300
+    # one record per distinct replica copy: more than the keys when replicas were caught apart
+    assert document["restore"]["records_sent"] >= 300
+    assert document["restore"]["keys_readable"] == 300
     assert document["incremental"]["second_uploaded"] < document["incremental"]["second_bytes"]
 
 
