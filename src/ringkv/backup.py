@@ -472,7 +472,18 @@ def download_verified(
 
 def checkpoint_records(path: Path) -> Iterator[tuple[bytes, list[Any]]]:
     """Every record (key, versions in wire form) of one node's checkpoint: its data, and the
-    versions its hints hold for other nodes."""
+    versions its hints hold for other nodes. A node of several shards has one checkpoint per
+    shard, in ``shard-I/``."""
+    if not (path / "CURRENT").exists():
+        parts = sorted(p for p in path.glob("shard-*") if (p / "CURRENT").exists())
+        if parts:
+            for part in parts:
+                yield from _database_records(part)
+            return
+    yield from _database_records(path)
+
+
+def _database_records(path: Path) -> Iterator[tuple[bytes, list[Any]]]:
     from rocksdict import AccessType, Options, Rdict
 
     from ringkv.core.versions import decode_record, version_to_wire

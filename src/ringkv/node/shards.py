@@ -46,7 +46,7 @@ from ringkv.core.batching import BatchError, check_keys
 from ringkv.core.gossip import SHARDS, EndpointState
 from ringkv.core.ring import key_hash
 from ringkv.core.sharding import shard_of, slice_start
-from ringkv.node import listing, status_api
+from ringkv.node import listing, snapshot_api, status_api
 from ringkv.node.api_errors import ApiError
 from ringkv.node.config import NodeConfig
 from ringkv.node.http import Handler, Request, Response, json_response
@@ -72,6 +72,7 @@ STATUS_VERB = "shard_status"
 TREES_VERB = "shard_trees"
 CLEANUP_VERB = "shard_cleanup"
 METRICS_VERB = "shard_metrics"
+SNAPSHOT_VERB = "shard_snapshot"  # take this shard's part of the node's snapshot
 #: Paths a shard other than 0 serves itself; the rest (status, admin...) are shard 0's.
 SERVED_BY_EVERY_SHARD = ("/health/", "/v1/ring")
 #: Paths not yet served by a node with several shards.
@@ -152,6 +153,11 @@ def check_recorded(data_dir: str, shards: int) -> None:
         )
 
 
+def shard_data_dir(data_dir: str, shard: int) -> str:
+    """Shard ``shard``'s own data directory, in the node's ``data_dir``."""
+    return os.path.join(data_dir, f"shard-{shard}")
+
+
 @dataclasses.dataclass(frozen=True)
 class ShardLayout:
     """Where the shards of this node live: count, this process's index, their ports."""
@@ -194,7 +200,7 @@ class ShardLayout:
         node's addresses in gossip stay those of shard 0."""
         return dataclasses.replace(
             config,
-            data_dir=os.path.join(config.data_dir, f"shard-{self.index}"),
+            data_dir=shard_data_dir(config.data_dir, self.index),
             peer_port=self.peer_port_of(self.index),
             peer_advertise="",
         )
@@ -419,6 +425,7 @@ def shard_verbs(node: Node, sync: dict[str, Any], tasks: dict[str, Any]) -> None
     sync[STATUS_VERB] = lambda body: shard_status(node)
     tasks[TREES_VERB] = lambda body: tree_roots(node)
     sync[METRICS_VERB] = lambda body: status_api.metrics_text(node)
+    tasks[SNAPSHOT_VERB] = partial(snapshot_api.take_part, node)
     route_peer_verbs(node, sync, tasks)
     sync[LIST_VERB] = node.lister.handle_list_range
     del sync["list_range"]
@@ -636,12 +643,7 @@ def route_peer_verbs(node: Node, sync: dict[str, Any], tasks: dict[str, Any]) ->
     layout = node.layout
     assert layout is not None
 
-    def mine(body: Any) -> bool:
-        return all(
-            shard_of(key_hash(bytes(item[0])), layout.count) == layout.index
-            for item in body["items"]
-        )
-
+    mine = partial(_all_mine, layout)
     for verb in MULTI_KEY_VERBS:
         inline, task = sync.get(verb), tasks.get(verb)
         local = task if task is not None else inline
@@ -650,6 +652,24 @@ def route_peer_verbs(node: Node, sync: dict[str, Any], tasks: dict[str, Any]) ->
         if inline is not None:
             sync[verb] = partial(_inline_if_mine, mine, inline)
         tasks[verb] = partial(_split_items, node, verb, mine, local)
+
+
+def _all_mine(layout: ShardLayout, body: Any) -> bool:
+    return all(
+        shard_of(key_hash(bytes(item[0])), layout.count) == layout.index for item in body["items"]
+    )
+
+
+async def replicate_batch_here(node: Node, body: dict[str, Any]) -> int:
+    """Records this node holds (``replicate_batch``), each written by the shard holding its
+    key; how many were applied."""
+    layout, local = node.layout, node.coordinator.handle_replicate_batch
+    if layout is None or layout.count == 1:
+        return local(body)
+    applied: int = await _split_items(
+        node, "replicate_batch", partial(_all_mine, layout), local, body
+    )
+    return applied
 
 
 def _inline_if_mine(mine: Any, inline: Any, body: Any) -> Any:

@@ -1,7 +1,9 @@
 """Snapshot and restore endpoints (admin role to change anything, read role to look):
 
 - ``POST /v1/admin/snapshot`` ``{"name": optional}``: checkpoint this node's database
-  (``ringkv.node.snapshots``); ``201`` with the snapshot's description.
+  (``ringkv.node.snapshots``); ``201`` with the snapshot's description. A node of several
+  shards checkpoints every shard's database under that name (``take_part`` in each shard's
+  process) and shows them as one snapshot (``shards``; files ``shard-I/<path>``).
 - ``GET /v1/admin/snapshots``: this node's snapshots and their disk use.
 - ``GET /v1/admin/snapshots/{name}``: one snapshot, with every file's size and SHA-256.
 - ``GET /v1/admin/snapshots/{name}/files/{path}?offset=&length=``: a file's bytes (at most
@@ -19,6 +21,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -29,9 +32,11 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ringkv.core.versions import MalformedRecord, Version, version_from_wire, version_to_wire
+from ringkv.node import shards
 from ringkv.node.api_errors import ApiError
 from ringkv.node.http import Request, Response, Router, json_response
-from ringkv.node.snapshots import SnapshotError, Snapshots
+from ringkv.node.messaging import PeerError
+from ringkv.node.snapshots import ShardedSnapshots, SnapshotError, Snapshots
 
 if TYPE_CHECKING:
     from ringkv.node.node import Node
@@ -46,12 +51,43 @@ MAX_READ = 1024 * 1024
 MSGPACK = "application/msgpack"
 
 
-def snapshots_of(node: Node) -> Snapshots:
-    found: Snapshots | None = getattr(node, "_snapshots", None)
+#: How long a shard may take to checkpoint its part of a snapshot (a memtable flush).
+PART_TIMEOUT = 60.0
+
+
+def snapshots_of(node: Node) -> Snapshots | ShardedSnapshots:
+    """This node's snapshots: of its database, or (shard 0 of a node of several shards, which
+    answers the node's admin requests) of every shard's."""
+    found: Snapshots | ShardedSnapshots | None = getattr(node, "_snapshots", None)
     if found is None:
-        found = Snapshots(node.config.data_dir)
+        layout = node.layout
+        if layout is not None and layout.count > 1 and layout.index == 0:
+            found = ShardedSnapshots(
+                [shards.shard_data_dir(layout.data_dir, i) for i in range(layout.count)]
+            )
+        else:
+            found = Snapshots(node.config.data_dir)
         node._snapshots = found  # type: ignore[attr-defined]
     return found
+
+
+def _own(node: Node) -> Snapshots:
+    """The snapshots of this process's own database."""
+    snaps = snapshots_of(node)
+    return snaps.shards[0] if isinstance(snaps, ShardedSnapshots) else snaps
+
+
+async def take_part(node: Node, body: dict[str, Any]) -> dict[str, Any]:
+    """``shard_snapshot``: checkpoint this shard's database as its part of the node's
+    snapshot; the description, or the error that refused it."""
+    if node.storage is None:
+        return {"error": [503, "unavailable", "the shard is starting"]}
+    try:
+        return await asyncio.to_thread(
+            _own(node).create, node.storage, str(body["name"]), dict(body["info"])
+        )
+    except SnapshotError as exc:
+        return {"error": [exc.status, exc.code, exc.message]}
 
 
 async def _run(call: Any, *args: Any) -> Any:
@@ -86,7 +122,44 @@ async def handle_create(node: Node, request: Request) -> Response:
         "replication_factor": node.config.replication_factor,
         "conflict_mode": node.config.conflict_mode,
     }
-    return json_response(await _run(snapshots_of(node).create, storage, name, info), 201)
+    snaps = snapshots_of(node)
+    if isinstance(snaps, Snapshots):
+        return json_response(await _run(snaps.create, storage, name, info), 201)
+    return json_response(await _create_every_part(node, snaps, name, info), 201)
+
+
+async def _create_every_part(
+    node: Node, snaps: ShardedSnapshots, name: str, info: dict[str, Any]
+) -> dict[str, Any]:
+    """Every shard checkpoints its part at once; if one cannot, none is kept."""
+    layout = node.layout
+    assert layout is not None
+    if await _run(snaps.exists_anywhere, name):  # (a bad name is refused here)
+        raise ApiError(409, "conflict", f"snapshot {name!r} already exists")
+    body = {"name": name, "info": info}
+
+    async def part(shard: int) -> dict[str, Any]:
+        if shard == layout.index:
+            return await take_part(node, body)
+        address = layout.peer_address_of(shard)
+        try:
+            answer = await shards.to_sibling(
+                node.messaging, address, shards.SNAPSHOT_VERB, body, PART_TIMEOUT
+            )
+        except PeerError as exc:
+            return {"error": [503, "unavailable", f"not running or not answering ({exc})"]}
+        return dict(answer)
+
+    answers = await asyncio.gather(*(part(i) for i in range(layout.count)))
+    failed = [(i, a["error"]) for i, a in enumerate(answers) if "error" in a]
+    if failed:
+        with contextlib.suppress(SnapshotError):
+            await asyncio.to_thread(snaps.delete, name)
+        status, code, _ = failed[0][1]
+        reasons = "; ".join(f"shard {i}: {error[2]}" for i, error in failed)
+        raise ApiError(status, code, f"snapshot {name!r} not taken: {reasons}")
+    described: dict[str, Any] = await _run(snaps.describe, name)
+    return described
 
 
 async def handle_list(node: Node, request: Request) -> Response:
@@ -181,7 +254,7 @@ async def handle_restore(node: Node, request: Request) -> Response:
     applied = 0
     if me in by_node:
         wire = [[k, [version_to_wire(v) for v in vs]] for k, vs in by_node.pop(me)]
-        applied = coordinator.handle_replicate_batch({"items": wire})
+        applied = await shards.replicate_batch_here(node, {"items": wire})
     sends = [coordinator.send_records(n, items) for n, items in by_node.items()]
     results = await asyncio.gather(*sends, return_exceptions=True)
     failed = [n for n, r in zip(by_node, results, strict=True) if isinstance(r, BaseException)]
@@ -197,8 +270,13 @@ class _SnapshotCollector(Collector):
         self.node = node
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
-        count, size, exclusive = snapshots_of(self.node).usage()
-        yield GaugeMetricFamily("ringkv_snapshots", "Snapshots this node keeps", value=count)
+        # each shard its own part, so that the node's bytes are the sum over ``shard``
+        count, size, exclusive = _own(self.node).usage()
+        yield GaugeMetricFamily(
+            "ringkv_snapshots",
+            "Snapshots this node keeps (with shards: the parts this shard keeps)",
+            value=count,
+        )
         yield GaugeMetricFamily(
             "ringkv_snapshot_bytes", "Size of every file of this node's snapshots", value=size
         )

@@ -12,6 +12,11 @@ filesystems): ``<data-dir>-snapshots/<name>/``, each with a ``ringkv-snapshot.js
 describing it (node, time, the ring's version and this node's tokens) and, once asked for, the
 SHA-256 of every file.
 
+A node of several shards keeps each shard's keys in its own database, so its snapshot is one
+checkpoint per shard, taken under the same name by each shard's process
+(``<data-dir>/shard-I-snapshots/<name>/``). ``ShardedSnapshots`` shows them as one snapshot
+whose files are ``shard-I/<path>``: complete only when every shard holds its part.
+
 Disk use: ``bytes`` counts every file of every snapshot; ``exclusive_bytes`` counts only files
 no longer linked from the live database (their link count is 1): what deleting the snapshots
 would free.
@@ -65,7 +70,35 @@ def _files(root: Path) -> Iterator[Path]:
             yield path
 
 
-class Snapshots:
+class _Listed:
+    """What every kind of snapshots lists the same way, from its ``names`` and ``describe``."""
+
+    def names(self) -> list[str]:
+        raise NotImplementedError
+
+    def describe(self, name: str, checksums: bool = False) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def list(self) -> list[dict[str, Any]]:
+        out = []
+        for name in self.names():
+            try:
+                out.append(self.describe(name))
+            except (SnapshotError, OSError):
+                continue  # deleted meanwhile
+        return out
+
+    def usage(self) -> tuple[int, int, int]:
+        """(snapshots, bytes, exclusive bytes) over every snapshot."""
+        listed = self.list()
+        return (
+            len(listed),
+            sum(s["bytes"] for s in listed),
+            sum(s["exclusive_bytes"] for s in listed),
+        )
+
+
+class Snapshots(_Listed):
     """The snapshots of one node's database (blocking file work: call from a worker thread)."""
 
     def __init__(self, data_dir: str) -> None:
@@ -165,15 +198,6 @@ class Snapshots:
             if p.is_dir() and not p.name.startswith(".") and (p / INFO_FILE).exists()
         )
 
-    def list(self) -> list[dict[str, Any]]:
-        out = []
-        for name in self.names():
-            try:
-                out.append(self.describe(name))
-            except (SnapshotError, OSError):
-                continue  # deleted meanwhile
-        return out
-
     def delete(self, name: str) -> None:
         path = self._path(name)
         if not (path / INFO_FILE).exists():
@@ -194,11 +218,62 @@ class Snapshots:
             f.seek(offset)
             return f.read(length), target.stat().st_size
 
-    def usage(self) -> tuple[int, int, int]:
-        """(snapshots, bytes, exclusive bytes) over every snapshot."""
-        listed = self.list()
-        return (
-            len(listed),
-            sum(s["bytes"] for s in listed),
-            sum(s["exclusive_bytes"] for s in listed),
-        )
+
+SHARD_DIR = "shard-{}"  # where a shard's files are in a node's snapshot (and its data)
+
+
+class ShardedSnapshots(_Listed):
+    """The snapshots of a node of several shards, from any one of its processes: each shard's
+    checkpoints (``Snapshots`` of its own data directory; the shards share the filesystem), one
+    snapshot per name. Taking one is each shard's own work (``Snapshots.create`` in its
+    process); the rest is file work done here."""
+
+    def __init__(self, shard_data_dirs: list[str]) -> None:
+        self.shards = [Snapshots(d) for d in shard_data_dirs]
+
+    def exists_anywhere(self, name: str) -> bool:
+        return any((s._path(name) / INFO_FILE).exists() for s in self.shards)
+
+    def describe(self, name: str, checksums: bool = False) -> dict[str, Any]:
+        """As ``Snapshots.describe``, over every shard's part (404 if one is missing); the
+        files are ``shard-I/<path>``."""
+        parts = [s.describe(name, checksums) for s in self.shards]
+        out = {
+            **parts[0],
+            "shards": len(parts),
+            "files": sum(p["files"] for p in parts),
+            "bytes": sum(p["bytes"] for p in parts),
+            "exclusive_bytes": sum(p["exclusive_bytes"] for p in parts),
+            "checkpoint_seconds": max(p.get("checkpoint_seconds", 0.0) for p in parts),
+        }
+        if checksums:
+            out["file_list"] = [
+                {**f, "path": f"{SHARD_DIR.format(i)}/{f['path']}"}
+                for i, part in enumerate(parts)
+                for f in part["file_list"]
+            ]
+        return out
+
+    def names(self) -> list[str]:
+        """The snapshots every shard holds its part of."""
+        common = set(self.shards[0].names())
+        for shard in self.shards[1:]:
+            common &= set(shard.names())
+        return sorted(common)
+
+    def delete(self, name: str) -> None:
+        """Delete every shard's part (also of a snapshot some shard failed to take)."""
+        if not self.exists_anywhere(name):
+            raise SnapshotError(404, "not_found", f"no snapshot named {name!r}")
+        for shard in self.shards:
+            if (shard._path(name) / INFO_FILE).exists():
+                shard.delete(name)
+
+    def read(self, name: str, rel: str, offset: int, length: int) -> tuple[bytes, int]:
+        top, _, rest = rel.partition("/")
+        for i, shard in enumerate(self.shards):
+            if top == SHARD_DIR.format(i) and rest:
+                return shard.read(name, rest, offset, length)
+        if name not in self.names():
+            raise SnapshotError(404, "not_found", f"no snapshot named {name!r}")
+        raise SnapshotError(404, "not_found", f"snapshot {name!r} has no file {rel!r}")
