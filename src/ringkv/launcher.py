@@ -154,10 +154,18 @@ def free_ports(count: int) -> list[int]:
 
 
 def free_port_run(length: int, tries: int = 200) -> int:
-    """The first of ``length`` consecutive ports free right now (a node's shard ports)."""
+    """The first of ``length`` consecutive ports free right now (a node's shard ports), below
+    the kernel's ephemeral range where it can: a port found free there can still be given to
+    any process's outgoing connection before the node binds it."""
     rng = random.Random()
+    low, high = 20000, 60000
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            ephemeral = int(f.read().split()[0])
+        if ephemeral - 10000 > 1000 + length:
+            low, high = 10000, ephemeral
     for _ in range(tries):
-        base = rng.randrange(20000, 60000 - length)
+        base = rng.randrange(low, high - length)
         if not any(port_taken(p) for p in range(base, base + length)):
             return base
     raise OSError(f"no {length} consecutive free ports found")
