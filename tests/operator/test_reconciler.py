@@ -519,3 +519,44 @@ def test_volume_growth_refused_where_the_class_cannot_expand_and_shrink_refused(
     assert _volumes(status)["reason"] == "VolumeShrinkRefused"
     assert "cannot shrink" in _volumes(status)["message"]
     assert events[-1][:2] == ("Warning", "VolumeShrinkRefused")
+
+
+def test_one_list_of_the_kubernetes_nodes_serves_every_pass_for_a_while() -> None:
+    """Each pass of each KVCluster reads the machines per zone: one list (from the API
+    server's watch cache) serves them all for NODE_LIST_SECONDS, then the next pass lists
+    again; a refusal (RBAC) is remembered as long."""
+    import json as json_module
+    from types import SimpleNamespace
+
+    from kubernetes.client.exceptions import ApiException
+
+    calls: list[dict[str, Any]] = []
+    answers: list[Any] = [["m1"], ["m1", "m2"], ApiException(status=403), ["m3"]]
+
+    class Core:
+        def list_node(self, **kw: Any) -> Any:
+            calls.append(kw)
+            answer = answers.pop(0)
+            if isinstance(answer, Exception):
+                raise answer
+            items = [{"metadata": {"name": n}} for n in answer]
+            return SimpleNamespace(data=json_module.dumps({"items": items}))
+
+    now = [1000.0]
+    api = reconciler.KubeApi.__new__(reconciler.KubeApi)
+    api.core, api._nodes, api.clock = Core(), None, lambda: now[0]
+
+    def names() -> list[str] | None:
+        listed = api.list_nodes()
+        return None if listed is None else [n["metadata"]["name"] for n in listed]
+
+    assert names() == ["m1"]
+    now[0] += reconciler.NODE_LIST_SECONDS - 0.1
+    assert names() == ["m1"] and len(calls) == 1
+    assert calls[0]["resource_version"] == "0"
+    now[0] += 0.1
+    assert names() == ["m1", "m2"] and len(calls) == 2
+    now[0] += reconciler.NODE_LIST_SECONDS
+    assert names() is None and names() is None and len(calls) == 3
+    now[0] += reconciler.NODE_LIST_SECONDS
+    assert names() == ["m3"] and len(calls) == 4

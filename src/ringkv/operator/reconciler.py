@@ -493,6 +493,10 @@ def invalid_spec_status(
 # -- the real Kubernetes API ----------------------------------------------------------------
 
 
+#: How long one list of the Kubernetes nodes serves every pass (``KubeApi.list_nodes``).
+NODE_LIST_SECONDS = 10.0
+
+
 class KubeApi:
     """``Kube`` over the official client; children are applied server-side (field manager
     ``ringkv-operator``, conflicts forced: the operator owns what it sets)."""
@@ -508,6 +512,8 @@ class KubeApi:
         self.policy = client.PolicyV1Api(self.api)
         self.dynamic = dynamic.DynamicClient(self.api)  # type: ignore[no-untyped-call]
         self._resources: dict[tuple[str, str], Any] = {}
+        self._nodes: tuple[float, list[dict[str, Any]] | None] | None = None
+        self.clock = time.monotonic
 
     def _resource(self, api_version: str, kind: str) -> Any:
         key = (api_version, kind)
@@ -582,17 +588,28 @@ class KubeApi:
         return bool(sc.allow_volume_expansion)
 
     def list_nodes(self) -> list[dict[str, Any]] | None:
-        """The Kubernetes nodes, or None where the operator may not list them (its RBAC)."""
+        """The Kubernetes nodes, or None where the operator may not list them (its RBAC).
+
+        Every pass of every KVCluster asks; on a cluster of a thousand machines a list is
+        megabytes. So one list serves all passes for ``NODE_LIST_SECONDS`` (a node's Ready
+        condition itself changes only after the kubelet's grace period, tens of seconds), and
+        it is read from the API server's watch cache (``resourceVersion=0``), not from etcd."""
         from kubernetes.client.exceptions import ApiException
 
+        cached = self._nodes
+        now = self.clock()
+        if cached is not None and now - cached[0] < NODE_LIST_SECONDS:
+            return cached[1]
         try:
-            result = self.core.list_node(_preload_content=False)
+            result = self.core.list_node(resource_version="0", _preload_content=False)
         except ApiException as exc:
             if exc.status in (401, 403):
+                self._nodes = (now, None)
                 return None
             raise
         data = result.data  # type: ignore[attr-defined]
         items: list[dict[str, Any]] = json.loads(data).get("items", [])
+        self._nodes = (now, items)
         return items
 
     def delete_pdb(self, namespace: str, name: str) -> None:
