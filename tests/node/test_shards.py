@@ -56,6 +56,20 @@ def test_a_node_started_with_another_shard_count_exits_saying_why(
     assert "written with --shards 3, not 1" in capfd.readouterr().err
 
 
+def test_a_node_warns_when_its_shards_get_too_few_tokens_each(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    shards.check_recorded(str(tmp_path), 3)  # so that it stops right after saying it
+    node_main(["--node-id", "n1", "--data-dir", str(tmp_path), "--shards", "2", "--vnodes",
+               "16", "--no-auth", "true", "--no-peer-auth", "true"])  # fmt: skip
+    err = capfd.readouterr().err
+    assert "--vnodes 16 is fewer than 16 tokens for each of the 2 shards" in err
+    assert "--vnodes 32 or more" in err
+    node_main(["--node-id", "n1", "--data-dir", str(tmp_path), "--shards", "2", "--vnodes",
+               "32", "--no-auth", "true", "--no-peer-auth", "true"])  # fmt: skip
+    assert "fewer than" not in capfd.readouterr().err
+
+
 def test_cpus_come_from_the_affinity_capped_by_the_cgroup_quota(tmp_path: Path) -> None:
     (tmp_path / "cpu.max").write_text("150000 100000\n")
     assert shards._cgroup_quota(str(tmp_path)) == 1.5

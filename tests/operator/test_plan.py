@@ -788,6 +788,26 @@ def test_status_says_when_zones_cannot_balance_replica_load() -> None:
     )
 
 
+def test_status_says_whether_each_nodes_shards_can_carry_equal_loads() -> None:
+    """status.shardBalance: tokens claimed slice by slice need vnodes / shards >= 16 and zones
+    whose own sub-ring decides a node's load."""
+
+    def said(**overrides: Any) -> str:
+        spec = make_spec(replicas=3, **overrides)
+        counts = {"zone-a": 1, "zone-b": 1, "zone-c": 1}
+        message: str = plan.decide(spec, cluster(spec, counts), None, NOW).status["shardBalance"]
+        return message
+
+    assert said() == "one shard per node"
+    assert said(shards=8) == "each of the 8 shards claims 16 tokens in its own slice"
+    few = said(shards=16)
+    assert "fewer than 16 tokens for each of the 16 shards" in few and "vnodes 256" in few
+    assert said(shards=16, vnodes=256) == "each of the 16 shards claims 16 tokens in its own slice"
+    spec = make_spec(replicas=4, zones=["zone-a", "zone-b"], shards=2)
+    two = plan.decide(spec, cluster(spec, {"zone-a": 2, "zone-b": 2}), None, NOW).status
+    assert "2 zones and replicationFactor 3" in two["shardBalance"]
+
+
 def test_scale_by_whole_zones_rounds_the_node_count_up() -> None:
     spec = make_spec(replicas=4, scaleByWholeZones=True)
     assert spec.node_count() == 6

@@ -23,12 +23,18 @@ from ringkv.core.placement import pick_by_quota, zone_caps, zone_quotas, zone_sh
 from ringkv.core.ring import DEFAULT_VNODES, RING_SIZE, Ring, initial_tokens
 from ringkv.core.sharding import slice_start
 
-__all__ = ["MIN_TOKENS_PER_SLICE", "allocate_tokens"]
+__all__ = ["MIN_TOKENS_PER_SLICE", "allocate_tokens", "tokens_per_slice_suffice"]
 
 _K = TypeVar("_K")
 
 #: Tokens per slice below which a sharded node's tokens are allocated over the whole ring.
 MIN_TOKENS_PER_SLICE = 16
+
+
+def tokens_per_slice_suffice(count: int, slices: int) -> bool:
+    """Whether a node of ``slices`` shards with ``count`` tokens gets them slice by slice
+    (where its zones allow it, ``allocate_tokens``): at least ``MIN_TOKENS_PER_SLICE`` each."""
+    return count >= MIN_TOKENS_PER_SLICE * slices
 
 
 def _id_jitter(node_id: str, index: int) -> int:
@@ -86,7 +92,7 @@ def allocate_tokens(
     if not ring.sorted_tokens:
         return initial_tokens(node_id, count)  # evenly spaced: count / S in each slice
     walk = _whole_ring_walk(ring, zone, replicas)
-    if slices > 1 and count >= MIN_TOKENS_PER_SLICE * slices and walk is None:
+    if slices > 1 and tokens_per_slice_suffice(count, slices) and walk is None:
         return _by_slice(ring, node_id, count, zone, replicas, slices)
     if zone is None or replicas is None:
         return _carve(ring, ring.sorted_tokens, ring.owned_positions(), len(ring), node_id, count)

@@ -42,6 +42,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.utils import floatToGoString
 
 from ringkv.core import gossip as g
+from ringkv.core.allocation import MIN_TOKENS_PER_SLICE, tokens_per_slice_suffice
 from ringkv.core.batching import BatchError, check_keys
 from ringkv.core.gossip import SHARDS, EndpointState
 from ringkv.core.ring import key_hash
@@ -362,6 +363,14 @@ def supervise(config: NodeConfig, argv: Sequence[str]) -> int:
     """Run the node's S workers (``ringkv node`` with the same flags and ``SHARD_INDEX_ENV``),
     restart one that dies, and stop them all on SIGTERM/SIGINT."""
     shards = shard_count(config)
+    if not tokens_per_slice_suffice(config.vnodes, shards):
+        log.warning(
+            "--vnodes %d is fewer than %d tokens for each of the %d shards: a joining node's "
+            "tokens are then placed over the whole ring, not slice by slice, and its shards "
+            "carry unequal loads (the busiest up to about twice the mean); a cluster created "
+            "with --vnodes %d or more avoids it", config.vnodes, MIN_TOKENS_PER_SLICE, shards,
+            MIN_TOKENS_PER_SLICE * shards,
+        )  # fmt: skip
     try:
         check_recorded(config.data_dir, shards)
     except ShardCountChanged as exc:

@@ -54,6 +54,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ringkv.core.allocation import MIN_TOKENS_PER_SLICE, tokens_per_slice_suffice
 from ringkv.core.gossip import (
     CHANGE_STATUSES,
     DATA_STATUSES,
@@ -66,7 +67,7 @@ from ringkv.core.gossip import (
     STARTING,
     in_ring,
 )
-from ringkv.core.placement import preference_list, replica_balance_bound
+from ringkv.core.placement import preference_list, replica_balance_bound, zone_quotas
 from ringkv.core.quorum import majority
 from ringkv.core.ring import Ring
 from ringkv.operator.spec import DATA_VOLUME, ClusterSpec, parse_quantity
@@ -1269,6 +1270,8 @@ def _status(
         "zoneSizes": "/".join(str(n) for n in sizes),
         "replicaLoadBound": f"{bound:.2f}",
         "zoneBalance": zone_balance_message(sizes, spec.replication_factor, bound),
+        "shardBalance": shard_balance_message(spec.vnodes, spec.shards, sizes,
+                                              spec.replication_factor),
     }  # fmt: skip
     if generation is not None:
         status["observedGeneration"] = generation
@@ -1293,6 +1296,29 @@ def zone_balance_message(sizes: list[int], rf: int, bound: float) -> str:
         f"replicationFactor {rf}, each zone holds its share of every key, so the busiest node "
         f"stores at least {bound:.2f}x the mean; spec.scaleByWholeZones keeps zones equal"
     )
+
+
+def shard_balance_message(vnodes: int, shards: int, sizes: list[int], rf: int) -> str:
+    """Whether each node's shards carry equal loads (status.shardBalance): a joining node
+    claims its tokens slice by slice only with enough of them per shard, and only where its
+    zone's own sub-ring decides its load (``allocate_tokens``)."""
+    if shards == 1:
+        return "one shard per node"
+    if not tokens_per_slice_suffice(vnodes, shards):
+        return (
+            f"vnodes {vnodes} is fewer than {MIN_TOKENS_PER_SLICE} tokens for each of the "
+            f"{shards} shards: a joining node's tokens are placed over the whole ring, so its "
+            "shards carry unequal loads (the busiest up to about twice the mean); a cluster "
+            f"created with vnodes {MIN_TOKENS_PER_SLICE * shards} or more avoids it"
+        )
+    zones = {f"zone-{i}": n for i, n in enumerate(sizes) if n}
+    if zones and zone_quotas(zones, rf)[2]:
+        return (
+            f"with {len(zones)} zones and replicationFactor {rf} a zone holds an extra replica "
+            "of part of the keys only, so tokens are chosen against the whole ring and a "
+            "node's shards carry unequal loads; zones as many as the replicas (or one) avoid it"
+        )
+    return f"each of the {shards} shards claims {vnodes // shards} tokens in its own slice"
 
 
 # -- disruption budgets -------------------------------------------------------------------------
