@@ -209,6 +209,31 @@ def test_a_killed_shard_is_restarted_and_the_node_is_not_ready_meanwhile(
         assert sharded.client(0).get(key, r="all").found, key
 
 
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rpartition(")")[2].split()[0]
+
+
+def test_stopping_the_nodes_process_pauses_every_shard_and_continuing_it_resumes_them(
+    sharded: Cluster,
+) -> None:
+    """kill -STOP of a sharded node's process (the supervisor) pauses the whole node, as it
+    pauses a node of one process: its shards stop too, the others convict it; kill -CONT
+    brings every shard back."""
+    node = sharded.node(2)
+    pids = _shard_pids(sharded, 2)
+    node.pause()
+    wait_until(lambda: all(_state(p) == "T" for p in pids), 10, 0.05,
+               message="every shard of n3 stopped")  # fmt: skip
+    seen_down(sharded, 0, "n3")
+    node.resume()
+    wait_until(lambda: not any(_state(p) == "T" for p in pids), 10, 0.05,
+               message="every shard of n3 running again")  # fmt: skip
+    seen_down(sharded, 0, "n3", down=False)
+    assert _shard_pids(sharded, 2) == pids  # the same processes, not restarted ones
+    sharded.client(2).put("after-the-pause", b"v", w="all")
+
+
 def test_a_wiped_node_restarted_with_another_shard_count_streams_into_its_shards(
     tmp_path: Path,
 ) -> None:

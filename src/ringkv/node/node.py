@@ -35,7 +35,7 @@ from ringkv.node.metrics import NodeMetrics
 from ringkv.node.observability import watch
 from ringkv.node.parts import NodeParts
 from ringkv.node.server import Api
-from ringkv.node.shards import FollowerMembership, ShardLayout, shard_verbs
+from ringkv.node.shards import FollowerMembership, ShardLayout, follow_pauses, shard_verbs
 from ringkv.node.storage import Storage
 from ringkv.node.streaming import ChangeError, RingChanges
 from ringkv.node.tls import TlsConfig
@@ -175,6 +175,8 @@ class Node:
                 asyncio.create_task(self.disk_guard.run()),
                 watch(self),
             ]
+        if layout is not None:
+            self._loops.append(asyncio.create_task(follow_pauses()))
         self._loops.append(asyncio.create_task(absence.keep_recording(config, self.storage)))
         if config.anti_entropy_interval > 0:
             self._loops.append(asyncio.create_task(self.anti_entropy.run()))

@@ -85,6 +85,8 @@ BATCH_PREFIX = "/v1/batch/"
 MULTI_KEY_VERBS = ("read_batch", "replicate_many", "coordinate_batch", "replicate_batch")
 #: How often a follower shard fetches shard 0's view (seconds).
 FOLLOW_INTERVAL = 0.25
+#: How often a worker checks whether its supervisor is stopped (``follow_pauses``).
+PAUSE_POLL = 0.05
 #: A worker that fails this soon after its first start is not restarted: the node stops.
 START_GRACE = 10.0
 
@@ -359,6 +361,27 @@ def _death_signal() -> Any:
     return lambda: prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def _stopped(pid: int) -> bool:
+    """Whether process ``pid`` is stopped (SIGSTOP; state ``T``), from /proc."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] == b"T"
+
+
+async def follow_pauses(interval: float = PAUSE_POLL) -> None:
+    """A worker stops itself while its supervisor (its parent) is stopped, so that
+    ``kill -STOP`` of the node's process pauses the whole node (as it pauses a node of one
+    process); the supervisor continues its workers when it is continued (``supervise``)."""
+    parent = os.getppid()
+    while True:
+        await asyncio.sleep(interval)
+        if os.getppid() == parent and _stopped(parent):
+            os.kill(os.getpid(), signal.SIGSTOP)
+
+
 def supervise(config: NodeConfig, argv: Sequence[str]) -> int:
     """Run the node's S workers (``ringkv node`` with the same flags and ``SHARD_INDEX_ENV``),
     restart one that dies, and stop them all on SIGTERM/SIGINT."""
@@ -384,6 +407,14 @@ def supervise(config: NodeConfig, argv: Sequence[str]) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    resumed = [0.0]
+
+    def resume(signum: int, frame: Any) -> None:
+        # the workers stopped themselves with this process (follow_pauses)
+        resumed[0] = time.monotonic()
+        for worker in workers.values():
+            with contextlib.suppress(OSError):
+                worker.send_signal(signal.SIGCONT)
 
     die_with_parent = _death_signal()
 
@@ -394,12 +425,17 @@ def supervise(config: NodeConfig, argv: Sequence[str]) -> int:
 
     started = time.monotonic()
     workers = {i: spawn(i) for i in range(shards)}
+    signal.signal(signal.SIGCONT, resume)
     restarts = dict.fromkeys(workers, 0)
     log.info("node %s: %d shards, workers %s", config.node_id, shards,
              [w.pid for w in workers.values()])  # fmt: skip
     code = 0
     while not stopping:
         time.sleep(0.1)
+        if time.monotonic() - resumed[0] < 2 * PAUSE_POLL + 1.0:
+            # again for a moment: a worker that saw this process stopped just before it was
+            # continued stops itself after the first SIGCONT
+            resume(signal.SIGCONT, None)
         for index, worker in list(workers.items()):
             rc = worker.poll()
             if rc is None or stopping:
