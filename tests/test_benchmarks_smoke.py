@@ -181,6 +181,11 @@ def test_cleanup_benchmark_quick_run() -> None:
     assert "keys/s" in out and "without cleanup" in out
 
 
+def test_shard_view_benchmark_runs() -> None:
+    out = run("benchmarks/shard_view.py", "--members", "20", "--repeat", "1")
+    assert "steady poll" in out and "\n      20 " in out
+
+
 def test_frame_auth_benchmark_runs() -> None:
     out = run("benchmarks/frame_auth.py", "--writes", "200", "--rounds", "1")
     assert "median_extra_us" in out

@@ -17,6 +17,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ringkv.core import gossip
 from ringkv.core.gossip import (
     STATUS,
     TOKENS,
@@ -493,3 +494,62 @@ def test_member_states_are_declared_once_and_agree() -> None:
         assert not g.in_ring(status, False) or status in g.RING_STATUSES
         assert (status in g.CHANGE_STATUSES) <= (status in g.DATA_STATUSES)
     assert g.LEFT not in g.DATA_STATUSES and g.STARTING not in g.DATA_STATUSES
+
+
+# -- the shards of one node follow one view ------------------------------------------------------
+
+_FOLLOW_KEYS = (gossip.TOKENS, gossip.STATUS, gossip.CLEANUP, gossip.DOWN, gossip.SHARDS)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["set", "set", "set", "join", "leave", "restart", "follow"]),
+            st.integers(min_value=0, max_value=5),
+            st.sampled_from(_FOLLOW_KEYS),
+            st.integers(min_value=0, max_value=3),
+        ),
+        max_size=40,
+    )
+)
+def test_a_follower_polling_for_changes_holds_the_leaders_view(steps: list[Any]) -> None:
+    """Whatever changes in between (app states, members arriving, leaving, restarting), a
+    follower that asks only for what it lacks ends up holding exactly the leader's states,
+    and is told to rebuild its rings whenever what places keys changed."""
+    leader: dict[str, gossip.EndpointState] = {}
+    follower: dict[str, gossip.EndpointState] = {}
+
+    def placement(states: dict[str, gossip.EndpointState]) -> dict[str, Any]:
+        return {
+            node: (state.generation, {k: state.app.get(k) for k in gossip.PLACEMENT_STATES})
+            for node, state in states.items()
+        }
+
+    def follow() -> None:
+        before = placement(follower)
+        known = {n: list(s.digest()) for n, s in follower.items()}
+        deltas, gone = gossip.view_changes(leader, known)
+        placed = gossip.follow_view(follower, deltas, gone)
+        assert placed or placement(leader) == before
+
+    for version, (action, member, key, value) in enumerate(steps, 1):
+        node = f"n{member}"
+        if action == "follow":
+            follow()
+        elif action == "join" and node not in leader:
+            leader[node] = gossip.EndpointState(version, 0, {gossip.STATUS: ("normal", version)})
+        elif action == "leave" and node in leader:
+            del leader[node]
+        elif action == "restart" and node in leader:
+            leader[node] = gossip.EndpointState(leader[node].generation + 1, 0, {})
+        elif action == "set" and node in leader:
+            leader[node].app[key] = (value, version)
+    follow()
+    assert follower.keys() == leader.keys()
+    for node, state in leader.items():
+        assert follower[node].generation == state.generation
+        assert follower[node].app == state.app
+    # nothing changed since: the next poll carries nothing
+    held = {n: list(s.digest()) for n, s in follower.items()}
+    assert gossip.view_changes(leader, held) == ({}, [])

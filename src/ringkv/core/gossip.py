@@ -399,3 +399,50 @@ def convicted(states: Mapping[str, EndpointState], among: Iterable[str] | None =
             if int(generation) == target.generation and int(version) >= target.max_version:
                 out.add(node)
     return out
+
+
+# -- one node's shards: followers of one view ----------------------------------------------------
+
+#: Application states that decide where keys go (the rings, the shards of each member): a
+#: follower rebuilds its rings only when one of them changes (``follow_view``).
+PLACEMENT_STATES = frozenset({TOKENS, STATUS, ZONE, REMOVED, REMOVING, SHARDS})
+
+
+def view_changes(
+    states: Mapping[str, EndpointState], known: Mapping[str, Iterable[int]]
+) -> tuple[dict[str, Delta], list[str]]:
+    """What a follower holding ``known`` (member -> its digest, (generation, max_version)) lacks
+    of ``states``: the deltas since what it holds, and the members it holds that are gone. The
+    shards of a node follow the first shard's view this way, so that a poll costs what changed,
+    not the whole table (megabytes of tokens at a thousand members)."""
+    deltas: dict[str, Delta] = {}
+    for node, state in states.items():
+        have = known.get(node)
+        generation, version = tuple(have) if have is not None else (-1, -1)
+        if int(generation) != state.generation:
+            deltas[node] = state.delta_since(-1)
+        elif int(version) < state.max_version:
+            deltas[node] = state.delta_since(int(version))
+    return deltas, [node for node in known if node not in states]
+
+
+def follow_view(
+    states: dict[str, EndpointState], deltas: Mapping[str, Delta], gone: Iterable[str]
+) -> bool:
+    """Apply ``view_changes`` to a follower's ``states`` (in place); whether anything that
+    places keys (``PLACEMENT_STATES``, a member's arrival, departure or restart) changed."""
+    placement = False
+    for node in gone:
+        placement |= states.pop(node, None) is not None
+    for node, delta in deltas.items():
+        app = {str(k): (v, int(ver)) for k, (v, ver) in dict(delta["a"]).items()}
+        generation, since = int(delta["g"]), int(delta["f"])
+        current = states.get(node)
+        if since < 0 or current is None or current.generation != generation:
+            states[node] = EndpointState(generation, int(delta["h"]), app)
+            placement = True
+        else:
+            current.app.update(app)
+            current.heartbeat = int(delta["h"])
+            placement |= not PLACEMENT_STATES.isdisjoint(app)
+    return placement

@@ -228,11 +228,15 @@ SHARD_RULE = "(token * shards) >> 64"
 # -- the membership view, shared by the shards ---------------------------------------------------
 
 
-def view_of(membership: Membership) -> dict[str, Any]:
-    """Shard 0's answer to ``shard_view``: every member's state, who is down, whether ready."""
+def view_of(membership: Membership, known: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Shard 0's answer to ``shard_view``: what of the members' states a follower lacks, given
+    the digests it holds (``known``; ``core.gossip.view_changes``), who is down, whether
+    ready."""
     states = membership.gossiper.states
+    deltas, gone = g.view_changes(states, known or {})
     return {
-        "states": {node: state.delta_since(-1) for node, state in states.items()},
+        "states": deltas,
+        "gone": gone,
         "down": [node for node in states if not membership.is_alive(node)],
         "ready": membership.ready,
     }
@@ -264,11 +268,15 @@ class FollowerMembership(Membership):
     def ready(self) -> bool:
         return self._mirror_ready and self.node_id in self.ring
 
+    def known(self) -> dict[str, Any]:
+        """What this shard holds of the view: the body of its next ``shard_view``."""
+        if not self.followed:
+            return {}  # the whole view (our own start-up state is not shard 0's)
+        return {node: list(state.digest()) for node, state in self.gossiper.states.items()}
+
     def follow(self, view: dict[str, Any]) -> None:
-        states = {}
-        for node, delta in dict(view["states"]).items():
-            app = {str(k): (v, int(ver)) for k, (v, ver) in dict(delta["a"]).items()}
-            states[str(node)] = EndpointState(int(delta["g"]), int(delta["h"]), app)
+        states = dict(self.gossiper.states) if self.followed else {}
+        placement = g.follow_view(states, dict(view["states"]), list(view.get("gone", ())))
         mine = states.get(self.node_id)
         if mine is None:
             return
@@ -277,9 +285,12 @@ class FollowerMembership(Membership):
         self._mirror_down = frozenset(str(n) for n in view["down"])
         self._mirror_ready = bool(view["ready"])
         self._up_at = 0.0  # recompute up_nodes
-        self.followed = True
+        first, self.followed = not self.followed, True
         self.followed_at = time.monotonic()
-        self._rebuild_ring()
+        if placement or first:
+            # rebuilding the rings costs a sort of every token (a tenth of a second at a
+            # thousand members): only when what places keys changed
+            self._rebuild_ring()
         # Shard 0 hears from these members (heartbeats): connections this shard found down
         # may be tried again, as shard 0's own are when a heartbeat arrives.
         for node in states:
@@ -295,7 +306,8 @@ class FollowerMembership(Membership):
     async def run_following(self, leader: str) -> None:
         while True:
             try:
-                self.follow(await to_sibling(self.messaging, leader, VIEW_VERB, {}, 2.0))
+                answer = await to_sibling(self.messaging, leader, VIEW_VERB, self.known(), 2.0)
+                self.follow(answer)
             except PeerError as exc:
                 log.debug("cannot fetch the membership view from shard 0: %s", exc)
             except Exception:
@@ -488,7 +500,7 @@ def shard_verbs(node: Node, sync: dict[str, Any], tasks: dict[str, Any]) -> None
 
         cleanup.publish_shards = to_leader  # type: ignore[method-assign]
         return
-    sync[VIEW_VERB] = lambda body: view_of(node.membership)
+    sync[VIEW_VERB] = lambda body: view_of(node.membership, body if isinstance(body, dict) else {})
     reports: dict[int, dict[str, Any]] = {}
     own = [None]
 
