@@ -1,8 +1,9 @@
 """What a follower shard pays to follow its node's membership view (a report).
 
 The shards 1..S-1 of a node copy shard 0's view of the members every ``FOLLOW_INTERVAL``
-(``ringkv.node.shards``). This times one poll at 100, 1,000 and 5,000 members (128 tokens each,
-with the application states a member publishes), with synthetic states and the real code:
+(``ringkv.node.shards``). This times one poll at 100, 1,000 and 5,000 members (``--tokens``
+each, 128 by default, with the application states a member publishes), with synthetic states
+and the real code:
 
 - **whole view**: what every poll cost before a follower asked only for changes: shard 0
   builds and encodes every member's state, the follower decodes it and rebuilds both rings;
@@ -16,7 +17,8 @@ CPU time per poll (both sides, msgpack as on the wire), median of ``--repeat``; 
 whole view and the steady poll also the share of a core at ``1 / FOLLOW_INTERVAL`` polls a
 second (what each follower shard and shard 0 together spend, all the time).
 
-Run: ``.venv/bin/python benchmarks/shard_view.py [--members 100,1000,5000] [--repeat 5]``
+Run: ``.venv/bin/python benchmarks/shard_view.py [--members 100,1000,5000] [--repeat 5]
+[--tokens 128]``
 """
 
 from __future__ import annotations
@@ -34,14 +36,14 @@ from ringkv.core.ring import Ring
 from ringkv.node.shards import FOLLOW_INTERVAL
 
 
-def member_state(i: int, rng: random.Random) -> g.EndpointState:
+def member_state(i: int, rng: random.Random, tokens: int = 128) -> g.EndpointState:
     host = f"10.0.{i // 250}.{i % 250}"
     app: dict[str, tuple[Any, int]] = {
         g.ZONE: (f"zone-{i % 3}", 1),
         g.ADDRESS: (f"{host}:7000", 2),
         g.PEER_ADDRESS: (f"{host}:7100", 3),
         g.STATUS: (g.NORMAL, 4),
-        g.TOKENS: (sorted(rng.getrandbits(63) for _ in range(128)), 5),
+        g.TOKENS: (sorted(rng.getrandbits(63) for _ in range(tokens)), 5),
         g.INCARNATION: (1_700_000_000_000 + i, 6),
         g.SHARDS: (
             {
@@ -84,10 +86,10 @@ def timed(run: Any, repeat: int) -> float:
     return statistics.median(samples)
 
 
-def measure(count: int, repeat: int) -> tuple[float, float, float]:
+def measure(count: int, repeat: int, tokens: int = 128) -> tuple[float, float, float]:
     """(whole view, steady poll, one member changed): CPU seconds of one poll."""
     rng = random.Random(count)
-    leader = {f"node-{i:05d}": member_state(i, rng) for i in range(count)}
+    leader = {f"node-{i:05d}": member_state(i, rng, tokens) for i in range(count)}
     follower: dict[str, g.EndpointState] = {}
     poll(leader, follower)  # the first poll copies everything
     whole = timed(lambda: poll(leader, None), repeat)
@@ -106,12 +108,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--members", default="100,1000,5000")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--tokens", type=int, default=128, help="tokens per member")
     args = parser.parse_args()
     per_second = 1 / FOLLOW_INTERVAL
     print(f"CPU ms per poll (median of {args.repeat}); % of a core at {per_second:g} polls/s")
     print(f"{'members':>8} {'whole view':>18} {'steady poll':>18} {'one changed':>12}")
     for count in (int(n) for n in args.members.split(",")):
-        whole, steady, one = measure(count, args.repeat)
+        whole, steady, one = measure(count, args.repeat, args.tokens)
         cells = [f"{t * 1e3:8.2f} ({t * per_second * 100:5.1f} %)" for t in (whole, steady)]
         print(f"{count:>8} {cells[0]:>18} {cells[1]:>18} {one * 1e3:>12.2f}", flush=True)
 
