@@ -553,3 +553,14 @@ def test_a_follower_polling_for_changes_holds_the_leaders_view(steps: list[Any])
     # nothing changed since: the next poll carries nothing
     held = {n: list(s.digest()) for n, s in follower.items()}
     assert gossip.view_changes(leader, held) == ({}, [])
+
+
+def test_only_changes_that_place_keys_ask_for_new_rings() -> None:
+    state = gossip.EndpointState(7, 0, {gossip.STATUS: ("normal", 1), gossip.CLEANUP: ({}, 2)})
+    state.app[gossip.CLEANUP] = ({"done": True}, 3)
+    assert not gossip.places_keys({"n1": state.delta_since(2)}, ["n1"])
+    state.app[gossip.TOKENS] = ([5, 9], 4)
+    assert gossip.places_keys({"n1": state.delta_since(3)}, ["n1"])
+    assert gossip.places_keys({"n1": state.delta_since(-1)}, ["n1"])  # new to us, or restarted
+    assert gossip.places_keys({}, ["n1"])  # changed without a delta we can read: rebuild
+    assert not gossip.places_keys({"n1": state.delta_since(4)}, [])

@@ -408,6 +408,20 @@ def convicted(states: Mapping[str, EndpointState], among: Iterable[str] | None =
 PLACEMENT_STATES = frozenset({TOKENS, STATUS, ZONE, REMOVED, REMOVING, SHARDS})
 
 
+def places_keys(deltas: Mapping[str, Delta], nodes: Iterable[str]) -> bool:
+    """Whether applying ``deltas`` changed ``nodes`` in a way that can move keys: a member's
+    whole state (it is new to us, or restarted) or a change to one of ``PLACEMENT_STATES``.
+    Progress reports, convictions and the like leave the rings as they are, and rebuilding
+    them sorts every token of the ring."""
+    for node in nodes:
+        delta = deltas.get(node)
+        if delta is None or int(delta.get("f", -1)) < 0:
+            return True
+        if not PLACEMENT_STATES.isdisjoint(delta.get("a") or ()):
+            return True
+    return False
+
+
 def view_changes(
     states: Mapping[str, EndpointState], known: Mapping[str, Iterable[int]]
 ) -> tuple[dict[str, Delta], list[str]]:
@@ -444,5 +458,4 @@ def follow_view(
         else:
             current.app.update(app)
             current.heartbeat = int(delta["h"])
-            placement |= not PLACEMENT_STATES.isdisjoint(app)
-    return placement
+    return placement or places_keys(deltas, deltas)

@@ -443,7 +443,8 @@ class Membership:
                 self.detector.heartbeat(node, now)
         if changed:
             self._refresh_convictions()
-            self._rebuild_ring()
+            if g.places_keys(deltas, changed):
+                self._rebuild_ring()
             self._push_news()
 
     def _push_news(self) -> None:
