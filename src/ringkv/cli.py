@@ -146,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--replication-factor", type=int, default=3, help="replicas per key (default 3)"
     )
     up.add_argument(
+        "--shards", type=int, default=1,
+        help="worker processes per node (default 1; see ringkv node --shards)",
+    )  # fmt: skip
+    up.add_argument(
         "--monitoring", action="store_true",
         help="also start Prometheus (when installed) scraping the nodes with the shipped "
         "alerting rules, and print its URL",
@@ -377,6 +381,7 @@ def cmd_local_up(args: argparse.Namespace) -> int:
         base_port=args.base_port,
         replication_factor=args.replication_factor,
         monitoring=args.monitoring,
+        shards=args.shards,
     )
 
 

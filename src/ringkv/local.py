@@ -4,6 +4,11 @@ Node i (1-based) is `n{i}` in zone `z{(i-1) % zones + 1}`, serves clients on
 `base_port + i - 1` and its peers on `base_port + 1000 + i - 1`, keeps its data in
 `{data_dir}/n{i}` and logs to `{data_dir}/n{i}.log`. Running it again with the same data
 directory brings the same nodes back with their data.
+
+With `--shards S` (S > 1) each node runs S worker processes, whose ports follow the node's
+peer port (`--peer-port + I` for peers, `+ S + I` for each shard's own client port): node i's
+peer port is then `base_port + 1000 + (i - 1) * 2S`, so that the nodes' runs do not overlap.
+A data directory records its shard count: to change it, start from an empty one.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from ringkv.core.sharding import MAX_SHARDS
 from ringkv.launcher import HOST, Process, answers_ready, node_args, port_taken
 
 PEER_PORT_OFFSET = 1000
@@ -40,10 +46,18 @@ class LocalNode:
     def url(self) -> str:
         return f"http://{HOST}:{self.port}"
 
+    shards: int = 1
+
+    @property
+    def ports(self) -> list[int]:
+        """Every port the node listens on: its client port and its shards' ports."""
+        extra = 2 * self.shards if self.shards > 1 else 1
+        return [self.port, *range(self.peer_port, self.peer_port + extra)]
+
     def command(self, seeds: str, replication_factor: int) -> list[str]:
         args = node_args(
             self.node_id, self.zone, self.port, self.peer_port, self.data_dir, seeds,
-            replication_factor,
+            replication_factor, self.shards,
         )  # fmt: skip
         # a development cluster on loopback: said explicitly, and announced below
         insecure = ["--no-auth", "true", "--no-peer-auth", "true"]
@@ -64,16 +78,20 @@ class LocalNode:
         return self.proc.log_tail(lines)
 
 
-def plan(nodes: int, zones: int, data_dir: str | Path, base_port: int) -> list[LocalNode]:
+def plan(
+    nodes: int, zones: int, data_dir: str | Path, base_port: int, shards: int = 1
+) -> list[LocalNode]:
     root = Path(data_dir)
+    spacing = 2 * shards if shards > 1 else 1
     return [
         LocalNode(
             node_id=f"n{i}",
             zone=f"z{(i - 1) % zones + 1}",
             port=base_port + i - 1,
-            peer_port=base_port + PEER_PORT_OFFSET + i - 1,
+            peer_port=base_port + PEER_PORT_OFFSET + (i - 1) * spacing,
             data_dir=root / f"n{i}",
             log_path=root / f"n{i}.log",
+            shards=shards,
         )
         for i in range(1, nodes + 1)
     ]
@@ -86,6 +104,7 @@ def up(
     base_port: int = 7001,
     replication_factor: int = 3,
     monitoring: bool = False,
+    shards: int = 1,
 ) -> int:
     """Start the cluster, wait until every node is ready, then run until Ctrl-C or SIGTERM.
     With ``monitoring``, also a Prometheus scraping the nodes (``ringkv.prometheus``)."""
@@ -93,10 +112,12 @@ def up(
         return fail("--nodes, --zones and --replication-factor must be at least 1")
     if replication_factor > nodes:
         return fail(f"--replication-factor {replication_factor} needs at least that many nodes")
-    if base_port < 1 or base_port + PEER_PORT_OFFSET + nodes - 1 > 65535:
+    if not 1 <= shards <= MAX_SHARDS:
+        return fail(f"--shards must be 1 to {MAX_SHARDS}")
+    cluster = plan(nodes, zones, data_dir, base_port, shards)
+    if base_port < 1 or max(cluster[-1].ports) > 65535:
         return fail(f"--base-port {base_port} leaves no room for {nodes} client and peer ports")
-    cluster = plan(nodes, zones, data_dir, base_port)
-    taken = [p for n in cluster for p in (n.port, n.peer_port) if port_taken(p)]
+    taken = [p for n in cluster for p in n.ports if port_taken(p)]
     if taken:
         return fail(
             f"port(s) {', '.join(map(str, taken))} on {HOST} already in use "

@@ -304,3 +304,45 @@ def test_local_up_serves_stops_and_keeps_data(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_local_up_with_shards_runs_every_node_with_them(tmp_path: Path) -> None:
+    """`ringkv local up --shards 2`: each node serves with 2 processes, their port runs apart."""
+    from ringkv.launcher import port_taken
+    from ringkv.local import plan
+
+    for base in free_ports(20):
+        nodes = plan(3, 3, tmp_path / "local", base, shards=2)
+        runs = [set(n.ports) for n in nodes]
+        if max(max(r) for r in runs) <= 65535 and not any(port_taken(p) for r in runs for p in r):
+            break
+    else:
+        raise AssertionError("no free port range found")
+    assert all(len(r) == 1 + 4 for r in runs) and not (runs[0] & runs[1] or runs[1] & runs[2])
+    output = tmp_path / "local-up.out"
+    with output.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ringkv", "local", "up", "--shards", "2", "--data-dir",
+             str(tmp_path / "local"), "--base-port", str(base)],
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+
+        def ready() -> bool:
+            assert process.poll() is None, output.read_text()
+            return "Ctrl-C stops every node" in output.read_text()
+
+        wait_until(ready, 60, message="local up --shards 2 to report ready")
+        with Client([f"http://127.0.0.1:{base + i}" for i in range(3)]) as client:
+            client.put("sharded", b"yes", w="all")
+            assert client.get("sharded", r="all").value == b"yes"
+            status = client.status()
+            assert status["shards"]["count"] == 2
+            assert all(row["ready"] for row in status["shards"]["per_shard"])
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
+        assert process.returncode == 0, output.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
