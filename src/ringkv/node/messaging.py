@@ -545,6 +545,15 @@ class MessagingService:
             self._peers[address] = conn
         return conn
 
+    def lost(self) -> list[tuple[str, PeerConnection]]:
+        """The peers this service has connected to (or tried) that are down now."""
+        return [(address, conn) for address, conn in self._peers.items() if conn.down]
+
+    def is_down(self, address: str) -> bool:
+        """Whether the peer at ``address`` is known unreachable (never tried: no)."""
+        conn = self._peers.get(address)
+        return conn is not None and conn.down
+
     def is_connected(self, address: str) -> bool:
         conn = self._peers.get(address)
         return conn is not None and conn.connected

@@ -250,6 +250,7 @@ class FollowerMembership(Membership):
         super().__init__(*args, **kw)
         self._mirror_down: frozenset[str] = frozenset()
         self._mirror_ready = False
+        self._member_of: dict[str, str] = {}  # a shard's peer address -> its member
         self.followed = False
         self.followed_at = 0.0
 
@@ -262,7 +263,7 @@ class FollowerMembership(Membership):
             return False
         published = self.published_shards(node)
         addresses = published["peer"] if published is not None else (self.address_of(node),)
-        return not any(address and self.messaging.peer(address).down for address in addresses)
+        return not any(address and self.messaging.is_down(address) for address in addresses)
 
     @property
     def ready(self) -> bool:
@@ -291,14 +292,24 @@ class FollowerMembership(Membership):
             # rebuilding the rings costs a sort of every token (a tenth of a second at a
             # thousand members): only when what places keys changed
             self._rebuild_ring()
-        # Shard 0 hears from these members (heartbeats): connections this shard found down
-        # may be tried again, as shard 0's own are when a heartbeat arrives.
-        for node in states:
-            if node not in self._mirror_down and node != self.node_id:
-                published = self.published_shards(node)
-                for address in published["peer"] if published else (self.address_of(node),):
-                    if address:
-                        self.messaging.peer(address).reset_backoff()
+            self._member_of = {
+                address: node for node in states for address in self._peer_addresses(node)
+            }
+        # Shard 0 hears from these members (heartbeats): connections this shard made and lost
+        # may be tried again, as shard 0's own are when a heartbeat arrives. Only those: a
+        # pass over every shard of every member would cost O(members x shards) each poll.
+        for address, connection in self.messaging.lost():
+            node = self._member_of.get(address)
+            if node is not None and node not in self._mirror_down:
+                connection.reset_backoff()
+
+    def _peer_addresses(self, node: str) -> list[str]:
+        """The peer addresses of ``node``'s shards (its peer address for one process)."""
+        if node == self.node_id:
+            return []
+        published = self.published_shards(node)
+        addresses = published["peer"] if published else (self.address_of(node),)
+        return [str(a) for a in addresses if a]
 
     def _adopt_removals(self) -> None:
         """Shard 0 adopts removals and records them; a follower only reads them."""
