@@ -173,10 +173,10 @@ def test_five_zones_every_size_3_to_30(size: int) -> None:
     check_against_bound(round_robin(30, 5)[size - 1])
 
 
-# Two zones filled 5:3, N=3: where the larger zone grows twice in a row it must take the third
-# replica of (nearly) every key, and the join cannot take it from the smaller zone everywhere.
+# Two zones filled 5:3, N=3: at 9 nodes (6/3) the larger zone must take the third replica of
+# every key, and the 9th join leaves it with the smaller zone for 4.3 % of the keys (1.052).
 # Strict, as for four zones. See docs/capacity.md.
-TWO_UNEQUAL_SHORT = {6, 9, 17, 22}
+TWO_UNEQUAL_SHORT = {9}
 
 
 @pytest.mark.parametrize(

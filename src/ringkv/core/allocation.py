@@ -75,9 +75,11 @@ def allocate_tokens(
     (distinct zones are then distinct nodes). When some zones take an extra replica only for
     part of the ring (2 zones, or 4, with N=3), which zone takes the extra depends on how the
     zones' tokens interleave, so the tokens are chosen over the whole ring against the real
-    walk of the preference list (``_replica_greedy``); with more zones than replicas each join
-    there also looks one join ahead, so that the next zone to grow can still push the other
-    zones out of the keys they must give up. Either way a new token only adds the
+    walk of the preference list (``_replica_greedy``); each join there also looks one join
+    ahead, so that the next zone to grow can still push the other zones out of the keys they
+    must give up, and with 2 zones keeps its zone's own sub-ring evenly split, which is all
+    that zone's nodes carry once the other zone takes every extra. Either way a new token only
+    adds the
     newcomer to some ranges' lists, so only the newcomer's share of the data moves.
 
     Without ``zone`` (the earlier interface), the tokens balance primary ownership over the
@@ -278,17 +280,32 @@ def _cost(deviation: float, newcomer: bool, under: float) -> float:
 # Score added for a newcomer token next to a token of its own zone, in squared per-token loads.
 _NEIGHBOUR_PENALTY = 2.0
 _POPS = (4, 8, 16, 64)  # queue entries re-scored per token, one greedy run each
-# (pops, weight of a load below target, weight of the look-ahead) of each run of
-# _replica_greedy: how strongly a join should prepare the ring for the next one is a trade-off
-# that no single weight gets right at every size, so runs try a light and a heavy one.
-_RUNS_AHEAD = tuple(
-    (pops, under, ahead) for ahead in (0.3, 3.0) for under in (1.0, 0.25) for pops in (4, 16)
+# (pops, weight of a load below target, weight of the look-ahead, weight of the zone sub-ring's
+# balance) of each run of _replica_greedy: how strongly a join should prepare the ring for the
+# next one is a trade-off that no single weight gets right at every size, so runs try several.
+_Run = tuple[int, float, float, float]
+_RUNS_AHEAD: tuple[_Run, ...] = tuple(
+    (pops, under, ahead, 0.0) for ahead in (0.3, 3.0) for under in (1.0, 0.25) for pops in (4, 16)
 )
-_RUNS = tuple((pops, under, 0.0) for under in (1.0, 0.25) for pops in _POPS)  # no look-ahead
+_RUNS: tuple[_Run, ...] = tuple(
+    (pops, under, 0.0, 0.0) for under in (1.0, 0.25) for pops in _POPS
+)  # no look-ahead
+# Two zones competing for the extra replica: with and without the look-ahead, each with a
+# light and a heavy weight on the sub-ring's balance.
+_RUNS_TWO_ZONES: tuple[_Run, ...] = tuple(
+    (pops, 1.0, ahead, sub)
+    for ahead in (0.0, 0.3, 3.0)
+    for sub in (0.0, 1.0)
+    for pops in (4, 8, 16)
+)
+# Among the runs whose balance now is within _NOW_SLACK of the best one's, or at most
+# _NOW_GOOD, the one that leaves the next join the least beyond its reach wins.
+_NOW_SLACK = 0.02
+_NOW_GOOD = 1.03
 # Above this many tokens the first queue is scored roughly and only two runs are made, so a
 # join at 1,000 nodes costs about a second.
 _EXACT_QUEUE_GAPS = 16_384
-_RUNS_LARGE = ((16, 1.0, 1.0), (16, 0.25, 1.0))
+_RUNS_LARGE: tuple[_Run, ...] = ((16, 1.0, 1.0, 1.0), (16, 0.25, 1.0, 1.0))  # sub: 2 zones only
 
 
 def _window_start(positions: list[int], owners: list[str], k: int, r: int) -> int:
@@ -516,33 +533,66 @@ class _Quotas:
         return pick_by_quota(order, self.zone_of, self.base, self.top, self.extra, self.wanted)
 
 
+def _same_zone_before(owners: list[str], zone_of: Mapping[str, str], zone: str, i: int) -> int:
+    """Index of the last token of ``zone`` before index ``i`` (cyclically), or -1."""
+    size = len(owners)
+    for back in range(1, size + 1):
+        j = (i - back) % size
+        if zone_of[owners[j]] == zone:
+            return j
+    return -1
+
+
+def _same_zone_from(owners: list[str], zone_of: Mapping[str, str], zone: str, i: int) -> int:
+    """Index of the first token of ``zone`` at or after index ``i`` (cyclically), or -1."""
+    size = len(owners)
+    for ahead in range(size):
+        j = (i + ahead) % size
+        if zone_of[owners[j]] == zone:
+            return j
+    return -1
+
+
 def _looks_ahead(sizes: dict[str, int], replicas: int) -> bool:
     """Whether joins look ahead: with more zones than a key has replicas, each zone holding at
-    most one of them (4 or more zones, N=3)."""
-    _, top, _, wanted = zone_caps(sizes, replicas)
+    most one of them (4 or more zones, N=3), or with two zones that compete for an extra."""
+    _, top, extra, wanted = zone_caps(sizes, replicas)
+    if len(sizes) == 2:
+        return extra > 0
     return len(sizes) > wanted and max(top.values()) == 1
+
+
+def _next_to_grow(sizes: dict[str, int], replicas: int) -> tuple[str, ...]:
+    """The zones a look-ahead prepares for: with two zones the larger (its growth pushes the
+    smaller one's extras out), with more the smallest."""
+    if len(sizes) == 2:
+        largest = max(sizes.values())
+        return tuple(z for z in sorted(sizes) if sizes[z] == largest)
+    smallest = min(sizes.values())
+    return tuple(z for z in sorted(sizes) if sizes[z] == smallest)
 
 
 def _replica_greedy(
     ring: Ring, node_id: str, zone: str, count: int, replicas: int
 ) -> tuple[int, ...]:
-    """The best of a few runs of ``_replica_greedy_run`` (by the largest load over its target),
-    as for ``_carve_replicated``."""
-    best: tuple[float, tuple[int, ...]] | None = None
+    """The best of a few runs of ``_replica_greedy_run``, as for ``_carve_replicated``: the
+    ring now comes first (the largest load over its target, within ``_NOW_SLACK`` of the best
+    run's or at most ``_NOW_GOOD``), then what it leaves the next join (its floors)."""
     shared: list[object] = []  # the ring's lists and loads, read by the first run; first queues
     sizes = ring.zone_sizes()
     sizes[zone] = sizes.get(zone, 0) + 1
-    runs: tuple[tuple[int, float, float], ...] = _RUNS_LARGE
+    runs = _RUNS_LARGE
     if len(ring.sorted_tokens) <= _EXACT_QUEUE_GAPS:
-        runs = _RUNS_AHEAD if _looks_ahead(sizes, replicas) else _RUNS
-    for pops, under, weight in runs:
-        peak, chosen = _replica_greedy_run(
-            ring, node_id, zone, count, replicas, pops, under, shared, weight
-        )
-        if best is None or peak < best[0]:
-            best = (peak, chosen)
-    assert best is not None
-    return best[1]
+        if len(sizes) == 2:
+            runs = _RUNS_TWO_ZONES
+        else:
+            runs = _RUNS_AHEAD if _looks_ahead(sizes, replicas) else _RUNS
+    results = [
+        _replica_greedy_run(ring, node_id, zone, count, replicas, run, shared) for run in runs
+    ]
+    best_now = min(now for now, _, _ in results)
+    close = [r for r in results if r[0] <= max(best_now + _NOW_SLACK, _NOW_GOOD)]
+    return min(close, key=lambda r: max(r[0], r[1]))[2]
 
 
 def _linear_changes(
@@ -572,11 +622,9 @@ def _replica_greedy_run(
     zone: str,
     count: int,
     replicas: int,
-    pops: int,
-    under: float,
+    run: _Run,
     shared: list[object],
-    ahead: float,
-) -> tuple[float, tuple[int, ...]]:
+) -> tuple[float, float, tuple[int, ...]]:
     """Greedy balance of replica load over the whole ring, for zones that take an extra replica
     for only part of it (2 zones, or 4, with N=3): who takes the extra depends on how the
     zones' tokens interleave, so no zone's sub-ring can be balanced alone.
@@ -588,9 +636,12 @@ def _replica_greedy_run(
     linear in ``x``. Each token goes where it most reduces the squared deviation of the loads
     from their targets (``placement.zone_shares`` spread over each zone's nodes, the
     newcomer's growing with each token), from Cassandra's lazy queue of gaps whose scores may
-    be stale, re-scored exactly before one is taken. With ``ahead`` (4+ zones), the score also
-    weighs the floors the next join will face (see ``nexts`` below). O(T) walks to read the
+    be stale, re-scored exactly before one is taken. With ``ahead`` (2 zones, or 4+), the score
+    also weighs the floors the next join will face (see ``nexts`` below), and with ``sub`` (2
+    zones) the balance of the newcomer's zone's sub-ring (see ``sub_load``). Returns the
+    largest load over its target, the highest floor, and the tokens. O(T) walks to read the
     ring."""
+    pops, under, ahead, sub_weight = run
     toks = list(ring.sorted_tokens)
     own = list(ring.token_owners)
     sizes = ring.zone_sizes()
@@ -616,11 +667,10 @@ def _replica_greedy_run(
     # and y is left out (the newcomer of y comes before it, and the node drops off the end),
     # so what it carries beyond those is a floor for the ring after that join. Each token here
     # also weighs how far that floor lies above the node's target after the join, for every
-    # zone that may grow next (the smallest), so later joins can still balance the ring.
+    # zone that may grow next (``_next_to_grow``), so later joins can still balance the ring.
     nexts: tuple[str, ...] = ()
-    if ahead > 0 and _looks_ahead(sizes, replicas):
-        smallest = min(sizes.values())
-        nexts = tuple(z for z in sorted(sizes) if sizes[z] == smallest)
+    if _looks_ahead(sizes, replicas):  # weighed in the score only with ahead > 0
+        nexts = _next_to_grow(sizes, replicas)
     next_goal: dict[str, dict[str, float]] = {}
     for grows in nexts:
         grown_sizes = {**sizes, grows: sizes[grows] + 1}
@@ -628,9 +678,22 @@ def _replica_greedy_run(
         next_goal[grows] = {z: grown[z] / grown_sizes[z] * RING_SIZE for z in sizes}
 
     def left_last(names: list[str]) -> list[tuple[str, str]]:
-        """(last replica, next zone left out) for a range with replicas ``names``."""
-        held = {zone_of[name] for name in names}
-        return [(names[-1], y) for y in nexts if y not in held]
+        """(last replica, next zone) for a range with replicas ``names`` whose last replica a
+        node of that zone would push out, coming before it: the zone may take one more
+        replica in its place."""
+        last_zone = zone_of[names[-1]]
+        held: dict[str, int] = {}
+        for name in names[:-1]:
+            held[zone_of[name]] = held.get(zone_of[name], 0) + 1
+        if held.get(last_zone, 0) < quotas.base[last_zone]:
+            return []  # the last replica is one its zone must have
+        spare = quotas.extra - sum(max(0, c - quotas.base[z]) for z, c in held.items())
+        out = []
+        for y in nexts:
+            count = held.get(y, 0)
+            if y != last_zone and (count < quotas.base[y] or (count < quotas.top[y] and spare)):
+                out.append((names[-1], y))
+        return out
 
     pushable: dict[tuple[str, str], float] = {}
     if nexts:
@@ -640,11 +703,45 @@ def _replica_greedy_run(
             for key in left_last(names):
                 pushable[key] += width
 
+    # With a zone that holds a replica of every key (2 zones, N=3), a node's load is its share
+    # of its zone's own sub-ring (the keys whose zone replica it is) plus the extras it holds;
+    # once the zone's share falls to that one replica (its zone the smaller, the other grown)
+    # the sub-ring share is all it carries. Only the zone's own joins can change how that
+    # sub-ring is split, so each join also balances it, beside the replica loads.
+    two_zones = len(sizes) == 2 and quotas.base[zone] >= 1
+    if not two_zones:
+        sub_weight = 0.0
+    sub_load: dict[str, float] = {}
+    if two_zones:
+        for k, owner in enumerate(own):
+            if zone_of[owner] == zone:
+                prev = _same_zone_before(own, zone_of, zone, k)
+                width = (toks[k] - toks[prev]) % RING_SIZE or RING_SIZE
+                sub_load[owner] = sub_load.get(owner, 0.0) + width
+        sub_load[node_id] = 0.0
+    sub_goal = RING_SIZE / sizes[zone]
+
+    def sub_changes(i: int) -> dict[str, tuple[float, int]]:
+        """How a newcomer token at offset ``y`` in the gap ending at index i changes the
+        sub-ring shares of its zone: it takes the part since the zone's previous token from
+        the owner of the zone's next one."""
+        if not two_zones:
+            return {}
+        prev = _same_zone_before(own, zone_of, zone, i)
+        nxt = _same_zone_from(own, zone_of, zone, i)
+        if prev < 0 or nxt < 0:
+            return {}
+        loser = own[nxt]
+        if loser == node_id:
+            return {}  # it takes the part from itself
+        c0 = float((toks[i - 1] - toks[prev]) % RING_SIZE)
+        return {node_id: (c0, 1), loser: (-c0, -1)}
+
     def effect(
         i: int,
     ) -> tuple[
         float, int, dict[str, tuple[float, int]], list[list[str]],
-        dict[tuple[str, str], tuple[float, int]],
+        dict[tuple[str, str], tuple[float, int]], dict[str, tuple[float, int]],
     ]:  # fmt: skip
         """Score, offset in the gap and per-node (constant, slope) load changes of a token in
         the gap ending at index i; and the new lists of the ranges before it, nearest first."""
@@ -664,7 +761,13 @@ def _replica_greedy_run(
         qlin = _linear_changes(first, lists[i], steps, left_last) if nexts else {}
         dev = {name: load[name] - goal[name] for name in lin}
         num = sum(b * (dev[n] + a) for n, (a, b) in lin.items())
-        den = sum(b * b for _, b in lin.values())
+        den = float(sum(b * b for _, b in lin.values()))
+        sub = sub_changes(i)
+        sub_dev = {
+            n: sub_load[n] - sub_goal * (goal[n] / full if n == node_id else 1.0) for n in sub
+        }
+        num += sub_weight * sum(b * (sub_dev[n] + a) for n, (a, b) in sub.items())
+        den += sub_weight * sum(b * b for _, b in sub.values())
         best_y = int(min(max(-num / den if den else gap / 2, 1), gap - 1))
         # Each affected floor as (now, constant, slope) in the token's offset.
         floors: list[tuple[float, float, int]] = []
@@ -681,6 +784,9 @@ def _replica_greedy_run(
             score = sum(_cost(dev[n] + a + b * y, n == node_id, under)
                 - _cost(dev[n], n == node_id, under)
                         for n, (a, b) in lin.items())  # fmt: skip
+            for n, (a, b) in sub.items():
+                d = sub_dev[n]
+                score += sub_weight * ((d + a + b * y) ** 2 - d * d)
             if floors:
                 after = 0.0
                 for now, a, b in floors:
@@ -692,7 +798,7 @@ def _replica_greedy_run(
                 best_score, best_y = score, y
         if interleave and (zone_of[own[i - 1]] == zone or zone_of[own[i]] == zone):
             best_score += _NEIGHBOUR_PENALTY * per_token * per_token
-        return best_score, best_y, lin, changed, qlin
+        return best_score, best_y, lin, changed, qlin, sub
 
     full = target[zone]
     per_token = full / count
@@ -736,7 +842,7 @@ def _replica_greedy_run(
         best: (
             tuple[
                 float, int, int, dict[str, tuple[float, int]], list[list[str]],
-                dict[tuple[str, str], tuple[float, int]],
+                dict[tuple[str, str], tuple[float, int]], dict[str, tuple[float, int]],
             ] | None
         ) = None  # fmt: skip
         for _ in range(pops):
@@ -748,23 +854,25 @@ def _replica_greedy_run(
                 continue  # stale entry
             if len(toks) > 1 and (end - toks[i - 1]) % RING_SIZE < 2:
                 continue
-            score, y, lin, changed, qlin = effect(i)
+            score, y, lin, changed, qlin, sub = effect(i)
             if best is None or score < best[0]:
                 if best is not None:
                     heapq.heappush(queue, (best[0], best[1]))
-                best = (score, end, y, lin, changed, qlin)
+                best = (score, end, y, lin, changed, qlin, sub)
             else:
                 heapq.heappush(queue, (score, end))
             if queue and best[0] <= queue[0][0]:
                 break
         if best is None:
             raise ValueError("no range on the ring is wide enough to split")
-        _, end, y, lin, changed, qlin = best
+        _, end, y, lin, changed, qlin, sub = best
         y -= _id_jitter(node_id, placed) % max(1, y // 64)
         for name, (a, b) in lin.items():
             load[name] += a + b * y
         for key, (a, b) in qlin.items():
             pushable[key] += a + b * y
+        for name, (a, b) in sub.items():
+            sub_load[name] += a + b * y
         i = bisect_left(toks, end)
         size = len(toks)
         for back, new in enumerate(changed, start=1):
@@ -780,9 +888,10 @@ def _replica_greedy_run(
             k = bisect_left(toks, gap_end)
             heapq.heappush(queue, (effect(k)[0], gap_end))
     peak = max(load[n] / goal[n] for n in load)
+    ahead_peak = 0.0
     if nexts:
-        peak = max(
-            peak,
+        ahead_peak = max(
+            0.0,
             max(
                 (load[n] - pushable[(n, y)]) / next_goal[y][zone_of[n]]
                 for n in load
@@ -790,4 +899,7 @@ def _replica_greedy_run(
                 if zone_of[n] != y
             ),
         )
-    return peak, _unclaimed(ring, chosen)
+    if two_zones:
+        # What the zone's nodes will carry once it holds just its one replica of every key.
+        ahead_peak = max(ahead_peak, max(sub_load.values()) / sub_goal)
+    return peak, ahead_peak, _unclaimed(ring, chosen)
