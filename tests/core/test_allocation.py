@@ -173,26 +173,18 @@ def test_five_zones_every_size_3_to_30(size: int) -> None:
     check_against_bound(round_robin(30, 5)[size - 1])
 
 
-# Two zones filled 5:3, N=3: at 9 nodes (6/3) the larger zone must take the third replica of
-# every key, and the 9th join leaves it with the smaller zone for 4.3 % of the keys (1.052).
-# Strict, as for four zones. See docs/capacity.md.
-TWO_UNEQUAL_SHORT = {9}
-
-
-@pytest.mark.parametrize(
-    "size",
-    [
-        pytest.param(
-            size,
-            marks=pytest.mark.xfail(strict=True, reason="a known shortfall with 2 unequal zones"),
-        )
-        if size in TWO_UNEQUAL_SHORT
-        else size
-        for size in range(3, 31)
-    ],
-)
+@pytest.mark.parametrize("size", range(3, 31))
 def test_two_unequal_zones_within_005_of_the_bound(size: int) -> None:
+    """Two zones filled 5:3: where the larger zone has grown to twice the smaller (4/2, 6/3)
+    it must take the third replica of every key, so the smaller zone's nodes carry exactly
+    their share of its sub-ring, which only that zone's joins set."""
     check_against_bound(proportional(30, (5, 3))[size - 1])
+
+
+@pytest.mark.parametrize("weights", [(2, 1), (3, 2)])
+@pytest.mark.parametrize("size", range(3, 25))
+def test_two_zones_in_other_proportions(weights: tuple[int, int], size: int) -> None:
+    check_against_bound(proportional(24, weights)[size - 1])
 
 
 @pytest.mark.parametrize("size", range(3, 31))

@@ -298,9 +298,11 @@ _RUNS_TWO_ZONES: tuple[_Run, ...] = tuple(
     for sub in (0.0, 1.0)
     for pops in (4, 8, 16)
 )
-# Among the runs whose balance now is within _NOW_SLACK of the best one's, or at most
-# _NOW_GOOD, the one that leaves the next join the least beyond its reach wins.
-_NOW_SLACK = 0.02
+# With 2 zones, among the runs whose balance now is within _NOW_SLACK of the best one's, or
+# at most _NOW_GOOD, the one that leaves the next join the least beyond its reach wins: a join
+# that must push the smaller zone out of every extra (4/2, 6/3) has little room to spare.
+# With 4 or more zones the run with the lowest larger-of-the-two wins, whatever its balance now.
+_NOW_SLACK = 0.01
 _NOW_GOOD = 1.03
 # Above this many tokens the first queue is scored roughly and only two runs are made, so a
 # join at 1,000 nodes costs about a second.
@@ -575,9 +577,10 @@ def _next_to_grow(sizes: dict[str, int], replicas: int) -> tuple[str, ...]:
 def _replica_greedy(
     ring: Ring, node_id: str, zone: str, count: int, replicas: int
 ) -> tuple[int, ...]:
-    """The best of a few runs of ``_replica_greedy_run``, as for ``_carve_replicated``: the
-    ring now comes first (the largest load over its target, within ``_NOW_SLACK`` of the best
-    run's or at most ``_NOW_GOOD``), then what it leaves the next join (its floors)."""
+    """The best of a few runs of ``_replica_greedy_run``, as for ``_carve_replicated``, by the
+    larger of its balance now (the largest load over its target) and its floors (what it
+    leaves the next join); with 2 zones only among the runs whose balance now is close to the
+    best one's (``_NOW_SLACK``, ``_NOW_GOOD``)."""
     shared: list[object] = []  # the ring's lists and loads, read by the first run; first queues
     sizes = ring.zone_sizes()
     sizes[zone] = sizes.get(zone, 0) + 1
@@ -590,9 +593,10 @@ def _replica_greedy(
     results = [
         _replica_greedy_run(ring, node_id, zone, count, replicas, run, shared) for run in runs
     ]
-    best_now = min(now for now, _, _ in results)
-    close = [r for r in results if r[0] <= max(best_now + _NOW_SLACK, _NOW_GOOD)]
-    return min(close, key=lambda r: max(r[0], r[1]))[2]
+    if len(sizes) == 2:
+        best_now = min(now for now, _, _ in results)
+        results = [r for r in results if r[0] <= max(best_now + _NOW_SLACK, _NOW_GOOD)]
+    return min(results, key=lambda r: max(r[0], r[1]))[2]
 
 
 def _linear_changes(
