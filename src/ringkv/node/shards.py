@@ -261,9 +261,7 @@ class FollowerMembership(Membership):
             return True
         if node not in self.gossiper.states or node in self._mirror_down:
             return False
-        published = self.published_shards(node)
-        addresses = published["peer"] if published is not None else (self.address_of(node),)
-        return not any(address and self.messaging.is_down(address) for address in addresses)
+        return not any(self.messaging.is_down(a) for a in self._peer_addresses(node))
 
     @property
     def ready(self) -> bool:
