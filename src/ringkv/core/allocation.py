@@ -713,8 +713,6 @@ def _replica_greedy_run(
     # the sub-ring share is all it carries. Only the zone's own joins can change how that
     # sub-ring is split, so each join also balances it, beside the replica loads.
     two_zones = len(sizes) == 2 and quotas.base[zone] >= 1
-    if not two_zones:
-        sub_weight = 0.0
     sub_load: dict[str, float] = {}
     if two_zones:
         for k, owner in enumerate(own):
