@@ -194,6 +194,35 @@ def test_unequal_zones_within_005_of_the_bound(size: int) -> None:
     assert replica_balance(ring, N) <= bound + 0.05
 
 
+# More zones than replicas, filled unevenly (4 zones 2:1:1:1, 5 zones 3:2:2:1:1): a join looks
+# one join ahead only for the smallest zones (``_next_to_grow``), and the larger zones' extra
+# nodes, which must push the lone zones out of a share of the keys they hold, find too few keys
+# where a lone zone comes last; these sizes miss the bound by up to 0.08 and 0.23.
+# Strict, as above: the lists say exactly where the allocator falls short today.
+UNEVEN_SHORT = {
+    (2, 1, 1, 1): {6, 7, 8, 9, 10, 11, 12, 13},
+    (3, 2, 2, 1, 1): {6, 9, 10, 11, 12, 15, 18, 19, 20, 21, 24, 27, 28, 29},
+}
+
+
+@pytest.mark.parametrize(
+    ("weights", "size"),
+    [
+        pytest.param(
+            weights,
+            size,
+            marks=pytest.mark.xfail(strict=True, reason="a known shortfall, uneven zones"),
+        )
+        if size in short
+        else (weights, size)
+        for weights, short in UNEVEN_SHORT.items()
+        for size in range(3, 31)
+    ],
+)
+def test_more_zones_than_replicas_filled_unevenly(weights: tuple[int, ...], size: int) -> None:
+    check_against_bound(proportional(30, weights)[size - 1])
+
+
 @pytest.mark.parametrize("zones", [2, 3, 4])
 @pytest.mark.parametrize("size", range(4, 49))
 def test_data_moved_on_a_join_is_the_newcomers_share(zones: int, size: int) -> None:
