@@ -474,8 +474,10 @@ def checkpoint_records(path: Path) -> Iterator[tuple[bytes, list[Any]]]:
     """Every record (key, versions in wire form) of one node's checkpoint: its data, and the
     versions its hints hold for other nodes. A node of several shards has one checkpoint per
     shard, in ``shard-I/``."""
+    from ringkv.node.snapshots import SHARD_DIR  # here: the node's modules load rocksdict
+
     if not (path / "CURRENT").exists():
-        parts = sorted(p for p in path.glob("shard-*") if (p / "CURRENT").exists())
+        parts = sorted(p for p in path.glob(SHARD_DIR.format("*")) if (p / "CURRENT").exists())
         if parts:
             for part in parts:
                 yield from _database_records(part)

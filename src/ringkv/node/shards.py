@@ -54,6 +54,7 @@ from ringkv.node.http import Handler, Request, Response, json_response
 from ringkv.node.kv_api import KV_PREFIX, _key
 from ringkv.node.membership import Membership
 from ringkv.node.messaging import DEFER, PeerError
+from ringkv.node.snapshots import SHARD_DIR
 
 if TYPE_CHECKING:
     from ringkv.node.http import _Connection
@@ -158,7 +159,7 @@ def check_recorded(data_dir: str, shards: int) -> None:
 
 def shard_data_dir(data_dir: str, shard: int) -> str:
     """Shard ``shard``'s own data directory, in the node's ``data_dir``."""
-    return os.path.join(data_dir, f"shard-{shard}")
+    return os.path.join(data_dir, SHARD_DIR.format(shard))
 
 
 @dataclasses.dataclass(frozen=True)
