@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from ringkv.backup import BackupError, Store, load_manifest, prune, run_backup, run_restore
 from ringkv.client import GetResult
@@ -425,6 +426,13 @@ def test_a_backup_of_sharded_nodes_holds_every_shard_and_restores_into_shards(
     with urllib.request.urlopen(url + f"/v1/admin/snapshots/s1/files/{sst['path']}") as answer:
         assert hashlib.sha256(answer.read()).hexdigest() == sst["sha256"]
     assert [s["name"] for s in _http("GET", url + "/v1/admin/snapshots")[1]["snapshots"]] == ["s1"]
+    # the metrics sum over the shards to the node's values: one snapshot, all of its bytes
+    with urllib.request.urlopen(url + "/metrics") as answer:
+        families = {f.name: f for f in text_string_to_metric_families(answer.read().decode())}
+    for name, whole in (("ringkv_snapshots", 1), ("ringkv_snapshot_bytes", detail["bytes"])):
+        samples = families[name].samples
+        assert {s.labels.get("shard") for s in samples} == {"0", "1"}, samples
+        assert sum(s.value for s in samples) == whole, samples
     assert _http("POST", url + "/v1/admin/snapshot", {"name": "s1"})[0] == 409
     assert _http("DELETE", url + "/v1/admin/snapshots/s1") == (200, {"deleted": "s1"})
     assert _http("GET", url + "/v1/admin/snapshots")[1]["snapshots"] == []
