@@ -194,14 +194,15 @@ def test_unequal_zones_within_005_of_the_bound(size: int) -> None:
     assert replica_balance(ring, N) <= bound + 0.05
 
 
-# More zones than replicas, filled unevenly (4 zones 2:1:1:1, 5 zones 3:2:2:1:1): a join looks
-# one join ahead only for the smallest zones (``_next_to_grow``), and the larger zones' extra
-# nodes, which must push the lone zones out of a share of the keys they hold, find too few keys
-# where a lone zone comes last; these sizes miss the bound by up to 0.08 and 0.23.
+# More zones than replicas, filled unevenly (4 zones 2:1:1:1, 5 zones 3:2:2:1:1): a join
+# prepares the next one (``_next_to_grow``) for the smallest zones while the sizes differ by at
+# most one node, and only then for every zone; a larger zone's next node, which must push the
+# lone zones out of a share of the keys they hold, may find too few keys where a lone zone
+# comes last. These sizes miss the bound by up to 0.06 and 0.17.
 # Strict, as above: the lists say exactly where the allocator falls short today.
 UNEVEN_SHORT = {
-    (2, 1, 1, 1): {6, 7, 8, 9, 10, 11, 12, 13},
-    (3, 2, 2, 1, 1): {6, 9, 10, 11, 12, 15, 18, 19, 20, 21, 24, 27, 28, 29},
+    (2, 1, 1, 1): {6, 8},
+    (3, 2, 2, 1, 1): {6, 9, 10, 11},
 }
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import math
+import statistics
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import chain
@@ -566,12 +567,21 @@ def _looks_ahead(sizes: dict[str, int], replicas: int) -> bool:
 
 def _next_to_grow(sizes: dict[str, int], replicas: int) -> tuple[str, ...]:
     """The zones a look-ahead prepares for: with two zones the larger (its growth pushes the
-    smaller one's extras out), with more the smallest."""
+    smaller one's extras out); with more the smallest (the operator grows the smallest zone
+    first), or every zone once the sizes differ by more than one node (``_grown_unevenly``)."""
     if len(sizes) == 2:
         largest = max(sizes.values())
         return tuple(z for z in sorted(sizes) if sizes[z] == largest)
+    if _grown_unevenly(sizes):
+        return tuple(sorted(sizes))
     smallest = min(sizes.values())
     return tuple(z for z in sorted(sizes) if sizes[z] == smallest)
+
+
+def _grown_unevenly(sizes: dict[str, int]) -> bool:
+    """Whether the zones' sizes differ by more than one node: a cluster grown smallest zone
+    first never gets there, so any zone may be the next to grow."""
+    return max(sizes.values()) - min(sizes.values()) > 1
 
 
 def _replica_greedy(
@@ -580,7 +590,10 @@ def _replica_greedy(
     """The best of a few runs of ``_replica_greedy_run``, as for ``_carve_replicated``, by the
     larger of its balance now (the largest load over its target) and its floors (what it
     leaves the next join); with 2 zones only among the runs whose balance now is close to the
-    best one's (``_NOW_SLACK``, ``_NOW_GOOD``)."""
+    best one's (``_NOW_SLACK``, ``_NOW_GOOD``). With zones grown unevenly, where any of them
+    may grow next, by the sum of the balance now and the mean of the zones' floors: the
+    highest floor is often one no run can lower (the newcomer's own zone's), and would
+    decide nothing."""
     shared: list[object] = []  # the ring's lists and loads, read by the first run; first queues
     sizes = ring.zone_sizes()
     sizes[zone] = sizes.get(zone, 0) + 1
@@ -594,9 +607,11 @@ def _replica_greedy(
         _replica_greedy_run(ring, node_id, zone, count, replicas, run, shared) for run in runs
     ]
     if len(sizes) == 2:
-        best_now = min(now for now, _, _ in results)
-        results = [r for r in results if r[0] <= max(best_now + _NOW_SLACK, _NOW_GOOD)]
-    return min(results, key=lambda r: max(r[0], r[1]))[2]
+        best_now = min(r.now for r in results)
+        results = [r for r in results if r.now <= max(best_now + _NOW_SLACK, _NOW_GOOD)]
+    elif _grown_unevenly(sizes) and results[0].floors:
+        return min(results, key=lambda r: r.now + statistics.fmean(r.floors.values())).tokens
+    return min(results, key=lambda r: max(r.now, r.ahead)).tokens
 
 
 def _linear_changes(
@@ -620,6 +635,18 @@ def _linear_changes(
     return lin
 
 
+class _RunResult(NamedTuple):
+    """What one run of ``_replica_greedy_run`` leaves: the largest load over its target now,
+    the floor the next join faces for each zone that may grow next (``nexts``), the highest
+    floor overall (with 2 zones also the busiest share of the newcomer's zone's sub-ring), and
+    the tokens."""
+
+    now: float
+    floors: dict[str, float]
+    ahead: float
+    tokens: tuple[int, ...]
+
+
 def _replica_greedy_run(
     ring: Ring,
     node_id: str,
@@ -628,7 +655,7 @@ def _replica_greedy_run(
     replicas: int,
     run: _Run,
     shared: list[object],
-) -> tuple[float, float, tuple[int, ...]]:
+) -> _RunResult:
     """Greedy balance of replica load over the whole ring, for zones that take an extra replica
     for only part of it (2 zones, or 4, with N=3): who takes the extra depends on how the
     zones' tokens interleave, so no zone's sub-ring can be balanced alone.
@@ -642,9 +669,8 @@ def _replica_greedy_run(
     newcomer's growing with each token), from Cassandra's lazy queue of gaps whose scores may
     be stale, re-scored exactly before one is taken. With ``ahead`` (2 zones, or 4+), the score
     also weighs the floors the next join will face (see ``nexts`` below), and with ``sub`` (2
-    zones) the balance of the newcomer's zone's sub-ring (see ``sub_load``). Returns the
-    largest load over its target, the highest floor, and the tokens. O(T) walks to read the
-    ring."""
+    zones) the balance of the newcomer's zone's sub-ring (see ``sub_load``). O(T) walks
+    to read the ring."""
     pops, under, ahead, sub_weight = run
     toks = list(ring.sorted_tokens)
     own = list(ring.token_owners)
@@ -890,18 +916,14 @@ def _replica_greedy_run(
             k = bisect_left(toks, gap_end)
             heapq.heappush(queue, (effect(k)[0], gap_end))
     peak = max(load[n] / goal[n] for n in load)
-    ahead_peak = 0.0
-    if nexts:
-        ahead_peak = max(
-            0.0,
-            max(
-                (load[n] - pushable[(n, y)]) / next_goal[y][zone_of[n]]
-                for n in load
-                for y in nexts
-                if zone_of[n] != y
-            ),
+    floors = {
+        y: max(
+            (load[n] - pushable[(n, y)]) / next_goal[y][zone_of[n]] for n in load if zone_of[n] != y
         )
+        for y in nexts
+    }
+    ahead_peak = max([0.0, *floors.values()])
     if two_zones:
         # What the zone's nodes will carry once it holds just its one replica of every key.
         ahead_peak = max(ahead_peak, max(sub_load.values()) / sub_goal)
-    return peak, ahead_peak, _unclaimed(ring, chosen)
+    return _RunResult(peak, floors, ahead_peak, _unclaimed(ring, chosen))
