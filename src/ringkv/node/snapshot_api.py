@@ -272,9 +272,10 @@ class _SnapshotCollector(Collector):
     def collect(self) -> Iterable[GaugeMetricFamily]:
         # Each shard its own part, so that the node's bytes are the sum over ``shard``; the
         # count is the node's, from shard 0 alone (the others say 0), so that it adds up too.
-        _, size, exclusive = _own(self.node).usage()
+        count, size, exclusive = _own(self.node).usage()
         layout = self.node.layout
-        count = snapshots_of(self.node).usage()[0] if layout is None or layout.index == 0 else 0
+        if layout is not None and layout.count > 1:
+            count = len(snapshots_of(self.node).names()) if layout.index == 0 else 0
         yield GaugeMetricFamily(
             "ringkv_snapshots",
             "Snapshots this node keeps (with shards: counted by shard 0, 0 on the others)",
