@@ -302,7 +302,8 @@ _RUNS_TWO_ZONES: tuple[_Run, ...] = tuple(
 # With 2 zones, among the runs whose balance now is within _NOW_SLACK of the best one's, or
 # at most _NOW_GOOD, the one that leaves the next join the least beyond its reach wins: a join
 # that must push the smaller zone out of every extra (4/2, 6/3) has little room to spare.
-# With 4 or more zones the run with the lowest larger-of-the-two wins, whatever its balance now.
+# With 4 or more zones the run with the lowest larger-of-the-two wins, whatever its balance now
+# (zones grown unevenly: the lowest balance now plus mean floor, see _replica_greedy).
 _NOW_SLACK = 0.01
 _NOW_GOOD = 1.03
 # Above this many tokens the first queue is scored roughly and only two runs are made, so a
