@@ -7,13 +7,11 @@ not ring changes. The last test runs the real thing against a 4-node cluster.
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -27,6 +25,7 @@ from ringkv.core.ring import Ring
 from ringkv.core.streaming import plan_transfers
 from tests.cluster import free_ports, wait_until
 from tests.conftest import MakeCluster
+from tests.fake_http import ThreadedApp
 
 Reply = Callable[[dict[str, Any]], web.Response]
 
@@ -85,19 +84,10 @@ class FakeAdmin:
         self.progress_docs: list[dict[str, Any]] = [progress(None, OLD_DONE)]
         self.status: dict[str, Any] = {"members": []}
         self.seen: list[tuple[str, str, dict[str, Any]]] = []
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
-        self._runner = asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
-
-    async def _start(self) -> web.AppRunner:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        return runner
+        self._server = ThreadedApp(app)
+        self.url = self._server.url
 
     async def _handle(self, request: web.Request) -> web.Response:
         raw = await request.read()
@@ -120,10 +110,7 @@ class FakeAdmin:
         return [body for method, p, body in self.seen if p == path and method == "POST"]
 
     def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-        self._loop.close()
+        self._server.close()
 
 
 def error(status: int, code: str, message: str) -> Reply:

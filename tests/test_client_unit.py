@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from ringkv.client import (
     parse_endpoints,
 )
 from tests.cluster import free_ports, wait_until
+from tests.fake_http import ThreadedApp
 
 Reply = Callable[[web.Request], web.Response]
 
@@ -56,23 +56,12 @@ class FakeNode:
     def __init__(self, keepalive_timeout: float = 75.0) -> None:
         self.reply: Reply = no_content
         self.seen: list[Seen] = []
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
-        self._runner = self._call(self._start(keepalive_timeout))
-        self.port: int = self._runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def _call(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
-
-    async def _start(self, keepalive_timeout: float) -> web.AppRunner:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = web.AppRunner(app, keepalive_timeout=keepalive_timeout)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        return runner
+        self._server = ThreadedApp(app, keepalive_timeout=keepalive_timeout)
+        self._runner = self._server.runner
+        self.port = self._server.port
+        self.url = self._server.url
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -85,10 +74,7 @@ class FakeNode:
         return len(server.connections) if server is not None else 0
 
     def close(self) -> None:
-        self._call(self._runner.cleanup())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-        self._loop.close()
+        self._server.close()
 
 
 @pytest.fixture
