@@ -3,7 +3,7 @@ closed-loop capacity, so that the p99 targets are judged at a stated load, not a
 
     flock /tmp/ringkv-heavy.lock nice .venv/bin/python benchmarks/open_loop.py \
         [--rounds 3] [--duration 15] [--fractions 0.5,0.8] [--workloads read,write] \
-        [--value-bytes 1024] [--generators 2] [--json out.json]
+        [--value-bytes 1024] [--generators 2] [--generator bench|paced] [--json out.json]
     .venv/bin/python benchmarks/open_loop.py --quick        # smoke run
 
 One cluster (``tests.cluster.Cluster``: 3 nodes in 3 zones, N=3, real ``ringkv node``
@@ -23,6 +23,12 @@ quantiles are taken. One Python generator tops out near the cluster's own throug
 machine (docs/performance.md, "The generator's ceiling"), so the capacity measured here is that
 of the cluster and its generators sharing the machine's cores, the load the open loop can
 actually offer. The report gives medians and min-max over rounds.
+
+``--generator paced`` drives both phases with ``benchmarks/paced`` instead (a Go program, built
+once into ``~/.cache/ringkv/tools``), which costs a fraction of ringkv bench's CPU per request:
+the capacity is a closed loop of ``--concurrency`` keep-alive connections, the open loop sends
+at the rate over ``--connections`` of them, latency counted from each request's due time.
+It sends no causal context (as wrk), so the cluster then runs ``--conflict-mode lww``.
 
 A benchmark, not a test (tests/test_benchmarks_smoke.py runs it tiny). Every run is bounded
 by ``--duration`` and ``ringkv bench``'s ``--timeout``; the subprocesses by a timeout.
@@ -46,6 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.cluster
 sys.path.insert(0, str(ROOT / "benchmarks" / "compare_lib"))  # procs
 
+import paced  # noqa: E402
 import procs  # noqa: E402
 from tests.cluster import Cluster  # noqa: E402
 
@@ -116,9 +123,52 @@ def merged(documents: list[dict[str, Any]], workload: str, key: str = "histogram
     return total
 
 
+def measure_paced(
+    cluster: Cluster, args: argparse.Namespace, workload: str, out: Path, *,
+    rate: float | None = None, concurrency: int | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """One run of benchmarks/paced: open loop at ``rate``, or a closed loop of
+    ``concurrency`` connections."""
+    pids = [n.process.pid for n in cluster.nodes if n.process is not None]
+    uptime = procs.uptime_line()
+    cpu0 = procs.cpu_seconds(pids)
+    write = workload == "write"
+    r = paced.run(
+        args.paced, cluster.urls, method="PUT" if write else "GET",
+        query="w=quorum" if write else "r=quorum", keys=args.keys,
+        value_bytes=args.value_bytes, rate=rate or 0, connections=concurrency or args.connections,
+        duration=args.duration, warmup=args.warmup, timeout=args.timeout,
+        out=out.with_suffix(".json"),
+    )  # fmt: skip
+    node_cpu = procs.cpu_seconds(pids) - cpu0
+    period = args.warmup + args.duration
+    # warm-up included in the CPU: per request of the whole period, at the measured rate
+    everything = r["requests"] * period / args.duration
+    result: dict[str, Any] = {
+        "workload": workload,
+        "throughput": round(r["ok"] / r["seconds"], 1),
+        "sent_per_s": round(r["requests"] / r["seconds"], 1),
+        "requests": r["requests"],
+        "errors": r["errors"],
+        "statuses": r["statuses"],
+        "unsent": r["unsent"],
+        "node_cpu_ms_per_request": round(1000 * node_cpu / max(everything, 1), 3),
+        "generator_cpu_share": round(r["cpu_seconds"] / period, 2),
+        "uptime": uptime,
+    }
+    for q in QUANTILES:
+        result[f"p{q:g}_ms"] = round(r["latency_us"][f"p{q:g}"] / 1000, 3)
+    if rate:
+        result["target_rate"] = round(rate, 1)
+        result["service_p99_ms"] = round(r["service_us"]["p99"] / 1000, 3)
+    return result
+
+
 def measure(
     cluster: Cluster, args: argparse.Namespace, workload: str, out: Path, **kw: Any
 ) -> dict[str, Any]:
+    if args.generator == "paced":
+        return measure_paced(cluster, args, workload, out, **kw)
     pids = [n.process.pid for n in cluster.nodes if n.process is not None]
     uptime = procs.uptime_line()
     cpu0 = procs.cpu_seconds(pids)
@@ -152,7 +202,10 @@ def measure(
 
 
 def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
-    cluster = Cluster(root / "cluster", nodes=3, zones=3, replication_factor=3)
+    # paced, like wrk, sends no causal context: under dotted version vectors its overwrites
+    # would pile up siblings, so its cluster resolves by last write, as benchmarks/compare's.
+    extra = ("--conflict-mode", "lww") if args.generator == "paced" else ()
+    cluster = Cluster(root / "cluster", nodes=3, zones=3, replication_factor=3, extra_args=extra)
     cluster.start(deadline=60)
     try:
         log(f"preloading {args.keys} keys of {args.value_bytes} bytes")
@@ -183,7 +236,9 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 open_runs.append(r)
                 log(f"open round {rnd + 1} {workload} at {fraction:.0%} ({rate:,.0f}/s): "
                     f"sent {r['sent_per_s']:,.0f}/s, p50 {r['p50_ms']} p99 {r['p99_ms']} "
-                    f"p99.9 {r['p99.9_ms']} ms, errors {r['errors']}, unsent {r['unsent']} "
+                    f"p99.9 {r['p99.9_ms']} ms, errors {r['errors']}, unsent {r['unsent']}, "
+                    f"node {r['node_cpu_ms_per_request']} ms/req, "
+                    f"generator {r['generator_cpu_share']} cores "
                     f"({r['uptime']})")  # fmt: skip
     finally:
         cluster.stop()
@@ -195,7 +250,7 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                                "target_rate": round(fraction * capacity[workload], 1),
                                "rounds": len(sample)}  # fmt: skip
         for key in ("sent_per_s", "p50_ms", "p99_ms", "p99.9_ms", "service_p99_ms",
-                    "node_cpu_ms_per_request"):  # fmt: skip
+                    "node_cpu_ms_per_request", "generator_cpu_share"):  # fmt: skip
             row[key] = spread([r[key] for r in sample])
         row["errors"] = sum(r["errors"] for r in sample)
         row["unsent"] = sum(r["unsent"] for r in sample)
@@ -216,8 +271,8 @@ def render(result: dict[str, Any], args: argparse.Namespace) -> str:
     lines = [
         f"| workload | capacity, closed loop C={args.concurrency} (req/s, median, min-max) "
         "| load | offered req/s | sent req/s | p50 ms | p99 ms | p99.9 ms "
-        "| service p99 ms | node CPU ms/req | errors / unsent |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| service p99 ms | node CPU ms/req | generator cores | errors / unsent |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in result["summary"]:
         cap = result["capacity"][row["workload"]]
@@ -225,7 +280,8 @@ def render(result: dict[str, Any], args: argparse.Namespace) -> str:
             f"| {row['workload']} | {cell(cap, 0)} | {row['fraction']:.0%} "
             f"| {row['target_rate']:,.0f} | {cell(row['sent_per_s'], 0)} | {cell(row['p50_ms'])} "
             f"| {cell(row['p99_ms'])} | {cell(row['p99.9_ms'])} | {cell(row['service_p99_ms'])} "
-            f"| {cell(row['node_cpu_ms_per_request'], 3)} | {row['errors']} / {row['unsent']} |"
+            f"| {cell(row['node_cpu_ms_per_request'], 3)} | {cell(row['generator_cpu_share'])} "
+            f"| {row['errors']} / {row['unsent']} |"
         )
     return "\n".join(lines)
 
@@ -240,6 +296,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=64,
                    help="requests in flight in the capacity runs (all generators)")  # fmt: skip
     p.add_argument("--generators", type=int, default=2, help="ringkv bench processes at once")
+    p.add_argument("--generator", choices=("bench", "paced"), default="bench",
+                   help="the load generator of both phases: ringkv bench (Python), or "
+                   "benchmarks/paced (Go, built once into ~/.cache/ringkv/tools)")  # fmt: skip
+    p.add_argument("--connections", type=int, default=64,
+                   help="paced: connections of the open loop")  # fmt: skip
     p.add_argument("--keys", type=int, default=10000)
     p.add_argument("--value-bytes", type=int, default=1024)
     p.add_argument("--timeout", type=float, default=5.0, help="per request")
@@ -257,6 +318,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--fractions: comma-separated numbers in (0, 1]")
     if min(args.rounds, args.generators, args.keys, args.concurrency) < 1 or args.duration <= 0:
         p.error("--rounds, --generators, --keys, --concurrency and --duration must be positive")
+    if args.generator == "paced":
+        args.paced = paced.ensure()
     return args
 
 

@@ -137,11 +137,13 @@ def test_compare_measures_10_kib_rows_beside_the_1_kib_ones(tmp_path: Path) -> N
 
 
 @pytest.mark.slow
-def test_open_loop_benchmark_quick_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("generator", ["bench", "paced"])
+def test_open_loop_benchmark_quick_run(tmp_path: Path, generator: str) -> None:
     """benchmarks/open_loop.py --quick: capacity first, then the open loop at each fraction of
-    it, for reads and writes, every run answered."""
+    it, for reads and writes, every run answered; with ringkv bench or benchmarks/paced."""
     result = tmp_path / "open.json"
-    run("benchmarks/open_loop.py", "--quick", "--json", str(result), timeout=300)
+    run("benchmarks/open_loop.py", "--quick", "--generator", generator, "--json", str(result),
+        timeout=300)  # fmt: skip
     document = json.loads(result.read_text())
     assert set(document["capacity"]) == {"read", "write"}
     rows = {(r["workload"], r["fraction"]): r for r in document["summary"]}
@@ -151,6 +153,7 @@ def test_open_loop_benchmark_quick_run(tmp_path: Path) -> None:
         assert capacity > 0 and row["target_rate"] == pytest.approx(fraction * capacity, 0.01)
         assert row["errors"] == 0, row
         assert 0 < row["p50_ms"]["median"] <= row["p99_ms"]["median"] <= row["p99.9_ms"]["median"]
+        assert row["sent_per_s"]["median"] > 0 and row["generator_cpu_share"]["median"] > 0
 
 
 @pytest.mark.slow
