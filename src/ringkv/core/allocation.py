@@ -537,31 +537,29 @@ class _Quotas:
         return pick_by_quota(order, self.zone_of, self.base, self.top, self.extra, self.wanted)
 
 
-def _same_zone_before(owners: list[str], zone_of: Mapping[str, str], zone: str, i: int) -> int:
-    """Index of the last token of ``zone`` before index ``i`` (cyclically), or -1."""
+def _same_zone(owners: list[str], zone_of: Mapping[str, str], zone: str, i: int, step: int) -> int:
+    """Index of the nearest token of ``zone`` cyclically from index ``i``: at or after it
+    (``step`` 1), or strictly before it (``step`` -1); -1 if the zone has none."""
     size = len(owners)
-    for back in range(1, size + 1):
-        j = (i - back) % size
+    first = 0 if step > 0 else 1
+    for move in range(first, size + first):
+        j = (i + step * move) % size
         if zone_of[owners[j]] == zone:
             return j
     return -1
 
 
-def _same_zone_from(owners: list[str], zone_of: Mapping[str, str], zone: str, i: int) -> int:
-    """Index of the first token of ``zone`` at or after index ``i`` (cyclically), or -1."""
-    size = len(owners)
-    for ahead in range(size):
-        j = (i + ahead) % size
-        if zone_of[owners[j]] == zone:
-            return j
-    return -1
+def _two_zones(sizes: Mapping[str, int]) -> bool:
+    """Two zones with N=3: each holds one replica of every key and they compete for the
+    third, so joins look ahead for the larger zone and also balance their zone's sub-ring."""
+    return len(sizes) == 2
 
 
 def _looks_ahead(sizes: dict[str, int], replicas: int) -> bool:
     """Whether joins look ahead: with more zones than a key has replicas, each zone holding at
     most one of them (4 or more zones, N=3), or with two zones that compete for an extra."""
     _, top, extra, wanted = zone_caps(sizes, replicas)
-    if len(sizes) == 2:
+    if _two_zones(sizes):
         return extra > 0
     return len(sizes) > wanted and max(top.values()) == 1
 
@@ -570,7 +568,7 @@ def _next_to_grow(sizes: dict[str, int], replicas: int) -> tuple[str, ...]:
     """The zones a look-ahead prepares for: with two zones the larger (its growth pushes the
     smaller one's extras out); with more the smallest (the operator grows the smallest zone
     first), or every zone once the sizes differ by more than one node (``_grown_unevenly``)."""
-    if len(sizes) == 2:
+    if _two_zones(sizes):
         largest = max(sizes.values())
         return tuple(z for z in sorted(sizes) if sizes[z] == largest)
     if _grown_unevenly(sizes):
@@ -600,14 +598,14 @@ def _replica_greedy(
     sizes[zone] = sizes.get(zone, 0) + 1
     runs = _RUNS_LARGE
     if len(ring.sorted_tokens) <= _EXACT_QUEUE_GAPS:
-        if len(sizes) == 2:
+        if _two_zones(sizes):
             runs = _RUNS_TWO_ZONES
         else:
             runs = _RUNS_AHEAD if _looks_ahead(sizes, replicas) else _RUNS
     results = [
         _replica_greedy_run(ring, node_id, zone, count, replicas, run, shared) for run in runs
     ]
-    if len(sizes) == 2:
+    if _two_zones(sizes):
         best_now = min(r.now for r in results)
         results = [r for r in results if r.now <= max(best_now + _NOW_SLACK, _NOW_GOOD)]
     elif _grown_unevenly(sizes) and results[0].floors:
@@ -739,12 +737,14 @@ def _replica_greedy_run(
     # once the zone's share falls to that one replica (its zone the smaller, the other grown)
     # the sub-ring share is all it carries. Only the zone's own joins can change how that
     # sub-ring is split, so each join also balances it, beside the replica loads.
-    two_zones = len(sizes) == 2 and quotas.base[zone] >= 1
+    two_zones = _two_zones(sizes) and quotas.base[zone] >= 1
     sub_load: dict[str, float] = {}
     if two_zones:
+        # Ring.zone_owned, but summed in floats as the scores are (its integer sums round
+        # differently, and would move tokens).
         for k, owner in enumerate(own):
             if zone_of[owner] == zone:
-                prev = _same_zone_before(own, zone_of, zone, k)
+                prev = _same_zone(own, zone_of, zone, k, -1)
                 width = (toks[k] - toks[prev]) % RING_SIZE or RING_SIZE
                 sub_load[owner] = sub_load.get(owner, 0.0) + width
         sub_load[node_id] = 0.0
@@ -756,8 +756,8 @@ def _replica_greedy_run(
         the owner of the zone's next one."""
         if not two_zones:
             return {}
-        prev = _same_zone_before(own, zone_of, zone, i)
-        nxt = _same_zone_from(own, zone_of, zone, i)
+        prev = _same_zone(own, zone_of, zone, i, -1)
+        nxt = _same_zone(own, zone_of, zone, i, 1)
         if prev < 0 or nxt < 0:
             return {}
         loser = own[nxt]
