@@ -27,7 +27,8 @@ def ensure() -> Path:
     binary = base / "ringkv" / "tools" / f"paced-{digest}" / "paced"
     if binary.exists():
         return binary
-    go = shutil.which("go")
+    # Go's own installer puts it in /usr/local/go/bin, not always on PATH
+    go = shutil.which("go") or shutil.which("go", path="/usr/local/go/bin")
     if go is None:
         raise RuntimeError("benchmarks/paced is built with `go build`, and go is not on PATH")
     binary.parent.mkdir(parents=True, exist_ok=True)
