@@ -123,15 +123,12 @@ def merged(documents: list[dict[str, Any]], workload: str, key: str = "histogram
     return total
 
 
-def measure_paced(
+def run_paced(
     cluster: Cluster, args: argparse.Namespace, workload: str, out: Path, *,
     rate: float | None = None, concurrency: int | None = None,
-) -> dict[str, Any]:  # fmt: skip
-    """One run of benchmarks/paced: open loop at ``rate``, or a closed loop of
-    ``concurrency`` connections."""
-    pids = [n.process.pid for n in cluster.nodes if n.process is not None]
-    uptime = procs.uptime_line()
-    cpu0 = procs.cpu_seconds(pids)
+) -> tuple[dict[str, Any], float]:  # fmt: skip
+    """One run of benchmarks/paced (open loop at ``rate``, or a closed loop of ``concurrency``
+    connections): its figures, and the requests the nodes' CPU is spread over."""
     write = workload == "write"
     r = paced.run(
         args.paced, cluster.urls, method="PUT" if write else "GET",
@@ -140,64 +137,67 @@ def measure_paced(
         duration=args.duration, warmup=args.warmup, timeout=args.timeout,
         out=out.with_suffix(".json"),
     )  # fmt: skip
-    node_cpu = procs.cpu_seconds(pids) - cpu0
     period = args.warmup + args.duration
-    # warm-up included in the CPU: per request of the whole period, at the measured rate
-    everything = r["requests"] * period / args.duration
     result: dict[str, Any] = {
-        "workload": workload,
         "throughput": round(r["ok"] / r["seconds"], 1),
         "sent_per_s": round(r["requests"] / r["seconds"], 1),
         "requests": r["requests"],
         "errors": r["errors"],
         "statuses": r["statuses"],
         "unsent": r["unsent"],
-        "node_cpu_ms_per_request": round(1000 * node_cpu / max(everything, 1), 3),
         "generator_cpu_share": round(r["cpu_seconds"] / period, 2),
-        "uptime": uptime,
     }
     for q in QUANTILES:
         result[f"p{q:g}_ms"] = round(r["latency_us"][f"p{q:g}"] / 1000, 3)
     if rate:
-        result["target_rate"] = round(rate, 1)
         result["service_p99_ms"] = round(r["service_us"]["p99"] / 1000, 3)
-    return result
+    # paced counts only the measured requests; the CPU covers the warm-up too, at that rate
+    return result, r["requests"] * period / args.duration
 
 
-def measure(
+def run_bench(
     cluster: Cluster, args: argparse.Namespace, workload: str, out: Path, **kw: Any
-) -> dict[str, Any]:
-    if args.generator == "paced":
-        return measure_paced(cluster, args, workload, out, **kw)
-    pids = [n.process.pid for n in cluster.nodes if n.process is not None]
-    uptime = procs.uptime_line()
-    cpu0 = procs.cpu_seconds(pids)
+) -> tuple[dict[str, Any], float]:
+    """One run of ``--generators`` ringkv bench processes: their merged figures, and the
+    requests the nodes' CPU is spread over (the measured ones: the warm-up's CPU is
+    included, so it is an upper bound of their own cost)."""
     documents = bench(cluster.urls, args, workload, out, **kw)
-    node_cpu = procs.cpu_seconds(pids) - cpu0
     runs = [d["runs"][0] for d in documents]
     seconds = statistics.mean(r["seconds"] for r in runs)
-    ok = sum(r["ok"] for r in runs)
     requests = sum(r["requests"] for r in runs)
     latency = merged(documents, workload)
     result: dict[str, Any] = {
-        "workload": workload,
-        "throughput": round(ok / seconds, 1),
+        "throughput": round(sum(r["ok"] for r in runs) / seconds, 1),
         "sent_per_s": round(requests / seconds, 1),
         "requests": requests,
         "errors": sum(r["error_count"] for r in runs),
         "unsent": sum(r.get("unsent") or 0 for r in runs),
         "max_in_flight": max(r.get("max_in_flight") or 0 for r in runs),
-        # warm-up CPU included: an upper bound of the measured requests' own cost
-        "node_cpu_ms_per_request": round(1000 * node_cpu / max(requests, 1), 3),
         "generator_cpu_share": round(sum(r["generator_cpu_share"] for r in runs), 2),
-        "uptime": uptime,
     }
     for q in QUANTILES:
         result[f"p{q:g}_ms"] = round(latency.quantile(q) / 1000, 3)
     if kw.get("rate"):
         service = merged(documents, workload, "service_histogram")
-        result["target_rate"] = round(kw["rate"], 1)
         result["service_p99_ms"] = round(service.quantile(99.0) / 1000, 3)
+    return result, requests
+
+
+def measure(
+    cluster: Cluster, args: argparse.Namespace, workload: str, out: Path, **kw: Any
+) -> dict[str, Any]:
+    """One run of the chosen generator, with the nodes' CPU and the machine's load around it."""
+    pids = [n.process.pid for n in cluster.nodes if n.process is not None]
+    uptime = procs.uptime_line()
+    cpu0 = procs.cpu_seconds(pids)
+    generator = run_paced if args.generator == "paced" else run_bench
+    figures, spread_over = generator(cluster, args, workload, out, **kw)
+    node_cpu = procs.cpu_seconds(pids) - cpu0
+    result: dict[str, Any] = {"workload": workload, **figures}
+    result["node_cpu_ms_per_request"] = round(1000 * node_cpu / max(spread_over, 1), 3)
+    result["uptime"] = uptime
+    if kw.get("rate"):
+        result["target_rate"] = round(kw["rate"], 1)
     return result
 
 

@@ -59,8 +59,6 @@ class FakeNode:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._server = ThreadedApp(app, keepalive_timeout=keepalive_timeout)
-        self._runner = self._server.runner
-        self.port = self._server.port
         self.url = self._server.url
 
     async def _handle(self, request: web.Request) -> web.Response:
@@ -70,7 +68,7 @@ class FakeNode:
         return self.reply(request)
 
     def open_connections(self) -> int:
-        server = self._runner.server
+        server = self._server.runner.server
         return len(server.connections) if server is not None else 0
 
     def close(self) -> None:
